@@ -1,0 +1,106 @@
+"""Loading and saving models: the input is never modified, outputs are written atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from .errors import BadInputError
+
+# Quantized integer ops whose weights cannot be sliced as floats; QDQ models are handled by rules.
+_INTEGER_OPS = {"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeLinear"}
+_TWO_GB = 2**31 - 1
+
+
+def load_model(path: str | os.PathLike) -> onnx.ModelProto:
+    """Load an ONNX model with its external data; raise BadInputError with one clear line."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInputError(f"{path}: no such file")
+    if path.is_dir():
+        raise BadInputError(f"{path}: is a directory, expected an .onnx file")
+    try:
+        model = onnx.load(str(path), load_external_data=True)
+    except Exception as exc:  # protobuf raises several types for garbage or truncated files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInputError(f"{path}: not a readable ONNX model ({first})") from None
+    if not model.graph.node:
+        raise BadInputError(f"{path}: not a readable ONNX model (the graph has no nodes; truncated or not ONNX?)")
+    check_supported(model, str(path))
+    return model
+
+
+def check_supported(model: onnx.ModelProto, where: str = "model") -> None:
+    """Refuse models whose weights this tool cannot rewrite, naming the first offending node."""
+    for node in model.graph.node:
+        if node.op_type in _INTEGER_OPS and node.domain in ("", "ai.onnx"):
+            raise BadInputError(
+                f"{where}: node '{node.name or node.output[0]}' is {node.op_type}: integer-quantized weights "
+                "cannot be pruned; prune the float model, then quantize the result"
+            )
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise BadInputError(f"{where}: fails the ONNX checker ({first})") from None
+    except ValueError:
+        pass  # models over 2 GB must be checked by path; load already validated the protobuf
+
+
+def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, force: bool = False) -> Path:
+    """Write `model` to `path` via a temporary file and a rename, so no half-written file is ever left.
+
+    Models over 2 GB are saved with their tensors in one external data file beside the model.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise BadInputError(f"{path}: already exists; pass --force to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    large = model.ByteSize() > _TWO_GB if _byte_size_ok(model) else True
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_data = None
+    try:
+        if large:
+            data_name = path.name + ".data"
+            tmp_data = path.parent / f".{data_name}.tmp"
+            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=tmp_data.name, size_threshold=1024)
+            os.replace(tmp_data, path.parent / data_name)
+            # the model refers to the temporary data name; rewrite the references before the rename
+            m = onnx.load(tmp, load_external_data=False)
+            for t in _external_tensors(m):
+                for entry in t.external_data:
+                    if entry.key == "location":
+                        entry.value = data_name
+            onnx.save_model(m, tmp)
+        else:
+            onnx.save_model(model, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        for leftover in (Path(tmp), tmp_data):
+            if leftover is not None and leftover.exists():
+                leftover.unlink()
+        raise
+    return path
+
+
+def _byte_size_ok(model: onnx.ModelProto) -> bool:
+    try:
+        model.ByteSize()
+        return True
+    except Exception:
+        return False
+
+
+def _external_tensors(model: onnx.ModelProto):
+    for t in model.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            yield t
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_location == onnx.TensorProto.EXTERNAL:
+                yield attr.t

@@ -1,0 +1,370 @@
+"""Ops that move, merge, split or select axes and elements without arithmetic.
+
+Reshape and Flatten merge or split axes: a channel axis merged with others becomes a block (or a
+stride) of the merged axis; an axis split into (outer, inner) ties to the outer part, except in a
+channel shuffle, where the inner part is what every group keeps in step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import (Barrier, Link, Rule, Slot, attr_or_input_ints, dim, family, identity, indexed, merged,
+                   norm_axis, offset, rank, register)
+
+
+# ---- merging and splitting axes ------------------------------------------------------------------
+
+def refine(si: tuple[int, ...], so: tuple[int, ...]) -> tuple[list[int], list[list[int]], list[list[int]]] | None:
+    """The coarsest common refinement of two shapes of equal size, or None if there is none.
+
+    Returns the refined sizes and, for each input and output axis, the refined axes it is made of
+    (none for size-1 axes). [2048, 64] -> [512, 256] refines to [512, 4, 64]: input axis 1 is refined
+    axis 2, output axis 2 is refined axes (1, 2).
+    """
+    ci, co = np.cumprod(si, dtype=np.int64).tolist(), np.cumprod(so, dtype=np.int64).tolist()
+    if (ci[-1] if ci else 1) != (co[-1] if co else 1):
+        return None
+    bounds = sorted(set(ci) | set(co) | {1})
+    if any(b % a for a, b in zip(bounds, bounds[1:])):
+        return None
+    sizes = [b // a for a, b in zip(bounds, bounds[1:])]
+    position = {b: k for k, b in enumerate(bounds)}
+
+    def parts(shape, cum):
+        out, prev = [], 1
+        for d, c in zip(shape, cum):
+            out.append(list(range(position[prev], position[c])))
+            prev = c
+        return out
+
+    return sizes, parts(si, ci), parts(so, co)
+
+
+def _is_shuffle(g, node, y: str, axes: list[int]) -> bool:
+    """A split into two axes that a consumer Transpose swaps: a channel shuffle."""
+    if len(axes) != 2:
+        return False
+    for c in g.consumers.get(y, []):
+        other = g.nodes[c]
+        if other.op == "Transpose":
+            perm = list(other.attrs.get("perm", []))
+            if perm and perm.index(axes[0]) > perm.index(axes[1]):
+                return True
+    return False
+
+
+def reshape_links(g, node, slot: Slot) -> list[Link]:
+    """Links for a slot of a Reshape/Flatten/Squeeze-like op from the input and output shapes alone."""
+    x, y = node.inputs[0], node.outputs[0]
+    sx, sy = g.shape(x), g.shape(y)
+    if sx is None or sy is None:
+        raise Barrier("its shapes are unknown")
+    refined = refine(sx, sy)
+    if refined is None:
+        raise Barrier(f"reshape {list(sx)} -> {list(sy)} has no axis-preserving map")
+    sizes, in_parts, out_parts = refined
+    mine, theirs, other = (in_parts, out_parts, y) if slot.tensor == x else (out_parts, in_parts, x)
+    parts = mine[slot.axis]
+    if not parts:
+        raise Barrier(f"axis {slot.axis} has size 1")
+
+    def home(r: int) -> int:
+        return next(a for a, p in enumerate(theirs) if r in p)
+
+    if len(parts) == 1:  # my axis is whole in the refinement: a part (or all) of one of their axes
+        axis = home(parts[0])
+        members = theirs[axis]
+        if len(members) == 1:
+            return [identity(slot, Slot(other, axis), sizes[parts[0]])]
+        return [merged(slot, Slot(other, axis), tuple(sizes[r] for r in members), members.index(parts[0]))]
+    # my axis is split: tie it to its outer part (heads), or its inner part in a channel shuffle
+    homes = [home(r) for r in parts]
+    pick = 1 if slot.tensor == x and _is_shuffle(g, node, y, homes) else 0
+    axis = homes[pick]
+    if theirs[axis] != [parts[pick]]:
+        raise Barrier(f"reshape {list(sx)} -> {list(sy)} splits axis {slot.axis} across merged axes")
+    return [merged(Slot(other, axis), slot, tuple(sizes[r] for r in parts), pick)]
+
+
+def _patched(values: np.ndarray, new_dims: list[int | None]) -> np.ndarray:
+    """`values` with each positive entry whose dim changed replaced by the new dim (-1, 0 stay)."""
+    out = np.array(values).reshape(-1).copy()
+    for k, new in enumerate(new_dims):
+        if new is not None and out[k] > 0:
+            out[k] = new
+    return out.reshape(np.shape(values)).astype(np.asarray(values).dtype)
+
+
+def write_shape_input(ctx, node, index: int, y: str) -> None:
+    """Make the shape input of `node` produce the new dims of `y`, whether constant or computed.
+
+    A constant, or a computed shape whose entries are all static, becomes a new constant. A shape
+    with dynamic entries (TorchScript's Shape->Gather->Unsqueeze->Concat with the batch) gets the
+    change added at run time, so the dynamic entries keep following the input.
+    """
+    if ctx.g.shape(y) is None:
+        return
+    r = len(ctx.g.shape(y))
+    new_dims = [ctx.new_dim(y, a) if ctx.new_dim(y, a) != ctx.old_dim(y, a) else None for a in range(r)]
+    if all(d is None for d in new_dims):
+        return
+    name = node.inputs[index]
+    static = ctx.g.static_value(name)
+    if static is None:
+        raise Barrier(f"the shape of '{y}' is computed by ops the rewrite cannot follow")
+    values, known = np.asarray(static[0]).reshape(-1), static[1].reshape(-1)
+    unknown = [a for a, d in enumerate(new_dims) if d is not None and not known[a]]
+    if unknown:
+        raise Barrier(f"entries {unknown} of the shape of '{y}' are computed from dynamic dims")
+    patched = _patched(values, new_dims)
+    if known.all():
+        ctx.set_input(node, index, patched)
+    else:
+        ctx.add_to_input(node, index, (patched - values).astype(values.dtype))
+
+
+class ReshapeRule(Rule):
+    ops = ("Reshape",)
+
+    def links(self, g, node, slot):
+        if slot.tensor not in (node.inputs[0], node.outputs[0]):
+            raise Barrier("the shape input carries no channels")
+        return reshape_links(g, node, slot)
+
+    def update(self, ctx, node):
+        write_shape_input(ctx, node, 1, node.outputs[0])
+
+
+class FlattenRule(Rule):
+    ops = ("Flatten",)
+
+    def links(self, g, node, slot):
+        return reshape_links(g, node, slot)
+
+
+class TransposeRule(Rule):
+    ops = ("Transpose",)
+
+    def links(self, g, node, slot):
+        x, y = node.inputs[0], node.outputs[0]
+        r = rank(g, x)
+        perm = list(node.attrs.get("perm", list(range(r))[::-1]))
+        in_axis = slot.axis if slot.tensor == x else perm[slot.axis]
+        return [identity(Slot(x, in_axis), Slot(y, perm.index(in_axis)), dim(g, x, in_axis))]
+
+
+class SqueezeRule(Rule):
+    """Squeeze/Unsqueeze drop or insert size-1 axes; every other axis keeps its order."""
+
+    ops = ("Squeeze", "Unsqueeze")
+
+    def links(self, g, node, slot):
+        x, y = node.inputs[0], node.outputs[0]
+        sx, sy = g.shape(x), g.shape(y)
+        if sx is None or sy is None:
+            raise Barrier("its shapes are unknown")
+        ins = [a for a, d in enumerate(sx) if d != 1]
+        outs = [a for a, d in enumerate(sy) if d != 1]
+        if len(ins) != len(outs):
+            raise Barrier("its axes cannot be matched")
+        pairs = dict(zip(ins, outs)) if slot.tensor == x else dict(zip(outs, ins))
+        if slot.axis not in pairs:
+            raise Barrier(f"axis {slot.axis} has size 1")
+        a, b = (slot.axis, pairs[slot.axis]) if slot.tensor == x else (pairs[slot.axis], slot.axis)
+        return [identity(Slot(x, a), Slot(y, b), sx[a])]
+
+
+class ConcatRule(Rule):
+    ops = ("Concat",)
+
+    def links(self, g, node, slot):
+        y = node.outputs[0]
+        r = rank(g, y)
+        axis = norm_axis(int(node.attrs["axis"]), r)
+        inputs = [t for t in node.inputs if t]
+        if slot.axis != axis:
+            return family([Slot(t, slot.axis) for t in inputs] + [Slot(y, slot.axis)], dim(g, y, slot.axis))
+        links, start = [], 0
+        for t in inputs:
+            n = dim(g, t, axis)
+            if n:
+                links.append(offset(Slot(t, axis), Slot(y, axis), n, start))
+            start += n
+        return links
+
+
+class SplitRule(Rule):
+    ops = ("Split",)
+
+    def links(self, g, node, slot):
+        x = node.inputs[0]
+        r = rank(g, x)
+        axis = norm_axis(int(node.attrs.get("axis", 0)), r)
+        outs = [t for t in node.outputs if t]
+        if slot.tensor not in [x] + outs:
+            raise Barrier("the split input carries no channels")
+        if slot.axis != axis:
+            return family([Slot(x, slot.axis)] + [Slot(t, slot.axis) for t in outs], dim(g, x, slot.axis))
+        links, start = [], 0
+        for t in node.outputs:
+            n = dim(g, t, axis) if t else 0
+            if t and n:
+                links.append(offset(Slot(t, axis), Slot(x, axis), n, start))
+            start += n
+        return links
+
+    def update(self, ctx, node):
+        x = node.inputs[0]
+        axis = norm_axis(int(node.attrs.get("axis", 0)), len(ctx.g.shape(x)))
+        sizes = np.array([ctx.new_dim(t, axis) for t in node.outputs], dtype=np.int64)
+        old = np.array([ctx.old_dim(t, axis) for t in node.outputs], dtype=np.int64)
+        if np.array_equal(sizes, old):
+            return
+        if "split" in node.attrs:
+            ctx.set_attr(node, "split", sizes.tolist())
+        elif node.input(1) is not None:
+            ctx.set_input(node, 1, sizes)
+        else:  # equal split (or num_outputs): spell the sizes out
+            ctx.set_attr(node, "num_outputs", None)
+            if ctx.g.opset >= 13:
+                ctx.set_input(node, 1, sizes)
+            else:
+                ctx.set_attr(node, "split", sizes.tolist())
+
+
+def _slice_params(g, node, r):
+    if g.opset < 10:
+        starts, ends = node.attrs.get("starts"), node.attrs.get("ends")
+        axes = node.attrs.get("axes", list(range(len(starts))))
+        steps = [1] * len(starts)
+    else:
+        starts = attr_or_input_ints(g, node, "_", 1)
+        ends = attr_or_input_ints(g, node, "_", 2)
+        axes = attr_or_input_ints(g, node, "_", 3) or list(range(len(starts)))
+        steps = attr_or_input_ints(g, node, "_", 4) or [1] * len(starts)
+    return {norm_axis(int(a), r): (int(s), int(e), int(st)) for a, s, e, st in zip(axes, starts, ends, steps)}
+
+
+def _clamp_start(start: int, n: int) -> int:
+    start = start + n if start < 0 else start
+    return min(max(start, 0), n)
+
+
+class SliceRule(Rule):
+    ops = ("Slice",)
+
+    def links(self, g, node, slot):
+        x, y = node.inputs[0], node.outputs[0]
+        if slot.tensor not in (x, y):
+            raise Barrier("slice parameters carry no channels")
+        params = _slice_params(g, node, rank(g, x))
+        if slot.axis not in params:
+            return [identity(Slot(x, slot.axis), Slot(y, slot.axis), dim(g, x, slot.axis))]
+        start, _, step = params[slot.axis]
+        if step != 1:
+            raise Barrier("a strided slice of this axis is not mapped")
+        n = dim(g, y, slot.axis)
+        return [offset(Slot(y, slot.axis), Slot(x, slot.axis), n, _clamp_start(start, dim(g, x, slot.axis)))]
+
+    def update(self, ctx, node):
+        x = node.inputs[0]
+        r = len(ctx.g.shape(x))
+        params = _slice_params(ctx.g, node, r)
+        if ctx.g.opset < 10:
+            raise Barrier("Slice-1 with pruned axes is not rewritten")
+        starts = np.array(attr_or_input_ints(ctx.g, node, "_", 1), dtype=np.int64)
+        ends = np.array(attr_or_input_ints(ctx.g, node, "_", 2), dtype=np.int64)
+        axes = attr_or_input_ints(ctx.g, node, "_", 3) or list(range(len(starts)))
+        changed = False
+        for k, a in enumerate(axes):
+            a = norm_axis(int(a), r)
+            kept = ctx.kept(x, a)
+            if kept is None:
+                continue
+            start = _clamp_start(params[a][0], ctx.old_dim(x, a))
+            new_start = int(np.searchsorted(kept, start))
+            starts[k], ends[k] = new_start, new_start + ctx.new_dim(node.outputs[0], a)
+            changed = True
+        if changed:
+            dtype = np.asarray(ctx.g.static_value(node.inputs[1])[0]).dtype
+            ctx.set_input(node, 1, starts.astype(dtype))
+            ctx.set_input(node, 2, ends.astype(dtype))
+
+
+class GatherRule(Rule):
+    ops = ("Gather",)
+
+    def links(self, g, node, slot):
+        x, idx, y = node.inputs[0], node.inputs[1], node.outputs[0]
+        if slot.tensor == idx:
+            raise Barrier("gather indices carry no channels")
+        r = rank(g, x)
+        axis = norm_axis(int(node.attrs.get("axis", 0)), r)
+        ri = rank(g, idx)
+        if slot.tensor == x:
+            in_axis = slot.axis
+        else:
+            if axis <= slot.axis < axis + ri:
+                in_axis = axis if ri == 1 else None
+            else:
+                in_axis = slot.axis if slot.axis < axis else slot.axis - ri + 1
+            if in_axis is None:
+                raise Barrier("axis comes from multi-dimensional gather indices")
+        if in_axis != axis:
+            out_axis = in_axis if in_axis < axis else in_axis + ri - 1
+            return [identity(Slot(x, in_axis), Slot(y, out_axis), dim(g, x, in_axis))]
+        indices = g.const(idx)
+        if indices is None or ri != 1:
+            raise Barrier("it picks channels with run-time or scalar indices")
+        n = dim(g, x, axis)
+        picked = np.where(indices < 0, indices + n, indices)
+        return [indexed(Slot(y, axis), Slot(x, axis), np.arange(len(picked)), picked)]
+
+    def update(self, ctx, node):
+        x = node.inputs[0]
+        axis = norm_axis(int(node.attrs.get("axis", 0)), len(ctx.g.shape(x)))
+        kept_in = ctx.kept(x, axis)
+        if kept_in is None:
+            return
+        indices = ctx.g.const(node.inputs[1])
+        n = ctx.old_dim(x, axis)
+        picked = np.where(indices < 0, indices + n, indices)
+        kept_out = ctx.kept(node.outputs[0], axis)
+        if kept_out is not None:
+            picked = picked[kept_out]
+        ctx.set_input(node, 1, np.searchsorted(kept_in, picked).astype(indices.dtype))
+
+
+class ExpandRule(Rule):
+    """Expand/Tile: axes that are not broadcast or repeated pass through; their shape entries follow."""
+
+    ops = ("Expand", "Tile")
+
+    def links(self, g, node, slot):
+        x, y = node.inputs[0], node.outputs[0]
+        if slot.tensor not in (x, y):
+            raise Barrier("the shape input carries no channels")
+        rx, ry = rank(g, x), rank(g, y)
+        in_axis = slot.axis if slot.tensor == x else slot.axis - (ry - rx)
+        if in_axis < 0 or dim(g, x, in_axis) != dim(g, y, in_axis + ry - rx):
+            raise Barrier("this axis is broadcast or repeated")
+        return [identity(Slot(x, in_axis), Slot(y, in_axis + ry - rx), dim(g, x, in_axis))]
+
+    def update(self, ctx, node):
+        if node.op == "Expand":
+            write_shape_input(ctx, node, 1, node.outputs[0])
+
+
+class ShapeRule(Rule):
+    """Shape and Size read dimensions at run time, so they follow any pruning by themselves."""
+
+    ops = ("Shape", "Size")
+
+    def links(self, g, node, slot):
+        return []
+
+
+for rule in (ReshapeRule(), FlattenRule(), TransposeRule(), SqueezeRule(), ConcatRule(), SplitRule(),
+             SliceRule(), GatherRule(), ExpandRule(), ShapeRule()):
+    register(rule)

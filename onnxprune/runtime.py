@@ -1,0 +1,38 @@
+"""ONNX Runtime sessions and batched runs, shared by validation, calibration and benchmarks."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from .data import Dataset
+
+
+def session(model: onnx.ModelProto | bytes | str, threads: int = 0, optimize: bool = True) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
+
+
+def batchable(sess: ort.InferenceSession) -> bool:
+    """Whether every input has a dynamic first axis, so samples can be joined into batches."""
+    for inp in sess.get_inputs():
+        if not inp.shape or isinstance(inp.shape[0], int):
+            return False
+    return True
+
+
+def run_dataset(sess: ort.InferenceSession, data: Dataset, batch_size: int = 32) -> list[np.ndarray]:
+    """All outputs over the dataset, concatenated along the first axis."""
+    chunks: list[list[np.ndarray]] = []
+    for feed in data.batches(batch_size, batchable(sess)):
+        chunks.append(sess.run(None, feed))
+    return [np.concatenate([c[i] for c in chunks]) if chunks[0][i].ndim else np.stack([c[i] for c in chunks])
+            for i in range(len(chunks[0]))]
