@@ -16,8 +16,8 @@ from .graph import ModelGraph
 
 
 def count_params(g: ModelGraph) -> int:
-    """Elements of floating-point constants (initializers and Constant nodes)."""
-    return int(sum(v.size for v in g.constants.values() if np.issubdtype(v.dtype, np.floating)))
+    """Elements of floating-point tensor constants (initializers and Constant nodes; scalars excluded)."""
+    return int(sum(v.size for v in g.constants.values() if np.issubdtype(v.dtype, np.floating) and v.ndim >= 1))
 
 
 def _prod(shape) -> int:

@@ -1,0 +1,64 @@
+"""Shared test helpers: fixture paths, running models, the zero-channel oracle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from onnxprune.data import synthetic_dataset
+from onnxprune.dependency import Dependency, build_dependency
+from onnxprune.graph import ModelGraph
+from onnxprune.oracle import zero_removed
+from onnxprune.plan import Plan
+from onnxprune.rewrite import apply_plan
+from onnxprune.runtime import run_dataset, session
+from onnxprune.validate import check_valid
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "fixtures"
+
+
+def fixture_path(name: str) -> Path:
+    path = FIXTURES / name
+    assert path.exists(), f"missing fixture {path}; run python fixtures/make_fixtures.py"
+    return path
+
+
+def random_plan(dep: Dependency, fraction: float, seed: int) -> Plan:
+    """Remove a random `fraction` of every group's unfrozen channels (never all of them)."""
+    rng = np.random.default_rng(seed)
+    removed = np.zeros(dep.num_channels, dtype=bool)
+    for grp in dep.groups:
+        candidates = grp.channels[~grp.frozen]
+        drop = min(int(round(len(candidates) * fraction)), grp.size - 1)
+        if drop > 0:
+            removed[rng.choice(candidates, size=drop, replace=False)] = True
+    return Plan(dep, removed, {"random": fraction})
+
+
+def oracle_gap(model: onnx.ModelProto, plan: Plan, input_shapes=None, samples: int = 3) -> float:
+    """Worst relative difference between the zeroed dense model and the pruned model."""
+    pruned = apply_plan(plan)
+    check_valid(pruned, model)
+    zeroed = session(zero_removed(plan.dep, plan.removed))
+    small = session(pruned)
+    data = synthetic_dataset(zeroed, plan.dep.graph.input_shapes, samples)
+    worst = 0.0
+    for a, b in zip(run_dataset(zeroed, data), run_dataset(small, data)):
+        assert a.shape == b.shape
+        scale = max(float(np.abs(a).max()), 1e-6)
+        worst = max(worst, float(np.abs(a.astype(np.float64) - b).max()) / scale)
+    return worst
+
+
+def analyse(path, input_shapes=None) -> tuple[onnx.ModelProto, Dependency]:
+    model = onnx.load(str(path))
+    return model, build_dependency(ModelGraph(model, input_shapes))
+
+
+@pytest.fixture(scope="session")
+def tmp_out(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("out")

@@ -1,0 +1,24 @@
+#!/usr/bin/env python3
+"""Build-pipeline entry point: the same arguments and exit codes as the `onnxprune` command.
+
+    python tools/prune_onnx.py IN.onnx -o OUT.onnx --ratio 0.3 [--calib DATA.npz] [--report R.json]
+    python tools/prune_onnx.py prune IN.onnx ...      (any onnxprune subcommand works too)
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from onnxprune.cli import COMMANDS, main  # noqa: E402
+
+
+def _with_subcommand(argv: list[str]) -> list[str]:
+    """`prune` is the default subcommand, so a pipeline can call the script with the model first."""
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
+        return ["prune", *argv]
+    return argv
+
+
+if __name__ == "__main__":
+    sys.exit(main(_with_subcommand(sys.argv[1:])))
