@@ -10,14 +10,19 @@ from typing import Mapping
 import onnx
 
 from .bench import count_macs, count_params, measure_latency, model_size
+from .calibration import collect_statistics, load_calibration
 from .data import Dataset, load_npz, synthetic_dataset
 from .dependency import Dependency, build_dependency
 from .errors import BadInputError
 from .graph import ModelGraph
-from .importance import score
+from .importance import score, wanted_statistics
 from .model import check_supported, load_model
-from .plan import Plan, select_uniform
+from .plan import CostModel, Plan, load_plan_file, plan_from_json, search_ratio, select_global, select_uniform
+from .recover import METHODS, add_missing_biases
+from .recover import recover as recover_weights
+from .recover import wanted_statistics as recovery_statistics
 from .rewrite import apply_plan
+from .sensitivity import group_sensitivity, sensitivity_scores
 from .runtime import session
 from .validate import check_valid, compare, load_in_runtime
 
@@ -51,32 +56,115 @@ def analyse(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]] 
     return build_dependency(ModelGraph(model, input_shapes))
 
 
-def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float, *,
-          calib: Dataset | str | os.PathLike | None = None, round_to: int = DEFAULT_ROUND_TO,
-          criterion: str = "l2", input_shapes: Mapping[str, tuple[int, ...]] | None = None,
-          bench_rounds: int = 20, threads: int = 0) -> PruneResult:
-    """Remove `ratio` of the channels of every prunable group, then validate and measure the result.
+def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | None = None, *,
+          calib=None, round_to: int = DEFAULT_ROUND_TO, criterion: str = "l2", scope: str = "local",
+          max_layer_ratio: float = 0.9, min_channels: int = 1, exclude: list[str] | None = None,
+          target_macs: float | None = None, target_params: float | None = None,
+          target_latency: float | None = None, recover: str = "none", plan: dict | str | os.PathLike | None = None,
+          input_shapes: Mapping[str, tuple[int, ...]] | None = None, calib_limit: int | None = None,
+          bench_rounds: int = 20, threads: int = 0, seed: int = 0, progress: bool = False) -> PruneResult:
+    """Prune channels, recover, then validate and measure the result against the dense model.
 
-    Raises BadInputError for unusable input and ValidationError if the pruned model is invalid.
+    Say how much with exactly one of: `ratio` (share of each group's channels, or of all channels
+    with scope="global"), `target_macs` / `target_params` (fraction kept), `target_latency`
+    (fraction of the dense ONNX Runtime latency, searched by measurement) or `plan` (a saved plan).
+    `calib` (a .npz, a folder, feed dicts or a CalibrationDataReader) drives data criteria,
+    recovery ("bias", "lstsq") and the fidelity report. Raises BadInputError for unusable input and
+    ValidationError if the pruned model is invalid.
     """
-    if not 0.0 < float(ratio) < 1.0:
+    given = [n for n, v in (("ratio", ratio), ("target_macs", target_macs), ("target_params", target_params),
+                            ("target_latency", target_latency), ("plan", plan)) if v is not None]
+    if len(given) != 1:
+        raise BadInputError("say how much to prune with exactly one of --ratio, --target-macs, --target-params, "
+                            f"--target-latency or --plan (got {', '.join(given) or 'none'})")
+    if ratio is not None and not 0.0 < float(ratio) < 1.0:
         raise BadInputError(f"ratio must be strictly between 0 and 1, got {ratio}")
+    if scope not in ("local", "global"):
+        raise BadInputError(f"scope must be 'local' or 'global', got '{scope}'")
+    if recover not in METHODS:
+        raise BadInputError(f"unknown recovery '{recover}'; choose one of {', '.join(METHODS)}")
     model, source = as_model(model_or_path)
-    first = ModelGraph(model, input_shapes)
-    data = as_dataset(calib, first)
-    if data is not None and input_shapes is None:
-        first = ModelGraph(model, data.sample_shapes())
-    dep = build_dependency(first)
-    scores = score(dep, criterion)
-    plan = select_uniform(dep, scores, ratio, round_to)
-    pruned = apply_plan(plan)
+    probe = ModelGraph(model, input_shapes)
+    data = None
+    if calib is not None:
+        data = load_calibration(calib, {n: len(probe.input_shapes[n]) for n in probe.inputs}, limit=calib_limit)
+        if input_shapes is None:
+            input_shapes = data.sample_shapes()
+    if recover != "none" and data is None:
+        raise BadInputError(f"--recover {recover} needs calibration data: pass --calib DATA.npz")
+    working = add_missing_biases(model) if recover != "none" else model
+    g = ModelGraph(working, input_shapes)
+    dep = build_dependency(g)
+    wanted = wanted_statistics(dep, criterion) if criterion != "sensitivity" else {}
+    if recover != "none":
+        for key, gram in recovery_statistics(dep, None, recover).items():
+            wanted[key] = wanted.get(key, False) or gram
+    stats = collect_statistics(working, data, wanted, progress=progress) if wanted else None
+    scores, comparable = _scores(dep, criterion, stats, data, seed, progress)
+
+    def select(share: float) -> Plan:
+        if scope == "global":
+            return select_global(dep, scores, share, round_to, max_layer_ratio, exclude, min_channels,
+                                 normalize=not comparable)
+        return select_uniform(dep, scores, share, round_to, exclude, min_channels)
+
+    if plan is not None:
+        chosen = plan_from_json(dep, plan if isinstance(plan, dict) else load_plan_file(plan))
+    elif target_macs is not None or target_params is not None:
+        costs = CostModel(dep)
+        if target_macs is not None:
+            chosen = search_ratio(select, lambda p: costs.macs_after(p.removed) / costs.total_macs, target_macs)
+        else:
+            chosen = search_ratio(select, lambda p: costs.params_after(p.removed) / costs.total_params, target_params)
+    elif target_latency is not None:
+        chosen = _search_latency(select, dep, working, recover, stats, target_latency, threads, input_shapes)
+    else:
+        chosen = select(float(ratio))
+    chosen.options.update({"criterion": criterion, "scope": scope, "recover": recover, "round_to": round_to})
+    overrides = recover_weights(dep, chosen.removed, stats, recover) if recover != "none" else None
+    pruned = apply_plan(chosen, overrides)
     check_valid(pruned, model)
-    report = evaluate(model, pruned, first.input_shapes, data, bench_rounds, threads)
+    report = evaluate(model, pruned, g.input_shapes, data, bench_rounds, threads)
     report.update({"schema": REPORT_SCHEMA, "input": source,
-                   "options": {"ratio": ratio, "round_to": round_to, "criterion": criterion, "scope": "local",
-                               "input_shapes": {k: list(v) for k, v in first.input_shapes.items()}},
-                   "plan": plan.summary()})
-    return PruneResult(pruned, plan, report)
+                   "options": {"ratio": ratio, "target_macs": target_macs, "target_params": target_params,
+                               "target_latency": target_latency, "round_to": round_to, "criterion": criterion,
+                               "scope": scope, "max_layer_ratio": max_layer_ratio, "recover": recover,
+                               "exclude": exclude or [], "seed": seed,
+                               "input_shapes": {k: list(v) for k, v in g.input_shapes.items()}},
+                   "plan": chosen.summary()})
+    return PruneResult(pruned, chosen, report)
+
+
+def _scores(dep: Dependency, criterion: str, stats, data, seed: int, progress: bool):
+    """Channel scores, and whether they are already comparable across groups."""
+    if criterion == "sensitivity":
+        if data is None:
+            raise BadInputError("criterion 'sensitivity' needs calibration data: pass --calib DATA.npz")
+        rows = group_sensitivity(dep, data.take(64), progress=progress)
+        return sensitivity_scores(dep, rows, score(dep, "l2")), True
+    return score(dep, criterion, stats=stats, seed=seed), False
+
+
+def _search_latency(select, dep, working, recover, stats, target, threads, input_shapes, steps: int = 7) -> Plan:
+    """Bisect the share removed on measured ONNX Runtime latency (interleaved with the dense model)."""
+    if not 0.0 < target < 1.0:
+        raise BadInputError(f"--target-latency is a fraction of the dense latency in (0, 1), got {target}")
+    dense = session(working, threads)
+    feed = next(synthetic_dataset(dense, dep.graph.input_shapes, samples=1).batches(1))
+    lo, hi, best, best_gap = 0.0, 0.95, None, float("inf")
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        plan = select(mid)
+        overrides = recover_weights(dep, plan.removed, stats, recover) if recover != "none" else None
+        candidate = session(apply_plan(plan, overrides), threads)
+        _, ratios = measure_latency([dense, candidate], feed, rounds=30)
+        measured = ratios[1]
+        if abs(measured - target) < best_gap:
+            best, best_gap = plan, abs(measured - target)
+            best.options["measured_latency_ratio"] = measured
+        lo, hi = (mid, hi) if measured > target else (lo, mid)
+    best.options["target_latency"] = target
+    return best
 
 
 def evaluate(dense: onnx.ModelProto, pruned: onnx.ModelProto, input_shapes, data: Dataset | None,

@@ -1,13 +1,24 @@
-"""Selection: which channels each group keeps, as a Plan that the rewrite applies."""
+"""Selection: which channels each group keeps, as a Plan that the rewrite applies.
+
+Local scope removes the same share of every group; global scope ranks all channels together
+(scores normalised per group) under a per-group cap. Targets (a fraction of MACs or parameters to
+keep) are met by searching the share, with costs estimated in closed form from the kept fraction of
+each slot, so a search step costs microseconds, not a rewrite.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import fnmatch
+import json
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .dependency import Dependency
 from .errors import BadInputError
+from .ops.base import Slot
+
+PLAN_SCHEMA = "onnxprune.plan/1"
 
 
 @dataclass
@@ -16,7 +27,7 @@ class Plan:
 
     dep: Dependency
     removed: np.ndarray
-    options: dict
+    options: dict = field(default_factory=dict)
 
     @property
     def kept_per_group(self) -> list[tuple[int, int]]:
@@ -32,6 +43,40 @@ class Plan:
                 "groups": len(groups), "pruned_groups": sum(1 for g in groups if g["kept"] < g["channels"]),
                 "per_group": groups}
 
+    def to_json(self) -> dict:
+        """Kept indices per group, named by parameter slots so a new export of the model can reuse them."""
+        groups = []
+        for grp in self.dep.groups:
+            if not self.removed[grp.channels].any():
+                continue
+            anchors = [s for s in grp.slots if s.tensor in self.dep.graph.constants] or grp.slots
+            anchor = anchors[0]
+            kept = np.flatnonzero(~self.removed[self.dep.elements(anchor)])
+            groups.append({"anchor": {"tensor": anchor.tensor, "axis": anchor.axis, "size": self.dep.slot_size(anchor)},
+                           "kept": kept.tolist()})
+        return {"schema": PLAN_SCHEMA, "options": self.options, "groups": groups}
+
+
+def plan_from_json(dep: Dependency, data: dict) -> Plan:
+    """Re-apply a saved plan to a (possibly re-exported) model with the same parameter names."""
+    if data.get("schema") != PLAN_SCHEMA:
+        raise BadInputError(f"not an onnxprune plan (schema {data.get('schema')!r}, expected {PLAN_SCHEMA})")
+    removed = np.zeros(dep.num_channels, dtype=bool)
+    for entry in data["groups"]:
+        a = entry["anchor"]
+        slot = Slot(a["tensor"], int(a["axis"]))
+        if slot not in dep.slot_index or dep.slot_size(slot) != int(a["size"]):
+            raise BadInputError(f"plan names {a['tensor']}[axis {a['axis']}] of size {a['size']}, "
+                                "which this model does not have as a prunable slot")
+        elements = dep.elements(slot)
+        keep = np.zeros(len(elements), dtype=bool)
+        keep[np.asarray(entry["kept"], dtype=np.int64)] = True
+        if dep.channel_frozen[elements[~keep]].any():
+            raise BadInputError(f"plan removes frozen channels of {a['tensor']}")
+        removed[elements[~keep]] = True
+        removed[elements[keep]] = False
+    return Plan(dep, removed, {**data.get("options", {}), "from_plan": True})
+
 
 def rounded_keep(total: int, ratio: float, round_to: int) -> int:
     """Channels to keep of `total` at `ratio` removed, rounded to a multiple of `round_to`.
@@ -43,22 +88,187 @@ def rounded_keep(total: int, ratio: float, round_to: int) -> int:
     return int(min(max(keep, step, 1), total))
 
 
-def select_uniform(dep: Dependency, scores: np.ndarray, ratio: float, round_to: int = 1) -> Plan:
-    """Local scope: every unfrozen group loses `ratio` of its channels, lowest scores first."""
-    if not 0.0 < ratio < 1.0:
-        raise BadInputError(f"--ratio must be strictly between 0 and 1, got {ratio}")
+def _check(ratio: float, round_to: int) -> None:
+    if not 0.0 <= ratio < 1.0:
+        raise BadInputError(f"ratio must be in [0, 1), got {ratio}")
     if round_to < 1:
         raise BadInputError(f"--round-to must be a positive integer, got {round_to}")
-    removed = np.zeros(dep.num_channels, dtype=bool)
+
+
+def excluded_groups(dep: Dependency, patterns: list[str] | None) -> set[int]:
+    """Groups with a slot on a tensor, or a node, whose name matches an --exclude pattern."""
+    if not patterns:
+        return set()
+    hit = set()
+    tensors_of_node = {}
+    for node in dep.graph.nodes:
+        if any(fnmatch.fnmatch(node.name, p) for p in patterns):
+            for t in node.inputs + node.outputs:
+                tensors_of_node[t] = True
     for grp in dep.groups:
-        if grp.prunable == 0:
-            continue
-        keep = rounded_keep(grp.size, ratio, round_to)
-        drop = grp.size - keep
-        candidates = grp.channels[~grp.frozen]
-        drop = min(drop, len(candidates))
-        if drop <= 0:
-            continue
+        if any(s.tensor in tensors_of_node or any(fnmatch.fnmatch(s.tensor, p) for p in patterns) for s in grp.slots):
+            hit.add(grp.id)
+    return hit
+
+
+def _drop_lowest(removed, grp, scores, keep):
+    candidates = grp.channels[~grp.frozen]
+    drop = min(grp.size - keep, len(candidates))
+    if drop > 0:
         order = np.argsort(scores[candidates], kind="stable")
         removed[candidates[order[:drop]]] = True
+
+
+def select_uniform(dep: Dependency, scores: np.ndarray, ratio: float, round_to: int = 1,
+                   exclude: list[str] | None = None, min_channels: int = 1) -> Plan:
+    """Local scope: every unfrozen group loses `ratio` of its channels, lowest scores first."""
+    _check(ratio, round_to)
+    skip = excluded_groups(dep, exclude)
+    removed = np.zeros(dep.num_channels, dtype=bool)
+    for grp in dep.groups:
+        if grp.prunable == 0 or grp.id in skip or ratio == 0:
+            continue
+        keep = max(rounded_keep(grp.size, ratio, round_to), min(min_channels, grp.size))
+        _drop_lowest(removed, grp, scores, keep)
     return Plan(dep, removed, {"ratio": ratio, "round_to": round_to, "scope": "local"})
+
+
+def select_global(dep: Dependency, scores: np.ndarray, ratio: float, round_to: int = 1,
+                  max_layer_ratio: float = 0.9, exclude: list[str] | None = None, min_channels: int = 1,
+                  normalize: bool = True) -> Plan:
+    """Global scope: one ranking of all prunable channels (each group's scores divided by the
+    group's mean), the lowest `ratio` of them removed, no group losing more than `max_layer_ratio`;
+    then each group's kept width is rounded to `round_to`."""
+    _check(ratio, round_to)
+    skip = excluded_groups(dep, exclude)
+    normalised = np.zeros(dep.num_channels)
+    candidates = []
+    for grp in dep.groups:
+        if grp.prunable == 0 or grp.id in skip:
+            continue
+        free = grp.channels[~grp.frozen]
+        mean = float(scores[free].mean()) if normalize else 1.0
+        normalised[free] = scores[free] / mean if mean > 0 else scores[free]
+        candidates.append(free)
+    removed = np.zeros(dep.num_channels, dtype=bool)
+    if not candidates or ratio == 0:
+        return Plan(dep, removed, {"ratio": ratio, "round_to": round_to, "scope": "global"})
+    pool = np.concatenate(candidates)
+    budget = int(round(ratio * len(pool)))
+    order = pool[np.argsort(normalised[pool], kind="stable")]
+    taken = {grp.id: 0 for grp in dep.groups}
+    caps = {grp.id: min(int(grp.size * max_layer_ratio), grp.size - max(min_channels, 1)) for grp in dep.groups}
+    for c in order:
+        if budget <= 0:
+            break
+        gid = int(dep.channel_group[c])
+        if taken[gid] < caps[gid]:
+            removed[c] = True
+            taken[gid] += 1
+            budget -= 1
+    final = np.zeros(dep.num_channels, dtype=bool)
+    for grp in dep.groups:
+        if taken.get(grp.id, 0) == 0:
+            continue
+        keep = max(rounded_keep(grp.size, taken[grp.id] / grp.size, round_to), min(min_channels, grp.size))
+        _drop_lowest(final, grp, normalised, keep)
+    return Plan(dep, final, {"ratio": ratio, "round_to": round_to, "scope": "global", "max_layer_ratio": max_layer_ratio})
+
+
+# ---- closed-form cost estimates --------------------------------------------------------------
+
+class CostModel:
+    """Parameters and MACs after removing channels, from each slot's kept fraction.
+
+    A weight's size scales with the kept fraction of each of its slots; a weight-bearing op's MACs
+    scale with its weight; a MatMul of two activations scales with its output slots and the
+    contracted axis.
+    """
+
+    def __init__(self, dep: Dependency):
+        from .bench import count_macs
+        self.dep = dep
+        g = dep.graph
+        self.slots_of: dict[str, list[Slot]] = {}
+        for s in dep.slots:
+            self.slots_of.setdefault(s.tensor, []).append(s)
+        self.params = {n: v.size for n, v in g.constants.items() if np.issubdtype(v.dtype, np.floating) and v.ndim >= 1}
+        per_node = count_macs(g, per_node=True)
+        self.terms = []  # (macs, tensors whose slots scale it, contracted slot or None)
+        for node in g.nodes:
+            macs = per_node.get(node.name)
+            if not macs:
+                continue
+            weights = [t for t in node.inputs[1:2] if t in self.params]
+            if node.op in ("LSTM", "GRU", "RNN"):
+                weights = [t for t in node.inputs[1:3] if t in self.params]
+            if weights:
+                self.terms.append((macs, weights, None))
+            else:
+                a = node.inputs[0]
+                rank = len(g.shape(a)) if g.shape(a) else 0
+                self.terms.append((macs, [node.outputs[0]], Slot(a, rank - 1) if rank else None))
+        self.total_params = sum(self.params.values())
+        self.total_macs = sum(m for m, _, _ in self.terms)
+
+    def _fractions(self, removed: np.ndarray) -> dict[Slot, float]:
+        return {s: 1.0 - float(removed[self.dep.elements(s)].mean()) for s in self.dep.slots}
+
+    def _scale(self, tensor: str, frac: dict[Slot, float]) -> float:
+        return float(np.prod([frac[s] for s in self.slots_of.get(tensor, [])])) if tensor in self.slots_of else 1.0
+
+    def params_after(self, removed: np.ndarray) -> float:
+        frac = self._fractions(removed)
+        return sum(size * self._scale(t, frac) for t, size in self.params.items())
+
+    def macs_after(self, removed: np.ndarray) -> float:
+        frac = self._fractions(removed)
+        total = 0.0
+        for macs, tensors, contracted in self.terms:
+            if contracted is None:
+                kept = sum(self.params[t] * self._scale(t, frac) for t in tensors) / sum(self.params[t] for t in tensors)
+            else:
+                kept = self._scale(tensors[0], frac) * frac.get(contracted, 1.0)
+            total += macs * kept
+        return total
+
+
+def search_ratio(select, cost, target: float, tolerance: float = 0.005, steps: int = 40) -> Plan:
+    """Bisect the share removed so that `cost(plan)` (a kept fraction) lands on `target`.
+
+    `select(ratio)` builds a plan; rounding makes the cost a step function, so the closest plan seen
+    is returned when no share hits the target exactly.
+    """
+    if not 0.0 < target < 1.0:
+        raise BadInputError(f"targets are fractions kept, strictly between 0 and 1; got {target}")
+    lo, hi = 0.0, 0.999
+    best, best_gap = None, float("inf")
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        plan = select(mid)
+        kept = cost(plan)
+        gap = abs(kept - target)
+        if gap < best_gap:
+            best, best_gap = plan, gap
+        if gap <= tolerance:
+            break
+        if kept > target:
+            lo = mid
+        else:
+            hi = mid
+    best.options["target_kept"] = target
+    best.options["estimated_kept"] = cost(best)
+    return best
+
+
+def save_plan(plan: Plan, path) -> None:
+    from .report import write_json_atomic
+    write_json_atomic(plan.to_json(), path)
+
+
+def load_plan_file(path) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"{path}: cannot read plan ({exc})") from None

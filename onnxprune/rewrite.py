@@ -76,14 +76,17 @@ class RewriteContext:
         proto.input[index] = name
 
 
-def apply_plan(plan: Plan) -> onnx.ModelProto:
-    """A new, smaller model with the plan's channels removed; the original is not touched."""
+def apply_plan(plan: Plan, overrides: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+    """A new, smaller model with the plan's channels removed; the original is not touched.
+
+    `overrides` replaces dense constant values before slicing (recovery's re-solved weights).
+    """
     dep = plan.dep
     g = dep.graph
     kept = dep.kept_indices(plan.removed)
     model = onnx.ModelProto()
     model.CopyFrom(g.model)
-    _slice_constants(g, model, kept)
+    _slice_constants(g, model, kept, overrides or {})
     ctx = RewriteContext(g, model, kept)
     for node in g.nodes:
         rule = REGISTRY.get(node.op) if node.proto.domain in ("", "ai.onnx") else None
@@ -96,8 +99,9 @@ def apply_plan(plan: Plan) -> onnx.ModelProto:
     return _tidy(model)
 
 
-def _slice_constants(g: ModelGraph, model: onnx.ModelProto, kept: dict[Slot, np.ndarray]) -> None:
-    by_tensor: dict[str, list[tuple[int, np.ndarray]]] = {}
+def _slice_constants(g: ModelGraph, model: onnx.ModelProto, kept: dict[Slot, np.ndarray],
+                     overrides: dict[str, np.ndarray]) -> None:
+    by_tensor: dict[str, list[tuple[int, np.ndarray]]] = {name: [] for name in overrides}
     for slot, idx in kept.items():
         if slot.tensor in g.constants:
             by_tensor.setdefault(slot.tensor, []).append((slot.axis, idx))
@@ -106,7 +110,7 @@ def _slice_constants(g: ModelGraph, model: onnx.ModelProto, kept: dict[Slot, np.
     initializers = {t.name: i for i, t in enumerate(model.graph.initializer)}
     graph_inputs = {vi.name: vi for vi in model.graph.input}
     for name, cuts in by_tensor.items():
-        value = g.constants[name]
+        value = overrides.get(name, g.constants[name])
         for axis, idx in cuts:
             value = np.take(value, idx, axis=axis)
         tensor = numpy_helper.from_array(np.ascontiguousarray(value), name)

@@ -139,7 +139,7 @@ def test_validation_failure_exits_1_and_writes_nothing(tmp_path, capsys, monkeyp
     """A rewrite that yields an invalid model must not be written; exit 1."""
     import onnxprune.api as api
 
-    def broken(plan):
+    def broken(plan, overrides=None):
         model = onnx.load(DIGITS)
         model.graph.node[0].input[1] = "does_not_exist"
         return model

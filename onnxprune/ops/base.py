@@ -38,6 +38,21 @@ class Link:
     ib: np.ndarray
 
 
+@dataclass
+class LinearSite:
+    """Where a linear op reads a prunable input: y = W x (+ bias), contracting x's `x_axis` with
+    W's `weight_axis`. `bias_index` is the node input that holds (or would hold) the bias, whose
+    length is W's `weight_out_axis`. Recovery re-solves W and the bias from calibration data."""
+
+    x: str
+    x_axis: int
+    weight: str
+    weight_axis: int
+    weight_out_axis: int
+    bias: str | None
+    bias_index: int | None
+
+
 class Barrier(Exception):
     """Raised by a rule for a slot it cannot carry through its op; the message is the reason."""
 
@@ -96,6 +111,10 @@ class Rule:
         return []
 
     def update(self, ctx: "RewriteContext", node: "Node") -> None:
+        return None
+
+    def linear_site(self, g: "ModelGraph", node: "Node") -> LinearSite | None:
+        """For ops that compute W x: how their prunable input meets the weight (None otherwise)."""
         return None
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Barrier, Link, Rule, Slot, dim, identity, indexed, merged, register
+from .base import Barrier, LinearSite, Link, Rule, Slot, dim, identity, indexed, merged, register
+from .static import is_static
 
 
 class ConvRule(Rule):
@@ -19,7 +20,7 @@ class ConvRule(Rule):
 
     def links(self, g, node, slot: Slot) -> list[Link]:
         x, w, b, y = node.input(0), node.input(1), node.input(2), node.outputs[0]
-        if not g.is_const(w):
+        if not is_static(g, w):  # an initializer, or a QDQ weight (DequantizeLinear of one)
             raise Barrier(f"its weight '{w}' is computed at run time")
         if slot.axis == 0 and slot.tensor in (x, y):
             return [identity(Slot(x, 0), Slot(y, 0), dim(g, y, 0))]
@@ -48,6 +49,12 @@ class ConvRule(Rule):
         if slot not in touched:
             raise Barrier(f"{node.op} mixes axis {slot.axis} of '{slot.tensor}' spatially")
         return links
+
+    def linear_site(self, g, node) -> LinearSite | None:
+        if int(node.attrs.get("group", 1)) != 1 or not g.is_const(node.input(1)):
+            return None  # grouped inputs are tied to outputs: nothing to re-solve
+        w_out, w_in = (1, 0) if node.op == "ConvTranspose" else (0, 1)
+        return LinearSite(node.inputs[0], 1, node.inputs[1], w_in, w_out, node.input(2), 2)
 
     def seeds(self, g, node) -> list[Slot]:
         return [Slot(node.outputs[0], 1), Slot(node.inputs[0], 1)]

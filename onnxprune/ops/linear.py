@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .base import Barrier, Link, Rule, Slot, dim, family, rank, register
+from .base import Barrier, LinearSite, Link, Rule, Slot, dim, family, rank, register
+from .static import is_static
 
 
 def _family_of(slot: Slot, families: list[list[Slot]], g, node) -> list[Link]:
@@ -31,6 +32,15 @@ class GemmRule(Rule):
                 rows.append(Slot(c, 0))
         return _family_of(slot, [rows, cols, [Slot(a, k_axis), Slot(b, kb_axis)]], g, node)
 
+    def linear_site(self, g, node) -> LinearSite | None:
+        if not g.is_const(node.inputs[1]) or float(node.attrs.get("alpha", 1.0)) != 1.0:
+            return None
+        c = node.input(2)
+        if c is not None and (not g.is_const(c) or float(node.attrs.get("beta", 1.0)) != 1.0 or g.const(c).ndim > 1):
+            return None
+        ta, tb = int(node.attrs.get("transA", 0)), int(node.attrs.get("transB", 0))
+        return LinearSite(node.inputs[0], 0 if ta else 1, node.inputs[1], 1 if tb else 0, 0 if tb else 1, c, 2)
+
     def seeds(self, g, node):
         ta = int(node.attrs.get("transA", 0))
         return [Slot(node.outputs[0], 1), Slot(node.inputs[0], 0 if ta else 1)]
@@ -57,11 +67,23 @@ class MatMulRule(Rule):
             families.append(members)
         return _family_of(slot, families, g, node)
 
+    def linear_site(self, g, node) -> LinearSite | None:
+        a, b, y = node.inputs[0], node.inputs[1], node.outputs[0]
+        if not g.is_const(b) or rank(g, b) != 2:
+            return None
+        bias = None
+        consumers = g.consumers.get(y, [])
+        if len(consumers) == 1 and g.nodes[consumers[0]].op == "Add":  # x @ W + b, the usual linear layer
+            other = [t for t in g.nodes[consumers[0]].inputs if t != y]
+            if other and g.is_const(other[0]) and g.const(other[0]).shape == (g.const(b).shape[1],):
+                bias = other[0]
+        return LinearSite(a, rank(g, a) - 1, b, 0, 1, bias, None)
+
     def seeds(self, g, node):
         a, b, y = node.inputs[0], node.inputs[1], node.outputs[0]
-        if g.is_const(b) and rank(g, b) == 2:  # x @ W: hidden units of a linear layer
+        if is_static(g, b) and rank(g, b) == 2:  # x @ W: hidden units of a linear layer
             return [Slot(y, rank(g, y) - 1), Slot(a, rank(g, a) - 1)]
-        if g.is_const(a) and rank(g, a) == 2:
+        if is_static(g, a) and rank(g, a) == 2:
             return [Slot(y, rank(g, y) - 2), Slot(b, rank(g, b) - 2)]
         return []
 

@@ -87,41 +87,60 @@ def reshape_links(g, node, slot: Slot) -> list[Link]:
     return [merged(Slot(other, axis), slot, tuple(sizes[r] for r in parts), pick)]
 
 
-def _patched(values: np.ndarray, new_dims: list[int | None]) -> np.ndarray:
-    """`values` with each positive entry whose dim changed replaced by the new dim (-1, 0 stay)."""
-    out = np.array(values).reshape(-1).copy()
-    for k, new in enumerate(new_dims):
-        if new is not None and out[k] > 0:
-            out[k] = new
-    return out.reshape(np.shape(values)).astype(np.asarray(values).dtype)
+class _PrunedView:
+    """The graph as it will be after the rewrite: same nodes and constants, tensors at their new dims.
+
+    Evaluating a computed shape on this view tells what it will produce at run time: entries read
+    from Shape of a pruned tensor follow by themselves, constant entries keep their old value.
+    """
+
+    def __init__(self, ctx):
+        self._ctx = ctx
+
+    def __getattr__(self, name):
+        return getattr(self._ctx.g, name)
+
+    def shape(self, tensor: str):
+        old = self._ctx.g.shape(tensor)
+        return None if old is None else tuple(self._ctx.new_dim(tensor, a) for a in range(len(old)))
 
 
 def write_shape_input(ctx, node, index: int, y: str) -> None:
     """Make the shape input of `node` produce the new dims of `y`, whether constant or computed.
 
-    A constant, or a computed shape whose entries are all static, becomes a new constant. A shape
-    with dynamic entries (TorchScript's Shape->Gather->Unsqueeze->Concat with the batch) gets the
-    change added at run time, so the dynamic entries keep following the input.
+    Entries that spelled out a changed dim and will not follow it by themselves are patched: a
+    fully static shape becomes a new constant; a shape with dynamic entries (TorchScript's
+    Shape->Gather->Unsqueeze->Concat with the batch) gets the change added at run time, so the
+    dynamic entries keep following the input. -1, 0 and broadcast 1 entries are left alone.
     """
+    from ..folding import static_value
+
     if ctx.g.shape(y) is None:
         return
     r = len(ctx.g.shape(y))
-    new_dims = [ctx.new_dim(y, a) if ctx.new_dim(y, a) != ctx.old_dim(y, a) else None for a in range(r)]
-    if all(d is None for d in new_dims):
+    if all(ctx.new_dim(y, a) == ctx.old_dim(y, a) for a in range(r)):
         return
     name = node.inputs[index]
-    static = ctx.g.static_value(name)
-    if static is None:
+    before, after = ctx.g.static_value(name), static_value(_PrunedView(ctx), name, {})
+    if before is None or after is None:
         raise Barrier(f"the shape of '{y}' is computed by ops the rewrite cannot follow")
-    values, known = np.asarray(static[0]).reshape(-1), static[1].reshape(-1)
-    unknown = [a for a, d in enumerate(new_dims) if d is not None and not known[a]]
-    if unknown:
-        raise Barrier(f"entries {unknown} of the shape of '{y}' are computed from dynamic dims")
-    patched = _patched(values, new_dims)
+    old_values = np.asarray(before[0]).reshape(-1)
+    values, known = np.asarray(after[0]).reshape(-1), np.asarray(after[1]).reshape(-1)
+    target = values.copy()
+    shift = r - len(values)  # Expand's shape may be shorter than the output: it aligns right
+    for k in range(len(values)):
+        old, new = ctx.old_dim(y, k + shift), ctx.new_dim(y, k + shift)
+        if old_values[k] != old or values[k] == new:
+            continue  # -1, 0 or a broadcast 1; or an entry that follows by itself
+        if not known[k]:
+            raise Barrier(f"entry {k} of the shape of '{y}' is computed from dynamic dims")
+        target[k] = new
+    if np.array_equal(target, values):
+        return
     if known.all():
-        ctx.set_input(node, index, patched)
+        ctx.set_input(node, index, target.astype(values.dtype))
     else:
-        ctx.add_to_input(node, index, (patched - values).astype(values.dtype))
+        ctx.add_to_input(node, index, (target - values).astype(values.dtype))
 
 
 class ReshapeRule(Rule):
@@ -347,9 +366,21 @@ class ExpandRule(Rule):
             raise Barrier("the shape input carries no channels")
         rx, ry = rank(g, x), rank(g, y)
         in_axis = slot.axis if slot.tensor == x else slot.axis - (ry - rx)
+        if slot.tensor == y and node.op == "Expand" and (in_axis < 0 or dim(g, x, in_axis) == 1):
+            return self._broadcast(g, node, slot.axis, ry)
         if in_axis < 0 or dim(g, x, in_axis) != dim(g, y, in_axis + ry - rx):
             raise Barrier("this axis is broadcast or repeated")
         return [identity(Slot(x, in_axis), Slot(y, in_axis + ry - rx), dim(g, x, in_axis))]
+
+    @staticmethod
+    def _broadcast(g, node, axis: int, ry: int) -> list[Link]:
+        """An axis Expand broadcasts from size 1 carries no data: only its shape entry must follow."""
+        value = g.static_value(node.inputs[1])
+        known = None if value is None else np.asarray(value[1]).reshape(-1)
+        k = axis - (ry - (0 if known is None else len(known)))
+        if known is None or k < 0 or not known[k]:
+            raise Barrier("this axis is broadcast to a size computed at run time")
+        return []
 
     def update(self, ctx, node):
         if node.op == "Expand":
