@@ -113,9 +113,11 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     elif target_macs is not None or target_params is not None:
         costs = CostModel(dep)
         if target_macs is not None:
-            chosen = search_ratio(select, lambda p: costs.macs_after(p.removed) / costs.total_macs, target_macs)
+            chosen = search_ratio(select, lambda p: costs.macs_after(p.removed) / costs.total_macs, target_macs,
+                                  scores=scores, round_to=round_to)
         else:
-            chosen = search_ratio(select, lambda p: costs.params_after(p.removed) / costs.total_params, target_params)
+            chosen = search_ratio(select, lambda p: costs.params_after(p.removed) / costs.total_params,
+                                  target_params, scores=scores, round_to=round_to)
     elif target_latency is not None:
         chosen = _search_latency(select, dep, working, recover, stats, target_latency, threads, input_shapes)
     else:

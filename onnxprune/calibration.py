@@ -41,6 +41,8 @@ def load_calibration(source, input_ranks: Mapping[str, int], image: ImageOptions
     """A Dataset from a .npz, a folder, an iterable of feed dicts or a CalibrationDataReader."""
     if isinstance(source, Dataset):
         data = source
+    elif hasattr(source, "path") and hasattr(source, "options"):  # a folder with image options (the CLI)
+        data = _load_folder(Path(source.path), input_ranks, source.options)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():

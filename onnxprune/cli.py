@@ -32,6 +32,39 @@ def parse_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]] | None:
     return shapes
 
 
+def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise BadInputError(f"{flag} '{text}': expected comma-separated numbers") from None
+
+
+def calib_source(args):
+    """The --calib argument, with image options attached when it is a folder."""
+    if not getattr(args, "calib", None) or not Path(args.calib).is_dir():
+        return getattr(args, "calib", None)
+    from .calibration import ImageOptions, load_calibration  # noqa: F401  (folders are read lazily by prune)
+    resize = None
+    if args.resize:
+        try:
+            h, w = (int(v) for v in args.resize.lower().split("x"))
+            resize = (h, w)
+        except ValueError:
+            raise BadInputError(f"--resize '{args.resize}': expected HxW") from None
+    options = ImageOptions(resize=resize, mean=_floats(args.mean, "--mean") or (0.0,),
+                           std=_floats(args.std, "--std") or (1.0,), layout=args.layout)
+    return _FolderSource(args.calib, options)
+
+
+class _FolderSource:
+    """A calibration folder with its image options, for load_calibration."""
+
+    def __init__(self, path: str, options):
+        self.path, self.options = path, options
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="onnxprune", description="Structured pruning of ONNX models.")
     p.add_argument("--version", action="version", version=f"onnxprune {__version__}")
@@ -40,16 +73,46 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("prune", help="remove channels and write a smaller, validated model")
     pr.add_argument("model", help="input .onnx file (never modified)")
     pr.add_argument("-o", "--output", required=True, help="output .onnx file")
-    pr.add_argument("--ratio", type=float, required=True, help="fraction of each group's channels to remove, in (0, 1)")
-    pr.add_argument("--calib", help=".npz keyed by input names (first axis = samples), optional 'labels'")
+    how = pr.add_argument_group("how much (exactly one)")
+    how.add_argument("--ratio", type=float, help="share of each group's channels to remove (of all, with --scope global), in (0, 1)")
+    how.add_argument("--target-macs", type=float, metavar="F", help="keep this fraction of the MACs (within 2%%)")
+    how.add_argument("--target-params", type=float, metavar="F", help="keep this fraction of the parameters")
+    how.add_argument("--target-latency", type=float, metavar="F",
+                     help="keep this fraction of the dense ONNX Runtime latency on this machine (searched by measurement)")
+    how.add_argument("--plan", metavar="PLAN.json", help="apply a saved plan (see --save-plan)")
+    pr.add_argument("--calib", help="calibration data: .npz keyed by input names, or a folder of .npy/.npz/images")
+    pr.add_argument("--calib-limit", type=int, metavar="N", help="use at most N calibration samples")
+    pr.add_argument("--resize", metavar="HxW", help="image folders: resize to H x W")
+    pr.add_argument("--mean", metavar="M[,M,M]", help="image folders: subtract this mean (after scaling to [0, 1])")
+    pr.add_argument("--std", metavar="S[,S,S]", help="image folders: divide by this std")
+    pr.add_argument("--layout", choices=["NCHW", "NHWC"], default="NCHW", help="image folders: tensor layout")
     pr.add_argument("--round-to", type=int, default=None, help="keep widths a multiple of N (default 8)")
-    pr.add_argument("--criterion", default="l2", help="importance criterion (l1, l2, random)")
+    pr.add_argument("--criterion", default="l2",
+                    help="importance: l1, l2, fpgm, lamp, bn_scale, random, activation, apoz, reconstruction, sensitivity")
+    pr.add_argument("--scope", choices=["local", "global"], default="local",
+                    help="local: the same share from every group; global: one ranking across groups")
+    pr.add_argument("--max-layer-ratio", type=float, default=0.9, help="global scope: no group loses more than this share")
+    pr.add_argument("--min-channels", type=int, default=1, help="no group keeps fewer channels than this")
+    pr.add_argument("--exclude", action="append", metavar="PATTERN", help="leave groups touching matching node/tensor names whole")
+    pr.add_argument("--recover", choices=["none", "bias", "lstsq"], default="none",
+                    help="re-solve consumers of removed channels from calibration data (no training)")
+    pr.add_argument("--save-plan", metavar="PLAN.json", help="write the chosen plan (groups and kept channels) as JSON")
+    pr.add_argument("--seed", type=int, default=0, help="seed for random choices")
     pr.add_argument("--input-shape", action="append", metavar="NAME:DxD..", help="shape for a dynamic input")
     pr.add_argument("--report", help="write the JSON report here")
     pr.add_argument("--bench-rounds", type=int, default=20, help="interleaved latency rounds (0 to skip)")
     pr.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: default)")
     pr.add_argument("--force", action="store_true", help="overwrite an existing output")
     pr.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+
+    sen = sub.add_parser("sensitivity", help="prune each group alone at several shares; report the fidelity drop")
+    sen.add_argument("model")
+    sen.add_argument("--calib", required=True, help=".npz keyed by input names (labels give accuracy too)")
+    sen.add_argument("--calib-limit", type=int, default=64, metavar="N", help="samples to evaluate on (default 64)")
+    sen.add_argument("--ratios", default="0.25,0.5,0.75", help="shares of each group to remove")
+    sen.add_argument("--input-shape", action="append", metavar="NAME:DxD..")
+    sen.add_argument("--plot", metavar="PNG", help="write the curves as a PNG (needs matplotlib)")
+    sen.add_argument("--json", metavar="FILE", help="write the table as JSON")
 
     ins = sub.add_parser("inspect", help="show coupled channel groups and the barriers that freeze channels")
     ins.add_argument("model")
@@ -80,10 +143,16 @@ def cmd_prune(args) -> int:
         raise BadInputError(f"{out}: already exists; pass --force to overwrite it")
     if Path(args.model).exists() and out.exists() and out.resolve() == Path(args.model).resolve():
         raise BadInputError(f"{out}: the output would overwrite the input model")
-    result = prune(args.model, args.ratio, calib=args.calib,
+    result = prune(args.model, args.ratio, calib=calib_source(args), calib_limit=args.calib_limit,
                    round_to=args.round_to if args.round_to is not None else DEFAULT_ROUND_TO,
-                   criterion=args.criterion, input_shapes=parse_shapes(args.input_shape),
-                   bench_rounds=args.bench_rounds, threads=args.threads)
+                   criterion=args.criterion, scope=args.scope, max_layer_ratio=args.max_layer_ratio,
+                   min_channels=args.min_channels, exclude=args.exclude, target_macs=args.target_macs,
+                   target_params=args.target_params, target_latency=args.target_latency, recover=args.recover,
+                   plan=args.plan, input_shapes=parse_shapes(args.input_shape), bench_rounds=args.bench_rounds,
+                   threads=args.threads, seed=args.seed, progress=not args.quiet and sys.stderr.isatty())
+    if args.save_plan:
+        from .plan import save_plan
+        save_plan(result.plan, args.save_plan)
     save_model_atomic(result.model, out, force=args.force)
     result.report["output"] = str(out)
     if args.report:
@@ -103,7 +172,31 @@ def cmd_inspect(args) -> int:
     return 0
 
 
-COMMANDS = {"prune": cmd_prune, "inspect": cmd_inspect}
+def cmd_sensitivity(args) -> int:
+    from .api import analyse, as_model
+    from .calibration import load_calibration
+    from .graph import ModelGraph
+    from .report import write_json_atomic
+    from .sensitivity import format_sensitivity, group_sensitivity, plot_sensitivity
+
+    model, _ = as_model(args.model)
+    shapes = parse_shapes(args.input_shape)
+    probe = ModelGraph(model, shapes)
+    data = load_calibration(args.calib, {n: len(probe.input_shapes[n]) for n in probe.inputs}, limit=args.calib_limit)
+    ratios = _floats(args.ratios, "--ratios")
+    if not ratios or not all(0 < r < 1 for r in ratios):
+        raise BadInputError(f"--ratios '{args.ratios}': shares must lie strictly between 0 and 1")
+    dep = analyse(model, shapes or data.sample_shapes())
+    rows = group_sensitivity(dep, data, ratios, progress=sys.stderr.isatty())
+    print(format_sensitivity(rows))
+    if args.plot:
+        plot_sensitivity(rows, args.plot)
+    if args.json:
+        write_json_atomic({"schema": "onnxprune.sensitivity/1", "groups": rows}, args.json)
+    return 0
+
+
+COMMANDS = {"prune": cmd_prune, "inspect": cmd_inspect, "sensitivity": cmd_sensitivity}
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

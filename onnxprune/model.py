@@ -15,8 +15,12 @@ _INTEGER_OPS = {"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", 
 _TWO_GB = 2**31 - 1
 
 
-def load_model(path: str | os.PathLike) -> onnx.ModelProto:
-    """Load an ONNX model with its external data; raise BadInputError with one clear line."""
+def load_model(path: str | os.PathLike, supported_only: bool = True) -> onnx.ModelProto:
+    """Load an ONNX model with its external data; raise BadInputError with one clear line.
+
+    `supported_only=False` skips `check_supported` (the checker and the integer-op refusal), for
+    commands that measure or judge a model rather than prune it (bench, validate).
+    """
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"{path}: no such file")
@@ -29,7 +33,8 @@ def load_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise BadInputError(f"{path}: not a readable ONNX model ({first})") from None
     if not model.graph.node:
         raise BadInputError(f"{path}: not a readable ONNX model (the graph has no nodes; truncated or not ONNX?)")
-    check_supported(model, str(path))
+    if supported_only:
+        check_supported(model, str(path))
     return model
 
 
@@ -67,16 +72,8 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, force: bo
         if large:
             data_name = path.name + ".data"
             tmp_data = path.parent / f".{data_name}.tmp"
-            onnx.save_model(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                            location=tmp_data.name, size_threshold=1024)
+            _save_external(model, tmp, tmp_data, data_name)
             os.replace(tmp_data, path.parent / data_name)
-            # the model refers to the temporary data name; rewrite the references before the rename
-            m = onnx.load(tmp, load_external_data=False)
-            for t in _external_tensors(m):
-                for entry in t.external_data:
-                    if entry.key == "location":
-                        entry.value = data_name
-            onnx.save_model(m, tmp)
         else:
             onnx.save_model(model, tmp)
         os.replace(tmp, path)
@@ -88,6 +85,53 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, force: bo
     return path
 
 
+def _save_external(model: onnx.ModelProto, tmp: str, data_file: Path, location: str, threshold: int = 1024) -> None:
+    """Save `model` to `tmp` with every raw tensor of `threshold` bytes or more in `data_file`, the
+    model already referring to its final `location`. The caller's model is restored afterwards
+    (onnx.save_model(save_as_external_data=True) would leave it pointing at a file and emptied)."""
+    moved: list[tuple[onnx.TensorProto, bytes, bool]] = []
+    try:
+        with open(data_file, "wb") as f:
+            for t in _all_tensors(model):
+                if not t.HasField("raw_data") or len(t.raw_data) < threshold:
+                    continue
+                offset = -f.tell() % 4096  # page-aligned, as onnx's own writer does
+                f.write(b"\0" * offset)
+                start = f.tell()
+                f.write(t.raw_data)
+                moved.append((t, t.raw_data, t.HasField("data_location")))
+                del t.external_data[:]
+                for key, value in (("location", location), ("offset", str(start)), ("length", str(len(t.raw_data)))):
+                    entry = t.external_data.add()
+                    entry.key, entry.value = key, value
+                t.data_location = onnx.TensorProto.EXTERNAL
+                t.ClearField("raw_data")
+        onnx.save_model(model, tmp)
+    finally:
+        for t, raw, had_location in moved:
+            del t.external_data[:]
+            t.ClearField("data_location")
+            if had_location:
+                t.data_location = onnx.TensorProto.DEFAULT
+            t.raw_data = raw
+
+
+def _all_tensors(model: onnx.ModelProto):
+    """Initializers and Constant/attribute tensors of the main graph and every subgraph."""
+    def graph_tensors(graph: onnx.GraphProto):
+        yield from graph.initializer
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    yield attr.t
+                elif attr.type == onnx.AttributeProto.GRAPH:
+                    yield from graph_tensors(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    for sub in attr.graphs:
+                        yield from graph_tensors(sub)
+    yield from graph_tensors(model.graph)
+
+
 def _byte_size_ok(model: onnx.ModelProto) -> bool:
     try:
         model.ByteSize()
@@ -95,12 +139,3 @@ def _byte_size_ok(model: onnx.ModelProto) -> bool:
     except Exception:
         return False
 
-
-def _external_tensors(model: onnx.ModelProto):
-    for t in model.graph.initializer:
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            yield t
-    for node in model.graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_location == onnx.TensorProto.EXTERNAL:
-                yield attr.t

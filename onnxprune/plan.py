@@ -233,11 +233,12 @@ class CostModel:
         return total
 
 
-def search_ratio(select, cost, target: float, tolerance: float = 0.005, steps: int = 40) -> Plan:
+def search_ratio(select, cost, target: float, tolerance: float = 0.005, steps: int = 40,
+                 scores: np.ndarray | None = None, round_to: int = 1) -> Plan:
     """Bisect the share removed so that `cost(plan)` (a kept fraction) lands on `target`.
 
-    `select(ratio)` builds a plan; rounding makes the cost a step function, so the closest plan seen
-    is returned when no share hits the target exactly.
+    `select(ratio)` builds a plan; rounding makes the cost a step function, so when no share hits
+    the target the closest plan is refined a width step at a time (see `refine`).
     """
     if not 0.0 < target < 1.0:
         raise BadInputError(f"targets are fractions kept, strictly between 0 and 1; got {target}")
@@ -256,9 +257,55 @@ def search_ratio(select, cost, target: float, tolerance: float = 0.005, steps: i
             lo = mid
         else:
             hi = mid
+    if best_gap > tolerance and scores is not None:
+        best = refine(best, scores, cost, target, round_to, tolerance)
     best.options["target_kept"] = target
     best.options["estimated_kept"] = cost(best)
     return best
+
+
+def refine(plan: Plan, scores: np.ndarray, cost, target: float, round_to: int, tolerance: float,
+           max_steps: int = 200) -> Plan:
+    """Close the last gap to `target` one width step at a time.
+
+    Candidate moves remove a group's least important next width step or restore its most important
+    removed one (widths stay multiples of `round_to`); each round takes the move that lands closest
+    to the target, so the gap shrinks every round and the search ends.
+    """
+    dep = plan.dep
+    removed = plan.removed.copy()
+    gap = abs(cost(plan) - target)
+    for _ in range(max_steps):
+        if gap <= tolerance:
+            break
+        best = None
+        for channels, value in _moves(dep, removed, scores, round_to):
+            trial = removed.copy()
+            trial[channels] = value
+            trial_gap = abs(cost(Plan(dep, trial)) - target)
+            if best is None or trial_gap < best[0]:
+                best = (trial_gap, trial)
+        if best is None or best[0] >= gap:
+            break
+        gap, removed = best
+    return Plan(dep, removed, dict(plan.options, refined=True))
+
+
+def _moves(dep: Dependency, removed: np.ndarray, scores: np.ndarray, round_to: int):
+    """Per group: its least important next width step to remove, its most important one to restore."""
+    for grp in dep.groups:
+        free = grp.channels[~grp.frozen]
+        if len(free) == 0:
+            continue
+        step = round_to if grp.size > round_to else 1
+        kept = grp.size - int(removed[grp.channels].sum())
+        alive, dead = free[~removed[free]], free[removed[free]]
+        shrink_to = (kept - 1) // step * step
+        if shrink_to >= max(step, 1) and kept - shrink_to <= len(alive):
+            yield alive[np.argsort(scores[alive], kind="stable")[:kept - shrink_to]], True
+        if len(dead):
+            grow = min(min((kept // step + 1) * step, grp.size) - kept, len(dead))
+            yield dead[np.argsort(-scores[dead], kind="stable")[:grow]], False
 
 
 def save_plan(plan: Plan, path) -> None:

@@ -76,7 +76,7 @@ def wanted_statistics(dep: Dependency, removed: np.ndarray | None, method: str) 
 
 
 def recover(dep: Dependency, removed: np.ndarray, stats: Statistics, method: str,
-            ridge: float = 1e-3) -> dict[str, np.ndarray]:
+            ridge: float = 1e-4) -> dict[str, np.ndarray]:
     """Replacement values (same shapes as the dense constants) for the weights and biases of every
     consumer of removed channels."""
     if method not in METHODS:

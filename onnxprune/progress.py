@@ -1,0 +1,64 @@
+"""Progress bars and logging for long loops (calibration, search, benchmarks, fine-tuning).
+
+Bars are tqdm on stderr and appear only when stderr is a terminal and the user did not ask for
+quiet; logging goes through the standard library under the `onnxprune` logger, so a program that
+embeds onnxprune configures it like any other library. The command line calls `configure()` once
+from its `-q/--quiet` and `-v/--verbose` flags.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
+LOGGER = "onnxprune"
+_state = {"quiet": False}
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at the time of the record (pytest and embedders swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def configure(quiet: bool = False, verbose: int = 0) -> None:
+    """Command-line set-up: quiet silences bars and everything below errors; -v is info, -vv debug."""
+    _state["quiet"] = bool(quiet)
+    logger = logging.getLogger(LOGGER)
+    if quiet:
+        level = logging.ERROR
+    else:
+        level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    logger.setLevel(level)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("onnxprune: %(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def enabled() -> bool:
+    """Whether progress bars are shown: not quiet, and stderr is an interactive terminal."""
+    if _state["quiet"]:
+        return False
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def bar(iterable: Iterable[T], desc: str, total: int | None = None, unit: str = "it",
+        show: bool | None = None) -> Iterable[T] | Iterator[T]:
+    """`iterable` wrapped in a tqdm bar when bars are enabled (or `show` forces it), else unchanged."""
+    if not (enabled() if show is None else show):
+        return iterable
+    from tqdm import tqdm
+    return tqdm(iterable, desc=desc, total=total, unit=unit, leave=False, file=sys.stderr, dynamic_ncols=True)
