@@ -62,14 +62,16 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
           target_macs: float | None = None, target_params: float | None = None,
           target_latency: float | None = None, recover: str = "none", plan: dict | str | os.PathLike | None = None,
           input_shapes: Mapping[str, tuple[int, ...]] | None = None, calib_limit: int | None = None,
-          bench_rounds: int = 20, threads: int = 0, seed: int = 0, progress: bool = False) -> PruneResult:
+          eval_data=None, bench_rounds: int = 20, threads: int = 0, seed: int = 0,
+          progress: bool = False) -> PruneResult:
     """Prune channels, recover, then validate and measure the result against the dense model.
 
     Say how much with exactly one of: `ratio` (share of each group's channels, or of all channels
     with scope="global"), `target_macs` / `target_params` (fraction kept), `target_latency`
     (fraction of the dense ONNX Runtime latency, searched by measurement) or `plan` (a saved plan).
     `calib` (a .npz, a folder, feed dicts or a CalibrationDataReader) drives data criteria,
-    recovery ("bias", "lstsq") and the fidelity report. Raises BadInputError for unusable input and
+    recovery ("bias", "lstsq") and, unless `eval_data` (same forms; labels give accuracy) is given,
+    the fidelity report. Raises BadInputError for unusable input and
     ValidationError if the pruned model is invalid.
     """
     given = [n for n, v in (("ratio", ratio), ("target_macs", target_macs), ("target_params", target_params),
@@ -126,7 +128,9 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     overrides = recover_weights(dep, chosen.removed, stats, recover) if recover != "none" else None
     pruned = apply_plan(chosen, overrides)
     check_valid(pruned, model)
-    report = evaluate(model, pruned, g.input_shapes, data, bench_rounds, threads)
+    ranks = {n: len(g.input_shapes[n]) for n in g.inputs}
+    evaluation = load_calibration(eval_data, ranks) if eval_data is not None else data
+    report = evaluate(model, pruned, g.input_shapes, evaluation, bench_rounds, threads)
     report.update({"schema": REPORT_SCHEMA, "input": source,
                    "options": {"ratio": ratio, "target_macs": target_macs, "target_params": target_params,
                                "target_latency": target_latency, "round_to": round_to, "criterion": criterion,

@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--plan", metavar="PLAN.json", help="apply a saved plan (see --save-plan)")
     pr.add_argument("--calib", help="calibration data: .npz keyed by input names, or a folder of .npy/.npz/images")
     pr.add_argument("--calib-limit", type=int, metavar="N", help="use at most N calibration samples")
+    pr.add_argument("--data", metavar="DATA.npz", help="held-out data for the fidelity/accuracy report (default: --calib)")
     pr.add_argument("--resize", metavar="HxW", help="image folders: resize to H x W")
     pr.add_argument("--mean", metavar="M[,M,M]", help="image folders: subtract this mean (after scaling to [0, 1])")
     pr.add_argument("--std", metavar="S[,S,S]", help="image folders: divide by this std")
@@ -143,7 +144,7 @@ def cmd_prune(args) -> int:
         raise BadInputError(f"{out}: already exists; pass --force to overwrite it")
     if Path(args.model).exists() and out.exists() and out.resolve() == Path(args.model).resolve():
         raise BadInputError(f"{out}: the output would overwrite the input model")
-    result = prune(args.model, args.ratio, calib=calib_source(args), calib_limit=args.calib_limit,
+    result = prune(args.model, args.ratio, calib=calib_source(args), calib_limit=args.calib_limit, eval_data=args.data,
                    round_to=args.round_to if args.round_to is not None else DEFAULT_ROUND_TO,
                    criterion=args.criterion, scope=args.scope, max_layer_ratio=args.max_layer_ratio,
                    min_channels=args.min_channels, exclude=args.exclude, target_macs=args.target_macs,
