@@ -33,8 +33,9 @@ DEFAULT_ROUND_TO = 8
 @dataclass
 class PruneResult:
     model: onnx.ModelProto
-    plan: Plan
+    plan: Plan | None
     report: dict = field(default_factory=dict)
+    masks: dict | None = None  # weight name -> keep mask, for sparsity
 
 
 def as_model(model_or_path: onnx.ModelProto | str | os.PathLike) -> tuple[onnx.ModelProto, str]:
@@ -196,3 +197,30 @@ def evaluate(dense: onnx.ModelProto, pruned: onnx.ModelProto, input_shapes, data
         report["after"]["latency_ms"] = round(timings[1].p50_ms, 4)
         report["latency_ratio"] = round(ratios[1], 4)
     return report
+
+
+def sparsify(model_or_path, sparsity: float | dict[str, float], *, scope: str = "local", pattern: str = "unstructured",
+             sparse_initializers: bool = False, eval_data=None, input_shapes=None) -> PruneResult:
+    """Zero the smallest weights of conv and linear layers; `sparsity` may be {"conv": s, "linear": s}.
+
+    The result's plan is None; its report has the achieved sparsity, raw and zip-compressed sizes
+    and the fidelity against the dense model.
+    """
+    from .sparsity import apply_masks, magnitude_masks, sparsity_report, to_sparse_initializers, zipped_size
+
+    model, source = as_model(model_or_path)
+    g = ModelGraph(model, input_shapes)
+    masks = magnitude_masks(g, sparsity, scope, pattern)
+    sparse = apply_masks(model, masks)
+    check_valid(sparse, model)
+    data = load_calibration(eval_data, {n: len(g.input_shapes[n]) for n in g.inputs}) if eval_data is not None else None
+    dense_sess = session(model)
+    if data is None:
+        data = synthetic_dataset(dense_sess, g.input_shapes, samples=8)
+    fidelity = compare(dense_sess, load_in_runtime(sparse), data)
+    stored = to_sparse_initializers(sparse) if sparse_initializers else sparse
+    report = {"schema": REPORT_SCHEMA, "input": source, "options": {"sparsity": sparsity, "scope": scope,
+              "pattern": pattern, "sparse_initializers": sparse_initializers},
+              "sparsity": sparsity_report(stored, masks), "dense_zip_bytes": zipped_size(model.SerializeToString()),
+              "fidelity": fidelity.as_dict()}
+    return PruneResult(stored, None, report, masks)

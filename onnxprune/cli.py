@@ -106,6 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--force", action="store_true", help="overwrite an existing output")
     pr.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
 
+    sp = sub.add_parser("sparsify", help="zero the smallest weights (unstructured or N:M) of conv and linear layers")
+    sp.add_argument("model")
+    sp.add_argument("-o", "--output", required=True)
+    sp.add_argument("--sparsity", type=float, help="share of weights to zero in every layer, in [0, 1)")
+    sp.add_argument("--conv-sparsity", type=float, help="share for conv layers (overrides --sparsity)")
+    sp.add_argument("--linear-sparsity", type=float, help="share for linear layers (overrides --sparsity)")
+    sp.add_argument("--pattern", default="unstructured", help="unstructured, or N:M such as 2:4")
+    sp.add_argument("--scope", choices=["local", "global"], default="local")
+    sp.add_argument("--sparse-initializers", action="store_true", help="store mostly-zero weights as ONNX sparse initializers")
+    sp.add_argument("--data", metavar="DATA.npz", help="data for the fidelity/accuracy report")
+    sp.add_argument("--report", help="write the JSON report here")
+    sp.add_argument("--force", action="store_true")
+    sp.add_argument("-q", "--quiet", action="store_true")
+
     sen = sub.add_parser("sensitivity", help="prune each group alone at several shares; report the fidelity drop")
     sen.add_argument("model")
     sen.add_argument("--calib", required=True, help=".npz keyed by input names (labels give accuracy too)")
@@ -173,6 +187,34 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+def cmd_sparsify(args) -> int:
+    from .api import as_model, sparsify
+    from .model import save_model_atomic
+    from .report import write_json_atomic
+
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise BadInputError(f"{out}: already exists; pass --force to overwrite it")
+    amounts = {"conv": args.conv_sparsity if args.conv_sparsity is not None else args.sparsity,
+               "linear": args.linear_sparsity if args.linear_sparsity is not None else args.sparsity}
+    if args.pattern == "unstructured" and any(v is None for v in amounts.values()):
+        raise BadInputError("give --sparsity, or both --conv-sparsity and --linear-sparsity")
+    model, _ = as_model(args.model)
+    result = sparsify(model, {k: v or 0.0 for k, v in amounts.items()}, scope=args.scope, pattern=args.pattern,
+                      sparse_initializers=args.sparse_initializers, eval_data=args.data)
+    save_model_atomic(result.model, out, force=args.force)
+    if args.report:
+        write_json_atomic(result.report, args.report)
+    if not args.quiet:
+        rep = result.report
+        print(f"sparsity {rep['sparsity']['sparsity']:.3f}; size {rep['sparsity']['size_bytes']} bytes, "
+              f"{rep['sparsity']['zip_bytes']} zipped (dense: {rep['dense_zip_bytes']} zipped); "
+              f"cosine {rep['fidelity']['cosine']:.5f}"
+              + (f", accuracy {rep['fidelity']['accuracy_dense']:.4f} -> {rep['fidelity']['accuracy_pruned']:.4f}"
+                 if "accuracy_dense" in rep["fidelity"] else ""))
+    return 0
+
+
 def cmd_sensitivity(args) -> int:
     from .api import analyse, as_model
     from .calibration import load_calibration
@@ -197,7 +239,7 @@ def cmd_sensitivity(args) -> int:
     return 0
 
 
-COMMANDS = {"prune": cmd_prune, "inspect": cmd_inspect, "sensitivity": cmd_sensitivity}
+COMMANDS = {"prune": cmd_prune, "inspect": cmd_inspect, "sensitivity": cmd_sensitivity, "sparsify": cmd_sparsify}
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
