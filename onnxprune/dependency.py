@@ -200,14 +200,10 @@ class _Builder:
         num = len(order)
         slot_of_element = np.repeat(np.arange(len(slots)), sizes)
         frozen = np.zeros(num, dtype=bool)
-        channel_freezes: dict[int, list[Freeze]] = defaultdict(list)
         for f in self.freezes:
             if f.slot in index:
                 i = index[f.slot]
-                chans = np.unique(labels[offsets[i]:offsets[i + 1]])
-                frozen[chans] = True
-                for c in chans[:1]:
-                    channel_freezes[int(c)].append(f)
+                frozen[labels[offsets[i]:offsets[i + 1]]] = True
         groups, channel_group = _group_channels(labels, slot_of_element, slots, frozen, self.freezes, index, offsets)
         return Dependency(self.g, slots, index, offsets, labels, frozen, groups, channel_group, self.freezes)
 

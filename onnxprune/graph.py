@@ -118,8 +118,8 @@ class ModelGraph:
         return self._symbolic.get(tensor, (False,) * (len(shape) if shape else 0))
 
     def static_value(self, tensor: str | None):
-        """(values, known mask) of a small run-time computed tensor, or None (see folding.py)."""
-        from .folding import static_value
+        """(values, known mask) of a small run-time computed tensor, or None (see static_values.py)."""
+        from .static_values import static_value
         return None if tensor is None else static_value(self, tensor, self._static_memo)
 
     def static_ints(self, tensor: str | None) -> list[int] | None:
