@@ -6,6 +6,7 @@ kind of machine is shared and noisy; ratios are medians of per-round ratios, not
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ import onnx
 from . import progress
 from .errors import BadInputError
 from .graph import ModelGraph
+
+log = logging.getLogger(__name__)
 
 
 def count_params(g: ModelGraph) -> int:
@@ -165,7 +168,7 @@ def run_bench(paths: list[str | os.PathLike], data: str | os.PathLike | None = N
     given = dict(input_shapes or {})
     models, sessions, feeds, entries, used = [], [], [], [], set()
     for path in paths:
-        model = load_model(path)
+        model = load_model(path, supported_only=False)  # measuring a quantized model is fine
         mine = {k: v for k, v in given.items() if k in _input_names(model)}
         used |= set(mine)
         sess = session(model, threads)
@@ -181,6 +184,7 @@ def run_bench(paths: list[str | os.PathLike], data: str | os.PathLike | None = N
     unknown = sorted(set(given) - used)
     if unknown:
         raise BadInputError(f"--input-shape names unknown input(s) {unknown}; no benchmarked model has them")
+    log.info("timing %d model(s): %d warm-up and %d interleaved rounds at batch %d", len(paths), warmup, rounds, batch)
     timings, ratios = measure_latency_feeds(sessions, feeds, rounds, warmup, desc="benchmark")
     for entry, path, sess, feed, t, ratio in zip(entries, paths, sessions, feeds, timings, ratios):
         entry["latency_ms"] = {"p50": round(t.p50_ms, 4), "p90": round(t.p90_ms, 4)}

@@ -8,8 +8,11 @@ import json
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, progress
+from .commands import COMMANDS as MORE_COMMANDS
+from .commands import add_commands
 from .errors import BadInputError, OnnxPruneError
+from .outputs import add_flags as add_output_flags
 
 
 class _Parser(argparse.ArgumentParser):
@@ -105,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: default)")
     pr.add_argument("--force", action="store_true", help="overwrite an existing output")
     pr.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    add_output_flags(pr)  # --min-cosine, --max-drop, --summary, --plot, -v (outputs.py)
 
     sp = sub.add_parser("sparsify", help="zero the smallest weights (unstructured or N:M) of conv and linear layers")
     sp.add_argument("model")
@@ -133,11 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("model")
     ins.add_argument("--input-shape", action="append", metavar="NAME:DxD..")
     ins.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_commands(sub)  # validate, bench, run (commands/)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    progress.configure(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", 0))
     try:
         return COMMANDS[args.command](args)
     except OnnxPruneError as exc:
@@ -150,14 +156,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_prune(args) -> int:
     from .api import DEFAULT_ROUND_TO, prune
-    from .model import save_model_atomic
-    from .report import format_summary, write_json_atomic
+    from .gates import evaluate_gates
+    from .outputs import GATE_FLAGS, deliver, prepare
 
-    out = Path(args.output)
-    if out.exists() and not args.force:
-        raise BadInputError(f"{out}: already exists; pass --force to overwrite it")
-    if Path(args.model).exists() and out.exists() and out.resolve() == Path(args.model).resolve():
-        raise BadInputError(f"{out}: the output would overwrite the input model")
+    out = prepare(args)  # existing output, --force, gate thresholds, --plot: usage errors before any work
     result = prune(args.model, args.ratio, calib=calib_source(args), calib_limit=args.calib_limit, eval_data=args.data,
                    round_to=args.round_to if args.round_to is not None else DEFAULT_ROUND_TO,
                    criterion=args.criterion, scope=args.scope, max_layer_ratio=args.max_layer_ratio,
@@ -168,12 +170,9 @@ def cmd_prune(args) -> int:
     if args.save_plan:
         from .plan import save_plan
         save_plan(result.plan, args.save_plan)
-    save_model_atomic(result.model, out, force=args.force)
-    result.report["output"] = str(out)
-    if args.report:
-        write_json_atomic(result.report, args.report)
-    if not args.quiet:
-        print(format_summary(result.report))
+    gates = evaluate_gates(result.report["fidelity"], args.min_cosine, args.max_drop, GATE_FLAGS)
+    deliver(result.report, result.model, out, gates, force=args.force, report_path=args.report,
+            summary_path=args.summary, plot_dir=args.plot, dense=args.model, quiet=args.quiet)
     return 0
 
 
@@ -239,7 +238,8 @@ def cmd_sensitivity(args) -> int:
     return 0
 
 
-COMMANDS = {"prune": cmd_prune, "inspect": cmd_inspect, "sensitivity": cmd_sensitivity, "sparsify": cmd_sparsify}
+COMMANDS = {"prune": cmd_prune, "inspect": cmd_inspect, "sensitivity": cmd_sensitivity, "sparsify": cmd_sparsify,
+            **MORE_COMMANDS}
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

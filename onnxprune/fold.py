@@ -96,8 +96,8 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
 
     for i in sorted(folded_set, reverse=True):  # deleting in place: big messages are never copied
         del result.graph.node[i]
-    for name, value in zip(wanted, values):
-        _add_initializer(result.graph, name, value)
+    for name in wanted:  # release each evaluated array once it is stored, to keep the peak low
+        _add_initializer(result.graph, name, values.pop(0))
     _drop_unused_constants(result)
     return result
 

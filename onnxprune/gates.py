@@ -27,6 +27,8 @@ class Gate:
     passed: bool
     flag: str
     label: str
+    unit: str = ""
+    digits: int = 4
 
     def as_dict(self) -> dict:
         return {"name": self.name, "comparison": self.comparison, "threshold": self.threshold,
@@ -35,13 +37,13 @@ class Gate:
     def message(self) -> str:
         """`cosine 0.9123 < --min-cosine 0.99`: the figure, its value, the broken bound."""
         broken = "<" if self.comparison == ">=" else ">"
-        value, threshold = _distinct(self.value, self.threshold)
-        return f"{self.label} {value} {broken} {self.flag} {threshold}"
+        value, threshold = _distinct(self.value, self.threshold, self.digits)
+        return f"{self.label} {value}{self.unit} {broken} {self.flag} {threshold}"
 
 
-def _distinct(value: float, threshold: float) -> tuple[str, str]:
-    """Format both numbers with the fewest decimals (at least 4) that tell them apart."""
-    for digits in range(4, 12):
+def _distinct(value: float, threshold: float, least: int = 4) -> tuple[str, str]:
+    """Format both numbers with the fewest decimals (at least `least`) that tell them apart."""
+    for digits in range(least, 12):
         a, b = f"{value:.{digits}f}", f"{threshold:.{digits}f}"
         if a != b:
             return a, f"{threshold:g}" if float(f"{threshold:g}") == threshold else b
@@ -74,7 +76,7 @@ def evaluate_gates(fidelity: dict, min_cosine: float | None = None, max_drop: fl
                                 "sample) for a model whose first output is N x classes")
         drop = round((float(fidelity["accuracy_dense"]) - float(fidelity["accuracy_pruned"])) * 100.0, 6)
         gates.append(Gate("accuracy_drop", "<=", float(max_drop), drop, drop <= max_drop, flags[1],
-                          "accuracy drop (points)"))
+                          "accuracy drop", " points", 2))
     return gates
 
 

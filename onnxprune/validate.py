@@ -126,8 +126,8 @@ def check_interface(pruned: onnx.ModelProto, dense: onnx.ModelProto) -> None:
             if name != pname:
                 raise ValidationError(f"pruned model's {kind} '{pname}' is named '{name}' in the dense model")
             if etype != ptype:
-                raise ValidationError(f"{kind} '{name}' changed element type from "
-                                      f"{onnx.TensorProto.DataType.Name(etype)} to {onnx.TensorProto.DataType.Name(ptype)}")
+                names = onnx.TensorProto.DataType.Name
+                raise ValidationError(f"{kind} '{name}' changed element type from {names(etype)} to {names(ptype)}")
             if dims is None or pdims is None:
                 continue
             if len(dims) != len(pdims) or any(isinstance(a, int) and isinstance(b, int) and a and b and a != b

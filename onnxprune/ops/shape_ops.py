@@ -113,7 +113,7 @@ def write_shape_input(ctx, node, index: int, y: str) -> None:
     Shape->Gather->Unsqueeze->Concat with the batch) gets the change added at run time, so the
     dynamic entries keep following the input. -1, 0 and broadcast 1 entries are left alone.
     """
-    from ..folding import static_value
+    from ..static_values import static_value
 
     if ctx.g.shape(y) is None:
         return
@@ -149,6 +149,8 @@ class ReshapeRule(Rule):
     def links(self, g, node, slot):
         if slot.tensor not in (node.inputs[0], node.outputs[0]):
             raise Barrier("the shape input carries no channels")
+        if g.static_value(node.inputs[1]) is None:  # else the rewrite could not recompute it
+            raise Barrier("its target shape is computed by ops the rewrite cannot evaluate")
         return reshape_links(g, node, slot)
 
     def update(self, ctx, node):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..context import GradContext, attr
 from ..registry import register
 
@@ -100,6 +102,55 @@ def conv_weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_shape
     return ctx.emit("Transpose", [grad], perm=swap)
 
 
+IM2COL_LIMIT = 1 << 20  # elements of one sample's column matrix (C * k * out positions)
+
+
+def im2col_weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_shape: tuple, geo: Geometry,
+                       group: int) -> str:
+    """dW as one GEMM: dY (M, N*O) times the columns of x (C*K, N*O), transposed.
+
+    ORT's Conv runs the swapped-tensor form above as many thin GEMMs (an output of k x k
+    positions); one wide GEMM over explicit columns is several times faster while the columns
+    stay small, so this form is used below IM2COL_LIMIT.
+    """
+    n_sp = len(geo.kernel)
+    channels, out_channels = x_shape[1], dy_shape[1]
+    spatial_out = list(dy_shape[2:])
+    swap = [1, 0] + list(range(2, n_sp + 2))
+    xt = ctx.emit("Transpose", [x], perm=swap)  # (C, N, *spatial)
+    if any(geo.begin) or any(geo.end):
+        xt = ctx.emit("Pad", [xt, ctx.ints([0, 0] + geo.begin + [0, 0] + geo.end)])
+    offsets = [()]
+    for k in geo.kernel:
+        offsets = [o + (i,) for o in offsets for i in range(k)]
+    axes = ctx.ints(list(range(2, n_sp + 2)))
+    steps = ctx.ints(geo.strides)
+    columns = []
+    for offset in offsets:
+        starts = [i * d for i, d in zip(offset, geo.dilations)]
+        ends = [b + s * (o - 1) + 1 for b, s, o in zip(starts, geo.strides, spatial_out)]
+        part = ctx.emit("Slice", [xt, ctx.ints(starts), ctx.ints(ends), axes, steps])
+        columns.append(ctx.emit("Unsqueeze", [part, ctx.ints([1])]))
+    cols = ctx.emit("Concat", columns, axis=1) if len(columns) > 1 else columns[0]  # (C, K, N, *out)
+    dy_rows = ctx.emit("Transpose", [dy], perm=swap)  # (M, N, *out)
+    if group == 1:
+        cols = ctx.emit("Reshape", [cols, ctx.ints([channels * len(offsets), -1])])
+        dy_rows = ctx.emit("Reshape", [dy_rows, ctx.ints([out_channels, -1])])
+        grad = ctx.emit("Gemm", [dy_rows, cols], transB=1)
+    else:
+        cols = ctx.emit("Reshape", [cols, ctx.ints([group, channels // group * len(offsets), -1])])
+        dy_rows = ctx.emit("Reshape", [dy_rows, ctx.ints([group, out_channels // group, -1])])
+        grad = ctx.emit("MatMul", [dy_rows, ctx.emit("Transpose", [cols], perm=[0, 2, 1])])
+    return ctx.emit("Reshape", [grad, ctx.ints([out_channels, channels // group] + geo.kernel)])
+
+
+def weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_shape: tuple, geo: Geometry, group: int) -> str:
+    """The weight gradient of a Conv-like op, by explicit columns while they stay small."""
+    per_sample = x_shape[1] * int(np.prod(geo.kernel)) * int(np.prod(dy_shape[2:]))
+    fn = im2col_weight_grad if per_sample <= IM2COL_LIMIT else conv_weight_grad
+    return fn(ctx, x, dy, x_shape, dy_shape, geo, group)
+
+
 def bias_grad(ctx: GradContext, dy: str, rank: int) -> str:
     return ctx.emit("ReduceSum", [dy, ctx.ints([0] + list(range(2, rank)))], keepdims=0)
 
@@ -112,7 +163,7 @@ def conv(ctx, node, dys, needs):
     group = int(attr(node, "group", 1))
     geo = geometry(node, list(ws[2:]), list(xs[2:]), list(ys[2:]))
     dx = conv_input_grad(ctx, dy, w, list(xs[2:]), list(ys[2:]), geo, group) if needs[0] else None
-    dw = conv_weight_grad(ctx, x, dy, xs, ys, geo, group) if needs[1] else None
+    dw = weight_grad(ctx, x, dy, xs, ys, geo, group) if needs[1] else None
     db = bias_grad(ctx, dy, len(ys)) if len(needs) > 2 and needs[2] else None
     return [dx, dw, db][:len(node.inputs)]
 
@@ -162,7 +213,7 @@ def conv_transpose(ctx, node, dys, needs):
             axes = list(range(2, len(xs)))
             dx = ctx.emit("Slice", [dx, ctx.ints([0] * len(axes)), ctx.ints(xs[2:]), ctx.ints(axes)])
     if needs[1]:  # same sum as Conv's weight gradient with the roles of x and dy exchanged
-        dw = conv_weight_grad(ctx, dy, x, ys, xs, geo, group)
+        dw = weight_grad(ctx, dy, x, ys, xs, geo, group)
     if len(needs) > 2 and needs[2]:
         db = bias_grad(ctx, dy, len(ys))
     return [dx, dw, db][:len(node.inputs)]

