@@ -14,6 +14,7 @@ from .calibration import collect_statistics, load_calibration
 from .data import Dataset, load_npz, synthetic_dataset
 from .dependency import Dependency, build_dependency
 from .errors import BadInputError
+from .fold import fold_constants
 from .graph import ModelGraph
 from .importance import score, wanted_statistics
 from .model import check_supported, load_model
@@ -53,8 +54,8 @@ def as_dataset(data: Dataset | str | os.PathLike | None, g: ModelGraph) -> Datas
 
 
 def analyse(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Dependency:
-    """The model's coupled channel groups and barriers."""
-    return build_dependency(ModelGraph(model, input_shapes))
+    """The model's coupled channel groups and barriers (after folding constant subgraphs)."""
+    return build_dependency(ModelGraph(fold_constants(model), input_shapes))
 
 
 def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | None = None, *,
@@ -95,7 +96,9 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
             input_shapes = data.sample_shapes()
     if recover != "none" and data is None:
         raise BadInputError(f"--recover {recover} needs calibration data: pass --calib DATA.npz")
-    working = add_missing_biases(model) if recover != "none" else model
+    working = fold_constants(model)  # weights built at run time from constants (ConstantOfShape, Reshape)
+    if recover != "none":
+        working = add_missing_biases(working)
     g = ModelGraph(working, input_shapes)
     dep = build_dependency(g)
     wanted = wanted_statistics(dep, criterion) if criterion != "sensitivity" else {}
@@ -177,7 +180,9 @@ def _search_latency(select, dep, working, recover, stats, target, threads, input
 def evaluate(dense: onnx.ModelProto, pruned: onnx.ModelProto, input_shapes, data: Dataset | None,
              bench_rounds: int = 20, threads: int = 0) -> dict:
     """Before/after cost, fidelity on `data` (synthetic inputs if None) and interleaved latency."""
-    dense_graph, pruned_graph = ModelGraph(dense, input_shapes), ModelGraph(pruned, input_shapes)
+    # weights made at run time from constants count as parameters: measure the folded graphs
+    dense_graph = ModelGraph(fold_constants(dense), input_shapes)
+    pruned_graph = ModelGraph(pruned, input_shapes)
     dense_sess = session(dense, threads)
     pruned_sess = load_in_runtime(pruned, threads)
     if data is None:
@@ -209,9 +214,10 @@ def sparsify(model_or_path, sparsity: float | dict[str, float], *, scope: str = 
     from .sparsity import apply_masks, magnitude_masks, sparsity_report, to_sparse_initializers, zipped_size
 
     model, source = as_model(model_or_path)
-    g = ModelGraph(model, input_shapes)
+    working = fold_constants(model)
+    g = ModelGraph(working, input_shapes)
     masks = magnitude_masks(g, sparsity, scope, pattern)
-    sparse = apply_masks(model, masks)
+    sparse = apply_masks(working, masks)
     check_valid(sparse, model)
     data = load_calibration(eval_data, {n: len(g.input_shapes[n]) for n in g.inputs}) if eval_data is not None else None
     dense_sess = session(model)

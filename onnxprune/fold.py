@@ -12,6 +12,8 @@ written at IR >= 4, where that reading is the definition.
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -49,8 +51,9 @@ def _value(defn) -> np.ndarray:
 
 
 def _evaluate(model: onnx.ModelProto, nodes: list[onnx.NodeProto], feeds: dict[str, np.ndarray],
-              wanted: list[str]) -> list[np.ndarray]:
-    """Run `nodes` alone, constants fed as inputs: ONNX Runtime unoptimized, onnx.reference if it refuses."""
+              wanted: list[str]) -> Iterator[tuple[str, np.ndarray]]:
+    """Run `nodes` alone, constants fed as inputs: ONNX Runtime unoptimized (one run: it would execute
+    the whole subgraph for each output asked separately), onnx.reference if it refuses."""
     inputs = [onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
               for n, v in feeds.items()]
     outputs = [onnx.helper.make_empty_tensor_value_info(n) for n in wanted]
@@ -62,11 +65,16 @@ def _evaluate(model: onnx.ModelProto, nodes: list[onnx.NodeProto], feeds: dict[s
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         options.log_severity_level = 3
+        options.enable_cpu_mem_arena = False  # the arena would keep a copy of every result alive
         session = ort.InferenceSession(sub.SerializeToString(), options, providers=["CPUExecutionProvider"])
-        return [np.asarray(v) for v in session.run(wanted, feeds)]
+        values = session.run(wanted, feeds)
     except Exception:
         from onnx.reference import ReferenceEvaluator
-        return [np.asarray(v) for v in ReferenceEvaluator(sub).run(wanted, feeds)]
+        values = ReferenceEvaluator(sub).run(wanted, feeds)
+    del feeds
+    values.reverse()
+    for name in wanted:  # hand each array over and drop it, so stored and evaluated copies do not pile up
+        yield name, np.asarray(values.pop())
 
 
 def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -92,12 +100,10 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     wanted = sorted(produced & consumed_later)
     needed = {t for i in folded for t in model.graph.node[i].input if t and t not in produced}
     feeds = {t: _value(definitions[t]) for t in sorted(needed)}
-    values = _evaluate(model, [model.graph.node[i] for i in folded], feeds, wanted) if wanted else []
-
     for i in sorted(folded_set, reverse=True):  # deleting in place: big messages are never copied
         del result.graph.node[i]
-    for name in wanted:  # release each evaluated array once it is stored, to keep the peak low
-        _add_initializer(result.graph, name, values.pop(0))
+    for name, value in _evaluate(model, [model.graph.node[i] for i in folded], feeds, wanted):
+        _add_initializer(result.graph, name, value)
     _drop_unused_constants(result)
     return result
 

@@ -229,10 +229,43 @@ def fix_input_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Shape]) 
     return fixed
 
 
+SKELETON_LIMIT = 4096  # initializers above this many elements matter to inference by their shape only
+
+
+def skeleton(model: onnx.ModelProto, input_shapes: Mapping[str, Shape]) -> onnx.ModelProto:
+    """`model` for shape inference: large initializers become typed graph inputs (nothing big is
+    copied or serialized), inputs get the given static shapes, value_info and output shapes go."""
+    fixed = onnx.ModelProto()
+    fixed.ir_version = max(model.ir_version, 4)  # initializers need not be inputs from IR 4 on
+    fixed.opset_import.extend(model.opset_import)
+    fixed.functions.extend(model.functions)
+    graph = fixed.graph
+    graph.name = model.graph.name
+    graph.node.extend(model.graph.node)
+    graph.input.extend(model.graph.input)
+    graph.output.extend(model.graph.output)
+    listed = {i.name for i in graph.input}
+    for init in model.graph.initializer:
+        if int(np.prod(init.dims)) <= SKELETON_LIMIT:
+            graph.initializer.append(init)
+        elif init.name not in listed:
+            graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    for inp in graph.input:
+        if inp.name in input_shapes:
+            dims = inp.type.tensor_type.shape.dim
+            del dims[:]
+            for v in input_shapes[inp.name]:
+                dims.add().dim_value = int(v)
+    for out in graph.output:  # let inference recompute output shapes
+        if out.type.HasField("tensor_type"):
+            out.type.tensor_type.ClearField("shape")
+    return fixed
+
+
 def infer_concrete_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Shape]
                           ) -> tuple[dict[str, Shape], dict[str, int]]:
     """Static shape and element type of every tensor for the given input shapes."""
-    fixed = fix_input_shapes(model, input_shapes)
+    fixed = skeleton(model, input_shapes)
     try:
         inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
     except Exception:
@@ -250,9 +283,11 @@ def infer_concrete_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sha
     for init in model.graph.initializer:
         shapes[init.name] = tuple(init.dims)
         dtypes[init.name] = init.data_type
-    missing = [t for n in model.graph.node if n.op_type != "Constant" for t in n.output if t and t not in shapes]
+    read = {t for n in model.graph.node for t in n.input} | {o.name for o in model.graph.output}
+    missing = [t for n in model.graph.node if n.op_type != "Constant" for t in n.output
+               if t and t not in shapes and t in read]  # an unread output (Dropout's mask) needs no probe
     if missing:
-        shapes.update(_probe_shapes(fixed, input_shapes, missing, dtypes))
+        shapes.update(_probe_shapes(fix_input_shapes(model, input_shapes), input_shapes, missing, dtypes))
     return shapes, dtypes
 
 

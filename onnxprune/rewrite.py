@@ -141,4 +141,8 @@ def _tidy(model: onnx.ModelProto) -> onnx.ModelProto:
     del out.metadata_props[:]
     out.metadata_props.extend(model.metadata_props)
     del out.graph.value_info[:]
+    if out.ir_version < 4:  # IR 3 requires every initializer among the graph inputs
+        listed = {i.name for i in out.graph.input}
+        out.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                               for t in out.graph.initializer if t.name not in listed)
     return out

@@ -62,8 +62,8 @@ CONV = {
                        {"x": r(2, 4, 4, 5), "w": r(4, 3, 3, 3), "b": r(3)}),
     "conv_transpose_grouped_dilated": ([node("ConvTranspose", ["x", "w"], group=2, dilations=[2, 2], strides=[2, 1])],
                                        {"x": r(2, 4, 4, 4), "w": r(4, 2, 3, 3)}),
-    "conv_transpose_output_shape": ([node("ConvTranspose", ["x", "w"], strides=[2, 2], output_shape=[9, 10])],
-                                    {"x": r(1, 2, 4, 5), "w": r(2, 3, 3, 3)}),
+    "conv_transpose_asym_pads": ([node("ConvTranspose", ["x", "w"], strides=[2, 2], pads=[0, 1, 0, 0])],
+                                 {"x": r(1, 2, 4, 5), "w": r(2, 3, 3, 3)}),
     "conv_transpose_k2s2": ([node("ConvTranspose", ["x", "w", "b"], strides=[2, 2], kernel_shape=[2, 2])],
                             {"x": r(2, 4, 3, 3), "w": r(4, 2, 2, 2), "b": r(2)}),
 }
@@ -136,6 +136,8 @@ ELEMENTWISE = {
 
 POOL = {
     "maxpool": unary("MaxPool", r(2, 3, 6, 6), kernel_shape=[2, 2], strides=[2, 2]),
+    "maxpool_crop_remainder": unary("MaxPool", r(2, 2, 7, 7), kernel_shape=[2, 2], strides=[2, 2]),
+    "maxpool_1d": unary("MaxPool", r(2, 3, 9), kernel_shape=[3], strides=[3]),
     "maxpool_overlap_pad": unary("MaxPool", r(2, 2, 7, 7), kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
     "maxpool_dilated": unary("MaxPool", r(1, 2, 7, 7), kernel_shape=[2, 2], dilations=[2, 2]),
     "maxpool_ceil": unary("MaxPool", r(1, 2, 7, 7), kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
@@ -159,7 +161,7 @@ SELECT = {
     "gather_repeated_negative": ([node("Gather", ["x", "idx"], axis=1)], {"x": r(2, 5, 3), "idx": i64(0, -1, 0, 3)}),
     "gather_scalar": ([node("Gather", ["x", "idx"], axis=1)], {"x": r(2, 5, 3), "idx": np.int64(2)}),
     "gather_2d_indices": ([node("Gather", ["x", "idx"])], {"x": r(6, 3), "idx": np.array([[0, 5], [2, 2]], np.int64)}),
-    "pad": ([node("Pad", ["x", "p"])], {"x": r(2, 3, 4), "p": i64(0, 1, 2, 0, -1, 1)}),
+    "pad": ([node("Pad", ["x", "p"])], {"x": r(2, 3, 4), "p": i64(0, 1, 2, 0, 0, 1)}),
     "pad_value": ([node("Pad", ["x", "p", "v"])], {"x": r(2, 3), "p": i64(1, 0, 0, 2), "v": np.float32(0.5)}),
 }
 
@@ -189,9 +191,9 @@ RESIZE = {
                           {"x": r(1, 2, 3, 4), "sc": np.array([1, 1, 2, 2], np.float32)}),
     "resize_linear_sizes": ([node("Resize", ["x", "", "", "sz"], mode="linear")],
                             {"x": r(2, 2, 4, 3), "sz": i64(2, 2, 7, 5)}),
-    "resize_linear_align_corners": ([node("Resize", ["x", "", "sc"], mode="linear",
+    "resize_linear_align_corners": ([node("Resize", ["x", "", "", "sz"], mode="linear",
                                           coordinate_transformation_mode="align_corners")],
-                                    {"x": r(1, 2, 3, 3), "sc": np.array([1, 1, 2.5, 2], np.float32)}),
+                                    {"x": r(1, 2, 3, 3), "sz": i64(1, 2, 7, 6)}),
     "resize_cubic_down": ([node("Resize", ["x", "", "sc"], mode="cubic")],
                           {"x": r(1, 1, 8, 6), "sc": np.array([1, 1, 0.5, 0.5], np.float32)}),
     "resize_nearest_3d_input": ([node("Resize", ["x", "", "", "sz"], mode="nearest", nearest_mode="floor")],
@@ -242,3 +244,54 @@ def test_sequence_logits_cross_entropy():
     """Logits of shape (batch, time, classes) with labels (batch, time)."""
     nodes, tensors = [node("MatMul", ["x", "w"])], {"x": r(2, 3, 4), "w": r(4, 5)}
     assert check_gradients(model(nodes, tensors), loss="cross_entropy").worst < TOLERANCE
+
+
+def test_conv_transpose_output_shape_matches_explicit_pads():
+    """onnx.reference cannot run output_shape; ORT applies pads (total - total//2, total//2) for it,
+    so its gradients must equal those of the explicit-pads twin checked above."""
+    import onnxruntime as ort
+
+    from onnxprune.autodiff import build_training_graph
+    tensors = {"x": r(1, 2, 4, 5), "w": r(2, 3, 3, 3)}
+    target = r(1, 3, 9, 10)
+    grads = []
+    for attrs in ({"output_shape": [9, 10]}, {"pads": [0, 1, 0, 0]}):
+        tg = build_training_graph(model([node("ConvTranspose", ["x", "w"], strides=[2, 2], **attrs)], tensors), loss="mse")
+        sess = ort.InferenceSession(tg.model.SerializeToString(), providers=["CPUExecutionProvider"])
+        grads.append(sess.run([tg.grads["x"], tg.grads["w"]], {**tensors, tg.target: target}))
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_negative_pad_gradient_is_zero_filled():
+    """onnx.reference cannot run negative pads (crops); check against the closed form instead."""
+    import onnxruntime as ort
+
+    from onnxprune.autodiff import build_training_graph
+    x = r(2, 3, 4)
+    pads = [0, 1, -1, 0, -1, 1]
+    tg = build_training_graph(model([node("Pad", ["x", "p"])], {"x": x, "p": np.asarray(pads, np.int64)}), loss="mse")
+    sess = ort.InferenceSession(tg.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    y = sess.run([tg.logits], {"x": x, tg.target: np.zeros((2, 3, 4), np.float32)})[0]
+    target = r(*y.shape)
+    (grad,) = sess.run([tg.grads["x"]], {"x": x, tg.target: target})
+    dy = 2 * (y - target) / y.size
+    expected = np.zeros_like(x)
+    expected[:, :2, 1:] = dy[:, 1:, :3]  # axis 1: one row added in front, the last cropped; axis 2 the reverse
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-7)
+
+
+def test_maxpool_ties_share_the_gradient():
+    """A window of equal values passes dY on in equal shares (a subgradient), never k times over."""
+    import onnxruntime as ort
+
+    from onnxprune.autodiff import build_training_graph
+    x = r(1, 1, 4, 4)
+    x[0, 0, :2, :2] = 1.5  # one window, all four tied
+    tg = build_training_graph(model(*unary("MaxPool", x, kernel_shape=[2, 2], strides=[2, 2])), loss="mse")
+    sess = ort.InferenceSession(tg.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    target = r(1, 1, 2, 2)
+    y, grad = sess.run([tg.logits, tg.grads["x"]], {"x": x, tg.target: target})
+    dy = 2 * (y - target) / y.size
+    np.testing.assert_allclose(grad[0, 0, :2, :2], np.full((2, 2), dy[0, 0, 0, 0] / 4), rtol=1e-6)
+    np.testing.assert_allclose(grad.reshape(2, 2, 2, 2).sum(axis=(1, 3)), dy[0, 0], rtol=1e-5)

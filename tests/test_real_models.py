@@ -76,10 +76,10 @@ def randomize(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
         shape = tuple(t.dims)
         if len(shape) >= 2:
             fan_in = int(np.prod(shape[1:])) if len(shape) > 2 else min(shape)
-            value = rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)
+            value = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
         else:
-            value = rng.uniform(0.5, 1.5, shape)
-        t.CopyFrom(numpy_helper.from_array(value.astype(np.float32), t.name))
+            value = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+        t.CopyFrom(numpy_helper.from_array(value, t.name))
     return out
 
 

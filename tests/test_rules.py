@@ -77,7 +77,7 @@ def attr(node: onnx.NodeProto, name: str):
 # ---- recurrent -----------------------------------------------------------------------------------------
 
 def lstm_model(activations=None) -> onnx.ModelProto:
-    """x -> MatMul -> Relu -> bidirectional LSTM (zero states from a Shape chain) -> Y and Y_h heads."""
+    """x -> MatMul -> Relu -> bidirectional LSTM with peepholes (zero states from a Shape chain) -> Y and Y_h heads."""
     T, I, H, O = 5, 8, 6, 4
     lstm_attrs = {"hidden_size": H, "direction": "bidirectional"}
     if activations:
@@ -91,7 +91,7 @@ def lstm_model(activations=None) -> onnx.ModelProto:
         helper.make_node("Concat", ["two", "b1", "hid"], ["shp"], axis=0),
         helper.make_node("ConstantOfShape", ["shp"], ["h0"],
                          value=numpy_helper.from_array(np.zeros(1, np.float32))),
-        helper.make_node("LSTM", ["a2", "W", "R", "B", "", "h0", "h0"], ["Y", "Y_h"], **lstm_attrs),
+        helper.make_node("LSTM", ["a2", "W", "R", "B", "", "h0", "h0", "P"], ["Y", "Y_h"], **lstm_attrs),
         helper.make_node("Transpose", ["Y"], ["Yt"], perm=[0, 2, 1, 3]),
         helper.make_node("Reshape", ["Yt", "flat3"], ["Yr"]),
         helper.make_node("MatMul", ["Yr", "Wo"], ["out"]),
@@ -99,7 +99,8 @@ def lstm_model(activations=None) -> onnx.ModelProto:
         helper.make_node("Reshape", ["Ht", "flat2"], ["Hr"]),
         helper.make_node("MatMul", ["Hr", "Wh"], ["out2"]),
     ]
-    inits = {"W0": w(6, I), "W": w(2, 4 * H, I), "R": w(2, 4 * H, H), "B": w(2, 8 * H), "Wo": w(2 * H, O),
+    inits = {"W0": w(6, I), "W": w(2, 4 * H, I), "R": w(2, 4 * H, H), "B": w(2, 8 * H), "P": w(2, 3 * H),
+             "Wo": w(2 * H, O),
              "Wh": w(2 * H, O), "one": np.array(1, np.int64), "zero": np.array([0], np.int64),
              "two": np.array([2], np.int64), "hid": np.array([H], np.int64),
              "flat3": np.array([0, 0, -1], np.int64), "flat2": np.array([0, -1], np.int64)}
@@ -111,7 +112,7 @@ def test_lstm_couples_gates_directions_and_outputs():
     dep = analyse(model)
     hidden = dep.elements(Slot("R", 2))
     assert group_of(dep, Slot("R", 2)).prunable == 6
-    for slot, blocks in ((Slot("W", 1), 4), (Slot("R", 1), 4), (Slot("B", 1), 8)):
+    for slot, blocks in ((Slot("W", 1), 4), (Slot("R", 1), 4), (Slot("B", 1), 8), (Slot("P", 1), 3)):
         assert (dep.elements(slot).reshape(blocks, 6) == hidden).all(), slot  # row g*H + h is unit h
     assert (dep.elements(Slot("Yr", 2)).reshape(2, 6) == hidden).all()  # [fwd | bwd] of the same unit
     assert (dep.elements(Slot("Hr", 1)).reshape(2, 6) == hidden).all()
@@ -391,6 +392,25 @@ def test_qdq_per_channel_scales_follow_channels_and_stay_qdq():
     assert inits["w1_q"].dtype == np.int8 and inits["w1_q"].shape == (4, 3, 3, 3)
     assert inits["w1_s"].shape == (4,) and inits["a_s"].shape == ()
     assert sum(n.op_type == "DequantizeLinear" for n in pruned.graph.node) == 3
+
+
+def test_qdq_matmul_weights_per_output_column():
+    """MatMul weights [K, N] quantized per column (axis 1), as ORT's quantizer writes them for MatMul."""
+    def qcols(name, k, n):
+        value = w(k, n)
+        scale = (np.abs(value).max(0) / 127).astype(np.float32)
+        return {name + "_q": np.round(value / scale).astype(np.int8), name + "_s": scale}
+
+    nodes = [helper.make_node("DequantizeLinear", ["w1_q", "w1_s"], ["w1"], axis=1),
+             helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("DequantizeLinear", ["w2_q", "w2_s"], ["w2"], axis=1),
+             helper.make_node("MatMul", ["r", "w2"], ["out"])]
+    model = make(nodes, [vi("x", [2, 6])], [vi("out", [2, 4])], {**qcols("w1", 6, 8), **qcols("w2", 8, 4)}, opset=13)
+    dep = analyse(model)
+    hidden = dep.elements(Slot("h", 1))
+    for slot in (Slot("w1_q", 1), Slot("w1_s", 0), Slot("w2_q", 0)):
+        assert (dep.elements(slot) == hidden).all(), slot
+    assert_exact(model, dep)
 
 
 # ---- barriers that must explain themselves --------------------------------------------------------------

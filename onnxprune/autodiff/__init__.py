@@ -1,12 +1,20 @@
 """In-graph training: reverse-mode autodiff to a standard-ONNX training graph, and a numpy trainer.
 
-    tg = build_training_graph(model, loss="distill")      # loss + weight gradients as outputs
-    result = finetune(model, data, epochs=3, teacher=dense) # trained weights written back by name
+    tg = build_training_graph(model, loss="distill")         # loss, logits and weight gradients as outputs
+    result = finetune(pruned, data, epochs=3, teacher=dense)  # trained weights written back by name
+
+Gradient rules live in `rules/` (one module per op family, registered by op type in `registry.RULES`);
+`check_gradients` compares a model's training graph with float64 finite differences.
 """
 
 from .builder import TrainingGraph, build_training_graph
+from .gradcheck import GradCheck, check_gradients
+from .optim import AdamW, FlatParams, SGD
 from .registry import NO_GRADIENT, RULES, Rule, register
+from .schedule import constant, cosine, step_decay
+from .trainer import FinetuneResult, finetune
 from .weights import read_weights, weights_as_inputs, write_weights
 
-__all__ = ["build_training_graph", "TrainingGraph", "RULES", "NO_GRADIENT", "Rule", "register",
-           "read_weights", "write_weights", "weights_as_inputs"]
+__all__ = ["build_training_graph", "TrainingGraph", "finetune", "FinetuneResult", "SGD", "AdamW", "FlatParams",
+           "cosine", "step_decay", "constant", "check_gradients", "GradCheck", "RULES", "NO_GRADIENT", "Rule",
+           "register", "read_weights", "write_weights", "weights_as_inputs"]

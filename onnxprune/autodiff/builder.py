@@ -30,7 +30,7 @@ PROBE_BATCH = 2      # a batch of 2 tells broadcast axes (size 1) from the batch
 class TrainingGraph:
     model: onnx.ModelProto          # inputs: data inputs, trainable weights, target
     inputs: list[str]               # the original model's data inputs
-    trainable: list[str]            # weights fed as inputs, in initializer order
+    trainable: list[str]            # weights fed as inputs, in the order nodes first read them
     grads: dict[str, str]           # weight -> name of its gradient output
     frozen: dict[str, str]          # weight -> why it cannot be trained
     target: str                     # labels (int64), targets or teacher logits
@@ -129,8 +129,8 @@ def _backward(ctx: GradContext, trainable: list[str], output: str, dlogits: str)
         return pending[tensor][0]
 
     for node in reversed(g.nodes):
-        rule, reason = rule_for(ctx, node)
-        if rule is None:
+        rule, _ = rule_for(ctx, node)
+        if rule is None:  # blocked: everything upstream of it is frozen
             continue
         needs = [bool(t) and i in rule.slots(node) and t in wants for i, t in enumerate(node.inputs)]
         if not any(needs):
@@ -143,7 +143,8 @@ def _backward(ctx: GradContext, trainable: list[str], output: str, dlogits: str)
             if not need:
                 continue
             if i >= len(grads) or grads[i] is None:
-                raise BadInputError(f"autodiff: the {node.op} rule gave no gradient for input {i} of node '{node.name}'")
+                raise BadInputError(f"autodiff: the {node.op} rule gave no gradient for input {i} "
+                                    f"of node '{node.name}'")
             pending.setdefault(t, []).append(grads[i])
     missing = [w for w in trainable if not pending.get(w)]
     if missing:

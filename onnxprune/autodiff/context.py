@@ -30,7 +30,9 @@ class GradContext:
         self.forward_nodes = forward_nodes  # copies, so rules may add outputs (MaxPool Indices)
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
-        self._taken = set(g.shapes) | set(g.constants) | {t for n in g.nodes for t in n.outputs + n.inputs}
+        graph = g.model.graph
+        self._taken = (set(g.shapes) | set(g.constants) | {t for n in g.nodes for t in n.outputs + n.inputs}
+                       | {v.name for v in list(graph.input) + list(graph.output) + list(graph.initializer)})
         self._consts: dict[tuple, str] = {}
         self._shape_of: dict[str, str] = {}
         self._counter = 0
@@ -171,11 +173,12 @@ class GradContext:
         import onnxruntime as ort
 
         names = [f"in{i}" if v is not None else "" for i, v in enumerate(inputs)]
+        elem = helper.np_dtype_to_tensor_dtype(inputs[0].dtype)
         graph = helper.make_graph(
             [helper.make_node(op, names, ["out"], **attrs)], "probe",
             [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
              for n, v in zip(names, inputs) if v is not None],
-            [helper.make_tensor_value_info("out", helper.np_dtype_to_tensor_dtype(next(v for v in inputs if v is not None).dtype), None)])
+            [helper.make_tensor_value_info("out", elem, None)])
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)], ir_version=8)
         sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         return sess.run(None, {n: v for n, v in zip(names, inputs) if v is not None})[0]

@@ -85,7 +85,8 @@ def to_double(model: onnx.ModelProto) -> onnx.ModelProto:
     keep32 = {n.input[i] for n in out.graph.node for op, i in _FLOAT_ONLY if n.op_type == op and len(n.input) > i}
     for i, init in enumerate(out.graph.initializer):
         if init.data_type == _F32 and init.name not in keep32:
-            out.graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float64), init.name))
+            value = numpy_helper.to_array(init).astype(np.float64)
+            out.graph.initializer[i].CopyFrom(numpy_helper.from_array(value, init.name))
     for node in out.graph.node:
         for a in node.attribute:
             if a.name == "to" and a.i == _F32:

@@ -61,8 +61,8 @@ def _cross_entropy(ctx, logits, labels, info, smoothing) -> LossHead:
     flat = _as_rows(ctx, logits, classes)
     log_p = ctx.emit("LogSoftmax", [flat], axis=1)
     hot = np.asarray([smoothing / classes, 1.0 - smoothing + smoothing / classes], dtype=dtype)
-    target = ctx.emit("OneHot", [ctx.emit("Reshape", [labels, ctx.ints([-1])]), ctx.ints([classes]), ctx.const(hot, "onehot")],
-                      axis=-1)
+    flat_labels = ctx.emit("Reshape", [labels, ctx.ints([-1])])
+    target = ctx.emit("OneHot", [flat_labels, ctx.ints([classes]), ctx.const(hot, "onehot")], axis=-1)
     rows = _rows(ctx, flat, logits)
     total = ctx.emit("ReduceSum", [ctx.emit("Mul", [target, log_p])], keepdims=0)
     loss = ctx.emit("Neg", [ctx.emit("Div", [total, rows])])

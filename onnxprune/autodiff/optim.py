@@ -52,7 +52,8 @@ class FlatParams:
             if name in masks:
                 m = np.asarray(masks[name])
                 if m.shape != self.values[name].shape:
-                    raise BadInputError(f"mask for '{name}' has shape {m.shape}, the weight has {self.values[name].shape}")
+                    raise BadInputError(f"mask for '{name}' has shape {m.shape}, "
+                                        f"the weight has {self.values[name].shape}")
                 self.mask[offset:offset + size] = m.reshape(-1).astype(np.float32)
             offset += size
         self.apply_mask()

@@ -33,18 +33,23 @@ class TrainStep:
         self.tg = tg
         self.sess = session(tg.model, threads)
         self.io = self.sess.io_binding()
-        self.io.bind_output(tg.loss)      # bound first: get_outputs() keeps binding order
-        self.io.bind_output(tg.logits)
+        self._rebind()
         self._keep = _bind_weights(self.io, params)  # OrtValues must outlive the binding
         for name in params.names:
             grad = ort.OrtValue.ortvalue_from_numpy(params.grads[name])
             self._keep.append(grad)
             self.io.bind_ortvalue_output(tg.grads[name], grad)
 
+    def _rebind(self) -> None:
+        # ORT keeps the logits it allocated in the binding; rebinding lets the batch size change
+        self.io.bind_output(self.tg.loss)  # bound first: get_outputs() keeps binding order
+        self.io.bind_output(self.tg.logits)
+
     def __call__(self, feeds: Mapping[str, np.ndarray], target: np.ndarray) -> tuple[float, np.ndarray]:
         for name, value in feeds.items():
             self.io.bind_cpu_input(name, value)
         self.io.bind_cpu_input(self.tg.target, target)
+        self._rebind()
         self.sess.run_with_iobinding(self.io)
         loss, logits = self.io.get_outputs()[:2]
         return float(loss.numpy()), logits.numpy()
@@ -56,11 +61,12 @@ class Forward:
     def __init__(self, model: onnx.ModelProto, params: FlatParams, output: str, threads: int = 0):
         self.sess = session(weights_as_inputs(model, params.names), threads)
         self.io = self.sess.io_binding()
-        self.io.bind_output(output)
+        self.output = output
         self._keep = _bind_weights(self.io, params)
 
     def __call__(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
         for name, value in feeds.items():
             self.io.bind_cpu_input(name, value)
+        self.io.bind_output(self.output)
         self.sess.run_with_iobinding(self.io)
         return self.io.get_outputs()[0].numpy()

@@ -18,14 +18,14 @@ import onnx
 from ..data import Dataset
 from ..errors import BadInputError
 from ..runtime import session
-from .builder import TrainingGraph, build_training_graph
+from .builder import TrainingGraph, _load, build_training_graph
 from .losses import numpy_loss
 from .optim import AdamW, FlatParams, SGD, make_optimizer
 from .runner import Forward, TrainStep
 from .schedule import cosine, make_schedule, step_decay
 from .weights import read_weights, write_weights
 
-__all__ = ["finetune", "FinetuneResult", "SGD", "AdamW", "cosine", "step_decay"]
+__all__ = ["finetune", "FinetuneResult", "SGD", "AdamW", "cosine", "step_decay"]  # optimizers re-exported
 
 
 @dataclass
@@ -60,6 +60,7 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
         raise BadInputError("the training data holds no samples")
     loss = loss or ("distill" if teacher is not None else "cross_entropy")
     shapes = data.sample_shapes()
+    _check_ranks(model, shapes)
     tg = build_training_graph(model, trainable, loss, output=output, input_shapes=shapes, temperature=temperature,
                               distill=distill, label_smoothing=label_smoothing)
     teacher_model = _load(teacher) if teacher is not None else None
@@ -67,7 +68,7 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     val_targets = _targets(tg, val_data, teacher_model, batch_size, threads) if val_data is not None else None
 
     params = FlatParams(read_weights(model, tg.trainable))
-    params.set_masks(masks)
+    params.set_masks(_trained_masks(model, tg, masks))
     if weight_decay is None:
         weight_decay = 0.0 if optimizer == "sgd" else 0.01
     options = {"weight_decay": weight_decay}
@@ -89,48 +90,65 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
         best = (_score(entry), 0, params.snapshot())
     rng = np.random.default_rng(seed)
     bar = _progress(progress, epochs * per_epoch)
-    steps, busy = 0, 0.0
+    clock = {"steps": 0, "busy": 0.0}
     for epoch in range(1, epochs + 1):
-        total, seen, correct, labelled = 0.0, 0, 0, 0
-        for feeds, target, labels in _batches(data, targets, batch_size, batchable, rng):
-            started = time.perf_counter()
-            value, logits = step(feeds, target)
-            rate = lr_at(steps)
-            opt.step(rate)
-            busy += time.perf_counter() - started
-            steps += 1
-            rows = len(target)
-            total += value * rows
-            seen += rows
-            if labels is not None:
-                correct += int((logits.argmax(-1).reshape(labels.shape) == labels).sum())
-                labelled += labels.size
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(epoch=epoch, loss=f"{value:.4f}")
-        entry = {"epoch": epoch, "loss": total / max(seen, 1), "lr": rate}
-        if labelled:
-            entry["accuracy"] = correct / labelled
+        batches = _batches(data, targets, batch_size, batchable, rng)
+        entry = {"epoch": epoch, **_train_epoch(step, opt, lr_at, batches, clock, bar, epoch)}
         if forward is not None:
             entry.update(_validate(forward, val_data, val_targets, tg, batch_size, batchable, loss_options))
-            score = _score(entry)
-            if best[0] is None or score > best[0]:
-                best = (score, epoch, params.snapshot())
+            if _score(entry) > best[0]:
+                best = (_score(entry), epoch, params.snapshot())
         history.append(entry)
     if bar is not None:
         bar.close()
     if best[2] is not None:
         params.restore(best[2])
     trained = write_weights(model, {n: params.values[n] for n in params.names})
-    return FinetuneResult(trained, history, best[1], tg.trainable, tg.frozen, steps / busy if busy else 0.0,
-                          tg.build_ms)
+    rate = clock["steps"] / clock["busy"] if clock["busy"] else 0.0
+    return FinetuneResult(trained, history, best[1], tg.trainable, tg.frozen, rate, tg.build_ms)
 
 
-def _load(model) -> onnx.ModelProto:
-    if isinstance(model, onnx.ModelProto):
-        return model
-    from ..model import load_model
-    return load_model(model)
+def _train_epoch(step: TrainStep, opt, lr_at, batches, clock: dict, bar, epoch: int) -> dict:
+    """One pass over the batches; returns the mean loss, the last learning rate and the accuracy."""
+    total, seen, correct, labelled, rate = 0.0, 0, 0, 0, 0.0
+    for feeds, target, labels in batches:
+        started = time.perf_counter()
+        value, logits = step(feeds, target)
+        rate = lr_at(clock["steps"])
+        opt.step(rate)
+        clock["busy"] += time.perf_counter() - started
+        clock["steps"] += 1
+        total += value * len(target)
+        seen += len(target)
+        if labels is not None:
+            correct += int((logits.argmax(-1).reshape(labels.shape) == labels).sum())
+            labelled += labels.size
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{value:.4f}")
+    entry = {"loss": total / max(seen, 1), "lr": rate}
+    if labelled:
+        entry["accuracy"] = correct / labelled
+    return entry
+
+
+def _trained_masks(model: onnx.ModelProto, tg: TrainingGraph, masks: Mapping[str, np.ndarray] | None) -> dict:
+    """Masks of trained weights; masks of weights that are not trained hold anyway (they do not change)."""
+    if not masks:
+        return {}
+    others = [name for name in masks if name not in tg.trainable]
+    read_weights(model, others)  # a name that is not a weight of the model at all is an error
+    return {name: mask for name, mask in masks.items() if name in tg.trainable}
+
+
+def _check_ranks(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """Each sample must be shaped like the model input (batch axis included, as Dataset stores it)."""
+    for inp in model.graph.input:
+        if inp.name in shapes:
+            rank = len(inp.type.tensor_type.shape.dim)
+            if len(shapes[inp.name]) != rank:
+                raise BadInputError(f"samples of '{inp.name}' have shape {shapes[inp.name]}, the input has rank "
+                                    f"{rank}; stack samples as (N, *input_shape) (e.g. N x 1 x C x H x W)")
 
 
 def _batchable(model: onnx.ModelProto, data: Dataset) -> bool:

@@ -175,11 +175,13 @@ class QDQRule(Rule):
         shape = g.shape(scale)
         if shape is None:
             raise Barrier("the shape of its scale is unknown")
-        per_channel = len(shape) == 1 and shape[0] > 1
-        blocked = len(shape) == r and r > 0 and int(node.attrs.get("block_size", 0)) > 0
+        blocked = int(node.attrs.get("block_size", 0)) > 0  # opset 21: one scale per block of `axis`
+        per_channel = not blocked and len(shape) == 1 and shape[0] > 1
+        if per_channel and not 0 <= axis < r:
+            raise Barrier(f"its per-channel axis {axis} does not exist in a rank-{r} input")
         if slot.tensor in params:
             if not per_channel or slot.axis != 0:
-                raise Barrier("a per-tensor scale carries no channels")
+                raise Barrier("a per-tensor or blocked scale carries no channels of its own")
             out_axis = axis
         else:
             out_axis = slot.axis

@@ -74,10 +74,7 @@ def hard_swish(ctx, node, dys, needs):
 @register("Clip", inputs=(0,))
 def clip(ctx, node, dys, needs):
     x = node.inputs[0]
-    lo, hi = node.input(1), node.input(2)
-    if ctx.opset < 11:  # bounds were attributes before opset 11
-        lo = ctx.scalar(float(node.attrs["min"]), x) if "min" in node.attrs else None
-        hi = ctx.scalar(float(node.attrs["max"]), x) if "max" in node.attrs else None
+    lo, hi = node.input(1), node.input(2)  # inputs since opset 11 (training graphs are opset >= 17)
     masks = []
     if lo:
         masks.append(ctx.emit("GreaterOrEqual", [x, lo]))
@@ -172,8 +169,7 @@ def sqrt(ctx, node, dys, needs):
 
 
 def _softmax_axis(ctx: GradContext, node) -> int:
-    axis = int(attr(node, "axis", -1 if ctx.opset >= 13 else 1))
-    return axis % ctx.rank(node.inputs[0])
+    return int(attr(node, "axis", -1)) % ctx.rank(node.inputs[0])  # one axis since opset 13
 
 
 @register("Softmax", inputs=(0,))

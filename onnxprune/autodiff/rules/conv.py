@@ -107,40 +107,50 @@ IM2COL_LIMIT = 1 << 20  # elements of one sample's column matrix (C * k * out po
 
 def im2col_weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_shape: tuple, geo: Geometry,
                        group: int) -> str:
-    """dW as one GEMM: dY (M, N*O) times the columns of x (C*K, N*O), transposed.
+    """dW as one GEMM per kernel offset: shifted x as (C, O*N) times dY as (O*N, M).
 
-    ORT's Conv runs the swapped-tensor form above as many thin GEMMs (an output of k x k
-    positions); one wide GEMM over explicit columns is several times faster while the columns
-    stay small, so this form is used below IM2COL_LIMIT.
+    ORT runs the swapped-tensor Conv form above as many thin GEMMs (an output of only k x k
+    positions). Wide GEMMs over shifted copies of x are faster, and with the batch axis last the
+    shifted copies are runs of N contiguous floats: together 1.3-2x faster than the Conv form and
+    than a batch-first layout (measured on the digits CNN's convs).
     """
     n_sp = len(geo.kernel)
     channels, out_channels = x_shape[1], dy_shape[1]
-    spatial_out = list(dy_shape[2:])
-    swap = [1, 0] + list(range(2, n_sp + 2))
-    xt = ctx.emit("Transpose", [x], perm=swap)  # (C, N, *spatial)
+    spatial_in, spatial_out = list(x_shape[2:]), list(dy_shape[2:])
+    unpadded = ctx.emit("Transpose", [x], perm=[1] + list(range(2, n_sp + 2)) + [0])  # (C, *spatial, N)
+    xt = unpadded
     if any(geo.begin) or any(geo.end):
-        xt = ctx.emit("Pad", [xt, ctx.ints([0, 0] + geo.begin + [0, 0] + geo.end)])
+        xt = ctx.emit("Pad", [xt, ctx.ints([0] + geo.begin + [0, 0] + geo.end + [0])])
+    rows = ctx.emit("Reshape", [ctx.emit("Transpose", [dy], perm=list(range(2, n_sp + 2)) + [0, 1]),
+                                ctx.ints([-1, out_channels])])  # (O*N, M)
+    if group > 1:
+        rows = ctx.emit("Transpose", [ctx.emit("Reshape", [rows, ctx.ints([-1, group, out_channels // group])])],
+                        perm=[1, 0, 2])  # (g, O*N, M/g)
     offsets = [()]
     for k in geo.kernel:
         offsets = [o + (i,) for o in offsets for i in range(k)]
-    axes = ctx.ints(list(range(2, n_sp + 2)))
-    steps = ctx.ints(geo.strides)
-    columns = []
+    axes, steps = ctx.ints(list(range(1, n_sp + 1))), ctx.ints(geo.strides)
+    parts = []
     for offset in offsets:
         starts = [i * d for i, d in zip(offset, geo.dilations)]
         ends = [b + s * (o - 1) + 1 for b, s, o in zip(starts, geo.strides, spatial_out)]
-        part = ctx.emit("Slice", [xt, ctx.ints(starts), ctx.ints(ends), axes, steps])
-        columns.append(ctx.emit("Unsqueeze", [part, ctx.ints([1])]))
-    cols = ctx.emit("Concat", columns, axis=1) if len(columns) > 1 else columns[0]  # (C, K, N, *out)
-    dy_rows = ctx.emit("Transpose", [dy], perm=swap)  # (M, N, *out)
-    if group == 1:
-        cols = ctx.emit("Reshape", [cols, ctx.ints([channels * len(offsets), -1])])
-        dy_rows = ctx.emit("Reshape", [dy_rows, ctx.ints([out_channels, -1])])
-        grad = ctx.emit("Gemm", [dy_rows, cols], transB=1)
-    else:
-        cols = ctx.emit("Reshape", [cols, ctx.ints([group, channels // group * len(offsets), -1])])
-        dy_rows = ctx.emit("Reshape", [dy_rows, ctx.ints([group, out_channels // group, -1])])
-        grad = ctx.emit("MatMul", [dy_rows, ctx.emit("Transpose", [cols], perm=[0, 2, 1])])
+        if starts == geo.begin and set(geo.strides) == {1} and spatial_out == spatial_in:
+            shifted = unpadded  # the centre of a "same" conv reads x as it is
+        else:
+            shifted = ctx.emit("Slice", [xt, ctx.ints(starts), ctx.ints(ends), axes, steps])
+        if group == 1:
+            parts.append(ctx.emit("Gemm", [ctx.emit("Reshape", [shifted, ctx.ints([channels, -1])]), rows]))
+        else:
+            grouped = ctx.emit("Reshape", [shifted, ctx.ints([group, channels // group, -1])])
+            parts.append(ctx.emit("MatMul", [grouped, rows]))  # (g, C/g, M/g)
+    k = len(offsets)
+    stacked = ctx.emit("Concat", parts, axis=0) if k > 1 else parts[0]
+    if group == 1:  # (k*C, M) -> (M, C, k)
+        split = ctx.emit("Reshape", [stacked, ctx.ints([k, channels, out_channels])])
+        grad = ctx.emit("Transpose", [split], perm=[2, 1, 0])
+    else:  # (k*g, C/g, M/g) -> (g, M/g, C/g, k)
+        split = ctx.emit("Reshape", [stacked, ctx.ints([k, group, channels // group, out_channels // group])])
+        grad = ctx.emit("Transpose", [split], perm=[1, 3, 2, 0])
     return ctx.emit("Reshape", [grad, ctx.ints([out_channels, channels // group] + geo.kernel)])
 
 

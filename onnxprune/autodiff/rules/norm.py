@@ -20,13 +20,15 @@ def batch_norm(ctx, node, dys, needs):
     rank = ctx.rank(x)
     axes = [0] + list(range(2, rank))
     per_channel = ctx.ints([-1] + [1] * (rank - 2))
-    rstd = ctx.emit("Reciprocal", [ctx.emit("Sqrt", [ctx.emit("Add", [var, ctx.scalar(float(attr(node, "epsilon", 1e-5)), var)])])])
+    eps = ctx.scalar(float(attr(node, "epsilon", 1e-5)), var)
+    rstd = ctx.emit("Reciprocal", [ctx.emit("Sqrt", [ctx.emit("Add", [var, eps])])])
     dx = dscale = dbias = None
     if needs[0]:
         dx = ctx.emit("Mul", [dy, ctx.emit("Reshape", [ctx.emit("Mul", [scale, rstd]), per_channel])])
     if needs[1]:
         centred = ctx.emit("Sub", [x, ctx.emit("Reshape", [mean, per_channel])])
-        dscale = ctx.emit("Mul", [ctx.emit("ReduceSum", [ctx.emit("Mul", [dy, centred]), ctx.ints(axes)], keepdims=0), rstd])
+        summed = ctx.emit("ReduceSum", [ctx.emit("Mul", [dy, centred]), ctx.ints(axes)], keepdims=0)
+        dscale = ctx.emit("Mul", [summed, rstd])
     if needs[2]:
         dbias = ctx.emit("ReduceSum", [dy, ctx.ints(axes)], keepdims=0)
     return [dx, dscale, dbias, None, None]

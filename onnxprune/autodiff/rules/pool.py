@@ -16,8 +16,44 @@ def _check_maxpool(ctx, node):
     return None
 
 
+def _tiles(node) -> bool:
+    """Windows that tile the input: kernel == stride, no padding, no dilation, floor mode."""
+    kernel = list(attr(node, "kernel_shape"))
+    n = len(kernel)
+    return (list(attr(node, "strides", [1] * n)) == kernel and not any(attr(node, "pads", [0] * 2 * n))
+            and set(attr(node, "dilations", [1] * n)) == {1} and not int(attr(node, "ceil_mode", 0))
+            and attr(node, "auto_pad", "NOTSET") in ("NOTSET", "VALID"))
+
+
+def _tiled_max_grad(ctx, node, dy: str) -> str:
+    """dY goes to the elements equal to their window's max, shared equally among ties (a valid
+    subgradient; without ties it is exact). Upsampling y and dY with Resize runs about 1.6x faster in
+    ORT than MaxPool's Indices output plus ScatterElements (measured, 64x64x8x8)."""
+    x, y = node.inputs[0], node.outputs[0]
+    kernel = list(attr(node, "kernel_shape"))
+    xs, ys = ctx.shape(x), ctx.shape(y)
+    n = len(kernel)
+    covered = [o * k for o, k in zip(ys[2:], kernel)]
+    crop = covered != list(xs[2:])  # rows past the last window get no gradient
+    xc = ctx.emit("Slice", [x, ctx.ints([0] * n), ctx.ints(covered), ctx.ints(list(range(2, n + 2)))]) if crop else x
+    scales = ctx.const(np.asarray([1.0, 1.0] + [float(k) for k in kernel], dtype=np.float32), "scales")
+
+    def up(t):
+        return ctx.emit("Resize", [t, "", scales], mode="nearest", coordinate_transformation_mode="asymmetric",
+                        nearest_mode="floor")
+    hit = ctx.emit("Equal", [xc, up(y)])
+    ties = ctx.emit("AveragePool", [ctx.emit("Cast", [hit], to=ctx.elem_type(x))], kernel_shape=kernel, strides=kernel)
+    share = ctx.emit("Div", [dy, ctx.emit("Mul", [ties, ctx.scalar(float(np.prod(kernel)), x)])])
+    dx = ctx.emit("Where", [hit, up(share), ctx.scalar(0.0, x)])
+    if crop:
+        dx = ctx.emit("Pad", [dx, ctx.ints([0] * (n + 2) + [0, 0] + [i - c for i, c in zip(xs[2:], covered)])])
+    return dx
+
+
 @register("MaxPool", inputs=(0,), check=_check_maxpool)
 def max_pool(ctx, node, dys, needs):
+    if _tiles(node):
+        return [_tiled_max_grad(ctx, node, dys[0])]
     # Indices are flat positions in the whole input tensor, batch and channel included (ORT measured)
     x, dy = node.inputs[0], dys[0]
     indices = ctx.forward_output(node, 1)
@@ -25,8 +61,8 @@ def max_pool(ctx, node, dys, needs):
     size = ctx.emit("Reshape", [ctx.emit("Size", [x]), flat])
     zero = np.zeros(1, dtype=ctx.np_dtype(x))
     zeros = ctx.emit("ConstantOfShape", [size], value=numpy_helper.from_array(zero))
-    scattered = ctx.emit("ScatterElements", [zeros, ctx.emit("Reshape", [indices, flat]), ctx.emit("Reshape", [dy, flat])],
-                         axis=0, reduction="add")
+    flat_indices, flat_dy = ctx.emit("Reshape", [indices, flat]), ctx.emit("Reshape", [dy, flat])
+    scattered = ctx.emit("ScatterElements", [zeros, flat_indices, flat_dy], axis=0, reduction="add")
     return [ctx.emit("Reshape", [scattered, ctx.shape_of(x)])]
 
 
