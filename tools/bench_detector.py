@@ -5,9 +5,9 @@ The detector (zoo 'nudenet_320n', from the nudenet wheel; class names from the m
 metadata) looks at scikit-image's astronaut photo, preprocessed as nudenet does (pad right/bottom to a
 square, resize to 320x320, RGB, /255). The output (1, 4 + C, N) is decoded into boxes (cx, cy, w, h)
 and class scores, filtered at 0.2 and non-maximum suppressed per class (IoU 0.45). The dense model's
-FACE_FEMALE box is the reference. Each pruned model (global scope, calibration criterion, label-free
-recovery, at each fraction of MACs kept) passes if it reports a FACE_FEMALE box with IoU > 0.5 against
-the reference and score > 0.25.
+FACE_FEMALE box is the reference. Each pruned model (a calibration-data or magnitude criterion, global
+or local scope, label-free recovery, at each fraction of MACs kept) passes if it reports a FACE_FEMALE
+box with IoU > 0.5 against the reference and score > 0.25.
 
 Calibration is 32 unlabelled crops / rescales / flips of scikit-image photos. Two sets are tried:
 "with astronaut" (crops of astronaut, coffee, chelsea, rocket; never the exact test view) and "no
@@ -15,7 +15,9 @@ astronaut" (coffee, chelsea, rocket, immunohistochemistry: no face at all in the
 
     pip install scikit-image pillow        # benchmark-only
     python tools/bench_detector.py
-    python tools/bench_detector.py --calib-sets with --configs activation:lstsq,l2:none
+    python tools/bench_detector.py --configs with:activation:global:lstsq,no:l2:local:none --levels 0.8
+
+A configuration is calibration-set:criterion:scope:recover.
 
 Prints Markdown tables and exits 0.
 """
@@ -133,8 +135,9 @@ def calibration(names: tuple[str, ...], n: int, seed: int) -> np.ndarray:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--levels", default=",".join(map(str, LEVELS)), help="MACs fractions kept")
-    ap.add_argument("--configs", default="activation:lstsq", help="criterion:recover pairs, global scope")
-    ap.add_argument("--calib-sets", default="with,no", help="with (astronaut crops) and/or no (no faces)")
+    ap.add_argument("--configs", default="with:reconstruction:global:lstsq,with:activation:global:lstsq,"
+                    "with:l2:local:lstsq,no:reconstruction:global:lstsq",
+                    help="calibration-set:criterion:scope:recover, comma-separated (sets: with, no)")
     ap.add_argument("--calib", type=int, default=32, help="calibration images per set")
     ap.add_argument("--round-to", type=int, default=8)
     ap.add_argument("--top", type=int, default=6, help="dense detections printed")
@@ -142,7 +145,6 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore")
     levels = [float(v) for v in args.levels.split(",")]
     configs = [tuple(c.split(":")) for c in args.configs.split(",")]
-    sets = args.calib_sets.split(",")
 
     import skimage
     import skimage.data as sd
@@ -164,23 +166,23 @@ def main(argv=None) -> int:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for cs in sets:
-            calib_path = Path(tmp) / f"calib_{cs}.npz"
-            np.savez(calib_path, images=calibration(CALIB_SETS[cs], args.calib, seed=0))
-            for crit, rec in configs:
-                for level in levels:
-                    t0 = time.time()
-                    try:
-                        r = onnxprune.prune(path, calib=str(calib_path), criterion=crit, scope="global", recover=rec,
-                                            target_macs=level, round_to=args.round_to, bench_rounds=0,
-                                            input_shapes={"images": (1, 3, SIZE, SIZE)})
-                    except Exception as exc:  # a failure is a result
-                        rows.append((cs, crit, rec, level, None, None, f"{type(exc).__name__}: {exc}".splitlines()[0],
-                                     time.time() - t0))
-                        continue
-                    dets = detect(r.model, x, scale)
-                    macs = r.report["after"]["macs"] / r.report["before"]["macs"]
-                    rows.append((cs, crit, rec, level, macs, dets, r.report["fidelity"].get("cosine"), time.time() - t0))
+        for cs in dict.fromkeys(c[0] for c in configs):
+            np.savez(Path(tmp) / f"calib_{cs}.npz", images=calibration(CALIB_SETS[cs], args.calib, seed=0))
+        for cs, crit, scope, rec in configs:
+            for level in levels:
+                t0 = time.time()
+                try:
+                    r = onnxprune.prune(path, calib=str(Path(tmp) / f"calib_{cs}.npz"), criterion=crit, scope=scope,
+                                        recover=rec, target_macs=level, round_to=args.round_to, bench_rounds=0,
+                                        input_shapes={"images": (1, 3, SIZE, SIZE)})
+                except Exception as exc:  # a failure is a result
+                    rows.append((cs, crit, scope, rec, level, None, None,
+                                 f"{type(exc).__name__}: {exc}".splitlines()[0], time.time() - t0))
+                    continue
+                dets = detect(r.model, x, scale)
+                macs = r.report["after"]["macs"] / r.report["before"]["macs"]
+                rows.append((cs, crit, scope, rec, level, macs, dets, r.report["fidelity"].get("cosine"),
+                             time.time() - t0))
 
     print("## NudeNet 320n (YOLOv8n) on scikit-image's astronaut: is the face still found?\n")
     print(f"onnxprune {revision()}; scikit-image {skimage.__version__}; input images 1x3x{SIZE}x{SIZE}; "
@@ -196,27 +198,26 @@ def main(argv=None) -> int:
           "detections | output cosine (calib) | prune s |")
     print("|---|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|")
     lowest = {}
-    for cs, crit, rec, level, macs, dets, extra, secs in rows:
+    for cs, crit, scope, rec, level, macs, dets, extra, secs in rows:
         label = f"{cs} astronaut"
         if dets is None:
-            print(f"| {label} | {crit} | global | {rec} | {level:g} | error | | | {extra} | | | {secs:.0f} |")
+            print(f"| {label} | {crit} | {scope} | {rec} | {level:g} | error | | | {extra} | | | {secs:.0f} |")
             continue
         cands = [(iou(ref, b)[0], s) for c, s, b in dets if c == face_id]
         best = max(cands, key=lambda t: (t[0] > 0.5 and t[1] > 0.25, t[1], t[0])) if cands else (0.0, 0.0)
         found = best[0] > 0.5 and best[1] > 0.25
         if found:
-            key = (cs, crit, rec)
+            key = (cs, crit, scope, rec)
             lowest[key] = min(lowest.get(key, (2.0, 0.0)), (macs, level))
         cos = f"{extra:.4f}" if isinstance(extra, float) else ""
-        print(f"| {label} | {crit} | global | {rec} | {level:g} | {macs:.3f} | {best[0]:.3f} | {best[1]:.3f} | "
+        print(f"| {label} | {crit} | {scope} | {rec} | {level:g} | {macs:.3f} | {best[0]:.3f} | {best[1]:.3f} | "
               f"{'yes' if found else 'no'} | {len(dets)} | {cos} | {secs:.0f} |")
     print()
-    for cs in sets:
-        for crit, rec in configs:
-            got = lowest.get((cs, crit, rec))
-            text = f"MACs fraction {got[0]:.3f} (target {got[1]:g})" if got else "none of the tested levels"
-            print(f"- lowest MACs kept that still finds the face ({cs} astronaut in calibration, {crit} / global / "
-                  f"{rec}): {text}")
+    for cs, crit, scope, rec in configs:
+        got = lowest.get((cs, crit, scope, rec))
+        text = f"MACs fraction {got[0]:.3f} (target {got[1]:g})" if got else "none of the tested levels"
+        print(f"- lowest MACs kept that still finds the face ({cs} astronaut in calibration, {crit} / {scope} / "
+              f"{rec}): {text}")
     return 0
 
 

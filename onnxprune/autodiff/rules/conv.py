@@ -1,9 +1,10 @@
 """Conv and ConvTranspose, each written with the other.
 
 Conv's input gradient is a ConvTranspose of dY with the same weights; rows the forward stride
-skipped at the end come back through `output_padding`. Its weight gradient is a Conv of the input
-with dY as the kernel over batch/channel-swapped tensors, strides and dilations trading places.
-ConvTranspose is Conv's adjoint, so its gradients are the same two pieces the other way round.
+skipped at the end come back through `output_padding`. Its weight gradient is a sum over kernel
+offsets of GEMMs between shifted x and dY (or, when the shifted copies would be large, a Conv of x
+with dY as the kernel over batch/channel-swapped tensors, strides and dilations trading places).
+ConvTranspose is Conv's adjoint, so its gradients are the same pieces the other way round.
 """
 
 from __future__ import annotations

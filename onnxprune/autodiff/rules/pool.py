@@ -1,4 +1,8 @@
-"""Pooling: MaxPool routes dY to the argmax (Indices + ScatterElements), average pools spread it."""
+"""Pooling: MaxPool routes dY to the window's max, average pools spread it over the window.
+
+Tiling MaxPools (kernel == stride) compare x with the upsampled output; any other MaxPool re-emits
+its Indices output and scatter-adds dY there (ScatterElements reduction=add, opset >= 16).
+"""
 
 from __future__ import annotations
 
