@@ -64,7 +64,8 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
           target_macs: float | None = None, target_params: float | None = None,
           target_latency: float | None = None, recover: str = "none", plan: dict | str | os.PathLike | None = None,
           input_shapes: Mapping[str, tuple[int, ...]] | None = None, calib_limit: int | None = None,
-          eval_data=None, bench_rounds: int = 20, threads: int = 0, seed: int = 0,
+          eval_data=None, finetune_epochs: int = 0, train_data=None, val_data=None, labels: bool = False,
+          lr: float = 1e-3, batch_size: int = 64, bench_rounds: int = 20, threads: int = 0, seed: int = 0,
           progress: bool = False) -> PruneResult:
     """Prune channels, recover, then validate and measure the result against the dense model.
 
@@ -73,7 +74,9 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     (fraction of the dense ONNX Runtime latency, searched by measurement) or `plan` (a saved plan).
     `calib` (a .npz, a folder, feed dicts or a CalibrationDataReader) drives data criteria,
     recovery ("bias", "lstsq") and, unless `eval_data` (same forms; labels give accuracy) is given,
-    the fidelity report. Raises BadInputError for unusable input and
+    the fidelity report. `finetune_epochs` > 0 then trains the pruned graph in ONNX Runtime on
+    `train_data` (default: `calib`), distilling from the dense model (no labels needed) or, with
+    `labels=True`, on the data's labels; `val_data` picks the best epoch. Raises BadInputError for unusable input and
     ValidationError if the pruned model is invalid.
     """
     given = [n for n, v in (("ratio", ratio), ("target_macs", target_macs), ("target_params", target_params),
@@ -133,6 +136,11 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     pruned = apply_plan(chosen, overrides)
     check_valid(pruned, model)
     ranks = {n: len(g.input_shapes[n]) for n in g.inputs}
+    training = None
+    if finetune_epochs:
+        pruned, training = _finetune(pruned, model, train_data if train_data is not None else data, ranks,
+                                     finetune_epochs, val_data, labels, lr, batch_size, seed, progress, threads)
+        check_valid(pruned, model)
     evaluation = load_calibration(eval_data, ranks) if eval_data is not None else data
     report = evaluate(model, pruned, g.input_shapes, evaluation, bench_rounds, threads)
     report.update({"schema": REPORT_SCHEMA, "input": source,
@@ -142,7 +150,28 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
                                "exclude": exclude or [], "seed": seed,
                                "input_shapes": {k: list(v) for k, v in g.input_shapes.items()}},
                    "plan": chosen.summary()})
+    if training is not None:
+        report["finetune"] = training
     return PruneResult(pruned, chosen, report)
+
+
+def _finetune(pruned, dense, train, ranks, epochs, val, labels, lr, batch_size, seed, progress, threads):
+    """Train the pruned graph in ONNX Runtime; returns the model and a report fragment."""
+    from .autodiff import finetune
+
+    if train is None:
+        raise BadInputError("fine-tuning needs training data: pass --calib or --train-data DATA.npz")
+    train = load_calibration(train, ranks)
+    if labels and train.labels is None:
+        raise BadInputError("--labels needs a 'labels' array in the training data")
+    val = load_calibration(val, ranks) if val is not None else None
+    result = finetune(pruned, train, epochs, loss="cross_entropy" if labels else "distill",
+                      teacher=None if labels else dense, lr=lr, batch_size=batch_size, val_data=val, seed=seed,
+                      progress=progress, threads=threads)
+    return result.model, {"epochs": epochs, "loss": "cross_entropy" if labels else "distill", "lr": lr,
+                          "samples": len(train), "best_epoch": result.best_epoch,
+                          "history": [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()}
+                                      for h in result.history]}
 
 
 def _scores(dep: Dependency, criterion: str, stats, data, seed: int, progress: bool):
@@ -152,7 +181,7 @@ def _scores(dep: Dependency, criterion: str, stats, data, seed: int, progress: b
             raise BadInputError("criterion 'sensitivity' needs calibration data: pass --calib DATA.npz")
         rows = group_sensitivity(dep, data.take(64), progress=progress)
         return sensitivity_scores(dep, rows, score(dep, "l2")), True
-    return score(dep, criterion, stats=stats, seed=seed), False
+    return score(dep, criterion, stats=stats, seed=seed, data=data), False
 
 
 def _search_latency(select, dep, working, recover, stats, target, threads, input_shapes, steps: int = 7) -> Plan:

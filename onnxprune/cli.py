@@ -101,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--recover", choices=["none", "bias", "lstsq"], default="none",
                     help="re-solve consumers of removed channels from calibration data (no training)")
     pr.add_argument("--save-plan", metavar="PLAN.json", help="write the chosen plan (groups and kept channels) as JSON")
+    ft = pr.add_argument_group("fine-tuning in ONNX Runtime (after pruning and recovery)")
+    ft.add_argument("--finetune", type=int, default=0, metavar="EPOCHS", help="train the pruned graph for EPOCHS epochs")
+    ft.add_argument("--train-data", metavar="DATA.npz", help="training data (default: --calib)")
+    ft.add_argument("--val", metavar="DATA.npz", help="validation data: keep the best epoch")
+    ft.add_argument("--labels", action="store_true", help="train on the data's labels (default: distill from the dense model)")
+    ft.add_argument("--lr", type=float, default=1e-3, help="learning rate (AdamW, cosine schedule)")
+    ft.add_argument("--batch-size", type=int, default=64)
     pr.add_argument("--seed", type=int, default=0, help="seed for random choices")
     pr.add_argument("--input-shape", action="append", metavar="NAME:DxD..", help="shape for a dynamic input")
     pr.add_argument("--report", help="write the JSON report here")
@@ -166,6 +173,8 @@ def cmd_prune(args) -> int:
                    min_channels=args.min_channels, exclude=args.exclude, target_macs=args.target_macs,
                    target_params=args.target_params, target_latency=args.target_latency, recover=args.recover,
                    plan=args.plan, input_shapes=parse_shapes(args.input_shape), bench_rounds=args.bench_rounds,
+                   finetune_epochs=args.finetune, train_data=args.train_data, val_data=args.val, labels=args.labels,
+                   lr=args.lr, batch_size=args.batch_size,
                    threads=args.threads, seed=args.seed, progress=not args.quiet and sys.stderr.isatty())
     if args.save_plan:
         from .plan import save_plan

@@ -174,6 +174,36 @@ def reconstruction(dep: Dependency, stats: Statistics | None = None, ridge: floa
     return scores + 1e-9 * magnitude(dep, 2)  # break ties where a group has no linear consumer
 
 
+@criterion("taylor", data=True)
+def taylor(dep: Dependency, stats: Statistics | None = None, data=None, batch_size: int = 32, **_) -> np.ndarray:
+    """First-order Taylor (Molchanov et al.): (sum of w * dL/dw over the channel's weights)^2, averaged
+    over labelled calibration batches; gradients come from the in-graph training graph in ONNX Runtime."""
+    from .autodiff import build_training_graph, read_weights
+    from .runtime import batchable, session
+
+    if data is None or data.labels is None:
+        raise BadInputError("criterion 'taylor' needs labelled calibration data (a 'labels' array in --calib)")
+    model = dep.graph.model
+    tg = build_training_graph(model, loss="cross_entropy", input_shapes=data.sample_shapes())
+    weights = read_weights(model, tg.trainable)
+    sess = session(tg.model)
+    slots = [(slot, v) for slot, v in parameter_slots(dep) if slot.tensor in tg.grads]
+    sums = {slot: np.zeros(v.shape[slot.axis]) for slot, v in slots}
+    batches = 0
+    can_batch = batchable(session(model))
+    step = batch_size if can_batch else 1
+    for start in range(0, len(data), step):
+        feed = {k: np.concatenate(list(v[start:start + step])) for k, v in data.inputs.items()}
+        feed.update(weights)
+        feed[tg.target] = data.labels[start:start + step].astype(np.int64)
+        grads = dict(zip(tg.grads.values(), sess.run(list(tg.grads.values()), feed)))
+        for slot, v in slots:
+            wg = per_index(v * grads[tg.grads[slot.tensor]], slot.axis).sum(1)
+            sums[slot] += wg * wg
+        batches += 1
+    return accumulate(dep, ((slot, total / max(batches, 1)) for slot, total in sums.items())) + 1e-12
+
+
 def _need(stats: Statistics | None, name: str) -> Statistics:
     if stats is None:
         raise BadInputError(f"criterion '{name}' needs calibration data: pass --calib DATA.npz")
@@ -188,7 +218,7 @@ def score(dep: Dependency, name: str, stats: Statistics | None = None, **options
 
 def wanted_statistics(dep: Dependency, name: str) -> dict[tuple[str, int], bool]:
     """The activation statistics a criterion needs: every non-constant slot, Grams on linear inputs."""
-    if name not in NEEDS_DATA:
+    if name not in NEEDS_DATA or name == "taylor":  # taylor reads gradients, not activations
         return {}
     wanted = {(s.tensor, s.axis): False for s in dep.slots if s.tensor not in dep.graph.constants}
     if name in NEEDS_GRAM:

@@ -26,13 +26,13 @@ CALIB = FIXTURES / "digits_calib.npz"
 @pytest.mark.parametrize("name", sorted(CRITERIA))
 def test_every_criterion_scores_every_channel(name):
     model, dep = analyse(FIXTURES / "digits_cnn.onnx")
-    stats = None
+    stats = data = None
     if name in NEEDS_DATA:
         with pytest.raises(BadInputError):
             score(dep, name)
         data = load_npz(CALIB, {"input": 4}).take(32)
         stats = collect_statistics(model, data, wanted_statistics(dep, name))
-    s = score(dep, name, stats=stats)
+    s = score(dep, name, stats=stats, data=data)
     assert s.shape == (dep.num_channels,) and np.isfinite(s).all()
     free = np.concatenate([g.channels[~g.frozen] for g in dep.groups])
     assert np.ptp(s[free]) > 0  # it actually ranks

@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
-from . import bench, run, validate
+from . import bench, finetune, run, validate
 
-_MODULES = {"validate": validate, "bench": bench, "run": run}
+_MODULES = {"validate": validate, "bench": bench, "run": run, "finetune": finetune}
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {name: m.run for name, m in _MODULES.items()}
 
 

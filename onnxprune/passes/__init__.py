@@ -8,8 +8,9 @@ A new pass is a class with `@register` in a module of this package; it is found 
 
 from .base import PASSES, Pass, PassContext, PassResult, available, create_pass, get_pass, register
 from .channel_pruning import ChannelPruning
+from .finetune import FineTune
 from .pipeline import Pipeline, PipelineResult
 from .validation import Validate
 
 __all__ = ["Pass", "PassContext", "PassResult", "PASSES", "register", "get_pass", "create_pass", "available",
-           "Pipeline", "PipelineResult", "ChannelPruning", "Validate"]
+           "Pipeline", "PipelineResult", "ChannelPruning", "FineTune", "Validate"]
