@@ -302,7 +302,7 @@ def apply_workarounds() -> list[str]:
 
     original_update = SliceRule.update
 
-    def update(self, ctx, node):  # bug 1: leave Slices that touch no pruned axis alone
+    def update(self, ctx, node):  # bug 2: leave Slices that touch no pruned axis alone
         shape = ctx.g.shape(node.inputs[0])
         if shape is None or not any(ctx.kept(node.inputs[0], a) is not None for a in range(len(shape))):
             return None
@@ -320,7 +320,7 @@ def apply_workarounds() -> list[str]:
 
     original_tidy = rewrite._tidy
 
-    def tidy(model):  # bug 7: keep non-tensor output types through graphsurgeon
+    def tidy(model):  # bug 9: keep non-tensor output types through graphsurgeon
         types = {}
         for o in model.graph.output:
             types[o.name] = onnx.TypeProto()
