@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +133,10 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     else:
         chosen = select(float(ratio))
     chosen.options.update({"criterion": criterion, "scope": scope, "recover": recover, "round_to": round_to})
+    if chosen.options.get("target_met") is False:
+        logging.getLogger("onnxprune").warning(
+            "target not met: the closest plan keeps %.3f (target %.3f); frozen channels or width rounding limit it "
+            "(see `onnxprune inspect`)", chosen.options["estimated_kept"], chosen.options["target_kept"])
     overrides = recover_weights(dep, chosen.removed, stats, recover) if recover != "none" else None
     pruned = apply_plan(chosen, overrides)
     check_valid(pruned, model)

@@ -23,8 +23,30 @@ log = logging.getLogger(__name__)
 
 
 def count_params(g: ModelGraph) -> int:
-    """Elements of floating-point tensor constants (initializers and Constant nodes; scalars excluded)."""
-    return int(sum(v.size for v in g.constants.values() if np.issubdtype(v.dtype, np.floating) and v.ndim >= 1))
+    """Elements of the weights: floating-point tensor constants (initializers and Constant nodes,
+    scalars excluded), integer weights that a DequantizeLinear turns into floats (QDQ models), and the
+    initializers of If/Loop/Scan bodies."""
+    quantized = {n.inputs[0] for n in g.nodes if n.op == "DequantizeLinear"}
+    total = sum(v.size for name, v in g.constants.items()
+                if v.ndim >= 1 and (np.issubdtype(v.dtype, np.floating) or name in quantized))
+    for node in g.nodes:
+        for attr in node.proto.attribute:
+            bodies = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            total += sum(_body_params(body) for body in bodies)
+    return int(total)
+
+
+def _body_params(graph: onnx.GraphProto) -> int:
+    count = sum(int(np.prod(t.dims)) for t in graph.initializer
+                if len(t.dims) >= 1 and t.data_type in _FLOAT_TYPES)
+    for node in graph.node:
+        for attr in node.attribute:
+            bodies = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+            count += sum(_body_params(b) for b in bodies)
+    return count
+
+
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 
 
 def _prod(shape) -> int:

@@ -39,9 +39,13 @@ class Dataset:
 
     def batches(self, batch_size: int, batchable: bool = True) -> Iterator[dict[str, np.ndarray]]:
         """Feeds of up to `batch_size` samples joined on the batch axis (one at a time if not batchable)."""
-        step = batch_size if batchable else 1
+        scalar = any(v.ndim == 1 for v in self.inputs.values())  # rank-0 inputs (a sample rate) go one by one
+        step = batch_size if batchable and not scalar else 1
         for start in range(0, len(self), step):
-            yield {k: np.concatenate(list(v[start:start + step])) for k, v in self.inputs.items()}
+            if step == 1:
+                yield {k: np.asarray(v[start]) for k, v in self.inputs.items()}
+            else:
+                yield {k: np.concatenate(list(v[start:start + step])) for k, v in self.inputs.items()}
 
     def sample_shapes(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape[1:]) for k, v in self.inputs.items()}
@@ -94,9 +98,44 @@ def synthetic_feed(session, input_shapes: Mapping[str, tuple[int, ...]], seed: i
             feed[inp.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype == np.bool_:
             feed[inp.name] = rng.integers(0, 2, shape).astype(dtype)
-        else:
-            feed[inp.name] = rng.integers(0, 8, shape).astype(dtype)
+        else:  # small non-negative ints, below the size of any table the input indexes (token types)
+            high = min(8, getattr(session, "index_limits", {}).get(inp.name, 8))
+            feed[inp.name] = rng.integers(0, max(high, 1), shape).astype(dtype)
     return feed
+
+
+_VALUE_PRESERVING = {"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity", "Expand"}
+
+
+def index_limits(model) -> dict[str, int]:
+    """For integer graph inputs used as Gather indices into constant tables (embeddings, token types):
+    the smallest table length, so synthetic inputs stay in range."""
+    consts = {i.name: tuple(i.dims) for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].type == 4:  # TENSOR
+            consts[node.output[0]] = tuple(node.attribute[0].t.dims)
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for t in node.input:
+            consumers.setdefault(t, []).append(node)
+    limits = {}
+    for inp in model.graph.input:
+        frontier, seen, limit = [inp.name], set(), None
+        while frontier:
+            t = frontier.pop()
+            if t in seen:
+                continue
+            seen.add(t)
+            for node in consumers.get(t, []):
+                if node.op_type in _VALUE_PRESERVING and node.input[0] == t:
+                    frontier.extend(node.output)
+                elif node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == t and node.input[0] in consts:
+                    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                    length = consts[node.input[0]][axis]
+                    limit = length if limit is None else min(limit, length)
+        if limit is not None:
+            limits[inp.name] = int(limit)
+    return limits
 
 
 def synthetic_dataset(session, input_shapes: Mapping[str, tuple[int, ...]], samples: int = 8, seed: int = 0) -> Dataset:

@@ -64,6 +64,7 @@ class Dependency:
     groups: list[Group]
     channel_group: np.ndarray      # group id per channel
     freezes: list[Freeze]
+    notes: list[str] = field(default_factory=list)  # what the analysis could not look at, and why
 
     def elements(self, slot: Slot) -> np.ndarray:
         """Channel id of each index of `slot`."""
@@ -112,8 +113,12 @@ class _Builder:
         self.freezes: list[Freeze] = []
         self.visited: set[tuple[int, Slot]] = set()
         self.interface = set(g.inputs) | set(g.outputs)
+        self.skipped: list[Slot] = []  # seeds whose tensor shape is unknown
 
     def close_over(self, seed: Slot) -> None:
+        if self.g.shape(seed.tensor) is None:
+            self.skipped.append(seed)
+            return
         seed = self._normalize(seed)
         if seed is None or seed in self.slots:
             return
@@ -172,6 +177,11 @@ class _Builder:
         for link in links:
             a, b = self._normalize(link.a), self._normalize(link.b)
             if a is None or b is None:
+                unknown = [s for s, n in ((link.a, a), (link.b, b)) if n is None and self.g.shape(s.tensor) is None]
+                known = [n for n in (a, b) if n is not None]
+                if unknown and known:  # never drop a coupling silently: keep the known side whole
+                    self.freezes.append(Freeze(known[0], node.name, node.op,
+                                               f"the shape of '{unknown[0].tensor}' is unknown"))
                 continue
             for s in (a, b):
                 self.visited.add((node_index, s))
@@ -205,7 +215,19 @@ class _Builder:
                 i = index[f.slot]
                 frozen[labels[offsets[i]:offsets[i + 1]]] = True
         groups, channel_group = _group_channels(labels, slot_of_element, slots, frozen, self.freezes, index, offsets)
-        return Dependency(self.g, slots, index, offsets, labels, frozen, groups, channel_group, self.freezes)
+        return Dependency(self.g, slots, index, offsets, labels, frozen, groups, channel_group, self.freezes,
+                          self._notes())
+
+    def _notes(self) -> list[str]:
+        notes = list(self.g.problems)
+        if self.skipped:
+            notes.append(f"{len(self.skipped)} weight-bearing slot(s) not analysed because their shapes are unknown, "
+                         f"e.g. {self.skipped[0]}")
+        for index in self.g.subgraph_nodes:
+            node = self.g.nodes[index]
+            notes.append(f"{node.op} '{node.name}' has subgraphs that are not analysed; the tensors they read keep "
+                         "their width")
+        return notes
 
 
 def _group_channels(labels, slot_of_element, slots, frozen, freezes, index, offsets):

@@ -81,13 +81,31 @@ class ModelGraph:
             for t in node.inputs:
                 if t:
                     self.consumers.setdefault(t, []).append(node.index)
+        self.subgraph_nodes = self._link_subgraph_reads()
         self.input_shapes = resolve_input_shapes(model, input_shapes)
-        self.shapes, self.dtypes = infer_concrete_shapes(model, self.input_shapes)
+        self.problems: list[str] = []  # why some shapes stayed unknown, shown by inspect
+        self.shapes, self.dtypes = infer_concrete_shapes(model, self.input_shapes, self.problems)
         for name, value in self.constants.items():
             self.shapes[name] = tuple(value.shape)
         self.nx = self._build_nx()
         self._static_memo: dict = {}
         self._symbolic: dict[str, tuple[bool, ...]] | None = None
+
+    def _link_subgraph_reads(self) -> list[int]:
+        """If/Loop/Scan read outer tensors inside their bodies: count each as a consumer of those
+        names, so the node (which has no rule) freezes them instead of being invisible."""
+        found = []
+        for node in self.nodes:
+            bodies = [a.g for a in node.proto.attribute if a.type == onnx.AttributeProto.GRAPH]
+            bodies += [g for a in node.proto.attribute if a.type == onnx.AttributeProto.GRAPHS for g in a.graphs]
+            if not bodies:
+                continue
+            found.append(node.index)
+            for name in sorted(set().union(*(_outer_reads(b) for b in bodies))):
+                users = self.consumers.setdefault(name, [])
+                if node.index not in users:
+                    users.append(node.index)
+        return found
 
     def _build_nx(self) -> nx.DiGraph:
         g = nx.DiGraph()
@@ -131,6 +149,23 @@ class ModelGraph:
 
     def where(self, node: Node) -> str:
         return f"node '{node.name}' ({node.op})"
+
+
+def _outer_reads(graph: onnx.GraphProto) -> set[str]:
+    """Names a subgraph (and its nested subgraphs) reads but does not define."""
+    defined = {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    defined |= {t for n in graph.node for t in n.output}
+    reads = set()
+    for n in graph.node:
+        reads.update(t for t in n.input if t)
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                reads |= _outer_reads(a.g)
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                for sub in a.graphs:
+                    reads |= _outer_reads(sub)
+    reads.update(o.name for o in graph.output)
+    return reads - defined
 
 
 def _default_opset(model: onnx.ModelProto) -> int:
@@ -193,6 +228,7 @@ def resolve_input_shapes(model: onnx.ModelProto, given: Mapping[str, Shape] | No
     given = dict(given or {})
     init_names = {i.name for i in model.graph.initializer}
     shapes: dict[str, Shape] = {}
+    named: dict[str, int] = {}  # dim_param -> the value chosen for it
     for inp in model.graph.input:
         if inp.name in init_names:
             continue
@@ -205,8 +241,12 @@ def resolve_input_shapes(model: onnx.ModelProto, given: Mapping[str, Shape] | No
         for axis, d in enumerate(inp.type.tensor_type.shape.dim):
             if d.HasField("dim_value") and d.dim_value > 0:
                 dims.append(d.dim_value)
+            elif d.HasField("dim_param") and d.dim_param in named:  # one value per named dim
+                dims.append(named[d.dim_param])
             else:
                 dims.append(DEFAULT_BATCH if axis == 0 else DEFAULT_DYNAMIC_DIM)
+                if d.HasField("dim_param") and d.dim_param:
+                    named[d.dim_param] = dims[-1]
         shapes[inp.name] = tuple(dims)
     if given:
         raise BadInputError(f"--input-shape names unknown input(s) {sorted(given)}; the model's inputs are {list(shapes)}")
@@ -262,9 +302,10 @@ def skeleton(model: onnx.ModelProto, input_shapes: Mapping[str, Shape]) -> onnx.
     return fixed
 
 
-def infer_concrete_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Shape]
-                          ) -> tuple[dict[str, Shape], dict[str, int]]:
-    """Static shape and element type of every tensor for the given input shapes."""
+def infer_concrete_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Shape],
+                          problems: list[str] | None = None) -> tuple[dict[str, Shape], dict[str, int]]:
+    """Static shape and element type of every tensor for the given input shapes; why some stayed
+    unknown is appended to `problems`."""
     fixed = skeleton(model, input_shapes)
     try:
         inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=False, data_prop=True)
@@ -287,16 +328,16 @@ def infer_concrete_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Sha
     missing = [t for n in model.graph.node if n.op_type != "Constant" for t in n.output
                if t and t not in shapes and t in read]  # an unread output (Dropout's mask) needs no probe
     if missing:
-        shapes.update(_probe_shapes(fix_input_shapes(model, input_shapes), input_shapes, missing, dtypes))
+        shapes.update(_probe_shapes(fix_input_shapes(model, input_shapes), input_shapes, missing, dtypes,
+                                    problems if problems is not None else []))
     return shapes, dtypes
 
 
 def _probe_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Shape], names: Iterable[str],
-                  dtypes: dict[str, int]) -> dict[str, Shape]:
+                  dtypes: dict[str, int], problems: list[str]) -> dict[str, Shape]:
     """Run ONNX Runtime once with the unresolved tensors exposed as outputs and read their shapes."""
-    import onnxruntime as ort
-
     from .data import synthetic_feed
+    from .runtime import session
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
@@ -306,10 +347,13 @@ def _probe_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Shape], nam
         if name not in existing:
             probe.graph.output.add().name = name
     try:
-        sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+        sess = session(probe)
         feed = synthetic_feed(sess, input_shapes)
         outs = sess.run(wanted, feed)
-    except Exception:
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        problems.append(f"{len(wanted)} tensor shapes unknown: ONNX Runtime could not run the model on synthetic "
+                        f"inputs of shapes {dict(input_shapes)} ({first[:200]}); pass --input-shape or --calib")
         return {}
     result = {}
     for name, value in zip(wanted, outs):

@@ -36,7 +36,7 @@ def inspect_dict(dep: Dependency) -> dict:
                        "slots": [str(s) for s in grp.slots], "frozen_by": reasons[:5]})
     prunable = sum(g.prunable for g in dep.groups)
     return {"groups": groups, "channels": dep.num_channels, "prunable_channels": prunable,
-            "barriers": barrier_table(dep)}
+            "barriers": barrier_table(dep), "notes": list(dep.notes)}
 
 
 def _params_of(dep: Dependency, slots) -> list[str]:
@@ -53,6 +53,8 @@ def format_inspect(dep: Dependency, limit: int = 200) -> str:
         lines.append(f"{grp.id:>5} {grp.size:>8} {grp.prunable:>8}  {shown or '(no parameters)'}")
     if len(dep.groups) > limit:
         lines.append(f"  ... {len(dep.groups) - limit} more groups")
+    for note in dep.notes:
+        lines.append(f"note: {note}")
     barriers = info["barriers"]
     lines += ["", "Barriers (what froze which channels, and why):" if barriers else "No barriers."]
     by_reason = defaultdict(list)

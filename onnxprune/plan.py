@@ -19,6 +19,7 @@ from .errors import BadInputError
 from .ops.base import Slot
 
 PLAN_SCHEMA = "onnxprune.plan/1"
+TARGET_TOLERANCE = 0.02  # a target is met when the kept fraction lands within this of it
 
 
 @dataclass
@@ -192,16 +193,20 @@ class CostModel:
         self.slots_of: dict[str, list[Slot]] = {}
         for s in dep.slots:
             self.slots_of.setdefault(s.tensor, []).append(s)
-        self.params = {n: v.size for n, v in g.constants.items() if np.issubdtype(v.dtype, np.floating) and v.ndim >= 1}
+        quantized = {n.inputs[0]: n.outputs[0] for n in g.nodes if n.op == "DequantizeLinear"}
+        self.params = {n: v.size for n, v in g.constants.items()
+                       if v.ndim >= 1 and (np.issubdtype(v.dtype, np.floating) or n in quantized)}
+        source = {out: q for q, out in quantized.items() if q in self.params}  # QDQ weight -> its int8 constant
         per_node = count_macs(g, per_node=True)
         self.terms = []  # (macs, tensors whose slots scale it, contracted slot or None)
         for node in g.nodes:
             macs = per_node.get(node.name)
             if not macs:
                 continue
-            weights = [t for t in node.inputs[1:2] if t in self.params]
+            inputs = [source.get(t, t) for t in node.inputs]
+            weights = [t for t in inputs[1:2] if t in self.params]
             if node.op in ("LSTM", "GRU", "RNN"):
-                weights = [t for t in node.inputs[1:3] if t in self.params]
+                weights = [t for t in inputs[1:3] if t in self.params]
             if weights:
                 self.terms.append((macs, weights, None))
             else:
@@ -261,6 +266,7 @@ def search_ratio(select, cost, target: float, tolerance: float = 0.005, steps: i
         best = refine(best, scores, cost, target, round_to, tolerance)
     best.options["target_kept"] = target
     best.options["estimated_kept"] = cost(best)
+    best.options["target_met"] = abs(best.options["estimated_kept"] - target) <= TARGET_TOLERANCE
     return best
 
 

@@ -88,15 +88,16 @@ def apply_plan(plan: Plan, overrides: dict[str, np.ndarray] | None = None) -> on
     model.CopyFrom(g.model)
     _slice_constants(g, model, kept, overrides or {})
     ctx = RewriteContext(g, model, kept)
+    touched = {slot.tensor for slot in kept}
     for node in g.nodes:
         rule = REGISTRY.get(node.op) if node.proto.domain in ("", "ai.onnx") else None
-        if rule is None:
-            continue
+        if rule is None or not touched.intersection(node.inputs + node.outputs):
+            continue  # only nodes next to a pruned tensor have anything to recompute
         try:
             rule.update(ctx, node)
         except Barrier as exc:
             raise OnnxPruneError(f"cannot rewrite {g.where(node)}: {exc}") from None
-    return _tidy(model)
+    return _tidy(model, g.model)
 
 
 def _slice_constants(g: ModelGraph, model: onnx.ModelProto, kept: dict[Slot, np.ndarray],
@@ -127,8 +128,9 @@ def _slice_constants(g: ModelGraph, model: onnx.ModelProto, kept: dict[Slot, np.
                     attr.t.CopyFrom(tensor)
 
 
-def _tidy(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Drop stale intermediate shapes, remove what no longer feeds an output, sort nodes."""
+def _tidy(model: onnx.ModelProto, original: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop stale intermediate shapes, remove what no longer feeds an output, sort nodes; the graph's
+    outputs keep their original declarations (graphsurgeon rewrites sequence and map types)."""
     del model.graph.value_info[:]
     graph = gs.import_onnx(model)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
@@ -141,6 +143,8 @@ def _tidy(model: onnx.ModelProto) -> onnx.ModelProto:
     del out.metadata_props[:]
     out.metadata_props.extend(model.metadata_props)
     del out.graph.value_info[:]
+    del out.graph.output[:]
+    out.graph.output.extend(original.graph.output)
     if out.ir_version < 4:  # IR 3 requires every initializer among the graph inputs
         listed = {i.name for i in out.graph.input}
         out.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))

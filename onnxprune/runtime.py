@@ -20,7 +20,11 @@ def session(model: onnx.ModelProto | bytes | str, threads: int = 0, optimize: bo
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    return ort.InferenceSession(source, opts, providers=providers or ["CPUExecutionProvider"])
+    sess = ort.InferenceSession(source, opts, providers=providers or ["CPUExecutionProvider"])
+    if isinstance(model, onnx.ModelProto):  # synthetic inputs must stay inside the tables they index
+        from .data import index_limits
+        sess.index_limits = index_limits(model)
+    return sess
 
 
 def batchable(sess: ort.InferenceSession) -> bool:
@@ -36,5 +40,12 @@ def run_dataset(sess: ort.InferenceSession, data: Dataset, batch_size: int = 32)
     chunks: list[list[np.ndarray]] = []
     for feed in data.batches(batch_size, batchable(sess)):
         chunks.append(sess.run(None, feed))
-    return [np.concatenate([c[i] for c in chunks]) if chunks[0][i].ndim else np.stack([c[i] for c in chunks])
-            for i in range(len(chunks[0]))]
+    outputs = []
+    for i in range(len(chunks[0])):
+        parts = [c[i] for c in chunks]
+        if not isinstance(parts[0], np.ndarray):  # sequences and maps (ZipMap): kept as a list
+            outputs.append(np.array([p for part in parts for p in part] if isinstance(parts[0], list) else parts,
+                                    dtype=object))
+        else:
+            outputs.append(np.concatenate(parts) if parts[0].ndim else np.stack(parts))
+    return outputs

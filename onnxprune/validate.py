@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 
 from .data import Dataset
-from .errors import ValidationError
+from .errors import BadInputError, ValidationError
 from .runtime import run_dataset, session
 
 
@@ -44,10 +44,19 @@ def compare(dense_sess, pruned_sess, data: Dataset, batch_size: int = 32) -> Fid
     """Run both models on `data`; raise ValidationError if output shapes differ."""
     try:
         dense_out = run_dataset(dense_sess, data, batch_size)
+    except Exception as exc:  # the dense model itself fails: the inputs are wrong, not the pruning
+        raise BadInputError(f"the dense model fails on the evaluation inputs ({_first_line(exc)}); "
+                            "pass real inputs with --calib/--data or sizes with --input-shape") from None
+    try:
         pruned_out = run_dataset(pruned_sess, data, batch_size)
     except Exception as exc:
-        raise ValidationError(f"ONNX Runtime failed to run the pruned model: {str(exc).strip().splitlines()[0]}") from None
+        raise ValidationError(f"ONNX Runtime failed to run the pruned model: {_first_line(exc)}") from None
     names = [o.name for o in dense_sess.get_outputs()]
+    pairs = [(n, _numeric(d), _numeric(p)) for n, d, p in zip(names, dense_out, pruned_out)]
+    pairs = [(n, d, p) for n, d, p in pairs if d is not None and p is not None]
+    if not pairs:
+        raise ValidationError("no output of the model can be compared as numbers")
+    names, dense_out, pruned_out = (list(x) for x in zip(*pairs))
     for name, d, p in zip(names, dense_out, pruned_out):
         if d.shape != p.shape:
             raise ValidationError(f"output '{name}' changed shape from {d.shape} to {p.shape}")
@@ -67,6 +76,21 @@ def compare(dense_sess, pruned_sess, data: Dataset, batch_size: int = 32) -> Fid
             fid.accuracy_dense = float((first_d.argmax(1) == data.labels).mean())
             fid.accuracy_pruned = float((first_p.argmax(1) == data.labels).mean())
     return fid
+
+
+def _numeric(value) -> np.ndarray | None:
+    """Outputs as numbers: tensors as they are, ZipMap-style lists of {label: score} as rows of scores."""
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return value
+    items = list(value) if value is not None else []
+    if items and all(isinstance(x, dict) for x in items):
+        return np.array([[x[k] for k in sorted(x)] for x in items], dtype=np.float64)
+    return None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def load_in_runtime(model: onnx.ModelProto, threads: int = 0):

@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
-from . import bench, finetune, run, validate
+from . import bench, compare, finetune, run, train, validate
 
-_MODULES = {"validate": validate, "bench": bench, "run": run, "finetune": finetune}
+_MODULES = {"validate": validate, "bench": bench, "run": run, "finetune": finetune, "train": train, "compare": compare}
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {name: m.run for name, m in _MODULES.items()}
 
 

@@ -254,17 +254,32 @@ class SplitRule(Rule):
                 ctx.set_attr(node, "split", sizes.tolist())
 
 
-def _slice_params(g, node, r):
+def _slice_entry(g, node, r: int, axis: int) -> tuple[int, int, int, int] | None:
+    """(position in the parameter vectors, start, end, step) of the slice on `axis`, or None when
+    the Slice leaves that axis alone. Only this axis's bounds must be static: other entries may
+    follow run-time shapes (a sequence length) without freezing anything here."""
     if g.opset < 10:
         starts, ends = node.attrs.get("starts"), node.attrs.get("ends")
         axes = node.attrs.get("axes", list(range(len(starts))))
         steps = [1] * len(starts)
+        known = [True] * len(starts)
     else:
-        starts = attr_or_input_ints(g, node, "_", 1)
-        ends = attr_or_input_ints(g, node, "_", 2)
-        axes = attr_or_input_ints(g, node, "_", 3) or list(range(len(starts)))
-        steps = attr_or_input_ints(g, node, "_", 4) or [1] * len(starts)
-    return {norm_axis(int(a), r): (int(s), int(e), int(st)) for a, s, e, st in zip(axes, starts, ends, steps)}
+        axes = attr_or_input_ints(g, node, "_", 3) if node.input(3) else None
+        count = (g.shape(node.inputs[1]) or (0,))[0]
+        axes = axes if axes is not None else list(range(count))
+        values = [g.static_value(node.input(i)) for i in (1, 2, 4)]
+        if values[0] is None or values[1] is None or (node.input(4) and values[2] is None):
+            raise Barrier("its bounds are computed by ops the analysis cannot follow")
+        starts, ends = (np.asarray(v[0]).reshape(-1) for v in values[:2])
+        steps = np.asarray(values[2][0]).reshape(-1) if node.input(4) else np.ones(len(starts), np.int64)
+        known = values[0][1].reshape(-1) & values[1][1].reshape(-1)
+    axes = [norm_axis(int(a), r) for a in axes]
+    if axis not in axes:
+        return None
+    k = axes.index(axis)
+    if not known[k]:
+        raise Barrier(f"its bounds on axis {axis} are computed from run-time values")
+    return k, int(starts[k]), int(ends[k]), int(steps[k])
 
 
 def _clamp_start(start: int, n: int) -> int:
@@ -279,38 +294,47 @@ class SliceRule(Rule):
         x, y = node.inputs[0], node.outputs[0]
         if slot.tensor not in (x, y):
             raise Barrier("slice parameters carry no channels")
-        params = _slice_params(g, node, rank(g, x))
-        if slot.axis not in params:
+        entry = _slice_entry(g, node, rank(g, x), slot.axis)
+        if entry is None:
             return [identity(Slot(x, slot.axis), Slot(y, slot.axis), dim(g, x, slot.axis))]
-        start, _, step = params[slot.axis]
+        _, start, _, step = entry
         if step != 1:
             raise Barrier("a strided slice of this axis is not mapped")
         n = dim(g, y, slot.axis)
         return [offset(Slot(y, slot.axis), Slot(x, slot.axis), n, _clamp_start(start, dim(g, x, slot.axis)))]
 
     def update(self, ctx, node):
-        x = node.inputs[0]
+        x, y = node.inputs[0], node.outputs[0]
         r = len(ctx.g.shape(x))
-        params = _slice_params(ctx.g, node, r)
-        if ctx.g.opset < 10:
-            raise Barrier("Slice-1 with pruned axes is not rewritten")
-        starts = np.array(attr_or_input_ints(ctx.g, node, "_", 1), dtype=np.int64)
-        ends = np.array(attr_or_input_ints(ctx.g, node, "_", 2), dtype=np.int64)
-        axes = attr_or_input_ints(ctx.g, node, "_", 3) or list(range(len(starts)))
-        changed = False
-        for k, a in enumerate(axes):
-            a = norm_axis(int(a), r)
+        deltas: dict[int, dict[int, int]] = {1: {}, 2: {}}  # input index -> {position: change}
+        for a in range(r):
             kept = ctx.kept(x, a)
-            if kept is None:
+            entry = _slice_entry(ctx.g, node, r, a) if kept is not None else None
+            if entry is None:
                 continue
-            start = _clamp_start(params[a][0], ctx.old_dim(x, a))
-            new_start = int(np.searchsorted(kept, start))
-            starts[k], ends[k] = new_start, new_start + ctx.new_dim(node.outputs[0], a)
-            changed = True
-        if changed:
-            dtype = np.asarray(ctx.g.static_value(node.inputs[1])[0]).dtype
-            ctx.set_input(node, 1, starts.astype(dtype))
-            ctx.set_input(node, 2, ends.astype(dtype))
+            if ctx.g.opset < 10:
+                raise Barrier("Slice-1 with pruned axes is not rewritten")
+            k, start, end, _ = entry
+            old_dim = ctx.old_dim(x, a)
+            clamped = _clamp_start(start, old_dim)
+            new_start = int(np.searchsorted(kept, clamped))
+            new_end = new_start + ctx.new_dim(y, a)
+            deltas[1][k] = new_start - start
+            if not (end >= old_dim and clamped + ctx.old_dim(y, a) == old_dim):  # "to the end" stays as it is
+                deltas[2][k] = new_end - end
+        for index, changes in deltas.items():
+            changes = {k: d for k, d in changes.items() if d}
+            if not changes:
+                continue
+            values, known = ctx.g.static_value(node.inputs[index])
+            values = np.asarray(values).reshape(-1)
+            delta = np.zeros_like(values)
+            for k, d in changes.items():
+                delta[k] = d
+            if known.all():
+                ctx.set_input(node, index, (values + delta).astype(values.dtype))
+            else:
+                ctx.add_to_input(node, index, delta.astype(values.dtype))
 
 
 class GatherRule(Rule):
