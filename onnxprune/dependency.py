@@ -177,7 +177,8 @@ class _Builder:
         for link in links:
             a, b = self._normalize(link.a), self._normalize(link.b)
             if a is None or b is None:
-                unknown = [s for s, n in ((link.a, a), (link.b, b)) if n is None and self.g.shape(s.tensor) is None]
+                unknown = [s for s, n in ((link.a, a), (link.b, b)) if n is None and self.g.shape(s.tensor) is None
+                           and (s.tensor in self.g.consumers or s.tensor in self.interface)]  # unread: harmless
                 known = [n for n in (a, b) if n is not None]
                 if unknown and known:  # never drop a coupling silently: keep the known side whole
                     self.freezes.append(Freeze(known[0], node.name, node.op,
