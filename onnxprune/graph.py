@@ -61,6 +61,7 @@ class ModelGraph:
                       for i, n in enumerate(model.graph.node)]
         self.constants: dict[str, np.ndarray] = {}
         self.constant_node: dict[str, int] = {}  # Constant-node output name -> node index
+        self.initializer_names = {init.name for init in model.graph.initializer}
         for init in model.graph.initializer:
             self.constants[init.name] = numpy_helper.to_array(init)
         for node in self.nodes:

@@ -84,8 +84,7 @@ def apply_plan(plan: Plan, overrides: dict[str, np.ndarray] | None = None) -> on
     dep = plan.dep
     g = dep.graph
     kept = dep.kept_indices(plan.removed)
-    model = onnx.ModelProto()
-    model.CopyFrom(g.model)
+    model = _copy_without_initializers(g.model)  # the big tensors are re-added sliced, not copied twice
     _slice_constants(g, model, kept, overrides or {})
     ctx = RewriteContext(g, model, kept)
     touched = {slot.tensor for slot in kept}
@@ -100,12 +99,33 @@ def apply_plan(plan: Plan, overrides: dict[str, np.ndarray] | None = None) -> on
     return _tidy(model, g.model)
 
 
+def _copy_without_initializers(source: onnx.ModelProto) -> onnx.ModelProto:
+    """Everything of `source` but its initializers (which the caller adds, sliced or as they are)."""
+    model = onnx.ModelProto()
+    model.ir_version = source.ir_version
+    for name in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(model, name, getattr(source, name))
+    model.opset_import.extend(source.opset_import)
+    model.metadata_props.extend(source.metadata_props)
+    model.functions.extend(source.functions)
+    graph, src = model.graph, source.graph
+    graph.name, graph.doc_string = src.name, src.doc_string
+    graph.node.extend(src.node)
+    graph.input.extend(src.input)
+    graph.output.extend(src.output)
+    graph.sparse_initializer.extend(src.sparse_initializer)
+    return model
+
+
 def _slice_constants(g: ModelGraph, model: onnx.ModelProto, kept: dict[Slot, np.ndarray],
                      overrides: dict[str, np.ndarray]) -> None:
     by_tensor: dict[str, list[tuple[int, np.ndarray]]] = {name: [] for name in overrides}
     for slot, idx in kept.items():
         if slot.tensor in g.constants:
             by_tensor.setdefault(slot.tensor, []).append((slot.axis, idx))
+    for init in g.model.graph.initializer:  # untouched initializers are copied as they are
+        if init.name not in by_tensor:
+            model.graph.initializer.append(init)
     if not by_tensor:
         return
     initializers = {t.name: i for i, t in enumerate(model.graph.initializer)}
@@ -115,8 +135,8 @@ def _slice_constants(g: ModelGraph, model: onnx.ModelProto, kept: dict[Slot, np.
         for axis, idx in cuts:
             value = np.take(value, idx, axis=axis)
         tensor = numpy_helper.from_array(np.ascontiguousarray(value), name)
-        if name in initializers:
-            model.graph.initializer[initializers[name]].CopyFrom(tensor)
+        if name in g.initializer_names:
+            model.graph.initializer.append(tensor)
             if name in graph_inputs:  # old IR versions list initializers among the inputs
                 dims = graph_inputs[name].type.tensor_type.shape.dim
                 for d, v in zip(dims, value.shape):

@@ -29,6 +29,9 @@ def add_schedule_arguments(p: argparse.ArgumentParser) -> None:
                         f"{', '.join(sorted(set(INITS) - {'kaiming'}))}) instead of starting from the model's")
     p.add_argument("--zeta", type=float, default=0.3,
                    help="in, set: share of each layer's active weights cut and regrown per epoch (default 0.3)")
+    p.add_argument("--zeta-decay", choices=("constant", "cosine"), default="constant",
+                   help="in, set: keep zeta every epoch (constant, SET's rule, the default) or anneal it along a "
+                        "cosine towards 0 at the last cut (RigL's rule)")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3 from the model's weights, 1e-2 with --reinit)")
     p.add_argument("--batch-size", type=int, default=64, help="samples per step (default 64)")
     p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="default adamw")
@@ -47,7 +50,7 @@ def schedule_options(args):
     train = TrainConfig(lr=lr, batch_size=args.batch_size, optimizer=args.optimizer, seed=args.seed,
                         threads=args.threads)
     return ScheduleOptions(epochs=args.epochs, sparsity={"conv": args.conv_sparsity, "linear": args.linear_sparsity},
-                           zeta=args.zeta, reinit=args.reinit, train=train)
+                           zeta=args.zeta, zeta_decay=args.zeta_decay, reinit=args.reinit, train=train)
 
 
 def load_data(model, path: str):
@@ -116,6 +119,7 @@ def run(args) -> int:
         write_json_atomic({"schema": "onnxprune.train/1", "input": args.model, "output": str(out),
                            "schedule": args.schedule, "accuracy": acc, "accuracy_on": "val" if val else "train",
                            "options": {"epochs": options.epochs, "sparsity": options.sparsity, "zeta": options.zeta,
+                                       "zeta_decay": options.zeta_decay,
                                        "reinit": options.reinit, "lr": options.train.lr,
                                        "batch_size": options.train.batch_size, "seed": options.train.seed},
                            "info": result.info, "layers": result.layers, "history": result.history}, args.report)

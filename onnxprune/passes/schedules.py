@@ -29,14 +29,14 @@ class TrainSchedule(Pass):
     schedule_name: ClassVar[str | None] = None  # fixed by the subclasses below
 
     def __init__(self, schedule: str | None = None, epochs: int = 10, conv_sparsity: float = 0.5,
-                 linear_sparsity: float = 0.8, zeta: float = 0.3, ramp: float = 0.5, finetune_share: float = 0.5,
-                 reinit: str | None = None, lr: float | None = None, batch_size: int = 64, optimizer: str = "adamw",
+                 linear_sparsity: float = 0.8, zeta: float = 0.3, zeta_decay: str = "constant", ramp: float = 0.5,
+                 finetune_share: float = 0.5, reinit: str | None = None, lr: float | None = None, batch_size: int = 64, optimizer: str = "adamw",
                  train_data: Any = None, seed: int | None = None, **unknown):
         from ..schedules import SCHEDULES, ScheduleOptions, TrainConfig
 
         if unknown:
             raise BadInputError(f"pass {self.pass_name()}: unknown option(s) {', '.join(sorted(unknown))}; known: "
-                                "epochs, conv_sparsity, linear_sparsity, zeta, ramp, finetune_share, reinit, lr, "
+                                "epochs, conv_sparsity, linear_sparsity, zeta, zeta_decay, ramp, finetune_share, reinit, lr, "
                                 "batch_size, optimizer, train_data, seed" + ("" if self.schedule_name else ", schedule"))
         schedule = self.schedule_name or schedule
         if schedule not in SCHEDULES:
@@ -47,14 +47,15 @@ class TrainSchedule(Pass):
         self.seed = seed
         lr = lr if lr is not None else (1e-2 if reinit else 1e-3)
         self.schedule_options = ScheduleOptions(
-            epochs=epochs, sparsity={"conv": conv_sparsity, "linear": linear_sparsity}, zeta=zeta, ramp=ramp,
-            finetune_share=finetune_share, reinit=reinit,
+            epochs=epochs, sparsity={"conv": conv_sparsity, "linear": linear_sparsity}, zeta=zeta,
+            zeta_decay=zeta_decay, ramp=ramp, finetune_share=finetune_share, reinit=reinit,
             train=TrainConfig(lr=lr, batch_size=batch_size, optimizer=optimizer, seed=seed or 0))
 
     def options(self) -> dict:
         o = self.schedule_options
         out = {"epochs": o.epochs, "conv_sparsity": o.sparsity["conv"], "linear_sparsity": o.sparsity["linear"],
-               "zeta": o.zeta, "ramp": o.ramp, "finetune_share": o.finetune_share, "reinit": o.reinit,
+               "zeta": o.zeta, "zeta_decay": o.zeta_decay, "ramp": o.ramp, "finetune_share": o.finetune_share,
+               "reinit": o.reinit,
                "lr": o.train.lr, "batch_size": o.train.batch_size, "optimizer": o.train.optimizer}
         if self.schedule_name is None:
             out = {"schedule": self.schedule, **out}

@@ -84,7 +84,7 @@ def measure_results(model: onnx.ModelProto, results: list[ScheduleResult], secon
     models = [r.model for r in results]
     timings = measure_speed(models, feed, rounds, repeat, threads)
     method = energy_method()
-    rapl = measure_rapl(models, feed, threads=threads) if method["kind"] == "rapl" else [None] * len(models)
+    rapl = measure_rapl(models, feed, min(5, rounds), threads) if method["kind"] == "rapl" else [None] * len(models)
     rows = []
     for result, took, timing, mj in zip(results, seconds, timings, rapl):
         stats = static_stats(result.model, dense_sizes, shapes)
@@ -101,6 +101,7 @@ def measure_results(model: onnx.ModelProto, results: list[ScheduleResult], secon
     train = asdict(options.train)
     return {"schema": COMPARE_SCHEMA,
             "options": {"epochs": options.epochs, "sparsity": options.sparsity, "zeta": options.zeta,
+                        "zeta_decay": options.zeta_decay,
                         "ramp": options.ramp, "finetune_share": options.finetune_share, "reinit": options.reinit,
                         "train": train, "batch": batch, "rounds": rounds, "repeat": repeat,
                         "eval_samples": len(val_data)},

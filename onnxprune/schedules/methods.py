@@ -36,6 +36,11 @@ from .loop import TrainConfig, TrainingRun
 from .masks import (check_sparsity, er_densities, keep_count, magnitude_mask, prune_and_regrow, random_mask)
 
 DEFAULT_SPARSITY = {"conv": 0.5, "linear": 0.8}   # the seed study's shares
+# share of zeta used after epoch e of E (cuts happen after epochs 1 .. E-1)
+ZETA_DECAYS: dict[str, Callable[[int, int], float]] = {
+    "constant": lambda e, epochs: 1.0,
+    "cosine": lambda e, epochs: 0.5 * (1.0 + math.cos(math.pi * (e - 1) / max(1, epochs - 1))),
+}
 
 
 @dataclass
@@ -43,6 +48,7 @@ class ScheduleOptions:
     epochs: int = 10
     sparsity: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SPARSITY))
     zeta: float = 0.3              # in, set: share of a layer's active weights cut and regrown per epoch
+    zeta_decay: str = "constant"   # in, set: "constant" (Mocanu et al.) or "cosine" towards 0 at the last cut (RigL)
     ramp: float = 0.5              # in: share of the epochs over which the sparsity ramps up
     finetune_share: float = 0.5    # post, post-structured: share of the epochs after the prune
     reinit: str | None = None      # None: start from the model's weights; "kaiming", "glorot", ...: from scratch
@@ -52,6 +58,8 @@ class ScheduleOptions:
         self.sparsity = check_sparsity(self.sparsity)
         if self.epochs < 1:
             raise BadInputError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.zeta_decay not in ZETA_DECAYS:
+            raise BadInputError(f"zeta_decay must be one of {', '.join(ZETA_DECAYS)}, got '{self.zeta_decay}'")
         for name in ("zeta", "ramp", "finetune_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise BadInputError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -118,8 +126,9 @@ def _weights(source, layers: list[Layer]) -> dict[str, np.ndarray]:
     return read_weights(source, [layer.name for layer in layers])
 
 
-def _rewire(job: _Job, run: TrainingRun, masks: dict[str, np.ndarray], keep: Mapping[str, int]) -> dict:
-    """Cut and regrow every trainable layer to `keep[name]` active weights; the counts, summed."""
+def _rewire(job: _Job, run: TrainingRun, masks: dict[str, np.ndarray], keep: Mapping[str, int], epoch: int) -> dict:
+    """Cut and regrow every trainable layer to `keep[name]` active weights after `epoch`; the counts, summed."""
+    zeta = job.options.zeta * ZETA_DECAYS[job.options.zeta_decay](epoch, job.options.epochs)
     pruned = regrown = 0
     live = set(run.trainable)
     new_masks = dict(masks)
@@ -127,7 +136,7 @@ def _rewire(job: _Job, run: TrainingRun, masks: dict[str, np.ndarray], keep: Map
     for layer in job.layers:
         if layer.name not in live:
             continue
-        grow = int(round(job.options.zeta * keep[layer.name]))
+        grow = int(round(zeta * keep[layer.name]))
         new_masks[layer.name], change = prune_and_regrow(run.weight(layer.name), masks[layer.name],
                                                          keep[layer.name], grow, job.rng)
         pruned += change.pruned
@@ -196,7 +205,7 @@ def _in(job: _Job):
         share = 1.0 - (1.0 - min(1.0, e / ramp)) ** 3
         keep = {layer.name: keep_count(layer.size, 1.0 - share * job.options.sparsity[layer.kind])
                 for layer in job.layers}
-        entry.update(_rewire(job, run, masks, keep))
+        entry.update(_rewire(job, run, masks, keep, e))
     model = run.result()
     if epochs == 1:  # no step between epochs to prune in: prune at the end, without fine-tuning
         masks = job.magnitude_masks(model)
@@ -214,7 +223,7 @@ def _set(job: _Job):
     for e in range(1, job.options.epochs + 1):
         entry = job.epoch(run, "sparse")
         if e < job.options.epochs:
-            entry.update(_rewire(job, run, masks, keep))
+            entry.update(_rewire(job, run, masks, keep, e))
     return run.result(), masks
 
 
