@@ -20,7 +20,8 @@ demo: $(STAMP)
 	mkdir -p out
 	$(BIN)/onnxprune prune fixtures/digits_cnn.onnx -o out/digits_pruned.onnx --target-macs 0.5 \
 		--calib fixtures/digits_calib.npz --data fixtures/digits_test.npz --criterion activation \
-		--scope global --recover lstsq --report out/digits_report.json --force
+		--scope global --recover lstsq --finetune 3 --train-data fixtures/digits_train.npz \
+		--report out/digits_report.json --force
 	@echo "wrote out/digits_pruned.onnx and out/digits_report.json"
 
 test: $(STAMP)

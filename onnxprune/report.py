@@ -52,6 +52,9 @@ def format_summary(report: dict) -> str:
     if "latency_ratio" in report:
         lines.append(f"{'latency (paired)':18} {'':>12} {'':>12} {report['latency_ratio']:>8.3f}")
     lines.append(fidelity_line(report.get("fidelity", {})))
+    tuned = report.get("finetune")
+    if tuned:
+        lines.append(f"fine-tuned {tuned['epochs']} epochs in ONNX Runtime ({tuned['loss']}) on {tuned['samples']} samples")
     plan = report.get("plan", {})
     if plan:
         lines.append(f"removed {plan['removed']} of {plan['channels']} channels in {plan['pruned_groups']} of "
