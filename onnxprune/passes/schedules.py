@@ -13,6 +13,7 @@ evaluation data, if any, adds validation figures to the report's history.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar
 
 import onnx
@@ -30,14 +31,16 @@ class TrainSchedule(Pass):
 
     def __init__(self, schedule: str | None = None, epochs: int = 10, conv_sparsity: float = 0.5,
                  linear_sparsity: float = 0.8, zeta: float = 0.3, zeta_decay: str = "constant", ramp: float = 0.5,
-                 finetune_share: float = 0.5, reinit: str | None = None, lr: float | None = None, batch_size: int = 64, optimizer: str = "adamw",
-                 train_data: Any = None, seed: int | None = None, **unknown):
+                 finetune_share: float = 0.5, reinit: str | None = None, lr: float | None = None,
+                 batch_size: int = 64, optimizer: str = "adamw", train_data: Any = None, seed: int | None = None,
+                 **unknown):
         from ..schedules import SCHEDULES, ScheduleOptions, TrainConfig
 
         if unknown:
-            raise BadInputError(f"pass {self.pass_name()}: unknown option(s) {', '.join(sorted(unknown))}; known: "
-                                "epochs, conv_sparsity, linear_sparsity, zeta, zeta_decay, ramp, finetune_share, reinit, lr, "
-                                "batch_size, optimizer, train_data, seed" + ("" if self.schedule_name else ", schedule"))
+            known = ", ".join(n for n in inspect.signature(TrainSchedule.__init__).parameters
+                              if n not in ("self", "unknown") and (n != "schedule" or self.schedule_name is None))
+            raise BadInputError(f"pass {self.pass_name()}: unknown option(s) {', '.join(sorted(unknown))}; "
+                                f"known: {known}")
         schedule = self.schedule_name or schedule
         if schedule not in SCHEDULES:
             raise BadInputError(f"pass {self.pass_name()}: schedule must be one of {', '.join(SCHEDULES)}, "

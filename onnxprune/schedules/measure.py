@@ -78,7 +78,8 @@ def static_stats(model: onnx.ModelProto, dense_sizes: Mapping[str, int], input_s
             nonzero_macs += per_node[node.name] * density.get(weight, 1.0)
     raw = model.SerializeToString()
     return {"params": int(sum(v.size for v in params)), "params_nonzero": int(sum(np.count_nonzero(v) for v in params)),
-            "sparsity": {kind: round(1.0 - nonzero_by_kind.get(kind, 0) / total, 4) for kind, total in dense_sizes.items()},
+            "sparsity": {kind: round(1.0 - nonzero_by_kind.get(kind, 0) / total, 4)
+                         for kind, total in dense_sizes.items()},
             "macs": int(sum(per_node.values())), "macs_nonzero": int(round(nonzero_macs)),
             "size_bytes": len(raw), "zip_bytes": zipped_size(raw)}
 

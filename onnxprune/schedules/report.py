@@ -72,9 +72,10 @@ def format_compare(report: dict) -> str:
             for line in lines]
     opts = report["options"]
     out.append("")
+    start = f"re-initialised ({opts['reinit']})" if opts["reinit"] else "from the given weights"
     out.append(f"{opts['epochs']} epochs per schedule, sparsity conv {opts['sparsity']['conv']:.0%} / linear "
-               f"{opts['sparsity']['linear']:.0%}, {'re-initialised (' + opts['reinit'] + ')' if opts['reinit'] else 'from the given weights'}"
-               f", seed {opts['train']['seed']}; accuracy on {opts['eval_samples']} samples; latency at batch "
+               f"{opts['sparsity']['linear']:.0%}, {start}, zeta {opts['zeta']:g} ({opts['zeta_decay']}), "
+               f"seed {opts['train']['seed']}; accuracy on {opts['eval_samples']} samples; latency at batch "
                f"{opts['batch']}, median of {opts['rounds']} interleaved rounds of {opts['repeat']} runs.")
     energy = report["energy"]
     out.append(("* " if energy["kind"] == "estimate" else "") + "Energy: " + energy["note"] + ".")
