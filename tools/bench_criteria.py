@@ -148,7 +148,11 @@ def main(argv=None) -> int:
             continue
         winners = [k for k, v in ok.items() if k[3] == level and abs(v[0] - best[level]) < 1e-12]
         achieved = ", ".join(sorted({f"{ok[k][1]:.3f}" for k in winners}))
-        names = "; ".join(f"{c} / {s} / {r}" for c, s, r, _ in winners)
+        grouped = {}
+        for c, s, r, _ in winners:
+            grouped.setdefault((c, s), []).append(r)
+        names = "; ".join(f"{c} / {s} / {rs[0] if len(rs) == 1 else '{' + ', '.join(rs) + '}'}"
+                          for (c, s), rs in grouped.items())
         plain = ok.get(("l2", "local", "none", level))
         l2lsq = ok.get(("l2", "local", "lstsq", level))
         print(f"| {level:g} | {achieved} | {names} | {100 * best[level]:.2f} | {100 * (dense_acc - best[level]):.2f} | "

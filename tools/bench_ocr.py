@@ -10,10 +10,11 @@ blank, strip edge spaces). The character error rate (edit distance / reference l
 for the dense model and for models pruned to each fraction of MACs kept with global scope, a
 calibration-data criterion and label-free recovery, calibrated on other rendered strings.
 
-    python tools/bench_ocr.py                                    # activation / global / lstsq
-    python tools/bench_ocr.py --configs activation:lstsq,activation:bias --levels 0.8,0.6
+    python tools/bench_ocr.py                      # reconstruction and activation, global, lstsq
+    python tools/bench_ocr.py --configs reconstruction:lstsq --levels 0.4,0.3
 
-Prints Markdown tables and exits 0. About 1 minute per pruned model on 2 cores.
+Prints Markdown tables and exits 0. About 1 minute per pruned model on 2 cores (10 by default); the
+'sensitivity' criterion takes about 6 minutes per model here.
 """
 
 from __future__ import annotations
@@ -174,7 +175,8 @@ def static_hw(model: onnx.ModelProto) -> onnx.ModelProto:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--levels", default=",".join(map(str, LEVELS)), help="MACs fractions kept")
-    ap.add_argument("--configs", default="activation:lstsq", help="criterion:recover pairs, global scope")
+    ap.add_argument("--configs", default="reconstruction:lstsq,activation:lstsq",
+                    help="criterion:recover pairs, global scope")
     ap.add_argument("--test", type=int, default=60, help="strings scored")
     ap.add_argument("--calib", type=int, default=64, help="other strings for calibration")
     ap.add_argument("--round-to", type=int, default=8)

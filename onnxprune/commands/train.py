@@ -32,7 +32,7 @@ def add_schedule_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zeta-decay", choices=("constant", "cosine"), default="constant",
                    help="in, set: keep zeta every epoch (constant, SET's rule, the default) or anneal it along a "
                         "cosine towards 0 at the last cut (RigL's rule)")
-    p.add_argument("--lr", type=float, help="learning rate (default 1e-3 from the model's weights, 1e-2 with --reinit)")
+    p.add_argument("--lr", type=float, help="learning rate (default 3e-3 from the model's weights, 1e-2 with --reinit)")
     p.add_argument("--batch-size", type=int, default=64, help="samples per step (default 64)")
     p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="default adamw")
     p.add_argument("--seed", type=int, default=0, help="initialisation, data order and regrowth (default 0)")
@@ -46,8 +46,7 @@ def schedule_options(args):
 
     if args.threads < 0:
         raise BadInputError(f"--threads must be at least 0, got {args.threads}")
-    lr = args.lr if args.lr is not None else (1e-2 if args.reinit else 1e-3)
-    train = TrainConfig(lr=lr, batch_size=args.batch_size, optimizer=args.optimizer, seed=args.seed,
+    train = TrainConfig(lr=args.lr, batch_size=args.batch_size, optimizer=args.optimizer, seed=args.seed,
                         threads=args.threads)
     return ScheduleOptions(epochs=args.epochs, sparsity={"conv": args.conv_sparsity, "linear": args.linear_sparsity},
                            zeta=args.zeta, zeta_decay=args.zeta_decay, reinit=args.reinit, train=train)

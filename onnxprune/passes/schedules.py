@@ -48,7 +48,6 @@ class TrainSchedule(Pass):
         self.schedule = schedule
         self.train_data = train_data
         self.seed = seed
-        lr = lr if lr is not None else (1e-2 if reinit else 1e-3)
         self.schedule_options = ScheduleOptions(
             epochs=epochs, sparsity={"conv": conv_sparsity, "linear": linear_sparsity}, zeta=zeta,
             zeta_decay=zeta_decay, ramp=ramp, finetune_share=finetune_share, reinit=reinit,

@@ -7,7 +7,8 @@ Post-Training with whole channels; `compare` runs them all side by side.
 
 Modules: layers.py (which weights, re-initialisation), masks.py (magnitude, Erdős–Rényi, prune and
 regrow), loop.py (a training run whose masks change between epochs), methods.py (the schedules, as
-a table), compare.py (every schedule on one model: accuracy, sparsity, size, latency, energy).
+a table), compare.py (every schedule on one model), measure.py (accuracy, sparsity, size, interleaved
+latency, energy: RAPL or a labelled estimate), report.py (the table and the PNG). docs/schedules.md.
 """
 
 from .layers import INITS, Layer, find_layers, reinitialise

@@ -27,11 +27,13 @@ from ..errors import BadInputError
 OPTIMIZER_STATE = {"AdamW": ("_m", "_v"), "SGD": ("_velocity",)}
 # loss options, as autodiff.finetune's defaults (distillation only reads them)
 LOSS_OPTIONS = {"temperature": 2.0, "distill": "kl", "label_smoothing": 0.0}
+# AdamW learning rates when none is given, from the model's weights or re-initialised (docs/schedules.md)
+DEFAULT_LR = {"given": 3e-3, "reinit": 1e-2}
 
 
 @dataclass
 class TrainConfig:
-    lr: float = 1e-3
+    lr: float | None = None               # None: the schedules' default (3e-3 from given weights, 1e-2 from scratch)
     batch_size: int = 64
     optimizer: str = "adamw"
     weight_decay: float | None = None     # default: 0.01 for AdamW, 0 for SGD
@@ -41,7 +43,7 @@ class TrainConfig:
     threads: int = 0
 
     def __post_init__(self) -> None:
-        if self.lr <= 0 or self.batch_size < 1:
+        if (self.lr is not None and self.lr <= 0) or self.batch_size < 1:
             raise BadInputError(f"--lr must be > 0 and --batch-size >= 1, got {self.lr} and {self.batch_size}")
 
 
@@ -70,7 +72,8 @@ class TrainingRun:
         self.forward = Forward(model, self.params, self.tg.logits, config.threads) if val_data is not None else None
         self.batchable = _batchable(model, data)
         per_epoch = -(-len(data) // config.batch_size) if self.batchable else len(data)
-        self.lr_at = make_schedule(config.lr_schedule, config.lr, max(1, epochs * per_epoch))
+        lr = config.lr if config.lr is not None else DEFAULT_LR["given"]
+        self.lr_at = make_schedule(config.lr_schedule, lr, max(1, epochs * per_epoch))
         self.rng = np.random.default_rng([config.seed, first_epoch])  # data order; phases differ
         self.clock = {"steps": 0, "busy": 0.0}
         self.epochs_done = first_epoch - 1   # numbering continues across the phases of a schedule

@@ -1,6 +1,6 @@
 """The pruning schedules: when in training the connections are chosen, and how they change.
 
-    result = train_schedule(model, data, "set", epochs=20, sparsity={"conv": 0.5, "linear": 0.8})
+    result = train_schedule(model, data, "set", ScheduleOptions(epochs=20, sparsity={"conv": 0.5, "linear": 0.8}))
 
 Every schedule gets the same number of epochs and ends with each conv/linear layer at exactly its
 target sparsity (SET: its Erdős–Rényi share, the kind as a whole at the target), zeros in the model.
@@ -21,18 +21,19 @@ target sparsity (SET: its Erdős–Rényi share, the kind as a whole at the targ
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
 import numpy as np
 import onnx
 
+from ..autodiff import read_weights
 from ..data import Dataset
 from ..errors import BadInputError
 from ..fold import fold_constants
 from ..sparsity import apply_masks
 from .layers import Layer, find_layers, reinitialise
-from .loop import TrainConfig, TrainingRun
+from .loop import DEFAULT_LR, TrainConfig, TrainingRun
 from .masks import (check_sparsity, er_densities, keep_count, magnitude_mask, prune_and_regrow, random_mask)
 
 DEFAULT_SPARSITY = {"conv": 0.5, "linear": 0.8}   # the seed study's shares
@@ -58,6 +59,8 @@ class ScheduleOptions:
         self.sparsity = check_sparsity(self.sparsity)
         if self.epochs < 1:
             raise BadInputError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.train.lr is None:
+            self.train = replace(self.train, lr=DEFAULT_LR["reinit" if self.reinit else "given"])
         if self.zeta_decay not in ZETA_DECAYS:
             raise BadInputError(f"zeta_decay must be one of {', '.join(ZETA_DECAYS)}, got '{self.zeta_decay}'")
         for name in ("zeta", "ramp", "finetune_share"):
@@ -71,7 +74,7 @@ class ScheduleResult:
     model: onnx.ModelProto
     masks: dict[str, np.ndarray]           # final keep-masks (empty: dense or structured)
     history: list[dict]                    # one entry per epoch, with the topology changes after it
-    layers: list[dict]                     # per layer: name, kind, size, target and achieved sparsity
+    layers: list[dict]                     # per layer: name, kind, shape, size, kept (mask), nonzero, sparsity
     info: dict = field(default_factory=dict)
 
 
@@ -111,19 +114,10 @@ class _Job:
         self.history.append(entry)
         return entry
 
-    def magnitude_masks(self, model_or_run) -> dict[str, np.ndarray]:
-        weights = _weights(model_or_run, self.layers)
+    def magnitude_masks(self, model: onnx.ModelProto) -> dict[str, np.ndarray]:
+        """Per layer, keep the largest |w| at the layer kind's density."""
+        weights = read_weights(model, [layer.name for layer in self.layers])
         return {layer.name: magnitude_mask(weights[layer.name], self.density(layer)) for layer in self.layers}
-
-
-def _weights(source, layers: list[Layer]) -> dict[str, np.ndarray]:
-    from ..autodiff import read_weights
-    if isinstance(source, TrainingRun):
-        live = set(source.trainable)
-        out = {layer.name: source.weight(layer.name) for layer in layers if layer.name in live}
-        rest = [layer.name for layer in layers if layer.name not in live]
-        return {**out, **read_weights(source.model, rest)}
-    return read_weights(source, [layer.name for layer in layers])
 
 
 def _rewire(job: _Job, run: TrainingRun, masks: dict[str, np.ndarray], keep: Mapping[str, int], epoch: int) -> dict:
@@ -198,6 +192,12 @@ def _in(job: _Job):
     job.info.update({"ramp_epochs": ramp, "zeta": job.options.zeta, "ramp": "cubic (Zhu & Gupta 2017)"})
     masks = {layer.name: np.ones(layer.shape, dtype=bool) for layer in job.layers}
     run = job.run(job.model, epochs, masks)
+    frozen = [layer.name for layer in job.layers if layer.name not in run.trainable]
+    if frozen:  # weights the gradient does not reach never change: prune them to the target once, up front
+        target = job.magnitude_masks(job.model)
+        masks.update({name: target[name] for name in frozen})
+        run = job.run(job.model, epochs, masks)
+        job.info["pruned_up_front"] = frozen
     for e in range(1, epochs + 1):
         entry = job.epoch(run, "sparse" if e > ramp else "ramp")
         if e == epochs:
@@ -285,8 +285,6 @@ def train_schedule(model: onnx.ModelProto, data: Dataset, schedule: str = "set",
 
 
 def _layer_table(job: _Job, model: onnx.ModelProto, masks: dict[str, np.ndarray]) -> list[dict]:
-    from ..autodiff import read_weights
-
     present = {i.name for i in model.graph.initializer} | {n.output[0] for n in model.graph.node
                                                            if n.op_type == "Constant" and n.output}
     values = read_weights(model, [layer.name for layer in job.layers if layer.name in present])
