@@ -4,8 +4,9 @@ RAPL (/sys/class/powercap/intel-rapl:N/energy_uj) counts the energy of a whole C
 including every other process on it, so the figure is measured package energy over a timed loop of
 one model divided by the runs: meaningful on a quiet machine, an upper bound on a busy one. Where
 no counter is readable (virtual machines, containers, non-Intel, non-Linux, or root-only counters
-since the PLATYPUS mitigation) energy is reported as not measurable, with the reason; it is never
-estimated from TDP or time.
+since the PLATYPUS mitigation) energy is reported as not measurable, with the reason. This module
+never estimates; `onnxprune compare` adds its own estimate where no counter is readable and labels
+it as one (schedules/measure.py).
 """
 
 from __future__ import annotations
