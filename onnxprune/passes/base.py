@@ -190,4 +190,7 @@ def create_pass(name: str, options: dict | None = None) -> Pass:
     try:
         return cls(**(options or {}))
     except TypeError as exc:
-        raise BadInputError(f"pass {cls.pass_name()}: {str(exc).replace('__init__() ', '')}") from None
+        # "Foo.__init__() got an unexpected keyword argument 'x'" -> "got an unexpected keyword argument 'x'"
+        message = str(exc)
+        message = message.split("__init__() ", 1)[1] if "__init__() " in message else message
+        raise BadInputError(f"pass {cls.pass_name()}: {message}") from None
