@@ -60,12 +60,12 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
         raise BadInputError("the training data holds no samples")
     loss = loss or ("distill" if teacher is not None else "cross_entropy")
     shapes = data.sample_shapes()
-    _check_ranks(model, shapes)
+    check_ranks(model, shapes)
     tg = build_training_graph(model, trainable, loss, output=output, input_shapes=shapes, temperature=temperature,
                               distill=distill, label_smoothing=label_smoothing)
     teacher_model = _load(teacher) if teacher is not None else None
-    targets = _targets(tg, data, teacher_model, batch_size, threads)
-    val_targets = _targets(tg, val_data, teacher_model, batch_size, threads) if val_data is not None else None
+    targets = loss_targets(tg, data, teacher_model, batch_size, threads)
+    val_targets = loss_targets(tg, val_data, teacher_model, batch_size, threads) if val_data is not None else None
 
     params = FlatParams(read_weights(model, tg.trainable))
     params.set_masks(_trained_masks(model, tg, masks))
@@ -77,7 +77,7 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     opt = make_optimizer(optimizer, params, **options)
     step = TrainStep(tg, params, threads)
     forward = Forward(model, params, tg.logits, threads) if val_data is not None else None
-    batchable = _batchable(model, data)
+    batchable = data_batchable(model, data)
     per_epoch = -(-len(data) // batch_size) if batchable else len(data)
     lr_at = make_schedule(schedule, lr, max(1, epochs * per_epoch), warmup_steps)
     loss_options = {"temperature": temperature, "distill": distill, "label_smoothing": label_smoothing}
@@ -85,17 +85,17 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     history: list[dict] = []
     best = (None, None, None)  # (score, epoch, snapshot)
     if forward is not None:
-        entry = {"epoch": 0, **_validate(forward, val_data, val_targets, tg, batch_size, batchable, loss_options)}
+        entry = {"epoch": 0, **evaluate_epoch(forward, val_data, val_targets, tg, batch_size, batchable, loss_options)}
         history.append(entry)
         best = (_score(entry), 0, params.snapshot())
     rng = np.random.default_rng(seed)
     bar = _progress(progress, epochs * per_epoch)
     clock = {"steps": 0, "busy": 0.0}
     for epoch in range(1, epochs + 1):
-        batches = _batches(data, targets, batch_size, batchable, rng)
-        entry = {"epoch": epoch, **_train_epoch(step, opt, lr_at, batches, clock, bar, epoch)}
+        batches = shuffled_batches(data, targets, batch_size, batchable, rng)
+        entry = {"epoch": epoch, **train_epoch(step, opt, lr_at, batches, clock, bar, epoch)}
         if forward is not None:
-            entry.update(_validate(forward, val_data, val_targets, tg, batch_size, batchable, loss_options))
+            entry.update(evaluate_epoch(forward, val_data, val_targets, tg, batch_size, batchable, loss_options))
             if _score(entry) > best[0]:
                 best = (_score(entry), epoch, params.snapshot())
         history.append(entry)
@@ -108,7 +108,7 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     return FinetuneResult(trained, history, best[1], tg.trainable, tg.frozen, rate, tg.build_ms)
 
 
-def _train_epoch(step: TrainStep, opt, lr_at, batches, clock: dict, bar, epoch: int) -> dict:
+def train_epoch(step: TrainStep, opt, lr_at, batches, clock: dict, bar, epoch: int) -> dict:
     """One pass over the batches; returns the mean loss, the last learning rate and the accuracy."""
     total, seen, correct, labelled, rate = 0.0, 0, 0, 0, 0.0
     for feeds, target, labels in batches:
@@ -141,7 +141,7 @@ def _trained_masks(model: onnx.ModelProto, tg: TrainingGraph, masks: Mapping[str
     return {name: mask for name, mask in masks.items() if name in tg.trainable}
 
 
-def _check_ranks(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]]) -> None:
+def check_ranks(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]]) -> None:
     """Each sample must be shaped like the model input (batch axis included, as Dataset stores it)."""
     for inp in model.graph.input:
         if inp.name in shapes:
@@ -151,7 +151,7 @@ def _check_ranks(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]]) 
                                     f"{rank}; stack samples as (N, *input_shape) (e.g. N x 1 x C x H x W)")
 
 
-def _batchable(model: onnx.ModelProto, data: Dataset) -> bool:
+def data_batchable(model: onnx.ModelProto, data: Dataset) -> bool:
     """Samples can be joined along axis 0 when every data input has a dynamic first axis."""
     inits = {i.name for i in model.graph.initializer}
     for inp in model.graph.input:
@@ -170,14 +170,14 @@ def _join(arr: np.ndarray, idx: np.ndarray, batchable: bool) -> np.ndarray:
     return np.ascontiguousarray(arr[idx[0]])
 
 
-def _targets(tg: TrainingGraph, data: Dataset, teacher: onnx.ModelProto | None, batch_size: int,
+def loss_targets(tg: TrainingGraph, data: Dataset, teacher: onnx.ModelProto | None, batch_size: int,
              threads: int) -> np.ndarray:
     """Per-sample targets (sample i is targets[i]): labels, or teacher logits computed once in ORT."""
     if tg.loss_kind != "cross_entropy" and teacher is not None:
         sess = session(teacher, threads)
         names = [o.name for o in sess.get_outputs()]
         name = tg.logits if tg.logits in names else names[0]
-        batchable = _batchable(teacher, data)
+        batchable = data_batchable(teacher, data)
         step = batch_size if batchable else 1
         chunks = []
         for start in range(0, len(data), step):
@@ -197,7 +197,7 @@ def _int_labels(data: Dataset) -> np.ndarray | None:
     return np.asarray(labels) if labels is not None and np.issubdtype(np.asarray(labels).dtype, np.integer) else None
 
 
-def _batches(data: Dataset, targets: np.ndarray, batch_size: int, batchable: bool, rng: np.random.Generator):
+def shuffled_batches(data: Dataset, targets: np.ndarray, batch_size: int, batchable: bool, rng: np.random.Generator):
     order = rng.permutation(len(data))
     step = batch_size if batchable else 1
     labels = _int_labels(data)
@@ -208,7 +208,7 @@ def _batches(data: Dataset, targets: np.ndarray, batch_size: int, batchable: boo
         yield feeds, target, (labels[idx] if labels is not None else None)
 
 
-def _validate(forward: Forward, data: Dataset, targets: np.ndarray, tg: TrainingGraph, batch_size: int,
+def evaluate_epoch(forward: Forward, data: Dataset, targets: np.ndarray, tg: TrainingGraph, batch_size: int,
               batchable: bool, loss_options: dict) -> dict:
     """The loss against the targets, and the accuracy when integer labels exist."""
     step = batch_size if batchable else 1

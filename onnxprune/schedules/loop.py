@@ -19,7 +19,7 @@ from ..autodiff import build_training_graph, read_weights, write_weights
 from ..autodiff.optim import FlatParams, make_optimizer
 from ..autodiff.runner import Forward, TrainStep
 from ..autodiff.schedule import make_schedule
-from ..autodiff.trainer import _batchable, _batches, _check_ranks, _targets, _train_epoch, _validate
+from ..autodiff.trainer import data_batchable, shuffled_batches, check_ranks, loss_targets, train_epoch, evaluate_epoch
 from ..data import Dataset
 from ..errors import BadInputError
 
@@ -56,11 +56,11 @@ class TrainingRun:
                  first_epoch: int = 1):
         if len(data) == 0:
             raise BadInputError("the training data holds no samples")
-        _check_ranks(model, data.sample_shapes())
+        check_ranks(model, data.sample_shapes())
         self.model, self.data, self.config, self.bar, self.val_data = model, data, config, bar, val_data
         self.tg = build_training_graph(model, None, loss, input_shapes=data.sample_shapes(), **LOSS_OPTIONS)
-        self.targets = _targets(self.tg, data, teacher, config.batch_size, config.threads)
-        self.val_targets = _targets(self.tg, val_data, teacher, config.batch_size, config.threads) \
+        self.targets = loss_targets(self.tg, data, teacher, config.batch_size, config.threads)
+        self.val_targets = loss_targets(self.tg, val_data, teacher, config.batch_size, config.threads) \
             if val_data is not None else None
         self.params = FlatParams(read_weights(model, self.tg.trainable))
         self.masks: dict[str, np.ndarray] = {}
@@ -70,7 +70,7 @@ class TrainingRun:
         self.opt = make_optimizer(config.optimizer, self.params, **options)
         self.step = TrainStep(self.tg, self.params, config.threads)
         self.forward = Forward(model, self.params, self.tg.logits, config.threads) if val_data is not None else None
-        self.batchable = _batchable(model, data)
+        self.batchable = data_batchable(model, data)
         per_epoch = -(-len(data) // config.batch_size) if self.batchable else len(data)
         lr = config.lr if config.lr is not None else DEFAULT_LR["given"]
         self.lr_at = make_schedule(config.lr_schedule, lr, max(1, epochs * per_epoch))
@@ -107,10 +107,10 @@ class TrainingRun:
     def epoch(self) -> dict:
         """Train one epoch; returns its loss, accuracy (labels) and validation figures (if val data)."""
         self.epochs_done += 1
-        batches = _batches(self.data, self.targets, self.config.batch_size, self.batchable, self.rng)
-        entry = _train_epoch(self.step, self.opt, self.lr_at, batches, self.clock, self.bar, self.epochs_done)
+        batches = shuffled_batches(self.data, self.targets, self.config.batch_size, self.batchable, self.rng)
+        entry = train_epoch(self.step, self.opt, self.lr_at, batches, self.clock, self.bar, self.epochs_done)
         if self.forward is not None:
-            entry.update(_validate(self.forward, self.val_data, self.val_targets, self.tg, self.config.batch_size,
+            entry.update(evaluate_epoch(self.forward, self.val_data, self.val_targets, self.tg, self.config.batch_size,
                                    self.batchable, LOSS_OPTIONS))
         return entry
 
