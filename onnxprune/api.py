@@ -102,7 +102,7 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
         raise BadInputError(f"--recover {recover} needs calibration data: pass --calib DATA.npz")
     working = fold_constants(model)  # weights built at run time from constants (ConstantOfShape, Reshape)
     if recover != "none":
-        working = add_missing_biases(working)
+        working = add_missing_biases(working, input_shapes)
     g = ModelGraph(working, input_shapes)
     dep = build_dependency(g)
     wanted = wanted_statistics(dep, criterion) if criterion != "sensitivity" else {}

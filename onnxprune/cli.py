@@ -12,6 +12,7 @@ from . import __version__, progress
 from .commands import COMMANDS as MORE_COMMANDS
 from .commands import add_commands
 from .errors import BadInputError, OnnxPruneError
+from .ops.base import Barrier
 from .outputs import add_flags as add_output_flags
 
 
@@ -156,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
     except OnnxPruneError as exc:
         print(f"onnxprune: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Barrier as exc:  # a rule met something it cannot handle: name it, no traceback
+        print(f"onnxprune: error: unsupported model structure: {exc}; pass --input-shape or see "
+              "`onnxprune inspect`", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("onnxprune: interrupted", file=sys.stderr)
         return 130

@@ -38,10 +38,10 @@ def linear_sites(g: ModelGraph) -> list[tuple[int, LinearSite]]:
     return sites
 
 
-def add_missing_biases(model: onnx.ModelProto) -> onnx.ModelProto:
+def add_missing_biases(model: onnx.ModelProto, input_shapes=None) -> onnx.ModelProto:
     """A copy of `model` where every Conv/Gemm that could take a bias has one (zeros), so recovery
     has somewhere to put the removed channels' mean contribution."""
-    g = ModelGraph(model)
+    g = ModelGraph(model, input_shapes)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     names = set(g.constants) | set(g.producer)

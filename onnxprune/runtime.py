@@ -17,6 +17,8 @@ def session(model: onnx.ModelProto | bytes | str, threads: int = 0, optimize: bo
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+    # no busy-waiting threads: interleaved sessions (dense, pruned, ...) would slow each other down
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model

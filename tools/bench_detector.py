@@ -187,12 +187,14 @@ def main(argv=None) -> int:
     print("## NudeNet 320n (YOLOv8n) on scikit-image's astronaut: is the face still found?\n")
     print(f"onnxprune {revision()}; scikit-image {skimage.__version__}; input images 1x3x{SIZE}x{SIZE}; "
           f"round_to {args.round_to}; {args.calib} calibration images per set; {time.time() - started:.0f} s.\n")
-    print("Dense model, top detections (score >= 0.2 after NMS; boxes x1, y1, x2, y2 in the 512x512 photo):\n")
-    print("| class | score | box |")
-    print("|---|---:|---|")
-    for c, s, b in dense_dets[:args.top]:
-        print(f"| {names[c]} | {s:.3f} | {', '.join(f'{v:.0f}' for v in b)} |")
-    print(f"\nReference face box: {', '.join(f'{v:.0f}' for v in ref)} ({FACE}, score {faces[0][1]:.3f}).\n")
+    if args.top > 0:
+        print("Dense model, top detections (score >= 0.2 after NMS; boxes x1, y1, x2, y2 in the 512x512 photo):\n")
+        print("| class | score | box |")
+        print("|---|---:|---|")
+        for c, s, b in dense_dets[:args.top]:
+            print(f"| {names[c]} | {s:.3f} | {', '.join(f'{v:.0f}' for v in b)} |")
+        print()
+    print(f"Reference face box: {', '.join(f'{v:.0f}' for v in ref)} ({FACE}, score {faces[0][1]:.3f}).\n")
     print(f"Pruned models: best {FACE} box against the reference (found = IoU > 0.5 and score > 0.25).\n")
     print("| calibration | criterion | scope | recover | MACs target | MACs kept | face IoU | face score | found | "
           "detections | output cosine (calib) | prune s |")

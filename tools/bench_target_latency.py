@@ -7,7 +7,8 @@ pruned model the script reports the MACs fraction reached (onnxprune.bench.count
 and the measured latency ratio pruned/dense: sessions for both models run interleaved in one process,
 pair after pair (the order inside a pair alternates; within a pair each model's time is the fastest
 of --repeat back-to-back runs, so one preempted run does not decide a pair), and the ratio is the
-median of the per-pair ratios, with its interquartile range. This machine is shared and noisy; only paired ratios mean much.
+median of the per-pair ratios, with its interquartile range. Sessions are created with intra-op
+spinning off, which interleaved timing needs on a 2-core machine (see make_session). This machine is shared and noisy; only paired ratios mean much.
 
 Optionally (default on) target_latency=0.5 at round_to 16 is run too: onnxprune then searches the
 pruning share by measuring latency itself, and this script re-measures what it produced.
@@ -56,6 +57,10 @@ def make_session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    # Two sessions timed alternately must not spin: an idle intra-op pool keeps spinning after a run
+    # and, on 2 cores, takes the CPU from the other session (measured: dense ResNet-50 at 2 threads
+    # 80 ms instead of 40 ms, and a pruned/dense ratio pulled from 0.52 toward 1).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
@@ -149,7 +154,8 @@ def main(argv=None) -> int:
     print(f"## MACs target vs measured ONNX Runtime latency: {args.model}\n")
     print(f"onnxprune {revision()}; onnxruntime {ort.__version__}; input {inp.name} {'x'.join(map(str, shape))}; "
           f"dense {dense_macs / 1e9:.3f} GMACs; {args.pairs} interleaved pairs per cell (order alternating; in a "
-          f"pair each model's time is the fastest of {args.repeat} back-to-back runs), median of per-pair ratios "
+          f"pair each model's time is the fastest of {args.repeat} back-to-back runs; intra-op spinning off), "
+          f"median of per-pair ratios "
           f"[interquartile range]; {time.time() - started:.0f} s.\n")
     head = "| pruning | MACs kept | " + " | ".join(
         f"latency ratio, {t} thr | ratio / MACs, {t} thr | dense ms, {t} thr" for t in threads) + \

@@ -49,6 +49,18 @@ LEVELS = (0.8, 0.7, 0.5, 0.3)
 ONNXPRUNE_CONFIGS = (("activation", "global", "lstsq"), ("l2", "local", "none"), ("l2", "local", "lstsq"))
 
 
+def tp_version() -> str:
+    """The installed distribution's version (torch_pruning.__version__ can lag behind it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torch-pruning")
+    except PackageNotFoundError:
+        import torch_pruning
+
+        return getattr(torch_pruning, "__version__", "?")
+
+
 def build_torch_model(onnx_path: str):
     """A PyTorch module with the ONNX graph's architecture and weights (conv -> relu ... -> fc)."""
     import torch
@@ -158,7 +170,7 @@ def main(argv=None) -> int:
     logging.getLogger("torch").setLevel(logging.ERROR)
 
     import torch
-    import torch_pruning as tp
+    import torch_pruning  # noqa: F401  (fail early when the benchmark-only dependency is missing)
 
     torch.set_num_threads(1)
     levels = [float(v) for v in args.levels.split(",")]
@@ -207,7 +219,7 @@ def main(argv=None) -> int:
 
     methods = list(dict.fromkeys(k[0] for k in rows))
     print("## onnxprune vs Torch-Pruning on the digits CNN (same MACs, no fine-tuning)\n")
-    print(f"torch {torch.__version__}, torch-pruning {getattr(tp, '__version__', '?')}; dense accuracy "
+    print(f"torch {torch.__version__}, torch-pruning {tp_version()}; dense accuracy "
           f"{100 * dense_acc:.2f}% on {len(y_test)} test digits, {dense_macs / 1e6:.3f} M MACs; {elapsed:.0f} s.\n")
     print(f"PyTorch rebuild from the ONNX weights: max |logit diff| {rebuild_diff:.2e} on the test set, top-1 "
           f"agreement {100 * agree:.1f}%; its own ONNX export: max |diff| {reexport_diff:.2e}, MACs "
@@ -233,7 +245,7 @@ def main(argv=None) -> int:
     for m in methods:
         print(f"| {m} | " + " | ".join("/".join(map(str, rows[m, lv][2][:3])) for lv in levels) + " |")
 
-    ours = f"onnxprune {'/ '.join(ONNXPRUNE_CONFIGS[0])}".replace("/ ", " / ")
+    ours = "onnxprune " + " / ".join(ONNXPRUNE_CONFIGS[0])
     tp_best = {lv: max(rows[m, lv][0] for m in methods if m.startswith("Torch-Pruning")) for lv in levels}
     wins = [lv for lv in levels if rows[ours, lv][0] > tp_best[lv]]
     ties = [lv for lv in levels if rows[ours, lv][0] == tp_best[lv]]
