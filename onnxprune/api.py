@@ -201,7 +201,7 @@ def _search_latency(select, dep, working, recover, stats, target, threads, input
         plan = select(mid)
         overrides = recover_weights(dep, plan.removed, stats, recover) if recover != "none" else None
         candidate = session(apply_plan(plan, overrides), threads)
-        _, ratios = measure_latency([dense, candidate], feed, rounds=30)
+        _, ratios = measure_latency([dense, candidate], feed, rounds=30, warmup=10)  # new sessions start slow
         measured = ratios[1]
         if abs(measured - target) < best_gap:
             best, best_gap = plan, abs(measured - target)

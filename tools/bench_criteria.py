@@ -17,7 +17,6 @@ Prints Markdown tables (accuracy %, best cell per MACs level in bold) and exits 
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 import onnxprune  # noqa: E402
+from benchlib import revision  # noqa: E402
 
 CRITERIA = ("l1", "l2", "fpgm", "lamp", "bn_scale", "random", "activation", "apoz", "reconstruction", "sensitivity")
 RECOVERY = ("none", "bias", "lstsq")
@@ -38,16 +38,6 @@ SCOPES = ("local", "global")
 LEVELS = (0.8, 0.7, 0.5, 0.3)
 
 
-def revision() -> str:
-    """The checkout's commit, with '+dirty' when the library has uncommitted changes."""
-    try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "onnxprune"], capture_output=True,
-                               text=True, check=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def label_free_copy(calib: Path, folder: Path) -> Path:

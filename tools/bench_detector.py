@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +40,7 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 import onnxprune  # noqa: E402
+from benchlib import revision  # noqa: E402
 from onnxprune import zoo  # noqa: E402
 
 SIZE = 320
@@ -50,15 +50,6 @@ CALIB_SETS = {"with": ("astronaut", "coffee", "chelsea", "rocket"),
               "no": ("coffee", "chelsea", "rocket", "immunohistochemistry")}
 
 
-def revision() -> str:
-    try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "onnxprune"], capture_output=True,
-                               text=True, check=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def letterbox(img: np.ndarray) -> tuple[np.ndarray, float]:

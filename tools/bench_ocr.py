@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import math
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,6 +36,7 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 import onnxprune  # noqa: E402
+from benchlib import revision  # noqa: E402
 from onnxprune import zoo  # noqa: E402
 
 H, W = 48, 320
@@ -49,15 +49,6 @@ CAPS = ("London Paris Berlin Madrid Tokyo Boston Denver Oslo Vienna Prague ACME 
         "Invoice Order Room Gate Exit Open Sale Price").split()
 
 
-def revision() -> str:
-    try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "onnxprune"], capture_output=True,
-                               text=True, check=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def find_fonts() -> list[str]:

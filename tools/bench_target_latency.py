@@ -22,7 +22,6 @@ Prints Markdown tables and exits 0.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 import warnings
@@ -36,20 +35,12 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 import onnxprune  # noqa: E402
+from benchlib import revision  # noqa: E402
 from onnxprune import zoo  # noqa: E402
 from onnxprune.bench import count_macs  # noqa: E402
 from onnxprune.graph import ModelGraph  # noqa: E402
 
 
-def revision() -> str:
-    try:
-        head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "onnxprune"], capture_output=True,
-                               text=True, check=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def make_session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
