@@ -24,7 +24,7 @@ from .recover import METHODS, add_missing_biases
 from .recover import recover as recover_weights
 from .recover import wanted_statistics as recovery_statistics
 from .rewrite import apply_plan
-from .sensitivity import group_sensitivity, sensitivity_scores
+from .sensitivity import group_sensitivity, select_by_sensitivity
 from .runtime import session
 from .validate import check_valid, compare, load_in_runtime
 
@@ -110,12 +110,13 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
         for key, gram in recovery_statistics(dep, None, recover).items():
             wanted[key] = wanted.get(key, False) or gram
     stats = collect_statistics(working, data, wanted, progress=progress) if wanted else None
-    scores, comparable = _scores(dep, criterion, stats, data, seed, progress)
+    scores, rows = _scores(dep, criterion, stats, data, seed, progress)
 
     def select(share: float) -> Plan:
+        if rows is not None:  # sensitivity: one fidelity-drop tolerance for every group
+            return select_by_sensitivity(dep, rows, scores, share, round_to, max_layer_ratio, min_channels)
         if scope == "global":
-            return select_global(dep, scores, share, round_to, max_layer_ratio, exclude, min_channels,
-                                 normalize=not comparable)
+            return select_global(dep, scores, share, round_to, max_layer_ratio, exclude, min_channels)
         return select_uniform(dep, scores, share, round_to, exclude, min_channels)
 
     if plan is not None:
@@ -180,13 +181,13 @@ def _finetune(pruned, dense, train, ranks, epochs, val, labels, lr, batch_size, 
 
 
 def _scores(dep: Dependency, criterion: str, stats, data, seed: int, progress: bool):
-    """Channel scores, and whether they are already comparable across groups."""
+    """Channel scores, and for the sensitivity criterion the per-group curves that allocate them."""
     if criterion == "sensitivity":
         if data is None:
             raise BadInputError("criterion 'sensitivity' needs calibration data: pass --calib DATA.npz")
         rows = group_sensitivity(dep, data.take(64), progress=progress)
-        return sensitivity_scores(dep, rows, score(dep, "l2")), True
-    return score(dep, criterion, stats=stats, seed=seed, data=data), False
+        return score(dep, "l2"), rows
+    return score(dep, criterion, stats=stats, seed=seed, data=data), None
 
 
 def _search_latency(select, dep, working, recover, stats, target, threads, input_shapes, steps: int = 7) -> Plan:

@@ -54,18 +54,43 @@ def group_sensitivity(dep: Dependency, data: Dataset, ratios=DEFAULT_RATIOS, cri
     return rows
 
 
-def sensitivity_scores(dep: Dependency, rows: list[dict], base: np.ndarray, at: float = 0.5) -> np.ndarray:
-    """Channel scores comparable across groups: the within-group score times how much the model
-    suffers when the group is pruned (1 - cosine at share `at`), so fragile groups keep more."""
-    weights = {row["group"]: 1.0 - row["cosine"][min(row["cosine"], key=lambda r: abs(r - at))] for row in rows}
-    out = np.zeros(dep.num_channels)
+def select_by_sensitivity(dep: Dependency, rows: list[dict], scores: np.ndarray, share: float, round_to: int = 1,
+                          max_layer_ratio: float = 0.9, min_channels: int = 1) -> Plan:
+    """Sensitivity-guided allocation: one tolerance for the fidelity drop, shared by every group.
+
+    Each group is pruned as far as its own curve (1 - cosine when pruned alone, made monotone)
+    stays within the tolerance, interpolating between the measured shares; `share` in [0, 1) maps to
+    the tolerance (0: nothing removed, toward 1: every group at its most-pruned measured point), so a
+    target search can bisect it. Within a group the lowest `scores` go first.
+    """
+    curves = {}
+    for row in rows:
+        ratios = np.array([0.0] + sorted(row["cosine"]))
+        drops = np.maximum.accumulate(np.array([0.0] + [1.0 - row["cosine"][r] for r in sorted(row["cosine"])]))
+        curves[row["group"]] = (ratios, drops)
+    top = max((d[-1] for _, d in curves.values()), default=0.0)
+    tolerance = share * top
+    removed = np.zeros(dep.num_channels, dtype=bool)
     for grp in dep.groups:
-        free = grp.channels[~grp.frozen]
-        if len(free) == 0:
+        if grp.id not in curves or grp.prunable == 0:
             continue
-        mean = float(base[free].mean()) or 1.0
-        out[free] = base[free] / mean * (weights.get(grp.id, 1.0) + 1e-6)
-    return out
+        ratios, drops = curves[grp.id]
+        reachable = ratios[drops <= tolerance + 1e-15]
+        ratio = min(float(reachable.max()) if len(reachable) else 0.0, max_layer_ratio)
+        below = drops[drops > tolerance]
+        if len(below) and len(reachable):  # interpolate toward the first point past the tolerance
+            i = len(reachable)
+            if i < len(ratios) and drops[i] > drops[i - 1]:
+                t = (tolerance - drops[i - 1]) / (drops[i] - drops[i - 1])
+                ratio = min(ratios[i - 1] + t * (ratios[i] - ratios[i - 1]), max_layer_ratio)
+        if ratio <= 0:
+            continue
+        keep = max(rounded_keep(grp.size, ratio, round_to), min(min_channels, grp.size))
+        free = grp.channels[~grp.frozen]
+        drop = min(grp.size - keep, len(free))
+        if drop > 0:
+            removed[free[np.argsort(scores[free], kind="stable")[:drop]]] = True
+    return Plan(dep, removed, {"ratio": share, "round_to": round_to, "scope": "sensitivity", "tolerance": tolerance})
 
 
 def format_sensitivity(rows: list[dict]) -> str:

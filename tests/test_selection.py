@@ -111,3 +111,18 @@ def test_sensitivity_rows():
     for row in rows:
         assert set(row["cosine"]) == {0.25, 0.75} and set(row["accuracy"]) == {0.25, 0.75}
         assert all(-1.0 <= c <= 1.0 + 1e-9 for c in row["cosine"].values())
+
+
+def test_sensitivity_guided_allocation():
+    """One fidelity-drop tolerance for all groups: robust groups lose more, the target is reached."""
+    from onnxprune.sensitivity import select_by_sensitivity
+    _, dep = analyse(FIXTURES / "digits_cnn.onnx")
+    data = load_npz(CALIB, {"input": 4}).take(32)
+    rows = group_sensitivity(dep, data, ratios=(0.25, 0.5, 0.75))
+    base = score(dep, "l2")
+    removed = [select_by_sensitivity(dep, rows, base, share).removed.sum() for share in (0.0, 0.3, 0.6, 0.9)]
+    assert removed[0] == 0 and removed == sorted(removed) and removed[-1] > removed[1]
+    result = prune(FIXTURES / "digits_cnn.onnx", target_macs=0.8, calib=CALIB, criterion="sensitivity",
+                   recover="lstsq", round_to=1, bench_rounds=0, eval_data=FIXTURES / "digits_test.npz")
+    assert abs(result.report["after"]["macs"] / result.report["before"]["macs"] - 0.8) <= 0.02
+    assert result.report["fidelity"]["accuracy_pruned"] >= result.report["fidelity"]["accuracy_dense"] - 0.02
