@@ -68,6 +68,8 @@ def select_by_sensitivity(dep: Dependency, rows: list[dict], scores: np.ndarray,
         ratios = np.array([0.0] + sorted(row["cosine"]))
         drops = np.maximum.accumulate(np.array([0.0] + [1.0 - row["cosine"][r] for r in sorted(row["cosine"])]))
         curves[row["group"]] = (ratios, drops)
+    if share <= 0:
+        return Plan(dep, np.zeros(dep.num_channels, dtype=bool), {"ratio": 0.0, "scope": "sensitivity"})
     top = max((d[-1] for _, d in curves.values()), default=0.0)
     tolerance = share * top
     removed = np.zeros(dep.num_channels, dtype=bool)
