@@ -13,6 +13,7 @@ import onnx
 from onnx import numpy_helper
 
 from .dependency import Dependency
+from .graph import ModelGraph
 
 
 def zero_removed(dep: Dependency, removed: np.ndarray) -> onnx.ModelProto:
@@ -41,3 +42,42 @@ def zero_removed(dep: Dependency, removed: np.ndarray) -> onnx.ModelProto:
                 if attr.name == "value":
                     attr.t.CopyFrom(numpy_helper.from_array(zeroed[name], name))
     return model
+
+
+def randomize(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
+    """Seeded random float weights at a fan-in scale, 1-D parameters around 1 (positive BN variances):
+    zoo graphs whose weights are constant fills would make the oracle prove nothing."""
+    rng = np.random.default_rng(seed)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for t in out.graph.initializer:
+        if t.data_type != onnx.TensorProto.FLOAT or len(t.dims) == 0:
+            continue
+        shape = tuple(t.dims)
+        if len(shape) >= 2:
+            fan_in = int(np.prod(shape[1:])) if len(shape) > 2 else min(shape)
+            value = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+        else:
+            value = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+        t.CopyFrom(numpy_helper.from_array(value, t.name))
+    return out
+
+
+def expose_logits(model: onnx.ModelProto, g: ModelGraph, depth: int = 3) -> onnx.ModelProto:
+    """`model` with the tensors that lead to each output with the output's shape (a final Softmax's
+    logits, up to `depth` nodes back) as extra outputs, so a saturated softmax hides nothing."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    declared = {o.name for o in model.graph.output}
+    frontier = [(o.name, g.shape(o.name)) for o in model.graph.output]
+    for _ in range(depth):
+        step = []
+        for name, shape in frontier:
+            producer = g.producer.get(name)
+            for t in g.nodes[producer].inputs if producer is not None else []:
+                if t and t not in declared and not g.is_const(t) and g.shape(t) == shape:
+                    out.graph.output.add().name = t
+                    declared.add(t)
+                    step.append((t, shape))
+        frontier = step
+    return out

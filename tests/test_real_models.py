@@ -16,7 +16,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from onnx import numpy_helper
 
 from onnxprune import zoo
 from onnxprune.data import synthetic_dataset
@@ -26,7 +25,7 @@ from onnxprune.fold import fold_constants
 from onnxprune.graph import ModelGraph
 from onnxprune.importance import score
 from onnxprune.model import load_model
-from onnxprune.oracle import zero_removed
+from onnxprune.oracle import expose_logits, randomize, zero_removed
 from onnxprune.plan import select_uniform
 from onnxprune.rewrite import apply_plan
 from onnxprune.runtime import run_dataset, session
@@ -65,42 +64,8 @@ def float_params(model: onnx.ModelProto) -> int:
     return sum(int(np.prod(t.dims)) for t in tensors if t.data_type in floats)
 
 
-def randomize(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
-    """Seeded random float weights at a fan-in scale, 1-D parameters around 1 (positive BN variances)."""
-    rng = np.random.default_rng(seed)
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    for t in out.graph.initializer:
-        if t.data_type != onnx.TensorProto.FLOAT or len(t.dims) == 0:
-            continue
-        shape = tuple(t.dims)
-        if len(shape) >= 2:
-            fan_in = int(np.prod(shape[1:])) if len(shape) > 2 else min(shape)
-            value = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
-        else:
-            value = rng.uniform(0.5, 1.5, shape).astype(np.float32)
-        t.CopyFrom(numpy_helper.from_array(value, t.name))
-    return out
 
 
-def expose_logits(model: onnx.ModelProto, g: ModelGraph, depth: int = 3) -> onnx.ModelProto:
-    """`model` with the tensors that lead to each output with the output's shape (a final Softmax's
-    logits, up to `depth` nodes back) as extra outputs, so a saturated softmax hides nothing."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    declared = {o.name for o in model.graph.output}
-    frontier = [(o.name, g.shape(o.name)) for o in model.graph.output]
-    for _ in range(depth):
-        step = []
-        for name, shape in frontier:
-            producer = g.producer.get(name)
-            for t in g.nodes[producer].inputs if producer is not None else []:
-                if t and t not in declared and not g.is_const(t) and g.shape(t) == shape:
-                    out.graph.output.add().name = t
-                    declared.add(t)
-                    step.append((t, shape))
-        frontier = step
-    return out
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -28,7 +28,6 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
-from onnx import numpy_helper  # noqa: E402
 
 from onnxprune import zoo  # noqa: E402
 from onnxprune.bench import count_macs, count_params  # noqa: E402
@@ -39,7 +38,7 @@ from onnxprune.graph import ModelGraph  # noqa: E402
 from onnxprune.importance import score  # noqa: E402
 from onnxprune.model import load_model  # noqa: E402
 from onnxprune.ops import REGISTRY, Barrier  # noqa: E402
-from onnxprune.oracle import zero_removed  # noqa: E402
+from onnxprune.oracle import expose_logits, randomize, zero_removed  # noqa: E402
 from onnxprune.plan import select_uniform  # noqa: E402
 from onnxprune.rewrite import apply_plan  # noqa: E402
 from onnxprune.runtime import session  # noqa: E402
@@ -80,42 +79,8 @@ def output_channel_share(dep: Dependency) -> tuple[int, int]:
     return free, total
 
 
-def randomized(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
-    """Seeded random float weights at a fan-in scale; 1-D parameters in [0.5, 1.5] (BN variances > 0)."""
-    rng = np.random.default_rng(seed)
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    for t in out.graph.initializer:
-        if t.data_type != onnx.TensorProto.FLOAT or not t.dims:
-            continue
-        shape = tuple(t.dims)
-        fan_in = int(np.prod(shape[1:])) if len(shape) > 2 else min(shape)
-        if len(shape) >= 2:
-            value = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
-        else:
-            value = rng.uniform(0.5, 1.5, shape).astype(np.float32)
-        t.CopyFrom(numpy_helper.from_array(value, t.name))
-    return out
 
 
-def expose_logits(model: onnx.ModelProto, g: ModelGraph, depth: int = 3) -> onnx.ModelProto:
-    """`model` with the tensors that lead to each output with the output's shape (a final Softmax's
-    logits, up to `depth` nodes back) as extra outputs, so a saturated softmax hides nothing."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    declared = {o.name for o in model.graph.output}
-    frontier = [(o.name, g.shape(o.name)) for o in model.graph.output]
-    for _ in range(depth):
-        step = []
-        for name, shape in frontier:
-            producer = g.producer.get(name)
-            for t in g.nodes[producer].inputs if producer is not None else []:
-                if t and t not in declared and not g.is_const(t) and g.shape(t) == shape:
-                    out.graph.output.add().name = t
-                    declared.add(t)
-                    step.append((t, shape))
-        frontier = step
-    return out
 
 
 def row(name: str, oracle: bool) -> dict:
@@ -123,7 +88,7 @@ def row(name: str, oracle: bool) -> dict:
     dense = load_model(zoo.fetch(name))
     folded = fold_constants(dense)
     if oracle and zoo.is_light(name):
-        folded = randomized(folded)
+        folded = randomize(folded)
     g = ModelGraph(folded, INPUT_SHAPES.get(name))
     dep = build_dependency(g)
     plan = select_uniform(dep, score(dep, "l2"), RATIO, round_to=1)
