@@ -166,7 +166,8 @@ def _pre(job: _Job):
     return run.result(), masks
 
 
-def _post(job: _Job):
+def _train_dense_first(job: _Job):
+    """The dense phase the post-training schedules share: (model, dense epochs, epochs left to tune)."""
     dense_epochs, tune_epochs = _split(job.options.epochs, job.options.finetune_share)
     model = job.model
     if dense_epochs:
@@ -174,6 +175,11 @@ def _post(job: _Job):
         for _ in range(dense_epochs):
             job.epoch(run, "dense")
         model = run.result()
+    return model, dense_epochs, tune_epochs
+
+
+def _post(job: _Job):
+    model, dense_epochs, tune_epochs = _train_dense_first(job)
     masks = job.magnitude_masks(model)
     job.info["pruned_after_epoch"] = dense_epochs
     run = job.run(model, tune_epochs, masks, first_epoch=dense_epochs + 1)
@@ -230,13 +236,7 @@ def _set(job: _Job):
 def _post_structured(job: _Job):
     from ..api import prune
 
-    dense_epochs, tune_epochs = _split(job.options.epochs, job.options.finetune_share)
-    model = job.model
-    if dense_epochs:
-        run = job.run(model, dense_epochs)
-        for _ in range(dense_epochs):
-            job.epoch(run, "dense")
-        model = run.result()
+    model, dense_epochs, tune_epochs = _train_dense_first(job)
     total = sum(layer.size for layer in job.layers)
     kept = sum(keep_count(layer.size, job.density(layer)) for layer in job.layers) / total
     pruned = prune(model, target_params=kept, bench_rounds=0, seed=job.options.train.seed)
