@@ -10,23 +10,23 @@ from typing import Mapping
 
 import onnx
 
-from .bench import count_macs, count_params, measure_latency, model_size
-from .calibration import collect_statistics, load_calibration
-from .data import Dataset, load_npz, synthetic_dataset
-from .dependency import Dependency, build_dependency
-from .errors import BadInputError
-from .fold import fold_constants
-from .graph import ModelGraph
-from .importance import score, wanted_statistics
-from .model import check_supported, load_model
-from .plan import CostModel, Plan, load_plan_file, plan_from_json, search_ratio, select_global, select_uniform
-from .recover import METHODS, add_missing_biases
-from .recover import recover as recover_weights
-from .recover import wanted_statistics as recovery_statistics
-from .rewrite import apply_plan
-from .sensitivity import group_sensitivity, select_by_sensitivity
-from .runtime import session
-from .validate import check_valid, compare, load_in_runtime
+from onnxprune.check.bench import count_macs, count_params, measure_latency, model_size
+from onnxprune.score.calibration import collect_statistics, load_calibration
+from onnxprune.load.data import Dataset, load_npz, synthetic_dataset
+from onnxprune.couple.dependency import Dependency, build_dependency
+from onnxprune.errors import BadInputError
+from onnxprune.load.fold import fold_constants
+from onnxprune.graph.model_graph import ModelGraph
+from onnxprune.score.criteria import score, wanted_statistics
+from onnxprune.load.model import check_supported, load_model
+from onnxprune.select.plan import CostModel, Plan, load_plan_file, plan_from_json, search_ratio, select_global, select_uniform
+from onnxprune.recover.reconstruction import METHODS, add_missing_biases
+from onnxprune.recover.reconstruction import recover as recover_weights
+from onnxprune.recover.reconstruction import wanted_statistics as recovery_statistics
+from onnxprune.apply.rewrite import apply_plan
+from onnxprune.select.sensitivity import group_sensitivity, select_by_sensitivity
+from onnxprune.runtime import session
+from onnxprune.check.validate import check_valid, compare, load_in_runtime
 
 REPORT_SCHEMA = "onnxprune.report/1"
 DEFAULT_ROUND_TO = 8
@@ -163,7 +163,7 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
 
 def _finetune(pruned, dense, train, ranks, epochs, val, labels, lr, batch_size, seed, progress, threads):
     """Train the pruned graph in ONNX Runtime; returns the model and a report fragment."""
-    from .autodiff import finetune
+    from onnxprune.recover.autodiff import finetune
 
     if train is None:
         raise BadInputError("fine-tuning needs training data: pass --calib or --train-data DATA.npz")
@@ -246,7 +246,7 @@ def sparsify(model_or_path, sparsity: float | dict[str, float], *, scope: str = 
     The result's plan is None; its report has the achieved sparsity, raw and zip-compressed sizes
     and the fidelity against the dense model.
     """
-    from .sparsity import apply_masks, magnitude_masks, sparsity_report, to_sparse_initializers, zipped_size
+    from onnxprune.apply.sparsity import apply_masks, magnitude_masks, sparsity_report, to_sparse_initializers, zipped_size
 
     model, source = as_model(model_or_path)
     working = fold_constants(model)

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from .data import Dataset
+from onnxprune.load.data import Dataset
 
 
 def session(model: onnx.ModelProto | bytes | str, threads: int = 0, optimize: bool = True,
@@ -24,7 +24,7 @@ def session(model: onnx.ModelProto | bytes | str, threads: int = 0, optimize: bo
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
     sess = ort.InferenceSession(source, opts, providers=providers or ["CPUExecutionProvider"])
     if isinstance(model, onnx.ModelProto):  # synthetic inputs must stay inside the tables they index
-        from .data import index_limits
+        from onnxprune.load.data import index_limits
         sess.index_limits = index_limits(model)
     return sess
 

@@ -8,14 +8,14 @@ import numpy as np
 import onnx
 import pytest
 
-from onnxprune.data import synthetic_dataset
-from onnxprune.dependency import Dependency, build_dependency
-from onnxprune.graph import ModelGraph
-from onnxprune.oracle import zero_removed
-from onnxprune.plan import Plan
-from onnxprune.rewrite import apply_plan
+from onnxprune.load.data import synthetic_dataset
+from onnxprune.couple.dependency import Dependency, build_dependency
+from onnxprune.graph.model_graph import ModelGraph
+from onnxprune.check.oracle import zero_removed
+from onnxprune.select.plan import Plan
+from onnxprune.apply.rewrite import apply_plan
 from onnxprune.runtime import run_dataset, session
-from onnxprune.validate import check_valid
+from onnxprune.check.validate import check_valid
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "fixtures"

@@ -11,9 +11,10 @@ import pytest
 from onnx import TensorProto, helper
 
 from conftest import FIXTURES
-from onnxprune import energy, schema
-from onnxprune.bench import measure_latency, run_bench
-from onnxprune.cli import main
+from onnxprune.check import energy
+from onnxprune.report import schema
+from onnxprune.check.bench import measure_latency, run_bench
+from onnxprune.cli.main import main
 from onnxprune.runtime import session
 
 DIGITS = FIXTURES / "digits_cnn.onnx"
@@ -176,7 +177,7 @@ def test_progress_bars_only_on_a_terminal_and_not_when_quiet(monkeypatch, capsys
     try:
         progress.configure(quiet=False, verbose=1)
         assert progress.bar(items, "x") is items  # pytest's stderr is not a terminal
-        assert logging.getLogger("onnxprune.bench").getEffectiveLevel() == logging.INFO
+        assert logging.getLogger("onnxprune.check.bench").getEffectiveLevel() == logging.INFO
         monkeypatch.setattr("sys.stderr", Terminal())
         shown = progress.bar(items, "benchmark")
         assert shown is not items and list(shown) == items and "benchmark" in sys.stderr.getvalue()

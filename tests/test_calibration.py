@@ -7,8 +7,8 @@ import onnx
 import pytest
 
 from conftest import FIXTURES
-from onnxprune.calibration import collect_statistics, load_calibration
-from onnxprune.data import load_npz
+from onnxprune.score.calibration import collect_statistics, load_calibration
+from onnxprune.load.data import load_npz
 from onnxprune.errors import BadInputError
 
 RANKS = {"input": 4}
@@ -38,7 +38,7 @@ def test_sources_agree(tmp_path):
 
 def test_image_folder(tmp_path):
     from PIL import Image
-    from onnxprune.calibration import ImageOptions
+    from onnxprune.score.calibration import ImageOptions
     for i in range(3):
         Image.fromarray(np.full((10, 12, 3), 50 * i, np.uint8)).save(tmp_path / f"{i}.png")
     data = load_calibration(tmp_path, {"x": 4}, ImageOptions(resize=(8, 6), mean=(0.5,), std=(0.5,)))

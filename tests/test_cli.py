@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from conftest import FIXTURES, ROOT
-from onnxprune.cli import main
+from onnxprune.cli.main import main
 
 DIGITS = str(FIXTURES / "digits_cnn.onnx")
 
@@ -154,7 +154,7 @@ def test_validation_failure_exits_1_and_writes_nothing(tmp_path, capsys, monkeyp
 @pytest.mark.real
 @pytest.mark.parametrize("name,shape", [("nudenet_320n", "images:1x3x320x320"), ("ppocr_cls", "x:1x3x48x192")])
 def test_real_models_from_the_command_line(name, shape, tmp_path, capsys):
-    from onnxprune import zoo
+    from onnxprune.load import zoo
     path = zoo.fetch(name)
     out, report = tmp_path / f"{name}.onnx", tmp_path / "r.json"
     code, _, err = run_cli(capsys, "prune", path, "-o", out, "--ratio", "0.3", "--input-shape", shape,

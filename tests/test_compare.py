@@ -9,12 +9,12 @@ import onnx
 import pytest
 
 from conftest import FIXTURES
-from onnxprune import energy
-from onnxprune.cli import main
-from onnxprune.data import load_npz
-from onnxprune.schedules import ScheduleOptions, TrainConfig
-from onnxprune.schedules.compare import ORDER, compare
-from onnxprune.schedules.report import format_compare
+from onnxprune.check import energy
+from onnxprune.cli.main import main
+from onnxprune.load.data import load_npz
+from onnxprune.recover.schedules import ScheduleOptions, TrainConfig
+from onnxprune.recover.schedules.compare import ORDER, compare
+from onnxprune.recover.schedules.report import format_compare
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_energy_is_labelled_an_estimate_without_rapl(short_compare):
 
 
 def test_rapl_counters_are_used_when_readable(tmp_path, monkeypatch, short_compare):
-    from onnxprune.schedules.compare import measure_results
+    from onnxprune.recover.schedules.compare import measure_results
 
     zone = tmp_path / "intel-rapl:0"
     zone.mkdir()

@@ -6,8 +6,8 @@ import onnx
 import pytest
 
 from conftest import FIXTURES
-from onnxprune.cli import main
-from onnxprune.data import load_npz
+from onnxprune.cli.main import main
+from onnxprune.load.data import load_npz
 from onnxprune.runtime import run_dataset, session
 
 TEST = load_npz(FIXTURES / "digits_test.npz", {"input": 4})

@@ -6,8 +6,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.data import synthetic_feed
-from onnxprune.fold import fold_constants
+from onnxprune.load.data import synthetic_feed
+from onnxprune.load.fold import fold_constants
 from onnxprune.runtime import session
 
 F = TensorProto.FLOAT

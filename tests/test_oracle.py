@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES, analyse, oracle_gap, random_plan
-from onnxprune.importance import score
-from onnxprune.plan import select_uniform
+from onnxprune.score.criteria import score
+from onnxprune.select.plan import select_uniform
 
 MODELS = sorted(p.name for p in FIXTURES.glob("*.onnx"))
 
@@ -38,11 +38,11 @@ def test_oracle_detects_a_wrong_rewrite():
     kept = grp.channels[~removed[grp.channels]]
     gone = grp.channels[removed[grp.channels]]
     removed[kept[0]], removed[gone[0]] = True, False  # remove a different channel than the one zeroed
-    from onnxprune.oracle import zero_removed
-    from onnxprune.plan import Plan
-    from onnxprune.rewrite import apply_plan
+    from onnxprune.check.oracle import zero_removed
+    from onnxprune.select.plan import Plan
+    from onnxprune.apply.rewrite import apply_plan
     from onnxprune.runtime import run_dataset, session
-    from onnxprune.data import synthetic_dataset
+    from onnxprune.load.data import synthetic_dataset
     zeroed = session(zero_removed(dep, plan.removed))
     wrong = session(apply_plan(Plan(dep, removed, {})))
     data = synthetic_dataset(zeroed, dep.graph.input_shapes, 2)

@@ -7,10 +7,10 @@ import onnx
 import pytest
 
 from conftest import FIXTURES
-from onnxprune import BadInputError, schema
-from onnxprune.data import Dataset
-from onnxprune.passes import (PASSES, ChannelPruning, Pass, PassContext, PassResult, Pipeline, Validate, available,
-                              create_pass, get_pass, register)
+from onnxprune import BadInputError
+from onnxprune.report import schema
+from onnxprune.load.data import Dataset
+from onnxprune.passes import PASSES, ChannelPruning, Pass, PassContext, PassResult, Pipeline, Validate, available, create_pass, get_pass, register
 
 RESIDUAL = FIXTURES / "residual.onnx"
 DIGITS = FIXTURES / "digits_cnn.onnx"

@@ -8,9 +8,9 @@ import pytest
 
 from conftest import FIXTURES
 from onnxprune.api import prune
-from onnxprune.bench import count_params
-from onnxprune.graph import ModelGraph
-from onnxprune.plan import rounded_keep
+from onnxprune.check.bench import count_params
+from onnxprune.graph.model_graph import ModelGraph
+from onnxprune.select.plan import rounded_keep
 
 
 def conv(cin, cout, k, groups=1):

@@ -17,19 +17,19 @@ import numpy as np
 import onnx
 import pytest
 
-from onnxprune import zoo
-from onnxprune.data import synthetic_dataset
-from onnxprune.dependency import build_dependency
+from onnxprune.load import zoo
+from onnxprune.load.data import synthetic_dataset
+from onnxprune.couple.dependency import build_dependency
 from onnxprune.errors import BadInputError
-from onnxprune.fold import fold_constants
-from onnxprune.graph import ModelGraph
-from onnxprune.importance import score
-from onnxprune.model import load_model
-from onnxprune.oracle import expose_logits, randomize, zero_removed
-from onnxprune.plan import select_uniform
-from onnxprune.rewrite import apply_plan
+from onnxprune.load.fold import fold_constants
+from onnxprune.graph.model_graph import ModelGraph
+from onnxprune.score.criteria import score
+from onnxprune.load.model import load_model
+from onnxprune.check.oracle import expose_logits, randomize, zero_removed
+from onnxprune.select.plan import select_uniform
+from onnxprune.apply.rewrite import apply_plan
 from onnxprune.runtime import run_dataset, session
-from onnxprune.validate import check_valid, compare
+from onnxprune.check.validate import check_valid, compare
 
 pytestmark = pytest.mark.real
 

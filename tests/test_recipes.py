@@ -12,9 +12,9 @@ import onnx
 import pytest
 
 from conftest import FIXTURES, ROOT
-from onnxprune import schema
-from onnxprune.cli import main
-from onnxprune.recipe import load_recipe
+from onnxprune.report import schema
+from onnxprune.cli.main import main
+from onnxprune.passes.recipe import load_recipe
 
 EXAMPLES = ROOT / "examples"
 LOCAL_EXAMPLES = ["digits_cnn.toml", "c2f_detector.toml", "transformer.json"]

@@ -9,13 +9,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from conftest import FIXTURES
 from onnxprune.api import prune
-from onnxprune.calibration import collect_statistics
-from onnxprune.data import Dataset, load_npz
-from onnxprune.dependency import build_dependency
-from onnxprune.graph import ModelGraph
-from onnxprune.plan import Plan
-from onnxprune.recover import add_missing_biases, recover, wanted_statistics
-from onnxprune.rewrite import apply_plan
+from onnxprune.score.calibration import collect_statistics
+from onnxprune.load.data import Dataset, load_npz
+from onnxprune.couple.dependency import build_dependency
+from onnxprune.graph.model_graph import ModelGraph
+from onnxprune.select.plan import Plan
+from onnxprune.recover.reconstruction import add_missing_biases, recover, wanted_statistics
+from onnxprune.apply.rewrite import apply_plan
 from onnxprune.runtime import run_dataset, session
 
 

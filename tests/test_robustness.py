@@ -12,8 +12,8 @@ from onnx import numpy_helper as nh
 
 import onnxprune
 from onnxprune.errors import BadInputError
-from onnxprune.graph import resolve_input_shapes
-from onnxprune.inspect import format_inspect
+from onnxprune.graph.model_graph import resolve_input_shapes
+from onnxprune.report.inspect import format_inspect
 
 RNG = np.random.default_rng(0)
 
@@ -99,9 +99,9 @@ def test_unknown_shapes_are_reported_not_dropped():
               check=False)  # a custom op the checker cannot type
     dep = onnxprune.analyse(m)
     assert dep.notes and any("unknown" in n for n in dep.notes)
-    from onnxprune.importance import score
-    from onnxprune.plan import select_uniform
-    from onnxprune.rewrite import apply_plan
+    from onnxprune.score.criteria import score
+    from onnxprune.select.plan import select_uniform
+    from onnxprune.apply.rewrite import apply_plan
     pruned = apply_plan(select_uniform(dep, score(dep, "l2"), 0.5, 1))
     assert [list(i.dims) for i in pruned.graph.initializer if i.name == "W3"] == [[4, 3, 1, 1]]
 

@@ -13,11 +13,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import FIXTURES, oracle_gap, random_plan
-from onnxprune.dependency import Dependency, Group, build_dependency
-from onnxprune.graph import ModelGraph
-from onnxprune.inspect import barrier_table
-from onnxprune.ops import Slot
-from onnxprune.rewrite import apply_plan
+from onnxprune.couple.dependency import Dependency, Group, build_dependency
+from onnxprune.graph.model_graph import ModelGraph
+from onnxprune.report.inspect import barrier_table
+from onnxprune.couple.ops import Slot
+from onnxprune.apply.rewrite import apply_plan
 
 RNG = np.random.default_rng(0)
 F = TensorProto.FLOAT

@@ -12,10 +12,10 @@ import onnx
 import pytest
 
 import onnxprune
-import onnxprune.model as model_io
+import onnxprune.load.model as model_io
 from conftest import FIXTURES, ROOT
-from onnxprune.cli import main
-from onnxprune.report import write_json_atomic
+from onnxprune.cli.main import main
+from onnxprune.report.formats import write_json_atomic
 from onnxprune.runtime import session
 
 DIGITS = FIXTURES / "digits_cnn.onnx"
@@ -107,7 +107,7 @@ def test_interrupted_overwrite_keeps_the_old_output(tmp_path, capsys, monkeypatc
 
 
 def test_interrupted_report_write_leaves_nothing(tmp_path, monkeypatch):
-    import onnxprune.report as report
+    import onnxprune.report.formats as report
 
     def fail(*_):
         raise OSError(5, "Input/output error")

@@ -9,16 +9,15 @@ import pytest
 from onnx import numpy_helper
 
 from conftest import FIXTURES
-from onnxprune.autodiff import read_weights
-from onnxprune.autodiff.optim import Optimizer
-from onnxprune.cli import main
-from onnxprune.data import load_npz
+from onnxprune.recover.autodiff import read_weights
+from onnxprune.recover.autodiff.optim import Optimizer
+from onnxprune.cli.main import main
+from onnxprune.load.data import load_npz
 from onnxprune.errors import BadInputError
 from onnxprune.runtime import session
-from onnxprune.schedules import (SCHEDULES, Layer, ScheduleOptions, TrainConfig, TrainingRun, er_densities,
-                                 er_scale, find_layers, prune_and_regrow, reinitialise, train_schedule)
-from onnxprune.schedules.masks import keep_count, magnitude_mask
-from onnxprune.sparsity import apply_masks
+from onnxprune.recover.schedules import SCHEDULES, Layer, ScheduleOptions, TrainConfig, TrainingRun, er_densities, er_scale, find_layers, prune_and_regrow, reinitialise, train_schedule
+from onnxprune.recover.schedules.masks import keep_count, magnitude_mask
+from onnxprune.apply.sparsity import apply_masks
 
 SPARSITY = {"conv": 0.5, "linear": 0.8}
 FAST = TrainConfig(lr=3e-3, threads=1, seed=0)
@@ -198,8 +197,8 @@ def test_post_structured_removes_channels(cnn, train):
 
 def test_weights_the_gradient_cannot_reach_are_still_pruned_and_distillation_needs_no_labels():
     """crnn_tiny's convs sit before an LSTM (no gradient rule): In-Training prunes them once, up front."""
-    from onnxprune.data import synthetic_dataset
-    from onnxprune.graph import resolve_input_shapes
+    from onnxprune.load.data import synthetic_dataset
+    from onnxprune.graph.model_graph import resolve_input_shapes
 
     model = onnx.load(str(FIXTURES / "crnn_tiny.onnx"))
     data = synthetic_dataset(session(model), resolve_input_shapes(model, None), samples=8)

@@ -10,15 +10,15 @@ import pytest
 
 from conftest import FIXTURES, analyse
 from onnxprune.api import prune
-from onnxprune.bench import count_macs, count_params
-from onnxprune.calibration import collect_statistics
-from onnxprune.data import load_npz
+from onnxprune.check.bench import count_macs, count_params
+from onnxprune.score.calibration import collect_statistics
+from onnxprune.load.data import load_npz
 from onnxprune.errors import BadInputError
-from onnxprune.graph import ModelGraph
-from onnxprune.importance import CRITERIA, NEEDS_DATA, score, wanted_statistics
-from onnxprune.plan import CostModel, Plan, plan_from_json, select_global, select_uniform
-from onnxprune.rewrite import apply_plan
-from onnxprune.sensitivity import group_sensitivity
+from onnxprune.graph.model_graph import ModelGraph
+from onnxprune.score.criteria import CRITERIA, NEEDS_DATA, score, wanted_statistics
+from onnxprune.select.plan import CostModel, Plan, plan_from_json, select_global, select_uniform
+from onnxprune.apply.rewrite import apply_plan
+from onnxprune.select.sensitivity import group_sensitivity
 
 CALIB = FIXTURES / "digits_calib.npz"
 
@@ -115,7 +115,7 @@ def test_sensitivity_rows():
 
 def test_sensitivity_guided_allocation():
     """One fidelity-drop tolerance for all groups: robust groups lose more, the target is reached."""
-    from onnxprune.sensitivity import select_by_sensitivity
+    from onnxprune.select.sensitivity import select_by_sensitivity
     _, dep = analyse(FIXTURES / "digits_cnn.onnx")
     data = load_npz(CALIB, {"input": 4}).take(32)
     rows = group_sensitivity(dep, data, ratios=(0.25, 0.5, 0.75))

@@ -9,11 +9,11 @@ from onnx import numpy_helper
 
 from conftest import FIXTURES
 from onnxprune.api import sparsify
-from onnxprune.data import synthetic_dataset
+from onnxprune.load.data import synthetic_dataset
 from onnxprune.errors import BadInputError
-from onnxprune.graph import ModelGraph
+from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.runtime import run_dataset, session
-from onnxprune.sparsity import apply_masks, magnitude_masks, nm_mask, sparse_weights, to_sparse_initializers
+from onnxprune.apply.sparsity import apply_masks, magnitude_masks, nm_mask, sparse_weights, to_sparse_initializers
 
 
 @pytest.fixture(scope="module")

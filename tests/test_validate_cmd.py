@@ -14,8 +14,8 @@ import onnx
 import pytest
 
 from conftest import FIXTURES, ROOT
-from onnxprune import schema
-from onnxprune.cli import main
+from onnxprune.report import schema
+from onnxprune.cli.main import main
 
 DIGITS = FIXTURES / "digits_cnn.onnx"
 TEST = FIXTURES / "digits_test.npz"

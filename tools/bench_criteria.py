@@ -151,7 +151,7 @@ def main(argv=None) -> int:
 
     if ok:
         gaps = [abs(v[1] - k[3]) for k, v in ok.items()]
-        print(f"\nAchieved MACs fraction (onnxprune.bench.count_macs on the ONNX graphs): worst gap to target "
+        print(f"\nAchieved MACs fraction (onnxprune.check.bench.count_macs on the ONNX graphs): worst gap to target "
               f"{max(gaps):.3f}, median {float(np.median(gaps)):.3f}; "
               f"{sum(g > 0.02 for g in gaps)} of {len(gaps)} models more than 0.02 away.")
     errors = {k: v for k, v in results.items() if isinstance(v, str)}

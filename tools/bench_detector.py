@@ -41,7 +41,7 @@ import onnxruntime as ort  # noqa: E402
 
 import onnxprune  # noqa: E402
 from benchlib import revision  # noqa: E402
-from onnxprune import zoo  # noqa: E402
+from onnxprune.load import zoo  # noqa: E402
 
 SIZE = 320
 LEVELS = (0.9, 0.8, 0.7, 0.6, 0.5)

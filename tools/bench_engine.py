@@ -57,13 +57,13 @@ def chain_model(nodes: int, channels: int = 16, size: int = 8):
 
 def measure(path: str) -> dict:
     """Run every stage once on the model at `path`; seconds per stage and peak RSS above the start."""
-    from onnxprune.dependency import build_dependency
-    from onnxprune.fold import fold_constants
-    from onnxprune.graph import ModelGraph
-    from onnxprune.importance import score
-    from onnxprune.model import load_model
-    from onnxprune.plan import select_uniform
-    from onnxprune.rewrite import apply_plan
+    from onnxprune.couple.dependency import build_dependency
+    from onnxprune.load.fold import fold_constants
+    from onnxprune.graph.model_graph import ModelGraph
+    from onnxprune.score.criteria import score
+    from onnxprune.load.model import load_model
+    from onnxprune.select.plan import select_uniform
+    from onnxprune.apply.rewrite import apply_plan
     import onnx_graphsurgeon  # noqa: F401  (lazily imported libraries count in the baseline, not the peak)
     import onnxruntime  # noqa: F401
 
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import onnx
 
-    from onnxprune import zoo
+    from onnxprune.load import zoo
 
     cases = [("light_resnet50", str(zoo.fetch("light_resnet50")))]
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,11 +30,11 @@ import onnx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from onnxprune.data import load_npz  # noqa: E402
-from onnxprune.schedules import ScheduleOptions, TrainConfig, train_schedule  # noqa: E402
-from onnxprune.schedules.compare import compare  # noqa: E402
-from onnxprune.schedules.measure import accuracy as score  # noqa: E402
-from onnxprune.schedules.report import format_compare  # noqa: E402
+from onnxprune.load.data import load_npz  # noqa: E402
+from onnxprune.recover.schedules import ScheduleOptions, TrainConfig, train_schedule  # noqa: E402
+from onnxprune.recover.schedules.compare import compare  # noqa: E402
+from onnxprune.recover.schedules.measure import accuracy as score  # noqa: E402
+from onnxprune.recover.schedules.report import format_compare  # noqa: E402
 
 FIX = ROOT / "fixtures"
 # name -> (model, epochs, lr, reinit, where the weights start)

@@ -3,7 +3,7 @@
 
 light_resnet50 (the ResNet-50 graph the onnx wheel ships for its backend tests; its weights are
 constants, which is fine for speed) is pruned with target_macs=0.5 at round_to 16, 1 and 8. For each
-pruned model the script reports the MACs fraction reached (onnxprune.bench.count_macs on both graphs)
+pruned model the script reports the MACs fraction reached (onnxprune.check.bench.count_macs on both graphs)
 and the measured latency ratio pruned/dense: sessions for both models run interleaved in one process,
 pair after pair (the order inside a pair alternates; within a pair each model's time is the fastest
 of --repeat back-to-back runs, so one preempted run does not decide a pair), and the ratio is the
@@ -36,9 +36,9 @@ import onnxruntime as ort  # noqa: E402
 
 import onnxprune  # noqa: E402
 from benchlib import revision  # noqa: E402
-from onnxprune import zoo  # noqa: E402
-from onnxprune.bench import count_macs  # noqa: E402
-from onnxprune.graph import ModelGraph  # noqa: E402
+from onnxprune.load import zoo  # noqa: E402
+from onnxprune.check.bench import count_macs  # noqa: E402
+from onnxprune.graph.model_graph import ModelGraph  # noqa: E402
 
 
 

@@ -7,7 +7,7 @@ outputs, then pruned with Torch-Pruning's MetaPruner and group-L2 magnitude impo
 (GroupMagnitudeImportance(p=2), the DepGraph paper's default) to each fraction of MACs kept, local
 (uniform per layer) and global ranking, exported to ONNX and scored on fixtures/digits_test.npz. The
 same fractions are reached by onnxprune on the ONNX file directly. MACs of every model are counted
-the same way: onnxprune.bench.count_macs on the ONNX graph. No model is trained or fine-tuned.
+the same way: onnxprune.check.bench.count_macs on the ONNX graph. No model is trained or fine-tuned.
 
 Benchmark-only dependencies (never imported by onnxprune itself):
 
@@ -39,8 +39,8 @@ import onnxruntime as ort  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 
 import onnxprune  # noqa: E402
-from onnxprune.bench import count_macs  # noqa: E402
-from onnxprune.graph import ModelGraph  # noqa: E402
+from onnxprune.check.bench import count_macs  # noqa: E402
+from onnxprune.graph.model_graph import ModelGraph  # noqa: E402
 
 LEVELS = (0.8, 0.7, 0.5, 0.3)
 # onnxprune configurations compared (criterion, scope, recover). The first is the best label-free one
@@ -224,7 +224,7 @@ def main(argv=None) -> int:
     print(f"PyTorch rebuild from the ONNX weights: max |logit diff| {rebuild_diff:.2e} on the test set, top-1 "
           f"agreement {100 * agree:.1f}%; its own ONNX export: max |diff| {reexport_diff:.2e}, MACs "
           f"{reexport_macs} (= {dense_macs}).\n")
-    print("Accuracy % (achieved MACs fraction, counted by onnxprune.bench.count_macs on each ONNX graph). "
+    print("Accuracy % (achieved MACs fraction, counted by onnxprune.check.bench.count_macs on each ONNX graph). "
           "**Bold** = best at that level. onnxprune calibrates on the 256 training digits without labels; "
           "Torch-Pruning uses weights only. Both at channel granularity (round_to 1 / None).\n")
     print("| method | " + " | ".join(f"MACs {lv:g}" for lv in levels) + " |")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The real-model corpus as a Markdown table: coupling, prunable share and cost after ratio 0.3.
 
-For every real model in onnxprune.zoo (fetched once into ~/.cache/onnxprune): fold constants,
+For every real model in onnxprune.load.zoo (fetched once into ~/.cache/onnxprune): fold constants,
 analyse, remove 30% of each prunable group (round_to 1), rewrite, and report
 
 - groups: coupled channel groups found;
@@ -29,20 +29,20 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
-from onnxprune import zoo  # noqa: E402
-from onnxprune.bench import count_macs, count_params  # noqa: E402
-from onnxprune.data import synthetic_dataset  # noqa: E402
-from onnxprune.dependency import Dependency, build_dependency  # noqa: E402
-from onnxprune.fold import fold_constants  # noqa: E402
-from onnxprune.graph import ModelGraph  # noqa: E402
-from onnxprune.importance import score  # noqa: E402
-from onnxprune.model import load_model  # noqa: E402
-from onnxprune.ops import REGISTRY, Barrier  # noqa: E402
-from onnxprune.oracle import expose_logits, randomize, zero_removed  # noqa: E402
-from onnxprune.plan import select_uniform  # noqa: E402
-from onnxprune.rewrite import apply_plan  # noqa: E402
+from onnxprune.load import zoo  # noqa: E402
+from onnxprune.check.bench import count_macs, count_params  # noqa: E402
+from onnxprune.load.data import synthetic_dataset  # noqa: E402
+from onnxprune.couple.dependency import Dependency, build_dependency  # noqa: E402
+from onnxprune.load.fold import fold_constants  # noqa: E402
+from onnxprune.graph.model_graph import ModelGraph  # noqa: E402
+from onnxprune.score.criteria import score  # noqa: E402
+from onnxprune.load.model import load_model  # noqa: E402
+from onnxprune.couple.ops import REGISTRY, Barrier  # noqa: E402
+from onnxprune.check.oracle import expose_logits, randomize, zero_removed  # noqa: E402
+from onnxprune.select.plan import select_uniform  # noqa: E402
+from onnxprune.apply.rewrite import apply_plan  # noqa: E402
 from onnxprune.runtime import session  # noqa: E402
-from onnxprune.validate import check_valid, compare  # noqa: E402
+from onnxprune.check.validate import check_valid, compare  # noqa: E402
 
 RATIO = 0.3
 MODELS = ["nudenet_320n", "ppocr_det", "ppocr_rec", "ppocr_cls", "ddddocr_common", "ddddocr_det", "magika",

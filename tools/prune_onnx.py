@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from onnxprune.cli import COMMANDS, main  # noqa: E402
+from onnxprune.cli.main import COMMANDS, main  # noqa: E402
 
 
 def _with_subcommand(argv: list[str]) -> list[str]:

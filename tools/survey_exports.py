@@ -278,11 +278,11 @@ def apply_workarounds() -> list[str]:
     """
     import numpy as np
     import onnx
-    import onnxprune.data as data
-    import onnxprune.rewrite as rewrite
+    import onnxprune.load.data as data
+    import onnxprune.apply.rewrite as rewrite
     import onnxprune.runtime as runtime
-    import onnxprune.validate as validate
-    from onnxprune.ops.shape_ops import SliceRule
+    import onnxprune.check.validate as validate
+    from onnxprune.couple.ops.shape_ops import SliceRule
 
     original_feed = data.synthetic_feed
 
@@ -339,11 +339,11 @@ def apply_workarounds() -> list[str]:
 def _oracle_gap(plan, samples: int = 3) -> float:
     """tests/conftest.py oracle_gap: worst relative gap between the zeroed dense and the pruned model."""
     import numpy as np
-    from onnxprune.data import synthetic_dataset
-    from onnxprune.oracle import zero_removed
-    from onnxprune.rewrite import apply_plan
+    from onnxprune.load.data import synthetic_dataset
+    from onnxprune.check.oracle import zero_removed
+    from onnxprune.apply.rewrite import apply_plan
     from onnxprune.runtime import run_dataset, session
-    from onnxprune.validate import check_valid
+    from onnxprune.check.validate import check_valid
 
     pruned = apply_plan(plan)
     check_valid(pruned, plan.dep.graph.model)
@@ -371,11 +371,11 @@ def _dynamic_check(plan, model) -> str:
     or what failed.
     """
     import numpy as np
-    from onnxprune.graph import _dynamic_input_dims
-    from onnxprune.oracle import zero_removed
-    from onnxprune.rewrite import apply_plan
+    from onnxprune.graph.model_graph import _dynamic_input_dims
+    from onnxprune.check.oracle import zero_removed
+    from onnxprune.apply.rewrite import apply_plan
     from onnxprune.runtime import session
-    from onnxprune.data import synthetic_feed
+    from onnxprune.load.data import synthetic_feed
 
     dynamic = _dynamic_input_dims(model)
     if not dynamic:
@@ -406,7 +406,7 @@ def _dynamic_check(plan, model) -> str:
 
 def _random_plan(dep, fraction: float, seed: int):
     import numpy as np
-    from onnxprune.plan import Plan
+    from onnxprune.select.plan import Plan
 
     rng = np.random.default_rng(seed)
     removed = np.zeros(dep.num_channels, dtype=bool)
@@ -433,11 +433,11 @@ def survey_one(entry: Entry, workarounds: bool) -> dict:
     if workarounds:
         apply_workarounds()
     import onnxprune
-    from onnxprune.bench import count_params
-    from onnxprune.graph import ModelGraph
-    from onnxprune.inspect import inspect_dict
-    from onnxprune.model import load_model
-    from onnxprune.rewrite import apply_plan
+    from onnxprune.check.bench import count_params
+    from onnxprune.graph.model_graph import ModelGraph
+    from onnxprune.report.inspect import inspect_dict
+    from onnxprune.load.model import load_model
+    from onnxprune.apply.rewrite import apply_plan
 
     row: dict = {"key": entry.key + (" [workarounds]" if workarounds else ""),
                  "source": f"{entry.package}=={entry.version}" if entry.version else entry.package,

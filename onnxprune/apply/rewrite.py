@@ -1,0 +1,172 @@
+"""Apply a Plan: slice every constant along its pruned slots, then let each rule fix what it owns.
+
+Constants (initializers and Constant nodes alike) are sliced generically: parameters are just
+tensors with slots. Shape-carrying attributes and inputs (Conv `group`, Split sizes, Reshape shapes,
+Slice bounds, Gather indices) are recomputed by the `update` hook of the op's rule. Stale shape
+annotations are dropped and dead nodes removed with onnx-graphsurgeon's cleanup.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import numpy_helper
+
+from onnxprune.errors import OnnxPruneError
+from onnxprune.graph.model_graph import ModelGraph, Node
+from onnxprune.couple.ops import REGISTRY, Barrier, Slot
+from onnxprune.select.plan import Plan
+
+
+class RewriteContext:
+    """What an op rule's `update` may read (old and new sizes) and change (attributes, inputs)."""
+
+    def __init__(self, g: ModelGraph, model: onnx.ModelProto, kept: dict[Slot, np.ndarray]):
+        self.g = g
+        self.model = model
+        self._kept = kept
+        self._names = {t for n in model.graph.node for t in list(n.input) + list(n.output)}
+        self._names |= {i.name for i in model.graph.initializer}
+
+    def kept(self, tensor: str, axis: int) -> np.ndarray | None:
+        return self._kept.get(Slot(tensor, axis))
+
+    def old_dim(self, tensor: str, axis: int) -> int:
+        return self.g.shape(tensor)[axis]
+
+    def new_dim(self, tensor: str, axis: int) -> int:
+        kept = self.kept(tensor, axis)
+        return self.old_dim(tensor, axis) if kept is None else len(kept)
+
+    def set_attr(self, node: Node, name: str, value) -> None:
+        proto = self.model.graph.node[node.index]
+        for i, attr in enumerate(proto.attribute):
+            if attr.name == name:
+                del proto.attribute[i]
+                break
+        if value is not None:
+            proto.attribute.append(onnx.helper.make_attribute(name, value))
+
+    def _unique(self, base: str) -> str:
+        name, k = base, 0
+        while name in self._names:
+            k += 1
+            name = f"{base}_{k}"
+        self._names.add(name)
+        return name
+
+    def add_to_input(self, node: Node, index: int, delta: np.ndarray) -> None:
+        """Feed `input + delta` to input `index` of `node` (a run-time shape with static changes)."""
+        proto = self.model.graph.node[node.index]
+        source = proto.input[index]
+        const = self._unique(f"{source}_delta")
+        out = self._unique(f"{source}_pruned")
+        self.model.graph.initializer.append(numpy_helper.from_array(np.asarray(delta), const))
+        self.model.graph.node.append(onnx.helper.make_node("Add", [source, const], [out], name=self._unique(f"{node.name}_shape_fix")))
+        proto.input[index] = out
+
+    def set_input(self, node: Node, index: int, value: np.ndarray) -> None:
+        """Point input `index` of `node` at a new constant (never edit a constant others share)."""
+        proto = self.model.graph.node[node.index]
+        name = self._unique(f"{proto.input[index] if index < len(proto.input) and proto.input[index] else node.name}_pruned")
+        self.model.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+        while len(proto.input) <= index:
+            proto.input.append("")
+        proto.input[index] = name
+
+
+def apply_plan(plan: Plan, overrides: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+    """A new, smaller model with the plan's channels removed; the original is not touched.
+
+    `overrides` replaces dense constant values before slicing (recovery's re-solved weights).
+    """
+    dep = plan.dep
+    g = dep.graph
+    kept = dep.kept_indices(plan.removed)
+    model = _copy_without_initializers(g.model)  # the big tensors are re-added sliced, not copied twice
+    _slice_constants(g, model, kept, overrides or {})
+    ctx = RewriteContext(g, model, kept)
+    touched = {slot.tensor for slot in kept}
+    for node in g.nodes:
+        rule = REGISTRY.get(node.op) if node.proto.domain in ("", "ai.onnx") else None
+        if rule is None or not touched.intersection(node.inputs + node.outputs):
+            continue  # only nodes next to a pruned tensor have anything to recompute
+        try:
+            rule.update(ctx, node)
+        except Barrier as exc:
+            raise OnnxPruneError(f"cannot rewrite {g.where(node)}: {exc}") from None
+    return _tidy(model, g.model)
+
+
+def _copy_without_initializers(source: onnx.ModelProto) -> onnx.ModelProto:
+    """Everything of `source` but its initializers (which the caller adds, sliced or as they are)."""
+    model = onnx.ModelProto()
+    model.ir_version = source.ir_version
+    for name in ("producer_name", "producer_version", "domain", "model_version", "doc_string"):
+        setattr(model, name, getattr(source, name))
+    model.opset_import.extend(source.opset_import)
+    model.metadata_props.extend(source.metadata_props)
+    model.functions.extend(source.functions)
+    graph, src = model.graph, source.graph
+    graph.name, graph.doc_string = src.name, src.doc_string
+    graph.node.extend(src.node)
+    graph.input.extend(src.input)
+    graph.output.extend(src.output)
+    graph.sparse_initializer.extend(src.sparse_initializer)
+    return model
+
+
+def _slice_constants(g: ModelGraph, model: onnx.ModelProto, kept: dict[Slot, np.ndarray],
+                     overrides: dict[str, np.ndarray]) -> None:
+    by_tensor: dict[str, list[tuple[int, np.ndarray]]] = {name: [] for name in overrides}
+    for slot, idx in kept.items():
+        if slot.tensor in g.constants:
+            by_tensor.setdefault(slot.tensor, []).append((slot.axis, idx))
+    for init in g.model.graph.initializer:  # untouched initializers are copied as they are
+        if init.name not in by_tensor:
+            model.graph.initializer.append(init)
+    if not by_tensor:
+        return
+    initializers = {t.name: i for i, t in enumerate(model.graph.initializer)}
+    graph_inputs = {vi.name: vi for vi in model.graph.input}
+    for name, cuts in by_tensor.items():
+        value = overrides.get(name, g.constants[name])
+        for axis, idx in cuts:
+            value = np.take(value, idx, axis=axis)
+        tensor = numpy_helper.from_array(np.ascontiguousarray(value), name)
+        if name in g.initializer_names:
+            model.graph.initializer.append(tensor)
+            if name in graph_inputs:  # old IR versions list initializers among the inputs
+                dims = graph_inputs[name].type.tensor_type.shape.dim
+                for d, v in zip(dims, value.shape):
+                    d.dim_value = v
+        else:
+            proto = model.graph.node[g.constant_node[name]]
+            for attr in proto.attribute:
+                if attr.name == "value":
+                    attr.t.CopyFrom(tensor)
+
+
+def _tidy(model: onnx.ModelProto, original: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop stale intermediate shapes, remove what no longer feeds an output, sort nodes; the graph's
+    outputs keep their original declarations (graphsurgeon rewrites sequence and map types)."""
+    del model.graph.value_info[:]
+    graph = gs.import_onnx(model)
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    out = gs.export_onnx(graph, do_type_check=False)
+    out.ir_version = model.ir_version
+    del out.opset_import[:]
+    out.opset_import.extend(model.opset_import)
+    out.producer_name = model.producer_name
+    out.producer_version = model.producer_version
+    del out.metadata_props[:]
+    out.metadata_props.extend(model.metadata_props)
+    del out.graph.value_info[:]
+    del out.graph.output[:]
+    out.graph.output.extend(original.graph.output)
+    if out.ir_version < 4:  # IR 3 requires every initializer among the graph inputs
+        listed = {i.name for i in out.graph.input}
+        out.graph.input.extend(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                               for t in out.graph.initializer if t.name not in listed)
+    return out

@@ -1,0 +1,144 @@
+"""Input data: calibration/test feeds from .npz files, and synthetic feeds when none are given.
+
+The .npz layout (DESIGN.md): an array keyed by an input name with the input's rank holds samples
+along the batch axis (sample i is arr[i:i+1]); an array with one more dimension stacks samples
+(sample i is arr[i]). An optional `labels` array holds one label per sample.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from onnxprune.errors import BadInputError
+
+_ORT_TO_NUMPY = {
+    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8, "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_, "tensor(int16)": np.int16, "tensor(uint16)": np.uint16,
+}
+
+
+@dataclass
+class Dataset:
+    """Samples per input name and optional labels.
+
+    `inputs[name][i]` is sample i exactly as it is fed to the model (batch axis included when the
+    input has one), so a stack of N samples has shape (N, *input_shape).
+    """
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def batches(self, batch_size: int, batchable: bool = True) -> Iterator[dict[str, np.ndarray]]:
+        """Feeds of up to `batch_size` samples joined on the batch axis (one at a time if not batchable)."""
+        scalar = any(v.ndim == 1 for v in self.inputs.values())  # rank-0 inputs (a sample rate) go one by one
+        step = batch_size if batchable and not scalar else 1
+        for start in range(0, len(self), step):
+            if step == 1:
+                yield {k: np.asarray(v[start]) for k, v in self.inputs.items()}
+            else:
+                yield {k: np.concatenate(list(v[start:start + step])) for k, v in self.inputs.items()}
+
+    def sample_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v.shape[1:]) for k, v in self.inputs.items()}
+
+    def take(self, n: int) -> "Dataset":
+        return Dataset({k: v[:n] for k, v in self.inputs.items()},
+                       None if self.labels is None else self.labels[:n])
+
+
+def load_npz(path: str | os.PathLike, input_ranks: Mapping[str, int]) -> Dataset:
+    """Read a calibration/test .npz keyed by input names (see the module docstring for the layout)."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInputError(f"{path}: no such file")
+    try:
+        npz = np.load(path, allow_pickle=False)
+        arrays = {k: npz[k] for k in npz.files}
+    except Exception as exc:
+        raise BadInputError(f"{path}: not a readable .npz file ({exc})") from None
+    missing = [name for name in input_ranks if name not in arrays]
+    if missing:
+        raise BadInputError(f"{path}: no array for model input(s) {missing}; it holds {sorted(arrays)}")
+    inputs = {}
+    for name, rank in input_ranks.items():
+        arr = arrays[name]
+        if arr.ndim == rank:  # samples along the batch axis: sample i is arr[i:i+1]
+            arr = arr[:, None]
+        elif arr.ndim != rank + 1:
+            raise BadInputError(f"{path}: array '{name}' has rank {arr.ndim}; input '{name}' has rank {rank} "
+                                f"(give rank {rank} with samples on the batch axis, or {rank + 1} stacking samples)")
+        inputs[name] = arr
+    counts = {len(v) for v in inputs.values()}
+    if len(counts) != 1:
+        raise BadInputError(f"{path}: inputs hold different sample counts {sorted(counts)}")
+    labels = arrays.get("labels")
+    n = counts.pop()
+    if labels is not None and len(labels) != n:
+        raise BadInputError(f"{path}: 'labels' has {len(labels)} entries, the inputs hold {n} samples")
+    return Dataset(inputs, labels)
+
+
+def synthetic_feed(session, input_shapes: Mapping[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:
+    """Deterministic random inputs for an ONNX Runtime session: normal floats, small non-negative ints."""
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for inp in session.get_inputs():
+        shape = input_shapes[inp.name]
+        dtype = _ORT_TO_NUMPY.get(inp.type, np.float32)
+        if np.issubdtype(dtype, np.floating):
+            feed[inp.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype == np.bool_:
+            feed[inp.name] = rng.integers(0, 2, shape).astype(dtype)
+        else:  # small non-negative ints, below the size of any table the input indexes (token types)
+            high = min(8, getattr(session, "index_limits", {}).get(inp.name, 8))
+            feed[inp.name] = rng.integers(0, max(high, 1), shape).astype(dtype)
+    return feed
+
+
+_VALUE_PRESERVING = {"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity", "Expand"}
+
+
+def index_limits(model) -> dict[str, int]:
+    """For integer graph inputs used as Gather indices into constant tables (embeddings, token types):
+    the smallest table length, so synthetic inputs stay in range."""
+    consts = {i.name: tuple(i.dims) for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].type == 4:  # TENSOR
+            consts[node.output[0]] = tuple(node.attribute[0].t.dims)
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for t in node.input:
+            consumers.setdefault(t, []).append(node)
+    limits = {}
+    for inp in model.graph.input:
+        frontier, seen, limit = [inp.name], set(), None
+        while frontier:
+            t = frontier.pop()
+            if t in seen:
+                continue
+            seen.add(t)
+            for node in consumers.get(t, []):
+                if node.op_type in _VALUE_PRESERVING and node.input[0] == t:
+                    frontier.extend(node.output)
+                elif node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == t and node.input[0] in consts:
+                    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                    length = consts[node.input[0]][axis]
+                    limit = length if limit is None else min(limit, length)
+        if limit is not None:
+            limits[inp.name] = int(limit)
+    return limits
+
+
+def synthetic_dataset(session, input_shapes: Mapping[str, tuple[int, ...]], samples: int = 8, seed: int = 0) -> Dataset:
+    """`samples` synthetic samples, each shaped like the input."""
+    feeds = [synthetic_feed(session, input_shapes, seed + i) for i in range(samples)]
+    return Dataset({k: np.stack([f[k] for f in feeds]) for k in feeds[0]})

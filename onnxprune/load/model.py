@@ -1,0 +1,141 @@
+"""Loading and saving models: the input is never modified, outputs are written atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from onnxprune.errors import BadInputError
+
+# Quantized integer ops whose weights cannot be sliced as floats; QDQ models are handled by rules.
+_INTEGER_OPS = {"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeLinear"}
+_TWO_GB = 2**31 - 1
+
+
+def load_model(path: str | os.PathLike, supported_only: bool = True) -> onnx.ModelProto:
+    """Load an ONNX model with its external data; raise BadInputError with one clear line.
+
+    `supported_only=False` skips `check_supported` (the checker and the integer-op refusal), for
+    commands that measure or judge a model rather than prune it (bench, validate).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise BadInputError(f"{path}: no such file")
+    if path.is_dir():
+        raise BadInputError(f"{path}: is a directory, expected an .onnx file")
+    try:
+        model = onnx.load(str(path), load_external_data=True)
+    except Exception as exc:  # protobuf raises several types for garbage or truncated files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInputError(f"{path}: not a readable ONNX model ({first})") from None
+    if not model.graph.node:
+        raise BadInputError(f"{path}: not a readable ONNX model (the graph has no nodes; truncated or not ONNX?)")
+    if supported_only:
+        check_supported(model, str(path))
+    return model
+
+
+def check_supported(model: onnx.ModelProto, where: str = "model") -> None:
+    """Refuse models whose weights this tool cannot rewrite, naming the first offending node."""
+    for node in model.graph.node:
+        if node.op_type in _INTEGER_OPS and node.domain in ("", "ai.onnx"):
+            raise BadInputError(
+                f"{where}: node '{node.name or node.output[0]}' is {node.op_type}: integer-quantized weights "
+                "cannot be pruned; prune the float model, then quantize the result"
+            )
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise BadInputError(f"{where}: fails the ONNX checker ({first})") from None
+    except ValueError:
+        pass  # models over 2 GB must be checked by path; load already validated the protobuf
+
+
+def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, force: bool = False) -> Path:
+    """Write `model` to `path` via a temporary file and a rename, so no half-written file is ever left.
+
+    Models over 2 GB are saved with their tensors in one external data file beside the model.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise BadInputError(f"{path}: already exists; pass --force to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    large = model.ByteSize() > _TWO_GB if _byte_size_ok(model) else True
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_data = None
+    try:
+        if large:
+            data_name = path.name + ".data"
+            tmp_data = path.parent / f".{data_name}.tmp"
+            _save_external(model, tmp, tmp_data, data_name)
+            os.replace(tmp_data, path.parent / data_name)
+        else:
+            onnx.save_model(model, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        for leftover in (Path(tmp), tmp_data):
+            if leftover is not None and leftover.exists():
+                leftover.unlink()
+        raise
+    return path
+
+
+def _save_external(model: onnx.ModelProto, tmp: str, data_file: Path, location: str, threshold: int = 1024) -> None:
+    """Save `model` to `tmp` with every raw tensor of `threshold` bytes or more in `data_file`, the
+    model already referring to its final `location`. The caller's model is restored afterwards
+    (onnx.save_model(save_as_external_data=True) would leave it pointing at a file and emptied)."""
+    moved: list[tuple[onnx.TensorProto, bytes, bool]] = []
+    try:
+        with open(data_file, "wb") as f:
+            for t in _all_tensors(model):
+                if not t.HasField("raw_data") or len(t.raw_data) < threshold:
+                    continue
+                offset = -f.tell() % 4096  # page-aligned, as onnx's own writer does
+                f.write(b"\0" * offset)
+                start = f.tell()
+                f.write(t.raw_data)
+                moved.append((t, t.raw_data, t.HasField("data_location")))
+                del t.external_data[:]
+                for key, value in (("location", location), ("offset", str(start)), ("length", str(len(t.raw_data)))):
+                    entry = t.external_data.add()
+                    entry.key, entry.value = key, value
+                t.data_location = onnx.TensorProto.EXTERNAL
+                t.ClearField("raw_data")
+        onnx.save_model(model, tmp)
+    finally:
+        for t, raw, had_location in moved:
+            del t.external_data[:]
+            t.ClearField("data_location")
+            if had_location:
+                t.data_location = onnx.TensorProto.DEFAULT
+            t.raw_data = raw
+
+
+def _all_tensors(model: onnx.ModelProto):
+    """Initializers and Constant/attribute tensors of the main graph and every subgraph."""
+    def graph_tensors(graph: onnx.GraphProto):
+        yield from graph.initializer
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR:
+                    yield attr.t
+                elif attr.type == onnx.AttributeProto.GRAPH:
+                    yield from graph_tensors(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    for sub in attr.graphs:
+                        yield from graph_tensors(sub)
+    yield from graph_tensors(model.graph)
+
+
+def _byte_size_ok(model: onnx.ModelProto) -> bool:
+    try:
+        model.ByteSize()
+        return True
+    except Exception:
+        return False
+

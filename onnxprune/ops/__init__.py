@@ -1,6 +1,0 @@
-"""Op rules, one small declaration per op family, registered by op type in REGISTRY."""
-
-from . import conv, elementwise, linear, misc, norm, pool, recurrent, shape_ops  # noqa: F401  (registration)
-from .base import REGISTRY, Barrier, Link, Rule, Slot
-
-__all__ = ["REGISTRY", "Barrier", "Link", "Rule", "Slot"]

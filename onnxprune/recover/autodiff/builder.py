@@ -1,0 +1,206 @@
+"""Reverse-mode pass: a model becomes a training graph in standard ONNX ops.
+
+The training graph takes the model's inputs, the trainable weights and a target, and returns the
+loss, the logits and the gradient of every trainable weight. Forward nodes are kept as they are
+(BatchNorm stays affine with its running statistics); backward nodes come from the rules.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import onnx
+from onnx import helper
+
+from onnxprune.errors import BadInputError
+from onnxprune.graph.model_graph import ModelGraph, resolve_input_shapes
+from onnxprune.recover.autodiff.analysis import analyse, rule_for
+from onnxprune.recover.autodiff.context import GradContext
+from onnxprune.recover.autodiff.losses import emit_loss
+
+TRAINING_OPSET = 17  # ScatterElements(reduction=add) needs 16; LayerNormalization 17
+PROBE_BATCH = 2      # a batch of 2 tells broadcast axes (size 1) from the batch axis
+
+
+@dataclass
+class TrainingGraph:
+    model: onnx.ModelProto          # inputs: data inputs, trainable weights, target
+    inputs: list[str]               # the original model's data inputs
+    trainable: list[str]            # weights fed as inputs, in the order nodes first read them
+    grads: dict[str, str]           # weight -> name of its gradient output
+    frozen: dict[str, str]          # weight -> why it cannot be trained
+    target: str                     # labels (int64), targets or teacher logits
+    loss: str                       # scalar loss output
+    logits: str                     # the forward output the loss is computed on
+    loss_kind: str
+    blocked: dict[str, str] = field(default_factory=dict)  # node name -> why no gradient passes it
+    build_ms: float = 0.0
+
+
+def build_training_graph(model: onnx.ModelProto | str | os.PathLike, trainable: Iterable[str] | None = None,
+                         loss: str = "cross_entropy", *, output: str | None = None,
+                         input_shapes: Mapping[str, tuple[int, ...]] | None = None, temperature: float = 1.0,
+                         distill: str = "kl", label_smoothing: float = 0.0) -> TrainingGraph:
+    """Differentiate `model`'s `output` (default: its first output) under `loss`.
+
+    `trainable` defaults to every float weight (initializer or Constant, rank >= 1) that feeds a
+    differentiable op and affects the loss; weights upstream of an op without a gradient rule are
+    reported in `frozen` instead. `loss` is "cross_entropy" (int64 labels), "mse" (float targets)
+    or "distill" (teacher logits; `distill`="kl" with `temperature`, or "mse" on the logits).
+    """
+    start = time.perf_counter()
+    model = _load(model)
+    opset = _opset(model)
+    if opset < TRAINING_OPSET:
+        model, opset = _upgrade(model), TRAINING_OPSET
+    g = ModelGraph(model, _probe_shapes(model, input_shapes))
+    output = output or g.outputs[0]
+    if output not in g.outputs:
+        raise BadInputError(f"'{output}' is not an output of the model; its outputs are {g.outputs}")
+    forward = [copy.deepcopy(n.proto) for n in g.nodes]
+    ctx = GradContext(g, forward, opset)
+    if not ctx.is_float(output):
+        raise BadInputError(f"output '{output}' is not a float tensor; it cannot carry a loss")
+    found = analyse(ctx, output, trainable)
+    if not found.trainable:
+        raise BadInputError("nothing to train: no float weight reaches the loss through ops with gradient rules"
+                            + (f" (frozen: {next(iter(found.frozen.values()))})" if found.frozen else ""))
+    head = emit_loss(ctx, loss, output, temperature=temperature, distill=distill, label_smoothing=label_smoothing)
+    final = _backward(ctx, found.trainable, output, head.dlogits)
+    grads = _name_gradients(ctx, final)
+    built = _assemble(g, ctx, found.trainable, grads, head, output, opset)
+    blocked = {g.nodes[i].name: reason for i, reason in found.blocked.items()}
+    return TrainingGraph(built, list(g.inputs), found.trainable, grads, found.frozen, head.target.name, head.loss,
+                         output, loss, blocked, (time.perf_counter() - start) * 1e3)
+
+
+def _load(model) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        return model
+    from onnxprune.load.model import load_model
+    return load_model(model)
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+
+def _upgrade(model: onnx.ModelProto) -> onnx.ModelProto:
+    from onnx import version_converter
+    try:
+        return version_converter.convert_version(model, TRAINING_OPSET)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BadInputError(f"cannot raise the model to opset {TRAINING_OPSET} for training ({first})") from None
+
+
+def _probe_shapes(model: onnx.ModelProto, given) -> dict[str, tuple[int, ...]]:
+    """Concrete input shapes for analysis, with a dynamic batch axis set to PROBE_BATCH."""
+    shapes = resolve_input_shapes(model, given)
+    for inp in model.graph.input:
+        if inp.name not in shapes or not inp.type.tensor_type.shape.dim:
+            continue
+        first = inp.type.tensor_type.shape.dim[0]
+        if not (first.HasField("dim_value") and first.dim_value > 0):
+            shapes[inp.name] = (PROBE_BATCH,) + tuple(shapes[inp.name][1:])
+    return shapes
+
+
+def _backward(ctx: GradContext, trainable: list[str], output: str, dlogits: str) -> dict[str, str]:
+    """Walk the nodes in reverse, calling each node's rule; returns weight -> summed gradient."""
+    g = ctx.g
+    wants = set(trainable)  # tensors whose gradient is needed: the weights and what depends on them
+    for node in g.nodes:
+        rule, _ = rule_for(ctx, node)
+        if rule and any(node.inputs[i] in wants for i in rule.slots(node)):
+            wants.update(t for t in node.outputs if t and ctx.is_float(t))
+    pending: dict[str, list[str]] = {output: [dlogits]}
+
+    def total(tensor: str) -> str | None:
+        parts = pending.get(tensor)
+        if not parts:
+            return None
+        if len(parts) > 1:
+            pending[tensor] = [ctx.emit("Sum", parts)]
+        return pending[tensor][0]
+
+    for node in reversed(g.nodes):
+        rule, _ = rule_for(ctx, node)
+        if rule is None:  # blocked: everything upstream of it is frozen
+            continue
+        needs = [bool(t) and i in rule.slots(node) and t in wants for i, t in enumerate(node.inputs)]
+        if not any(needs):
+            continue
+        dys = [total(t) if t else None for t in node.outputs]
+        if not any(dys):
+            continue
+        grads = rule.fn(ctx, node, dys, needs)
+        for i, (t, need) in enumerate(zip(node.inputs, needs)):
+            if not need:
+                continue
+            if i >= len(grads) or grads[i] is None:
+                raise BadInputError(f"autodiff: the {node.op} rule gave no gradient for input {i} "
+                                    f"of node '{node.name}'")
+            pending.setdefault(t, []).append(grads[i])
+    missing = [w for w in trainable if not pending.get(w)]
+    if missing:
+        raise BadInputError(f"autodiff: no gradient reached weights {missing}")
+    return {w: total(w) for w in trainable}
+
+
+def _name_gradients(ctx: GradContext, final: dict[str, str]) -> dict[str, str]:
+    """Give each weight's gradient its own output name ("<weight>_grad")."""
+    produced = {out: node for node in ctx.nodes for out in node.output}
+    used = {t for node in ctx.nodes for t in node.input}
+    names, taken = {}, set()
+    for weight, tensor in final.items():
+        name = ctx.reserve(f"{weight}_grad")
+        node = produced.get(tensor)
+        if node is not None and tensor not in used and tensor not in taken:
+            node.output[list(node.output).index(tensor)] = name  # rename in place: no copy
+        else:
+            ctx.emit("Identity", [tensor], outputs=[name])
+        taken.add(tensor)
+        names[weight] = name
+    return names
+
+
+def _assemble(g: ModelGraph, ctx: GradContext, trainable: list[str], grads: dict[str, str], head, output: str,
+              opset: int) -> onnx.ModelProto:
+    model = g.model
+    weights = set(trainable)
+    forward = [n for n in ctx.forward_nodes if not (n.op_type == "Constant" and n.output[0] in weights)]
+    inputs = [copy.deepcopy(i) for i in model.graph.input if i.name not in weights]
+    for w in trainable:
+        value = g.constants[w]
+        inputs.append(helper.make_tensor_value_info(w, helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape)))
+    inputs.append(head.target)
+    initializers = [i for i in model.graph.initializer if i.name not in weights] + ctx.initializers
+    elem = ctx.elem_type(output)
+    outputs = [helper.make_tensor_value_info(head.loss, elem, []),
+               next(copy.deepcopy(o) for o in model.graph.output if o.name == output)]
+    outputs += [helper.make_tensor_value_info(grads[w], helper.np_dtype_to_tensor_dtype(g.constants[w].dtype),
+                                              list(g.constants[w].shape)) for w in trainable]
+    nodes = _live(forward + ctx.nodes, [o.name for o in outputs])
+    used = {t for n in nodes for t in n.input} | {i.name for i in inputs}
+    initializers = [i for i in initializers if i.name in used]
+    graph = helper.make_graph(nodes, f"{model.graph.name or 'model'}_training", inputs, outputs, initializers)
+    opsets = [o for o in model.opset_import if o.domain not in ("", "ai.onnx")] + [helper.make_opsetid("", opset)]
+    built = helper.make_model(graph, opset_imports=opsets, producer_name="onnxprune.recover.autodiff",
+                              ir_version=min(max(model.ir_version, 8), 10))
+    return built
+
+
+def _live(nodes: list[onnx.NodeProto], outputs: list[str]) -> list[onnx.NodeProto]:
+    """Nodes the outputs depend on, in their original order."""
+    needed = set(outputs)
+    keep = []
+    for node in reversed(nodes):
+        if any(t in needed for t in node.output if t):
+            keep.append(node)
+            needed.update(t for t in node.input if t)
+    return keep[::-1]

@@ -1,0 +1,118 @@
+"""Loss heads: each emits the scalar loss and its gradient with respect to the logits.
+
+Writing dLoss/dlogits in closed form (softmax minus target) is shorter and more accurate than
+differentiating a LogSoftmax/NLL chain node by node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from onnxprune.errors import BadInputError
+from onnxprune.recover.autodiff.context import GradContext
+
+LOSSES = ("cross_entropy", "mse", "distill")
+DISTILL_MODES = ("kl", "mse")
+
+
+@dataclass
+class LossHead:
+    loss: str                       # scalar loss tensor
+    dlogits: str                    # gradient of the loss with respect to the logits
+    target: onnx.ValueInfoProto     # the extra graph input: labels, targets or teacher logits
+
+
+def emit_loss(ctx: GradContext, kind: str, logits: str, *, temperature: float = 1.0, distill: str = "kl",
+              label_smoothing: float = 0.0) -> LossHead:
+    if kind not in LOSSES:
+        raise BadInputError(f"unknown loss '{kind}'; choose one of {', '.join(LOSSES)}")
+    if kind == "distill" and distill not in DISTILL_MODES:
+        raise BadInputError(f"unknown distillation loss '{distill}'; choose one of {', '.join(DISTILL_MODES)}")
+    shape = ctx.shape(logits)
+    elem = ctx.elem_type(logits)
+    if kind == "cross_entropy":
+        target = ctx.reserve("labels")
+        info = helper.make_tensor_value_info(target, onnx.TensorProto.INT64, ["N"] + list(shape[1:-1]))
+        return _cross_entropy(ctx, logits, target, info, label_smoothing)
+    target = ctx.reserve("teacher_logits" if kind == "distill" else "targets")
+    info = helper.make_tensor_value_info(target, elem, ["N"] + list(shape[1:]))
+    if kind == "mse" or distill == "mse":
+        return _mse(ctx, logits, target, info)
+    return _kl(ctx, logits, target, info, float(temperature))
+
+
+def _rows(ctx: GradContext, flat: str, like: str) -> str:
+    """The number of rows of a 2-D tensor as a scalar of `like`'s type (the batch varies)."""
+    first = ctx.emit("Gather", [ctx.shape_of(flat), ctx.const(np.asarray(0, dtype=np.int64))])
+    return ctx.emit("Cast", [first], to=ctx.elem_type(like))
+
+
+def _as_rows(ctx: GradContext, tensor: str, classes: int) -> str:
+    return ctx.emit("Reshape", [tensor, ctx.ints([-1, classes])])
+
+
+def _cross_entropy(ctx, logits, labels, info, smoothing) -> LossHead:
+    classes = ctx.shape(logits)[-1]
+    dtype = ctx.np_dtype(logits)
+    flat = _as_rows(ctx, logits, classes)
+    log_p = ctx.emit("LogSoftmax", [flat], axis=1)
+    hot = np.asarray([smoothing / classes, 1.0 - smoothing + smoothing / classes], dtype=dtype)
+    flat_labels = ctx.emit("Reshape", [labels, ctx.ints([-1])])
+    target = ctx.emit("OneHot", [flat_labels, ctx.ints([classes]), ctx.const(hot, "onehot")], axis=-1)
+    rows = _rows(ctx, flat, logits)
+    total = ctx.emit("ReduceSum", [ctx.emit("Mul", [target, log_p])], keepdims=0)
+    loss = ctx.emit("Neg", [ctx.emit("Div", [total, rows])])
+    grad = ctx.emit("Div", [ctx.emit("Sub", [ctx.emit("Exp", [log_p]), target]), rows])
+    return LossHead(loss, ctx.reshape_like(grad, logits), info)
+
+
+def _mse(ctx, logits, targets, info) -> LossHead:
+    diff = ctx.emit("Sub", [logits, targets])
+    count = ctx.emit("Cast", [ctx.emit("Size", [logits])], to=ctx.elem_type(logits))
+    loss = ctx.emit("Div", [ctx.emit("ReduceSum", [ctx.emit("Mul", [diff, diff])], keepdims=0), count])
+    grad = ctx.emit("Div", [ctx.emit("Mul", [diff, ctx.scalar(2.0, logits)]), count])
+    return LossHead(loss, grad, info)
+
+
+def _kl(ctx, logits, teacher, info, temperature) -> LossHead:
+    # loss = T^2 * mean over rows of KL(softmax(t/T) || softmax(z/T)); dz = T (softmax(z/T) - softmax(t/T)) / rows
+    classes = ctx.shape(logits)[-1]
+    t = ctx.scalar(temperature, logits)
+    student = ctx.emit("LogSoftmax", [_as_rows(ctx, ctx.emit("Div", [logits, t]), classes)], axis=1)
+    target = ctx.emit("LogSoftmax", [_as_rows(ctx, ctx.emit("Div", [teacher, t]), classes)], axis=1)
+    p_target = ctx.emit("Exp", [target])
+    rows = _rows(ctx, student, logits)
+    kl = ctx.emit("ReduceSum", [ctx.emit("Mul", [p_target, ctx.emit("Sub", [target, student])])], keepdims=0)
+    loss = ctx.emit("Mul", [ctx.emit("Div", [kl, rows]), ctx.scalar(temperature * temperature, logits)])
+    diff = ctx.emit("Sub", [ctx.emit("Exp", [student]), p_target])
+    grad = ctx.emit("Mul", [ctx.emit("Div", [diff, rows]), t])
+    return LossHead(loss, ctx.reshape_like(grad, logits), info)
+
+
+def numpy_loss(kind: str, logits: np.ndarray, target: np.ndarray, temperature: float = 1.0, distill: str = "kl",
+               label_smoothing: float = 0.0) -> float:
+    """The same loss heads in float64 numpy (finite-difference checks, validation loss)."""
+    y = np.asarray(logits, dtype=np.float64)
+    if kind == "mse" or (kind == "distill" and distill == "mse"):
+        return float(np.mean((y - target) ** 2))
+    classes = y.shape[-1]
+    z = y.reshape(-1, classes)
+    if kind == "cross_entropy":
+        log_p = z - _logsumexp(z)
+        hot = np.full(z.shape, label_smoothing / classes)
+        hot[np.arange(len(z)), np.asarray(target).reshape(-1)] += 1.0 - label_smoothing
+        return float(-np.sum(hot * log_p) / len(z))
+    t = temperature
+    log_s = z / t - _logsumexp(z / t)
+    zt = np.asarray(target, dtype=np.float64).reshape(-1, classes) / t
+    log_t = zt - _logsumexp(zt)
+    return float(t * t * np.sum(np.exp(log_t) * (log_t - log_s)) / len(z))
+
+
+def _logsumexp(z: np.ndarray) -> np.ndarray:
+    m = z.max(axis=1, keepdims=True)
+    return m + np.log(np.exp(z - m).sum(axis=1, keepdims=True))

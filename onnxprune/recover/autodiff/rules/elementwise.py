@@ -1,0 +1,77 @@
+"""Broadcasting arithmetic: each input's gradient is summed over the axes it was broadcast along."""
+
+from __future__ import annotations
+
+from onnxprune.recover.autodiff.context import GradContext
+from onnxprune.recover.autodiff.registry import register
+
+
+def _out_shape(ctx: GradContext, node) -> tuple[int, ...]:
+    return ctx.shape(node.outputs[0])
+
+
+@register(("Add", "Sum"))
+def add(ctx, node, dys, needs):
+    shape = _out_shape(ctx, node)
+    return [ctx.sum_to(dys[0], shape, x) if need else None for x, need in zip(node.inputs, needs)]
+
+
+@register("Sub")
+def sub(ctx, node, dys, needs):
+    a, b = node.inputs
+    shape = _out_shape(ctx, node)
+    da = ctx.sum_to(dys[0], shape, a) if needs[0] else None
+    db = ctx.emit("Neg", [ctx.sum_to(dys[0], shape, b)]) if needs[1] else None
+    return [da, db]
+
+
+@register("Mul")
+def mul(ctx, node, dys, needs):
+    a, b = node.inputs
+    shape = _out_shape(ctx, node)
+    da = ctx.sum_to(ctx.emit("Mul", [dys[0], b]), shape, a) if needs[0] else None
+    db = ctx.sum_to(ctx.emit("Mul", [dys[0], a]), shape, b) if needs[1] else None
+    return [da, db]
+
+
+@register("Div")
+def div(ctx, node, dys, needs):
+    # y = a / b: da = dy / b, db = -dy * y / b
+    a, b = node.inputs
+    y = node.outputs[0]
+    shape = _out_shape(ctx, node)
+    quotient = ctx.emit("Div", [dys[0], b])
+    da = ctx.sum_to(quotient, shape, a) if needs[0] else None
+    db = ctx.emit("Neg", [ctx.sum_to(ctx.emit("Mul", [quotient, y]), shape, b)]) if needs[1] else None
+    return [da, db]
+
+
+@register("Pow")
+def pow_(ctx, node, dys, needs):
+    # y = x^p: dx = dy * p * x^(p-1), dp = dy * y * ln(x)
+    x, p = node.inputs
+    y = node.outputs[0]
+    shape = _out_shape(ctx, node)
+    exponent = p if ctx.elem_type(p) == ctx.elem_type(x) else ctx.emit("Cast", [p], to=ctx.elem_type(x))
+    dx = dp = None
+    if needs[0]:
+        constant = ctx.g.const(p)
+        if constant is not None and constant.size == 1 and float(constant.reshape(-1)[0]) == 2.0:
+            slope = ctx.emit("Mul", [x, ctx.scalar(2.0, x)])  # the common case (decomposed LayerNorm)
+        else:
+            lowered = ctx.emit("Pow", [x, ctx.emit("Sub", [exponent, ctx.scalar(1.0, x)])])
+            slope = ctx.emit("Mul", [exponent, lowered])
+        dx = ctx.sum_to(ctx.emit("Mul", [dys[0], slope]), shape, x)
+    if needs[1]:
+        dp = ctx.sum_to(ctx.emit("Mul", [ctx.emit("Mul", [dys[0], y]), ctx.emit("Log", [x])]), shape, p)
+    return [dx, dp]
+
+
+@register("Where", inputs=(1, 2))
+def where(ctx, node, dys, needs):
+    cond, a, b = node.inputs
+    shape = _out_shape(ctx, node)
+    zero = ctx.scalar(0.0, node.outputs[0])
+    da = ctx.sum_to(ctx.emit("Where", [cond, dys[0], zero]), shape, a) if needs[1] else None
+    db = ctx.sum_to(ctx.emit("Where", [cond, zero, dys[0]]), shape, b) if needs[2] else None
+    return [None, da, db]

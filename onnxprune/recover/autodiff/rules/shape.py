@@ -1,0 +1,52 @@
+"""Ops that move elements without changing them: dX is dY moved back."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxprune.recover.autodiff.context import attr
+from onnxprune.recover.autodiff.registry import register
+
+
+@register(("Reshape", "Flatten", "Squeeze", "Unsqueeze"), inputs=(0,))
+def reshape(ctx, node, dys, needs):
+    return [ctx.reshape_like(dys[0], node.inputs[0])]
+
+
+@register("Transpose", inputs=(0,))
+def transpose(ctx, node, dys, needs):
+    rank = ctx.rank(node.inputs[0])
+    perm = list(attr(node, "perm", list(range(rank))[::-1]))
+    return [ctx.emit("Transpose", [dys[0]], perm=[int(i) for i in np.argsort(perm)])]
+
+
+@register("Expand", inputs=(0,))
+def expand(ctx, node, dys, needs):
+    return [ctx.sum_to(dys[0], ctx.shape(node.outputs[0]), node.inputs[0])]
+
+
+def _check_dropout(ctx, node):
+    training = node.input(2)
+    if training:
+        value = ctx.g.const(training)
+        if value is None or bool(np.asarray(value).reshape(-1)[0]):
+            return "Dropout in training mode is not supported; export in eval mode"
+    return None
+
+
+@register("Identity", inputs=(0,))
+def identity(ctx, node, dys, needs):
+    return [dys[0]]
+
+
+@register("Dropout", inputs=(0,), check=_check_dropout)
+def dropout(ctx, node, dys, needs):
+    return [dys[0]]
+
+
+@register(("Cast", "CastLike"), inputs=(0,))
+def cast(ctx, node, dys, needs):
+    x = node.inputs[0]
+    if ctx.elem_type(x) == ctx.elem_type(node.outputs[0]):
+        return [dys[0]]
+    return [ctx.emit("Cast", [dys[0]], to=ctx.elem_type(x))]

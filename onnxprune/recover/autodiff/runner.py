@@ -1,0 +1,72 @@
+"""ONNX Runtime sessions bound to the live weight buffers through IOBinding.
+
+Weights and gradients are bound once as OrtValues over the FlatParams memory: ORT reads the
+weights the optimizer just updated in place and writes gradients straight into the buffer the
+optimizer reads, so nothing is copied per step except the batch itself.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from onnxprune.runtime import session
+from onnxprune.recover.autodiff.builder import TrainingGraph
+from onnxprune.recover.autodiff.optim import FlatParams
+from onnxprune.recover.autodiff.weights import weights_as_inputs
+
+
+def _bind_weights(io: ort.IOBinding, params: FlatParams) -> list[ort.OrtValue]:
+    values = [ort.OrtValue.ortvalue_from_numpy(params.values[name]) for name in params.names]
+    for name, value in zip(params.names, values):
+        io.bind_ortvalue_input(name, value)
+    return values
+
+
+class TrainStep:
+    """One forward/backward pass per call: loss and logits out, gradients into params.grad."""
+
+    def __init__(self, tg: TrainingGraph, params: FlatParams, threads: int = 0):
+        self.tg = tg
+        self.sess = session(tg.model, threads)
+        self.io = self.sess.io_binding()
+        self._rebind()
+        self._keep = _bind_weights(self.io, params)  # OrtValues must outlive the binding
+        for name in params.names:
+            grad = ort.OrtValue.ortvalue_from_numpy(params.grads[name])
+            self._keep.append(grad)
+            self.io.bind_ortvalue_output(tg.grads[name], grad)
+
+    def _rebind(self) -> None:
+        # ORT keeps the logits it allocated in the binding; rebinding lets the batch size change
+        self.io.bind_output(self.tg.loss)  # bound first: get_outputs() keeps binding order
+        self.io.bind_output(self.tg.logits)
+
+    def __call__(self, feeds: Mapping[str, np.ndarray], target: np.ndarray) -> tuple[float, np.ndarray]:
+        for name, value in feeds.items():
+            self.io.bind_cpu_input(name, value)
+        self.io.bind_cpu_input(self.tg.target, target)
+        self._rebind()
+        self.sess.run_with_iobinding(self.io)
+        loss, logits = self.io.get_outputs()[:2]
+        return float(loss.numpy()), logits.numpy()
+
+
+class Forward:
+    """The inference model reading the same live weights (for validation during training)."""
+
+    def __init__(self, model: onnx.ModelProto, params: FlatParams, output: str, threads: int = 0):
+        self.sess = session(weights_as_inputs(model, params.names), threads)
+        self.io = self.sess.io_binding()
+        self.output = output
+        self._keep = _bind_weights(self.io, params)
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+        for name, value in feeds.items():
+            self.io.bind_cpu_input(name, value)
+        self.io.bind_output(self.output)
+        self.sess.run_with_iobinding(self.io)
+        return self.io.get_outputs()[0].numpy()

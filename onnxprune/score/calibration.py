@@ -1,0 +1,206 @@
+"""Calibration: load samples from any source and gather streaming activation statistics.
+
+Sources: a .npz (see data.py), a folder of .npy/.npz files or images, any iterable of feed dicts,
+or an ONNX Runtime `CalibrationDataReader` (anything with `get_next()`). Statistics come from one
+ONNX Runtime pass with the needed intermediate tensors exposed as outputs; per channel they are
+accumulated batch by batch (sums, absolute sums, zero counts, Gram matrices), never by holding
+all activations.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import onnx
+
+from onnxprune.load.data import Dataset, load_npz
+from onnxprune.errors import BadInputError
+from onnxprune.runtime import batchable, session
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+GRAM_LIMIT = 4096  # channels above this get no Gram matrix (memory grows with its square)
+
+
+@dataclass
+class ImageOptions:
+    """How a folder of images becomes model input: resize, scale to [0, 1], normalize, lay out."""
+
+    resize: tuple[int, int] | None = None  # (height, width)
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    layout: str = "NCHW"
+    grayscale: bool = False
+
+
+def load_calibration(source, input_ranks: Mapping[str, int], image: ImageOptions | None = None,
+                     limit: int | None = None) -> Dataset:
+    """A Dataset from a .npz, a folder, an iterable of feed dicts or a CalibrationDataReader."""
+    if isinstance(source, Dataset):
+        data = source
+    elif hasattr(source, "path") and hasattr(source, "options"):  # a folder with image options (the CLI)
+        data = _load_folder(Path(source.path), input_ranks, source.options)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            data = _load_folder(path, input_ranks, image or ImageOptions())
+        else:
+            data = load_npz(path, input_ranks)
+    elif hasattr(source, "get_next"):
+        data = _from_feeds(_reader_feeds(source), input_ranks)
+    elif isinstance(source, Iterable):
+        data = _from_feeds(source, input_ranks)
+    else:
+        raise BadInputError(f"calibration data of type {type(source).__name__} is not supported; "
+                            "give a .npz, a folder, an iterable of feed dicts or a CalibrationDataReader")
+    return data.take(limit) if limit else data
+
+
+def _reader_feeds(reader):
+    while True:
+        feed = reader.get_next()
+        if feed is None:
+            return
+        yield feed
+
+
+def _from_feeds(feeds: Iterable[Mapping[str, np.ndarray]], input_ranks: Mapping[str, int]) -> Dataset:
+    """Each feed is one batch; it is split into samples along the batch axis when it has one."""
+    columns: dict[str, list[np.ndarray]] = {name: [] for name in input_ranks}
+    for feed in feeds:
+        missing = [n for n in input_ranks if n not in feed]
+        if missing:
+            raise BadInputError(f"calibration feed lacks input(s) {missing}; it has {sorted(feed)}")
+        for name, rank in input_ranks.items():
+            arr = np.asarray(feed[name])
+            if arr.ndim != rank:
+                raise BadInputError(f"calibration feed '{name}' has rank {arr.ndim}; the input has rank {rank}")
+            columns[name].extend(arr[i:i + 1] for i in range(arr.shape[0]))
+    if not any(columns.values()):
+        raise BadInputError("calibration data yielded no samples")
+    return Dataset({k: np.stack(v) for k, v in columns.items()})
+
+
+def _load_folder(path: Path, input_ranks: Mapping[str, int], image: ImageOptions) -> Dataset:
+    files = sorted(p for p in path.iterdir() if p.is_file())
+    arrays = [p for p in files if p.suffix in (".npy", ".npz")]
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    if len(input_ranks) != 1 and images:
+        raise BadInputError(f"{path}: images can only feed a single-input model; this one has {list(input_ranks)}")
+    if arrays:
+        feeds = []
+        for p in arrays:
+            if p.suffix == ".npz":
+                with np.load(p) as z:
+                    feeds.append({k: z[k] for k in z.files if k in input_ranks})
+            else:
+                feeds.append({next(iter(input_ranks)): np.load(p)})
+        feeds = [{k: (v if v.ndim == input_ranks[k] else v[None]) for k, v in f.items()} for f in feeds]
+        return _from_feeds(feeds, input_ranks)
+    if images:
+        name = next(iter(input_ranks))
+        return Dataset({name: np.stack([_read_image(p, image)[None] for p in images])})
+    raise BadInputError(f"{path}: no .npy, .npz or image files")
+
+
+def _read_image(path: Path, opt: ImageOptions) -> np.ndarray:
+    try:
+        from PIL import Image
+    except ImportError:
+        raise BadInputError("reading images needs Pillow: pip install pillow") from None
+    img = Image.open(path).convert("L" if opt.grayscale else "RGB")
+    if opt.resize:
+        img = img.resize((opt.resize[1], opt.resize[0]))
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    arr = (arr - np.asarray(opt.mean, np.float32)) / np.asarray(opt.std, np.float32)
+    return arr.transpose(2, 0, 1) if opt.layout.upper() == "NCHW" else arr
+
+
+# ---- streaming statistics --------------------------------------------------------------------
+
+@dataclass
+class ChannelStats:
+    """Per-channel statistics of one tensor along one axis, accumulated over every other axis."""
+
+    axis: int
+    count: int = 0
+    sum: np.ndarray | None = None
+    abs_sum: np.ndarray | None = None
+    sq_sum: np.ndarray | None = None
+    zeros: np.ndarray | None = None
+    gram: np.ndarray | None = None
+    want_gram: bool = False
+
+    def add(self, value: np.ndarray) -> None:
+        rows = np.moveaxis(value, self.axis, -1).reshape(-1, value.shape[self.axis]).astype(np.float64)
+        if self.sum is None:
+            c = rows.shape[1]
+            self.sum, self.abs_sum, self.sq_sum, self.zeros = (np.zeros(c) for _ in range(4))
+            if self.want_gram and c <= GRAM_LIMIT:
+                self.gram = np.zeros((c, c))
+        self.count += rows.shape[0]
+        self.sum += rows.sum(0)
+        self.abs_sum += np.abs(rows).sum(0)
+        self.sq_sum += (rows * rows).sum(0)
+        self.zeros += (rows == 0).sum(0)
+        if self.gram is not None:
+            self.gram += rows.T @ rows
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.sum / max(self.count, 1)
+
+    @property
+    def mean_abs(self) -> np.ndarray:
+        return self.abs_sum / max(self.count, 1)
+
+    @property
+    def apoz(self) -> np.ndarray:
+        """Average percentage of zeros: how often the channel is exactly zero (dead after ReLU)."""
+        return self.zeros / max(self.count, 1)
+
+    def covariance(self) -> np.ndarray | None:
+        if self.gram is None:
+            return None
+        m = self.mean
+        return self.gram / max(self.count, 1) - np.outer(m, m)
+
+
+@dataclass
+class Statistics:
+    """Channel statistics keyed by (tensor, axis), from one pass over the calibration data."""
+
+    stats: dict[tuple[str, int], ChannelStats] = field(default_factory=dict)
+    samples: int = 0
+
+    def get(self, tensor: str, axis: int) -> ChannelStats | None:
+        return self.stats.get((tensor, axis))
+
+
+def collect_statistics(model: onnx.ModelProto, data: Dataset, wanted: Mapping[tuple[str, int], bool],
+                       batch_size: int = 32, progress: bool = False) -> Statistics:
+    """Run `model` once over `data`, exposing each wanted tensor; `wanted[(t, axis)]` asks for a Gram."""
+    tensors = sorted({t for t, _ in wanted})
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {o.name for o in probe.graph.output}
+    for t in tensors:
+        if t not in existing:
+            probe.graph.output.add().name = t
+    sess = session(probe)
+    result = Statistics({key: ChannelStats(key[1], want_gram=gram) for key, gram in wanted.items()})
+    batches = data.batches(batch_size, batchable(sess))
+    if progress:
+        from tqdm import tqdm
+        batches = tqdm(batches, total=-(-len(data) // batch_size), desc="calibration", leave=False)
+    for feed in batches:
+        values = dict(zip(tensors, sess.run(tensors, feed)))
+        for (t, axis), st in result.stats.items():
+            st.add(np.asarray(values[t]))
+    result.samples = len(data)
+    return result

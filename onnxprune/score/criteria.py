@@ -1,0 +1,229 @@
+"""Channel importance: a score per channel, aggregated over every member of its group.
+
+Each criterion is a small registered function `(dep, stats=None, **options) -> scores[channels]`.
+Member tensors (weights, biases, activations) give one value per index; each member's values are
+normalised by their mean, so a wide layer does not outvote a narrow one, and summed into the
+channels they belong to, so coupled layers decide together.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from onnxprune.score.calibration import Statistics
+from onnxprune.couple.dependency import Dependency
+from onnxprune.errors import BadInputError
+from onnxprune.couple.vocabulary import Slot
+
+Criterion = Callable[..., np.ndarray]
+CRITERIA: dict[str, Criterion] = {}
+NEEDS_DATA: set[str] = set()
+NEEDS_GRAM: set[str] = set()
+
+
+def criterion(name: str, data: bool = False, gram: bool = False):
+    def register(fn: Criterion) -> Criterion:
+        CRITERIA[name] = fn
+        if data:
+            NEEDS_DATA.add(name)
+        if gram:
+            NEEDS_GRAM.add(name)
+        return fn
+    return register
+
+
+def parameter_slots(dep: Dependency):
+    """(slot, array) for every floating-point constant that has a slot (BN statistics excluded)."""
+    for slot in dep.slots:
+        value = dep.graph.constants.get(slot.tensor)
+        if value is not None and np.issubdtype(value.dtype, np.floating) and value.ndim >= 1:
+            if not _is_statistic(dep, slot):
+                yield slot, value
+
+
+def _is_statistic(dep: Dependency, slot: Slot) -> bool:
+    """BatchNorm running mean/variance describe the data, not the channel's weight."""
+    for c in dep.graph.consumers.get(slot.tensor, []):
+        node = dep.graph.nodes[c]
+        if node.op == "BatchNormalization" and slot.tensor in node.inputs[3:5]:
+            return True
+    return False
+
+
+def accumulate(dep: Dependency, members) -> np.ndarray:
+    """Sum mean-normalised per-index values of (slot, values) members into channel scores."""
+    scores = np.zeros(dep.num_channels)
+    for slot, values in members:
+        mean = float(np.mean(values))
+        if mean > 0:
+            np.add.at(scores, dep.elements(slot), values / mean)
+    return scores
+
+
+def per_index(value: np.ndarray, axis: int) -> np.ndarray:
+    """Rows of `value` along `axis`, flattened: one row per index of the slot."""
+    return np.moveaxis(value.astype(np.float64), axis, 0).reshape(value.shape[axis], -1)
+
+
+def magnitude(dep: Dependency, p: int) -> np.ndarray:
+    members = ((slot, (np.abs(per_index(v, slot.axis)) ** p).sum(1)) for slot, v in parameter_slots(dep))
+    return accumulate(dep, members) ** (1.0 / p)
+
+
+@criterion("l1")
+def l1(dep: Dependency, **_) -> np.ndarray:
+    """Sum of |w| over every weight, bias and scale slice of the channel."""
+    return magnitude(dep, 1)
+
+
+@criterion("l2")
+def l2(dep: Dependency, **_) -> np.ndarray:
+    """Group L2 norm (Torch-Pruning's default criterion)."""
+    return magnitude(dep, 2)
+
+
+@criterion("fpgm")
+def fpgm(dep: Dependency, **_) -> np.ndarray:
+    """Filter pruning via the geometric median: a filter close to all others is redundant."""
+    members = []
+    for slot, v in parameter_slots(dep):
+        rows = per_index(v, slot.axis)
+        if rows.shape[1] < 2:
+            continue
+        sq = (rows * rows).sum(1)
+        dist = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * rows @ rows.T, 0))
+        members.append((slot, dist.sum(1)))
+    return accumulate(dep, members)
+
+
+@criterion("lamp")
+def lamp(dep: Dependency, **_) -> np.ndarray:
+    """Layer-adaptive magnitude: a channel's squared norm over the sum of those not smaller."""
+    members = []
+    for slot, v in parameter_slots(dep):
+        sq = (per_index(v, slot.axis) ** 2).sum(1)
+        order = np.argsort(sq)
+        tail = np.cumsum(sq[order][::-1])[::-1]  # sum of squares of channels ranked at or above
+        score = np.empty_like(sq)
+        score[order] = sq[order] / np.maximum(tail, 1e-30)
+        members.append((slot, score))
+    return accumulate(dep, members)
+
+
+@criterion("bn_scale")
+def bn_scale(dep: Dependency, **_) -> np.ndarray:
+    """|gamma| of BatchNormalization (network slimming); groups without BN fall back to L2."""
+    members = []
+    for node in dep.graph.nodes:
+        if node.op == "BatchNormalization" and Slot(node.inputs[1], 0) in dep.slot_index:
+            members.append((Slot(node.inputs[1], 0), np.abs(dep.graph.const(node.inputs[1]).astype(np.float64))))
+    scores = accumulate(dep, members)
+    fallback = l2(dep)
+    has_bn = scores > 0
+    return np.where(has_bn, scores, fallback / max(float(fallback.mean()), 1e-30) * 1e-3)
+
+
+@criterion("random")
+def random(dep: Dependency, seed: int = 0, **_) -> np.ndarray:
+    """A baseline: uniform random scores."""
+    return np.random.default_rng(seed).random(dep.num_channels)
+
+
+def _activation_members(dep: Dependency, stats: Statistics, fn):
+    for slot in dep.slots:
+        st = stats.get(slot.tensor, slot.axis) if slot.tensor not in dep.graph.constants else None
+        if st is not None and st.sum is not None:
+            yield slot, fn(st)
+
+
+@criterion("activation", data=True)
+def activation(dep: Dependency, stats: Statistics | None = None, **_) -> np.ndarray:
+    """Mean |activation| of the channel wherever it flows (needs calibration data)."""
+    return accumulate(dep, _activation_members(dep, _need(stats, "activation"), lambda st: st.mean_abs))
+
+
+@criterion("apoz", data=True)
+def apoz(dep: Dependency, stats: Statistics | None = None, **_) -> np.ndarray:
+    """1 - average percentage of zeros: channels that are mostly dead score low."""
+    return accumulate(dep, _activation_members(dep, _need(stats, "apoz"), lambda st: 1.0 - st.apoz + 1e-6))
+
+
+@criterion("reconstruction", data=True, gram=True)
+def reconstruction(dep: Dependency, stats: Statistics | None = None, ridge: float = 1e-3, **_) -> np.ndarray:
+    """OBS-style output error of removing each input channel of every linear layer on its own, when
+    the remaining channels compensate optimally: ||W[:, c]||^2 / [(Cov + ridge)^-1]_cc."""
+    from onnxprune.recover.reconstruction import linear_sites
+    stats = _need(stats, "reconstruction")
+    members = []
+    for _, site in linear_sites(dep.graph):
+        slot = Slot(site.x, site.x_axis)
+        st = stats.get(site.x, site.x_axis)
+        if slot not in dep.slot_index or st is None:
+            continue
+        w_sq = (per_index(dep.graph.const(site.weight), site.weight_axis) ** 2).sum(1)
+        cov = st.covariance()
+        if cov is None:
+            members.append((slot, w_sq * st.sq_sum / max(st.count, 1)))
+            continue
+        lam = ridge * max(float(np.trace(cov)) / len(cov), 1e-12)
+        inv = np.linalg.inv(cov + lam * np.eye(len(cov)))
+        members.append((slot, w_sq / np.maximum(np.diag(inv), 1e-30)))
+    scores = accumulate(dep, members)
+    return scores + 1e-9 * magnitude(dep, 2)  # break ties where a group has no linear consumer
+
+
+@criterion("taylor", data=True)
+def taylor(dep: Dependency, stats: Statistics | None = None, data=None, batch_size: int = 32, **_) -> np.ndarray:
+    """First-order Taylor (Molchanov et al.): (sum of w * dL/dw over the channel's weights)^2, averaged
+    over labelled calibration batches; gradients come from the in-graph training graph in ONNX Runtime."""
+    from onnxprune.recover.autodiff import build_training_graph, read_weights
+    from onnxprune.runtime import batchable, session
+
+    if data is None or data.labels is None:
+        raise BadInputError("criterion 'taylor' needs labelled calibration data (a 'labels' array in --calib)")
+    model = dep.graph.model
+    tg = build_training_graph(model, loss="cross_entropy", input_shapes=data.sample_shapes())
+    weights = read_weights(model, tg.trainable)
+    sess = session(tg.model)
+    slots = [(slot, v) for slot, v in parameter_slots(dep) if slot.tensor in tg.grads]
+    sums = {slot: np.zeros(v.shape[slot.axis]) for slot, v in slots}
+    batches = 0
+    can_batch = batchable(session(model))
+    step = batch_size if can_batch else 1
+    for start in range(0, len(data), step):
+        feed = {k: np.concatenate(list(v[start:start + step])) for k, v in data.inputs.items()}
+        feed.update(weights)
+        feed[tg.target] = data.labels[start:start + step].astype(np.int64)
+        grads = dict(zip(tg.grads.values(), sess.run(list(tg.grads.values()), feed)))
+        for slot, v in slots:
+            wg = per_index(v * grads[tg.grads[slot.tensor]], slot.axis).sum(1)
+            sums[slot] += wg * wg
+        batches += 1
+    return accumulate(dep, ((slot, total / max(batches, 1)) for slot, total in sums.items())) + 1e-12
+
+
+def _need(stats: Statistics | None, name: str) -> Statistics:
+    if stats is None:
+        raise BadInputError(f"criterion '{name}' needs calibration data: pass --calib DATA.npz")
+    return stats
+
+
+def score(dep: Dependency, name: str, stats: Statistics | None = None, **options) -> np.ndarray:
+    if name not in CRITERIA:
+        raise BadInputError(f"unknown criterion '{name}'; choose one of {', '.join(sorted(CRITERIA))}")
+    return CRITERIA[name](dep, stats=stats, **options)
+
+
+def wanted_statistics(dep: Dependency, name: str) -> dict[tuple[str, int], bool]:
+    """The activation statistics a criterion needs: every non-constant slot, Grams on linear inputs."""
+    if name not in NEEDS_DATA or name == "taylor":  # taylor reads gradients, not activations
+        return {}
+    wanted = {(s.tensor, s.axis): False for s in dep.slots if s.tensor not in dep.graph.constants}
+    if name in NEEDS_GRAM:
+        from onnxprune.recover.reconstruction import linear_sites
+        for _, site in linear_sites(dep.graph):
+            if Slot(site.x, site.x_axis) in dep.slot_index:
+                wanted[(site.x, site.x_axis)] = True
+    return wanted

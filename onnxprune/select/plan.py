@@ -1,0 +1,327 @@
+"""Selection: which channels each group keeps, as a Plan that the rewrite applies.
+
+Local scope removes the same share of every group; global scope ranks all channels together
+(scores normalised per group) under a per-group cap. Targets (a fraction of MACs or parameters to
+keep) are met by searching the share, with costs estimated in closed form from the kept fraction of
+each slot, so a search step costs microseconds, not a rewrite.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from onnxprune.couple.dependency import Dependency
+from onnxprune.errors import BadInputError
+from onnxprune.couple.vocabulary import Slot
+
+PLAN_SCHEMA = "onnxprune.plan/1"
+TARGET_TOLERANCE = 0.02  # a target is met when the kept fraction lands within this of it
+
+
+@dataclass
+class Plan:
+    """The channels to remove (a bool per channel of `dep`) and how the choice was made."""
+
+    dep: Dependency
+    removed: np.ndarray
+    options: dict = field(default_factory=dict)
+
+    @property
+    def kept_per_group(self) -> list[tuple[int, int]]:
+        """(kept, total) channels per group."""
+        return [(int((~self.removed[grp.channels]).sum()), grp.size) for grp in self.dep.groups]
+
+    def summary(self) -> dict:
+        groups = []
+        for grp, (kept, total) in zip(self.dep.groups, self.kept_per_group):
+            groups.append({"group": grp.id, "channels": total, "kept": kept, "frozen": bool(grp.frozen.all()),
+                           "slots": [str(s) for s in grp.slots[:4]] + (["..."] if len(grp.slots) > 4 else [])})
+        return {"channels": int(self.dep.num_channels), "removed": int(self.removed.sum()),
+                "groups": len(groups), "pruned_groups": sum(1 for g in groups if g["kept"] < g["channels"]),
+                "per_group": groups}
+
+    def to_json(self) -> dict:
+        """Kept indices per group, named by parameter slots so a new export of the model can reuse them."""
+        groups = []
+        for grp in self.dep.groups:
+            if not self.removed[grp.channels].any():
+                continue
+            anchors = [s for s in grp.slots if s.tensor in self.dep.graph.constants] or grp.slots
+            anchor = anchors[0]
+            kept = np.flatnonzero(~self.removed[self.dep.elements(anchor)])
+            groups.append({"anchor": {"tensor": anchor.tensor, "axis": anchor.axis, "size": self.dep.slot_size(anchor)},
+                           "kept": kept.tolist()})
+        return {"schema": PLAN_SCHEMA, "options": self.options, "groups": groups}
+
+
+def plan_from_json(dep: Dependency, data: dict) -> Plan:
+    """Re-apply a saved plan to a (possibly re-exported) model with the same parameter names."""
+    if data.get("schema") != PLAN_SCHEMA:
+        raise BadInputError(f"not an onnxprune plan (schema {data.get('schema')!r}, expected {PLAN_SCHEMA})")
+    removed = np.zeros(dep.num_channels, dtype=bool)
+    for entry in data["groups"]:
+        a = entry["anchor"]
+        slot = Slot(a["tensor"], int(a["axis"]))
+        if slot not in dep.slot_index or dep.slot_size(slot) != int(a["size"]):
+            raise BadInputError(f"plan names {a['tensor']}[axis {a['axis']}] of size {a['size']}, "
+                                "which this model does not have as a prunable slot")
+        elements = dep.elements(slot)
+        keep = np.zeros(len(elements), dtype=bool)
+        keep[np.asarray(entry["kept"], dtype=np.int64)] = True
+        if dep.channel_frozen[elements[~keep]].any():
+            raise BadInputError(f"plan removes frozen channels of {a['tensor']}")
+        removed[elements[~keep]] = True
+        removed[elements[keep]] = False
+    return Plan(dep, removed, {**data.get("options", {}), "from_plan": True})
+
+
+def rounded_keep(total: int, ratio: float, round_to: int) -> int:
+    """Channels to keep of `total` at `ratio` removed, rounded to a multiple of `round_to`.
+
+    Groups no wider than `round_to` are rounded to single channels; nothing is ever emptied.
+    """
+    step = round_to if total > round_to else 1
+    keep = int(round(total * (1.0 - ratio) / step)) * step
+    return int(min(max(keep, step, 1), total))
+
+
+def _check(ratio: float, round_to: int) -> None:
+    if not 0.0 <= ratio < 1.0:
+        raise BadInputError(f"ratio must be in [0, 1), got {ratio}")
+    if round_to < 1:
+        raise BadInputError(f"--round-to must be a positive integer, got {round_to}")
+
+
+def excluded_groups(dep: Dependency, patterns: list[str] | None) -> set[int]:
+    """Groups with a slot on a tensor, or a node, whose name matches an --exclude pattern."""
+    if not patterns:
+        return set()
+    hit = set()
+    tensors_of_node = {}
+    for node in dep.graph.nodes:
+        if any(fnmatch.fnmatch(node.name, p) for p in patterns):
+            for t in node.inputs + node.outputs:
+                tensors_of_node[t] = True
+    for grp in dep.groups:
+        if any(s.tensor in tensors_of_node or any(fnmatch.fnmatch(s.tensor, p) for p in patterns) for s in grp.slots):
+            hit.add(grp.id)
+    return hit
+
+
+def _drop_lowest(removed, grp, scores, keep):
+    candidates = grp.channels[~grp.frozen]
+    drop = min(grp.size - keep, len(candidates))
+    if drop > 0:
+        order = np.argsort(scores[candidates], kind="stable")
+        removed[candidates[order[:drop]]] = True
+
+
+def select_uniform(dep: Dependency, scores: np.ndarray, ratio: float, round_to: int = 1,
+                   exclude: list[str] | None = None, min_channels: int = 1) -> Plan:
+    """Local scope: every unfrozen group loses `ratio` of its channels, lowest scores first."""
+    _check(ratio, round_to)
+    skip = excluded_groups(dep, exclude)
+    removed = np.zeros(dep.num_channels, dtype=bool)
+    for grp in dep.groups:
+        if grp.prunable == 0 or grp.id in skip or ratio == 0:
+            continue
+        keep = max(rounded_keep(grp.size, ratio, round_to), min(min_channels, grp.size))
+        _drop_lowest(removed, grp, scores, keep)
+    return Plan(dep, removed, {"ratio": ratio, "round_to": round_to, "scope": "local"})
+
+
+def select_global(dep: Dependency, scores: np.ndarray, ratio: float, round_to: int = 1,
+                  max_layer_ratio: float = 0.9, exclude: list[str] | None = None, min_channels: int = 1,
+                  normalize: bool = True) -> Plan:
+    """Global scope: one ranking of all prunable channels (each group's scores divided by the
+    group's mean), the lowest `ratio` of them removed, no group losing more than `max_layer_ratio`;
+    then each group's kept width is rounded to `round_to`."""
+    _check(ratio, round_to)
+    skip = excluded_groups(dep, exclude)
+    normalised = np.zeros(dep.num_channels)
+    candidates = []
+    for grp in dep.groups:
+        if grp.prunable == 0 or grp.id in skip:
+            continue
+        free = grp.channels[~grp.frozen]
+        mean = float(scores[free].mean()) if normalize else 1.0
+        normalised[free] = scores[free] / mean if mean > 0 else scores[free]
+        candidates.append(free)
+    removed = np.zeros(dep.num_channels, dtype=bool)
+    if not candidates or ratio == 0:
+        return Plan(dep, removed, {"ratio": ratio, "round_to": round_to, "scope": "global"})
+    pool = np.concatenate(candidates)
+    budget = int(round(ratio * len(pool)))
+    order = pool[np.argsort(normalised[pool], kind="stable")]
+    taken = {grp.id: 0 for grp in dep.groups}
+    caps = {grp.id: min(int(grp.size * max_layer_ratio), grp.size - max(min_channels, 1)) for grp in dep.groups}
+    for c in order:
+        if budget <= 0:
+            break
+        gid = int(dep.channel_group[c])
+        if taken[gid] < caps[gid]:
+            removed[c] = True
+            taken[gid] += 1
+            budget -= 1
+    final = np.zeros(dep.num_channels, dtype=bool)
+    for grp in dep.groups:
+        if taken.get(grp.id, 0) == 0:
+            continue
+        keep = max(rounded_keep(grp.size, taken[grp.id] / grp.size, round_to), min(min_channels, grp.size))
+        _drop_lowest(final, grp, normalised, keep)
+    return Plan(dep, final, {"ratio": ratio, "round_to": round_to, "scope": "global", "max_layer_ratio": max_layer_ratio})
+
+
+# ---- closed-form cost estimates --------------------------------------------------------------
+
+class CostModel:
+    """Parameters and MACs after removing channels, from each slot's kept fraction.
+
+    A weight's size scales with the kept fraction of each of its slots; a weight-bearing op's MACs
+    scale with its weight; a MatMul of two activations scales with its output slots and the
+    contracted axis.
+    """
+
+    def __init__(self, dep: Dependency):
+        from onnxprune.check.bench import count_macs
+        self.dep = dep
+        g = dep.graph
+        self.slots_of: dict[str, list[Slot]] = {}
+        for s in dep.slots:
+            self.slots_of.setdefault(s.tensor, []).append(s)
+        quantized = {n.inputs[0]: n.outputs[0] for n in g.nodes if n.op == "DequantizeLinear"}
+        self.params = {n: v.size for n, v in g.constants.items()
+                       if v.ndim >= 1 and (np.issubdtype(v.dtype, np.floating) or n in quantized)}
+        source = {out: q for q, out in quantized.items() if q in self.params}  # QDQ weight -> its int8 constant
+        per_node = count_macs(g, per_node=True)
+        self.terms = []  # (macs, tensors whose slots scale it, contracted slot or None)
+        for node in g.nodes:
+            macs = per_node.get(node.name)
+            if not macs:
+                continue
+            inputs = [source.get(t, t) for t in node.inputs]
+            weights = [t for t in inputs[1:2] if t in self.params]
+            if node.op in ("LSTM", "GRU", "RNN"):
+                weights = [t for t in inputs[1:3] if t in self.params]
+            if weights:
+                self.terms.append((macs, weights, None))
+            else:
+                a = node.inputs[0]
+                rank = len(g.shape(a)) if g.shape(a) else 0
+                self.terms.append((macs, [node.outputs[0]], Slot(a, rank - 1) if rank else None))
+        self.total_params = sum(self.params.values())
+        self.total_macs = sum(m for m, _, _ in self.terms)
+
+    def _fractions(self, removed: np.ndarray) -> dict[Slot, float]:
+        return {s: 1.0 - float(removed[self.dep.elements(s)].mean()) for s in self.dep.slots}
+
+    def _scale(self, tensor: str, frac: dict[Slot, float]) -> float:
+        return float(np.prod([frac[s] for s in self.slots_of.get(tensor, [])])) if tensor in self.slots_of else 1.0
+
+    def params_after(self, removed: np.ndarray) -> float:
+        frac = self._fractions(removed)
+        return sum(size * self._scale(t, frac) for t, size in self.params.items())
+
+    def macs_after(self, removed: np.ndarray) -> float:
+        frac = self._fractions(removed)
+        total = 0.0
+        for macs, tensors, contracted in self.terms:
+            if contracted is None:
+                kept = sum(self.params[t] * self._scale(t, frac) for t in tensors) / sum(self.params[t] for t in tensors)
+            else:
+                kept = self._scale(tensors[0], frac) * frac.get(contracted, 1.0)
+            total += macs * kept
+        return total
+
+
+def search_ratio(select, cost, target: float, tolerance: float = 0.005, steps: int = 40,
+                 scores: np.ndarray | None = None, round_to: int = 1) -> Plan:
+    """Bisect the share removed so that `cost(plan)` (a kept fraction) lands on `target`.
+
+    `select(ratio)` builds a plan; rounding makes the cost a step function, so when no share hits
+    the target the closest plan is refined a width step at a time (see `refine`).
+    """
+    if not 0.0 < target < 1.0:
+        raise BadInputError(f"targets are fractions kept, strictly between 0 and 1; got {target}")
+    lo, hi = 0.0, 0.999
+    best, best_gap = None, float("inf")
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        plan = select(mid)
+        kept = cost(plan)
+        gap = abs(kept - target)
+        if gap < best_gap:
+            best, best_gap = plan, gap
+        if gap <= tolerance:
+            break
+        if kept > target:
+            lo = mid
+        else:
+            hi = mid
+    if best_gap > tolerance and scores is not None:
+        best = refine(best, scores, cost, target, round_to, tolerance)
+    best.options["target_kept"] = target
+    best.options["estimated_kept"] = cost(best)
+    best.options["target_met"] = abs(best.options["estimated_kept"] - target) <= TARGET_TOLERANCE
+    return best
+
+
+def refine(plan: Plan, scores: np.ndarray, cost, target: float, round_to: int, tolerance: float,
+           max_steps: int = 200) -> Plan:
+    """Close the last gap to `target` one width step at a time.
+
+    Candidate moves remove a group's least important next width step or restore its most important
+    removed one (widths stay multiples of `round_to`); each round takes the move that lands closest
+    to the target, so the gap shrinks every round and the search ends.
+    """
+    dep = plan.dep
+    removed = plan.removed.copy()
+    gap = abs(cost(plan) - target)
+    for _ in range(max_steps):
+        if gap <= tolerance:
+            break
+        best = None
+        for channels, value in _moves(dep, removed, scores, round_to):
+            trial = removed.copy()
+            trial[channels] = value
+            trial_gap = abs(cost(Plan(dep, trial)) - target)
+            if best is None or trial_gap < best[0]:
+                best = (trial_gap, trial)
+        if best is None or best[0] >= gap:
+            break
+        gap, removed = best
+    return Plan(dep, removed, dict(plan.options, refined=True))
+
+
+def _moves(dep: Dependency, removed: np.ndarray, scores: np.ndarray, round_to: int):
+    """Per group: its least important next width step to remove, its most important one to restore."""
+    for grp in dep.groups:
+        free = grp.channels[~grp.frozen]
+        if len(free) == 0:
+            continue
+        step = round_to if grp.size > round_to else 1
+        kept = grp.size - int(removed[grp.channels].sum())
+        alive, dead = free[~removed[free]], free[removed[free]]
+        shrink_to = (kept - 1) // step * step
+        if shrink_to >= max(step, 1) and kept - shrink_to <= len(alive):
+            yield alive[np.argsort(scores[alive], kind="stable")[:kept - shrink_to]], True
+        if len(dead):
+            grow = min(min((kept // step + 1) * step, grp.size) - kept, len(dead))
+            yield dead[np.argsort(-scores[dead], kind="stable")[:grow]], False
+
+
+def save_plan(plan: Plan, path) -> None:
+    from onnxprune.report.formats import write_json_atomic
+    write_json_atomic(plan.to_json(), path)
+
+
+def load_plan_file(path) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BadInputError(f"{path}: cannot read plan ({exc})") from None

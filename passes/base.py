@@ -1,0 +1,196 @@
+"""What every pass shares: the context it runs in, the result it returns, and the registry.
+
+Modelled on onnx-ir's PassBase/PassResult: a pass is an object configured once and called on a
+model; `requires` and `ensures` are optional pre- and post-conditions around `call`. Passes are
+functional: they return a new model (or the same object when nothing changed) and never modify the
+model they are given. A recipe names a pass by its registered name, so adding one is one decorator:
+
+    @register
+    class Reconstruct(Pass):
+        ...
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import onnx
+
+from onnxprune.load.data import Dataset
+from onnxprune.errors import BadInputError
+from onnxprune.check.gates import Gate
+
+
+@dataclass
+class PassContext:
+    """What passes share: the dense reference model, data and input shapes.
+
+    `calib` feeds data-driven criteria and recovery (a .npz, a folder, a Dataset, feed dicts or a
+    CalibrationDataReader); `data` is the evaluation set for `Validate` and the final report
+    (labels give accuracy), `calib` when not given, synthetic inputs when neither is.
+    """
+
+    dense: onnx.ModelProto
+    calib: Any = None
+    data: Any = None
+    input_shapes: dict[str, tuple[int, ...]] | None = None
+    seed: int = 0
+    threads: int = 0
+    bench_rounds: int = 20
+    source: str = "<in-memory model>"
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Concrete input shapes: given ones, else the evaluation data's, else the model's defaults."""
+        if "shapes" not in self._cache:
+            from onnxprune.graph.model_graph import resolve_input_shapes
+            data = self.evaluation_data()
+            if self.input_shapes:
+                shapes = resolve_input_shapes(self.dense, self.input_shapes)
+            elif data is not None:
+                shapes = data.sample_shapes()
+            else:
+                shapes = resolve_input_shapes(self.dense, None)
+            self._cache["shapes"] = shapes
+        return self._cache["shapes"]
+
+    def evaluation_data(self) -> Dataset | None:
+        """`data` (or `calib`) loaded once as a Dataset keyed by the dense model's inputs; None if neither."""
+        if "data" not in self._cache:
+            source = self.data if self.data is not None else self.calib
+            loaded = None
+            if source is not None:
+                from onnxprune.score.calibration import load_calibration
+                from onnxprune.graph.model_graph import resolve_input_shapes
+                ranks = {k: len(v) for k, v in resolve_input_shapes(self.dense, self.input_shapes).items()}
+                loaded = load_calibration(source, ranks)
+            self._cache["data"] = loaded
+        return self._cache["data"]
+
+    def data_or_synthetic(self) -> tuple[Dataset, str]:
+        """The evaluation data, or deterministic synthetic samples; and which of the two it is."""
+        data = self.evaluation_data()
+        if data is not None:
+            return data, "given"
+        if "synthetic" not in self._cache:
+            from onnxprune.load.data import synthetic_dataset
+            from onnxprune.runtime import session
+            self._cache["synthetic"] = synthetic_dataset(session(self.dense, self.threads), self.shapes(), samples=8)
+        return self._cache["synthetic"], "synthetic"
+
+
+@dataclass
+class PassResult:
+    """The model a pass returns, whether it differs from the input, what it reports, and any gates."""
+
+    model: onnx.ModelProto
+    changed: bool
+    report: dict = field(default_factory=dict)
+    gates: list[Gate] = field(default_factory=list)
+
+
+class Pass(abc.ABC):
+    """A configured step: `pass_(model, context) -> PassResult`."""
+
+    name: ClassVar[str] = ""  # the registry name; the class name when empty
+
+    def __call__(self, model: onnx.ModelProto, context: PassContext) -> PassResult:
+        self.requires(model, context)
+        result = self.call(model, context)
+        if not isinstance(result, PassResult):
+            raise TypeError(f"pass {self.pass_name()} returned {type(result).__name__}, not a PassResult")
+        self.ensures(result, context)
+        return result
+
+    @abc.abstractmethod
+    def call(self, model: onnx.ModelProto, context: PassContext) -> PassResult:
+        """Do the work; never modify `model`."""
+
+    def requires(self, model: onnx.ModelProto, context: PassContext) -> None:
+        """Pre-condition (optional): raise BadInputError when the pass cannot run on `model`."""
+
+    def ensures(self, result: PassResult, context: PassContext) -> None:
+        """Post-condition (optional): raise ValidationError when the result is unacceptable."""
+
+    def options(self) -> dict:
+        """The pass's configuration, for the report (JSON-serialisable)."""
+        return {}
+
+    @classmethod
+    def pass_name(cls) -> str:
+        return cls.name or cls.__name__
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
+        return f"{self.pass_name()}({args})"
+
+
+def shape_table(value, where: str) -> dict[str, tuple[int, ...]] | None:
+    """Input shapes as recipes and pass options write them: `{name: [1, 3, 320, 320]}` or
+    `{name: "1x3x320x320"}`, checked (BadInputError naming `where`)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BadInputError(f"{where} must map input names to shapes, got {value!r}")
+    shapes = {}
+    for name, dims in value.items():
+        parts = dims.lower().split("x") if isinstance(dims, str) else dims
+        try:
+            shape = tuple(int(d) for d in parts)
+            if not shape or any(d <= 0 for d in shape) or any(isinstance(d, (bool, float)) for d in parts):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise BadInputError(f"{where}.{name} must be positive sizes like [1, 3, 320, 320] or \"1x3x320x320\", "
+                                f"got {dims!r}") from None
+        shapes[name] = shape
+    return shapes
+
+
+PASSES: dict[str, type[Pass]] = {}
+
+
+def register(cls: type[Pass]) -> type[Pass]:
+    """Class decorator: make a pass available to recipes under its name."""
+    PASSES[cls.pass_name()] = cls
+    return cls
+
+
+def _key(name: str) -> str:
+    return name.replace("_", "").replace("-", "").lower()
+
+
+def _discover() -> None:
+    """Import every module of this package once, so each @register has run."""
+    package = __name__.rpartition(".")[0]
+    for info in pkgutil.iter_modules(importlib.import_module(package).__path__):
+        importlib.import_module(f"{package}.{info.name}")
+
+
+def available() -> list[str]:
+    _discover()
+    return sorted(PASSES)
+
+
+def get_pass(name: str) -> type[Pass]:
+    """The pass class registered as `name` (case, '_' and '-' ignored: channel_pruning = ChannelPruning)."""
+    _discover()
+    by_key = {_key(n): cls for n, cls in PASSES.items()}
+    if _key(name) not in by_key:
+        raise BadInputError(f"unknown pass '{name}'; available passes: {', '.join(available())}")
+    return by_key[_key(name)]
+
+
+def create_pass(name: str, options: dict | None = None) -> Pass:
+    """An instance of the pass registered as `name`, configured with `options` (BadInputError if wrong)."""
+    cls = get_pass(name)
+    try:
+        return cls(**(options or {}))
+    except TypeError as exc:
+        # "Foo.__init__() got an unexpected keyword argument 'x'" -> "got an unexpected keyword argument 'x'"
+        message = str(exc)
+        message = message.split("__init__() ", 1)[1] if "__init__() " in message else message
+        raise BadInputError(f"pass {cls.pass_name()}: {message}") from None

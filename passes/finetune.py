@@ -1,0 +1,40 @@
+"""FineTune: train the model's weights in ONNX Runtime, distilling from the dense model by default."""
+
+from __future__ import annotations
+
+import onnx
+
+from onnxprune import progress
+from onnxprune.errors import BadInputError
+from onnxprune.passes.base import Pass, PassContext, PassResult, register
+
+
+@register
+class FineTune(Pass):
+    """`epochs` of in-graph training on `train` (a .npz; default: the context's calibration data).
+
+    Without `labels` the dense model is the teacher (no labels needed); with `labels=True` the data's
+    labels drive a cross-entropy loss. `val` picks the best epoch; weights are written back by name.
+    """
+
+    def __init__(self, epochs: int = 3, train=None, val=None, labels: bool = False, lr: float = 1e-3,
+                 batch_size: int = 64):
+        if int(epochs) < 1:
+            raise BadInputError(f"pass FineTune: epochs must be at least 1, got {epochs}")
+        self.epochs, self.train, self.val = int(epochs), train, val
+        self.labels, self.lr, self.batch_size = bool(labels), float(lr), int(batch_size)
+
+    def options(self) -> dict:
+        return {"epochs": self.epochs, "train": self.train, "val": self.val, "labels": self.labels, "lr": self.lr,
+                "batch_size": self.batch_size}
+
+    def call(self, model: onnx.ModelProto, context: PassContext) -> PassResult:
+        from onnxprune.api import _finetune
+        from onnxprune.graph.model_graph import ModelGraph
+
+        g = ModelGraph(model, context.shapes())
+        ranks = {n: len(g.input_shapes[n]) for n in g.inputs}
+        train = self.train if self.train is not None else context.calib
+        trained, fragment = _finetune(model, context.dense, train, ranks, self.epochs, self.val, self.labels,
+                                      self.lr, self.batch_size, context.seed, progress.enabled(), context.threads)
+        return PassResult(trained, True, {"finetune": fragment})
