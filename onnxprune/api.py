@@ -10,7 +10,9 @@ from typing import Mapping
 
 import onnx
 
-from onnxprune.check.bench import count_macs, count_params, measure_latency, model_size
+from onnxprune.check.bench import measure_latency, model_size
+
+from onnxprune.graph.cost import count_macs, count_params
 from onnxprune.score.calibration import collect_statistics, load_calibration
 from onnxprune.load.data import Dataset, load_npz, synthetic_dataset
 from onnxprune.couple.dependency import Dependency, build_dependency
@@ -19,13 +21,14 @@ from onnxprune.load.fold import fold_constants
 from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.score.criteria import score, wanted_statistics
 from onnxprune.load.model import check_supported, load_model
-from onnxprune.select.plan import CostModel, Plan, load_plan_file, plan_from_json, search_ratio, select_global, select_uniform
+from onnxprune.couple.plan import Plan, load_plan_file, plan_from_json
+from onnxprune.select.plan import CostModel, search_ratio, select_global, select_uniform
 from onnxprune.recover.reconstruction import METHODS, add_missing_biases
 from onnxprune.recover.reconstruction import recover as recover_weights
 from onnxprune.recover.reconstruction import wanted_statistics as recovery_statistics
 from onnxprune.apply.rewrite import apply_plan
 from onnxprune.select.sensitivity import group_sensitivity, select_by_sensitivity
-from onnxprune.runtime import session
+from onnxprune.load.runtime import session
 from onnxprune.check.validate import check_valid, compare, load_in_runtime
 
 REPORT_SCHEMA = "onnxprune.report/1"
@@ -163,7 +166,7 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
 
 def _finetune(pruned, dense, train, ranks, epochs, val, labels, lr, batch_size, seed, progress, threads):
     """Train the pruned graph in ONNX Runtime; returns the model and a report fragment."""
-    from onnxprune.recover.autodiff import finetune
+    from onnxprune.recover.finetune import finetune
 
     if train is None:
         raise BadInputError("fine-tuning needs training data: pass --calib or --train-data DATA.npz")

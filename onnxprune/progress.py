@@ -62,3 +62,11 @@ def bar(iterable: Iterable[T], desc: str, total: int | None = None, unit: str = 
         return iterable
     from tqdm import tqdm
     return tqdm(iterable, desc=desc, total=total, unit=unit, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+def step_bar(desc: str, total: int, unit: str = "step"):
+    """A tqdm bar updated by hand (`bar.update(n)`, `bar.close()`) when bars are enabled, else None."""
+    if not enabled():
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, dynamic_ncols=True)

@@ -78,7 +78,7 @@ class PassContext:
             return data, "given"
         if "synthetic" not in self._cache:
             from onnxprune.load.data import synthetic_dataset
-            from onnxprune.runtime import session
+            from onnxprune.load.runtime import session
             self._cache["synthetic"] = synthetic_dataset(session(self.dense, self.threads), self.shapes(), samples=8)
         return self._cache["synthetic"], "synthetic"
 

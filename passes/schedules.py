@@ -81,10 +81,7 @@ class TrainSchedule(Pass):
         options = self.schedule_options
         seed = self.seed if self.seed is not None else context.seed
         options = replace(options, train=replace(options.train, seed=seed, threads=context.threads))
-        bar = None
-        if progress.enabled():
-            from onnxprune.cli.commands.train import progress_bar
-            bar = progress_bar(self.pass_name(), options.epochs * -(-len(data) // options.train.batch_size))
+        bar = progress.step_bar(self.pass_name(), options.epochs * -(-len(data) // options.train.batch_size))
         try:
             result = train_schedule(model, data, self.schedule, options, val_data=val, teacher=context.dense, bar=bar)
         finally:

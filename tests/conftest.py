@@ -12,9 +12,9 @@ from onnxprune.load.data import synthetic_dataset
 from onnxprune.couple.dependency import Dependency, build_dependency
 from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.check.oracle import zero_removed
-from onnxprune.select.plan import Plan
+from onnxprune.couple.plan import Plan
 from onnxprune.apply.rewrite import apply_plan
-from onnxprune.runtime import run_dataset, session
+from onnxprune.load.runtime import run_dataset, session
 from onnxprune.check.validate import check_valid
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.recover.autodiff.gradcheck import check_gradients
+from onnxprune.autodiff.gradcheck import check_gradients
 
 TOLERANCE = 1e-3
 RNG = np.random.default_rng(42)
@@ -224,7 +224,7 @@ def test_reduce_axes_as_inputs_at_opset18():
 
 def test_conv_weight_gradient_without_columns(monkeypatch):
     """The swapped-tensor Conv form used for large inputs (above the im2col limit)."""
-    from onnxprune.recover.autodiff.rules import conv
+    from onnxprune.autodiff.rules import conv
     monkeypatch.setattr(conv, "IM2COL_LIMIT", 0)
     for case in ("conv_grouped_strided", "conv_dilated", "conv_stride_asym_pads", "conv_transpose_grouped_dilated"):
         nodes, tensors = CONV[case]
@@ -251,7 +251,7 @@ def test_conv_transpose_output_shape_matches_explicit_pads():
     so its gradients must equal those of the explicit-pads twin checked above."""
     import onnxruntime as ort
 
-    from onnxprune.recover.autodiff import build_training_graph
+    from onnxprune.autodiff import build_training_graph
     tensors = {"x": r(1, 2, 4, 5), "w": r(2, 3, 3, 3)}
     target = r(1, 3, 9, 10)
     grads = []
@@ -267,7 +267,7 @@ def test_negative_pad_gradient_is_zero_filled():
     """onnx.reference cannot run negative pads (crops); check against the closed form instead."""
     import onnxruntime as ort
 
-    from onnxprune.recover.autodiff import build_training_graph
+    from onnxprune.autodiff import build_training_graph
     x = r(2, 3, 4)
     pads = [0, 1, -1, 0, -1, 1]
     tg = build_training_graph(model([node("Pad", ["x", "p"])], {"x": x, "p": np.asarray(pads, np.int64)}), loss="mse")
@@ -285,7 +285,7 @@ def test_maxpool_ties_share_the_gradient():
     """A window of equal values passes dY on in equal shares (a subgradient), never k times over."""
     import onnxruntime as ort
 
-    from onnxprune.recover.autodiff import build_training_graph
+    from onnxprune.autodiff import build_training_graph
     x = r(1, 1, 4, 4)
     x[0, 0, :2, :2] = 1.5  # one window, all four tied
     tg = build_training_graph(model(*unary("MaxPool", x, kernel_shape=[2, 2], strides=[2, 2])), loss="mse")

@@ -11,12 +11,12 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from onnxprune.recover.autodiff import build_training_graph, read_weights
-from onnxprune.recover.autodiff.gradcheck import check_gradients
-from onnxprune.recover.autodiff.optim import AdamW, FlatParams, SGD
-from onnxprune.recover.autodiff.runner import TrainStep
-from onnxprune.recover.autodiff.lr_schedule import cosine, step_decay
-from onnxprune.recover.autodiff.trainer import finetune
+from onnxprune.autodiff import build_training_graph, read_weights
+from onnxprune.autodiff.gradcheck import check_gradients
+from onnxprune.autodiff.optim import AdamW, FlatParams, SGD
+from onnxprune.autodiff.runner import TrainStep
+from onnxprune.autodiff.lr_schedule import cosine, step_decay
+from onnxprune.recover.finetune import finetune
 from onnxprune.load.data import Dataset
 from onnxprune.errors import BadInputError
 from onnxprune.graph.model_graph import ModelGraph

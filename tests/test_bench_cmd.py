@@ -15,7 +15,7 @@ from onnxprune.check import energy
 from onnxprune.report import schema
 from onnxprune.check.bench import measure_latency, run_bench
 from onnxprune.cli.main import main
-from onnxprune.runtime import session
+from onnxprune.load.runtime import session
 
 DIGITS = FIXTURES / "digits_cnn.onnx"
 

@@ -63,7 +63,7 @@ def test_streaming_statistics_match_full_pass():
     stats = collect_statistics(model, data, {(conv_out, 1): True}, batch_size=16)
     st = stats.get(conv_out, 1)
     # the same tensor computed in one go
-    from onnxprune.runtime import session
+    from onnxprune.load.runtime import session
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     probe.graph.output.add().name = conv_out

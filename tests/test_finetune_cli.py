@@ -8,7 +8,7 @@ import pytest
 from conftest import FIXTURES
 from onnxprune.cli.main import main
 from onnxprune.load.data import load_npz
-from onnxprune.runtime import run_dataset, session
+from onnxprune.load.runtime import run_dataset, session
 
 TEST = load_npz(FIXTURES / "digits_test.npz", {"input": 4})
 

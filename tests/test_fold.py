@@ -8,7 +8,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.load.data import synthetic_feed
 from onnxprune.load.fold import fold_constants
-from onnxprune.runtime import session
+from onnxprune.load.runtime import session
 
 F = TensorProto.FLOAT
 

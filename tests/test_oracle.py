@@ -39,9 +39,9 @@ def test_oracle_detects_a_wrong_rewrite():
     gone = grp.channels[removed[grp.channels]]
     removed[kept[0]], removed[gone[0]] = True, False  # remove a different channel than the one zeroed
     from onnxprune.check.oracle import zero_removed
-    from onnxprune.select.plan import Plan
+    from onnxprune.couple.plan import Plan
     from onnxprune.apply.rewrite import apply_plan
-    from onnxprune.runtime import run_dataset, session
+    from onnxprune.load.runtime import run_dataset, session
     from onnxprune.load.data import synthetic_dataset
     zeroed = session(zero_removed(dep, plan.removed))
     wrong = session(apply_plan(Plan(dep, removed, {})))

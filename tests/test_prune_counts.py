@@ -8,7 +8,7 @@ import pytest
 
 from conftest import FIXTURES
 from onnxprune.api import prune
-from onnxprune.check.bench import count_params
+from onnxprune.graph.cost import count_params
 from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.select.plan import rounded_keep
 

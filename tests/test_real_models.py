@@ -28,7 +28,7 @@ from onnxprune.load.model import load_model
 from onnxprune.check.oracle import expose_logits, randomize, zero_removed
 from onnxprune.select.plan import select_uniform
 from onnxprune.apply.rewrite import apply_plan
-from onnxprune.runtime import run_dataset, session
+from onnxprune.load.runtime import run_dataset, session
 from onnxprune.check.validate import check_valid, compare
 
 pytestmark = pytest.mark.real

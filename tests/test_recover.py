@@ -13,10 +13,10 @@ from onnxprune.score.calibration import collect_statistics
 from onnxprune.load.data import Dataset, load_npz
 from onnxprune.couple.dependency import build_dependency
 from onnxprune.graph.model_graph import ModelGraph
-from onnxprune.select.plan import Plan
+from onnxprune.couple.plan import Plan
 from onnxprune.recover.reconstruction import add_missing_biases, recover, wanted_statistics
 from onnxprune.apply.rewrite import apply_plan
-from onnxprune.runtime import run_dataset, session
+from onnxprune.load.runtime import run_dataset, session
 
 
 def _two_convs(w1: np.ndarray, b1: np.ndarray, pads: int) -> onnx.ModelProto:

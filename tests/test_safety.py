@@ -15,8 +15,8 @@ import onnxprune
 import onnxprune.load.model as model_io
 from conftest import FIXTURES, ROOT
 from onnxprune.cli.main import main
-from onnxprune.report.formats import write_json_atomic
-from onnxprune.runtime import session
+from onnxprune.load.files import write_json_atomic
+from onnxprune.load.runtime import session
 
 DIGITS = FIXTURES / "digits_cnn.onnx"
 CALIB = FIXTURES / "digits_calib.npz"
@@ -107,7 +107,7 @@ def test_interrupted_overwrite_keeps_the_old_output(tmp_path, capsys, monkeypatc
 
 
 def test_interrupted_report_write_leaves_nothing(tmp_path, monkeypatch):
-    import onnxprune.report.formats as report
+    import onnxprune.load.files as report
 
     def fail(*_):
         raise OSError(5, "Input/output error")

@@ -9,12 +9,12 @@ import pytest
 from onnx import numpy_helper
 
 from conftest import FIXTURES
-from onnxprune.recover.autodiff import read_weights
-from onnxprune.recover.autodiff.optim import Optimizer
+from onnxprune.autodiff import read_weights
+from onnxprune.autodiff.optim import Optimizer
 from onnxprune.cli.main import main
 from onnxprune.load.data import load_npz
 from onnxprune.errors import BadInputError
-from onnxprune.runtime import session
+from onnxprune.load.runtime import session
 from onnxprune.recover.schedules import SCHEDULES, Layer, ScheduleOptions, TrainConfig, TrainingRun, er_densities, er_scale, find_layers, prune_and_regrow, reinitialise, train_schedule
 from onnxprune.recover.schedules.masks import keep_count, magnitude_mask
 from onnxprune.apply.sparsity import apply_masks

@@ -10,13 +10,14 @@ import pytest
 
 from conftest import FIXTURES, analyse
 from onnxprune.api import prune
-from onnxprune.check.bench import count_macs, count_params
+from onnxprune.graph.cost import count_macs, count_params
 from onnxprune.score.calibration import collect_statistics
 from onnxprune.load.data import load_npz
 from onnxprune.errors import BadInputError
 from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.score.criteria import CRITERIA, NEEDS_DATA, score, wanted_statistics
-from onnxprune.select.plan import CostModel, Plan, plan_from_json, select_global, select_uniform
+from onnxprune.couple.plan import Plan, plan_from_json
+from onnxprune.select.plan import CostModel, select_global, select_uniform
 from onnxprune.apply.rewrite import apply_plan
 from onnxprune.select.sensitivity import group_sensitivity
 

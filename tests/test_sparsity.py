@@ -12,7 +12,7 @@ from onnxprune.api import sparsify
 from onnxprune.load.data import synthetic_dataset
 from onnxprune.errors import BadInputError
 from onnxprune.graph.model_graph import ModelGraph
-from onnxprune.runtime import run_dataset, session
+from onnxprune.load.runtime import run_dataset, session
 from onnxprune.apply.sparsity import apply_masks, magnitude_masks, nm_mask, sparse_weights, to_sparse_initializers
 
 

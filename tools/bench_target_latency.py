@@ -37,7 +37,7 @@ import onnxruntime as ort  # noqa: E402
 import onnxprune  # noqa: E402
 from benchlib import revision  # noqa: E402
 from onnxprune.load import zoo  # noqa: E402
-from onnxprune.check.bench import count_macs  # noqa: E402
+from onnxprune.graph.cost import count_macs  # noqa: E402
 from onnxprune.graph.model_graph import ModelGraph  # noqa: E402
 
 

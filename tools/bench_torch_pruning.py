@@ -39,7 +39,7 @@ import onnxruntime as ort  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 
 import onnxprune  # noqa: E402
-from onnxprune.check.bench import count_macs  # noqa: E402
+from onnxprune.graph.cost import count_macs  # noqa: E402
 from onnxprune.graph.model_graph import ModelGraph  # noqa: E402
 
 LEVELS = (0.8, 0.7, 0.5, 0.3)

@@ -29,10 +29,10 @@ import onnx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from onnxprune.recover.autodiff import build_training_graph, read_weights  # noqa: E402
-from onnxprune.recover.autodiff.optim import AdamW, FlatParams  # noqa: E402
-from onnxprune.recover.autodiff.runner import TrainStep  # noqa: E402
-from onnxprune.runtime import session  # noqa: E402
+from onnxprune.autodiff import build_training_graph, read_weights  # noqa: E402
+from onnxprune.autodiff.optim import AdamW, FlatParams  # noqa: E402
+from onnxprune.autodiff.runner import TrainStep  # noqa: E402
+from onnxprune.load.runtime import session  # noqa: E402
 
 MODEL = ROOT / "fixtures" / "digits_cnn.onnx"
 BATCH = 64

@@ -30,18 +30,18 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
 from onnxprune.load import zoo  # noqa: E402
-from onnxprune.check.bench import count_macs, count_params  # noqa: E402
+from onnxprune.graph.cost import count_macs, count_params  # noqa: E402
 from onnxprune.load.data import synthetic_dataset  # noqa: E402
 from onnxprune.couple.dependency import Dependency, build_dependency  # noqa: E402
 from onnxprune.load.fold import fold_constants  # noqa: E402
 from onnxprune.graph.model_graph import ModelGraph  # noqa: E402
 from onnxprune.score.criteria import score  # noqa: E402
 from onnxprune.load.model import load_model  # noqa: E402
-from onnxprune.couple.ops import REGISTRY, Barrier  # noqa: E402
+from onnxprune.couple.ops import rule_for, Barrier  # noqa: E402
 from onnxprune.check.oracle import expose_logits, randomize, zero_removed  # noqa: E402
 from onnxprune.select.plan import select_uniform  # noqa: E402
 from onnxprune.apply.rewrite import apply_plan  # noqa: E402
-from onnxprune.runtime import session  # noqa: E402
+from onnxprune.load.runtime import session  # noqa: E402
 from onnxprune.check.validate import check_valid, compare  # noqa: E402
 
 RATIO = 0.3
@@ -64,7 +64,7 @@ def output_channel_share(dep: Dependency) -> tuple[int, int]:
     g = dep.graph
     free = total = 0
     for node in g.nodes:
-        rule = REGISTRY.get(node.op) if node.proto.domain in ("", "ai.onnx") else None
+        rule = rule_for(node)
         try:
             seeds = rule.seeds(g, node) if rule is not None else []
         except Barrier:

@@ -280,7 +280,7 @@ def apply_workarounds() -> list[str]:
     import onnx
     import onnxprune.load.data as data
     import onnxprune.apply.rewrite as rewrite
-    import onnxprune.runtime as runtime
+    import onnxprune.load.runtime as runtime
     import onnxprune.check.validate as validate
     from onnxprune.couple.ops.shape_ops import SliceRule
 
@@ -342,7 +342,7 @@ def _oracle_gap(plan, samples: int = 3) -> float:
     from onnxprune.load.data import synthetic_dataset
     from onnxprune.check.oracle import zero_removed
     from onnxprune.apply.rewrite import apply_plan
-    from onnxprune.runtime import run_dataset, session
+    from onnxprune.load.runtime import run_dataset, session
     from onnxprune.check.validate import check_valid
 
     pruned = apply_plan(plan)
@@ -374,7 +374,7 @@ def _dynamic_check(plan, model) -> str:
     from onnxprune.graph.model_graph import _dynamic_input_dims
     from onnxprune.check.oracle import zero_removed
     from onnxprune.apply.rewrite import apply_plan
-    from onnxprune.runtime import session
+    from onnxprune.load.runtime import session
     from onnxprune.load.data import synthetic_feed
 
     dynamic = _dynamic_input_dims(model)
@@ -406,7 +406,7 @@ def _dynamic_check(plan, model) -> str:
 
 def _random_plan(dep, fraction: float, seed: int):
     import numpy as np
-    from onnxprune.select.plan import Plan
+    from onnxprune.couple.plan import Plan
 
     rng = np.random.default_rng(seed)
     removed = np.zeros(dep.num_channels, dtype=bool)
@@ -433,7 +433,7 @@ def survey_one(entry: Entry, workarounds: bool) -> dict:
     if workarounds:
         apply_workarounds()
     import onnxprune
-    from onnxprune.check.bench import count_params
+    from onnxprune.graph.cost import count_params
     from onnxprune.graph.model_graph import ModelGraph
     from onnxprune.report.inspect import inspect_dict
     from onnxprune.load.model import load_model

@@ -15,8 +15,8 @@ from onnx import numpy_helper
 
 from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.model_graph import ModelGraph, Node
-from onnxprune.couple.ops import REGISTRY, Barrier, Slot
-from onnxprune.select.plan import Plan
+from onnxprune.couple.ops import rule_for, Barrier, Slot
+from onnxprune.couple.plan import Plan
 
 
 class RewriteContext:
@@ -89,7 +89,7 @@ def apply_plan(plan: Plan, overrides: dict[str, np.ndarray] | None = None) -> on
     ctx = RewriteContext(g, model, kept)
     touched = {slot.tensor for slot in kept}
     for node in g.nodes:
-        rule = REGISTRY.get(node.op) if node.proto.domain in ("", "ai.onnx") else None
+        rule = rule_for(node)
         if rule is None or not touched.intersection(node.inputs + node.outputs):
             continue  # only nodes next to a pruned tensor have anything to recompute
         try:

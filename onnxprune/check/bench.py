@@ -1,4 +1,4 @@
-"""Static cost (parameters, MACs, size) and measured ONNX Runtime latency.
+"""Measured ONNX Runtime latency, throughput and size (static counts live in graph/cost.py).
 
 Latency of several models is measured interleaved (A, B, A, B, ...) in one process, because this
 kind of machine is shared and noisy; ratios are medians of per-round ratios, not ratios of medians.
@@ -17,85 +17,10 @@ import onnx
 
 from onnxprune import progress
 from onnxprune.errors import BadInputError
+from onnxprune.graph.cost import count_params, layer_macs
 from onnxprune.graph.model_graph import ModelGraph
 
 log = logging.getLogger(__name__)
-
-
-def count_params(g: ModelGraph) -> int:
-    """Elements of the weights: floating-point tensor constants (initializers and Constant nodes,
-    scalars excluded), integer weights that a DequantizeLinear turns into floats (QDQ models), and the
-    initializers of If/Loop/Scan bodies."""
-    quantized = {n.inputs[0] for n in g.nodes if n.op == "DequantizeLinear"}
-    total = sum(v.size for name, v in g.constants.items()
-                if v.ndim >= 1 and (np.issubdtype(v.dtype, np.floating) or name in quantized))
-    for node in g.nodes:
-        for attr in node.proto.attribute:
-            bodies = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-            total += sum(_body_params(body) for body in bodies)
-    return int(total)
-
-
-def _body_params(graph: onnx.GraphProto) -> int:
-    count = sum(int(np.prod(t.dims)) for t in graph.initializer
-                if len(t.dims) >= 1 and t.data_type in _FLOAT_TYPES)
-    for node in graph.node:
-        for attr in node.attribute:
-            bodies = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-            count += sum(_body_params(b) for b in bodies)
-    return count
-
-
-_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
-
-
-def _prod(shape) -> int:
-    return int(np.prod(shape)) if shape is not None else 0
-
-
-def _conv(g, node):
-    return _prod(g.shape(node.outputs[0])) * _prod(g.shape(node.inputs[1])[1:])
-
-
-def _conv_transpose(g, node):
-    return _prod(g.shape(node.inputs[0])) * _prod(g.shape(node.inputs[1])[1:])
-
-
-def _matmul(g, node):
-    return _prod(g.shape(node.outputs[0])) * g.shape(node.inputs[0])[-1]
-
-
-def _gemm(g, node):
-    a = g.shape(node.inputs[0])
-    k = a[0] if int(node.attrs.get("transA", 0)) else a[1]
-    return _prod(g.shape(node.outputs[0])) * k
-
-
-def _recurrent(gates: int):
-    def macs(g, node):
-        seq, batch, inp = g.shape(node.inputs[0])
-        hidden = int(node.attrs["hidden_size"])
-        directions = 2 if node.attrs.get("direction", b"forward") in (b"bidirectional", "bidirectional") else 1
-        return seq * batch * directions * gates * hidden * (inp + hidden)
-    return macs
-
-
-MAC_COUNTERS = {"Conv": _conv, "ConvTranspose": _conv_transpose, "MatMul": _matmul, "Gemm": _gemm,
-                "LSTM": _recurrent(4), "GRU": _recurrent(3), "RNN": _recurrent(1)}
-
-
-def count_macs(g: ModelGraph, per_node: bool = False):
-    """Multiply-accumulates of the linear ops at the analysed input shapes (total, or per node)."""
-    table = {}
-    for node in g.nodes:
-        fn = MAC_COUNTERS.get(node.op)
-        if fn is None:
-            continue
-        try:
-            table[node.name] = int(fn(g, node))
-        except (TypeError, IndexError, KeyError, ValueError):
-            table[node.name] = 0
-    return table if per_node else int(sum(table.values()))
 
 
 @dataclass
@@ -161,12 +86,6 @@ def _tensors(model: onnx.ModelProto):
                 yield attr.t
 
 
-def layer_macs(g: ModelGraph) -> list[dict]:
-    """MACs of each linear node, in graph order: [{"node", "op", "macs"}]."""
-    table = count_macs(g, per_node=True)
-    return [{"node": n.name, "op": n.op, "macs": table[n.name]} for n in g.nodes if n.name in table]
-
-
 BENCH_SCHEMA = "onnxprune.bench/1"
 
 
@@ -181,7 +100,7 @@ def run_bench(paths: list[str | os.PathLike], data: str | os.PathLike | None = N
     from onnxprune.check.energy import measure_energy
     from onnxprune.check.memprobe import measure_peak_memory
     from onnxprune.load.model import load_model
-    from onnxprune.runtime import session
+    from onnxprune.load.runtime import session
 
     if batch < 1:
         raise BadInputError(f"--batch must be a positive integer, got {batch}")
@@ -228,7 +147,7 @@ def _bench_feed(model, sess, path, given, batch: int, data, load_npz) -> tuple[d
     """The feed at `batch` and the per-sample input shapes that MACs are counted at."""
     from onnxprune.load.data import synthetic_feed
     from onnxprune.graph.model_graph import resolve_input_shapes
-    from onnxprune.runtime import batchable
+    from onnxprune.load.runtime import batchable
 
     shapes = resolve_input_shapes(model, given)
     dynamic_batch = batchable(sess)

@@ -9,7 +9,7 @@ import onnx
 
 from onnxprune.load.data import Dataset
 from onnxprune.errors import BadInputError, ValidationError
-from onnxprune.runtime import run_dataset, session
+from onnxprune.load.runtime import run_dataset, session
 
 
 @dataclass

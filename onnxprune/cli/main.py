@@ -182,8 +182,8 @@ def cmd_prune(args) -> int:
                    lr=args.lr, batch_size=args.batch_size,
                    threads=args.threads, seed=args.seed, progress=not args.quiet and sys.stderr.isatty())
     if args.save_plan:
-        from onnxprune.select.plan import save_plan
-        save_plan(result.plan, args.save_plan)
+        from onnxprune.load.files import write_json_atomic
+        write_json_atomic(result.plan.to_json(), args.save_plan)
     gates = evaluate_gates(result.report["fidelity"], args.min_cosine, args.max_drop, GATE_FLAGS)
     deliver(result.report, result.model, out, gates, force=args.force, report_path=args.report,
             summary_path=args.summary, plot_dir=args.plot, dense=args.model, quiet=args.quiet)
@@ -203,7 +203,7 @@ def cmd_inspect(args) -> int:
 def cmd_sparsify(args) -> int:
     from onnxprune.api import as_model, sparsify
     from onnxprune.load.model import save_model_atomic
-    from onnxprune.report.formats import write_json_atomic
+    from onnxprune.load.files import write_json_atomic
 
     out = Path(args.output)
     if out.exists() and not args.force:
@@ -232,7 +232,7 @@ def cmd_sensitivity(args) -> int:
     from onnxprune.api import analyse, as_model
     from onnxprune.score.calibration import load_calibration
     from onnxprune.graph.model_graph import ModelGraph
-    from onnxprune.report.formats import write_json_atomic
+    from onnxprune.load.files import write_json_atomic
     from onnxprune.select.sensitivity import format_sensitivity, group_sensitivity, plot_sensitivity
 
     model, _ = as_model(args.model)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from onnxprune.graph.model_graph import ModelGraph
-from onnxprune.couple.ops import REGISTRY, Barrier, Link, Slot
+from onnxprune.couple.ops import rule_for, Barrier, Link, Slot
 
 
 @dataclass
@@ -93,7 +93,7 @@ def build_dependency(g: ModelGraph) -> Dependency:
     """Carry every seed slot through the graph and group the resulting channels."""
     builder = _Builder(g)
     for node in g.nodes:
-        rule = REGISTRY.get(node.op) if node.proto.domain in ("", "ai.onnx") else None
+        rule = rule_for(node)
         if rule is None:
             continue
         try:
@@ -159,7 +159,7 @@ class _Builder:
     def _carry(self, node_index: int, slot: Slot) -> list[Slot]:
         node = self.g.nodes[node_index]
         self.visited.add((node_index, slot))
-        rule = REGISTRY.get(node.op) if node.proto.domain in ("", "ai.onnx") else None
+        rule = rule_for(node)
         if rule is None:
             domain = f"{node.proto.domain}." if node.proto.domain not in ("", "ai.onnx") else ""
             self.freezes.append(Freeze(slot, node.name, domain + node.op, "no pruning rule for this op"))

@@ -118,15 +118,6 @@ class Rule:
         return None
 
 
-REGISTRY: dict[str, Rule] = {}
-
-
-def register(rule: Rule) -> Rule:
-    for op in rule.ops:
-        REGISTRY[op] = rule
-    return rule
-
-
 def rank(g: "ModelGraph", tensor: str) -> int:
     shape = g.shape(tensor)
     if shape is None:

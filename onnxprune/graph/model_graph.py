@@ -338,7 +338,7 @@ def _probe_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Shape], nam
                   dtypes: dict[str, int], problems: list[str]) -> dict[str, Shape]:
     """Run ONNX Runtime once with the unresolved tensors exposed as outputs and read their shapes."""
     from onnxprune.load.data import synthetic_feed
-    from onnxprune.runtime import session
+    from onnxprune.load.runtime import session
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)

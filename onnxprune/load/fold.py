@@ -18,8 +18,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxprune.couple.ops.static import NONDETERMINISTIC
-
+# ops whose output differs from run to run even with constant inputs
+NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                    "Bernoulli"}
 NEVER_FOLD = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Constant", "If", "Loop", "Scan",
               "SequenceConstruct", "SequenceEmpty", "Optional"} | NONDETERMINISTIC
 MIN_IR_VERSION = 4  # the first IR version in which initializers need not be graph inputs

@@ -22,20 +22,10 @@ from onnxprune.score.calibration import Statistics
 from onnxprune.couple.dependency import Dependency
 from onnxprune.errors import BadInputError
 from onnxprune.graph.model_graph import ModelGraph
-from onnxprune.couple.ops import REGISTRY
+from onnxprune.couple.ops import linear_sites
 from onnxprune.couple.vocabulary import LinearSite, Slot
 
 METHODS = ("none", "bias", "lstsq")
-
-
-def linear_sites(g: ModelGraph) -> list[tuple[int, LinearSite]]:
-    sites = []
-    for node in g.nodes:
-        rule = REGISTRY.get(node.op) if node.proto.domain in ("", "ai.onnx") else None
-        site = rule.linear_site(g, node) if rule is not None else None
-        if site is not None and not g.is_const(site.x):
-            sites.append((node.index, site))
-    return sites
 
 
 def add_missing_biases(model: onnx.ModelProto, input_shapes=None) -> onnx.ModelProto:

@@ -2,33 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
-
-def write_json_atomic(data: dict, path: str | os.PathLike) -> None:
-    write_text_atomic(json.dumps(data, indent=2, sort_keys=False) + "\n", path)
-
-
-def write_text_atomic(text: str, path: str | os.PathLike) -> None:
-    """Write via a temporary file in the same folder and a rename: never a half-written file."""
-    write_bytes_atomic(text.encode("utf-8"), path)
-
-
-def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from onnxprune.load.files import write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: F401  (re-exported)
 
 
 def _fmt(n: float) -> str:

@@ -62,7 +62,8 @@ def deliver(report: dict, model: onnx.ModelProto, output: str | os.PathLike, gat
     """Write the model if every gate passed, then the report, summary and plots; print the table;
     raise GateError (exit 1) naming the missed gates, after everything else is written."""
     from onnxprune.load.model import save_model_atomic
-    from onnxprune.report.formats import format_markdown, format_summary, write_json_atomic, write_text_atomic
+    from onnxprune.report.formats import format_markdown, format_summary
+    from onnxprune.load.files import write_json_atomic, write_text_atomic
 
     report["gates"] = [g.as_dict() for g in gates]
     if failed(gates):

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from onnxprune.errors import BadInputError
-from onnxprune.report.formats import write_bytes_atomic
+from onnxprune.load.files import write_bytes_atomic
 
 INSTALL_HINT = "pip install 'onnxprune[plot]'"
 

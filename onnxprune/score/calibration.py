@@ -19,7 +19,7 @@ import onnx
 
 from onnxprune.load.data import Dataset, load_npz
 from onnxprune.errors import BadInputError
-from onnxprune.runtime import batchable, session
+from onnxprune.load.runtime import batchable, session
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 GRAM_LIMIT = 4096  # channels above this get no Gram matrix (memory grows with its square)

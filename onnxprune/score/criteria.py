@@ -154,7 +154,7 @@ def apoz(dep: Dependency, stats: Statistics | None = None, **_) -> np.ndarray:
 def reconstruction(dep: Dependency, stats: Statistics | None = None, ridge: float = 1e-3, **_) -> np.ndarray:
     """OBS-style output error of removing each input channel of every linear layer on its own, when
     the remaining channels compensate optimally: ||W[:, c]||^2 / [(Cov + ridge)^-1]_cc."""
-    from onnxprune.recover.reconstruction import linear_sites
+    from onnxprune.couple.ops import linear_sites
     stats = _need(stats, "reconstruction")
     members = []
     for _, site in linear_sites(dep.graph):
@@ -178,8 +178,8 @@ def reconstruction(dep: Dependency, stats: Statistics | None = None, ridge: floa
 def taylor(dep: Dependency, stats: Statistics | None = None, data=None, batch_size: int = 32, **_) -> np.ndarray:
     """First-order Taylor (Molchanov et al.): (sum of w * dL/dw over the channel's weights)^2, averaged
     over labelled calibration batches; gradients come from the in-graph training graph in ONNX Runtime."""
-    from onnxprune.recover.autodiff import build_training_graph, read_weights
-    from onnxprune.runtime import batchable, session
+    from onnxprune.autodiff import build_training_graph, read_weights
+    from onnxprune.load.runtime import batchable, session
 
     if data is None or data.labels is None:
         raise BadInputError("criterion 'taylor' needs labelled calibration data (a 'labels' array in --calib)")
@@ -222,7 +222,7 @@ def wanted_statistics(dep: Dependency, name: str) -> dict[tuple[str, int], bool]
         return {}
     wanted = {(s.tensor, s.axis): False for s in dep.slots if s.tensor not in dep.graph.constants}
     if name in NEEDS_GRAM:
-        from onnxprune.recover.reconstruction import linear_sites
+        from onnxprune.couple.ops import linear_sites
         for _, site in linear_sites(dep.graph):
             if Slot(site.x, site.x_axis) in dep.slot_index:
                 wanted[(site.x, site.x_axis)] = True

@@ -1,4 +1,4 @@
-"""Selection: which channels each group keeps, as a Plan that the rewrite applies.
+"""Selection: which channels each group keeps, as a Plan (couple/plan.py) that the rewrite applies.
 
 Local scope removes the same share of every group; global scope ranks all channels together
 (scores normalised per group) under a per-group cap. Targets (a fraction of MACs or parameters to
@@ -9,74 +9,16 @@ each slot, so a search step costs microseconds, not a rewrite.
 from __future__ import annotations
 
 import fnmatch
-import json
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from onnxprune.couple.dependency import Dependency
+from onnxprune.couple.plan import Plan
 from onnxprune.errors import BadInputError
 from onnxprune.couple.vocabulary import Slot
+from onnxprune.graph.cost import count_macs
 
-PLAN_SCHEMA = "onnxprune.plan/1"
 TARGET_TOLERANCE = 0.02  # a target is met when the kept fraction lands within this of it
-
-
-@dataclass
-class Plan:
-    """The channels to remove (a bool per channel of `dep`) and how the choice was made."""
-
-    dep: Dependency
-    removed: np.ndarray
-    options: dict = field(default_factory=dict)
-
-    @property
-    def kept_per_group(self) -> list[tuple[int, int]]:
-        """(kept, total) channels per group."""
-        return [(int((~self.removed[grp.channels]).sum()), grp.size) for grp in self.dep.groups]
-
-    def summary(self) -> dict:
-        groups = []
-        for grp, (kept, total) in zip(self.dep.groups, self.kept_per_group):
-            groups.append({"group": grp.id, "channels": total, "kept": kept, "frozen": bool(grp.frozen.all()),
-                           "slots": [str(s) for s in grp.slots[:4]] + (["..."] if len(grp.slots) > 4 else [])})
-        return {"channels": int(self.dep.num_channels), "removed": int(self.removed.sum()),
-                "groups": len(groups), "pruned_groups": sum(1 for g in groups if g["kept"] < g["channels"]),
-                "per_group": groups}
-
-    def to_json(self) -> dict:
-        """Kept indices per group, named by parameter slots so a new export of the model can reuse them."""
-        groups = []
-        for grp in self.dep.groups:
-            if not self.removed[grp.channels].any():
-                continue
-            anchors = [s for s in grp.slots if s.tensor in self.dep.graph.constants] or grp.slots
-            anchor = anchors[0]
-            kept = np.flatnonzero(~self.removed[self.dep.elements(anchor)])
-            groups.append({"anchor": {"tensor": anchor.tensor, "axis": anchor.axis, "size": self.dep.slot_size(anchor)},
-                           "kept": kept.tolist()})
-        return {"schema": PLAN_SCHEMA, "options": self.options, "groups": groups}
-
-
-def plan_from_json(dep: Dependency, data: dict) -> Plan:
-    """Re-apply a saved plan to a (possibly re-exported) model with the same parameter names."""
-    if data.get("schema") != PLAN_SCHEMA:
-        raise BadInputError(f"not an onnxprune plan (schema {data.get('schema')!r}, expected {PLAN_SCHEMA})")
-    removed = np.zeros(dep.num_channels, dtype=bool)
-    for entry in data["groups"]:
-        a = entry["anchor"]
-        slot = Slot(a["tensor"], int(a["axis"]))
-        if slot not in dep.slot_index or dep.slot_size(slot) != int(a["size"]):
-            raise BadInputError(f"plan names {a['tensor']}[axis {a['axis']}] of size {a['size']}, "
-                                "which this model does not have as a prunable slot")
-        elements = dep.elements(slot)
-        keep = np.zeros(len(elements), dtype=bool)
-        keep[np.asarray(entry["kept"], dtype=np.int64)] = True
-        if dep.channel_frozen[elements[~keep]].any():
-            raise BadInputError(f"plan removes frozen channels of {a['tensor']}")
-        removed[elements[~keep]] = True
-        removed[elements[keep]] = False
-    return Plan(dep, removed, {**data.get("options", {}), "from_plan": True})
 
 
 def rounded_keep(total: int, ratio: float, round_to: int) -> int:
@@ -187,7 +129,6 @@ class CostModel:
     """
 
     def __init__(self, dep: Dependency):
-        from onnxprune.check.bench import count_macs
         self.dep = dep
         g = dep.graph
         self.slots_of: dict[str, list[Slot]] = {}
@@ -312,16 +253,3 @@ def _moves(dep: Dependency, removed: np.ndarray, scores: np.ndarray, round_to: i
         if len(dead):
             grow = min(min((kept // step + 1) * step, grp.size) - kept, len(dead))
             yield dead[np.argsort(-scores[dead], kind="stable")[:grow]], False
-
-
-def save_plan(plan: Plan, path) -> None:
-    from onnxprune.report.formats import write_json_atomic
-    write_json_atomic(plan.to_json(), path)
-
-
-def load_plan_file(path) -> dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BadInputError(f"{path}: cannot read plan ({exc})") from None

@@ -7,9 +7,10 @@ import numpy as np
 from onnxprune.load.data import Dataset
 from onnxprune.couple.dependency import Dependency
 from onnxprune.score.criteria import score
-from onnxprune.select.plan import Plan, rounded_keep
+from onnxprune.couple.plan import Plan
+from onnxprune.select.plan import rounded_keep
 from onnxprune.apply.rewrite import apply_plan
-from onnxprune.runtime import run_dataset, session
+from onnxprune.load.runtime import run_dataset, session
 
 DEFAULT_RATIOS = (0.25, 0.5, 0.75)
 

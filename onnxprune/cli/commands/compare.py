@@ -32,10 +32,11 @@ def run(args) -> int:
 
     from onnxprune.errors import BadInputError
     from onnxprune.load.model import load_model, save_model_atomic
-    from onnxprune.report.formats import write_json_atomic
+    from onnxprune.load.files import write_json_atomic
     from onnxprune.recover.schedules.compare import compare
     from onnxprune.recover.schedules.report import format_compare, plot_compare
-    from onnxprune.cli.commands.train import load_data, progress_bar, schedule_options
+    from onnxprune.cli.commands.train import load_data, schedule_options
+    from onnxprune.progress import step_bar
 
     if args.plot:
         from onnxprune.report.plots import require_matplotlib
@@ -52,7 +53,7 @@ def run(args) -> int:
     if len(val) < args.batch:
         raise BadInputError(f"--batch {args.batch} is larger than the {len(val)} samples of {args.val}")
     done = compare(model, data, val, options, schedules=schedules, rounds=args.rounds, batch=args.batch,
-                   threads=args.threads, bar_factory=progress_bar)
+                   threads=args.threads, bar_factory=step_bar)
     report = {"input": args.model, **done.report}
     if args.save_dir:
         for result in done.results:

@@ -60,18 +60,6 @@ def load_data(model, path: str):
     return load_calibration(path, {k: len(v) for k, v in resolve_input_shapes(model, None).items()})
 
 
-def progress_bar(desc: str, total: int):
-    """A tqdm bar on a terminal (not with -q), else None."""
-    from onnxprune import progress
-
-    if not progress.enabled():
-        return None
-    import sys
-
-    from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="step", leave=False, file=sys.stderr, dynamic_ncols=True)
-
-
 def add_parser(sub) -> None:
     from onnxprune.cli.commands import add_verbosity
 
@@ -90,9 +78,10 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from onnxprune.load.model import load_model, save_model_atomic
     from onnxprune.report.outputs import check_destinations
-    from onnxprune.report.formats import write_json_atomic
+    from onnxprune.load.files import write_json_atomic
     from onnxprune.recover.schedules import SCHEDULES, train_schedule
     from onnxprune.recover.schedules.measure import accuracy
+    from onnxprune.progress import step_bar
 
     out = check_destinations(args.output, args.model, args.force)
     options = schedule_options(args)
@@ -100,7 +89,7 @@ def run(args) -> int:
     data = load_data(model, args.data)
     val = load_data(model, args.val) if args.val else None
     steps = options.epochs * -(-len(data) // options.train.batch_size)
-    bar = progress_bar(f"train ({args.schedule})", steps)
+    bar = step_bar(f"train ({args.schedule})", steps)
     try:
         result = train_schedule(model, data, args.schedule, options, val_data=val, bar=bar)
     finally:

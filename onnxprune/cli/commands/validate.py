@@ -37,7 +37,7 @@ def run(args) -> int:
     from onnxprune.graph.model_graph import resolve_input_shapes
     from onnxprune.load.model import load_model
     from onnxprune.report.formats import format_validation
-    from onnxprune.runtime import session
+    from onnxprune.load.runtime import session
     from onnxprune.report.schema import VALIDATE
     from onnxprune.check.validate import validate_pair
 

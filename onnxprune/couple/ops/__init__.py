@@ -1,6 +1,30 @@
-"""Op rules, one small declaration per op family, registered by op type in REGISTRY."""
+"""Op rules, one small declaration per op family. Each module lists its rules in `RULES`; MODULES names
+every module, and REGISTRY maps each op type to its rule. A new op family is one file here and one
+entry in MODULES."""
 
-from onnxprune.couple.ops import conv, elementwise, linear, misc, norm, pool, recurrent, shape_ops  # noqa: F401  (registration)
-from onnxprune.couple.vocabulary import REGISTRY, Barrier, Link, Rule, Slot
+from onnxprune.couple.ops import conv, elementwise, linear, misc, norm, pool, recurrent, shape_ops
+from onnxprune.couple.vocabulary import Barrier, LinearSite, Link, Rule, Slot
+from onnxprune.graph.model_graph import ModelGraph, Node
 
-__all__ = ["REGISTRY", "Barrier", "Link", "Rule", "Slot"]
+MODULES = (conv, elementwise, linear, misc, norm, pool, recurrent, shape_ops)
+REGISTRY: dict[str, Rule] = {op: rule for module in MODULES for rule in module.RULES for op in rule.ops}
+
+
+
+def rule_for(node: Node) -> Rule | None:
+    """The rule of `node`'s op; ops outside the standard domain have none (they are barriers)."""
+    return REGISTRY.get(node.op) if node.proto.domain in ("", "ai.onnx") else None
+
+
+def linear_sites(g: ModelGraph) -> list[tuple[int, LinearSite]]:
+    """(node index, site) for every op computing W x with a constant W and a computed x."""
+    sites = []
+    for node in g.nodes:
+        rule = rule_for(node)
+        site = rule.linear_site(g, node) if rule is not None else None
+        if site is not None and not g.is_const(site.x):
+            sites.append((node.index, site))
+    return sites
+
+
+__all__ = ["REGISTRY", "MODULES", "Barrier", "Link", "Rule", "Slot", "rule_for", "linear_sites"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.couple.vocabulary import Barrier, LinearSite, Link, Rule, Slot, dim, identity, indexed, merged, register
-from onnxprune.couple.ops.static import is_static
+from onnxprune.couple.vocabulary import Barrier, LinearSite, Link, Rule, Slot, dim, identity, indexed, merged
+from onnxprune.graph.static_tensors import is_static
 
 
 class ConvRule(Rule):
@@ -67,4 +67,7 @@ class ConvRule(Rule):
             ctx.set_attr(node, "group", ctx.new_dim(x, 1))
 
 
-register(ConvRule())
+# the rules this module contributes; couple/ops/__init__.py lists every module
+RULES = (
+    ConvRule(),
+)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from onnxprune.couple.vocabulary import Barrier, Link, Rule, Slot, dim, identity, rank, register
+from onnxprune.couple.vocabulary import Barrier, Link, Rule, Slot, dim, identity, rank
 
 UNARY = (
     "Relu", "LeakyRelu", "Elu", "Selu", "Celu", "ThresholdedRelu", "Sigmoid", "HardSigmoid", "HardSwish",
@@ -56,7 +56,10 @@ class Elementwise(Rule):
         return links
 
 
-register(Elementwise(UNARY, data_inputs=(0,)))
-register(Elementwise(BROADCASTING))
-register(Elementwise(("Clip",), data_inputs=(0,)))
-register(Elementwise(("Dropout",), data_inputs=(0,)))
+# the rules this module contributes; couple/ops/__init__.py lists every module
+RULES = (
+    Elementwise(UNARY, data_inputs=(0,)),
+    Elementwise(BROADCASTING),
+    Elementwise(("Clip",), data_inputs=(0,)),
+    Elementwise(("Dropout",), data_inputs=(0,)),
+)

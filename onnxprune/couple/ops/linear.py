@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from onnxprune.couple.vocabulary import Barrier, LinearSite, Link, Rule, Slot, dim, family, rank, register
-from onnxprune.couple.ops.static import is_static
+from onnxprune.couple.vocabulary import Barrier, LinearSite, Link, Rule, Slot, dim, family, rank
+from onnxprune.graph.static_tensors import is_static
 
 
 def _family_of(slot: Slot, families: list[list[Slot]], g, node) -> list[Link]:
@@ -88,5 +88,8 @@ class MatMulRule(Rule):
         return []
 
 
-register(GemmRule())
-register(MatMulRule())
+# the rules this module contributes; couple/ops/__init__.py lists every module
+RULES = (
+    GemmRule(),
+    MatMulRule(),
+)

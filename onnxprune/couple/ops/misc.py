@@ -9,10 +9,10 @@ import re
 
 import numpy as np
 
-from onnxprune.couple.vocabulary import Barrier, Link, Rule, Slot, dim, family, identity, indexed, merged, norm_axis, rank, register
+from onnxprune.couple.vocabulary import Barrier, Link, Rule, Slot, dim, family, identity, indexed, merged, norm_axis, rank
 from onnxprune.couple.ops.pool import PassAxes
 from onnxprune.couple.ops.shape_ops import write_shape_input
-from onnxprune.couple.ops.static import is_static
+from onnxprune.graph.static_tensors import is_static
 
 
 # ---- normalization across channels -------------------------------------------------------------------
@@ -56,9 +56,6 @@ def _batch_only(g, node):
 
 
 # LRN's sum of squares runs over neighbouring channels: a removed channel changes its neighbours.
-register(PassAxes(("LRN",), _batch_only,
-                  "LRN normalizes each channel by its neighbours; removing one changes the others"))
-register(GroupNormRule())
 
 
 # ---- depth <-> space ---------------------------------------------------------------------------------
@@ -87,7 +84,6 @@ class DepthSpaceRule(Rule):
         return [merged(Slot(shallow, 1), Slot(deep, 1), (blocks, channels), 1)]
 
 
-register(DepthSpaceRule())
 
 
 # ---- Einsum ------------------------------------------------------------------------------------------
@@ -154,7 +150,6 @@ class EinsumRule(Rule):
                 for a, l in enumerate(labels) if l in weight_labels]
 
 
-register(EinsumRule())
 
 
 # ---- quantization --------------------------------------------------------------------------------------
@@ -193,7 +188,6 @@ class QDQRule(Rule):
         return family(members, n)
 
 
-register(QDQRule())
 
 
 # ---- computed constants --------------------------------------------------------------------------------
@@ -213,7 +207,6 @@ class ConstantOfShapeRule(Rule):
         write_shape_input(ctx, node, 0, node.outputs[0])
 
 
-register(ConstantOfShapeRule())
 
 
 class Fixed(Rule):
@@ -227,5 +220,14 @@ class Fixed(Rule):
         raise Barrier(self.reason)
 
 
-register(Fixed(("NonZero", "Unique", "Compress", "NonMaxSuppression"), "the length of its output depends on the data"))
-register(Fixed(("Range",), "its length is computed from scalar inputs"))
+# the rules this module contributes; couple/ops/__init__.py lists every module
+RULES = (
+    PassAxes(("LRN",), _batch_only, "LRN normalizes each channel by its neighbours; removing one changes the others"),
+    GroupNormRule(),
+    DepthSpaceRule(),
+    EinsumRule(),
+    QDQRule(),
+    ConstantOfShapeRule(),
+    Fixed(("NonZero", "Unique", "Compress", "NonMaxSuppression"), "the length of its output depends on the data"),
+    Fixed(("Range",), "its length is computed from scalar inputs"),
+)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from onnxprune.couple.vocabulary import Barrier, Rule, Slot, dim, family, norm_axis, rank, register
+from onnxprune.couple.vocabulary import Barrier, Rule, Slot, dim, family, norm_axis, rank
 
 
 class PerChannelNorm(Rule):
@@ -40,6 +40,9 @@ class LayerNormRule(Rule):
         raise Barrier("LayerNormalization's mean and variance span this axis; removing channels would change them")
 
 
-register(PerChannelNorm(("BatchNormalization",), params=(1, 2, 3, 4)))
-register(PerChannelNorm(("InstanceNormalization",), params=(1, 2)))
-register(LayerNormRule())
+# the rules this module contributes; couple/ops/__init__.py lists every module
+RULES = (
+    PerChannelNorm(("BatchNormalization",), params=(1, 2, 3, 4)),
+    PerChannelNorm(("InstanceNormalization",), params=(1, 2)),
+    LayerNormRule(),
+)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.couple.vocabulary import Barrier, Rule, Slot, attr_or_input_ints, dim, family, norm_axis, rank, register
+from onnxprune.couple.vocabulary import Barrier, Rule, Slot, attr_or_input_ints, dim, family, norm_axis, rank
 
 
 class PassAxes(Rule):
@@ -107,11 +107,13 @@ class ResizeRule(PassAxes):
 
 
 POOLS = ("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool", "MaxRoiPool")
-register(PassAxes(POOLS, _batch_and_channel, "pooling mixes the spatial axes"))
-register(ResizeRule(("Resize", "Upsample"), _unchanged_dims, "Resize rescales this axis"))
-register(PassAxes(("Pad",), _unchanged_dims, "Pad changes the length of this axis"))
-register(PassAxes(("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
-                   "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin"),
-                  _kept_by_reduction, "the op reduces over this axis"))
-register(PassAxes(("Softmax", "LogSoftmax", "Hardmax"), _softmax_free,
-                  "softmax normalizes over this axis; removing entries would change every output"))
+
+
+# the rules this module contributes; couple/ops/__init__.py lists every module
+RULES = (
+    PassAxes(POOLS, _batch_and_channel, "pooling mixes the spatial axes"),
+    ResizeRule(("Resize", "Upsample"), _unchanged_dims, "Resize rescales this axis"),
+    PassAxes(("Pad",), _unchanged_dims, "Pad changes the length of this axis"),
+    PassAxes(("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin"), _kept_by_reduction, "the op reduces over this axis"),
+    PassAxes(("Softmax", "LogSoftmax", "Hardmax"), _softmax_free, "softmax normalizes over this axis; removing entries would change every output"),
+)

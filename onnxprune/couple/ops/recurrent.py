@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onnxprune.couple.vocabulary import Barrier, Link, Rule, Slot, dim, identity, indexed, register
+from onnxprune.couple.vocabulary import Barrier, Link, Rule, Slot, dim, identity, indexed
 
 VANISH_AT_ZERO = {"Tanh", "Relu", "LeakyRelu", "ThresholdedRelu", "ScaledTanh", "Softsign", "Elu"}
 
@@ -106,6 +106,9 @@ class RecurrentRule(Rule):
             ctx.set_attr(node, "hidden_size", hidden)
 
 
-register(RecurrentRule(Cell(("LSTM",), 4, ("Sigmoid", "Tanh", "Tanh"), (1, 2), (5, 6), 7)))
-register(RecurrentRule(Cell(("GRU",), 3, ("Sigmoid", "Tanh"), (1,), (5,), None)))
-register(RecurrentRule(Cell(("RNN",), 1, ("Tanh",), (0,), (5,), None)))
+# the rules this module contributes; couple/ops/__init__.py lists every module
+RULES = (
+    RecurrentRule(Cell(("LSTM",), 4, ("Sigmoid", "Tanh", "Tanh"), (1, 2), (5, 6), 7)),
+    RecurrentRule(Cell(("GRU",), 3, ("Sigmoid", "Tanh"), (1,), (5,), None)),
+    RecurrentRule(Cell(("RNN",), 1, ("Tanh",), (0,), (5,), None)),
+)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.couple.vocabulary import Barrier, Link, Rule, Slot, attr_or_input_ints, dim, family, identity, indexed, merged, norm_axis, offset, rank, register
+from onnxprune.couple.vocabulary import Barrier, Link, Rule, Slot, attr_or_input_ints, dim, family, identity, indexed, merged, norm_axis, offset, rank
 
 
 # ---- merging and splitting axes ------------------------------------------------------------------
@@ -421,6 +421,6 @@ class ShapeRule(Rule):
         return []
 
 
-for rule in (ReshapeRule(), FlattenRule(), TransposeRule(), SqueezeRule(), ConcatRule(), SplitRule(),
-             SliceRule(), GatherRule(), ExpandRule(), ShapeRule()):
-    register(rule)
+# the rules this module contributes; couple/ops/__init__.py lists every module
+RULES = (ReshapeRule(), FlattenRule(), TransposeRule(), SqueezeRule(), ConcatRule(), SplitRule(), SliceRule(),
+         GatherRule(), ExpandRule(), ShapeRule())

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from onnxprune.recover.autodiff import read_weights, write_weights
+from onnxprune.autodiff import read_weights, write_weights
 from onnxprune.errors import BadInputError
 from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.apply.sparsity import sparse_weights

@@ -15,11 +15,11 @@ from typing import Mapping
 import numpy as np
 import onnx
 
-from onnxprune.recover.autodiff import build_training_graph, read_weights, write_weights
-from onnxprune.recover.autodiff.optim import FlatParams, make_optimizer
-from onnxprune.recover.autodiff.runner import Forward, TrainStep
-from onnxprune.recover.autodiff.lr_schedule import make_schedule
-from onnxprune.recover.autodiff.trainer import data_batchable, shuffled_batches, check_ranks, loss_targets, train_epoch, evaluate_epoch
+from onnxprune.autodiff import build_training_graph, read_weights, write_weights
+from onnxprune.autodiff.optim import FlatParams, make_optimizer
+from onnxprune.autodiff.runner import Forward, TrainStep
+from onnxprune.autodiff.lr_schedule import make_schedule
+from onnxprune.recover.finetune import data_batchable, shuffled_batches, check_ranks, loss_targets, train_epoch, evaluate_epoch
 from onnxprune.load.data import Dataset
 from onnxprune.errors import BadInputError
 

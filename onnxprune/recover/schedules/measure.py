@@ -20,11 +20,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxprune.check.bench import count_macs
+from onnxprune.graph.cost import count_macs
 from onnxprune.load.data import Dataset
 from onnxprune.check.energy import measure_energy, rapl_zones
 from onnxprune.graph.model_graph import ModelGraph
-from onnxprune.runtime import run_dataset, session
+from onnxprune.load.runtime import run_dataset, session
 from onnxprune.apply.sparsity import zipped_size
 from onnxprune.recover.schedules.layers import find_layers
 

@@ -27,7 +27,7 @@ from typing import Callable, Mapping
 import numpy as np
 import onnx
 
-from onnxprune.recover.autodiff import read_weights
+from onnxprune.autodiff import read_weights
 from onnxprune.load.data import Dataset
 from onnxprune.errors import BadInputError
 from onnxprune.load.fold import fold_constants

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxprune.report.formats import write_bytes_atomic
+from onnxprune.load.files import write_bytes_atomic
 
 # (header, row key, format) in table order: the columns are data, the formatter is generic
 COLUMNS = (

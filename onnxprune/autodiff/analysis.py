@@ -14,8 +14,8 @@ import numpy as np
 
 from onnxprune.errors import BadInputError
 from onnxprune.graph.model_graph import Node
-from onnxprune.recover.autodiff.context import GradContext
-from onnxprune.recover.autodiff.registry import NO_GRADIENT, Rule, lookup
+from onnxprune.autodiff.context import GradContext
+from onnxprune.autodiff.registry import NO_GRADIENT, Rule, lookup
 
 
 @dataclass

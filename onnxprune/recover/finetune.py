@@ -17,13 +17,13 @@ import onnx
 
 from onnxprune.load.data import Dataset
 from onnxprune.errors import BadInputError
-from onnxprune.runtime import session
-from onnxprune.recover.autodiff.builder import TrainingGraph, _load, build_training_graph
-from onnxprune.recover.autodiff.losses import numpy_loss
-from onnxprune.recover.autodiff.optim import AdamW, FlatParams, SGD, make_optimizer
-from onnxprune.recover.autodiff.runner import Forward, TrainStep
-from onnxprune.recover.autodiff.lr_schedule import cosine, make_schedule, step_decay
-from onnxprune.recover.autodiff.weights import read_weights, write_weights
+from onnxprune.load.runtime import session
+from onnxprune.autodiff.builder import TrainingGraph, _load, build_training_graph
+from onnxprune.autodiff.losses import numpy_loss
+from onnxprune.autodiff.optim import AdamW, FlatParams, SGD, make_optimizer
+from onnxprune.autodiff.runner import Forward, TrainStep
+from onnxprune.autodiff.lr_schedule import cosine, make_schedule, step_decay
+from onnxprune.autodiff.weights import read_weights, write_weights
 
 __all__ = ["finetune", "FinetuneResult", "SGD", "AdamW", "cosine", "step_decay"]  # optimizers re-exported
 

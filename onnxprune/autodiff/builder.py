@@ -18,9 +18,9 @@ from onnx import helper
 
 from onnxprune.errors import BadInputError
 from onnxprune.graph.model_graph import ModelGraph, resolve_input_shapes
-from onnxprune.recover.autodiff.analysis import analyse, rule_for
-from onnxprune.recover.autodiff.context import GradContext
-from onnxprune.recover.autodiff.losses import emit_loss
+from onnxprune.autodiff.analysis import analyse, rule_for
+from onnxprune.autodiff.context import GradContext
+from onnxprune.autodiff.losses import emit_loss
 
 TRAINING_OPSET = 17  # ScatterElements(reduction=add) needs 16; LayerNormalization 17
 PROBE_BATCH = 2      # a batch of 2 tells broadcast axes (size 1) from the batch axis
@@ -190,7 +190,7 @@ def _assemble(g: ModelGraph, ctx: GradContext, trainable: list[str], grads: dict
     initializers = [i for i in initializers if i.name in used]
     graph = helper.make_graph(nodes, f"{model.graph.name or 'model'}_training", inputs, outputs, initializers)
     opsets = [o for o in model.opset_import if o.domain not in ("", "ai.onnx")] + [helper.make_opsetid("", opset)]
-    built = helper.make_model(graph, opset_imports=opsets, producer_name="onnxprune.recover.autodiff",
+    built = helper.make_model(graph, opset_imports=opsets, producer_name="onnxprune.autodiff",
                               ir_version=min(max(model.ir_version, 8), 10))
     return built
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from onnxprune.recover.autodiff.context import GradContext, attr
-from onnxprune.recover.autodiff.registry import register
+from onnxprune.autodiff.context import GradContext, attr
+from onnxprune.autodiff.rule import RuleTable
+
+GRADIENTS = RuleTable()
 
 
-@register("Gemm", layer=True)
+@GRADIENTS.register("Gemm", layer=True)
 def gemm(ctx, node, dys, needs):
     # Y = alpha * A' B' + beta * C with A' = A^T if transA, B' = B^T if transB
     a, b = node.inputs[:2]
@@ -33,7 +35,7 @@ def gemm(ctx, node, dys, needs):
     return [da, db, dc][:len(node.inputs)]
 
 
-@register("MatMul", layer=True)
+@GRADIENTS.register("MatMul", layer=True)
 def matmul(ctx, node, dys, needs):
     a, b = node.inputs
     dy = dys[0]

@@ -13,7 +13,7 @@ import onnx
 from onnx import helper
 
 from onnxprune.errors import BadInputError
-from onnxprune.recover.autodiff.context import GradContext
+from onnxprune.autodiff.context import GradContext
 
 LOSSES = ("cross_entropy", "mse", "distill")
 DISTILL_MODES = ("kl", "mse")

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import math
 
-from onnxprune.recover.autodiff.context import GradContext, attr
-from onnxprune.recover.autodiff.registry import register
+from onnxprune.autodiff.context import GradContext, attr
+from onnxprune.autodiff.rule import RuleTable
+
+GRADIENTS = RuleTable()
 
 
 def _scale(ctx: GradContext, dy: str, factor: str) -> str:
     return ctx.emit("Mul", [dy, factor])
 
 
-@register("Relu", inputs=(0,))
+@GRADIENTS.register("Relu", inputs=(0,))
 def relu(ctx, node, dys, needs):
     x, y = node.inputs[0], node.outputs[0]
     return [ctx.emit("Where", [ctx.emit("Greater", [y, ctx.scalar(0.0, x)]), dys[0], ctx.scalar(0.0, x)])]
 
 
-@register("LeakyRelu", inputs=(0,))
+@GRADIENTS.register("LeakyRelu", inputs=(0,))
 def leaky_relu(ctx, node, dys, needs):
     x = node.inputs[0]
     alpha = float(attr(node, "alpha", 0.01))
@@ -26,7 +28,7 @@ def leaky_relu(ctx, node, dys, needs):
     return [ctx.emit("Where", [positive, dys[0], ctx.emit("Mul", [dys[0], ctx.scalar(alpha, x)])])]
 
 
-@register("PRelu", layer=True)
+@GRADIENTS.register("PRelu", layer=True)
 def prelu(ctx, node, dys, needs):
     x, slope = node.inputs[:2]
     dy = dys[0]
@@ -40,20 +42,20 @@ def prelu(ctx, node, dys, needs):
     return [dx, dslope]
 
 
-@register("Sigmoid", inputs=(0,))
+@GRADIENTS.register("Sigmoid", inputs=(0,))
 def sigmoid(ctx, node, dys, needs):
     y = node.outputs[0]
     one_minus = ctx.emit("Sub", [ctx.scalar(1.0, y), y])
     return [_scale(ctx, dys[0], ctx.emit("Mul", [y, one_minus]))]
 
 
-@register("Tanh", inputs=(0,))
+@GRADIENTS.register("Tanh", inputs=(0,))
 def tanh(ctx, node, dys, needs):
     y = node.outputs[0]
     return [_scale(ctx, dys[0], ctx.emit("Sub", [ctx.scalar(1.0, y), ctx.emit("Mul", [y, y])]))]
 
 
-@register("HardSigmoid", inputs=(0,))
+@GRADIENTS.register("HardSigmoid", inputs=(0,))
 def hard_sigmoid(ctx, node, dys, needs):
     y = node.outputs[0]
     alpha = float(attr(node, "alpha", 0.2))
@@ -61,7 +63,7 @@ def hard_sigmoid(ctx, node, dys, needs):
     return [ctx.emit("Where", [inside, ctx.emit("Mul", [dys[0], ctx.scalar(alpha, y)]), ctx.scalar(0.0, y)])]
 
 
-@register("HardSwish", inputs=(0,))
+@GRADIENTS.register("HardSwish", inputs=(0,))
 def hard_swish(ctx, node, dys, needs):
     # y = x * clip(x/6 + 1/2, 0, 1): slope 0 below -3, 1 above 3, x/3 + 1/2 between
     x = node.inputs[0]
@@ -71,7 +73,7 @@ def hard_swish(ctx, node, dys, needs):
     return [_scale(ctx, dys[0], slope)]
 
 
-@register("Clip", inputs=(0,))
+@GRADIENTS.register("Clip", inputs=(0,))
 def clip(ctx, node, dys, needs):
     x = node.inputs[0]
     lo, hi = node.input(1), node.input(2)  # inputs since opset 11 (training graphs are opset >= 17)
@@ -86,14 +88,14 @@ def clip(ctx, node, dys, needs):
     return [ctx.emit("Where", [mask, dys[0], ctx.scalar(0.0, x)])]
 
 
-@register("Erf", inputs=(0,))
+@GRADIENTS.register("Erf", inputs=(0,))
 def erf(ctx, node, dys, needs):
     x = node.inputs[0]
     gauss = ctx.emit("Exp", [ctx.emit("Neg", [ctx.emit("Mul", [x, x])])])
     return [_scale(ctx, dys[0], ctx.emit("Mul", [gauss, ctx.scalar(2.0 / math.sqrt(math.pi), x)]))]
 
 
-@register("Gelu", inputs=(0,))
+@GRADIENTS.register("Gelu", inputs=(0,))
 def gelu(ctx, node, dys, needs):
     x = node.inputs[0]
     s = lambda v: ctx.scalar(v, x)  # noqa: E731
@@ -115,19 +117,19 @@ def gelu(ctx, node, dys, needs):
     return [_scale(ctx, dys[0], slope)]
 
 
-@register("Softplus", inputs=(0,))
+@GRADIENTS.register("Softplus", inputs=(0,))
 def softplus(ctx, node, dys, needs):
     return [_scale(ctx, dys[0], ctx.emit("Sigmoid", [node.inputs[0]]))]
 
 
-@register("Softsign", inputs=(0,))
+@GRADIENTS.register("Softsign", inputs=(0,))
 def softsign(ctx, node, dys, needs):
     x = node.inputs[0]
     denom = ctx.emit("Add", [ctx.scalar(1.0, x), ctx.emit("Abs", [x])])
     return [ctx.emit("Div", [dys[0], ctx.emit("Mul", [denom, denom])])]
 
 
-@register("Elu", inputs=(0,))
+@GRADIENTS.register("Elu", inputs=(0,))
 def elu(ctx, node, dys, needs):
     x, y = node.inputs[0], node.outputs[0]
     alpha = float(attr(node, "alpha", 1.0))
@@ -136,33 +138,33 @@ def elu(ctx, node, dys, needs):
     return [_scale(ctx, dys[0], slope)]
 
 
-@register("Exp", inputs=(0,))
+@GRADIENTS.register("Exp", inputs=(0,))
 def exp(ctx, node, dys, needs):
     return [_scale(ctx, dys[0], node.outputs[0])]
 
 
-@register("Log", inputs=(0,))
+@GRADIENTS.register("Log", inputs=(0,))
 def log(ctx, node, dys, needs):
     return [ctx.emit("Div", [dys[0], node.inputs[0]])]
 
 
-@register("Neg", inputs=(0,))
+@GRADIENTS.register("Neg", inputs=(0,))
 def neg(ctx, node, dys, needs):
     return [ctx.emit("Neg", [dys[0]])]
 
 
-@register("Abs", inputs=(0,))
+@GRADIENTS.register("Abs", inputs=(0,))
 def abs_(ctx, node, dys, needs):
     return [_scale(ctx, dys[0], ctx.emit("Sign", [node.inputs[0]]))]
 
 
-@register("Reciprocal", inputs=(0,))
+@GRADIENTS.register("Reciprocal", inputs=(0,))
 def reciprocal(ctx, node, dys, needs):
     y = node.outputs[0]
     return [ctx.emit("Neg", [_scale(ctx, dys[0], ctx.emit("Mul", [y, y]))])]
 
 
-@register("Sqrt", inputs=(0,))
+@GRADIENTS.register("Sqrt", inputs=(0,))
 def sqrt(ctx, node, dys, needs):
     y = node.outputs[0]
     return [ctx.emit("Div", [ctx.emit("Mul", [dys[0], ctx.scalar(0.5, y)]), y])]
@@ -172,14 +174,14 @@ def _softmax_axis(ctx: GradContext, node) -> int:
     return int(attr(node, "axis", -1)) % ctx.rank(node.inputs[0])  # one axis since opset 13
 
 
-@register("Softmax", inputs=(0,))
+@GRADIENTS.register("Softmax", inputs=(0,))
 def softmax(ctx, node, dys, needs):
     y, dy = node.outputs[0], dys[0]
     total = ctx.reduce("ReduceSum", ctx.emit("Mul", [dy, y]), [_softmax_axis(ctx, node)])
     return [ctx.emit("Mul", [y, ctx.emit("Sub", [dy, total])])]
 
 
-@register("LogSoftmax", inputs=(0,))
+@GRADIENTS.register("LogSoftmax", inputs=(0,))
 def log_softmax(ctx, node, dys, needs):
     y, dy = node.outputs[0], dys[0]
     total = ctx.reduce("ReduceSum", dy, [_softmax_axis(ctx, node)])

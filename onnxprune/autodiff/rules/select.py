@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from onnxprune.recover.autodiff.context import attr
-from onnxprune.recover.autodiff.registry import register
+from onnxprune.autodiff.context import attr
+from onnxprune.autodiff.rule import RuleTable
+
+GRADIENTS = RuleTable()
 
 
-@register("Concat")
+@GRADIENTS.register("Concat")
 def concat(ctx, node, dys, needs):
     rank = ctx.rank(node.outputs[0])
     axis = int(attr(node, "axis")) % rank
@@ -25,7 +27,7 @@ def concat(ctx, node, dys, needs):
     return [g if need else None for g, need in zip(grads, needs)]
 
 
-@register("Split", inputs=(0,))
+@GRADIENTS.register("Split", inputs=(0,))
 def split(ctx, node, dys, needs):
     x = node.inputs[0]
     axis = int(attr(node, "axis", 0)) % ctx.rank(x)
@@ -57,7 +59,7 @@ def _check_slice(ctx, node):
     return None
 
 
-@register("Slice", inputs=(0,), check=_check_slice)
+@GRADIENTS.register("Slice", inputs=(0,), check=_check_slice)
 def slice_(ctx, node, dys, needs):
     x, dy = node.inputs[0], dys[0]
     shape = ctx.shape(x)
@@ -78,7 +80,7 @@ def slice_(ctx, node, dys, needs):
     return [grad]
 
 
-@register("Gather", inputs=(0,))
+@GRADIENTS.register("Gather", inputs=(0,))
 def gather(ctx, node, dys, needs):
     # scatter-add dY rows back into a zero tensor shaped like the data, along `axis`
     data, indices = node.inputs
@@ -102,7 +104,7 @@ def _check_pad(ctx, node):
     return None
 
 
-@register("Pad", inputs=(0,), check=_check_pad)
+@GRADIENTS.register("Pad", inputs=(0,), check=_check_pad)
 def pad(ctx, node, dys, needs):
     # padding by -pads crops what Pad added (and zero-fills what a negative pad cropped)
     pads = ctx.ints_of(node.input(1), "pads", node)

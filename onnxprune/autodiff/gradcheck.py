@@ -14,9 +14,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxprune.recover.autodiff.builder import build_training_graph
-from onnxprune.recover.autodiff.losses import numpy_loss
-from onnxprune.recover.autodiff.weights import read_weights
+from onnxprune.autodiff.builder import build_training_graph
+from onnxprune.autodiff.losses import numpy_loss
+from onnxprune.autodiff.weights import read_weights
 
 _F32, _F64 = onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE
 _FLOAT_ONLY = {("Resize", 1), ("Resize", 2)}  # inputs that stay float32 whatever the data type

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from onnxprune.recover.autodiff.context import GradContext
-from onnxprune.recover.autodiff.registry import register
+from onnxprune.autodiff.context import GradContext
+from onnxprune.autodiff.rule import RuleTable
+
+GRADIENTS = RuleTable()
 
 
 def _out_shape(ctx: GradContext, node) -> tuple[int, ...]:
     return ctx.shape(node.outputs[0])
 
 
-@register(("Add", "Sum"))
+@GRADIENTS.register(("Add", "Sum"))
 def add(ctx, node, dys, needs):
     shape = _out_shape(ctx, node)
     return [ctx.sum_to(dys[0], shape, x) if need else None for x, need in zip(node.inputs, needs)]
 
 
-@register("Sub")
+@GRADIENTS.register("Sub")
 def sub(ctx, node, dys, needs):
     a, b = node.inputs
     shape = _out_shape(ctx, node)
@@ -25,7 +27,7 @@ def sub(ctx, node, dys, needs):
     return [da, db]
 
 
-@register("Mul")
+@GRADIENTS.register("Mul")
 def mul(ctx, node, dys, needs):
     a, b = node.inputs
     shape = _out_shape(ctx, node)
@@ -34,7 +36,7 @@ def mul(ctx, node, dys, needs):
     return [da, db]
 
 
-@register("Div")
+@GRADIENTS.register("Div")
 def div(ctx, node, dys, needs):
     # y = a / b: da = dy / b, db = -dy * y / b
     a, b = node.inputs
@@ -46,7 +48,7 @@ def div(ctx, node, dys, needs):
     return [da, db]
 
 
-@register("Pow")
+@GRADIENTS.register("Pow")
 def pow_(ctx, node, dys, needs):
     # y = x^p: dx = dy * p * x^(p-1), dp = dy * y * ln(x)
     x, p = node.inputs
@@ -67,7 +69,7 @@ def pow_(ctx, node, dys, needs):
     return [dx, dp]
 
 
-@register("Where", inputs=(1, 2))
+@GRADIENTS.register("Where", inputs=(1, 2))
 def where(ctx, node, dys, needs):
     cond, a, b = node.inputs
     shape = _out_shape(ctx, node)

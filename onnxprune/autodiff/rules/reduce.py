@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from onnxprune.recover.autodiff.context import attr
-from onnxprune.recover.autodiff.registry import register
+from onnxprune.autodiff.context import attr
+from onnxprune.autodiff.rule import RuleTable
+
+GRADIENTS = RuleTable()
 
 
 def _reduced_axes(ctx, node) -> list[int] | None:
@@ -29,12 +31,12 @@ def _spread(ctx, node, dy: str) -> str:
     return ctx.emit("Expand", [dy, ctx.shape_of(x)])
 
 
-@register("ReduceSum", inputs=(0,))
+@GRADIENTS.register("ReduceSum", inputs=(0,))
 def reduce_sum(ctx, node, dys, needs):
     return [_spread(ctx, node, dys[0])]
 
 
-@register("ReduceMean", inputs=(0,))
+@GRADIENTS.register("ReduceMean", inputs=(0,))
 def reduce_mean(ctx, node, dys, needs):
     x, y = node.inputs[0], node.outputs[0]
     if _reduced_axes(ctx, node) is None:
@@ -43,13 +45,13 @@ def reduce_mean(ctx, node, dys, needs):
     return [ctx.emit("Div", [_spread(ctx, node, dys[0]), ctx.count(x, y, x)])]
 
 
-@register("ReduceSumSquare", inputs=(0,))
+@GRADIENTS.register("ReduceSumSquare", inputs=(0,))
 def reduce_sum_square(ctx, node, dys, needs):
     x = node.inputs[0]
     return [ctx.emit("Mul", [_spread(ctx, node, dys[0]), ctx.emit("Mul", [x, ctx.scalar(2.0, x)])])]
 
 
-@register(("ReduceMax", "ReduceMin"), inputs=(0,))
+@GRADIENTS.register(("ReduceMax", "ReduceMin"), inputs=(0,))
 def reduce_extreme(ctx, node, dys, needs):
     # every element equal to the extreme receives dY (ties share it, as a subgradient)
     x, y = node.inputs[0], node.outputs[0]

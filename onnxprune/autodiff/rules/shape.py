@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.recover.autodiff.context import attr
-from onnxprune.recover.autodiff.registry import register
+from onnxprune.autodiff.context import attr
+from onnxprune.autodiff.rule import RuleTable
+
+GRADIENTS = RuleTable()
 
 
-@register(("Reshape", "Flatten", "Squeeze", "Unsqueeze"), inputs=(0,))
+@GRADIENTS.register(("Reshape", "Flatten", "Squeeze", "Unsqueeze"), inputs=(0,))
 def reshape(ctx, node, dys, needs):
     return [ctx.reshape_like(dys[0], node.inputs[0])]
 
 
-@register("Transpose", inputs=(0,))
+@GRADIENTS.register("Transpose", inputs=(0,))
 def transpose(ctx, node, dys, needs):
     rank = ctx.rank(node.inputs[0])
     perm = list(attr(node, "perm", list(range(rank))[::-1]))
     return [ctx.emit("Transpose", [dys[0]], perm=[int(i) for i in np.argsort(perm)])]
 
 
-@register("Expand", inputs=(0,))
+@GRADIENTS.register("Expand", inputs=(0,))
 def expand(ctx, node, dys, needs):
     return [ctx.sum_to(dys[0], ctx.shape(node.outputs[0]), node.inputs[0])]
 
@@ -34,17 +36,17 @@ def _check_dropout(ctx, node):
     return None
 
 
-@register("Identity", inputs=(0,))
+@GRADIENTS.register("Identity", inputs=(0,))
 def identity(ctx, node, dys, needs):
     return [dys[0]]
 
 
-@register("Dropout", inputs=(0,), check=_check_dropout)
+@GRADIENTS.register("Dropout", inputs=(0,), check=_check_dropout)
 def dropout(ctx, node, dys, needs):
     return [dys[0]]
 
 
-@register(("Cast", "CastLike"), inputs=(0,))
+@GRADIENTS.register(("Cast", "CastLike"), inputs=(0,))
 def cast(ctx, node, dys, needs):
     x = node.inputs[0]
     if ctx.elem_type(x) == ctx.elem_type(node.outputs[0]):

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.recover.autodiff.context import attr
-from onnxprune.recover.autodiff.registry import register
+from onnxprune.autodiff.context import attr
+from onnxprune.autodiff.rule import RuleTable
+
+GRADIENTS = RuleTable()
 
 
 def _targets(ctx, node) -> tuple[dict[int, float], dict[int, int]]:
@@ -43,7 +45,7 @@ def _check_resize(ctx, node):
     return None
 
 
-@register("Resize", inputs=(0,), check=_check_resize)
+@GRADIENTS.register("Resize", inputs=(0,), check=_check_resize)
 def resize(ctx, node, dys, needs):
     x = node.inputs[0]
     xs = ctx.shape(x)

@@ -12,9 +12,7 @@ from weakref import WeakKeyDictionary
 if TYPE_CHECKING:  # pragma: no cover
     from onnxprune.graph.model_graph import ModelGraph
 
-# ops whose output differs from run to run even with constant inputs
-NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-                    "Bernoulli"}
+from onnxprune.load.fold import NONDETERMINISTIC
 
 _MEMO: "WeakKeyDictionary[ModelGraph, dict[str, bool]]" = WeakKeyDictionary()
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from onnxprune.recover.autodiff.context import attr
-from onnxprune.recover.autodiff.registry import register
+from onnxprune.autodiff.context import attr
+from onnxprune.autodiff.rule import RuleTable
+
+GRADIENTS = RuleTable()
 
 
 def _check_batchnorm(ctx, node):
@@ -12,7 +14,7 @@ def _check_batchnorm(ctx, node):
     return None
 
 
-@register("BatchNormalization", inputs=(0, 1, 2), check=_check_batchnorm, layer=True)
+@GRADIENTS.register("BatchNormalization", inputs=(0, 1, 2), check=_check_batchnorm, layer=True)
 def batch_norm(ctx, node, dys, needs):
     # y = scale * (x - mean) / sqrt(var + eps) + bias, with the running statistics frozen
     x, scale, bias, mean, var = node.inputs[:5]
@@ -34,7 +36,7 @@ def batch_norm(ctx, node, dys, needs):
     return [dx, dscale, dbias, None, None]
 
 
-@register("LayerNormalization", inputs=(0, 1, 2), layer=True)
+@GRADIENTS.register("LayerNormalization", inputs=(0, 1, 2), layer=True)
 def layer_norm(ctx, node, dys, needs):
     # y = xhat * scale + bias over axes [axis, rank); the forward node's Mean and InvStdDev are reused
     x, scale = node.inputs[:2]

@@ -13,10 +13,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnxprune.runtime import session
-from onnxprune.recover.autodiff.builder import TrainingGraph
-from onnxprune.recover.autodiff.optim import FlatParams
-from onnxprune.recover.autodiff.weights import weights_as_inputs
+from onnxprune.load.runtime import session
+from onnxprune.autodiff.builder import TrainingGraph
+from onnxprune.autodiff.optim import FlatParams
+from onnxprune.autodiff.weights import weights_as_inputs
 
 
 def _bind_weights(io: ort.IOBinding, params: FlatParams) -> list[ort.OrtValue]:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import numpy as np
 from onnx import numpy_helper
 
-from onnxprune.recover.autodiff.context import attr
-from onnxprune.recover.autodiff.registry import register
-from onnxprune.recover.autodiff.rules.conv import conv_input_grad, geometry
+from onnxprune.autodiff.context import attr
+from onnxprune.autodiff.rule import RuleTable
+from onnxprune.autodiff.rules.conv import conv_input_grad, geometry
+
+GRADIENTS = RuleTable()
 
 
 def _check_maxpool(ctx, node):
@@ -54,7 +56,7 @@ def _tiled_max_grad(ctx, node, dy: str) -> str:
     return dx
 
 
-@register("MaxPool", inputs=(0,), check=_check_maxpool)
+@GRADIENTS.register("MaxPool", inputs=(0,), check=_check_maxpool)
 def max_pool(ctx, node, dys, needs):
     if _tiles(node):
         return [_tiled_max_grad(ctx, node, dys[0])]
@@ -82,7 +84,7 @@ def _valid_counts(geo, in_size, out_size) -> np.ndarray:
     return counts
 
 
-@register("AveragePool", inputs=(0,))
+@GRADIENTS.register("AveragePool", inputs=(0,))
 def average_pool(ctx, node, dys, needs):
     # dX = ConvTranspose(dY / divisor, ones): each output spreads its gradient over its window.
     # The divisor ORT uses (pads counted or not, ceil_mode windows) is read off AveragePool(ones).
@@ -104,14 +106,14 @@ def average_pool(ctx, node, dys, needs):
     return [conv_input_grad(ctx, scaled, w, list(xs[2:]), list(ys[2:]), geo, channels)]
 
 
-@register("GlobalAveragePool", inputs=(0,))
+@GRADIENTS.register("GlobalAveragePool", inputs=(0,))
 def global_average_pool(ctx, node, dys, needs):
     x = node.inputs[0]
     area = int(np.prod(ctx.shape(x)[2:]))
     return [ctx.emit("Expand", [ctx.emit("Div", [dys[0], ctx.scalar(float(area), x)]), ctx.shape_of(x)])]
 
 
-@register("GlobalMaxPool", inputs=(0,))
+@GRADIENTS.register("GlobalMaxPool", inputs=(0,))
 def global_max_pool(ctx, node, dys, needs):
     x, y = node.inputs[0], node.outputs[0]
     return [ctx.emit("Where", [ctx.emit("Equal", [x, y]), dys[0], ctx.scalar(0.0, x)])]

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onnxprune.recover.autodiff.context import GradContext, attr
-from onnxprune.recover.autodiff.registry import register
+from onnxprune.autodiff.context import GradContext, attr
+from onnxprune.autodiff.rule import RuleTable
+
+GRADIENTS = RuleTable()
 
 
 @dataclass
@@ -166,7 +168,7 @@ def bias_grad(ctx: GradContext, dy: str, rank: int) -> str:
     return ctx.emit("ReduceSum", [dy, ctx.ints([0] + list(range(2, rank)))], keepdims=0)
 
 
-@register("Conv", layer=True)
+@GRADIENTS.register("Conv", layer=True)
 def conv(ctx, node, dys, needs):
     x, w = node.inputs[:2]
     y, dy = node.outputs[0], dys[0]
@@ -207,7 +209,7 @@ def _check_transpose(ctx, node):
     return None
 
 
-@register("ConvTranspose", layer=True, check=_check_transpose)
+@GRADIENTS.register("ConvTranspose", layer=True, check=_check_transpose)
 def conv_transpose(ctx, node, dys, needs):
     x, w = node.inputs[:2]
     y, dy = node.outputs[0], dys[0]

@@ -1,0 +1,1 @@
+"""Gradient rules, one module per op family; each fills its own GRADIENTS table (see ../registry.py)."""
