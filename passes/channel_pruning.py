@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
-
 import onnx
 
 from onnxprune import progress
 from onnxprune.errors import BadInputError
+from onnxprune.options import keyword_names
 from onnxprune.passes.base import Pass, PassContext, PassResult, register, shape_table
 
 # prune() option <- context attribute, used unless the pass sets the option itself
@@ -16,10 +15,8 @@ _FROM_CONTEXT = {"calib": "calib", "eval_data": "data", "input_shapes": "input_s
 
 
 def prune_options() -> set[str]:
-    """The keyword options `onnxprune.prune` accepts now (it grows; the pass follows it)."""
-    from onnxprune.api import prune
-    params = inspect.signature(prune).parameters
-    return {n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    """The keyword options `onnxprune.prune` accepts (its option keywords and its data sources)."""
+    return keyword_names() | {"calib", "eval_data", "train_data", "val_data"}
 
 
 @register

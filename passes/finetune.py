@@ -29,12 +29,11 @@ class FineTune(Pass):
                 "batch_size": self.batch_size}
 
     def call(self, model: onnx.ModelProto, context: PassContext) -> PassResult:
-        from onnxprune.api import _finetune
-        from onnxprune.graph.model_graph import ModelGraph
+        from onnxprune.options import FinetuneOptions
+        from onnxprune.stages import finetune_model
 
-        g = ModelGraph(model, context.shapes())
-        ranks = {n: len(g.input_shapes[n]) for n in g.inputs}
         train = self.train if self.train is not None else context.calib
-        trained, fragment = _finetune(model, context.dense, train, ranks, self.epochs, self.val, self.labels,
-                                      self.lr, self.batch_size, context.seed, progress.enabled(), context.threads)
+        tune = FinetuneOptions(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, labels=self.labels)
+        trained, fragment = finetune_model(model, tune, train, teacher=context.dense, val=self.val, seed=context.seed,
+                                           threads=context.threads, progress=progress.enabled())
         return PassResult(trained, True, {"finetune": fragment})

@@ -77,7 +77,7 @@ class Pipeline:
 
 
 def _evaluate(context: PassContext, model: onnx.ModelProto) -> dict:
-    from onnxprune.api import evaluate
+    from onnxprune.stages import evaluate
     from onnxprune.check.validate import check_valid
 
     check_valid(model, context.dense)

@@ -137,7 +137,7 @@ def test_usage_error_exits_2(capsys):
 
 def test_validation_failure_exits_1_and_writes_nothing(tmp_path, capsys, monkeypatch):
     """A rewrite that yields an invalid model must not be written; exit 1."""
-    import onnxprune.api as api
+    import onnxprune.stages as api
 
     def broken(plan, overrides=None):
         model = onnx.load(DIGITS)

@@ -166,21 +166,31 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def prune_options(args):
+    """PruneOptions from the `prune` flags (validated: one message per bad option)."""
+    from onnxprune.options import DEFAULT_ROUND_TO, PruneOptions, Target
+
+    target = Target(ratio=args.ratio, macs=args.target_macs, params=args.target_params, latency=args.target_latency,
+                    plan=args.plan)
+    return PruneOptions(target=target, criterion=args.criterion, scope=args.scope, recover=args.recover,
+                        max_layer_ratio=args.max_layer_ratio, min_channels=args.min_channels,
+                        round_to=args.round_to if args.round_to is not None else DEFAULT_ROUND_TO,
+                        exclude=tuple(args.exclude or ()), input_shapes=parse_shapes(args.input_shape),
+                        calib_limit=args.calib_limit, bench_rounds=args.bench_rounds, threads=args.threads,
+                        seed=args.seed, progress=not args.quiet and sys.stderr.isatty())
+
+
 def cmd_prune(args) -> int:
-    from onnxprune.api import DEFAULT_ROUND_TO, prune
+    from onnxprune.api import prune
     from onnxprune.check.gates import evaluate_gates
+    from onnxprune.options import FinetuneOptions
     from onnxprune.report.outputs import GATE_FLAGS, deliver, prepare
 
     out = prepare(args)  # existing output, --force, gate thresholds, --plot: usage errors before any work
-    result = prune(args.model, args.ratio, calib=calib_source(args), calib_limit=args.calib_limit, eval_data=args.data,
-                   round_to=args.round_to if args.round_to is not None else DEFAULT_ROUND_TO,
-                   criterion=args.criterion, scope=args.scope, max_layer_ratio=args.max_layer_ratio,
-                   min_channels=args.min_channels, exclude=args.exclude, target_macs=args.target_macs,
-                   target_params=args.target_params, target_latency=args.target_latency, recover=args.recover,
-                   plan=args.plan, input_shapes=parse_shapes(args.input_shape), bench_rounds=args.bench_rounds,
-                   finetune_epochs=args.finetune, train_data=args.train_data, val_data=args.val, labels=args.labels,
-                   lr=args.lr, batch_size=args.batch_size,
-                   threads=args.threads, seed=args.seed, progress=not args.quiet and sys.stderr.isatty())
+    result = prune(args.model, calib=calib_source(args), eval_data=args.data, train_data=args.train_data,
+                   val_data=args.val, options=prune_options(args),
+                   finetune=FinetuneOptions(epochs=args.finetune, lr=args.lr, batch_size=args.batch_size,
+                                            labels=args.labels))
     if args.save_plan:
         from onnxprune.load.files import write_json_atomic
         write_json_atomic(result.plan.to_json(), args.save_plan)

@@ -23,6 +23,21 @@ _ORT_TO_NUMPY = {
 }
 
 
+def input_ranks(model, given: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, int]:
+    """Rank of every graph input that is fed (initializers listed as inputs by IR < 4 are not);
+    `given` shapes (--input-shape) win over the declared ones."""
+    constants, given = {i.name for i in model.graph.initializer}, dict(given or {})
+    ranks = {}
+    for inp in model.graph.input:
+        if inp.name in given:
+            ranks[inp.name] = len(given[inp.name])
+        elif inp.name not in constants:
+            if not inp.type.tensor_type.HasField("shape"):
+                raise BadInputError(f"input '{inp.name}' has no shape; pass --input-shape {inp.name}:DxDx...")
+            ranks[inp.name] = len(inp.type.tensor_type.shape.dim)
+    return ranks
+
+
 @dataclass
 class Dataset:
     """Samples per input name and optional labels.

@@ -26,10 +26,10 @@ def run(args) -> int:
     from pathlib import Path
 
     from onnxprune import progress
-    from onnxprune.api import _finetune, as_model
     from onnxprune.errors import BadInputError
-    from onnxprune.graph.model_graph import ModelGraph
     from onnxprune.load.model import load_model, save_model_atomic
+    from onnxprune.options import FinetuneOptions
+    from onnxprune.stages import as_model, finetune_model
 
     out = Path(args.output)
     if out.exists() and not args.force:
@@ -38,10 +38,9 @@ def run(args) -> int:
         raise BadInputError("say what to learn from: --teacher DENSE.onnx (distillation) or --labels")
     model, _ = as_model(args.model)
     teacher = load_model(args.teacher) if args.teacher else None
-    g = ModelGraph(model)
-    ranks = {n: len(g.input_shapes[n]) for n in g.inputs}
-    trained, info = _finetune(model, teacher, args.data, ranks, args.epochs, args.val, args.labels, args.lr,
-                              args.batch_size, args.seed, progress.enabled(), args.threads)
+    tune = FinetuneOptions(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, labels=args.labels)
+    trained, info = finetune_model(model, tune, args.data, teacher=teacher, val=args.val, seed=args.seed,
+                                   threads=args.threads, progress=progress.enabled())
     save_model_atomic(trained, out, force=args.force)
     if not args.quiet:
         last = info["history"][-1]

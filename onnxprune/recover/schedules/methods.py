@@ -28,9 +28,15 @@ import numpy as np
 import onnx
 
 from onnxprune.autodiff import read_weights
+from onnxprune.apply.rewrite import apply_plan
+from onnxprune.couple.dependency import build_dependency
+from onnxprune.couple.plan import Plan
+from onnxprune.graph.model_graph import ModelGraph
+from onnxprune.load.fold import fold_constants
+from onnxprune.score.criteria import score
+from onnxprune.select.plan import CostModel, search_ratio, select_uniform
 from onnxprune.load.data import Dataset
 from onnxprune.errors import BadInputError
-from onnxprune.load.fold import fold_constants
 from onnxprune.apply.sparsity import apply_masks
 from onnxprune.recover.schedules.layers import Layer, find_layers, reinitialise
 from onnxprune.recover.schedules.loop import DEFAULT_LR, TrainConfig, TrainingRun
@@ -233,16 +239,24 @@ def _set(job: _Job):
     return run.result(), masks
 
 
-def _post_structured(job: _Job):
-    from onnxprune.api import prune
+def _channels_to_params(model: onnx.ModelProto, kept: float, round_to: int = 8) -> tuple[onnx.ModelProto, Plan]:
+    """The model with the lowest-L2 channels of every group removed until `kept` of the parameters remain."""
+    dep = build_dependency(ModelGraph(fold_constants(model)))
+    scores, costs = score(dep, "l2"), CostModel(dep)
+    plan = search_ratio(lambda share: select_uniform(dep, scores, share, round_to=round_to),
+                        lambda p: costs.params_after(p.removed) / costs.total_params, kept, scores=scores,
+                        round_to=round_to)
+    return apply_plan(plan), plan
 
+
+def _post_structured(job: _Job):
     model, dense_epochs, tune_epochs = _train_dense_first(job)
     total = sum(layer.size for layer in job.layers)
     kept = sum(keep_count(layer.size, job.density(layer)) for layer in job.layers) / total
-    pruned = prune(model, target_params=kept, bench_rounds=0, seed=job.options.train.seed)
-    job.info.update({"target_params": round(kept, 4), "plan": {k: v for k, v in pruned.plan.summary().items()
+    pruned, plan = _channels_to_params(model, kept)
+    job.info.update({"target_params": round(kept, 4), "plan": {k: v for k, v in plan.summary().items()
                                                               if k in ("channels", "removed")}})
-    run = job.run(pruned.model, tune_epochs, first_epoch=dense_epochs + 1)
+    run = job.run(pruned, tune_epochs, first_epoch=dense_epochs + 1)
     for _ in range(tune_epochs):
         job.epoch(run, "fine-tune")
     return run.result(), {}

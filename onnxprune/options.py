@@ -1,0 +1,181 @@
+"""Validated options: how much to prune (Target), how (PruneOptions) and how to fine-tune
+(FinetuneOptions). The CLI, recipes, passes and `prune()` build them once; every stage reads them.
+
+A bad value raises BadInputError with one message naming the option, before any work is done.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any, Mapping
+
+from onnxprune.errors import BadInputError
+from onnxprune.recover.reconstruction import METHODS as RECOVERY
+from onnxprune.score.criteria import CRITERIA as SCORED
+
+CRITERIA = (*sorted(SCORED), "sensitivity")  # sensitivity allocates by measurement (select/sensitivity.py)
+SCOPES = ("local", "global")
+DEFAULT_ROUND_TO = 8
+
+
+def _number(name: str, value, low: float | None = None, high: float | None = None, *, open_low: bool = False,
+            open_high: bool = False, integer: bool = False) -> None:
+    """Raise one message naming `name` unless `value` is a finite number in the given range."""
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not float(value).is_integer()):
+        raise BadInputError(f"{name} must be {kind}, got {value!r}")
+    if not math.isfinite(value):
+        raise BadInputError(f"{name} must be finite, got {value}")
+    below = low is not None and (value <= low if open_low else value < low)
+    above = high is not None and (value >= high if open_high else value > high)
+    if below or above:
+        lo = "" if low is None else f"{'(' if open_low else '['}{low}"
+        hi = "" if high is None else f"{high}{')' if open_high else ']'}"
+        raise BadInputError(f"{name} must lie in {lo or '(-inf'}, {hi or 'inf)'}, got {value}")
+
+
+def _choice(name: str, value, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise BadInputError(f"unknown {name} '{value}'; choose one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class Target:
+    """How much to prune: exactly one of a share of channels, a fraction of MACs, parameters or
+    measured latency to keep, or a saved plan."""
+
+    ratio: float | None = None
+    macs: float | None = None
+    params: float | None = None
+    latency: float | None = None
+    plan: dict | str | os.PathLike | None = None
+
+    FLAGS = {"ratio": "--ratio", "macs": "--target-macs", "params": "--target-params",
+             "latency": "--target-latency", "plan": "--plan"}
+
+    def __post_init__(self):
+        given = [f.name for f in fields(self) if getattr(self, f.name) is not None]
+        if len(given) != 1:
+            raise BadInputError("say how much to prune with exactly one of --ratio, --target-macs, --target-params, "
+                                f"--target-latency or --plan (got {', '.join(self.FLAGS[g] for g in given) or 'none'})")
+        if self.ratio is not None:
+            _number("--ratio", self.ratio, 0.0, 1.0, open_low=True, open_high=True)
+        for name in ("macs", "params", "latency"):
+            if getattr(self, name) is not None:
+                _number(self.FLAGS[name], getattr(self, name), 0.0, 1.0, open_low=True, open_high=name == "latency")
+
+    @property
+    def kind(self) -> str:
+        return next(f.name for f in fields(self) if getattr(self, f.name) is not None)
+
+    @property
+    def value(self):
+        return getattr(self, self.kind)
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """Which channels go (criterion, scope, caps, rounding, exclusions), how the rest recovers, and
+    how the result is measured. `criterion`, `scope` and `recover` left as None take the defaults."""
+
+    target: Target
+    criterion: str | None = None
+    scope: str | None = None
+    recover: str | None = None
+    max_layer_ratio: float = 0.9
+    min_channels: int = 1
+    round_to: int = DEFAULT_ROUND_TO
+    exclude: tuple[str, ...] = ()
+    input_shapes: Mapping[str, tuple[int, ...]] | None = None
+    calib_limit: int | None = None
+    bench_rounds: int = 20
+    threads: int = 0
+    seed: int = 0
+    progress: bool = False
+
+    def __post_init__(self):
+        if self.criterion is not None:
+            _choice("criterion", self.criterion, CRITERIA)
+        if self.scope is not None and self.scope not in SCOPES:
+            raise BadInputError(f"scope must be 'local' or 'global', got '{self.scope}'")
+        if self.recover is not None:
+            _choice("recovery", self.recover, RECOVERY)
+        _number("--max-layer-ratio", self.max_layer_ratio, 0.0, 1.0, open_low=True)
+        _number("--min-channels", self.min_channels, 1, integer=True)
+        _number("--round-to", self.round_to, 1, integer=True)
+        if self.calib_limit is not None:
+            _number("--calib-limit", self.calib_limit, 1, integer=True)
+        _number("--bench-rounds", self.bench_rounds, 0, 100_000, integer=True)
+        _number("--threads", self.threads, 0, integer=True)
+        _number("--seed", self.seed, integer=True)
+        object.__setattr__(self, "exclude", tuple(self.exclude or ()))
+
+    @property
+    def criterion_or_default(self) -> str:
+        return self.criterion or "l2"
+
+    @property
+    def scope_or_default(self) -> str:
+        return self.scope or "local"
+
+    @property
+    def recover_or_default(self) -> str:
+        return self.recover or "none"
+
+    def threads_capped(self) -> int:
+        """ONNX Runtime intra-op threads: 0 (its default), or at most the machine's cores."""
+        return min(self.threads, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """In-graph fine-tuning after pruning: epochs of distillation from the dense model (or of
+    cross-entropy on the data's labels with `labels=True`)."""
+
+    epochs: int = 0
+    lr: float = 1e-3
+    batch_size: int = 64
+    labels: bool = False
+
+    def __post_init__(self):
+        _number("--finetune", self.epochs, 0, integer=True)
+        _number("--lr", self.lr, 0.0, open_low=True)
+        _number("--batch-size", self.batch_size, 1, integer=True)
+
+    @property
+    def loss(self) -> str:
+        return "cross_entropy" if self.labels else "distill"
+
+
+# keyword arguments of prune() that are not PruneOptions fields under their own names
+_TARGET_KEYWORDS = {"ratio": "ratio", "target_macs": "macs", "target_params": "params",
+                    "target_latency": "latency", "plan": "plan"}
+_FINETUNE_KEYWORDS = {"finetune_epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "labels": "labels"}
+_PRUNE_FIELDS = {f.name for f in fields(PruneOptions)} - {"target"}
+
+
+def keyword_names() -> set[str]:
+    """Every keyword `options_from_keywords` accepts."""
+    return set(_TARGET_KEYWORDS) | set(_FINETUNE_KEYWORDS) | _PRUNE_FIELDS
+
+
+def options_from_keywords(keywords: Mapping[str, Any]) -> tuple[PruneOptions, FinetuneOptions]:
+    """PruneOptions and FinetuneOptions from prune()'s flat keywords (`target_macs=0.5, lr=1e-3, ...`)."""
+    unknown = sorted(set(keywords) - keyword_names())
+    if unknown:
+        raise BadInputError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(keyword_names()))}")
+    target = Target(**{_TARGET_KEYWORDS[k]: v for k, v in keywords.items() if k in _TARGET_KEYWORDS})
+    tune = FinetuneOptions(**{_FINETUNE_KEYWORDS[k]: v for k, v in keywords.items() if k in _FINETUNE_KEYWORDS})
+    rest = {k: v for k, v in keywords.items() if k in _PRUNE_FIELDS}
+    return PruneOptions(target=target, **rest), tune
+
+
+def with_defaults(options: PruneOptions, **changes) -> PruneOptions:
+    """A copy with `changes` applied only where the user left the option unset (None)."""
+    return replace(options, **{k: v for k, v in changes.items() if getattr(options, k) is None})
+
+
+__all__ = ["Target", "PruneOptions", "FinetuneOptions", "options_from_keywords", "keyword_names", "with_defaults",
+           "CRITERIA", "RECOVERY", "SCOPES", "DEFAULT_ROUND_TO"]
