@@ -13,7 +13,6 @@ evaluation data, if any, adds validation figures to the report's history.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, ClassVar
 
 import onnx
@@ -29,18 +28,19 @@ class TrainSchedule(Pass):
 
     schedule_name: ClassVar[str | None] = None  # fixed by the subclasses below
 
-    def __init__(self, schedule: str | None = None, epochs: int = 10, conv_sparsity: float = 0.5,
-                 linear_sparsity: float = 0.8, zeta: float = 0.3, zeta_decay: str = "constant", ramp: float = 0.5,
-                 finetune_share: float = 0.5, reinit: str | None = None, lr: float | None = None,
-                 batch_size: int = 64, optimizer: str = "adamw", train_data: Any = None, seed: int | None = None,
-                 **unknown):
+    # the schedule's options and their defaults (ScheduleOptions and TrainConfig fields, flattened)
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "epochs": 10, "conv_sparsity": 0.5, "linear_sparsity": 0.8, "zeta": 0.3, "zeta_decay": "constant",
+        "ramp": 0.5, "finetune_share": 0.5, "reinit": None, "lr": None, "batch_size": 64, "optimizer": "adamw"}
+
+    def __init__(self, schedule: str | None = None, train_data: Any = None, seed: int | None = None, **options):
         from onnxprune.recover.schedules import SCHEDULES, ScheduleOptions, TrainConfig
 
+        unknown = sorted(set(options) - set(self.DEFAULTS))
         if unknown:
-            known = ", ".join(n for n in inspect.signature(TrainSchedule.__init__).parameters
-                              if n not in ("self", "unknown") and (n != "schedule" or self.schedule_name is None))
-            raise BadInputError(f"pass {self.pass_name()}: unknown option(s) {', '.join(sorted(unknown))}; "
-                                f"known: {known}")
+            known = (["schedule"] if self.schedule_name is None else []) + [*self.DEFAULTS, "train_data", "seed"]
+            raise BadInputError(f"pass {self.pass_name()}: unknown option(s) {', '.join(unknown)}; "
+                                f"known: {', '.join(known)}")
         schedule = self.schedule_name or schedule
         if schedule not in SCHEDULES:
             raise BadInputError(f"pass {self.pass_name()}: schedule must be one of {', '.join(SCHEDULES)}, "
@@ -48,10 +48,11 @@ class TrainSchedule(Pass):
         self.schedule = schedule
         self.train_data = train_data
         self.seed = seed
+        o = {**self.DEFAULTS, **options}
         self.schedule_options = ScheduleOptions(
-            epochs=epochs, sparsity={"conv": conv_sparsity, "linear": linear_sparsity}, zeta=zeta,
-            zeta_decay=zeta_decay, ramp=ramp, finetune_share=finetune_share, reinit=reinit,
-            train=TrainConfig(lr=lr, batch_size=batch_size, optimizer=optimizer, seed=seed or 0))
+            epochs=o["epochs"], sparsity={"conv": o["conv_sparsity"], "linear": o["linear_sparsity"]}, zeta=o["zeta"],
+            zeta_decay=o["zeta_decay"], ramp=o["ramp"], finetune_share=o["finetune_share"], reinit=o["reinit"],
+            train=TrainConfig(lr=o["lr"], batch_size=o["batch_size"], optimizer=o["optimizer"], seed=seed or 0))
 
     def options(self) -> dict:
         o = self.schedule_options

@@ -10,69 +10,17 @@ from pathlib import Path
 
 from onnxprune import __version__, progress
 from onnxprune.cli.commands import COMMANDS as MORE_COMMANDS
+from onnxprune.cli.args import Parser, calib_source, floats, parse_shapes
 from onnxprune.cli.commands import add_commands
 from onnxprune.errors import BadInputError, OnnxPruneError
 from onnxprune.couple.vocabulary import Barrier
 from onnxprune.report.outputs import add_flags as add_output_flags
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2, as for any bad input
-        self.exit(2, f"onnxprune: error: {message}\n")
-
-
-def parse_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]] | None:
-    """`name:1x3x224x224` items into a dict."""
-    if not items:
-        return None
-    shapes = {}
-    for item in items:
-        name, sep, dims = item.rpartition(":")
-        try:
-            shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
-            assert sep and name and all(d > 0 for d in shapes[name])
-        except (ValueError, AssertionError):
-            raise BadInputError(f"--input-shape '{item}': expected NAME:DxDx... with positive dims") from None
-    return shapes
-
-
-def _floats(text: str | None, flag: str) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise BadInputError(f"{flag} '{text}': expected comma-separated numbers") from None
-
-
-def calib_source(args):
-    """The --calib argument, with image options attached when it is a folder."""
-    if not getattr(args, "calib", None) or not Path(args.calib).is_dir():
-        return getattr(args, "calib", None)
-    from onnxprune.score.calibration import ImageOptions, load_calibration  # noqa: F401  (folders are read lazily by prune)
-    resize = None
-    if args.resize:
-        try:
-            h, w = (int(v) for v in args.resize.lower().split("x"))
-            resize = (h, w)
-        except ValueError:
-            raise BadInputError(f"--resize '{args.resize}': expected HxW") from None
-    options = ImageOptions(resize=resize, mean=_floats(args.mean, "--mean") or (0.0,),
-                           std=_floats(args.std, "--std") or (1.0,), layout=args.layout)
-    return _FolderSource(args.calib, options)
-
-
-class _FolderSource:
-    """A calibration folder with its image options, for load_calibration."""
-
-    def __init__(self, path: str, options):
-        self.path, self.options = path, options
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="onnxprune", description="Structured pruning of ONNX models.")
+    p = Parser(prog="onnxprune", description="Structured pruning of ONNX models.")
     p.add_argument("--version", action="version", version=f"onnxprune {__version__}")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     pr = sub.add_parser("prune", help="remove channels and write a smaller, validated model")
     pr.add_argument("model", help="input .onnx file (never modified)")
@@ -249,7 +197,7 @@ def cmd_sensitivity(args) -> int:
     shapes = parse_shapes(args.input_shape)
     probe = ModelGraph(model, shapes)
     data = load_calibration(args.calib, {n: len(probe.input_shapes[n]) for n in probe.inputs}, limit=args.calib_limit)
-    ratios = _floats(args.ratios, "--ratios")
+    ratios = floats(args.ratios, "--ratios")
     if not ratios or not all(0 < r < 1 for r in ratios):
         raise BadInputError(f"--ratios '{args.ratios}': shares must lie strictly between 0 and 1")
     dep = analyse(model, shapes or data.sample_shapes())

@@ -25,7 +25,7 @@ from onnxprune.autodiff.runner import Forward, TrainStep
 from onnxprune.autodiff.lr_schedule import cosine, make_schedule, step_decay
 from onnxprune.autodiff.weights import read_weights, write_weights
 
-__all__ = ["finetune", "FinetuneResult", "SGD", "AdamW", "cosine", "step_decay"]  # optimizers re-exported
+__all__ = ["finetune", "FinetuneResult", "TrainSettings", "SGD", "AdamW", "cosine", "step_decay"]  # optimizers re-exported
 
 
 @dataclass
@@ -39,20 +39,45 @@ class FinetuneResult:
     build_ms: float = 0.0
 
 
+@dataclass(frozen=True)
+class TrainSettings:
+    """How `finetune` trains: loss, optimizer and its schedule, distillation, what is trainable."""
+
+    loss: str | None = None           # "cross_entropy", "mse" or "distill"; default: distill with a teacher
+    lr: float = 1e-3
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    weight_decay: float | None = None  # default: 0.01 for AdamW, 0 for SGD
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    trainable: tuple[str, ...] | None = None
+    temperature: float = 2.0
+    distill: str = "kl"
+    label_smoothing: float = 0.0
+    output: str | None = None
+    seed: int = 0
+    progress: bool = True
+    threads: int = 0
+
+
 def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: int = 3, *,
-             loss: str | None = None, teacher: onnx.ModelProto | str | os.PathLike | None = None,
-             lr: float = 1e-3, batch_size: int = 64, optimizer: str = "adamw", weight_decay: float | None = None,
-             momentum: float = 0.9, schedule: str = "cosine", warmup_steps: int = 0,
-             masks: Mapping[str, np.ndarray] | None = None, trainable: Iterable[str] | None = None,
-             val_data: Dataset | None = None, temperature: float = 2.0, distill: str = "kl",
-             label_smoothing: float = 0.0, output: str | None = None, seed: int = 0, progress: bool = True,
-             threads: int = 0) -> FinetuneResult:
+             teacher: onnx.ModelProto | str | os.PathLike | None = None, val_data: Dataset | None = None,
+             masks: Mapping[str, np.ndarray] | None = None, settings: TrainSettings | None = None,
+             **options) -> FinetuneResult:
     """Train `model`'s weights on `data` for `epochs` and return the model with them written back.
 
+    `options` are TrainSettings fields (lr, batch_size, loss, optimizer, ...), or pass `settings`.
     loss: "cross_entropy" (needs data.labels), "mse" (teacher outputs or float labels as targets) or
     "distill" (needs `teacher`, no labels); default: "distill" with a teacher, else "cross_entropy".
     masks: weight name -> bool array; False entries stay exactly zero throughout.
     """
+    try:
+        s = settings or TrainSettings(**options)
+    except TypeError as exc:
+        raise BadInputError(f"finetune: {exc}") from None
+    loss, lr, batch_size, optimizer, weight_decay = s.loss, s.lr, s.batch_size, s.optimizer, s.weight_decay
+    temperature, distill, label_smoothing, threads = s.temperature, s.distill, s.label_smoothing, s.threads
     model = _load(model)
     if epochs < 0 or batch_size < 1:
         raise BadInputError(f"epochs must be >= 0 and batch_size >= 1, got {epochs} and {batch_size}")
@@ -61,7 +86,7 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     loss = loss or ("distill" if teacher is not None else "cross_entropy")
     shapes = data.sample_shapes()
     check_ranks(model, shapes)
-    tg = build_training_graph(model, trainable, loss, output=output, input_shapes=shapes, temperature=temperature,
+    tg = build_training_graph(model, s.trainable, loss, output=s.output, input_shapes=shapes, temperature=temperature,
                               distill=distill, label_smoothing=label_smoothing)
     teacher_model = _load(teacher) if teacher is not None else None
     targets = loss_targets(tg, data, teacher_model, batch_size, threads)
@@ -71,15 +96,15 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     params.set_masks(_trained_masks(model, tg, masks))
     if weight_decay is None:
         weight_decay = 0.0 if optimizer == "sgd" else 0.01
-    options = {"weight_decay": weight_decay}
+    optimizer_options = {"weight_decay": weight_decay}
     if optimizer == "sgd":
-        options["momentum"] = momentum
-    opt = make_optimizer(optimizer, params, **options)
+        optimizer_options["momentum"] = s.momentum
+    opt = make_optimizer(optimizer, params, **optimizer_options)
     step = TrainStep(tg, params, threads)
     forward = Forward(model, params, tg.logits, threads) if val_data is not None else None
     batchable = data_batchable(model, data)
     per_epoch = -(-len(data) // batch_size) if batchable else len(data)
-    lr_at = make_schedule(schedule, lr, max(1, epochs * per_epoch), warmup_steps)
+    lr_at = make_schedule(s.schedule, lr, max(1, epochs * per_epoch), s.warmup_steps)
     loss_options = {"temperature": temperature, "distill": distill, "label_smoothing": label_smoothing}
 
     history: list[dict] = []
@@ -88,8 +113,8 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
         entry = {"epoch": 0, **evaluate_epoch(forward, val_data, val_targets, tg, batch_size, batchable, loss_options)}
         history.append(entry)
         best = (_score(entry), 0, params.snapshot())
-    rng = np.random.default_rng(seed)
-    bar = _progress(progress, epochs * per_epoch)
+    rng = np.random.default_rng(s.seed)
+    bar = _progress(s.progress, epochs * per_epoch)
     clock = {"steps": 0, "busy": 0.0}
     for epoch in range(1, epochs + 1):
         batches = shuffled_batches(data, targets, batch_size, batchable, rng)

@@ -18,8 +18,3 @@ def add_commands(sub) -> None:
     """Add every subcommand of this package to the `onnxprune` subparsers."""
     for module in _MODULES.values():
         module.add_parser(sub)
-
-
-def add_verbosity(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="log what happens (-vv: debug)")

@@ -6,7 +6,7 @@ import json
 
 
 def add_parser(sub) -> None:
-    from onnxprune.cli.commands import add_verbosity
+    from onnxprune.cli.args import add_verbosity
 
     p = sub.add_parser("bench", help="params, MACs, size, latency, throughput, memory and energy of models")
     p.add_argument("models", nargs="+", metavar="MODEL", help=".onnx files (latency is measured interleaved)")
@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from onnxprune.check.bench import run_bench
-    from onnxprune.cli.main import parse_shapes
+    from onnxprune.cli.args import parse_shapes
     from onnxprune.errors import BadInputError
     from onnxprune.report.formats import format_bench
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    from onnxprune.cli.commands import add_verbosity
+    from onnxprune.cli.args import add_verbosity
     from onnxprune.cli.commands.train import SCHEDULE_CHOICES, add_schedule_arguments
 
     p = sub.add_parser("compare", help="train every pruning schedule and compare accuracy, size, speed and energy")

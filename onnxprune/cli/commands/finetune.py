@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    from onnxprune.cli.commands import add_verbosity
+    from onnxprune.cli.args import add_verbosity
 
     p = sub.add_parser("finetune", help="train a (pruned) model's weights in ONNX Runtime: distillation or labels")
     p.add_argument("model", help="the .onnx model to train (never modified)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    from onnxprune.cli.commands import add_verbosity
+    from onnxprune.cli.args import add_verbosity
 
     p = sub.add_parser("run", help="run a recipe: a pipeline of passes declared in TOML or JSON")
     p.add_argument("recipe", help="RECIPE.toml or RECIPE.json")

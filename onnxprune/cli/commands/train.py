@@ -61,7 +61,7 @@ def load_data(model, path: str):
 
 
 def add_parser(sub) -> None:
-    from onnxprune.cli.commands import add_verbosity
+    from onnxprune.cli.args import add_verbosity
 
     p = sub.add_parser("train", help="train a model under a pruning schedule (pre, in, post, set, post-structured)")
     add_schedule_arguments(p)

@@ -10,7 +10,7 @@ import json
 
 
 def add_parser(sub) -> None:
-    from onnxprune.cli.commands import add_verbosity
+    from onnxprune.cli.args import add_verbosity
 
     p = sub.add_parser("validate", help="check a pruned model against its dense original (validity, fidelity, gates)")
     p.add_argument("dense", help="the original .onnx model")
@@ -30,7 +30,7 @@ def run(args) -> int:
     import onnx
 
     from onnxprune.score.calibration import load_calibration
-    from onnxprune.cli.main import parse_shapes
+    from onnxprune.cli.args import parse_shapes
     from onnxprune.load.data import synthetic_dataset
     from onnxprune.errors import BadInputError
     from onnxprune.check.gates import check_thresholds, evaluate_gates, raise_if_failed

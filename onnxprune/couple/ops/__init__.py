@@ -2,11 +2,11 @@
 every module, and REGISTRY maps each op type to its rule. A new op family is one file here and one
 entry in MODULES."""
 
-from onnxprune.couple.ops import conv, elementwise, linear, misc, norm, pool, recurrent, shape_ops
+from onnxprune.couple.ops import conv, elementwise, linear, misc, norm, pool, recurrent, shape_ops, slicing
 from onnxprune.couple.vocabulary import Barrier, LinearSite, Link, Rule, Slot
 from onnxprune.graph.model_graph import ModelGraph, Node
 
-MODULES = (conv, elementwise, linear, misc, norm, pool, recurrent, shape_ops)
+MODULES = (conv, elementwise, linear, misc, norm, pool, recurrent, shape_ops, slicing)
 REGISTRY: dict[str, Rule] = {op: rule for module in MODULES for rule in module.RULES for op in rule.ops}
 
 

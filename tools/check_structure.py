@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""The import structure of onnxprune: cycles between modules and imports that point up the flow.
+"""The structure of onnxprune and passes/: import cycles, imports that point up the flow, functions
+with too many parameters and modules too long to hold in mind.
 
 Every import counts, including those inside functions (only `if TYPE_CHECKING:` blocks, which never
 run, are left out). A module may import from its own stage and
 from the stages below it; the stages, lowest first, are LAYERS. Prints what breaks the rule and
 exits 1 if anything does (tests/test_layout.py runs it).
 
-    python tools/check_layers.py
+    python tools/check_structure.py
 """
 
 from __future__ import annotations
@@ -83,6 +84,21 @@ def _is_type_checking(node: ast.AST) -> bool:
     return isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING"
 
 
+MAX_PARAMETERS = 12
+MAX_LINES = 400
+
+
+def long_signatures(path: Path) -> list[str]:
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs if x.arg not in ("self", "cls")]
+            if len(names) > MAX_PARAMETERS:
+                out.append(f"{node.name} ({len(names)} parameters)")
+    return out
+
+
 def layer_of(module: str) -> int:
     best, depth = -1, -1
     for i, prefixes in enumerate(LAYERS):
@@ -108,6 +124,11 @@ def problems() -> list[str]:
             continue  # the package itself, or a module importing its own package's __init__
         if layer_of(b) > layer_of(a):
             out.append(f"upward import: {a} imports {b}")
+    for name, path in found.items():
+        lines = len(path.read_text().splitlines())
+        if lines > MAX_LINES:
+            out.append(f"long module: {name} has {lines} lines (at most {MAX_LINES})")
+        out += [f"long signature: {name}.{s} (at most {MAX_PARAMETERS})" for s in long_signatures(path)]
     return sorted(out)
 
 
@@ -115,7 +136,7 @@ def main() -> int:
     found = problems()
     for line in found:
         print(line)
-    print(f"{len(found)} problem(s) in the import structure")
+    print(f"{len(found)} problem(s) in the structure")
     return 1 if found else 0
 
 

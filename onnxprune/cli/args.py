@@ -1,0 +1,67 @@
+"""What every command shares: the parser that fails in one line, shape and number parsing, the
+calibration-folder source, the verbosity flags."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from onnxprune.errors import BadInputError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, as for any bad input
+        self.exit(2, f"onnxprune: error: {message}\n")
+
+
+def parse_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]] | None:
+    """`name:1x3x224x224` items into a dict."""
+    if not items:
+        return None
+    shapes = {}
+    for item in items:
+        name, sep, dims = item.rpartition(":")
+        try:
+            shapes[name] = tuple(int(d) for d in dims.lower().split("x"))
+            assert sep and name and all(d > 0 for d in shapes[name])
+        except (ValueError, AssertionError):
+            raise BadInputError(f"--input-shape '{item}': expected NAME:DxDx... with positive dims") from None
+    return shapes
+
+
+def floats(text: str | None, flag: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise BadInputError(f"{flag} '{text}': expected comma-separated numbers") from None
+
+
+def calib_source(args):
+    """The --calib argument, with image options attached when it is a folder."""
+    if not getattr(args, "calib", None) or not Path(args.calib).is_dir():
+        return getattr(args, "calib", None)
+    from onnxprune.score.calibration import ImageOptions, load_calibration  # noqa: F401  (folders are read lazily by prune)
+    resize = None
+    if args.resize:
+        try:
+            h, w = (int(v) for v in args.resize.lower().split("x"))
+            resize = (h, w)
+        except ValueError:
+            raise BadInputError(f"--resize '{args.resize}': expected HxW") from None
+    options = ImageOptions(resize=resize, mean=floats(args.mean, "--mean") or (0.0,),
+                           std=floats(args.std, "--std") or (1.0,), layout=args.layout)
+    return FolderSource(args.calib, options)
+
+
+class FolderSource:
+    """A calibration folder with its image options, for load_calibration."""
+
+    def __init__(self, path: str, options):
+        self.path, self.options = path, options
+
+
+def add_verbosity(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="log what happens (-vv: debug)")
