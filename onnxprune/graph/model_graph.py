@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterable, Mapping
 
 import networkx as nx
@@ -88,7 +89,6 @@ class ModelGraph:
         self.shapes, self.dtypes = infer_concrete_shapes(model, self.input_shapes, self.problems)
         for name, value in self.constants.items():
             self.shapes[name] = tuple(value.shape)
-        self.nx = self._build_nx()
         self._static_memo: dict = {}
         self._symbolic: dict[str, tuple[bool, ...]] | None = None
 
@@ -108,7 +108,10 @@ class ModelGraph:
                     users.append(node.index)
         return found
 
-    def _build_nx(self) -> nx.DiGraph:
+    @cached_property
+    def nx(self) -> nx.DiGraph:
+        """The node graph for networkx algorithms (topological order, dominators, reachability),
+        built on first use: node index -> consumer node index, each edge naming its tensor."""
         g = nx.DiGraph()
         for node in self.nodes:
             g.add_node(node.index, op=node.op, name=node.name)
