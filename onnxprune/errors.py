@@ -21,3 +21,13 @@ class ValidationError(OnnxPruneError):
     """The pruned model is invalid or misses a requested gate (exit 1)."""
 
     exit_code = 1
+
+
+def one_line(error: BaseException | str, limit: int = 300) -> str:
+    """The first non-empty line of an error (or text), at most `limit` characters: what a message
+    quoting ONNX, ONNX Runtime or protobuf needs, since their errors span many lines."""
+    text = str(error).strip()
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if not first:
+        return type(error).__name__ if isinstance(error, BaseException) else ""
+    return first if len(first) <= limit else first[:limit - 3] + "..."

@@ -67,9 +67,10 @@ def evaluate_gates(fidelity: dict, min_cosine: float | None = None, max_drop: fl
     """
     check_thresholds(min_cosine, max_drop, flags)
     gates = []
-    if min_cosine is not None:
-        value = float(fidelity["cosine"])
-        gates.append(Gate("cosine", ">=", float(min_cosine), value, value >= min_cosine, flags[0], "cosine"))
+    if min_cosine is not None:  # every output must follow the dense model, not just their concatenation
+        name, value = _worst_output(fidelity)
+        label = f"cosine of output '{name}'" if name else "cosine"
+        gates.append(Gate("cosine", ">=", float(min_cosine), value, value >= min_cosine, flags[0], label))
     if max_drop is not None:
         if "accuracy_dense" not in fidelity or "accuracy_pruned" not in fidelity:
             raise BadInputError(f"{flags[1]} needs labelled data: give a .npz with a 'labels' array (one per "
@@ -78,6 +79,15 @@ def evaluate_gates(fidelity: dict, min_cosine: float | None = None, max_drop: fl
         gates.append(Gate("accuracy_drop", "<=", float(max_drop), drop, drop <= max_drop, flags[1],
                           "accuracy drop", " points", 2))
     return gates
+
+
+def _worst_output(fidelity: dict) -> tuple[str, float]:
+    """(name, cosine) of the output furthest from the dense model; ("", overall) with one output."""
+    outputs = fidelity.get("outputs") or {}
+    if not outputs:
+        return "", float(fidelity["cosine"])
+    name = min(outputs, key=lambda n: outputs[n]["cosine"])
+    return name, float(outputs[name]["cosine"])
 
 
 def failed(gates: list[Gate]) -> list[Gate]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import onnx
 
-from onnxprune.errors import BadInputError
+from onnxprune.errors import BadInputError, one_line
 
 # Quantized integer ops whose weights cannot be sliced as floats; QDQ models are handled by rules.
 _INTEGER_OPS = {"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeLinear"}
@@ -29,7 +29,7 @@ def load_model(path: str | os.PathLike, supported_only: bool = True) -> onnx.Mod
     try:
         model = onnx.load(str(path), load_external_data=True)
     except Exception as exc:  # protobuf raises several types for garbage or truncated files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = one_line(exc)
         raise BadInputError(f"{path}: not a readable ONNX model ({first})") from None
     if not model.graph.node:
         raise BadInputError(f"{path}: not a readable ONNX model (the graph has no nodes; truncated or not ONNX?)")
@@ -49,7 +49,7 @@ def check_supported(model: onnx.ModelProto, where: str = "model") -> None:
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = one_line(exc)
         raise BadInputError(f"{where}: fails the ONNX checker ({first})") from None
     except ValueError:
         pass  # models over 2 GB must be checked by path; load already validated the protobuf

@@ -46,7 +46,10 @@ def fidelity_line(fid: dict) -> str:
         parts.append(f"top-1 agreement {fid['top1_agreement']:.3f}")
     if "accuracy_dense" in fid:
         parts.append(f"accuracy {fid['accuracy_dense']:.4f} -> {fid['accuracy_pruned']:.4f}")
-    return f"fidelity on {fid.get('samples')} {fid.get('data', 'given')} samples: " + ", ".join(parts)
+    line = f"fidelity on {fid.get('samples')} {fid.get('data', 'given')} samples: " + ", ".join(parts)
+    per_output = [f"  output '{name}': cosine {o['cosine']:.6f}, max |diff| {o['max_abs']:.3g}"
+                  for name, o in fid.get("outputs", {}).items()]
+    return "\n".join([line, *per_output])
 
 
 def gate_text(gate: dict) -> str:
@@ -98,6 +101,7 @@ def format_markdown(report: dict) -> str:
             drop = (fid["accuracy_dense"] - fid["accuracy_pruned"]) * 100
             frows.append(["accuracy", f"{fid['accuracy_dense']:.4f} -> {fid['accuracy_pruned']:.4f} "
                                       f"(drop {drop:.2f} points)"])
+        frows += [[f"cosine of output `{name}`", f"{o['cosine']:.6f}"] for name, o in fid.get("outputs", {}).items()]
         lines += ["", f"## Fidelity ({fid.get('samples')} {fid.get('data', 'given')} samples)", "",
                   *_md_table(["figure", "value"], frows)]
     if gates:

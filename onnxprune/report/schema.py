@@ -30,6 +30,9 @@ _FIDELITY = {
         "samples": _COUNT,
         "cosine": _NUM, "rel_l2": _NUM, "max_abs": _NUM, "top1_agreement": _NUM,
         "accuracy_dense": _NUM, "accuracy_pruned": _NUM,
+        "outputs": {"type": "object", "additionalProperties": {
+            "type": "object", "required": ["cosine", "rel_l2", "max_abs"],
+            "properties": {"cosine": _NUM, "rel_l2": _NUM, "max_abs": _NUM}}},
     },
 }
 _VALIDATION = {

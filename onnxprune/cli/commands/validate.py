@@ -32,7 +32,7 @@ def run(args) -> int:
     from onnxprune.score.calibration import load_calibration
     from onnxprune.cli.args import parse_shapes
     from onnxprune.load.data import synthetic_dataset
-    from onnxprune.errors import BadInputError
+    from onnxprune.errors import BadInputError, one_line
     from onnxprune.check.gates import check_thresholds, evaluate_gates, raise_if_failed
     from onnxprune.graph.model_graph import resolve_input_shapes
     from onnxprune.load.model import load_model
@@ -49,7 +49,7 @@ def run(args) -> int:
     try:
         onnx.checker.check_model(dense)
     except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = one_line(exc)
         raise BadInputError(f"{args.dense}: the dense model fails the ONNX checker ({first})") from None
     except ValueError:
         pass  # over 2 GB: checked by path when loaded

@@ -1,0 +1,136 @@
+"""Fidelity: how closely the pruned model's outputs follow the dense model's, per output and overall.
+
+Both models run batch by batch over the same data and only running sums are kept (dot products,
+norms, the largest difference, agreement counts), so memory does not grow with the number of
+samples. Every output is reported on its own: one cosine over a detector's concatenated outputs is
+dominated by the box coordinates and says nothing about the scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from onnxprune.errors import BadInputError, ValidationError, one_line
+from onnxprune.load.data import Dataset
+from onnxprune.load.runtime import batchable
+
+
+@dataclass
+class Fidelity:
+    """Overall figures (all float outputs together, as before) and `outputs`: the same per output."""
+
+    cosine: float
+    rel_l2: float
+    max_abs: float
+    top1_agreement: float | None = None
+    accuracy_dense: float | None = None
+    accuracy_pruned: float | None = None
+    outputs: dict[str, dict] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None and v != {}}
+
+
+@dataclass
+class _Running:
+    """Sums for one output (or all of them) over the batches seen so far."""
+
+    dot: float = 0.0
+    dense_sq: float = 0.0
+    pruned_sq: float = 0.0
+    diff_sq: float = 0.0
+    max_abs: float = 0.0
+    equal: bool = True
+    rows: int = 0
+    agree: int = 0
+    correct_dense: int = 0
+    correct_pruned: int = 0
+
+    def add(self, d: np.ndarray, p: np.ndarray) -> None:
+        d, p = d.reshape(-1).astype(np.float64), p.reshape(-1).astype(np.float64)
+        self.dot += float(d @ p)
+        self.dense_sq += float(d @ d)
+        self.pruned_sq += float(p @ p)
+        self.diff_sq += float((d - p) @ (d - p))
+        self.max_abs = max(self.max_abs, float(np.abs(d - p).max()) if d.size else 0.0)
+        self.equal = self.equal and bool(np.array_equal(d, p))
+
+    def figures(self) -> dict:
+        denom = np.sqrt(self.dense_sq) * np.sqrt(self.pruned_sq)
+        return {"cosine": float(self.dot / denom) if denom > 0 else float(self.equal),
+                "rel_l2": float(np.sqrt(self.diff_sq) / max(np.sqrt(self.dense_sq), 1e-30)),
+                "max_abs": self.max_abs}
+
+
+def _numeric(value) -> np.ndarray | None:
+    """Outputs as numbers: tensors as they are, ZipMap-style lists of {label: score} as rows of scores."""
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return value
+    items = list(value) if value is not None else []
+    if items and all(isinstance(x, dict) for x in items):
+        return np.array([[x[k] for k in sorted(x)] for x in items], dtype=np.float64)
+    return None
+
+
+def _is_classifier(value: np.ndarray) -> bool:
+    return value.ndim == 2 and value.shape[1] > 1 and np.issubdtype(value.dtype, np.floating)
+
+
+def _run(sess, feed: dict, what: str) -> list:
+    try:
+        return sess.run(None, feed)
+    except Exception as exc:
+        if what == "dense":  # the dense model itself fails: the inputs are wrong, not the pruning
+            raise BadInputError(f"the dense model fails on the evaluation inputs ({one_line(exc)}); "
+                                "pass real inputs with --calib/--data or sizes with --input-shape") from None
+        raise ValidationError(f"ONNX Runtime failed to run the pruned model: {one_line(exc)}") from None
+
+
+def compare(dense_sess, pruned_sess, data: Dataset, batch_size: int = 32) -> Fidelity:
+    """Run both models over `data`; raise ValidationError if an output changes shape."""
+    names = [o.name for o in dense_sess.get_outputs()]
+    per_output = {n: _Running() for n in names}
+    overall = _Running()
+    labels = data.labels
+    seen = 0
+    numeric_names: list[str] = []
+    together = batchable(dense_sess) and batchable(pruned_sess)
+    for feed in data.batches(batch_size, together):
+        dense_out, pruned_out = _run(dense_sess, feed, "dense"), _run(pruned_sess, feed, "pruned")
+        pairs = [(n, _numeric(d), _numeric(p)) for n, d, p in zip(names, dense_out, pruned_out)]
+        pairs = [(n, d, p) for n, d, p in pairs if d is not None and p is not None]
+        if not pairs:
+            raise ValidationError("no output of the model can be compared as numbers")
+        numeric_names = [n for n, _, _ in pairs]
+        any_float = any(np.issubdtype(d.dtype, np.floating) for _, d, _ in pairs)
+        for name, d, p in pairs:
+            if d.shape != p.shape:
+                raise ValidationError(f"output '{name}' changed shape from {d.shape} to {p.shape}")
+            per_output[name].add(d, p)
+            if np.issubdtype(d.dtype, np.floating) or not any_float:
+                overall.add(d, p)
+        first, first_p = pairs[0][1], pairs[0][2]
+        if _is_classifier(first):
+            _count_top1(per_output[pairs[0][0]], first, first_p, labels, seen)
+        seen += len(first) if first.ndim else 1
+    fid = Fidelity(**overall.figures())
+    if len(numeric_names) > 1:
+        fid.outputs = {n: per_output[n].figures() for n in numeric_names}
+    head = per_output[numeric_names[0]]
+    if head.rows:
+        fid.top1_agreement = head.agree / head.rows
+        if labels is not None and len(labels) == head.rows:
+            fid.accuracy_dense, fid.accuracy_pruned = head.correct_dense / head.rows, head.correct_pruned / head.rows
+    return fid
+
+
+def _count_top1(run: _Running, d: np.ndarray, p: np.ndarray, labels: np.ndarray | None, offset: int) -> None:
+    top_d, top_p = d.argmax(1), p.argmax(1)
+    run.rows += len(d)
+    run.agree += int((top_d == top_p).sum())
+    if labels is not None and offset + len(d) <= len(labels):
+        truth = np.asarray(labels[offset:offset + len(d)])
+        run.correct_dense += int((top_d == truth).sum())
+        run.correct_pruned += int((top_p == truth).sum())
