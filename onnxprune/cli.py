@@ -8,11 +8,10 @@ import json
 import sys
 from pathlib import Path
 
-from . import __version__, progress
+from . import __version__, exits, progress
 from .commands import COMMANDS as MORE_COMMANDS
 from .commands import add_commands
-from .errors import BadInputError, OnnxPruneError
-from .ops.base import Barrier
+from .errors import BadInputError
 from .outputs import add_flags as add_output_flags
 
 
@@ -140,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     sen.add_argument("--input-shape", action="append", metavar="NAME:DxD..")
     sen.add_argument("--plot", metavar="PNG", help="write the curves as a PNG (needs matplotlib)")
     sen.add_argument("--json", metavar="FILE", help="write the table as JSON")
+    sen.add_argument("--force", action="store_true", help="overwrite existing --plot/--json files")
 
     ins = sub.add_parser("inspect", help="show coupled channel groups and the barriers that freeze channels")
     ins.add_argument("model")
@@ -152,18 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress.configure(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", 0))
-    try:
+    return exits.run(lambda: _run_command(args), verbose=getattr(args, "verbose", 0))
+
+
+def _run_command(args) -> int:
+    """Claim every output before any work (claims.py), then run the command under that guard."""
+    from .claims import for_command
+
+    guard = for_command(args)
+    with guard.active():
         return COMMANDS[args.command](args)
-    except OnnxPruneError as exc:
-        print(f"onnxprune: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except Barrier as exc:  # a rule met something it cannot handle: name it, no traceback
-        print(f"onnxprune: error: unsupported model structure: {exc}; pass --input-shape or see "
-              "`onnxprune inspect`", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("onnxprune: interrupted", file=sys.stderr)
-        return 130
 
 
 def cmd_prune(args) -> int:

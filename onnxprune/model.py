@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import onnx
@@ -58,31 +57,28 @@ def check_supported(model: onnx.ModelProto, where: str = "model") -> None:
 def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, force: bool = False) -> Path:
     """Write `model` to `path` via a temporary file and a rename, so no half-written file is ever left.
 
-    Models over 2 GB are saved with their tensors in one external data file beside the model.
+    Models over 2 GB are saved with their tensors in one external data file beside the model; both are
+    written under random temporary names first, then renamed (data first), so they land as one unit.
+    The path is resolved and checked by the output guard (destinations.py).
     """
-    path = Path(path)
-    if path.exists() and not force:
-        raise BadInputError(f"{path}: already exists; pass --force to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from . import destinations
+
+    real = destinations.check_output(path, force)
     large = model.ByteSize() > _TWO_GB if _byte_size_ok(model) else True
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_data = None
-    try:
-        if large:
-            data_name = path.name + ".data"
-            tmp_data = path.parent / f".{data_name}.tmp"
-            _save_external(model, tmp, tmp_data, data_name)
-            os.replace(tmp_data, path.parent / data_name)
-        else:
-            onnx.save_model(model, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        for leftover in (Path(tmp), tmp_data):
-            if leftover is not None and leftover.exists():
-                leftover.unlink()
-        raise
-    return path
+    if not large:
+        return destinations.write_file(real, lambda tmp: onnx.save_model(model, tmp))
+    if destinations.is_stream(real):
+        raise BadInputError(f"{path}: a model over 2 GB is written with an external data file beside it; "
+                            "give a file path, not a device or pipe")
+    data_name = real.name + ".data"
+    data_path = destinations.check_output(real.parent / data_name, force)
+    with destinations.temporary_beside(real) as tmp, destinations.temporary_beside(data_path) as tmp_data:
+        _save_external(model, tmp, Path(tmp_data), data_name)
+        os.chmod(tmp_data, destinations._mode_for(data_path))
+        os.chmod(tmp, destinations._mode_for(real))
+        os.replace(tmp_data, data_path)
+        os.replace(tmp, real)
+    return real
 
 
 def _save_external(model: onnx.ModelProto, tmp: str, data_file: Path, location: str, threshold: int = 1024) -> None:

@@ -41,18 +41,17 @@ def prepare(args) -> Path:
 
 def check_destinations(output: str | os.PathLike, model: str | os.PathLike | None, force: bool,
                        plot_dir: str | os.PathLike | None = None) -> Path:
-    """Usage errors before any work: an existing output without --force, output = input, --plot unusable."""
-    out = Path(output)
-    if out.exists() and not force:
-        raise BadInputError(f"{out}: already exists; pass --force to overwrite it")
-    if model is not None and Path(model).exists() and out.exists() and out.resolve() == Path(model).resolve():
-        raise BadInputError(f"{out}: the output would overwrite the input model")
-    if out.exists() and out.is_dir():
-        raise BadInputError(f"{out}: is a folder, expected an .onnx file name")
+    """Usage errors before any work, by the output guard (destinations.py): an existing output without
+    --force, an output that resolves to the input model or its data, --plot unusable."""
+    from .destinations import Destinations
+
+    guard = Destinations(force)
+    guard.input(model, "model", model=True)
+    guard.claim(output, "-o", model=True)
     if plot_dir is not None:
         from .plots import check_plot_dir
         check_plot_dir(plot_dir)
-    return out
+    return Path(output)
 
 
 def deliver(report: dict, model: onnx.ModelProto, output: str | os.PathLike, gates: list[Gate], *, force: bool,

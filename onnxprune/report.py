@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 
@@ -18,17 +17,9 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> None:
 
 
 def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write through the output guard: resolved path, temporary file and rename (destinations.py)."""
+    from .destinations import write_bytes
+    write_bytes(path, data)
 
 
 def _fmt(n: float) -> str:
