@@ -114,7 +114,8 @@ def test_interrupted_report_write_leaves_nothing(tmp_path, monkeypatch):
     def fail(*_):
         raise OSError(5, "Input/output error")
     monkeypatch.setattr(report.os, "replace", fail)
-    with pytest.raises(OSError):
+    from onnxprune.destinations import WriteError
+    with pytest.raises(WriteError, match="Input/output error"):
         write_json_atomic({"a": 1}, tmp_path / "r.json")
     assert list(tmp_path.iterdir()) == []
 
