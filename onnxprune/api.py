@@ -100,6 +100,12 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
             input_shapes = data.sample_shapes()
     if recover != "none" and data is None:
         raise BadInputError(f"--recover {recover} needs calibration data: pass --calib DATA.npz")
+    from .importance import NEEDS_DATA
+    if data is None and (criterion in NEEDS_DATA or criterion == "sensitivity"):
+        raise BadInputError(f"criterion '{criterion}' needs calibration data: pass --calib DATA.npz")
+    if data is not None:
+        from .fit import check_fits
+        check_fits(model, data, calib if isinstance(calib, (str, os.PathLike)) else getattr(calib, "path", "--calib"))
     working = fold_constants(model)  # weights built at run time from constants (ConstantOfShape, Reshape)
     if recover != "none":
         working = add_missing_biases(working, input_shapes)

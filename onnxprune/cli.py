@@ -54,8 +54,9 @@ def calib_source(args):
         try:
             h, w = (int(v) for v in args.resize.lower().split("x"))
             resize = (h, w)
-        except ValueError:
-            raise BadInputError(f"--resize '{args.resize}': expected HxW") from None
+            assert 1 <= h <= 16384 and 1 <= w <= 16384
+        except (ValueError, AssertionError):
+            raise BadInputError(f"--resize '{args.resize}': expected HxW, each from 1 to 16384") from None
     options = ImageOptions(resize=resize, mean=_floats(args.mean, "--mean") or (0.0,),
                            std=_floats(args.std, "--std") or (1.0,), layout=args.layout)
     return _FolderSource(args.calib, options)
@@ -156,9 +157,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_command(args) -> int:
-    """Claim every output before any work (claims.py), then run the command under that guard."""
+    """Check option ranges (limits.py) and claim every output (claims.py) before any work, then run the
+    command under that guard."""
     from .claims import for_command
+    from .limits import check_args
 
+    check_args(args)
     guard = for_command(args)
     with guard.active():
         return COMMANDS[args.command](args)

@@ -60,6 +60,8 @@ class Plan:
 
 def plan_from_json(dep: Dependency, data: dict) -> Plan:
     """Re-apply a saved plan to a (possibly re-exported) model with the same parameter names."""
+    from .plan_check import check_plan_document
+    check_plan_document(data)
     if data.get("schema") != PLAN_SCHEMA:
         raise BadInputError(f"not an onnxprune plan (schema {data.get('schema')!r}, expected {PLAN_SCHEMA})")
     removed = np.zeros(dep.num_channels, dtype=bool)

@@ -74,7 +74,10 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"{path}: no such recipe file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"{path}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
     try:
         if path.suffix.lower() == ".toml":
             doc = tomllib.loads(text)

@@ -177,12 +177,13 @@ def check_providers(pruned: onnx.ModelProto, dense: onnx.ModelProto, feed: dict,
             continue
         except Exception as exc:
             reason = _first_line(exc)
-        if ep != "CPUExecutionProvider":
-            try:
-                session(dense, threads, providers=providers).run(None, feed)
-            except Exception:
-                results[ep] = f"skipped: the dense model does not run there either ({reason})"
-                continue
+        try:
+            session(dense, threads, providers=providers).run(None, feed)
+        except Exception:
+            if ep == "CPUExecutionProvider":  # the data (or the dense model) is at fault, not the pruning
+                raise BadInputError(f"the dense model does not run on these inputs either ({reason})") from None
+            results[ep] = f"skipped: the dense model does not run there either ({reason})"
+            continue
         raise ValidationError(f"ONNX Runtime ({ep}) refuses the pruned model: {reason}")
     return results
 
