@@ -147,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--input-shape", action="append", metavar="NAME:DxD..")
     ins.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_commands(sub)  # validate, bench, run (commands/)
+    for command in sub.choices.values():  # every command loads models: one bound for constant subgraphs
+        command.add_argument("--max-fold-mb", type=float, metavar="MB",
+                             help="constant subgraphs may make at most this much (default: twice the weights, "
+                                  "at least 1 GiB)")
     return p
 
 
@@ -163,6 +167,9 @@ def _run_command(args) -> int:
     from .limits import check_args
 
     check_args(args)
+    if getattr(args, "max_fold_mb", None) is not None:
+        from .fold_limit import configure
+        configure(args.max_fold_mb)
     guard = for_command(args)
     with guard.active():
         return COMMANDS[args.command](args)
@@ -217,6 +224,8 @@ def cmd_sparsify(args) -> int:
     model, _ = as_model(args.model)
     result = sparsify(model, {k: v or 0.0 for k, v in amounts.items()}, scope=args.scope, pattern=args.pattern,
                       sparse_initializers=args.sparse_initializers, eval_data=args.data)
+    from .finite import check_finite
+    check_finite(result.model, model)
     save_model_atomic(result.model, out, force=args.force)
     if args.report:
         write_json_atomic(result.report, args.report)

@@ -36,13 +36,22 @@ def say(message: str) -> None:
     print(f"onnxprune: {one_line(message)}", file=sys.stderr, flush=True)
 
 
+_RUNTIME_LOG_LEVEL = 4  # ONNX Runtime severities: 0 verbose .. 3 error, 4 fatal
+
+
+def runtime_log_level() -> int:
+    """The severity sessions should log at: only fatal messages unless -v was given."""
+    return _RUNTIME_LOG_LEVEL
+
+
 def silence_runtime(verbose: int) -> None:
-    """ONNX Runtime logs warnings in colour on stderr before our own one-line error; keep them for -v."""
-    if verbose:
-        return
+    """ONNX Runtime logs errors in colour on stderr (even ones it recovers from) before our own
+    one-line error; keep them for -v."""
+    global _RUNTIME_LOG_LEVEL
+    _RUNTIME_LOG_LEVEL = 2 if verbose else 4
     try:
         import onnxruntime as ort
-        ort.set_default_logger_severity(3)
+        ort.set_default_logger_severity(_RUNTIME_LOG_LEVEL)
     except Exception:  # no runtime, or an old one: its messages are cosmetic
         pass
 

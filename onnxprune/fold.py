@@ -64,7 +64,8 @@ def _evaluate(model: onnx.ModelProto, nodes: list[onnx.NodeProto], feeds: dict[s
         import onnxruntime as ort
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        options.log_severity_level = 3
+        from .exits import runtime_log_level
+        options.log_severity_level = runtime_log_level()
         options.enable_cpu_mem_arena = False  # the arena would keep a copy of every result alive
         session = ort.InferenceSession(sub.SerializeToString(), options, providers=["CPUExecutionProvider"])
         values = session.run(wanted, feeds)
@@ -100,6 +101,8 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     wanted = sorted(produced & consumed_later)
     needed = {t for i in folded for t in model.graph.node[i].input if t and t not in produced}
     feeds = {t: _value(definitions[t]) for t in sorted(needed)}
+    from .fold_limit import check_fold_size
+    check_fold_size(model, [model.graph.node[i] for i in folded], feeds)  # before anything is evaluated
     for i in sorted(folded_set, reverse=True):  # deleting in place: big messages are never copied
         del result.graph.node[i]
     for name, value in _evaluate(model, [model.graph.node[i] for i in folded], feeds, wanted):

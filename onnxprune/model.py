@@ -34,6 +34,8 @@ def load_model(path: str | os.PathLike, supported_only: bool = True) -> onnx.Mod
         raise BadInputError(f"{path}: not a readable ONNX model (the graph has no nodes; truncated or not ONNX?)")
     if supported_only:
         check_supported(model, str(path))
+    from .fold_limit import check_constant_subgraphs
+    check_constant_subgraphs(model)  # a constant bomb is refused before anything evaluates it
     return model
 
 
@@ -45,13 +47,8 @@ def check_supported(model: onnx.ModelProto, where: str = "model") -> None:
                 f"{where}: node '{node.name or node.output[0]}' is {node.op_type}: integer-quantized weights "
                 "cannot be pruned; prune the float model, then quantize the result"
             )
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise BadInputError(f"{where}: fails the ONNX checker ({first})") from None
-    except ValueError:
-        pass  # models over 2 GB must be checked by path; load already validated the protobuf
+    from .large import check_model_any_size
+    check_model_any_size(model, f"{where}:", path=where)
 
 
 def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, force: bool = False) -> Path:

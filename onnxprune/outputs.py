@@ -63,8 +63,18 @@ def deliver(report: dict, model: onnx.ModelProto, output: str | os.PathLike, gat
     from .model import save_model_atomic
     from .report import format_markdown, format_summary, write_json_atomic, write_text_atomic
 
+    from .errors import ValidationError
+    from .finite import check_finite
+
     report["gates"] = [g.as_dict() for g in gates]
-    if failed(gates):
+    broken = None
+    if not failed(gates):
+        try:  # NaN or infinite weights: never written, reported like a missed gate
+            check_finite(model, dense)
+        except ValidationError as exc:
+            broken = exc
+            report["error"] = str(exc)
+    if failed(gates) or broken:
         report["output"] = None
         log.info("a gate failed: %s is not written", output)
     else:
@@ -84,3 +94,5 @@ def deliver(report: dict, model: onnx.ModelProto, output: str | os.PathLike, gat
     if not quiet:
         print(format_summary(report))
     raise_if_failed(gates)
+    if broken:
+        raise broken

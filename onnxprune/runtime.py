@@ -13,7 +13,8 @@ def session(model: onnx.ModelProto | bytes | str, threads: int = 0, optimize: bo
             providers: list[str] | None = None) -> ort.InferenceSession:
     """A quiet session on the CPU (or on `providers`, in order of preference)."""
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    from .exits import runtime_log_level
+    opts.log_severity_level = runtime_log_level()
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

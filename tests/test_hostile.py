@@ -91,7 +91,7 @@ def tiny_conv_model(weight_from_bomb: bool = False, node_name: str = "conv", ops
     if domain_op:
         nodes.append(helper.make_node("Mystery", ["y"], ["z"], domain="com.example"))
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 4, 4])],
-                              [helper.make_tensor_value_info("z" if domain_op else "y", TensorProto.FLOAT, None)],
+                              [helper.make_tensor_value_info("z" if domain_op else "y", TensorProto.FLOAT, ["N", 2, 4, 4])],
                               inits)
     opsets = [helper.make_opsetid("", opset)] + ([helper.make_opsetid("com.example", 1)] if domain_op else [])
     model = helper.make_model(graph, opset_imports=opsets)
@@ -275,9 +275,12 @@ def bench_cycle(w):
     return ["bench", save(model, w / "m.onnx"), "--rounds", "1", "--no-memory", "--no-energy", "-q"], 2
 
 
-def node_name_with_newlines(w):
-    model = tiny_conv_model(node_name="evil\nname\r\x1b[31m")
-    model.graph.node[0].input[1] = "missing_weight"  # the checker names the node
+def node_name_with_newlines(w):  # the refusal names the node: its newlines and escapes must stay escaped
+    x = helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 1, 4, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.INT32, None)
+    wq = numpy_helper.from_array(np.ones((2, 1, 3, 3), np.uint8), "w")
+    node = helper.make_node("ConvInteger", ["x", "w"], ["y"], name="evil\nname\r\x1b[31mred")
+    model = helper.make_model(helper.make_graph([node], "g", [x], [y], [wq]), opset_imports=[helper.make_opsetid("", 17)])
     return ["prune", save(model, w / "m.onnx"), "-o", w / "o.onnx", "--ratio", "0.5", *FAST], 2
 
 
@@ -472,7 +475,9 @@ def test_hostile_input(case, tmp_path, capsys, monkeypatch):
         assert lines == []
     else:
         assert len(lines) == 1 and lines[0].startswith("onnxprune: "), err
-        assert "Traceback" not in err
+        assert "Traceback" not in err and "\x1b" not in err and "\r" not in err
+    if case is node_name_with_newlines:
+        assert "evil\\nname\\r\\x1b[31mred" in err
     after = snapshot(work)
     for name, digest in before.items():  # every input byte-for-byte unchanged
         assert after.get(name) == digest, name
@@ -481,3 +486,139 @@ def test_hostile_input(case, tmp_path, capsys, monkeypatch):
         assert new == [], new
     else:  # only the named outputs, no temporary files
         assert all(not Path(n).name.startswith(".") and not n.endswith(".tmp") for n in new), new
+
+
+# ---- memory bombs: a child process under an address-space cap ----------------------------------
+
+MEMORY_CAP = 2 * 2**30
+
+
+def run_capped(argv: list, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m onnxprune ARGV` with at most MEMORY_CAP bytes of address space... plus what the
+    interpreter and ONNX Runtime map at start (measured by the child as its own baseline)."""
+    code = ("import resource, sys, runpy\n"
+            "import numpy, onnx, onnxruntime\n"  # their libraries map address space before the cap counts
+            "from onnxprune import cli\n"
+            "base = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()\n"
+            f"resource.setrlimit(resource.RLIMIT_AS, (base + {MEMORY_CAP}, base + {MEMORY_CAP}))\n"
+            "sys.exit(cli.main(sys.argv[1:]))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", code, *map(str, argv)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def fold_bomb(w):
+    return ["prune", save(tiny_conv_model(weight_from_bomb=True), w / "m.onnx"), "-o", w / "o.onnx", "--ratio",
+            "0.5", *FAST], 2
+
+
+def npz_with_unused_huge_array(w):
+    """A zip whose unused member declares 4 GB: never read. (Its bytes are a header only.)"""
+    import zipfile
+    path = w / "calib.npz"
+    shutil.copy(CALIB, path)
+    header = np.lib.format
+    with zipfile.ZipFile(path, "a") as zf:
+        with zf.open("unused.npy", "w") as f:
+            header.write_array_header_2_0(f, {"descr": "<f4", "fortran_order": False, "shape": (2**30,)})
+    return ["prune", model_copy(w), "-o", w / "o.onnx", "--ratio", "0.3", "--calib", path, "--criterion",
+            "activation", *FAST], 0
+
+
+def npz_with_huge_input_array(w):
+    import zipfile
+    path = w / "calib.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        with zf.open("input.npy", "w") as f:
+            np.lib.format.write_array_header_2_0(f, {"descr": "<f4", "fortran_order": False,
+                                                     "shape": (2**26, 1, 8, 8)})
+    return ["prune", model_copy(w), "-o", w / "o.onnx", "--ratio", "0.3", "--calib", path, *FAST], 2
+
+
+BOMBS = [fold_bomb, npz_with_unused_huge_array, npz_with_huge_input_array]
+
+
+@pytest.mark.parametrize("case", BOMBS, ids=[c.__name__ for c in BOMBS])
+def test_bombs_stay_under_the_memory_cap(case, tmp_path):
+    argv, expected = case(tmp_path)
+    before = snapshot(tmp_path)
+    done = run_capped(argv, tmp_path)
+    assert done.returncode == expected, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == (0 if expected == 0 else 1), done.stderr
+    after = snapshot(tmp_path)
+    assert all(after.get(k) == v for k, v in before.items())
+    assert set(after) - set(before) <= ({"o.onnx"} if expected == 0 else set())
+
+
+def test_sigterm_during_the_save_leaves_nothing(tmp_path):
+    """SIGTERM while the model is being written: exit 143, one line, no temporary file, no output."""
+    code = ("import sys, time, onnx\n"
+            "real = onnx.save_model\n"
+            "def slow(proto, f, *a, **k):\n"
+            "    open(f, 'wb').write(proto.SerializeToString()[:100])\n"
+            "    print('saving', flush=True)\n"
+            "    time.sleep(30)\n"
+            "onnx.save_model = slow\n"
+            "from onnxprune import cli\n"
+            "sys.exit(cli.main(sys.argv[1:]))\n")
+    m = model_copy(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-c", code, "prune", str(m), "-o", str(tmp_path / "o.onnx"), "--ratio",
+                              "0.3", "--bench-rounds", "0"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "saving"
+    assert any(p.name.startswith(".o.onnx.") for p in tmp_path.iterdir())  # the temporary file exists now
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=30)
+    assert child.returncode == 128 + signal.SIGTERM
+    assert err.splitlines() == ["onnxprune: interrupted"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    assert sha(m) == sha(DIGITS)
+
+
+def test_nan_weights_are_never_written(tmp_path, capsys, monkeypatch):
+    """A fine-tune that diverged: exit 1 naming the tensor, no model written."""
+    import onnxprune.api as api
+
+    def diverged(model, *args, **kwargs):
+        broken = onnx.ModelProto()
+        broken.CopyFrom(model)
+        t = broken.graph.initializer[0]
+        t.CopyFrom(numpy_helper.from_array(np.full(numpy_helper.to_array(t).shape, np.nan, np.float32), t.name))
+        return broken, {"epochs": 1, "loss": "distill", "samples": 1, "history": [{}]}
+    monkeypatch.setattr(api, "_finetune", diverged)
+    m, c = model_copy(tmp_path), calib_copy(tmp_path)
+    code = main([str(a) for a in ("finetune", m, "--data", c, "--labels", "-o", tmp_path / "o.onnx", "-q")])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.splitlines()) == 1
+    name = onnx.load(str(DIGITS)).graph.initializer[0].name
+    assert f"'{name}'" in err and "NaN" in err
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_models_over_2gb_are_checked_by_path(monkeypatch):
+    """protobuf 7 raises EncodeError when the checker serializes a model over 2 GB: the model is then
+    checked by path (the checker reads its external data itself) instead of crashing."""
+    from google.protobuf.message import EncodeError
+
+    from onnxprune.errors import BadInputError
+    from onnxprune.model import load_model
+
+    real, by_path = onnx.checker.check_model, []
+
+    def checker(model, *args, **kwargs):
+        if isinstance(model, onnx.ModelProto):
+            raise EncodeError("Failed to serialize proto")
+        by_path.append(model)
+        return real(model, *args, **kwargs)
+    monkeypatch.setattr(onnx.checker, "check_model", checker)
+    assert load_model(DIGITS).graph.node and by_path == [str(DIGITS)]
+
+    def invalid(model, *args, **kwargs):
+        if isinstance(model, onnx.ModelProto):
+            raise EncodeError("Failed to serialize proto")
+        raise onnx.checker.ValidationError("bad node\nsecond line")
+    monkeypatch.setattr(onnx.checker, "check_model", invalid)
+    with pytest.raises(BadInputError, match="fails the ONNX checker \\(bad node\\)"):
+        load_model(DIGITS)

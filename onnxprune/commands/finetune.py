@@ -42,6 +42,8 @@ def run(args) -> int:
     ranks = {n: len(g.input_shapes[n]) for n in g.inputs}
     trained, info = _finetune(model, teacher, args.data, ranks, args.epochs, args.val, args.labels, args.lr,
                               args.batch_size, args.seed, progress.enabled(), args.threads)
+    from ..finite import check_finite
+    check_finite(trained, model)  # a diverged run is never written (exit 1)
     save_model_atomic(trained, out, force=args.force)
     if not args.quiet:
         last = info["history"][-1]

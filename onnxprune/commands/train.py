@@ -106,6 +106,8 @@ def run(args) -> int:
     finally:
         if bar is not None:
             bar.close()
+    from ..finite import check_finite
+    check_finite(result.model, model)  # a diverged run is never written (exit 1)
     save_model_atomic(result.model, out, force=args.force)
     kinds: dict[str, list[int]] = {}
     for layer in result.layers:

@@ -46,13 +46,8 @@ def run(args) -> int:
     if args.max_drop is not None and not args.data:
         raise BadInputError("--max-drop needs labelled data: pass --data DATA.npz with a 'labels' array")
     dense = load_model(args.dense, supported_only=False)
-    try:
-        onnx.checker.check_model(dense)
-    except onnx.checker.ValidationError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise BadInputError(f"{args.dense}: the dense model fails the ONNX checker ({first})") from None
-    except ValueError:
-        pass  # over 2 GB: checked by path when loaded
+    from ..large import check_model_any_size
+    check_model_any_size(dense, f"{args.dense}: the dense model", path=args.dense)
     pruned = load_model(args.pruned, supported_only=False)
     shapes = resolve_input_shapes(dense, parse_shapes(args.input_shape))
     if args.data:
