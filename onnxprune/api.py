@@ -173,10 +173,16 @@ def _finetune(pruned, dense, train, ranks, epochs, val, labels, lr, batch_size, 
 
     if train is None:
         raise BadInputError("fine-tuning needs training data: pass --calib or --train-data DATA.npz")
+    from .fit import check_fits
+    source = train if isinstance(train, (str, os.PathLike)) else "training data"
     train = load_calibration(train, ranks)
+    check_fits(pruned, train, source, labels=labels)
     if labels and train.labels is None:
         raise BadInputError("--labels needs a 'labels' array in the training data")
+    val_source = val if isinstance(val, (str, os.PathLike)) else "validation data"
     val = load_calibration(val, ranks) if val is not None else None
+    if val is not None:
+        check_fits(pruned, val, val_source)
     result = finetune(pruned, train, epochs, loss="cross_entropy" if labels else "distill",
                       teacher=None if labels else dense, lr=lr, batch_size=batch_size, val_data=val, seed=seed,
                       progress=progress, threads=threads)

@@ -459,6 +459,42 @@ CASES = [out_through_missing_folder, out_through_missing_folder_force, out_exist
          calib_limit_negative, threads_huge, validate_wrong_dtype_data, gate_fails, ok_to_stdout]
 
 
+def _npz(w: Path, name: str, **arrays) -> Path:
+    path = w / name
+    np.savez(path, **arrays)
+    return path
+
+
+def finetune_int_data(w):
+    data = _npz(w, "d.npz", input=np.zeros((8, 1, 8, 8), np.int64), labels=np.zeros(8, np.int64))
+    return ["finetune", model_copy(w), "--data", data, "--labels", "-o", w / "o.onnx", "-q"], 2
+
+
+def train_nan_data(w):
+    data = _npz(w, "d.npz", input=np.full((8, 1, 8, 8), np.nan, np.float32), labels=np.zeros(8, np.int64))
+    return ["train", model_copy(w), "--data", data, "--schedule", "dense", "--epochs", "1", "-o", w / "o.onnx",
+            "-q"], 2
+
+
+def labels_out_of_range(w):
+    data = _npz(w, "d.npz", input=np.zeros((8, 1, 8, 8), np.float32), labels=np.full(8, 99, np.int64))
+    return ["finetune", model_copy(w), "--data", data, "--labels", "-o", w / "o.onnx", "-q"], 2
+
+
+def bench_int_data(w):
+    data = _npz(w, "d.npz", input=np.zeros((8, 1, 8, 8), np.int64))
+    return ["bench", model_copy(w), "--data", data, "--rounds", "1", "--no-memory", "--no-energy", "-q"], 2
+
+
+def calib_not_a_zip(w):
+    (w / "c.npz").write_bytes(b"garbage")
+    return ["prune", model_copy(w), "-o", w / "o.onnx", "--ratio", "0.3", "--calib", w / "c.npz", *FAST], 2
+
+
+MORE = [finetune_int_data, train_nan_data, labels_out_of_range, bench_int_data, calib_not_a_zip]
+CASES += MORE
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
 def test_hostile_input(case, tmp_path, capsys, monkeypatch):
     work = tmp_path / "work"
@@ -551,8 +587,10 @@ def test_bombs_stay_under_the_memory_cap(case, tmp_path):
     assert set(after) - set(before) <= ({"o.onnx"} if expected == 0 else set())
 
 
-def test_sigterm_during_the_save_leaves_nothing(tmp_path):
-    """SIGTERM while the model is being written: exit 143, one line, no temporary file, no output."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_signal_during_the_save_leaves_nothing(tmp_path, sig):
+    """SIGTERM or SIGHUP while the model is being written: exit 128+N, one line, no temporary file,
+    no output, the input unchanged (as for Ctrl-C)."""
     code = ("import sys, time, onnx\n"
             "real = onnx.save_model\n"
             "def slow(proto, f, *a, **k):\n"
@@ -569,9 +607,9 @@ def test_sigterm_during_the_save_leaves_nothing(tmp_path):
                              stderr=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "saving"
     assert any(p.name.startswith(".o.onnx.") for p in tmp_path.iterdir())  # the temporary file exists now
-    child.send_signal(signal.SIGTERM)
+    child.send_signal(sig)
     _, err = child.communicate(timeout=30)
-    assert child.returncode == 128 + signal.SIGTERM
+    assert child.returncode == 128 + sig
     assert err.splitlines() == ["onnxprune: interrupted"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
     assert sha(m) == sha(DIGITS)
@@ -622,3 +660,26 @@ def test_models_over_2gb_are_checked_by_path(monkeypatch):
     monkeypatch.setattr(onnx.checker, "check_model", invalid)
     with pytest.raises(BadInputError, match="fails the ONNX checker \\(bad node\\)"):
         load_model(DIGITS)
+
+
+
+def test_an_internal_error_is_one_line_and_exit_3(tmp_path, capsys, monkeypatch):
+    """A bug (here: a command that raises) exits 3 with one line naming a log file with the traceback;
+    with -v the traceback is printed instead."""
+    import onnxprune.cli as cli
+
+    def broken(args):
+        raise ZeroDivisionError("a bug\nwith two lines")
+    monkeypatch.setitem(cli.COMMANDS, "bench", broken)
+    code = main(["bench", str(DIGITS)])
+    err = capsys.readouterr().err
+    assert code == 3 and len(err.splitlines()) == 1
+    assert "internal error" in err and "ZeroDivisionError: a bug" in err and "Traceback" not in err
+    log = Path(err.rsplit("traceback in ", 1)[1].strip())
+    try:
+        assert "ZeroDivisionError" in log.read_text()
+    finally:
+        log.unlink()
+    code = main(["bench", str(DIGITS), "-v"])
+    err = capsys.readouterr().err
+    assert code == 3 and "Traceback" in err and err.splitlines()[-1].startswith("onnxprune: internal error")

@@ -57,7 +57,10 @@ def load_data(model, path: str):
     from ..calibration import load_calibration
     from ..graph import resolve_input_shapes
 
-    return load_calibration(path, {k: len(v) for k, v in resolve_input_shapes(model, None).items()})
+    from ..fit import check_fits
+    data = load_calibration(path, {k: len(v) for k, v in resolve_input_shapes(model, None).items()})
+    check_fits(model, data, path, labels=data.labels is not None)
+    return data
 
 
 def progress_bar(desc: str, total: int):
