@@ -69,6 +69,8 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, force: bo
                             "give a file path, not a device or pipe")
     data_name = real.name + ".data"
     data_path = destinations.check_output(real.parent / data_name, force)
+    if data_path.exists() and not force:  # the model's .data sidecar is part of the output: no silent clobber
+        raise BadInputError(f"{data_path}: already exists (the external data of {path}); pass --force to overwrite it")
     with destinations.temporary_beside(real) as tmp, destinations.temporary_beside(data_path) as tmp_data:
         _save_external(model, tmp, Path(tmp_data), data_name)
         os.chmod(tmp_data, destinations._mode_for(data_path))
