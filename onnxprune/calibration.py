@@ -43,11 +43,11 @@ def load_calibration(source, input_ranks: Mapping[str, int], image: ImageOptions
     if isinstance(source, Dataset):
         data = source
     elif hasattr(source, "path") and hasattr(source, "options"):  # a folder with image options (the CLI)
-        data = _load_folder(Path(source.path), input_ranks, source.options)
+        data = _load_folder(Path(source.path), input_ranks, source.options, limit)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
-            data = _load_folder(path, input_ranks, image or ImageOptions())
+            data = _load_folder(path, input_ranks, image or ImageOptions(), limit)
         else:
             data = load_npz(path, input_ranks, limit)
     elif hasattr(source, "get_next"):
@@ -85,10 +85,10 @@ def _from_feeds(feeds: Iterable[Mapping[str, np.ndarray]], input_ranks: Mapping[
     return Dataset({k: np.stack(v) for k, v in columns.items()})
 
 
-def _load_folder(path: Path, input_ranks: Mapping[str, int], image: ImageOptions) -> Dataset:
+def _load_folder(path: Path, input_ranks: Mapping[str, int], image: ImageOptions, limit: int | None = None) -> Dataset:
     files = sorted(p for p in path.iterdir() if p.is_file())
     arrays = [p for p in files if p.suffix in (".npy", ".npz")]
-    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES][:limit]  # --calib-limit before decoding
     if len(input_ranks) != 1 and images:
         raise BadInputError(f"{path}: images can only feed a single-input model; this one has {list(input_ranks)}")
     if arrays:

@@ -250,6 +250,8 @@ def cmd_sensitivity(args) -> int:
     shapes = parse_shapes(args.input_shape)
     probe = ModelGraph(model, shapes)
     data = load_calibration(args.calib, {n: len(probe.input_shapes[n]) for n in probe.inputs}, limit=args.calib_limit)
+    from .fit import check_fits
+    check_fits(model, data, args.calib)
     ratios = _floats(args.ratios, "--ratios")
     if not ratios or not all(0 < r < 1 for r in ratios):
         raise BadInputError(f"--ratios '{args.ratios}': shares must lie strictly between 0 and 1")

@@ -16,6 +16,7 @@ import onnx
 from .errors import BadInputError
 
 FLOOR = 2**30
+_SMALL = 1 << 16  # integer constants up to this many values are given to shape inference as values
 _override_mb: float | None = None
 
 
@@ -58,16 +59,33 @@ def check_constant_subgraphs(model: onnx.ModelProto) -> None:
         return
     produced = {t for n in nodes for t in n.output if t}
     needed = {t for n in nodes for t in n.input if t and t not in produced}
-    from .fold import _value
-    check_fold_size(model, nodes, {t: _value(definitions[t]) for t in sorted(needed)})
+    check_fold_size(model, nodes, {t: _shape_only(definitions[t]) for t in sorted(needed)})
+
+
+def _shape_only(defn) -> np.ndarray:
+    """Small integer constants as values (shapes, axes: inference reads them); anything else as a
+    zero-stride stand-in with the right shape and type, so no weight is copied for the check."""
+    tensor = defn if isinstance(defn, onnx.TensorProto) else next(
+        (a.t for a in defn.attribute if a.type == onnx.AttributeProto.TENSOR), None)
+    if tensor is None:  # value_ints, value_float...: small by construction
+        from .fold import _value
+        return _value(defn)
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    if dtype.kind in "iu" and math.prod(tensor.dims) <= _SMALL:
+        return onnx.numpy_helper.to_array(tensor)
+    return np.lib.stride_tricks.as_strided(np.zeros(1, dtype), shape=tuple(tensor.dims),
+                                           strides=(0,) * len(tensor.dims))
 
 
 def check_fold_size(model: onnx.ModelProto, nodes: list[onnx.NodeProto], feeds: dict[str, np.ndarray]) -> None:
     """BadInputError if the outputs of the constant `nodes` (shapes inferred with the constants' values)
     would total more than the limit; names the node whose output crosses it."""
     limit = limit_bytes(model)
-    inits = [onnx.numpy_helper.from_array(v, n) for n, v in feeds.items() if v.size * v.itemsize <= 2**26]
-    graph = onnx.helper.make_graph(nodes, "fold", [], [], inits)
+    small = {n: v for n, v in feeds.items() if v.dtype.kind in "iu" and v.size <= _SMALL}
+    inits = [onnx.numpy_helper.from_array(np.ascontiguousarray(v), n) for n, v in small.items()]
+    typed = [onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+             for n, v in feeds.items() if n not in small]  # the rest by type and shape only
+    graph = onnx.helper.make_graph(nodes, "fold", typed, [], inits)
     sub = onnx.helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=max(model.ir_version, 4))
     try:
         inferred = onnx.shape_inference.infer_shapes(sub)  # data_prop would build the values

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .errors import BadInputError
 
-MAX_INPUT_ELEMENTS = 2**28      # 1 GiB of float32 per input tensor (synthetic data, --input-shape)
+MAX_INPUT_ELEMENTS = 2**26      # 256 MiB of float32 per input tensor (synthetic data, --input-shape)
 MAX_BATCH = 65536
 MAX_ROUNDS = 100_000
 MAX_EPOCHS = 100_000

@@ -683,3 +683,18 @@ def test_an_internal_error_is_one_line_and_exit_3(tmp_path, capsys, monkeypatch)
     code = main(["bench", str(DIGITS), "-v"])
     err = capsys.readouterr().err
     assert code == 3 and "Traceback" in err and err.splitlines()[-1].startswith("onnxprune: internal error")
+
+
+def test_calib_limit_applies_before_images_are_decoded(tmp_path, capsys):
+    """--calib-limit 2 reads two images: a broken third one is never opened."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    png(folder / "a.png", (16, 16), "RGB")
+    png(folder / "b.png", (16, 16), "RGB")
+    (folder / "c.png").write_bytes(b"not an image")
+    code = main([str(a) for a in ("prune", FIXTURES / "chain.onnx", "-o", tmp_path / "o.onnx", "--ratio", "0.3",
+                                  "--calib", folder, "--calib-limit", "2", "--criterion", "activation", *FAST)])
+    assert code == 0, capsys.readouterr().err
+    assert main([str(a) for a in ("prune", FIXTURES / "chain.onnx", "-o", tmp_path / "p.onnx", "--ratio", "0.3",
+                                  "--calib", folder, "--criterion", "activation", *FAST)]) == 2
+    assert "c.png: not a readable image" in capsys.readouterr().err

@@ -52,6 +52,8 @@ def run(args) -> int:
     shapes = resolve_input_shapes(dense, parse_shapes(args.input_shape))
     if args.data:
         data, kind = load_calibration(args.data, {k: len(v) for k, v in shapes.items()}), "given"
+        from ..fit import check_fits
+        check_fits(dense, data, args.data)  # bad data is the data's fault (exit 2), not the pruned model's
     else:
         data, kind = synthetic_dataset(session(dense, args.threads), shapes, samples=8), "synthetic"
     checked = validate_pair(dense, pruned, data, args.threads)
