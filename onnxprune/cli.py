@@ -1,5 +1,5 @@
 """The `onnxprune` command: prune, inspect. Exit 0 on success, 1 when validation or a gate fails,
-2 on bad input or usage; every error is one line on stderr."""
+2 on bad input or usage, 3 on an internal error (exits.py); every error is one line on stderr."""
 
 from __future__ import annotations
 

@@ -102,3 +102,11 @@ def check_elements(shape, what: str) -> None:
     if math.prod(int(d) for d in shape) > MAX_INPUT_ELEMENTS:
         raise BadInputError(f"{what}: shape {'x'.join(str(int(d)) for d in shape)} is over the limit of "
                             f"{MAX_INPUT_ELEMENTS:,} elements; pass a smaller --input-shape or --batch")
+
+
+def check_recipe_numbers(values: dict, source: str) -> None:
+    """The recipe's top-level numbers under the same bounds as the flags."""
+    if values.get("threads", 0) > _cores():
+        raise BadInputError(f"{source}: 'threads' = {values['threads']}: at most {_cores()} (this machine's cores)")
+    if values.get("bench_rounds", 0) > MAX_ROUNDS:
+        raise BadInputError(f"{source}: 'bench_rounds' = {values['bench_rounds']}: at most {MAX_ROUNDS}")

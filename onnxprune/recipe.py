@@ -114,6 +114,8 @@ def recipe_from_dict(doc: dict, base: str | os.PathLike = ".", source: str = "<r
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise BadInputError(f"{source}: '{key}' must be a non-negative integer, got {value!r}")
         values[key] = value
+    from .limits import check_recipe_numbers
+    check_recipe_numbers(values, source)
     passes = _passes(doc.get("passes"), source)
     steps = []
     for i, (name, options) in enumerate(passes, 1):

@@ -698,3 +698,17 @@ def test_calib_limit_applies_before_images_are_decoded(tmp_path, capsys):
     assert main([str(a) for a in ("prune", FIXTURES / "chain.onnx", "-o", tmp_path / "p.onnx", "--ratio", "0.3",
                                   "--calib", folder, "--criterion", "activation", *FAST)]) == 2
     assert "c.png: not a readable image" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ['threads = 100000\n', '[[passes]]\npass = "ChannelPruning"\nratio = nan\n',
+                                  '[[passes]]\npass = "ChannelPruning"\nratio = 0.3\nthreads = 99999\n',
+                                  '[[passes]]\npass = "ChannelPruning"\nratio = true\n'],
+                         ids=["threads", "nan-ratio", "pass-threads", "bool-ratio"])
+def test_recipe_numbers_are_bounded(tmp_path, capsys, text):
+    model_copy(tmp_path)
+    recipe = tmp_path / "r.toml"
+    passes = "" if "[[passes]]" in text else '[[passes]]\npass = "ChannelPruning"\nratio = 0.3\n'
+    recipe.write_text(f'input = "m.onnx"\noutput = "o.onnx"\n{text}{passes}')
+    assert main(["run", str(recipe), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "o.onnx").exists()
