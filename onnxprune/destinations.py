@@ -81,7 +81,6 @@ class Destinations:
         self.force = force
         self.inputs: dict[tuple, tuple[str, Path]] = {}  # identity -> (what, path as given)
         self.claims: dict[tuple, tuple[str, Path]] = {}  # identity -> (flag, resolved path)
-        self.optional: set[tuple] = set()  # claims written only sometimes (external data)
 
     # ---- inputs ------------------------------------------------------------------------------
     def input(self, path: str | os.PathLike | None, what: str, model: bool = False) -> None:
@@ -113,7 +112,7 @@ class Destinations:
             what, given = self.inputs[key]
             raise BadInputError(f"{shown}: would overwrite the input {what} ({given}); the input is never "
                                 "modified, even with --force: choose another path")
-        if key in self.claims and key not in self.optional:
+        if key in self.claims:  # the external data file a model may write counts too
             raise BadInputError(f"{shown}: is the same file as {self.claims[key][0]} {self.claims[key][1]}; "
                                 "give each output its own path")
         if not stream:
@@ -129,7 +128,6 @@ class Destinations:
                 raise BadInputError(f"{shown}: its external data file {sidecar} is also {self.claims[skey][0]}; "
                                     "give each output its own path")
             self.claims[skey] = (f"{flag or 'output'} (external data)", sidecar)
-            self.optional.add(skey)
         return real
 
     def folder(self, directory: str | os.PathLike, flag: str, names: Iterable[str]) -> list[Path]:

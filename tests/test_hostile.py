@@ -491,7 +491,29 @@ def calib_not_a_zip(w):
     return ["prune", model_copy(w), "-o", w / "o.onnx", "--ratio", "0.3", "--calib", w / "c.npz", *FAST], 2
 
 
-MORE = [finetune_int_data, train_nan_data, labels_out_of_range, bench_int_data, calib_not_a_zip]
+def _external_model(w: Path, data_name: str) -> Path:
+    model = onnx.load(str(DIGITS))
+    path = w / "m.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, location=data_name, size_threshold=0)
+    return path
+
+
+def out_is_inputs_external_data(w):
+    m = _external_model(w, "weights.bin")
+    return ["prune", m, "-o", w / "weights.bin", "--ratio", "0.3", "--force", *FAST], 2
+
+
+def out_sidecar_is_inputs_external_data(w):  # -o x.onnx would put a large model's data in x.onnx.data
+    m = _external_model(w, "x.onnx.data")
+    return ["prune", m, "-o", w / "x.onnx", "--ratio", "0.3", *FAST], 2
+
+
+def report_is_sidecar_of_output(w):
+    return ["prune", model_copy(w), "-o", w / "o.onnx", "--report", w / "o.onnx.data", "--ratio", "0.3", *FAST], 2
+
+
+MORE = [out_is_inputs_external_data, out_sidecar_is_inputs_external_data, report_is_sidecar_of_output,
+        finetune_int_data, train_nan_data, labels_out_of_range, bench_int_data, calib_not_a_zip]
 CASES += MORE
 
 
