@@ -518,15 +518,15 @@ CASES += MORE
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
-def test_hostile_input(case, tmp_path, capsys, monkeypatch):
+def test_hostile_input(case, tmp_path, capfd, monkeypatch):  # capfd: ONNX Runtime writes to fd 2 itself
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
     argv, expected = case(work)
     before = snapshot(work)
-    capsys.readouterr()
+    capfd.readouterr()
     code = main([str(a) for a in argv])
-    _, err = capsys.readouterr()
+    _, err = capfd.readouterr()
     assert code == expected, err
     lines = err.splitlines()
     if expected == 0:
