@@ -112,6 +112,9 @@ class Destinations:
             what, given = self.inputs[key]
             raise BadInputError(f"{shown}: would overwrite the input {what} ({given}); the input is never "
                                 "modified, even with --force: choose another path")
+        if stream and os.path.realpath(real) == os.devnull:  # discarding twice loses nothing
+            self.claims[key] = (flag or "output", real)
+            return real
         if key in self.claims:  # the external data file a model may write counts too
             raise BadInputError(f"{shown}: is the same file as {self.claims[key][0]} {self.claims[key][1]}; "
                                 "give each output its own path")

@@ -112,6 +112,13 @@ def run(command: Callable[[], int], verbose: int = 0) -> int:
     except KeyboardInterrupt:
         say("interrupted")
         return 130
+    except BrokenPipeError:  # the reader of our stdout went away (| head): its choice, no message
+        try:
+            import os
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError):
+            pass
+        return 128 + 13  # as if killed by SIGPIPE, for `set -o pipefail`
     except RecursionError:
         say("error: the model's graph is nested or chained too deeply to analyse")
         return 2
