@@ -734,3 +734,12 @@ def test_recipe_numbers_are_bounded(tmp_path, capsys, text):
     assert main(["run", str(recipe), "-q"]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and not (tmp_path / "o.onnx").exists()
+
+
+def test_dev_null_takes_every_output(tmp_path, capfd):
+    """A dry run: the model and the report both go to /dev/null; nothing is created anywhere."""
+    m = model_copy(tmp_path)
+    code = main([str(a) for a in ("prune", m, "-o", "/dev/null", "--report", "/dev/null", "--ratio", "0.3", *FAST)])
+    assert code == 0 and capfd.readouterr().err == ""
+    assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
