@@ -60,11 +60,10 @@ def deliver(report: dict, model: onnx.ModelProto, output: str | os.PathLike, gat
             quiet: bool = False) -> None:
     """Write the model if every gate passed, then the report, summary and plots; print the table;
     raise GateError (exit 1) naming the missed gates, after everything else is written."""
-    from .model import save_model_atomic
-    from .report import format_markdown, format_summary, write_json_atomic, write_text_atomic
-
     from .errors import ValidationError
     from .finite import check_finite
+    from .model import save_model_atomic
+    from .report import format_markdown, format_summary, write_json_atomic, write_text_atomic
 
     report["gates"] = [g.as_dict() for g in gates]
     broken = None

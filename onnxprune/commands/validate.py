@@ -27,8 +27,6 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import onnx
-
     from ..calibration import load_calibration
     from ..cli import parse_shapes
     from ..data import synthetic_dataset
