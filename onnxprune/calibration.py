@@ -93,12 +93,14 @@ def _load_folder(path: Path, input_ranks: Mapping[str, int], image: ImageOptions
         raise BadInputError(f"{path}: images can only feed a single-input model; this one has {list(input_ranks)}")
     if arrays:
         feeds = []
+        from .npz import read_arrays, read_npy
         for p in arrays:
-            if p.suffix == ".npz":
-                with np.load(p) as z:
-                    feeds.append({k: z[k] for k in z.files if k in input_ranks})
+            if p.suffix == ".npz":  # only the model's inputs, within the size limit
+                z = read_arrays(p, input_ranks)
+                z.pop("__files__")
+                feeds.append(z)
             else:
-                feeds.append({next(iter(input_ranks)): np.load(p)})
+                feeds.append({next(iter(input_ranks)): read_npy(p)})
         feeds = [{k: (v if v.ndim == input_ranks[k] else v[None]) for k, v in f.items()} for f in feeds]
         return _from_feeds(feeds, input_ranks)
     if images:

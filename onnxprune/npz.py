@@ -62,3 +62,15 @@ def _read_member(zf: zipfile.ZipFile, member: str, path, key: str, limit: int | 
         raise
     except Exception as exc:  # corrupt headers, CRC errors, unsupported compression
         raise BadInputError(f"{path}: array '{key}' is not readable ({exc})") from None
+
+
+def read_npy(path: str | os.PathLike) -> np.ndarray:
+    """A .npy file, its declared size checked before it is read."""
+    try:
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:
+        raise BadInputError(f"{path}: not a readable .npy file ({exc})") from None
+    if mapped.nbytes > MAX_ARRAY_BYTES:
+        raise BadInputError(f"{path}: {'x'.join(map(str, mapped.shape))} ({mapped.nbytes / 2**30:.1f} GiB) is over the "
+                            f"{MAX_ARRAY_BYTES / 2**30:.0f} GiB limit per array")
+    return np.array(mapped)
