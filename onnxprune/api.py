@@ -18,8 +18,7 @@ from onnxprune.load.data import synthetic_dataset
 from onnxprune.load.fold import fold_constants
 from onnxprune.load.runtime import session
 from onnxprune.options import DEFAULT_ROUND_TO, FinetuneOptions, PruneOptions, options_from_keywords
-from onnxprune.stages import (REPORT_SCHEMA, as_dataset, as_model, apply_and_recover, choose_plan, describe,
-                              evaluate, finetune_model, prepare)
+from onnxprune.stages import REPORT_SCHEMA, as_dataset, as_model, apply_and_recover, choose_plan, describe, evaluate, finetune_model, prepare
 
 __all__ = ["prune", "sparsify", "analyse", "PruneResult", "as_model", "evaluate", "DEFAULT_ROUND_TO", "REPORT_SCHEMA"]
 

@@ -23,7 +23,7 @@ class ValidationError(OnnxPruneError):
     exit_code = 1
 
 
-def one_line(error: BaseException | str, limit: int = 300) -> str:
+def first_line(error: BaseException | str, limit: int = 300) -> str:
     """The first non-empty line of an error (or text), at most `limit` characters: what a message
     quoting ONNX, ONNX Runtime or protobuf needs, since their errors span many lines."""
     text = str(error).strip()
@@ -31,3 +31,8 @@ def one_line(error: BaseException | str, limit: int = 300) -> str:
     if not first:
         return type(error).__name__ if isinstance(error, BaseException) else ""
     return first if len(first) <= limit else first[:limit - 3] + "..."
+
+
+def one_line(text: object) -> str:
+    """`text` with line breaks and other control characters escaped (\\n, \\x1b, ...)."""
+    return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in str(text))

@@ -70,3 +70,23 @@ def step_bar(desc: str, total: int, unit: str = "step"):
         return None
     from tqdm import tqdm
     return tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+_RUNTIME_LOG_LEVEL = 4  # ONNX Runtime severities: 0 verbose .. 3 error, 4 fatal
+
+
+def runtime_log_level() -> int:
+    """The severity sessions should log at: only fatal messages unless -v was given."""
+    return _RUNTIME_LOG_LEVEL
+
+
+def silence_runtime(verbose: int) -> None:
+    """ONNX Runtime logs errors in colour on stderr (even ones it recovers from) before our own
+    one-line error; keep them for -v."""
+    global _RUNTIME_LOG_LEVEL
+    _RUNTIME_LOG_LEVEL = 2 if verbose else 4
+    try:
+        import onnxruntime as ort
+        ort.set_default_logger_severity(_RUNTIME_LOG_LEVEL)
+    except Exception:  # no runtime, or an old one: its messages are cosmetic
+        pass

@@ -24,6 +24,7 @@ from onnxprune.errors import BadInputError
 from onnxprune.graph.cost import count_macs, count_params
 from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.load.data import Dataset, input_ranks, synthetic_dataset
+from onnxprune.load.fit import check_fits
 from onnxprune.load.fold import fold_constants
 from onnxprune.load.model import check_supported, load_model
 from onnxprune.load.runtime import session
@@ -32,7 +33,7 @@ from onnxprune.recover.finetune import finetune
 from onnxprune.recover.reconstruction import add_missing_biases, recover
 from onnxprune.recover.reconstruction import wanted_statistics as recovery_statistics
 from onnxprune.score.calibration import Statistics, collect_statistics, load_calibration
-from onnxprune.score.criteria import score, wanted_statistics
+from onnxprune.score.criteria import NEEDS_DATA, score, wanted_statistics
 from onnxprune.select.latency import search_latency
 from onnxprune.select.plan import CostModel, search_ratio, select_global, select_uniform
 from onnxprune.select.sensitivity import group_sensitivity, select_by_sensitivity
@@ -71,19 +72,29 @@ def as_dataset(source, model: onnx.ModelProto, limit: int | None = None, input_s
     return load_calibration(source, input_ranks(model, input_shapes), limit=limit)
 
 
+def _source_name(source, default: str) -> str:
+    """How messages name a data source: its path, or what it is for."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return str(getattr(source, "path", default))
+
+
 def prepare(model_or_path, options: PruneOptions, calib=None) -> Prepared:
     """Load, fold constants, analyse the groups and gather the calibration statistics needed."""
     model, source = as_model(model_or_path)
     data = as_dataset(calib, model, options.calib_limit, options.input_shapes)
     input_shapes = options.input_shapes if options.input_shapes is not None or data is None else data.sample_shapes()
-    recovery = options.recover_or_default
+    recovery, criterion = options.recover_or_default, options.criterion_or_default
     if recovery != "none" and data is None:
         raise BadInputError(f"--recover {recovery} needs calibration data: pass --calib DATA.npz")
+    if data is None and (criterion in NEEDS_DATA or criterion == "sensitivity"):
+        raise BadInputError(f"criterion '{criterion}' needs calibration data: pass --calib DATA.npz")
+    if data is not None:
+        check_fits(model, data, _source_name(calib, "--calib"))
     working = fold_constants(model)  # weights built at run time from constants (ConstantOfShape, Reshape)
     if recovery != "none":
         working = add_missing_biases(working, input_shapes)
     dep = build_dependency(ModelGraph(working, input_shapes))
-    criterion = options.criterion_or_default
     wanted = wanted_statistics(dep, criterion) if criterion != "sensitivity" else {}
     if recovery != "none":
         for key, gram in recovery_statistics(dep, None, recovery).items():
@@ -154,13 +165,18 @@ def finetune_model(model: onnx.ModelProto, tune: FinetuneOptions, train, *, teac
                    val=None, seed: int = 0, threads: int = 0, progress: bool = False) -> tuple[onnx.ModelProto, dict]:
     """Train `model` in ONNX Runtime on `train` (any data source): distillation from `teacher`, or
     cross-entropy on the data's labels; the trained model and the report's `finetune` fragment."""
+    source, val_source = _source_name(train, "training data"), _source_name(val, "validation data")
     train = as_dataset(train, model)
     if train is None:
         raise BadInputError("fine-tuning needs training data: pass --calib or --train-data DATA.npz")
+    check_fits(model, train, source, labels=tune.labels)
     if tune.labels and train.labels is None:
         raise BadInputError("--labels needs a 'labels' array in the training data")
+    val = as_dataset(val, model)
+    if val is not None:
+        check_fits(model, val, val_source)
     result = finetune(model, train, tune.epochs, loss=tune.loss, teacher=None if tune.labels else teacher,
-                      lr=tune.lr, batch_size=tune.batch_size, val_data=as_dataset(val, model), seed=seed,
+                      lr=tune.lr, batch_size=tune.batch_size, val_data=val, seed=seed,
                       progress=progress, threads=threads)
     history = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()} for h in result.history]
     return result.model, {"epochs": tune.epochs, "loss": tune.loss, "lr": tune.lr, "samples": len(train),

@@ -187,8 +187,12 @@ def get_pass(name: str) -> type[Pass]:
 def create_pass(name: str, options: dict | None = None) -> Pass:
     """An instance of the pass registered as `name`, configured with `options` (BadInputError if wrong)."""
     cls = get_pass(name)
+    from onnxprune.passes.pass_options import check_pass_options
+    check_pass_options(cls, options or {})
     try:
         return cls(**(options or {}))
+    except ValueError as exc:  # a conversion inside the pass (float("lots")): one line, exit 2
+        raise BadInputError(f"pass {cls.pass_name()}: {exc}") from None
     except TypeError as exc:
         # "Foo.__init__() got an unexpected keyword argument 'x'" -> "got an unexpected keyword argument 'x'"
         message = str(exc)

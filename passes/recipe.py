@@ -74,7 +74,10 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise BadInputError(f"{path}: no such recipe file")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"{path}: not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from None
     try:
         if path.suffix.lower() == ".toml":
             doc = tomllib.loads(text)
@@ -111,6 +114,8 @@ def recipe_from_dict(doc: dict, base: str | os.PathLike = ".", source: str = "<r
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise BadInputError(f"{source}: '{key}' must be a non-negative integer, got {value!r}")
         values[key] = value
+    from onnxprune.load.limits import check_recipe_numbers
+    check_recipe_numbers(values, source)
     passes = _passes(doc.get("passes"), source)
     steps = []
     for i, (name, options) in enumerate(passes, 1):

@@ -65,7 +65,8 @@ def test_nudenet_recipe(tmp_path, capsys):
 def test_tools_script_runs_a_recipe(tmp_path):
     out = tmp_path / "t.onnx"
     proc = subprocess.run([sys.executable, str(ROOT / "tools" / "prune_onnx.py"), "--recipe",
-                           str(EXAMPLES / "transformer.json"), "-o", str(out), "-q"],
+                           str(EXAMPLES / "transformer.json"), "-o", str(out), "--report", str(tmp_path / "r.json"),
+                           "-q"],  # the recipe's own report (out/ in the checkout) may exist: it needs --force
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "" and out.exists()

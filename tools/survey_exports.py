@@ -282,7 +282,7 @@ def apply_workarounds() -> list[str]:
     import onnxprune.apply.rewrite as rewrite
     import onnxprune.load.runtime as runtime
     import onnxprune.check.validate as validate
-    from onnxprune.couple.ops.shape_ops import SliceRule
+    from onnxprune.couple.ops.slicing import SliceRule
 
     original_feed = data.synthetic_feed
 

@@ -155,6 +155,8 @@ def _bench_feed(model, sess, path, given, batch: int, data, load_npz) -> tuple[d
         raise BadInputError(f"{path}: an input has a fixed batch axis; --batch {batch} needs a dynamic one")
     if data is not None:
         samples = load_npz(data, {k: len(v) for k, v in shapes.items()})
+        from onnxprune.load.fit import check_fits
+        check_fits(model, samples, data)
         if len(samples) < batch:
             raise BadInputError(f"{data}: holds {len(samples)} samples, fewer than --batch {batch}")
         feed = next(samples.take(batch).batches(batch, dynamic_batch))

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from onnxprune.errors import BadInputError, ValidationError, one_line
+from onnxprune.errors import BadInputError, ValidationError, first_line
 from onnxprune.load.data import Dataset
 from onnxprune.load.runtime import batchable
 
@@ -83,9 +83,9 @@ def _run(sess, feed: dict, what: str) -> list:
         return sess.run(None, feed)
     except Exception as exc:
         if what == "dense":  # the dense model itself fails: the inputs are wrong, not the pruning
-            raise BadInputError(f"the dense model fails on the evaluation inputs ({one_line(exc)}); "
+            raise BadInputError(f"the dense model fails on the evaluation inputs ({first_line(exc)}); "
                                 "pass real inputs with --calib/--data or sizes with --input-shape") from None
-        raise ValidationError(f"ONNX Runtime failed to run the pruned model: {one_line(exc)}") from None
+        raise ValidationError(f"ONNX Runtime failed to run the pruned model: {first_line(exc)}") from None
 
 
 def compare(dense_sess, pruned_sess, data: Dataset, batch_size: int = 32) -> Fidelity:

@@ -48,7 +48,7 @@ def probe(model_path: str, inputs: dict[str, tuple[list[int], str]], threads: in
     feed = _feed(inputs, np)
 
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1

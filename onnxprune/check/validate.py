@@ -5,8 +5,8 @@ from __future__ import annotations
 import onnx
 
 from onnxprune.load.data import Dataset
-from onnxprune.check.fidelity import Fidelity, compare  # noqa: F401  (re-exported: validation reports fidelity)
-from onnxprune.errors import BadInputError, ValidationError, one_line
+from onnxprune.check.fidelity import compare
+from onnxprune.errors import BadInputError, ValidationError, first_line
 from onnxprune.load.runtime import session
 
 
@@ -15,7 +15,7 @@ def check_valid(pruned: onnx.ModelProto, dense: onnx.ModelProto) -> None:
     try:
         onnx.checker.check_model(pruned, full_check=True)
     except Exception as exc:
-        raise ValidationError(f"pruned model fails the ONNX checker: {one_line(exc)}") from None
+        raise ValidationError(f"pruned model fails the ONNX checker: {first_line(exc)}") from None
     for kind, a, b in (("input", dense.graph.input, pruned.graph.input), ("output", dense.graph.output, pruned.graph.output)):
         dense_names = [v.name for v in a if kind == "output" or v.name not in {i.name for i in dense.graph.initializer}]
         pruned_names = [v.name for v in b if kind == "output" or v.name not in {i.name for i in pruned.graph.initializer}]
@@ -27,7 +27,7 @@ def load_in_runtime(model: onnx.ModelProto, threads: int = 0):
     try:
         return session(model, threads)
     except Exception as exc:
-        raise ValidationError(f"ONNX Runtime refuses the pruned model: {one_line(exc)}") from None
+        raise ValidationError(f"ONNX Runtime refuses the pruned model: {first_line(exc)}") from None
 
 
 # --- the `validate` command: every check on a (dense, pruned) pair, each one reported -----------------
@@ -40,7 +40,7 @@ def check_strict_shapes(pruned: onnx.ModelProto, dense: onnx.ModelProto) -> str:
         infer(pruned)
         return "passed"
     except Exception as exc:
-        reason = one_line(exc)
+        reason = first_line(exc)
     try:
         infer(dense)
     except Exception:
@@ -101,13 +101,14 @@ def check_providers(pruned: onnx.ModelProto, dense: onnx.ModelProto, feed: dict,
             results[ep] = "passed"
             continue
         except Exception as exc:
-            reason = one_line(exc)
-        if ep != "CPUExecutionProvider":
-            try:
-                session(dense, threads, providers=providers).run(None, feed)
-            except Exception:
-                results[ep] = f"skipped: the dense model does not run there either ({reason})"
-                continue
+            reason = first_line(exc)
+        try:
+            session(dense, threads, providers=providers).run(None, feed)
+        except Exception:
+            if ep == "CPUExecutionProvider":  # the data (or the dense model) is at fault, not the pruning
+                raise BadInputError(f"the dense model does not run on these inputs either ({reason})") from None
+            results[ep] = f"skipped: the dense model does not run there either ({reason})"
+            continue
         raise ValidationError(f"ONNX Runtime ({ep}) refuses the pruned model: {reason}")
     return results
 

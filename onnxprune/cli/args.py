@@ -48,8 +48,9 @@ def calib_source(args):
         try:
             h, w = (int(v) for v in args.resize.lower().split("x"))
             resize = (h, w)
-        except ValueError:
-            raise BadInputError(f"--resize '{args.resize}': expected HxW") from None
+            assert 1 <= h <= 16384 and 1 <= w <= 16384
+        except (ValueError, AssertionError):
+            raise BadInputError(f"--resize '{args.resize}': expected HxW, each from 1 to 16384") from None
     options = ImageOptions(resize=resize, mean=floats(args.mean, "--mean") or (0.0,),
                            std=floats(args.std, "--std") or (1.0,), layout=args.layout)
     return FolderSource(args.calib, options)

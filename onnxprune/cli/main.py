@@ -1,5 +1,5 @@
 """The `onnxprune` command: prune, inspect. Exit 0 on success, 1 when validation or a gate fails,
-2 on bad input or usage; every error is one line on stderr."""
+2 on bad input or usage, 3 on an internal error (exits.py); every error is one line on stderr."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 from onnxprune import __version__, progress
+from onnxprune.cli import exits
 from onnxprune.cli.commands import COMMANDS as MORE_COMMANDS
 from onnxprune.cli.args import Parser, calib_source, floats, parse_shapes
 from onnxprune.cli.commands import add_commands
-from onnxprune.errors import BadInputError, OnnxPruneError
-from onnxprune.couple.vocabulary import Barrier
+from onnxprune.errors import BadInputError
 from onnxprune.report.outputs import add_flags as add_output_flags
 
 
@@ -88,30 +88,39 @@ def build_parser() -> argparse.ArgumentParser:
     sen.add_argument("--input-shape", action="append", metavar="NAME:DxD..")
     sen.add_argument("--plot", metavar="PNG", help="write the curves as a PNG (needs matplotlib)")
     sen.add_argument("--json", metavar="FILE", help="write the table as JSON")
+    sen.add_argument("--force", action="store_true", help="overwrite existing --plot/--json files")
 
     ins = sub.add_parser("inspect", help="show coupled channel groups and the barriers that freeze channels")
     ins.add_argument("model")
     ins.add_argument("--input-shape", action="append", metavar="NAME:DxD..")
     ins.add_argument("--json", action="store_true", help="print JSON instead of a table")
     add_commands(sub)  # validate, bench, run (commands/)
+    for command in sub.choices.values():  # every command loads models: one bound for constant subgraphs
+        command.add_argument("--max-fold-mb", type=float, metavar="MB",
+                             help="constant subgraphs may make at most this much (default: twice the weights, "
+                                  "at least 1 GiB)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress.configure(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", 0))
-    try:
+    return exits.run(lambda: _run_command(args), verbose=getattr(args, "verbose", 0))
+
+
+def _run_command(args) -> int:
+    """Check option ranges (limits.py) and claim every output (claims.py) before any work, then run the
+    command under that guard."""
+    from onnxprune.cli.claims import for_command
+    from onnxprune.load.limits import check_args
+
+    check_args(args)
+    if getattr(args, "max_fold_mb", None) is not None:
+        from onnxprune.load.fold_limit import configure
+        configure(args.max_fold_mb)
+    guard = for_command(args)
+    with guard.active():
         return COMMANDS[args.command](args)
-    except OnnxPruneError as exc:
-        print(f"onnxprune: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except Barrier as exc:  # a rule met something it cannot handle: name it, no traceback
-        print(f"onnxprune: error: unsupported model structure: {exc}; pass --input-shape or see "
-              "`onnxprune inspect`", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("onnxprune: interrupted", file=sys.stderr)
-        return 130
 
 
 def prune_options(args):
@@ -173,6 +182,8 @@ def cmd_sparsify(args) -> int:
     model, _ = as_model(args.model)
     result = sparsify(model, {k: v or 0.0 for k, v in amounts.items()}, scope=args.scope, pattern=args.pattern,
                       sparse_initializers=args.sparse_initializers, eval_data=args.data)
+    from onnxprune.check.finite import check_finite
+    check_finite(result.model, model)
     save_model_atomic(result.model, out, force=args.force)
     if args.report:
         write_json_atomic(result.report, args.report)
@@ -197,6 +208,8 @@ def cmd_sensitivity(args) -> int:
     shapes = parse_shapes(args.input_shape)
     probe = ModelGraph(model, shapes)
     data = load_calibration(args.calib, {n: len(probe.input_shapes[n]) for n in probe.inputs}, limit=args.calib_limit)
+    from onnxprune.load.fit import check_fits
+    check_fits(model, data, args.calib)
     ratios = floats(args.ratios, "--ratios")
     if not ratios or not all(0 < r < 1 for r in ratios):
         raise BadInputError(f"--ratios '{args.ratios}': shares must lie strictly between 0 and 1")

@@ -10,6 +10,7 @@ import numpy as np
 
 from onnxprune.couple.dependency import Dependency
 from onnxprune.couple.vocabulary import Slot
+from onnxprune.couple.plan_check import check_plan_document
 from onnxprune.errors import BadInputError
 
 PLAN_SCHEMA = "onnxprune.plan/1"
@@ -53,6 +54,7 @@ class Plan:
 
 def plan_from_json(dep: Dependency, data: dict) -> Plan:
     """Re-apply a saved plan to a (possibly re-exported) model with the same parameter names."""
+    check_plan_document(data)
     if data.get("schema") != PLAN_SCHEMA:
         raise BadInputError(f"not an onnxprune plan (schema {data.get('schema')!r}, expected {PLAN_SCHEMA})")
     removed = np.zeros(dep.num_channels, dtype=bool)

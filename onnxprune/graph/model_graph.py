@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxprune.errors import BadInputError, one_line
+from onnxprune.errors import BadInputError, first_line
 
 Shape = tuple[int, ...]
 DEFAULT_BATCH = 1
@@ -355,7 +355,7 @@ def _probe_shapes(model: onnx.ModelProto, input_shapes: Mapping[str, Shape], nam
         feed = synthetic_feed(sess, input_shapes)
         outs = sess.run(wanted, feed)
     except Exception as exc:
-        first = one_line(exc)
+        first = first_line(exc)
         problems.append(f"{len(wanted)} tensor shapes unknown: ONNX Runtime could not run the model on synthetic "
                         f"inputs of shapes {dict(input_shapes)} ({first[:200]}); pass --input-shape or --calib")
         return {}

@@ -12,7 +12,7 @@ from weakref import WeakKeyDictionary
 if TYPE_CHECKING:  # pragma: no cover
     from onnxprune.graph.model_graph import ModelGraph
 
-from onnxprune.load.fold import NONDETERMINISTIC
+from onnxprune.load.constants import NONDETERMINISTIC
 
 _MEMO: "WeakKeyDictionary[ModelGraph, dict[str, bool]]" = WeakKeyDictionary()
 

@@ -70,19 +70,21 @@ class Dataset:
                        None if self.labels is None else self.labels[:n])
 
 
-def load_npz(path: str | os.PathLike, input_ranks: Mapping[str, int]) -> Dataset:
-    """Read a calibration/test .npz keyed by input names (see the module docstring for the layout)."""
+def load_npz(path: str | os.PathLike, input_ranks: Mapping[str, int], limit: int | None = None) -> Dataset:
+    """Read a calibration/test .npz keyed by input names (see the module docstring for the layout).
+    Only the model's inputs and 'labels' are read, each cut to `limit` samples before decompression."""
+    from onnxprune.load.npz import read_arrays
+
     path = Path(path)
     if not path.exists():
         raise BadInputError(f"{path}: no such file")
-    try:
-        npz = np.load(path, allow_pickle=False)
-        arrays = {k: npz[k] for k in npz.files}
-    except Exception as exc:
-        raise BadInputError(f"{path}: not a readable .npz file ({exc})") from None
+    if path.is_dir():
+        raise BadInputError(f"{path}: is a folder, expected a .npz file")
+    arrays = read_arrays(path, [*input_ranks, "labels"], limit)
+    held = arrays.pop("__files__")
     missing = [name for name in input_ranks if name not in arrays]
     if missing:
-        raise BadInputError(f"{path}: no array for model input(s) {missing}; it holds {sorted(arrays)}")
+        raise BadInputError(f"{path}: no array for model input(s) {missing}; it holds {held}")
     inputs = {}
     for name, rank in input_ranks.items():
         arr = arrays[name]
@@ -108,6 +110,8 @@ def synthetic_feed(session, input_shapes: Mapping[str, tuple[int, ...]], seed: i
     feed = {}
     for inp in session.get_inputs():
         shape = input_shapes[inp.name]
+        from onnxprune.load.limits import check_elements
+        check_elements(shape, f"synthetic input '{inp.name}'")  # a typo must not allocate terabytes
         dtype = _ORT_TO_NUMPY.get(inp.type, np.float32)
         if np.issubdtype(dtype, np.floating):
             feed[inp.name] = rng.standard_normal(shape).astype(dtype)

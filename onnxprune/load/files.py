@@ -1,12 +1,12 @@
-"""Atomic file writes: a temporary file in the destination's folder, then a rename, so a reader never
-sees a half-written file."""
+"""Atomic file writes through the output guard (destinations.py): a temporary file in the
+destination's folder, then a rename, so a reader never sees a half-written file."""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-from pathlib import Path
+
+from onnxprune.load.destinations import write_bytes
 
 
 def write_json_atomic(data: dict, path: str | os.PathLike) -> None:
@@ -19,14 +19,5 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> None:
 
 
 def write_bytes_atomic(data: bytes, path: str | os.PathLike) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write through the output guard: resolved path, temporary file and rename (destinations.py)."""
+    write_bytes(path, data)

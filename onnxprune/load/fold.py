@@ -18,37 +18,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-# ops whose output differs from run to run even with constant inputs
-NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-                    "Bernoulli"}
-NEVER_FOLD = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "Constant", "If", "Loop", "Scan",
-              "SequenceConstruct", "SequenceEmpty", "Optional"} | NONDETERMINISTIC
-MIN_IR_VERSION = 4  # the first IR version in which initializers need not be graph inputs
-
-
-def _constant_values(model: onnx.ModelProto) -> dict[str, onnx.TensorProto | onnx.NodeProto]:
-    """Name -> the initializer or Constant node that defines it."""
-    found: dict = {t.name: t for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
-            found[node.output[0]] = node
-    return found
-
-
-def _foldable(node: onnx.NodeProto, constant: set[str]) -> bool:
-    if node.domain not in ("", "ai.onnx") or node.op_type in NEVER_FOLD:
-        return False
-    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
-        return False
-    inputs = [t for t in node.input if t]
-    return bool(inputs) and all(t in constant for t in inputs)
-
-
-def _value(defn) -> np.ndarray:
-    if isinstance(defn, onnx.TensorProto):
-        return numpy_helper.to_array(defn)
-    from onnx.reference import ReferenceEvaluator  # Constant nodes have several attribute spellings
-    return np.asarray(ReferenceEvaluator(defn).run(None, {})[0])
+from onnxprune.load.fold_limit import check_fold_size
+from onnxprune.load.constants import MIN_IR_VERSION, constant_value, constant_values, foldable
 
 
 def _evaluate(model: onnx.ModelProto, nodes: list[onnx.NodeProto], feeds: dict[str, np.ndarray],
@@ -65,7 +36,8 @@ def _evaluate(model: onnx.ModelProto, nodes: list[onnx.NodeProto], feeds: dict[s
         import onnxruntime as ort
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        options.log_severity_level = 3
+        from onnxprune.progress import runtime_log_level
+        options.log_severity_level = runtime_log_level()
         options.enable_cpu_mem_arena = False  # the arena would keep a copy of every result alive
         session = ort.InferenceSession(sub.SerializeToString(), options, providers=["CPUExecutionProvider"])
         values = session.run(wanted, feeds)
@@ -80,12 +52,12 @@ def _evaluate(model: onnx.ModelProto, nodes: list[onnx.NodeProto], feeds: dict[s
 
 def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `model` with every constant-only node replaced by an initializer; `model` is not touched."""
-    definitions = _constant_values(model)
+    definitions = constant_values(model)
     constant = set(definitions)
     graph_outputs = {o.name for o in model.graph.output}
     folded: list[int] = []
     for i, node in enumerate(model.graph.node):  # nodes are topologically sorted (an ONNX rule)
-        if _foldable(node, constant) and not graph_outputs.intersection(node.output):
+        if foldable(node, constant) and not graph_outputs.intersection(node.output):
             folded.append(i)
             constant.update(t for t in node.output if t)
     result = onnx.ModelProto()
@@ -100,7 +72,8 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     consumed_later = {t for i, n in enumerate(model.graph.node) if i not in folded_set for t in _names_read(n)}
     wanted = sorted(produced & consumed_later)
     needed = {t for i in folded for t in model.graph.node[i].input if t and t not in produced}
-    feeds = {t: _value(definitions[t]) for t in sorted(needed)}
+    feeds = {t: constant_value(definitions[t]) for t in sorted(needed)}
+    check_fold_size(model, [model.graph.node[i] for i in folded], feeds)  # before anything is evaluated
     for i in sorted(folded_set, reverse=True):  # deleting in place: big messages are never copied
         del result.graph.node[i]
     for name, value in _evaluate(model, [model.graph.node[i] for i in folded], feeds, wanted):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import onnx
 
-from onnxprune.errors import BadInputError, one_line
+from onnxprune.errors import BadInputError, first_line
+from onnxprune.load.constants import all_tensors
 
 # Quantized integer ops whose weights cannot be sliced as floats; QDQ models are handled by rules.
 _INTEGER_OPS = {"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeLinear"}
@@ -29,12 +29,14 @@ def load_model(path: str | os.PathLike, supported_only: bool = True) -> onnx.Mod
     try:
         model = onnx.load(str(path), load_external_data=True)
     except Exception as exc:  # protobuf raises several types for garbage or truncated files
-        first = one_line(exc)
+        first = first_line(exc)
         raise BadInputError(f"{path}: not a readable ONNX model ({first})") from None
     if not model.graph.node:
         raise BadInputError(f"{path}: not a readable ONNX model (the graph has no nodes; truncated or not ONNX?)")
     if supported_only:
         check_supported(model, str(path))
+    from onnxprune.load.fold_limit import check_constant_subgraphs
+    check_constant_subgraphs(model)  # a constant bomb is refused before anything evaluates it
     return model
 
 
@@ -46,43 +48,37 @@ def check_supported(model: onnx.ModelProto, where: str = "model") -> None:
                 f"{where}: node '{node.name or node.output[0]}' is {node.op_type}: integer-quantized weights "
                 "cannot be pruned; prune the float model, then quantize the result"
             )
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        first = one_line(exc)
-        raise BadInputError(f"{where}: fails the ONNX checker ({first})") from None
-    except ValueError:
-        pass  # models over 2 GB must be checked by path; load already validated the protobuf
+    from onnxprune.load.large import check_model_any_size
+    check_model_any_size(model, f"{where}:", path=where)
 
 
 def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, force: bool = False) -> Path:
     """Write `model` to `path` via a temporary file and a rename, so no half-written file is ever left.
 
-    Models over 2 GB are saved with their tensors in one external data file beside the model.
+    Models over 2 GB are saved with their tensors in one external data file beside the model; both are
+    written under random temporary names first, then renamed (data first), so they land as one unit.
+    The path is resolved and checked by the output guard (destinations.py).
     """
-    path = Path(path)
-    if path.exists() and not force:
-        raise BadInputError(f"{path}: already exists; pass --force to overwrite it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from onnxprune.load import destinations
+
+    real = destinations.check_output(path, force)
     large = model.ByteSize() > _TWO_GB if _byte_size_ok(model) else True
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_data = None
-    try:
-        if large:
-            data_name = path.name + ".data"
-            tmp_data = path.parent / f".{data_name}.tmp"
-            _save_external(model, tmp, tmp_data, data_name)
-            os.replace(tmp_data, path.parent / data_name)
-        else:
-            onnx.save_model(model, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        for leftover in (Path(tmp), tmp_data):
-            if leftover is not None and leftover.exists():
-                leftover.unlink()
-        raise
-    return path
+    if not large:
+        return destinations.write_file(real, lambda tmp: onnx.save_model(model, tmp))
+    if destinations.is_stream(real):
+        raise BadInputError(f"{path}: a model over 2 GB is written with an external data file beside it; "
+                            "give a file path, not a device or pipe")
+    data_name = real.name + ".data"
+    data_path = destinations.check_output(real.parent / data_name, force)
+    if data_path.exists() and not force:  # the model's .data sidecar is part of the output: no silent clobber
+        raise BadInputError(f"{data_path}: already exists (the external data of {path}); pass --force to overwrite it")
+    with destinations.temporary_beside(real) as tmp, destinations.temporary_beside(data_path) as tmp_data:
+        _save_external(model, tmp, Path(tmp_data), data_name)
+        os.chmod(tmp_data, destinations._mode_for(data_path))
+        os.chmod(tmp, destinations._mode_for(real))
+        os.replace(tmp_data, data_path)
+        os.replace(tmp, real)
+    return real
 
 
 def _save_external(model: onnx.ModelProto, tmp: str, data_file: Path, location: str, threshold: int = 1024) -> None:
@@ -92,7 +88,7 @@ def _save_external(model: onnx.ModelProto, tmp: str, data_file: Path, location: 
     moved: list[tuple[onnx.TensorProto, bytes, bool]] = []
     try:
         with open(data_file, "wb") as f:
-            for t in _all_tensors(model):
+            for t in all_tensors(model):
                 if not t.HasField("raw_data") or len(t.raw_data) < threshold:
                     continue
                 offset = -f.tell() % 4096  # page-aligned, as onnx's own writer does
@@ -114,22 +110,6 @@ def _save_external(model: onnx.ModelProto, tmp: str, data_file: Path, location: 
             if had_location:
                 t.data_location = onnx.TensorProto.DEFAULT
             t.raw_data = raw
-
-
-def _all_tensors(model: onnx.ModelProto):
-    """Initializers and Constant/attribute tensors of the main graph and every subgraph."""
-    def graph_tensors(graph: onnx.GraphProto):
-        yield from graph.initializer
-        for node in graph.node:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.TENSOR:
-                    yield attr.t
-                elif attr.type == onnx.AttributeProto.GRAPH:
-                    yield from graph_tensors(attr.g)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    for sub in attr.graphs:
-                        yield from graph_tensors(sub)
-    yield from graph_tensors(model.graph)
 
 
 def _byte_size_ok(model: onnx.ModelProto) -> bool:

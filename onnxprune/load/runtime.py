@@ -13,7 +13,8 @@ def session(model: onnx.ModelProto | bytes | str, threads: int = 0, optimize: bo
             providers: list[str] | None = None) -> ort.InferenceSession:
     """A quiet session on the CPU (or on `providers`, in order of preference)."""
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    from onnxprune.progress import runtime_log_level
+    opts.log_severity_level = runtime_log_level()
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
@@ -22,7 +23,12 @@ def session(model: onnx.ModelProto | bytes | str, threads: int = 0, optimize: bo
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    sess = ort.InferenceSession(source, opts, providers=providers or ["CPUExecutionProvider"])
+    try:
+        sess = ort.InferenceSession(source, opts, providers=providers or ["CPUExecutionProvider"])
+    except Exception as exc:  # opset too new, cycles, unknown ops: the model, not a bug (one line)
+        from onnxprune.errors import BadInputError
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInputError(f"ONNX Runtime cannot load the model: {first[:400]}") from None
     if isinstance(model, onnx.ModelProto):  # synthetic inputs must stay inside the tables they index
         from onnxprune.load.data import index_limits
         sess.index_limits = index_limits(model)

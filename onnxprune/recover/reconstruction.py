@@ -23,7 +23,7 @@ from onnxprune.couple.dependency import Dependency
 from onnxprune.errors import BadInputError
 from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.couple.ops import linear_sites
-from onnxprune.couple.vocabulary import LinearSite, Slot
+from onnxprune.couple.vocabulary import Slot
 
 METHODS = ("none", "bias", "lstsq")
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from onnxprune.load.files import write_bytes_atomic, write_json_atomic, write_text_atomic  # noqa: F401  (re-exported)
-
 
 def _fmt(n: float) -> str:
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):

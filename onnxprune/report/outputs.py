@@ -41,18 +41,17 @@ def prepare(args) -> Path:
 
 def check_destinations(output: str | os.PathLike, model: str | os.PathLike | None, force: bool,
                        plot_dir: str | os.PathLike | None = None) -> Path:
-    """Usage errors before any work: an existing output without --force, output = input, --plot unusable."""
-    out = Path(output)
-    if out.exists() and not force:
-        raise BadInputError(f"{out}: already exists; pass --force to overwrite it")
-    if model is not None and Path(model).exists() and out.exists() and out.resolve() == Path(model).resolve():
-        raise BadInputError(f"{out}: the output would overwrite the input model")
-    if out.exists() and out.is_dir():
-        raise BadInputError(f"{out}: is a folder, expected an .onnx file name")
+    """Usage errors before any work, by the output guard (destinations.py): an existing output without
+    --force, an output that resolves to the input model or its data, --plot unusable."""
+    from onnxprune.load.destinations import Destinations
+
+    guard = Destinations(force)
+    guard.input(model, "model", model=True)
+    guard.claim(output, "-o", model=True)
     if plot_dir is not None:
         from onnxprune.report.plots import check_plot_dir
         check_plot_dir(plot_dir)
-    return out
+    return Path(output)
 
 
 def deliver(report: dict, model: onnx.ModelProto, output: str | os.PathLike, gates: list[Gate], *, force: bool,
@@ -61,12 +60,21 @@ def deliver(report: dict, model: onnx.ModelProto, output: str | os.PathLike, gat
             quiet: bool = False) -> None:
     """Write the model if every gate passed, then the report, summary and plots; print the table;
     raise GateError (exit 1) naming the missed gates, after everything else is written."""
+    from onnxprune.check.finite import check_finite
+    from onnxprune.errors import ValidationError
+    from onnxprune.load.files import write_json_atomic, write_text_atomic
     from onnxprune.load.model import save_model_atomic
     from onnxprune.report.formats import format_markdown, format_summary
-    from onnxprune.load.files import write_json_atomic, write_text_atomic
 
     report["gates"] = [g.as_dict() for g in gates]
-    if failed(gates):
+    broken = None
+    if not failed(gates):
+        try:  # NaN or infinite weights: never written, reported like a missed gate
+            check_finite(model, dense)
+        except ValidationError as exc:
+            broken = exc
+            report["error"] = str(exc)
+    if failed(gates) or broken:
         report["output"] = None
         log.info("a gate failed: %s is not written", output)
     else:
@@ -86,3 +94,5 @@ def deliver(report: dict, model: onnx.ModelProto, output: str | os.PathLike, gat
     if not quiet:
         print(format_summary(report))
     raise_if_failed(gates)
+    if broken:
+        raise broken

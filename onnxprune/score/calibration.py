@@ -22,6 +22,7 @@ from onnxprune.errors import BadInputError
 from onnxprune.load.runtime import batchable, session
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+MAX_IMAGE_PIXELS = 50_000_000  # decoded before any resize: 600 MB as float32 RGB
 GRAM_LIMIT = 4096  # channels above this get no Gram matrix (memory grows with its square)
 
 
@@ -42,13 +43,13 @@ def load_calibration(source, input_ranks: Mapping[str, int], image: ImageOptions
     if isinstance(source, Dataset):
         data = source
     elif hasattr(source, "path") and hasattr(source, "options"):  # a folder with image options (the CLI)
-        data = _load_folder(Path(source.path), input_ranks, source.options)
+        data = _load_folder(Path(source.path), input_ranks, source.options, limit)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
-            data = _load_folder(path, input_ranks, image or ImageOptions())
+            data = _load_folder(path, input_ranks, image or ImageOptions(), limit)
         else:
-            data = load_npz(path, input_ranks)
+            data = load_npz(path, input_ranks, limit)
     elif hasattr(source, "get_next"):
         data = _from_feeds(_reader_feeds(source), input_ranks)
     elif isinstance(source, Iterable):
@@ -84,25 +85,32 @@ def _from_feeds(feeds: Iterable[Mapping[str, np.ndarray]], input_ranks: Mapping[
     return Dataset({k: np.stack(v) for k, v in columns.items()})
 
 
-def _load_folder(path: Path, input_ranks: Mapping[str, int], image: ImageOptions) -> Dataset:
+def _load_folder(path: Path, input_ranks: Mapping[str, int], image: ImageOptions, limit: int | None = None) -> Dataset:
     files = sorted(p for p in path.iterdir() if p.is_file())
     arrays = [p for p in files if p.suffix in (".npy", ".npz")]
-    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES][:limit]  # --calib-limit before decoding
     if len(input_ranks) != 1 and images:
         raise BadInputError(f"{path}: images can only feed a single-input model; this one has {list(input_ranks)}")
     if arrays:
         feeds = []
+        from onnxprune.load.npz import read_arrays, read_npy
         for p in arrays:
-            if p.suffix == ".npz":
-                with np.load(p) as z:
-                    feeds.append({k: z[k] for k in z.files if k in input_ranks})
+            if p.suffix == ".npz":  # only the model's inputs, within the size limit
+                z = read_arrays(p, input_ranks)
+                z.pop("__files__")
+                feeds.append(z)
             else:
-                feeds.append({next(iter(input_ranks)): np.load(p)})
+                feeds.append({next(iter(input_ranks)): read_npy(p)})
         feeds = [{k: (v if v.ndim == input_ranks[k] else v[None]) for k, v in f.items()} for f in feeds]
         return _from_feeds(feeds, input_ranks)
     if images:
         name = next(iter(input_ranks))
-        return Dataset({name: np.stack([_read_image(p, image)[None] for p in images])})
+        arrays = [_read_image(p, image)[None] for p in images]
+        odd = next((i for i, a in enumerate(arrays) if a.shape != arrays[0].shape), None)
+        if odd is not None:
+            raise BadInputError(f"{path}: images differ in size ({images[0].name} gives {arrays[0].shape[1:]}, "
+                                f"{images[odd].name} {arrays[odd].shape[1:]}); pass --resize HxW")
+        return Dataset({name: np.stack(arrays)})
     raise BadInputError(f"{path}: no .npy, .npz or image files")
 
 
@@ -111,9 +119,18 @@ def _read_image(path: Path, opt: ImageOptions) -> np.ndarray:
         from PIL import Image
     except ImportError:
         raise BadInputError("reading images needs Pillow: pip install pillow") from None
-    img = Image.open(path).convert("L" if opt.grayscale else "RGB")
-    if opt.resize:
-        img = img.resize((opt.resize[1], opt.resize[0]))
+    try:  # corrupt, truncated or bomb files: one line naming the file
+        with Image.open(path) as raw:
+            if raw.width * raw.height > MAX_IMAGE_PIXELS:
+                raise BadInputError(f"{path}: {raw.width}x{raw.height} pixels is over the limit of "
+                                    f"{MAX_IMAGE_PIXELS:,}; resize the images first")
+            img = raw.convert("L" if opt.grayscale else "RGB")
+        if opt.resize:
+            img = img.resize((opt.resize[1], opt.resize[0]))
+    except BadInputError:
+        raise
+    except Exception as exc:
+        raise BadInputError(f"{path}: not a readable image ({type(exc).__name__}: {exc})") from None
     arr = np.asarray(img, dtype=np.float32) / 255.0
     if arr.ndim == 2:
         arr = arr[..., None]

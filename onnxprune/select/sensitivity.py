@@ -131,5 +131,10 @@ def plot_sensitivity(rows: list[dict], path) -> None:
     if len(rows) <= 12:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    import io
+
+    from onnxprune.load.files import write_bytes_atomic
+    buf = io.BytesIO()  # written through the output guard: atomic, or straight into a pipe
+    fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
+    write_bytes_atomic(buf.getvalue(), path)

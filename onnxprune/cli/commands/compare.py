@@ -56,6 +56,9 @@ def run(args) -> int:
                    threads=args.threads, bar_factory=step_bar)
     report = {"input": args.model, **done.report}
     if args.save_dir:
+        from onnxprune.check.finite import check_finite
+        for result in done.results:
+            check_finite(result.model, model)
         for result in done.results:
             save_model_atomic(result.model, Path(args.save_dir) / f"{result.schedule}.onnx", force=args.force)
     if args.json:

@@ -41,6 +41,8 @@ def run(args) -> int:
     tune = FinetuneOptions(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, labels=args.labels)
     trained, info = finetune_model(model, tune, args.data, teacher=teacher, val=args.val, seed=args.seed,
                                    threads=args.threads, progress=progress.enabled())
+    from onnxprune.check.finite import check_finite
+    check_finite(trained, model)  # a diverged run is never written (exit 1)
     save_model_atomic(trained, out, force=args.force)
     if not args.quiet:
         last = info["history"][-1]

@@ -57,7 +57,10 @@ def load_data(model, path: str):
     from onnxprune.score.calibration import load_calibration
     from onnxprune.graph.model_graph import resolve_input_shapes
 
-    return load_calibration(path, {k: len(v) for k, v in resolve_input_shapes(model, None).items()})
+    from onnxprune.load.fit import check_fits
+    data = load_calibration(path, {k: len(v) for k, v in resolve_input_shapes(model, None).items()})
+    check_fits(model, data, path, labels=data.labels is not None)
+    return data
 
 
 def add_parser(sub) -> None:
@@ -95,6 +98,8 @@ def run(args) -> int:
     finally:
         if bar is not None:
             bar.close()
+    from onnxprune.check.finite import check_finite
+    check_finite(result.model, model)  # a diverged run is never written (exit 1)
     save_model_atomic(result.model, out, force=args.force)
     kinds: dict[str, list[int]] = {}
     for layer in result.layers:

@@ -27,12 +27,10 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    import onnx
-
     from onnxprune.score.calibration import load_calibration
     from onnxprune.cli.args import parse_shapes
     from onnxprune.load.data import synthetic_dataset
-    from onnxprune.errors import BadInputError, one_line
+    from onnxprune.errors import BadInputError
     from onnxprune.check.gates import check_thresholds, evaluate_gates, raise_if_failed
     from onnxprune.graph.model_graph import resolve_input_shapes
     from onnxprune.load.model import load_model
@@ -46,17 +44,14 @@ def run(args) -> int:
     if args.max_drop is not None and not args.data:
         raise BadInputError("--max-drop needs labelled data: pass --data DATA.npz with a 'labels' array")
     dense = load_model(args.dense, supported_only=False)
-    try:
-        onnx.checker.check_model(dense)
-    except onnx.checker.ValidationError as exc:
-        first = one_line(exc)
-        raise BadInputError(f"{args.dense}: the dense model fails the ONNX checker ({first})") from None
-    except ValueError:
-        pass  # over 2 GB: checked by path when loaded
+    from onnxprune.load.large import check_model_any_size
+    check_model_any_size(dense, f"{args.dense}: the dense model", path=args.dense)
     pruned = load_model(args.pruned, supported_only=False)
     shapes = resolve_input_shapes(dense, parse_shapes(args.input_shape))
     if args.data:
         data, kind = load_calibration(args.data, {k: len(v) for k, v in shapes.items()}), "given"
+        from onnxprune.load.fit import check_fits
+        check_fits(dense, data, args.data)  # bad data is the data's fault (exit 2), not the pruned model's
     else:
         data, kind = synthetic_dataset(session(dense, args.threads), shapes, samples=8), "synthetic"
     checked = validate_pair(dense, pruned, data, args.threads)

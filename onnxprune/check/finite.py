@@ -1,0 +1,44 @@
+"""A model whose weights became NaN or infinite (a diverged fine-tune, a bad recovery solve) is never
+written: the check names the first such tensor and fails like a gate (exit 1). Tensors that were
+already non-finite in the input model (an attention mask of -inf) are left alone."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnxprune.errors import ValidationError
+
+
+def _float_tensors(model: onnx.ModelProto):
+    from onnxprune.load.constants import all_tensors
+    for t in all_tensors(model):
+        if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
+                           onnx.TensorProto.BFLOAT16) and t.data_location != onnx.TensorProto.EXTERNAL:
+            yield t
+
+
+def _non_finite(t: onnx.TensorProto) -> int:
+    try:
+        arr = numpy_helper.to_array(t)
+    except Exception:  # a tensor numpy cannot read is judged by the checker, not here
+        return 0
+    return int(arr.size - np.count_nonzero(np.isfinite(arr.astype(np.float32, copy=False))))
+
+
+def check_finite(model: onnx.ModelProto, reference: onnx.ModelProto | str | os.PathLike | None = None) -> None:
+    """ValidationError naming the first tensor with NaN or infinite values that `reference` (the input
+    model, or its path: read only when a non-finite tensor is found) lacks."""
+    found = [(t.name, n) for t in _float_tensors(model) if (n := _non_finite(t))]
+    if not found:
+        return
+    if isinstance(reference, (str, os.PathLike)):
+        reference = onnx.load(str(reference), load_external_data=True)
+    already = {t.name for t in _float_tensors(reference) if _non_finite(t)} if reference is not None else set()
+    for name, bad in found:
+        if name not in already:
+            raise ValidationError(f"tensor '{name}' holds {bad} NaN or infinite value(s) (training diverged or a "
+                                  "solve failed); the model is not written: lower --lr or change the options")
