@@ -742,3 +742,45 @@ def test_dev_null_takes_every_output(tmp_path, capfd):
     assert code == 0 and capfd.readouterr().err == ""
     assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_fifo_is_written_in_place(tmp_path, capfd):
+    """A FIFO destination is opened and written, never replaced by a regular file."""
+    import threading
+
+    fifo = tmp_path / "summary.pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    code = main([str(a) for a in ("prune", DIGITS, "-o", tmp_path / "o.onnx", "--ratio", "0.3", "--summary", fifo,
+                                  *FAST)])
+    reader.join(timeout=30)
+    assert code == 0, capfd.readouterr().err
+    assert got and got[0].startswith("#") and fifo.is_fifo()
+
+
+def test_symlinked_output_writes_through_the_link(tmp_path, capfd):
+    """-o LINK --force replaces the file the link points to; the link itself stays a link."""
+    target = tmp_path / "real.onnx"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.onnx"
+    link.symlink_to(target.name)
+    code = main([str(a) for a in ("prune", DIGITS, "-o", link, "--ratio", "0.3", "--force", *FAST)])
+    assert code == 0, capfd.readouterr().err
+    assert link.is_symlink() and onnx.load(str(target)).graph.node
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.onnx", "real.onnx"]
+
+
+def test_a_writer_that_skips_the_guard_is_a_bug(tmp_path):
+    """While a guard is active, writing a path nobody claimed raises (exit 3 at the command line)."""
+    from onnxprune.destinations import Destinations
+    from onnxprune.report import write_json_atomic
+
+    guard = Destinations()
+    guard.claim(tmp_path / "claimed.json", "--report")
+    with guard.active():
+        write_json_atomic({"a": 1}, tmp_path / "claimed.json")
+        with pytest.raises(RuntimeError, match="without being claimed"):
+            write_json_atomic({"a": 1}, tmp_path / "other.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["claimed.json"]
