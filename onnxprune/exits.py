@@ -12,6 +12,7 @@ import signal
 import sys
 import tempfile
 import traceback
+import warnings
 from typing import Callable
 
 from .errors import OnnxPruneError
@@ -99,7 +100,10 @@ def run(command: Callable[[], int], verbose: int = 0) -> int:
     silence_runtime(verbose)
     previous = _install_handlers()
     try:
-        return command()
+        with warnings.catch_warnings():
+            if not verbose:  # library warnings (numpy, PIL, onnx) are multi-line noise around our one line
+                warnings.simplefilter("ignore")
+            return command()
     except OnnxPruneError as exc:
         say(f"error: {exc}")
         return exc.exit_code
