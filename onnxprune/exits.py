@@ -129,6 +129,8 @@ def run(command: Callable[[], int], verbose: int = 0) -> int:
     except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into exit 3
         return _internal_error(exc, verbose)
     finally:
+        for sig in previous:  # a second signal must not interrupt the cleanup itself
+            signal.signal(sig, signal.SIG_IGN)
         cleanup_temporaries()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
