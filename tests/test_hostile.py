@@ -511,7 +511,31 @@ def report_is_sidecar_of_output(w):
     return ["prune", model_copy(w), "-o", w / "o.onnx", "--report", w / "o.onnx.data", "--ratio", "0.3", *FAST], 2
 
 
-MORE = [out_is_inputs_external_data, out_sidecar_is_inputs_external_data, report_is_sidecar_of_output,
+def save_plan_over_plan(w):
+    plan = _saved_plan(w, lambda doc: None)
+    return ["prune", model_copy(w), "-o", w / "o.onnx", "--plan", plan, "--save-plan", plan, "--force", *FAST], 2
+
+
+def report_over_evaluation_data(w):
+    data = calib_copy(w, "test.npz")
+    return ["prune", model_copy(w), "-o", w / "o.onnx", "--ratio", "0.3", "--data", data, "--report", data,
+            "--force", *FAST], 2
+
+
+def plot_file_over_calibration_image(w):  # --plot DIR writes DIR/kept_channels.png: here an input image
+    folder = _image_folder(w, {"kept_channels.png": png})
+    return ["prune", model_copy(w), "-o", w / "o.onnx", "--ratio", "0.3", "--calib", folder, "--plot", folder,
+            "--force", *FAST], 2
+
+
+def finetune_over_validation_data(w):
+    c = calib_copy(w)
+    v = calib_copy(w, "val.npz")
+    return ["finetune", model_copy(w), "--data", c, "--val", v, "--labels", "-o", v, "--force", "-q"], 2
+
+
+MORE = [save_plan_over_plan, report_over_evaluation_data, plot_file_over_calibration_image,
+        finetune_over_validation_data, out_is_inputs_external_data, out_sidecar_is_inputs_external_data, report_is_sidecar_of_output,
         finetune_int_data, train_nan_data, labels_out_of_range, bench_int_data, calib_not_a_zip]
 CASES += MORE
 
