@@ -511,7 +511,31 @@ def report_is_sidecar_of_output(w):
     return ["prune", model_copy(w), "-o", w / "o.onnx", "--report", w / "o.onnx.data", "--ratio", "0.3", *FAST], 2
 
 
-MORE = [out_is_inputs_external_data, out_sidecar_is_inputs_external_data, report_is_sidecar_of_output,
+def save_plan_over_plan(w):
+    plan = _saved_plan(w, lambda doc: None)
+    return ["prune", model_copy(w), "-o", w / "o.onnx", "--plan", plan, "--save-plan", plan, "--force", *FAST], 2
+
+
+def report_over_evaluation_data(w):
+    data = calib_copy(w, "test.npz")
+    return ["prune", model_copy(w), "-o", w / "o.onnx", "--ratio", "0.3", "--data", data, "--report", data,
+            "--force", *FAST], 2
+
+
+def plot_file_over_calibration_image(w):  # --plot DIR writes DIR/kept_channels.png: here an input image
+    folder = _image_folder(w, {"kept_channels.png": png})
+    return ["prune", model_copy(w), "-o", w / "o.onnx", "--ratio", "0.3", "--calib", folder, "--plot", folder,
+            "--force", *FAST], 2
+
+
+def finetune_over_validation_data(w):
+    c = calib_copy(w)
+    v = calib_copy(w, "val.npz")
+    return ["finetune", model_copy(w), "--data", c, "--val", v, "--labels", "-o", v, "--force", "-q"], 2
+
+
+MORE = [save_plan_over_plan, report_over_evaluation_data, plot_file_over_calibration_image,
+        finetune_over_validation_data, out_is_inputs_external_data, out_sidecar_is_inputs_external_data, report_is_sidecar_of_output,
         finetune_int_data, train_nan_data, labels_out_of_range, bench_int_data, calib_not_a_zip]
 CASES += MORE
 
@@ -742,3 +766,45 @@ def test_dev_null_takes_every_output(tmp_path, capfd):
     assert code == 0 and capfd.readouterr().err == ""
     assert os.path.exists("/dev/null") and not os.path.isfile("/dev/null")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_fifo_is_written_in_place(tmp_path, capfd):
+    """A FIFO destination is opened and written, never replaced by a regular file."""
+    import threading
+
+    fifo = tmp_path / "summary.pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    code = main([str(a) for a in ("prune", DIGITS, "-o", tmp_path / "o.onnx", "--ratio", "0.3", "--summary", fifo,
+                                  *FAST)])
+    reader.join(timeout=30)
+    assert code == 0, capfd.readouterr().err
+    assert got and got[0].startswith("#") and fifo.is_fifo()
+
+
+def test_symlinked_output_writes_through_the_link(tmp_path, capfd):
+    """-o LINK --force replaces the file the link points to; the link itself stays a link."""
+    target = tmp_path / "real.onnx"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.onnx"
+    link.symlink_to(target.name)
+    code = main([str(a) for a in ("prune", DIGITS, "-o", link, "--ratio", "0.3", "--force", *FAST)])
+    assert code == 0, capfd.readouterr().err
+    assert link.is_symlink() and onnx.load(str(target)).graph.node
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.onnx", "real.onnx"]
+
+
+def test_a_writer_that_skips_the_guard_is_a_bug(tmp_path):
+    """While a guard is active, writing a path nobody claimed raises (exit 3 at the command line)."""
+    from onnxprune.load.destinations import Destinations
+    from onnxprune.load.files import write_json_atomic
+
+    guard = Destinations()
+    guard.claim(tmp_path / "claimed.json", "--report")
+    with guard.active():
+        write_json_atomic({"a": 1}, tmp_path / "claimed.json")
+        with pytest.raises(RuntimeError, match="without being claimed"):
+            write_json_atomic({"a": 1}, tmp_path / "other.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["claimed.json"]

@@ -85,7 +85,7 @@ def _run(args, guard: Destinations) -> None:
 
     recipe = load_recipe(args.recipe)
     guard.input(args.recipe, "recipe")
-    guard.input(recipe.input, "model", model=True)
+    guard.input(_zoo_path(recipe.input) if recipe.input.startswith("zoo:") else recipe.input, "model", model=True)
     guard.input(recipe.calibration, "calibration data")
     guard.input(recipe.data, "evaluation data")
     for name, options in recipe.passes:  # pass options that name files (train_data, val_data, plan, ...)
@@ -104,6 +104,18 @@ def _run(args, guard: Destinations) -> None:
     plot = args.plot or recipe.plot
     if plot:
         guard.folder(plot, "--plot" if args.plot else f"{recipe.source}: plot", PLOT_FILES)
+
+
+def _zoo_path(spec: str) -> str | None:
+    """Where `zoo:NAME` is (or will be) cached, without fetching it: outputs may not land there either."""
+    from onnxprune.load import zoo
+
+    try:
+        src = zoo._source(spec[4:])
+        installed = zoo._installed_light(src.member) if zoo.is_light(spec[4:]) else None
+        return str(installed or zoo.cache_dir() / "models" / f"{src.package}-{src.version}" / src.member)
+    except Exception:  # an unknown name is reported when the recipe's model is fetched
+        return None
 
 
 _CLAIMS = {"prune": _prune, "sparsify": _sparsify, "sensitivity": _sensitivity, "finetune": _finetune,

@@ -12,6 +12,7 @@ import signal
 import sys
 import tempfile
 import traceback
+import warnings
 from typing import Callable
 
 from onnxprune.errors import OnnxPruneError, one_line
@@ -75,7 +76,10 @@ def run(command: Callable[[], int], verbose: int = 0) -> int:
     silence_runtime(verbose)
     previous = _install_handlers()
     try:
-        return command()
+        with warnings.catch_warnings():
+            if not verbose:  # library warnings (numpy, PIL, onnx) are multi-line noise around our one line
+                warnings.simplefilter("ignore")
+            return command()
     except OnnxPruneError as exc:
         say(f"error: {exc}")
         return exc.exit_code
@@ -101,6 +105,8 @@ def run(command: Callable[[], int], verbose: int = 0) -> int:
     except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into exit 3
         return _internal_error(exc, verbose)
     finally:
+        for sig in previous:  # a second signal must not interrupt the cleanup itself
+            signal.signal(sig, signal.SIG_IGN)
         cleanup_temporaries()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
