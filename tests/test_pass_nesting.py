@@ -73,12 +73,14 @@ def test_pipeline_is_a_registered_pass_whose_options_rebuild_it():
 
 def test_recipes_nest_pipelines():
     doc = {"input": str(RESIDUAL), "passes": [
-        {"pass": "Pipeline", "passes": [{"pass": "ChannelPruning", "ratio": 0.3, "round_to": 1}]},
+        {"pass": "Pipeline", "passes": [{"pass": "ChannelPruning", "ratio": 0.3, "round_to": 1},
+                                        {"pass": "Sparsify", "sparsity": 0.3}]},
         {"pass": "Validate", "min_cosine": 0.0}]}
     recipe = recipe_from_dict(doc)
     model = onnx.load(str(RESIDUAL))
     result = recipe.pipeline().run(model, PassContext(model, bench_rounds=0))
     assert result.passed and params(result.model) < params(model)
+    assert [p["name"] for p in result.report["passes"][0]["report"]["passes"]] == ["ChannelPruning", "Sparsify"]
     bad = {"input": str(RESIDUAL), "passes": [{"pass": "Pipeline", "passes": [{"pass": "ChannelPruning",
                                                                                   "wobble": 1}]}]}
     with pytest.raises(BadInputError, match=r"<recipe>: passes\[1\]: pass Pipeline: passes\[1\]: .*wobble"):
