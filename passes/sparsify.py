@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import onnx
 
-from onnxprune.apply.sparsity import _parse_nm
+from onnxprune.apply.sparsity import check_pattern
 from onnxprune.errors import BadInputError
 from onnxprune.passes.base import Pass, PassContext, PassResult, register
 
@@ -28,8 +28,7 @@ class Sparsify(Pass):
         self.sparsity = _checked_sparsity(sparsity)
         if scope not in ("local", "global"):
             raise BadInputError(f"pass Sparsify: scope must be 'local' or 'global', got {scope!r}")
-        if pattern != "unstructured":
-            _parse_nm(str(pattern))  # the message names the expected form
+        check_pattern(str(pattern))
         self.scope, self.pattern, self.sparse_initializers = scope, str(pattern), bool(sparse_initializers)
 
     def options(self) -> dict:
