@@ -9,6 +9,7 @@ declares what it does to the model it is given, and the base checks the declarat
                              nothing changed; the input is never modified
     True      True           in-place: modifies the model it is given and returns that very object
     True      False          read-only (Validate): returns the model it is given, untouched
+    False     True           destructive: may spoil its input (a functional pipeline copies first)
 
 A recipe names a pass by its registered name, so adding one is one decorator:
 
