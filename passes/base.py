@@ -1,9 +1,17 @@
 """What every pass shares: the context it runs in, the result it returns, and the registry.
 
 Modelled on onnx-ir's PassBase/PassResult: a pass is an object configured once and called on a
-model; `requires` and `ensures` are optional pre- and post-conditions around `call`. Passes are
-functional: they return a new model (or the same object when nothing changed) and never modify the
-model they are given. A recipe names a pass by its registered name, so adding one is one decorator:
+model; `requires` and `ensures` are optional pre- and post-conditions around `call`. Each pass
+declares what it does to the model it is given, and the base checks the declaration on every call:
+
+    in_place  changes_input
+    False     False          functional (the default): returns a new model, or the same object when
+                             nothing changed; the input is never modified
+    True      True           in-place: modifies the model it is given and returns that very object
+    True      False          read-only (Validate): returns the model it is given, untouched
+    False     True           destructive: may spoil its input (a functional pipeline copies first)
+
+A recipe names a pass by its registered name, so adding one is one decorator:
 
     @register
     class Reconstruct(Pass):
@@ -13,6 +21,7 @@ model they are given. A recipe names a pass by its registered name, so adding on
 from __future__ import annotations
 
 import abc
+import hashlib
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
@@ -93,22 +102,42 @@ class PassResult:
     gates: list[Gate] = field(default_factory=list)
 
 
+class PassError(RuntimeError):
+    """A pass broke its own declaration (a bug in the pass, not in the user's input)."""
+
+
 class Pass(abc.ABC):
     """A configured step: `pass_(model, context) -> PassResult`."""
 
     name: ClassVar[str] = ""  # the registry name; the class name when empty
+    in_place: ClassVar[bool] = False  # returns the very object it was given
+    changes_input: ClassVar[bool] = False  # may modify the object it was given
 
     def __call__(self, model: onnx.ModelProto, context: PassContext) -> PassResult:
         self.requires(model, context)
+        before = None if self.changes_input else fingerprint(model)
         result = self.call(model, context)
         if not isinstance(result, PassResult):
             raise TypeError(f"pass {self.pass_name()} returned {type(result).__name__}, not a PassResult")
+        self._check_declaration(model, before, result)
         self.ensures(result, context)
         return result
 
+    def _check_declaration(self, model: onnx.ModelProto, before: bytes | None, result: PassResult) -> None:
+        name = self.pass_name()
+        if before is not None and fingerprint(model) != before:
+            raise PassError(f"pass {name} modified the model it was given, but does not declare changes_input; "
+                            f"work on a copy (ModelProto.CopyFrom) or declare in_place = changes_input = True")
+        if self.in_place and result.model is not model:
+            raise PassError(f"pass {name} is declared in-place but returned a different model object; return "
+                            f"the model it was given, or declare in_place = False")
+        if not self.in_place and result.model is model and result.changed:
+            raise PassError(f"pass {name} is functional but returned its input object as changed; return a new "
+                            f"model, or declare in_place = changes_input = True")
+
     @abc.abstractmethod
     def call(self, model: onnx.ModelProto, context: PassContext) -> PassResult:
-        """Do the work; never modify `model`."""
+        """Do the work, as declared by `in_place` and `changes_input`."""
 
     def requires(self, model: onnx.ModelProto, context: PassContext) -> None:
         """Pre-condition (optional): raise BadInputError when the pass cannot run on `model`."""
@@ -127,6 +156,13 @@ class Pass(abc.ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.options().items())
         return f"{self.pass_name()}({args})"
+
+
+def fingerprint(model: onnx.ModelProto) -> bytes | None:
+    """A digest of the serialized model, to tell whether a pass modified it; None past protobuf's 2 GB."""
+    if model.ByteSize() >= 2**31:
+        return None
+    return hashlib.sha256(model.SerializeToString(deterministic=True)).digest()
 
 
 def shape_table(value, where: str) -> dict[str, tuple[int, ...]] | None:
@@ -198,3 +234,19 @@ def create_pass(name: str, options: dict | None = None) -> Pass:
         message = str(exc)
         message = message.split("__init__() ", 1)[1] if "__init__() " in message else message
         raise BadInputError(f"pass {cls.pass_name()}: {message}") from None
+
+
+def pass_table(entry, where: str) -> tuple[str, dict]:
+    """A recipe's `{pass = "Name", option = value, ...}` table as (name, options)."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("pass"), str):
+        raise BadInputError(f"{where} needs a 'pass' name, e.g. pass = \"ChannelPruning\"")
+    return entry["pass"], {k: v for k, v in entry.items() if k != "pass"}
+
+
+def pass_from_table(entry, where: str) -> Pass:
+    """The pass a recipe table describes, configured (BadInputError prefixed with `where`)."""
+    name, options = pass_table(entry, where)
+    try:
+        return create_pass(name, options)
+    except BadInputError as exc:
+        raise BadInputError(f"{where}: {exc}") from None

@@ -27,7 +27,7 @@ def check_pass_options(cls, options: dict) -> None:
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _cores():
                 raise BadInputError(f"pass {name}: threads = {value!r}: must be an integer in [0, {_cores()}]")
             continue
-        if key in RANGES and value is not None:
+        if key in RANGES and value is not None and not isinstance(value, dict):  # per-layer tables: the pass checks
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not RANGES[key].accepts(value):
                 raise BadInputError(f"pass {name}: {key} = {value!r}: must be a finite number in "
                                     f"{RANGES[key].text()}")

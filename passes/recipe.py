@@ -28,7 +28,7 @@ from pathlib import Path
 
 from onnxprune.errors import BadInputError
 from onnxprune.passes import Pass, Pipeline, create_pass
-from onnxprune.passes.base import shape_table
+from onnxprune.passes.base import pass_table, shape_table
 
 RECIPE_SCHEMA = "onnxprune.recipe/1"
 _PATH_KEYS = ("input", "output", "calibration", "data", "report", "summary", "plot")
@@ -136,10 +136,4 @@ def _resolve(value: str, base: str | os.PathLike) -> str:
 def _passes(value, source: str) -> list[tuple[str, dict]]:
     if not isinstance(value, list) or not value:
         raise BadInputError(f"{source}: 'passes' must be a non-empty list of tables, each with a 'pass' name")
-    result = []
-    for i, entry in enumerate(value, 1):
-        if not isinstance(entry, dict) or not isinstance(entry.get("pass"), str):
-            raise BadInputError(f"{source}: passes[{i}] needs a 'pass' name, e.g. pass = \"ChannelPruning\"")
-        options = {k: v for k, v in entry.items() if k != "pass"}
-        result.append((entry["pass"], options))
-    return result
+    return [pass_table(entry, f"{source}: passes[{i}]") for i, entry in enumerate(value, 1)]

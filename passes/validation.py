@@ -16,7 +16,9 @@ class Validate(Pass):
     """Check the current model against the context's dense model (checker, strict shape inference,
     ONNX Runtime on every installed provider, unchanged interface) and measure fidelity on the
     evaluation data. `min_cosine` and `max_drop` (accuracy points, needs labels) are gates: a miss
-    is recorded in the result and the pipeline stops there. Never changes the model."""
+    is recorded in the result and the pipeline stops there. Read-only: returns the model it is given."""
+
+    in_place = True  # the same object back, untouched (changes_input stays False)
 
     def __init__(self, min_cosine: float | None = None, max_drop: float | None = None):
         check_thresholds(min_cosine, max_drop, FLAGS)

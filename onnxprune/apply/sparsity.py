@@ -94,6 +94,12 @@ def _parse_nm(pattern: str) -> tuple[int, int]:
     return n, m
 
 
+def check_pattern(pattern: str) -> None:
+    """Refuse a pattern that is neither 'unstructured' nor N:M (BadInputError), before any work."""
+    if pattern != "unstructured":
+        _parse_nm(pattern)
+
+
 def nm_mask(value: np.ndarray, n: int, m: int, axis: int) -> np.ndarray:
     """Keep the n largest |w| of every m consecutive weights along `axis` (a tail shorter than m keeps
     the same proportion, rounded up)."""
