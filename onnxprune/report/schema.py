@@ -63,10 +63,13 @@ _PLAN = {
     },
 }
 
+def _document(title: str) -> dict:
+    """The header every top-level schema shares."""
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": title, "type": "object"}
+
+
 REPORT_SCHEMA = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "title": REPORT,
-    "type": "object",
+    **_document(REPORT),
     "required": ["schema", "input", "before", "after", "fidelity", "validation", "gates"],
     "properties": {
         "schema": {"const": REPORT},
@@ -93,18 +96,14 @@ REPORT_SCHEMA = {
 }
 
 VALIDATE_SCHEMA = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "title": VALIDATE,
-    "type": "object",
+    **_document(VALIDATE),
     "required": ["schema", "dense", "pruned", "validation", "fidelity", "gates"],
     "properties": {"schema": {"const": VALIDATE}, "dense": {"type": "string"}, "pruned": {"type": "string"},
                    "validation": _VALIDATION, "fidelity": _FIDELITY, "gates": _GATES},
 }
 
 BENCH_SCHEMA = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "title": BENCH,
-    "type": "object",
+    **_document(BENCH),
     "required": ["schema", "batch", "threads", "rounds", "warmup", "data", "models"],
     "properties": {
         "schema": {"const": BENCH}, "batch": _COUNT, "threads": _COUNT, "rounds": _COUNT, "warmup": _COUNT,
