@@ -75,9 +75,11 @@ def parse_configs(text: str) -> dict[str, dict]:
 
 
 def latency_ratio(dense_path: str, pruned_path: str, feed: dict, rounds: int) -> float:
-    """Median over `rounds` interleaved (dense, pruned) pairs of pruned/dense time, one thread each."""
+    """Median over `rounds` interleaved (dense, pruned) pairs of pruned/dense time, one thread each,
+    on the first sample of `feed`."""
     import tasks
 
+    feed = {k: v[:1] for k, v in feed.items()}
     sd, sp = tasks.session(dense_path, threads=1), tasks.session(pruned_path, threads=1)
     for s in (sd, sp):
         s.run(None, feed)
