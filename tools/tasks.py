@@ -753,11 +753,19 @@ TASKS: dict[str, Callable[[], Task]] = {
 }
 
 
+def all_tasks() -> dict[str, Callable[[], Task]]:
+    """The named models' tasks, then those of models no issue names (tools/tasks_extra.py)."""
+    import tasks_extra  # imports this module: loaded on demand
+
+    return {**TASKS, **tasks_extra.EXTRA_TASKS}
+
+
 def get(name: str) -> Task:
+    known = all_tasks()
     try:
-        return TASKS[name]()
+        return known[name]()
     except KeyError:
-        raise SystemExit(f"unknown task {name!r}; known: {', '.join(TASKS)}") from None
+        raise SystemExit(f"unknown task {name!r}; known: {', '.join(known)}") from None
 
 
 if __name__ == "__main__":  # quick look: dense score of each task
