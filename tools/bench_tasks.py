@@ -46,6 +46,7 @@ PRESETS: dict[str, dict] = {
     "activation": {"criterion": "activation", "scope": "global", "recover": "lstsq"},
     "sensitivity": {"criterion": "sensitivity", "scope": "global", "recover": "lstsq"},
 }
+OOM_MARKS = ("MemoryError", "bad_alloc", "Failed to allocate", "Unable to allocate")
 DEFAULT_MODELS = "ppocr_rec,ppocr_cls,ppocr_det,nudenet_320n,ddddocr_common,magika"
 
 
@@ -151,7 +152,7 @@ def run_one(spec: dict, workdir: Path, mem_gb: float, timeout: float) -> dict:
     if proc.returncode == 0 and Path(spec["out"]).is_file():
         return json.loads(Path(spec["out"]).read_text())
     err = one_line(proc.stderr)
-    if proc.returncode < 0 or "MemoryError" in err or "bad_alloc" in err or "Failed to allocate" in err:
+    if proc.returncode < 0 or any(m in proc.stderr for m in OOM_MARKS):
         err = f"out of memory (cap {mem_gb:g} GB, {time.time() - t0:.0f} s): {err}"
     return {"error": err}
 
@@ -186,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib-n", type=int, default=32, help="calibration samples")
     ap.add_argument("--eval-n", type=int, default=None, help="evaluation samples (task default if omitted)")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved latency pairs (0: no latency)")
-    ap.add_argument("--mem-gb", type=float, default=6.0, help="address-space cap of each pruning run")
+    ap.add_argument("--mem-gb", type=float, default=12.0,
+                    help="address-space cap of each pruning run (ppocr_rec with recon peaks near 7 GB RSS)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per pruning run")
     ap.add_argument("--skip", default="", help="model:config pairs not run, e.g. ppocr_det:recon")
     ap.add_argument("--json", help="write every figure here")
