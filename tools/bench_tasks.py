@@ -46,7 +46,8 @@ PRESETS: dict[str, dict] = {
     "activation": {"criterion": "activation", "scope": "global", "recover": "lstsq"},
     "sensitivity": {"criterion": "sensitivity", "scope": "global", "recover": "lstsq"},
 }
-OOM_MARKS = ("MemoryError", "bad_alloc", "Failed to allocate", "Unable to allocate")
+OOM_MARKS = ("MemoryError", "bad_alloc", "Failed to allocate", "Unable to allocate", "failed to map segment",
+             "Cannot allocate memory")
 DEFAULT_MODELS = "ppocr_rec,ppocr_cls,ppocr_det,nudenet_320n,ddddocr_common,magika"
 
 
