@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="address-space cap of each pruning run (ppocr_rec with recon peaks near 7 GB RSS)")
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per pruning run")
     ap.add_argument("--skip", default="", help="model:config pairs not run, e.g. ppocr_det:recon")
-    ap.add_argument("--json", help="write every figure here")
+    ap.add_argument("--json", help="write every figure here (rewritten after each cell)")
+    ap.add_argument("--resume", action="store_true", help="reuse the cells that --json already holds")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -207,8 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     levels = [float(v) for v in args.levels.split(",")]
     configs = parse_configs(args.configs)
     skip = set(filter(None, args.skip.split(",")))
+    done = _measured(args.json) if args.resume else {}
+    rev = _revision(onnxprune)
     started = time.time()
-    results = []
+    results: list[dict] = []
+
+    def save() -> None:  # after every cell, so an interrupted run can be resumed
+        if args.json:
+            Path(args.json).write_text(json.dumps({"revision": rev, "levels": levels, "results": results}, indent=1))
+
     with tempfile.TemporaryDirectory(prefix="bench_tasks_") as tmp:
         work = Path(tmp)
         for name in args.models.split(","):
@@ -228,26 +236,41 @@ def main(argv: list[str] | None = None) -> int:
                 row = {"model": name, "metric": task.metric, "higher_is_better": task.higher_is_better,
                        "reference": task.reference, "dense": dense, "config": cname, "kwargs": kwargs,
                        "eval": ev.info, "calib_n": args.calib_n, "levels": {}}
+                results.append(row)
+                oom = None  # calibration memory does not depend on the level: one blow-up is enough
                 for lv in levels:
+                    key = (name, cname, str(lv))
                     if f"{name}:{cname}" in skip:
                         res = {"error": "skipped (--skip)"}
+                    elif key in done:
+                        res = done[key]
+                    elif oom is not None:
+                        res = {"error": f"not run: out of memory at {oom:g}"}
                     else:
                         spec = {"model": name, "dense": str(dense_path), "calib": str(calib_path),
                                 "eval": str(eval_path), "level": lv, "kwargs": kwargs, "rounds": args.rounds,
                                 "tag": f"{name}_{cname}_{lv:g}"}
                         res = run_one(spec, work, args.mem_gb, args.timeout)
+                        if res.get("error", "").startswith("out of memory"):
+                            oom = lv
                     row["levels"][str(lv)] = res
+                    save()
                     print(f"  {name} {cname} {lv:g}: {fmt_cell(res, dense, task.higher_is_better)}",
                           file=sys.stderr, flush=True)
-                results.append(row)
-    rev = _revision(onnxprune)
     print(f"onnxprune at {rev}; {args.calib_n} calibration samples; cells: task score (points vs dense) · "
           f"MACs kept · latency pruned/dense (ORT CPU, 1 thread, median of {args.rounds} interleaved pairs); "
           f"memory cap {args.mem_gb:g} GB per run; {time.time() - started:.0f} s.\n")
     print(table(results, levels))
-    if args.json:
-        Path(args.json).write_text(json.dumps({"revision": rev, "levels": levels, "results": results}, indent=1))
     return 0
+
+
+def _measured(path: str | None) -> dict[tuple[str, str, str], dict]:
+    """Cells of an earlier --json that succeeded, keyed (model, config, level), for --resume."""
+    if not path or not Path(path).is_file():
+        return {}
+    old = json.loads(Path(path).read_text())
+    return {(r["model"], r["config"], lv): res for r in old["results"] for lv, res in r["levels"].items()
+            if "error" not in res}
 
 
 def _revision(onnxprune_module) -> str:
