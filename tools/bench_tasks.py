@@ -194,10 +194,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", default="", help="model:config pairs not run, e.g. ppocr_det:recon")
     ap.add_argument("--json", help="write every figure here (rewritten after each cell)")
     ap.add_argument("--resume", action="store_true", help="reuse the cells that --json already holds")
+    ap.add_argument("--table-from", help="print the table of earlier --json files (comma-separated) and exit")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args.worker)
+    if args.table_from:
+        runs = [json.loads(Path(p).read_text()) for p in args.table_from.split(",")]
+        print("onnxprune at " + ", ".join(sorted({r["revision"] for r in runs})) + "\n")
+        print(table([row for r in runs for row in r["results"]], runs[0]["levels"]))
+        return 0
     warnings.filterwarnings("ignore")
 
     import onnx
@@ -281,7 +287,9 @@ def _revision(onnxprune_module) -> str:
                               text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "onnxprune"], capture_output=True,
                                text=True, check=True).stdout.strip()
-        return f"{root.name}@{head}" + ("+dirty" if dirty else "")
+        lib = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%h", "--", "onnxprune"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        return f"{root.name}@{head} (onnxprune/ last changed in {lib})" + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return str(root)
 
