@@ -78,21 +78,27 @@ def parse_configs(text: str) -> dict[str, dict]:
 
 def latency_ratio(dense_path: str, pruned_path: str, feed: dict, rounds: int) -> float:
     """Median over `rounds` interleaved (dense, pruned) pairs of pruned/dense time, one thread each,
-    on the first sample of `feed`."""
+    on the first sample of `feed`; each side of a pair repeats the run enough to last about 20 ms,
+    so sub-millisecond models are not timer noise."""
     import tasks
 
     feed = {k: v[:1] for k, v in feed.items()}
     sd, sp = tasks.session(dense_path, threads=1), tasks.session(pruned_path, threads=1)
+    t0 = time.perf_counter()
     for s in (sd, sp):
         s.run(None, feed)
+    reps = max(1, int(0.04 / max(time.perf_counter() - t0, 1e-6)))
+
+    def timed(s) -> float:
+        t = time.perf_counter()
+        for _ in range(reps):
+            s.run(None, feed)
+        return time.perf_counter() - t
+
     ratios = []
     for _ in range(rounds):
-        t0 = time.perf_counter()
-        sd.run(None, feed)
-        t1 = time.perf_counter()
-        sp.run(None, feed)
-        t2 = time.perf_counter()
-        ratios.append((t2 - t1) / max(t1 - t0, 1e-9))
+        d = timed(sd)
+        ratios.append(timed(sp) / max(d, 1e-9))
     return float(np.median(ratios))
 
 
