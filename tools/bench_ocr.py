@@ -20,7 +20,6 @@ Prints Markdown tables and exits 0. About 1 minute per pruned model on 2 cores (
 from __future__ import annotations
 
 import argparse
-import math
 import random
 import sys
 import tempfile
@@ -38,66 +37,15 @@ import onnxruntime as ort  # noqa: E402
 import onnxprune  # noqa: E402
 from benchlib import revision  # noqa: E402
 from onnxprune.load import zoo  # noqa: E402
+from tasks import cer, find_fonts, random_text, render, resize_norm  # noqa: E402  (shared with bench_tasks)
 
 H, W = 48, 320
 LEVELS = (0.9, 0.8, 0.7, 0.6, 0.5)
-FONT_DIRS = ("/usr/share/fonts", "/usr/local/share/fonts", str(Path.home() / ".fonts"))
-WORDS = ("invoice total amount paid order number date customer street avenue market station river garden "
-         "window coffee paper table green north south model channel network python open close delivery "
-         "account balance credit payment receipt ticket platform express express service hotel room").split()
-CAPS = ("London Paris Berlin Madrid Tokyo Boston Denver Oslo Vienna Prague ACME Corp Ltd Inc Model Total "
-        "Invoice Order Room Gate Exit Open Sale Price").split()
-
-
-
-
-def find_fonts() -> list[str]:
-    """Upright Latin fonts on this machine (DejaVu Sans/Serif/Mono and friends); PIL's default if none."""
-    found = []
-    for d in FONT_DIRS:
-        found += [str(p) for p in Path(d).rglob("*.ttf")] if Path(d).is_dir() else []
-    keep = [f for f in sorted(found) if not any(s in Path(f).name for s in ("Oblique", "Italic", "Math", "ExtraLight"))]
-    return keep
-
-
-def random_text(rng: random.Random) -> str:
-    kind = rng.randrange(6)
-    if kind == 0:
-        return f"{rng.randint(1, 28):02d}.{rng.randint(1, 12):02d}.{rng.randint(1990, 2030)}"
-    if kind == 1:
-        return f"{rng.choice(WORDS).capitalize()} {rng.randint(1, 999)}.{rng.randint(0, 99):02d}"
-    if kind == 2:
-        return f"{rng.choice(CAPS)}-{rng.randint(100, 99999)}"
-    if kind == 3:
-        return " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 2)))
-    if kind == 4:
-        return f"{rng.choice(CAPS)} {rng.choice(WORDS)}"
-    return "".join(rng.choice("0123456789") for _ in range(rng.randint(4, 11)))
-
-
-def render(text: str, font_path: str | None, size: int, rng: random.Random):
-    from PIL import Image, ImageDraw, ImageFont
-
-    font = ImageFont.truetype(font_path, size) if font_path else ImageFont.load_default(size=size)
-    left, top, right, bottom = font.getbbox(text)
-    pad_x, pad_y = rng.randint(4, 14), rng.randint(4, 10)
-    bg = rng.randint(215, 255)
-    fg = rng.randint(0, 60)
-    img = Image.new("RGB", (right - left + 2 * pad_x, bottom - top + 2 * pad_y), (bg, bg, bg))
-    ImageDraw.Draw(img).text((pad_x - left, pad_y - top), text, font=font, fill=(fg, fg, fg))
-    return img
 
 
 def preprocess(img) -> np.ndarray:
     """PaddleOCR's resize_norm_img for rec_img_shape [3, 48, 320] (RGB here; the images are gray)."""
-    from PIL import Image
-
-    w, h = img.size
-    new_w = min(W, int(math.ceil(H * w / h)))
-    a = np.asarray(img.convert("RGB").resize((new_w, H), Image.BILINEAR), np.float32).transpose(2, 0, 1) / 255.0
-    out = np.zeros((3, H, W), np.float32)
-    out[:, :, :new_w] = (a - 0.5) / 0.5
-    return out
+    return resize_norm(img, H, W)
 
 
 def make_set(n: int, seed: int, fonts: list[str], vocab: set[str], avoid=frozenset()) -> tuple[list[str], np.ndarray]:
@@ -117,16 +65,6 @@ def make_set(n: int, seed: int, fonts: list[str], vocab: set[str], avoid=frozens
     return texts, np.stack(images)
 
 
-def edit_distance(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
 def read(model, x: np.ndarray, vocab: list[str], batch: int = 16) -> list[str]:
     opts = ort.SessionOptions()
     s = ort.InferenceSession(model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model),
@@ -141,10 +79,6 @@ def read(model, x: np.ndarray, vocab: list[str], batch: int = 16) -> list[str]:
             keep &= row != 0
             out.append("".join(vocab[k] for k in row[keep]).strip())  # edge spaces are padding, not text
     return out
-
-
-def cer(refs: list[str], hyps: list[str]) -> float:
-    return sum(edit_distance(r, h) for r, h in zip(refs, hyps)) / sum(len(r) for r in refs)
 
 
 def static_hw(model: onnx.ModelProto) -> onnx.ModelProto:

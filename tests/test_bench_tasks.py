@@ -1,0 +1,42 @@
+"""tools/bench_tasks.py without real models: config parsing, cells, and a failing run that costs one cell."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+
+import bench_tasks  # noqa: E402
+
+
+def test_parse_configs_presets_and_json_with_commas():
+    got = bench_tasks.parse_configs('l2,mine={"criterion": "activation", "scope": "local"},recon')
+    assert list(got) == ["l2", "mine", "recon"]
+    assert got["l2"] == {"criterion": "l2", "scope": "local", "recover": "none"}
+    assert got["mine"] == {"criterion": "activation", "scope": "local"}
+    assert got["recon"]["criterion"] == "reconstruction"
+    with pytest.raises(SystemExit, match="unknown config"):
+        bench_tasks.parse_configs("nope")
+
+
+def test_cells_show_score_delta_macs_latency_or_the_error():
+    ok = {"score": 97.5, "macs": 0.801, "latency": 0.84}
+    assert bench_tasks.fmt_cell(ok, 99.0, True) == "97.5 (-1.5) · 0.80 · 0.84x"
+    assert bench_tasks.fmt_cell({"error": "a | b"}, 99.0, True) == "error: a / b"
+
+
+def test_a_failing_run_becomes_an_error_cell(tmp_path):
+    spec = {"model": "no_such_model", "dense": "", "calib": "", "eval": str(tmp_path / "missing.pkl"),
+            "level": 0.9, "kwargs": {}, "rounds": 0, "tag": "bad"}
+    res = bench_tasks.run_one(spec, tmp_path, mem_gb=4, timeout=120)
+    assert set(res) == {"error"} and res["error"]
+
+
+def test_an_out_of_memory_run_says_so(tmp_path):
+    spec = {"model": "ppocr_cls", "dense": "", "calib": "", "eval": "", "level": 0.9, "kwargs": {},
+            "rounds": 0, "tag": "oom"}
+    res = bench_tasks.run_one(spec, tmp_path, mem_gb=0.05, timeout=120)  # 50 MB: not even numpy loads
+    assert res["error"].startswith("out of memory") or "memory" in res["error"].lower(), res
