@@ -102,6 +102,11 @@ class FusedHeadsRule(Rule):
         old = int(node.attrs["num_heads"])
         return ctx.new_dim(out, axis) // (ctx.old_dim(out, axis) // old)
 
+    def update(self, ctx, node):
+        n = self.new_heads(ctx, node)
+        if n != int(node.attrs["num_heads"]):
+            ctx.set_attr(node, "num_heads", n)
+
 
 class AttentionRule(FusedHeadsRule):
     """Attention(input, weights [In, Dq+Dk+Dv], bias, mask_index, past, attention_bias, ...): the
