@@ -290,7 +290,7 @@ def test_matmul_nbits_flat_scales_are_a_barrier():
 
 # ---- a BERT after ONNX Runtime's transformer optimizer --------------------------------------------------------
 
-BERT = FIXTURES / "bert_tiny_ort.onnx"
+BERT = FIXTURES / "transformers" / "bert_tiny_ort.onnx"
 BERT_SHAPES = {name: (1, 16) for name in ("input_ids", "attention_mask", "token_type_ids")}
 
 
