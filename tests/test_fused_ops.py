@@ -306,3 +306,21 @@ def test_ort_optimized_bert_prunes_heads_and_ffn():
     pruned = apply_plan(random_plan(dep, 0.5, 0))
     assert [helper.get_attribute_value(a) for n in pruned.graph.node if n.op_type == "Attention"
             for a in n.attribute if a.name == "num_heads"] == [2, 2]
+
+
+def test_oracle_catches_the_wrong_head():
+    """The oracle is not vacuous on fused heads: removing a different head than the one zeroed shows."""
+    from onnxprune.check.oracle import zero_removed
+    from onnxprune.couple.plan import Plan
+    from onnxprune.load.data import synthetic_dataset
+    from onnxprune.load.runtime import run_dataset
+    model = attention_model()
+    dep = analyse(model)
+    heads = heads_of(dep, Slot("a", 2), N)
+    zeroed, wrong = np.zeros(dep.num_channels, bool), np.zeros(dep.num_channels, bool)
+    zeroed[heads[0]], wrong[heads[1]] = True, True
+    dense = session(zero_removed(dep, zeroed))
+    data = synthetic_dataset(dense, dep.graph.input_shapes, 2)
+    a = run_dataset(dense, data)[0]
+    b = run_dataset(session(apply_plan(Plan(dep, wrong, {}))), data)[0]
+    assert np.abs(a - b).max() > 1e-3
