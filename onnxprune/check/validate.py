@@ -7,32 +7,21 @@ import onnx
 from onnxprune.load.data import Dataset
 from onnxprune.check.fidelity import Fidelity, compare  # noqa: F401  (re-exported: validation reports fidelity)
 from onnxprune.errors import BadInputError, ValidationError, one_line
+from onnxprune.load.model import check_model
 from onnxprune.load.runtime import session
 
 
 def check_valid(pruned: onnx.ModelProto, dense: onnx.ModelProto) -> None:
     """Raise ValidationError unless `pruned` passes the full checker and keeps the dense interface."""
     try:
-        onnx.checker.check_model(pruned, full_check=True)
+        check_model(pruned, full_check=True)
     except Exception as exc:
-        if not _dense_fails_alike(dense, one_line(exc)):
-            raise ValidationError(f"pruned model fails the ONNX checker: {one_line(exc)}") from None
+        raise ValidationError(f"pruned model fails the ONNX checker: {one_line(exc)}") from None
     for kind, a, b in (("input", dense.graph.input, pruned.graph.input), ("output", dense.graph.output, pruned.graph.output)):
         dense_names = [v.name for v in a if kind == "output" or v.name not in {i.name for i in dense.graph.initializer}]
         pruned_names = [v.name for v in b if kind == "output" or v.name not in {i.name for i in pruned.graph.initializer}]
         if dense_names != pruned_names:
             raise ValidationError(f"pruned model's {kind}s {pruned_names} differ from the dense model's {dense_names}")
-
-
-def _dense_fails_alike(dense: onnx.ModelProto, reason: str) -> bool:
-    """Whether the dense model fails the checker the same way: ONNX Runtime ops the checker does not
-    know (SimplifiedLayerNormalization in the default domain, as ONNX Runtime GenAI writes it) are no
-    fault of the pruning; ONNX Runtime, which does know them, still has to load the result."""
-    try:
-        onnx.checker.check_model(dense, full_check=True)
-    except Exception as exc:
-        return one_line(exc) == reason
-    return False
 
 
 def load_in_runtime(model: onnx.ModelProto, threads: int = 0):

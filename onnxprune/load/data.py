@@ -113,6 +113,8 @@ def synthetic_feed(session, input_shapes: Mapping[str, tuple[int, ...]], seed: i
             feed[inp.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype == np.bool_:
             feed[inp.name] = rng.integers(0, 2, shape).astype(dtype)
+        elif "attention_mask" in inp.name:  # token masks are 0/1; fused attention sums them into lengths
+            feed[inp.name] = np.ones(shape, dtype)
         else:  # small non-negative ints, below the size of any table the input indexes (token types)
             high = min(8, getattr(session, "index_limits", {}).get(inp.name, 8))
             feed[inp.name] = rng.integers(0, max(high, 1), shape).astype(dtype)

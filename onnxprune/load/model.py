@@ -47,12 +47,36 @@ def check_supported(model: onnx.ModelProto, where: str = "model") -> None:
                 "cannot be pruned; prune the float model, then quantize the result"
             )
     try:
-        onnx.checker.check_model(model)
+        check_model(model)
     except onnx.checker.ValidationError as exc:
         first = one_line(exc)
         raise BadInputError(f"{where}: fails the ONNX checker ({first})") from None
     except ValueError:
         pass  # models over 2 GB must be checked by path; load already validated the protobuf
+
+
+# Ops ONNX Runtime registers in the default domain that the ONNX checker does not know (ONNX Runtime
+# GenAI writes SimplifiedLayerNormalization there); ONNX Runtime, which runs them, judges those nodes.
+RUNTIME_DEFAULT_OPS = frozenset({"SimplifiedLayerNormalization"})
+_SET_ASIDE = "onnxprune.runtime"
+
+
+def check_model(model: onnx.ModelProto, full_check: bool = False) -> None:
+    """onnx.checker.check_model, with RUNTIME_DEFAULT_OPS checked as ops of a private domain (which the
+    checker leaves alone) and put back afterwards: the model is not copied, however large."""
+    moved = [n for n in model.graph.node if n.op_type in RUNTIME_DEFAULT_OPS and n.domain in ("", "ai.onnx")]
+    if not moved:
+        onnx.checker.check_model(model, full_check=full_check)
+        return
+    model.opset_import.add(domain=_SET_ASIDE, version=1)
+    try:
+        for node in moved:
+            node.domain = _SET_ASIDE
+        onnx.checker.check_model(model, full_check=full_check)
+    finally:
+        for node in moved:
+            node.domain = ""
+        del model.opset_import[len(model.opset_import) - 1]
 
 
 def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, force: bool = False) -> Path:
