@@ -324,3 +324,26 @@ def test_oracle_catches_the_wrong_head():
     a = run_dataset(dense, data)[0]
     b = run_dataset(session(apply_plan(Plan(dep, wrong, {}))), data)[0]
     assert np.abs(a - b).max() > 1e-3
+
+
+# ---- a Llama as ONNX Runtime GenAI's builder writes it -------------------------------------------------------
+
+GENAI = FIXTURES / "transformers" / "genai_llama.onnx"
+GENAI_SHAPES = {"input_ids": (1, 16), "attention_mask": (1, 17),  # one cached token, then 16 new ones
+                **{f"past_key_values.{k}.{t}": (1, 2, 1, 16) for k in (0, 1) for t in ("key", "value")}}
+
+
+def test_genai_llama_prunes_ffn_and_keeps_the_kv_cache_interface():
+    """Packed-QKV GroupQueryAttention with rotary and a KV cache, SkipSimplifiedLayerNormalization and
+    SimplifiedLayerNormalization in the default domain: the model loads, the FFN neurons prune exactly,
+    the heads (one KV group per KV head) are frozen by the cache in the interface, not by a missing rule."""
+    model = onnx.load(str(GENAI))
+    dep = build_dependency(ModelGraph(model, GENAI_SHAPES))
+    prunable = [g for g in dep.groups if g.prunable]
+    assert sorted(g.prunable for g in prunable) == [64, 64]
+    qkv = next(n.input[1] for n in model.graph.node if n.op_type == "MatMul" and "qkv_proj" in n.name)
+    heads = group_of(dep, Slot(qkv, 1))
+    assert heads.size == KV and heads.prunable == 0
+    assert all("graph" in f.op for f in heads.freezes)
+    for seed in (0, 1):
+        assert oracle_gap(model, random_plan(dep, 0.5, seed), samples=1) < 1e-5
