@@ -347,3 +347,23 @@ def test_genai_llama_prunes_ffn_and_keeps_the_kv_cache_interface():
     assert all("graph" in f.op for f in heads.freezes)
     for seed in (0, 1):
         assert oracle_gap(model, random_plan(dep, 0.5, seed), samples=1) < 1e-5
+
+
+def test_qdq_weights_around_fused_attention():
+    """Per-channel int8 weights dequantized into Attention and the output projection: heads still go
+    whole, the int8 weights and their scales are sliced alike (a QDQ model stays QDQ)."""
+    cols = 3 * N * H
+    wq = RNG.integers(-127, 128, (D, cols)).astype(np.int8)
+    wo = RNG.integers(-127, 128, (N * H, D)).astype(np.int8)
+    nodes = [helper.make_node("DequantizeLinear", ["Wq8", "sq", "zq"], ["Wqkv"], axis=1),
+             ms("Attention", ["x", "Wqkv", "bqkv"], ["a"], num_heads=N),
+             helper.make_node("DequantizeLinear", ["Wo8", "so"], ["Wo"]), matmul("a", "Wo", "y")]
+    inits = {"Wq8": wq, "sq": (RNG.uniform(0.5, 1.5, cols) * 0.01).astype(np.float32),
+             "zq": np.zeros(cols, np.int8), "bqkv": w(cols), "Wo8": wo, "so": np.array(0.01, np.float32)}
+    model = make(nodes, inits)
+    dep = analyse(model)
+    assert (heads_of(dep, Slot("Wq8", 1), N) == heads_of(dep, Slot("a", 2), N)).all()
+    pruned = prune_exact(model, dep)
+    assert dims(pruned, "Wq8") == [D, cols // 2] and dims(pruned, "sq") == [cols // 2]
+    assert dims(pruned, "Wo8") == [N // 2 * H, D]
+    assert node_attr(pruned, "Attention", "num_heads") == N // 2
