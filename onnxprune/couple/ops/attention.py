@@ -167,7 +167,8 @@ class MultiHeadAttentionRule(FusedHeadsRule):
         hq = _count(dq, n, "the query width")
         if rank(g, k) == 3:
             dk, dv = dim(g, k, 2), dim(g, v, 2)
-            kv = [Heads(Slot(k, 2), n, _count(dk, n, "the key width")), Heads(Slot(v, 2), n, _count(dv, n, "the value width"))]
+            kv = [Heads(Slot(k, 2), n, _count(dk, n, "the key width")),
+                  Heads(Slot(v, 2), n, _count(dv, n, "the value width"))]
         else:
             dk, dv = n * dim(g, k, 3), n * dim(g, v, 3)
             kv = _per_head(g, k, 1, n) + _per_head(g, v, 1, n)
@@ -176,9 +177,8 @@ class MultiHeadAttentionRule(FusedHeadsRule):
         if bias is not None:
             parts += [Heads(Slot(bias, 0), n, hq), Heads(Slot(bias, 0), n, dk // n, start=dq),
                       Heads(Slot(bias, 0), n, hv, start=dq + dk)]
-        parts += _per_head(g, node.input(5), 1, n) + _per_head(g, node.input(6), 1, n) + _per_head(g, node.input(7), 1, n)
-        for out in node.outputs[1:4]:
-            parts += _per_head(g, out or None, 1, n)
+        for t in [node.input(5), node.input(6), node.input(7)] + [o or None for o in node.outputs[1:4]]:
+            parts += _per_head(g, t, 1, n)  # attention bias, past and present key/value, qk
         return Heads(Slot(node.outputs[0], 2), n, hv), parts, []
 
 
