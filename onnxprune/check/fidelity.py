@@ -88,6 +88,19 @@ def _run(sess, feed: dict, what: str) -> list:
         raise ValidationError(f"ONNX Runtime failed to run the pruned model: {first_line(exc)}") from None
 
 
+def _runs_batched(sess, data: Dataset, batch_size: int) -> bool:
+    """Whether the model accepts samples joined into one batch: a dynamic batch axis may still take
+    only 1 (GroupQueryAttention with a KV cache refuses more when several tokens are new)."""
+    feed = next(iter(data.batches(batch_size, True)))
+    if all(np.shape(v)[:1] == (1,) for v in feed.values()):
+        return True
+    try:
+        sess.run(None, feed)
+        return True
+    except Exception:
+        return False
+
+
 def compare(dense_sess, pruned_sess, data: Dataset, batch_size: int = 32) -> Fidelity:
     """Run both models over `data`; raise ValidationError if an output changes shape."""
     names = [o.name for o in dense_sess.get_outputs()]
@@ -96,7 +109,7 @@ def compare(dense_sess, pruned_sess, data: Dataset, batch_size: int = 32) -> Fid
     labels = data.labels
     seen = 0
     numeric_names: list[str] = []
-    together = batchable(dense_sess) and batchable(pruned_sess)
+    together = batchable(dense_sess) and batchable(pruned_sess) and _runs_batched(dense_sess, data, batch_size)
     for feed in data.batches(batch_size, together):
         dense_out, pruned_out = _run(dense_sess, feed, "dense"), _run(pruned_sess, feed, "pruned")
         pairs = [(n, _numeric(d), _numeric(p)) for n, d, p in zip(names, dense_out, pruned_out)]

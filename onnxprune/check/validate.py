@@ -7,13 +7,14 @@ import onnx
 from onnxprune.load.data import Dataset
 from onnxprune.check.fidelity import compare
 from onnxprune.errors import BadInputError, ValidationError, first_line
+from onnxprune.load.checker import check_model
 from onnxprune.load.runtime import session
 
 
 def check_valid(pruned: onnx.ModelProto, dense: onnx.ModelProto) -> None:
     """Raise ValidationError unless `pruned` passes the full checker and keeps the dense interface."""
     try:
-        onnx.checker.check_model(pruned, full_check=True)
+        check_model(pruned, full_check=True)
     except Exception as exc:
         raise ValidationError(f"pruned model fails the ONNX checker: {first_line(exc)}") from None
     for kind, a, b in (("input", dense.graph.input, pruned.graph.input), ("output", dense.graph.output, pruned.graph.output)):

@@ -99,10 +99,12 @@ class Rule:
     `links(g, node, slot)` returns the links that carry `slot` (one of the node's input or output
     axes) through the node, or raises Barrier with the reason it cannot. `seeds` names the slots a
     weight-bearing op makes prunable. `update` recomputes shape-carrying attributes and inputs
-    after the rewrite sliced the tensors.
+    after the rewrite sliced the tensors. `domain` is the operator set of `ops` ("" for standard
+    ONNX, "com.microsoft" for ONNX Runtime's contrib ops).
     """
 
     ops: tuple[str, ...] = ()
+    domain: str = ""
 
     def links(self, g: "ModelGraph", node: "Node", slot: Slot) -> list[Link]:
         raise Barrier(f"{node.op} has no channel mapping")

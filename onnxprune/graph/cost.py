@@ -69,15 +69,30 @@ def _recurrent(gates: int):
     return macs
 
 
+def _fused_attention(g, node):
+    """com.microsoft Attention: the packed QKV projection, then scores and weighted values over the
+    sequence (as the unfused graph's two MatMuls would count them)."""
+    batch, seq, width = g.shape(node.inputs[0])
+    columns = g.shape(node.inputs[1])[1]
+    value_width = g.shape(node.outputs[0])[-1]
+    return batch * seq * width * columns + batch * seq * seq * (columns - value_width)
+
+
+def _matmul_nbits(g, node):
+    return _prod(g.shape(node.outputs[0])) * int(node.attrs["K"])
+
+
 MAC_COUNTERS = {"Conv": _conv, "ConvTranspose": _conv_transpose, "MatMul": _matmul, "Gemm": _gemm,
-                "LSTM": _recurrent(4), "GRU": _recurrent(3), "RNN": _recurrent(1)}
+                "LSTM": _recurrent(4), "GRU": _recurrent(3), "RNN": _recurrent(1),
+                "com.microsoft.Attention": _fused_attention, "com.microsoft.MatMulNBits": _matmul_nbits}
 
 
 def count_macs(g: ModelGraph, per_node: bool = False):
     """Multiply-accumulates of the linear ops at the analysed input shapes (total, or per node)."""
     table = {}
     for node in g.nodes:
-        fn = MAC_COUNTERS.get(node.op)
+        domain = node.proto.domain
+        fn = MAC_COUNTERS.get(node.op if domain in ("", "ai.onnx") else f"{domain}.{node.op}")
         if fn is None:
             continue
         try:

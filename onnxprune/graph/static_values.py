@@ -103,6 +103,16 @@ def _where(g, node, args):
     return out, known
 
 
+def _constant_of_shape(g, node, args):
+    (shape, known) = args[0]
+    if not known.all() or np.prod(shape) > MAX_ELEMENTS:
+        return None
+    from onnx import numpy_helper
+    fill = numpy_helper.to_array(node.attrs["value"]) if "value" in node.attrs else np.zeros(1, np.float32)
+    out = np.full(shape.astype(np.int64), fill.reshape(-1)[0], dtype=fill.dtype)
+    return out, np.ones(out.shape, dtype=bool)  # one fill value everywhere: known whatever the shape
+
+
 EVALUATORS: dict[str, Callable] = {
     "Shape": _shape, "Gather": _gather, "Unsqueeze": _reshaping, "Squeeze": _reshaping,
     "Reshape": _reshaping, "Flatten": _reshaping, "Concat": _concat, "Slice": _slice, "Cast": _cast,
@@ -111,6 +121,7 @@ EVALUATORS: dict[str, Callable] = {
     "Add": _binary(np.add), "Sub": _binary(np.subtract), "Mul": _binary(np.multiply), "Div": _binary(_int_div),
     "Mod": _binary(np.mod), "Max": _binary(np.maximum), "Min": _binary(np.minimum),
     "Equal": _binary(np.equal), "Less": _binary(np.less), "Greater": _binary(np.greater), "Where": _where,
+    "ConstantOfShape": _constant_of_shape,
 }
 _INPUTS_ONLY_SHAPE = {"Shape"}  # ops whose data input need not itself be static
 

@@ -117,10 +117,26 @@ def synthetic_feed(session, input_shapes: Mapping[str, tuple[int, ...]], seed: i
             feed[inp.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype == np.bool_:
             feed[inp.name] = rng.integers(0, 2, shape).astype(dtype)
+        elif "attention_mask" in inp.name:  # token masks are 0/1; fused attention sums them into lengths
+            feed[inp.name] = np.ones(shape, dtype)
         else:  # small non-negative ints, below the size of any table the input indexes (token types)
             high = min(8, getattr(session, "index_limits", {}).get(inp.name, 8))
             feed[inp.name] = rng.integers(0, max(high, 1), shape).astype(dtype)
     return feed
+
+
+# op -> (index input, table input, or the number of valid values): Gather looks up rows of its table;
+# ONNX Runtime's EmbedLayerNormalization looks up words, segments and positions and reads a 0/1 mask
+_LOOKUPS = {"Gather": ((1, 0),), "EmbedLayerNormalization": ((0, 2), (1, 4), (8, 3), (7, "2"))}
+
+
+def _table_length(node, table: int | str, consts: dict[str, tuple[int, ...]]) -> int | None:
+    if isinstance(table, str):
+        return int(table)
+    if table >= len(node.input) or node.input[table] not in consts:
+        return None
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+    return consts[node.input[table]][axis]
 
 
 _VALUE_PRESERVING = {"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity", "Expand"}
@@ -148,10 +164,10 @@ def index_limits(model) -> dict[str, int]:
             for node in consumers.get(t, []):
                 if node.op_type in _VALUE_PRESERVING and node.input[0] == t:
                     frontier.extend(node.output)
-                elif node.op_type == "Gather" and len(node.input) > 1 and node.input[1] == t and node.input[0] in consts:
-                    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-                    length = consts[node.input[0]][axis]
-                    limit = length if limit is None else min(limit, length)
+                for index, table in _LOOKUPS.get(node.op_type, ()):
+                    if index < len(node.input) and node.input[index] == t:
+                        length = _table_length(node, table, consts)
+                        limit = limit if length is None else length if limit is None else min(limit, length)
         if limit is not None:
             limits[inp.name] = int(limit)
     return limits

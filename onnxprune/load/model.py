@@ -48,7 +48,7 @@ def check_supported(model: onnx.ModelProto, where: str = "model") -> None:
                 f"{where}: node '{node.name or node.output[0]}' is {node.op_type}: integer-quantized weights "
                 "cannot be pruned; prune the float model, then quantize the result"
             )
-    from onnxprune.load.large import check_model_any_size
+    from onnxprune.load.checker import check_model_any_size
     check_model_any_size(model, f"{where}:", path=where)
 
 

@@ -44,7 +44,7 @@ def run(args) -> int:
     if args.max_drop is not None and not args.data:
         raise BadInputError("--max-drop needs labelled data: pass --data DATA.npz with a 'labels' array")
     dense = load_model(args.dense, supported_only=False)
-    from onnxprune.load.large import check_model_any_size
+    from onnxprune.load.checker import check_model_any_size
     check_model_any_size(dense, f"{args.dense}: the dense model", path=args.dense)
     pruned = load_model(args.pruned, supported_only=False)
     shapes = resolve_input_shapes(dense, parse_shapes(args.input_shape))

@@ -1,19 +1,29 @@
 """Op rules, one small declaration per op family. Each module lists its rules in `RULES`; MODULES names
-every module, and REGISTRY maps each op type to its rule. A new op family is one file here and one
-entry in MODULES."""
+every module, and REGISTRY maps each op to its rule: a standard op by its type ("MatMul"), an op of
+another domain by domain and type ("com.microsoft.Attention"). A new op family is one file here and
+one entry in MODULES."""
 
-from onnxprune.couple.ops import conv, elementwise, linear, misc, norm, pool, recurrent, shape_ops, slicing
+from onnxprune.couple.ops import (attention, conv, elementwise, fused, linear, misc, nbits, norm, pool, recurrent,
+                                  shape_ops, slicing)
 from onnxprune.couple.vocabulary import Barrier, LinearSite, Link, Rule, Slot
 from onnxprune.graph.model_graph import ModelGraph, Node
 
-MODULES = (conv, elementwise, linear, misc, norm, pool, recurrent, shape_ops, slicing)
-REGISTRY: dict[str, Rule] = {op: rule for module in MODULES for rule in module.RULES for op in rule.ops}
+STANDARD = ("", "ai.onnx")
 
+
+def op_key(domain: str, op: str) -> str:
+    """The REGISTRY key of an op: its type in the standard domain, "domain.type" in any other."""
+    return op if domain in STANDARD else f"{domain}.{op}"
+
+
+MODULES = (attention, conv, elementwise, fused, linear, misc, nbits, norm, pool, recurrent, shape_ops, slicing)
+REGISTRY: dict[str, Rule] = {op_key(rule.domain, op): rule for module in MODULES for rule in module.RULES
+                             for op in rule.ops}
 
 
 def rule_for(node: Node) -> Rule | None:
-    """The rule of `node`'s op; ops outside the standard domain have none (they are barriers)."""
-    return REGISTRY.get(node.op) if node.proto.domain in ("", "ai.onnx") else None
+    """The rule of `node`'s op in its domain; an op without one is a barrier."""
+    return REGISTRY.get(op_key(node.proto.domain, node.op))
 
 
 def linear_sites(g: ModelGraph) -> list[tuple[int, LinearSite]]:

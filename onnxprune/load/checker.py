@@ -1,0 +1,59 @@
+"""The ONNX checker as onnxprune needs it: for ops ONNX Runtime adds to the default domain, and for
+models of any size. A model over 2 GB cannot be serialized in memory: the checker raises ValueError
+(protobuf < 7) or EncodeError (protobuf 7), so such a model is checked by path, where the checker
+reads its external data itself."""
+
+from __future__ import annotations
+
+import os
+
+import onnx
+
+from onnxprune.errors import BadInputError, first_line
+
+
+# Ops ONNX Runtime registers in the default domain that the ONNX checker does not know (ONNX Runtime
+# GenAI writes SimplifiedLayerNormalization there); ONNX Runtime, which runs them, judges those nodes.
+RUNTIME_DEFAULT_OPS = frozenset({"SimplifiedLayerNormalization"})
+_SET_ASIDE = "onnxprune.runtime"
+
+
+def check_model(model: onnx.ModelProto, full_check: bool = False) -> None:
+    """onnx.checker.check_model, with RUNTIME_DEFAULT_OPS checked as ops of a private domain (which the
+    checker leaves alone) and put back afterwards: the model is not copied, however large."""
+    moved = [n for n in model.graph.node if n.op_type in RUNTIME_DEFAULT_OPS and n.domain in ("", "ai.onnx")]
+    if not moved:
+        onnx.checker.check_model(model, full_check=full_check)
+        return
+    model.opset_import.add(domain=_SET_ASIDE, version=1)
+    try:
+        for node in moved:
+            node.domain = _SET_ASIDE
+        onnx.checker.check_model(model, full_check=full_check)
+    finally:
+        for node in moved:
+            node.domain = ""
+        del model.opset_import[len(model.opset_import) - 1]
+
+
+def _too_large(exc: Exception) -> bool:
+    return isinstance(exc, ValueError) or type(exc).__name__ == "EncodeError"
+
+
+def check_model_any_size(model: onnx.ModelProto, prefix: str, path: str | os.PathLike | None = None) -> None:
+    """BadInputError "{prefix} fails the ONNX checker (...)"; models over 2 GB are checked at `path`
+    (skipped without one: loading already parsed the protobuf)."""
+    try:
+        check_model(model)
+        return
+    except onnx.checker.ValidationError as exc:
+        raise BadInputError(f"{prefix} fails the ONNX checker ({first_line(exc)})") from None
+    except Exception as exc:
+        if not _too_large(exc):
+            raise
+    if path is None or not os.path.isfile(path):
+        return
+    try:
+        onnx.checker.check_model(os.fspath(path))
+    except onnx.checker.ValidationError as exc:
+        raise BadInputError(f"{prefix} fails the ONNX checker ({first_line(exc)})") from None
