@@ -18,7 +18,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	mkdir -p out
-	$(BIN)/onnxprune prune fixtures/mnist_cnn.onnx -o out/mnist_pruned.onnx --target-macs 0.45 \
+	$(BIN)/onnxprune prune fixtures/mnist_cnn.onnx -o out/mnist_pruned.onnx --target-macs 0.4 \
 		--calib fixtures/mnist_calib.npz --data fixtures/mnist_test.npz --criterion reconstruction \
 		--scope global --recover lstsq --round-to 16 --finetune 1 --lr 3e-4 --train-data fixtures/mnist_train.npz \
 		--bench-rounds 200 --report out/mnist_report.json --force
