@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                        "reference": task.reference, "dense": dense, "config": cname, "kwargs": kwargs,
                        "eval": ev.info, "calib_n": args.calib_n, "levels": {}}
                 results.append(row)
-                oom = None  # calibration memory does not depend on the level: one blow-up is enough
+                oom = None  # calibration memory and time hardly depend on the level: one blow-up is enough
                 for lv in levels:
                     key = (name, cname, str(lv))
                     if f"{name}:{cname}" in skip:
@@ -257,14 +257,14 @@ def main(argv: list[str] | None = None) -> int:
                     elif key in done:
                         res = done[key]
                     elif oom is not None:
-                        res = {"error": f"not run: out of memory at {oom:g}"}
+                        res = {"error": f"not run after {oom}"}
                     else:
                         spec = {"model": name, "dense": str(dense_path), "calib": str(calib_path),
                                 "eval": str(eval_path), "level": lv, "kwargs": kwargs, "rounds": args.rounds,
                                 "tag": f"{name}_{cname}_{lv:g}"}
                         res = run_one(spec, work, args.mem_gb, args.timeout)
-                        if res.get("error", "").startswith("out of memory"):
-                            oom = lv
+                        if res.get("error", "").startswith(("out of memory", "timeout")):
+                            oom = f"{res['error'].split(' (')[0].split(' after')[0]} at {lv:g}"
                     row["levels"][str(lv)] = res
                     save()
                     print(f"  {name} {cname} {lv:g}: {fmt_cell(res, dense, task.higher_is_better)}",
