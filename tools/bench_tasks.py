@@ -177,6 +177,19 @@ def fmt_cell(res: dict, dense: float, higher: bool) -> str:
     return f"{res['score']:.1f} ({delta:+.1f}) · {res['macs']:.2f}{lat}"
 
 
+def merge_rows(rows: list[dict]) -> list[dict]:
+    """One row per (model, config) in order of first appearance; a later row's cells replace earlier ones."""
+    merged: dict[tuple[str, str], dict] = {}
+    for row in rows:
+        key = (row["model"], row["config"])
+        if key in merged:
+            merged[key] = {**merged[key], **{k: v for k, v in row.items() if k != "levels"},
+                           "levels": {**merged[key]["levels"], **row["levels"]}}
+        else:
+            merged[key] = row
+    return list(merged.values())
+
+
 def table(results: list[dict], levels: list[float]) -> str:
     lines = ["| model (metric, dense) | config | " + " | ".join(f"{lv:g}" for lv in levels) + " |",
              "|---|---|" + "---|" * len(levels)]
@@ -211,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.table_from:
         runs = [json.loads(Path(p).read_text()) for p in args.table_from.split(",")]
         print("onnxprune at " + ", ".join(sorted({r["revision"] for r in runs})) + "\n")
-        print(table([row for r in runs for row in r["results"]], runs[0]["levels"]))
+        print(table(merge_rows([row for r in runs for row in r["results"]]), runs[0]["levels"]))
         return 0
     warnings.filterwarnings("ignore")
 
