@@ -131,6 +131,8 @@ def worker(spec_path: str) -> int:
                   params=r.report["after"]["params"] / r.report["before"]["params"],
                   prune_s=prune_s,
                   latency=latency_ratio(spec["dense"], pruned_path, ev.feeds[0], spec["rounds"]) if spec["rounds"] else None)
+    # peak resident memory of this run (prune + scoring), for the bounded-memory goal of issue 9
+    result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     os.unlink(pruned_path)
     Path(spec["out"]).write_text(json.dumps(result))
     return 0
