@@ -40,3 +40,12 @@ def test_an_out_of_memory_run_says_so(tmp_path):
             "rounds": 0, "tag": "oom"}
     res = bench_tasks.run_one(spec, tmp_path, mem_gb=0.05, timeout=120)  # 50 MB: not even numpy loads
     assert res["error"].startswith("out of memory") or "memory" in res["error"].lower(), res
+
+
+def test_merge_rows_later_cells_win():
+    a = {"model": "m", "config": "c", "dense": 1.0, "levels": {"0.9": {"score": 1}, "0.8": {"score": 2}}}
+    b = {"model": "m", "config": "c", "dense": 1.0, "levels": {"0.8": {"score": 3}}}
+    other = {"model": "n", "config": "c", "dense": 1.0, "levels": {}}
+    got = bench_tasks.merge_rows([a, other, b])
+    assert [r["model"] for r in got] == ["m", "n"]
+    assert got[0]["levels"] == {"0.9": {"score": 1}, "0.8": {"score": 3}}
