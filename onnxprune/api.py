@@ -30,6 +30,7 @@ from .validate import check_valid, compare, load_in_runtime
 
 REPORT_SCHEMA = "onnxprune.report/1"
 DEFAULT_ROUND_TO = 8
+RECOVERY = METHODS + ("sequential",)  # sequential: re-solve layer by layer on the pruned model (sequential.py)
 
 
 @dataclass
@@ -89,8 +90,8 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
         raise BadInputError(f"ratio must be strictly between 0 and 1, got {ratio}")
     if scope not in ("local", "global"):
         raise BadInputError(f"scope must be 'local' or 'global', got '{scope}'")
-    if recover not in METHODS:
-        raise BadInputError(f"unknown recovery '{recover}'; choose one of {', '.join(METHODS)}")
+    if recover not in RECOVERY:
+        raise BadInputError(f"unknown recovery '{recover}'; choose one of {', '.join(RECOVERY)}")
     model, source = as_model(model_or_path)
     probe = ModelGraph(model, input_shapes)
     data = None
@@ -106,10 +107,11 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     g = ModelGraph(working, input_shapes)
     dep = build_dependency(g)
     wanted = wanted_statistics(dep, criterion) if criterion != "sensitivity" else {}
-    if recover != "none":
+    if recover in METHODS and recover != "none":  # one-shot recovery reads dense statistics
         for key, gram in recovery_statistics(dep, None, recover).items():
             wanted[key] = wanted.get(key, False) or gram
-    stats = collect_statistics(working, data, wanted, progress=progress) if wanted else None
+    stats = collect_statistics(working, data, wanted, progress=progress,
+                               shapes={t: g.shape(t) for t, _ in wanted}) if wanted else None
     scores, rows = _scores(dep, criterion, stats, data, seed, progress)
 
     def select(share: float) -> Plan:
@@ -130,7 +132,7 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
             chosen = search_ratio(select, lambda p: costs.params_after(p.removed) / costs.total_params,
                                   target_params, scores=scores, round_to=round_to)
     elif target_latency is not None:
-        chosen = _search_latency(select, dep, working, recover, stats, target_latency, threads, input_shapes)
+        chosen = _search_latency(select, dep, working, recover, stats, target_latency, threads, input_shapes, data)
     else:
         chosen = select(float(ratio))
     chosen.options.update({"criterion": criterion, "scope": scope, "recover": recover, "round_to": round_to})
@@ -138,7 +140,7 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
         logging.getLogger("onnxprune").warning(
             "target not met: the closest plan keeps %.3f (target %.3f); frozen channels or width rounding limit it "
             "(see `onnxprune inspect`)", chosen.options["estimated_kept"], chosen.options["target_kept"])
-    overrides = recover_weights(dep, chosen.removed, stats, recover) if recover != "none" else None
+    overrides = _recover(dep, chosen.removed, stats, recover, data, progress)
     pruned = apply_plan(chosen, overrides)
     check_valid(pruned, model)
     ranks = {n: len(g.input_shapes[n]) for n in g.inputs}
@@ -190,7 +192,18 @@ def _scores(dep: Dependency, criterion: str, stats, data, seed: int, progress: b
     return score(dep, criterion, stats=stats, seed=seed, data=data), None
 
 
-def _search_latency(select, dep, working, recover, stats, target, threads, input_shapes, steps: int = 7) -> Plan:
+def _recover(dep: Dependency, removed, stats, recover: str, data, progress: bool = False) -> dict | None:
+    """Replacement weights for the chosen removal: one-shot from dense statistics, or sequential."""
+    if recover == "none":
+        return None
+    if recover == "sequential":
+        from .sequential import reconstruct
+        return reconstruct(dep, removed, data, progress=progress)
+    return recover_weights(dep, removed, stats, recover)
+
+
+def _search_latency(select, dep, working, recover, stats, target, threads, input_shapes, data=None,
+                    steps: int = 7) -> Plan:
     """Bisect the share removed on measured ONNX Runtime latency (interleaved with the dense model)."""
     if not 0.0 < target < 1.0:
         raise BadInputError(f"--target-latency is a fraction of the dense latency in (0, 1), got {target}")
@@ -200,7 +213,7 @@ def _search_latency(select, dep, working, recover, stats, target, threads, input
     for _ in range(steps):
         mid = (lo + hi) / 2
         plan = select(mid)
-        overrides = recover_weights(dep, plan.removed, stats, recover) if recover != "none" else None
+        overrides = _recover(dep, plan.removed, stats, recover, data)
         candidate = session(apply_plan(plan, overrides), threads)
         _, ratios = measure_latency([dense, candidate], feed, rounds=30, warmup=10)  # new sessions start slow
         measured = ratios[1]
