@@ -18,6 +18,7 @@ from .errors import BadInputError
 from .fold import fold_constants
 from .graph import ModelGraph
 from .importance import score, wanted_statistics
+from . import obs as _obs  # noqa: F401  (registers the 'obs' criterion)
 from .model import check_supported, load_model
 from .plan import CostModel, Plan, load_plan_file, plan_from_json, search_ratio, select_global, select_uniform
 from .recover import METHODS, add_missing_biases
@@ -30,6 +31,7 @@ from .validate import check_valid, compare, load_in_runtime
 
 REPORT_SCHEMA = "onnxprune.report/1"
 DEFAULT_ROUND_TO = 8
+SCOPES = ("local", "global", "damage")
 RECOVERY = METHODS + ("sequential",)  # sequential: re-solve layer by layer on the pruned model (sequential.py)
 
 
@@ -88,8 +90,8 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
                             f"--target-latency or --plan (got {', '.join(given) or 'none'})")
     if ratio is not None and not 0.0 < float(ratio) < 1.0:
         raise BadInputError(f"ratio must be strictly between 0 and 1, got {ratio}")
-    if scope not in ("local", "global"):
-        raise BadInputError(f"scope must be 'local' or 'global', got '{scope}'")
+    if scope not in SCOPES:
+        raise BadInputError(f"scope must be one of {', '.join(SCOPES)}, got '{scope}'")
     if recover not in RECOVERY:
         raise BadInputError(f"unknown recovery '{recover}'; choose one of {', '.join(RECOVERY)}")
     model, source = as_model(model_or_path)
@@ -113,6 +115,11 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     stats = collect_statistics(working, data, wanted, progress=progress,
                                shapes={t: g.shape(t) for t, _ in wanted}) if wanted else None
     scores, rows = _scores(dep, criterion, stats, data, seed, progress)
+    if scope == "damage":  # shares from each group's measured damage with its consumers re-solved
+        if data is None:
+            raise BadInputError("scope 'damage' needs calibration data: pass --calib DATA.npz")
+        from .damage import group_damage
+        rows = group_damage(dep, data, scores, progress=progress)
 
     def select(share: float) -> Plan:
         if rows is not None:  # sensitivity: one fidelity-drop tolerance for every group

@@ -74,18 +74,24 @@ class Consumer:
 
 
 def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: float = 1e-2, batch_size: int = 8,
-                max_samples: int | None = None, seed: int = 0, progress: bool = False) -> dict[str, np.ndarray]:
+                max_samples: int | None = None, seed: int = 0, progress: bool = False, direct_only: bool = False,
+                dense=None) -> dict[str, np.ndarray]:
     """Replacement values (dense shapes) for the weights and biases of every linear layer downstream
-    of a removed channel, solved wave by wave on the pruned-so-far model (see the module doc)."""
+    of a removed channel, solved wave by wave on the pruned-so-far model (see the module doc).
+
+    `direct_only` re-solves only the layers that lose input channels (enough to measure one group's
+    damage); `dense` is a session of the dense model exposing every target (see `dense_session`)."""
     g = dep.graph
     if max_samples:
         data = data.take(max_samples)
     consumers = _consumers(dep, removed)
+    if direct_only:
+        consumers = [c for c in consumers if len(c.kept_in) < g.const(c.site.weight).shape[c.site.weight_axis]]
     if not consumers:
         return {}
     waves = _waves(g, consumers)
-    dense_probe = _exposing(g.model, sorted({c.target for c in consumers}))
-    dense = session(dense_probe)
+    if dense is None:
+        dense = session(_exposing(g.model, sorted({c.target for c in consumers})))
     overrides: dict[str, np.ndarray] = {}
     plan = Plan(dep, removed)
     steps = range(len(waves))
@@ -109,6 +115,18 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
             _solve(g, c, overrides, ridge)
             c.gram = c.cross = None  # the next wave needs only the overrides
     return overrides
+
+
+def dense_session(dep: Dependency):
+    """A dense-model session exposing the input and output of every linear layer (fetched a few at a
+    time: ONNX Runtime computes and returns only the outputs asked for)."""
+    g = dep.graph
+    names = set()
+    for node in g.nodes:
+        site = _site(g, node)
+        if site is not None:
+            names.update((site.x, node.outputs[0]))
+    return session(_exposing(g.model, sorted(names)))
 
 
 # ---- which layers, in which order --------------------------------------------------------------
