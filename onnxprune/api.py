@@ -14,6 +14,7 @@ from .bench import count_macs, count_params, measure_latency, model_size
 from .calibration import collect_statistics, load_calibration
 from .data import Dataset, load_npz, synthetic_dataset
 from .dependency import Dependency, build_dependency
+from .defaults import resolve
 from .errors import BadInputError
 from .fold import fold_constants
 from .graph import ModelGraph
@@ -63,10 +64,10 @@ def analyse(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]] 
 
 
 def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | None = None, *,
-          calib=None, round_to: int = DEFAULT_ROUND_TO, criterion: str = "l2", scope: str = "local",
+          calib=None, round_to: int = DEFAULT_ROUND_TO, criterion: str | None = None, scope: str | None = None,
           max_layer_ratio: float = 0.9, min_channels: int = 1, exclude: list[str] | None = None,
           target_macs: float | None = None, target_params: float | None = None,
-          target_latency: float | None = None, recover: str = "none", plan: dict | str | os.PathLike | None = None,
+          target_latency: float | None = None, recover: str | None = None, plan: dict | str | os.PathLike | None = None,
           input_shapes: Mapping[str, tuple[int, ...]] | None = None, calib_limit: int | None = None,
           eval_data=None, finetune_epochs: int = 0, train_data=None, val_data=None, labels: bool = False,
           lr: float = 1e-3, batch_size: int = 64, bench_rounds: int = 20, threads: int = 0, seed: int = 0,
@@ -77,8 +78,9 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     with scope="global"), `target_macs` / `target_params` (fraction kept), `target_latency`
     (fraction of the dense ONNX Runtime latency, searched by measurement) or `plan` (a saved plan).
     `calib` (a .npz, a folder, feed dicts or a CalibrationDataReader) drives data criteria,
-    recovery ("bias", "lstsq") and, unless `eval_data` (same forms; labels give accuracy) is given,
-    the fidelity report. `finetune_epochs` > 0 then trains the pruned graph in ONNX Runtime on
+    recovery ("bias", "lstsq", "sequential") and, unless `eval_data` (same forms; labels give accuracy)
+    is given, the fidelity report. `criterion`, `scope` and `recover` left as None take the data-aware
+    defaults when `calib` is given and the data-free ones otherwise (defaults.py). `finetune_epochs` > 0 then trains the pruned graph in ONNX Runtime on
     `train_data` (default: `calib`), distilling from the dense model (no labels needed) or, with
     `labels=True`, on the data's labels; `val_data` picks the best epoch. Raises BadInputError for unusable input and
     ValidationError if the pruned model is invalid.
@@ -90,6 +92,7 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
                             f"--target-latency or --plan (got {', '.join(given) or 'none'})")
     if ratio is not None and not 0.0 < float(ratio) < 1.0:
         raise BadInputError(f"ratio must be strictly between 0 and 1, got {ratio}")
+    criterion, scope, recover = resolve(criterion, scope, recover, calib is not None)
     if scope not in SCOPES:
         raise BadInputError(f"scope must be one of {', '.join(SCOPES)}, got '{scope}'")
     if recover not in RECOVERY:
@@ -140,6 +143,9 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
                                   target_params, scores=scores, round_to=round_to)
     elif target_latency is not None:
         chosen = _search_latency(select, dep, working, recover, stats, target_latency, threads, input_shapes, data)
+    elif scope == "damage":  # the share of channels removed, spent where it does least damage
+        chosen = search_ratio(select, lambda p: 1.0 - float(p.removed.mean()), 1.0 - float(ratio),
+                              scores=scores, round_to=round_to)
     else:
         chosen = select(float(ratio))
     chosen.options.update({"criterion": criterion, "scope": scope, "recover": recover, "round_to": round_to})

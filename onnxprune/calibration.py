@@ -203,14 +203,9 @@ def collect_statistics(model: onnx.ModelProto, data: Dataset, wanted: Mapping[tu
 def _statistics_pass(model: onnx.ModelProto, data: Dataset, tensors: list[str], result: Statistics,
                      batch_size: int, progress: bool) -> None:
     """One run over `data` with `tensors` exposed, feeding every statistic on them."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    for t in tensors:
-        if t not in existing:
-            probe.graph.output.add().name = t
-    sess = session(probe)
-    del probe
+    from .passplan import prefix_model
+
+    sess = session(prefix_model(model, tensors))
     mine = [(key, st) for key, st in result.stats.items() if key[0] in set(tensors)]
     batches = data.batches(batch_size, batchable(sess))
     if progress:

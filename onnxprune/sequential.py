@@ -39,6 +39,7 @@ from .graph import ModelGraph
 from .ops import REGISTRY
 from .ops.base import LinearSite, Slot
 from .plan import Plan
+from .passplan import prefix_model
 from .runtime import batchable, session
 
 log = logging.getLogger("onnxprune")
@@ -80,7 +81,8 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
     of a removed channel, solved wave by wave on the pruned-so-far model (see the module doc).
 
     `direct_only` re-solves only the layers that lose input channels (enough to measure one group's
-    damage); `dense` is a session of the dense model exposing every target (see `dense_session`)."""
+    damage); `dense` is a session of the dense model exposing every target (see `dense_session`);
+    without it each wave runs only the prefix of the dense model that its targets need."""
     g = dep.graph
     if max_samples:
         data = data.take(max_samples)
@@ -90,8 +92,6 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
     if not consumers:
         return {}
     waves = _waves(g, consumers)
-    if dense is None:
-        dense = session(_exposing(g.model, sorted({c.target for c in consumers})))
     overrides: dict[str, np.ndarray] = {}
     plan = Plan(dep, removed)
     steps = range(len(waves))
@@ -103,11 +103,12 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
         wave = waves[w]
         inputs = sorted({c.site.x for c in wave})
         targets = sorted({c.target for c in wave})
-        pruned = session(_exposing(apply_plan(plan, overrides), inputs))
-        can_batch = batchable(pruned) and batchable(dense)
+        pruned = session(prefix_model(apply_plan(plan, overrides), inputs))
+        reference = dense if dense is not None else session(prefix_model(g.model, targets))
+        can_batch = batchable(pruned) and batchable(reference)
         for b, feed in enumerate(data.batches(batch_size, can_batch)):
             xs = dict(zip(inputs, pruned.run(inputs, feed)))
-            ys = dict(zip(targets, dense.run(targets, feed)))
+            ys = dict(zip(targets, reference.run(targets, feed)))
             share = len(next(iter(feed.values()))) / len(data) if can_batch else 1 / len(data)
             for c in wave:
                 _accumulate(c, np.asarray(xs[c.site.x]), np.asarray(ys[c.target]), share, seed + 7919 * b + c.node)
