@@ -22,7 +22,7 @@ from .data import Dataset
 from .dependency import Dependency
 from .plan import Plan, rounded_keep
 from .runtime import batchable, session
-from .sequential import dense_session, reconstruct
+from .sequential import reconstruct
 
 DAMAGE_RATIOS = (0.25, 0.5, 0.75)
 DAMAGE_SAMPLES = 32
@@ -66,7 +66,6 @@ def group_damage(dep: Dependency, data: Dataset, scores: np.ndarray, ratios=DAMA
 
     data = data.take(samples)
     reference = _run(session(dep.graph.model), data)
-    dense = dense_session(dep)
     groups = [grp for grp in dep.groups if grp.prunable > 1]
     if progress:
         from tqdm import tqdm
@@ -75,6 +74,7 @@ def group_damage(dep: Dependency, data: Dataset, scores: np.ndarray, ratios=DAMA
     for grp in groups:
         free = grp.channels[~grp.frozen]
         order = free[np.argsort(scores[free], kind="stable")]
+        dense: dict = {}  # the group's consumers are the same at every share: one dense session
         row = {"group": grp.id, "channels": grp.size, "cosine": {}, "accuracy": {},
                "params": [s.tensor for s in grp.slots if s.tensor in dep.graph.constants][:3]}
         for r in ratios:
@@ -82,7 +82,7 @@ def group_damage(dep: Dependency, data: Dataset, scores: np.ndarray, ratios=DAMA
             removed = np.zeros(dep.num_channels, dtype=bool)
             removed[order[:drop]] = True
             with _quiet():  # trial solves: their too-few-rows warnings would repeat per share
-                overrides = reconstruct(dep, removed, data, direct_only=True, dense=dense)
+                overrides = reconstruct(dep, removed, data, direct_only=True, dense_cache=dense)
             outputs = _run(session(apply_plan(Plan(dep, removed), overrides)), data)
             row["cosine"][r] = 1.0 - output_drop(reference, outputs)
         rows.append(row)

@@ -76,13 +76,13 @@ class Consumer:
 
 def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: float = 1e-2, batch_size: int = 8,
                 max_samples: int | None = None, seed: int = 0, progress: bool = False, direct_only: bool = False,
-                dense=None) -> dict[str, np.ndarray]:
+                dense_cache: dict | None = None) -> dict[str, np.ndarray]:
     """Replacement values (dense shapes) for the weights and biases of every linear layer downstream
     of a removed channel, solved wave by wave on the pruned-so-far model (see the module doc).
 
     `direct_only` re-solves only the layers that lose input channels (enough to measure one group's
-    damage); `dense` is a session of the dense model exposing every target (see `dense_session`);
-    without it each wave runs only the prefix of the dense model that its targets need."""
+    damage). Each wave runs only the prefix of the dense model that its targets need; `dense_cache`
+    keeps those sessions across calls (keyed by the targets)."""
     g = dep.graph
     if max_samples:
         data = data.take(max_samples)
@@ -104,7 +104,10 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
         inputs = sorted({c.site.x for c in wave})
         targets = sorted({c.target for c in wave})
         pruned = session(prefix_model(apply_plan(plan, overrides), inputs))
-        reference = dense if dense is not None else session(prefix_model(g.model, targets))
+        cache = dense_cache if dense_cache is not None else {}
+        if tuple(targets) not in cache:
+            cache[tuple(targets)] = session(prefix_model(g.model, targets))
+        reference = cache[tuple(targets)]
         can_batch = batchable(pruned) and batchable(reference)
         for b, feed in enumerate(data.batches(batch_size, can_batch)):
             xs = dict(zip(inputs, pruned.run(inputs, feed)))
@@ -116,18 +119,6 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
             _solve(g, c, overrides, ridge)
             c.gram = c.cross = None  # the next wave needs only the overrides
     return overrides
-
-
-def dense_session(dep: Dependency):
-    """A dense-model session exposing the input and output of every linear layer (fetched a few at a
-    time: ONNX Runtime computes and returns only the outputs asked for)."""
-    g = dep.graph
-    names = set()
-    for node in g.nodes:
-        site = _site(g, node)
-        if site is not None:
-            names.update((site.x, node.outputs[0]))
-    return session(_exposing(g.model, sorted(names)))
 
 
 # ---- which layers, in which order --------------------------------------------------------------
@@ -210,16 +201,6 @@ def _waves(g: ModelGraph, consumers: list[Consumer]) -> list[list[Consumer]]:
             if t:
                 level[t] = depth
     return [waves[k] for k in sorted(waves)]
-
-
-def _exposing(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    existing = {o.name for o in out.graph.output}
-    for t in tensors:
-        if t not in existing:
-            out.graph.output.add().name = t
-    return out
 
 
 # ---- conv geometry and features -----------------------------------------------------------------

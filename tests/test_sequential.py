@@ -133,3 +133,22 @@ def test_bounded_statistics_equal_one_pass():
         assert a.count == b.count
         np.testing.assert_allclose(a.sum, b.sum, rtol=1e-9, atol=1e-9)
         np.testing.assert_allclose(a.gram, b.gram, rtol=1e-9, atol=1e-6)
+
+
+def test_damage_allocation_only_grows_as_the_target_falls():
+    from onnxprune.damage import group_damage
+    from onnxprune.sensitivity import select_by_sensitivity
+
+    model = onnx.load(str(FIXTURES / "digits_cnn.onnx"))
+    graph = ModelGraph(model)
+    data = load_npz(FIXTURES / "digits_calib.npz", {n: len(graph.input_shapes[n]) for n in graph.inputs}).take(32)
+    _, dep = _setup(model, data)
+    scores = score(dep, "l2")
+    rows = group_damage(dep, data, scores)
+    assert rows and all(0.0 <= min(r["cosine"].values()) <= 1.0 + 1e-9 for r in rows)
+    previous = np.zeros(dep.num_channels, dtype=bool)
+    for share in (0.1, 0.3, 0.5, 0.7, 0.9):
+        removed = select_by_sensitivity(dep, rows, scores, share, round_to=1).removed
+        assert not (previous & ~removed).any()  # nothing removed at a higher target comes back
+        previous = removed
+    assert previous.any()
