@@ -152,3 +152,16 @@ def test_damage_allocation_only_grows_as_the_target_falls():
         assert not (previous & ~removed).any()  # nothing removed at a higher target comes back
         previous = removed
     assert previous.any()
+
+
+def test_greedy_obs_removes_a_redundant_channel_first():
+    from onnxprune.obs import greedy_costs
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((500, 5))
+    x = np.concatenate([x, x[:, :1] - 2 * x[:, 1:2]], axis=1)  # channel 5 = x0 - 2 x1
+    w = rng.standard_normal((6, 3))
+    w[5] *= 10                                                  # large weights: magnitude would keep it
+    costs = greedy_costs(w, np.cov(x.T), ridge=1e-9)
+    assert np.isfinite(costs).all()
+    assert costs.argmin() in (0, 1, 5) and costs.min() < 1e-3 * np.sort(costs)[3]
