@@ -58,8 +58,8 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
         raise BadInputError("pass the options either as options=PruneOptions(...) or as keywords, not both")
     finetune = finetune or FinetuneOptions()
     prep = prepare(model_or_path, options, calib)
-    plan = choose_plan(prep, options)
-    pruned = apply_and_recover(prep, plan, options)
+    plan = choose_plan(prep)
+    pruned = apply_and_recover(prep, plan)
     training = None
     if finetune.epochs:
         pruned, training = finetune_model(pruned, finetune, train_data if train_data is not None else prep.data,
@@ -67,10 +67,10 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
                                           threads=options.threads_capped(), progress=options.progress)
         check_valid(pruned, prep.model)
     evaluation = as_dataset(eval_data, prep.model, input_shapes=options.input_shapes) if eval_data is not None else prep.data
-    dense_graph = prep.graph if options.recover_or_default == "none" else None  # else it has added zero biases
+    dense_graph = prep.graph if prep.options.recover == "none" else None  # else it has added zero biases
     report = evaluate(prep.model, pruned, prep.graph.input_shapes, evaluation, options.bench_rounds,
                       options.threads_capped(), dense_graph=dense_graph)
-    report.update(describe(prep, plan, options))
+    report.update(describe(prep, plan))
     if training is not None:
         report["finetune"] = training
     return PruneResult(pruned, plan, report)

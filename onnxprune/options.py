@@ -12,11 +12,19 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping
 
 from onnxprune.errors import BadInputError
-from onnxprune.recover.reconstruction import METHODS as RECOVERY
+from onnxprune.recover.reconstruction import METHODS as ONE_SHOT
 from onnxprune.score.criteria import CRITERIA as SCORED
 
 CRITERIA = (*sorted(SCORED), "sensitivity")  # sensitivity allocates by measurement (select/sensitivity.py)
-SCOPES = ("local", "global")
+# sequential: every layer downstream re-solved on the pruned model's own activations (recover/sequential.py)
+RECOVERY = (*ONE_SHOT, "sequential")
+# damage: each group's share from its measured damage with its consumers re-solved (select/damage.py)
+SCOPES = ("local", "global", "damage")
+
+# What runs when the user does not say (the tables behind them: docs/benchmarks.md, "Data-aware
+# defaults"): with calibration data the data-aware combination, without it the data-free one.
+DATA_AWARE = {"criterion": "reconstruction", "scope": "damage", "recover": "sequential"}
+DATA_FREE = {"criterion": "l2", "scope": "local", "recover": "none"}
 DEFAULT_ROUND_TO = 8
 
 
@@ -99,7 +107,7 @@ class PruneOptions:
         if self.criterion is not None:
             _choice("criterion", self.criterion, CRITERIA)
         if self.scope is not None and self.scope not in SCOPES:
-            raise BadInputError(f"scope must be 'local' or 'global', got '{self.scope}'")
+            raise BadInputError(f"scope must be one of {', '.join(SCOPES)}, got '{self.scope}'")
         if self.recover is not None:
             _choice("recovery", self.recover, RECOVERY)
         _number("--max-layer-ratio", self.max_layer_ratio, 0.0, 1.0, open_low=True)
@@ -112,17 +120,10 @@ class PruneOptions:
         _number("--seed", self.seed, integer=True)
         object.__setattr__(self, "exclude", tuple(self.exclude or ()))
 
-    @property
-    def criterion_or_default(self) -> str:
-        return self.criterion or "l2"
-
-    @property
-    def scope_or_default(self) -> str:
-        return self.scope or "local"
-
-    @property
-    def recover_or_default(self) -> str:
-        return self.recover or "none"
+    def resolved(self, has_data: bool) -> "PruneOptions":
+        """A copy with criterion, scope and recovery filled in where the user left them unset: the
+        data-aware defaults when calibration data is given, the data-free ones otherwise."""
+        return with_defaults(self, **(DATA_AWARE if has_data else DATA_FREE))
 
     def threads_capped(self) -> int:
         """ONNX Runtime intra-op threads: 0 (its default), or at most the machine's cores."""
@@ -178,4 +179,4 @@ def with_defaults(options: PruneOptions, **changes) -> PruneOptions:
 
 
 __all__ = ["Target", "PruneOptions", "FinetuneOptions", "options_from_keywords", "keyword_names", "with_defaults",
-           "CRITERIA", "RECOVERY", "SCOPES", "DEFAULT_ROUND_TO"]
+           "CRITERIA", "RECOVERY", "SCOPES", "DEFAULT_ROUND_TO", "DATA_AWARE", "DATA_FREE"]

@@ -1,7 +1,7 @@
 """The stages `prune()` composes, each public so pipelines and schedules can call them one by one:
 
     prep = prepare(model, options, calib)        load, fold, analyse, gather calibration statistics
-    plan = choose_plan(prep, options)            score channels and select them to meet the target
+    plan = choose_plan(prep)                     score channels and select them to meet the target
     pruned = apply_and_recover(prep, plan)       rewrite the graph, re-solve consumers, validate
     pruned, fragment = finetune_model(...)       optional in-graph training
     report = evaluate(...) + describe(...)       cost, fidelity and latency against the dense model
@@ -30,10 +30,13 @@ from onnxprune.load.model import check_supported, load_model
 from onnxprune.load.runtime import session
 from onnxprune.options import FinetuneOptions, PruneOptions
 from onnxprune.recover.finetune import finetune
+from onnxprune.recover.reconstruction import METHODS as ONE_SHOT
 from onnxprune.recover.reconstruction import add_missing_biases, recover
+from onnxprune.recover.sequential import reconstruct
 from onnxprune.recover.reconstruction import wanted_statistics as recovery_statistics
 from onnxprune.score.calibration import Statistics, collect_statistics, load_calibration
 from onnxprune.score.criteria import NEEDS_DATA, score, wanted_statistics
+from onnxprune.select.damage import group_damage
 from onnxprune.select.latency import search_latency
 from onnxprune.select.plan import CostModel, search_ratio, select_global, select_uniform
 from onnxprune.select.sensitivity import group_sensitivity, select_by_sensitivity
@@ -55,6 +58,7 @@ class Prepared:
     dep: Dependency
     data: Dataset | None
     stats: Statistics | None
+    options: PruneOptions  # with the data-aware or data-free defaults filled in
 
 
 def as_model(model_or_path: onnx.ModelProto | str | os.PathLike) -> tuple[onnx.ModelProto, str]:
@@ -83,12 +87,15 @@ def prepare(model_or_path, options: PruneOptions, calib=None) -> Prepared:
     """Load, fold constants, analyse the groups and gather the calibration statistics needed."""
     model, source = as_model(model_or_path)
     data = as_dataset(calib, model, options.calib_limit, options.input_shapes)
+    options = options.resolved(has_data=data is not None)
     input_shapes = options.input_shapes if options.input_shapes is not None or data is None else data.sample_shapes()
-    recovery, criterion = options.recover_or_default, options.criterion_or_default
-    if recovery != "none" and data is None:
-        raise BadInputError(f"--recover {recovery} needs calibration data: pass --calib DATA.npz")
-    if data is None and (criterion in NEEDS_DATA or criterion == "sensitivity"):
-        raise BadInputError(f"criterion '{criterion}' needs calibration data: pass --calib DATA.npz")
+    recovery, criterion = options.recover, options.criterion
+    if data is None:  # what cannot run without calibration data, named as the user would name it
+        needs = [f"--recover {recovery}"] if recovery != "none" else []
+        needs += [f"criterion '{criterion}'"] if criterion in NEEDS_DATA or criterion == "sensitivity" else []
+        needs += ["scope 'damage'"] if options.scope == "damage" else []
+        if needs:
+            raise BadInputError(f"{needs[0]} needs calibration data: pass --calib DATA.npz")
     if data is not None:
         check_fits(model, data, _source_name(calib, "--calib"))
     working = fold_constants(model)  # weights built at run time from constants (ConstantOfShape, Reshape)
@@ -96,15 +103,19 @@ def prepare(model_or_path, options: PruneOptions, calib=None) -> Prepared:
         working = add_missing_biases(working, input_shapes)
     dep = build_dependency(ModelGraph(working, input_shapes))
     wanted = wanted_statistics(dep, criterion) if criterion != "sensitivity" else {}
-    if recovery != "none":
+    if recovery in ONE_SHOT and recovery != "none":  # one-shot recovery reads the dense model's statistics
         for key, gram in recovery_statistics(dep, None, recovery).items():
             wanted[key] = wanted.get(key, False) or gram
-    stats = collect_statistics(working, data, wanted, progress=options.progress) if wanted else None
-    return Prepared(model, source, working, dep.graph, dep, data, stats)
+    stats = None
+    if wanted:
+        shapes = {t: dep.graph.shape(t) for t, _ in wanted}  # bounds the memory of each statistics pass
+        stats = collect_statistics(working, data, wanted, progress=options.progress, shapes=shapes)
+    return Prepared(model, source, working, dep.graph, dep, data, stats, options)
 
 
-def choose_plan(prep: Prepared, options: PruneOptions) -> Plan:
+def choose_plan(prep: Prepared, options: PruneOptions | None = None) -> Plan:
     """Score the channels and select them to meet the target (or re-apply a saved plan)."""
+    options = prep.options if options is None else options.resolved(prep.data is not None)
     dep, target = prep.dep, options.target
     if target.kind == "plan":
         plan = target.plan
@@ -117,13 +128,15 @@ def choose_plan(prep: Prepared, options: PruneOptions) -> Plan:
                         else (lambda p: costs.params_after(p.removed) / costs.total_params))
             chosen = search_ratio(select, fraction, target.value, scores=scores, round_to=options.round_to)
         elif target.kind == "latency":
-            recovery = options.recover_or_default
             chosen = search_latency(select, prep.dep, prep.working, target.value, options.threads_capped(),
-                                    lambda p: _recovered(prep, p, recovery))
+                                    lambda p: _recovered(prep, p, options.recover))
+        elif options.scope == "damage":  # the share of channels removed, spent where it does least damage
+            chosen = search_ratio(select, lambda p: 1.0 - float(p.removed.mean()), 1.0 - float(target.ratio),
+                                  scores=scores, round_to=options.round_to)
         else:
             chosen = select(float(target.ratio))
-    chosen.options.update({"criterion": options.criterion_or_default, "scope": options.scope_or_default,
-                           "recover": options.recover_or_default, "round_to": options.round_to})
+    chosen.options.update({"criterion": options.criterion, "scope": options.scope, "recover": options.recover,
+                           "round_to": options.round_to})
     if chosen.options.get("target_met") is False:
         log.warning("target not met: the closest plan keeps %.3f (target %.3f); frozen channels or width rounding "
                     "limit it (see `onnxprune inspect`)", chosen.options["estimated_kept"], chosen.options["target_kept"])
@@ -132,31 +145,38 @@ def choose_plan(prep: Prepared, options: PruneOptions) -> Plan:
 
 def _selector(prep: Prepared, options: PruneOptions):
     """select(share) -> Plan for the chosen criterion and scope, and the channel scores it ranks by."""
-    dep, criterion = prep.dep, options.criterion_or_default
+    dep, criterion = prep.dep, options.criterion
     caps = dict(round_to=options.round_to, min_channels=options.min_channels)
-    if criterion == "sensitivity":  # one fidelity-drop tolerance for every group
-        if prep.data is None:
-            raise BadInputError("criterion 'sensitivity' needs calibration data: pass --calib DATA.npz")
-        rows = group_sensitivity(dep, prep.data.take(64), progress=options.progress)
+    if criterion == "sensitivity":
         scores = score(dep, "l2")
+        rows = group_sensitivity(dep, prep.data.take(64), progress=options.progress)
+    else:
+        scores = score(dep, criterion, stats=prep.stats, seed=options.seed, data=prep.data)
+        rows = group_damage(dep, prep.data, scores, progress=options.progress) if options.scope == "damage" else None
+    if rows is not None:  # one fidelity-drop tolerance for every group, from its measured curve
         return (lambda share: select_by_sensitivity(dep, rows, scores, share, options.round_to,
                                                     options.max_layer_ratio, options.min_channels)), scores
-    scores = score(dep, criterion, stats=prep.stats, seed=options.seed, data=prep.data)
     exclude = list(options.exclude)
-    if options.scope_or_default == "global":
+    if options.scope == "global":
         return (lambda share: select_global(dep, scores, share, max_layer_ratio=options.max_layer_ratio,
                                             exclude=exclude, **caps)), scores
     return (lambda share: select_uniform(dep, scores, share, exclude=exclude, **caps)), scores
 
 
 def _recovered(prep: Prepared, plan: Plan, recovery: str) -> onnx.ModelProto:
-    overrides = recover(prep.dep, plan.removed, prep.stats, recovery) if recovery != "none" else None
+    """The plan applied, with the consumers re-solved: one-shot from the dense statistics, or sequential."""
+    if recovery == "none":
+        overrides = None
+    elif recovery == "sequential":
+        overrides = reconstruct(prep.dep, plan.removed, prep.data, progress=prep.options.progress)
+    else:
+        overrides = recover(prep.dep, plan.removed, prep.stats, recovery)
     return apply_plan(plan, overrides)
 
 
-def apply_and_recover(prep: Prepared, plan: Plan, options: PruneOptions) -> onnx.ModelProto:
+def apply_and_recover(prep: Prepared, plan: Plan) -> onnx.ModelProto:
     """The pruned model: constants sliced, consumers re-solved, checked valid against the input."""
-    pruned = _recovered(prep, plan, options.recover_or_default)
+    pruned = _recovered(prep, plan, prep.options.recover)
     check_valid(pruned, prep.model)
     return pruned
 
@@ -208,14 +228,15 @@ def evaluate(dense: onnx.ModelProto, pruned: onnx.ModelProto, input_shapes, data
     return report
 
 
-def describe(prep: Prepared, plan: Plan, options: PruneOptions) -> dict:
+def describe(prep: Prepared, plan: Plan) -> dict:
     """The report's header: schema, input, the options as run and the plan's summary."""
+    options = prep.options
     target = options.target
     return {"schema": REPORT_SCHEMA, "input": prep.source,
             "options": {"ratio": target.ratio, "target_macs": target.macs, "target_params": target.params,
                         "target_latency": target.latency, "round_to": options.round_to,
-                        "criterion": options.criterion_or_default, "scope": options.scope_or_default,
-                        "max_layer_ratio": options.max_layer_ratio, "recover": options.recover_or_default,
+                        "criterion": options.criterion, "scope": options.scope,
+                        "max_layer_ratio": options.max_layer_ratio, "recover": options.recover,
                         "exclude": list(options.exclude), "seed": options.seed,
                         "input_shapes": {k: list(v) for k, v in prep.graph.input_shapes.items()}},
             "plan": plan.summary()}

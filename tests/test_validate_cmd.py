@@ -169,7 +169,9 @@ def _prune(tmp_path, capsys, *extra):
 
 
 def test_prune_gate_failure_exits_1_writes_report_not_model(tmp_path, capsys):
-    code, out, report, summary, stdout, err = _prune(tmp_path, capsys, "--min-cosine", "0.999", "--max-drop", "0.5")
+    # plain L2 without recovery: the data-aware defaults keep this model above the cosine gate
+    code, out, report, summary, stdout, err = _prune(tmp_path, capsys, "--min-cosine", "0.999", "--max-drop", "0.5",
+                                                     "--criterion", "l2", "--scope", "local", "--recover", "none")
     assert code == 1
     line = one_line_error(err)
     assert "gate failed: cosine" in line and "--min-cosine 0.999" in line and "--max-drop 0.5" in line

@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--levels", default=",".join(map(str, LEVELS)), help="MACs fractions kept")
     ap.add_argument("--configs", default="reconstruction:lstsq,activation:lstsq",
-                    help="criterion:recover pairs, global scope")
+                    help="criterion:recover[:scope] (scope global unless given)")
     ap.add_argument("--test", type=int, default=60, help="strings scored")
     ap.add_argument("--calib", type=int, default=64, help="other strings for calibration")
     ap.add_argument("--round-to", type=int, default=8)
@@ -110,7 +110,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     levels = [float(v) for v in args.levels.split(",")]
-    configs = [tuple(c.split(":")) for c in args.configs.split(",")]
+    configs = [tuple((c + ":global").split(":")[:3]) if c.count(":") == 1 else tuple(c.split(":"))
+               for c in args.configs.split(",")]
 
     started = time.time()
     path = zoo.fetch("ppocr_rec")
@@ -129,21 +130,21 @@ def main(argv=None) -> int:
         calib_path = Path(tmp) / "calib.npz"
         np.savez(calib_path, x=x_calib)
         model_in = static_hw(dense)
-        for crit, rec in configs:
+        for crit, rec, scope in configs:
             for level in levels:
                 t0 = time.time()
                 try:
-                    r = onnxprune.prune(model_in, calib=str(calib_path), criterion=crit, scope="global", recover=rec,
+                    r = onnxprune.prune(model_in, calib=str(calib_path), criterion=crit, scope=scope, recover=rec,
                                         target_macs=level, round_to=args.round_to, bench_rounds=0)
                 except Exception as exc:  # a failure is a result
-                    rows.append((crit, rec, level, None, None, None, f"{type(exc).__name__}: {exc}".splitlines()[0],
+                    rows.append((crit, f"{scope}:{rec}", level, None, None, None, f"{type(exc).__name__}: {exc}".splitlines()[0],
                                  time.time() - t0))
                     continue
                 reads = read(r.model, x_test, vocab)
                 macs = r.report["after"]["macs"] / r.report["before"]["macs"]
                 params = r.report["after"]["params"] / r.report["before"]["params"]
-                rows.append((crit, rec, level, macs, params, cer(test_texts, reads), None, time.time() - t0))
-                examples[crit, rec, level] = reads
+                rows.append((crit, f"{scope}:{rec}", level, macs, params, cer(test_texts, reads), None, time.time() - t0))
+                examples[crit, f"{scope}:{rec}", level] = reads
 
     print("## PP-OCRv4 recognizer (ppocr_rec) on rendered text: CER vs MACs kept\n")
     print(f"onnxprune {revision()}; {len(test_texts)} test strings ({sum(map(len, test_texts))} characters), "
@@ -157,20 +158,20 @@ def main(argv=None) -> int:
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for crit, rec, level, macs, params, c, err, secs in rows:
         if err:
-            print(f"| {crit} | global | {rec} | {level:g} | error | | {err} | | | {secs:.0f} |")
+            print(f"| {crit} | {rec.split(':')[0]} | {rec.split(':')[1]} | {level:g} | error | | {err} | | | {secs:.0f} |")
             continue
         exact = sum(a == b for a, b in zip(test_texts, examples[crit, rec, level]))
-        print(f"| {crit} | global | {rec} | {level:g} | {macs:.3f} | {params:.3f} | {100 * c:.2f} | "
+        print(f"| {crit} | {rec.split(':')[0]} | {rec.split(':')[1]} | {level:g} | {macs:.3f} | {params:.3f} | {100 * c:.2f} | "
               f"{100 * (c - dense_cer):+.2f} | {exact}/{len(test_texts)} | {secs:.0f} |")
-    for crit, rec in configs:
+    for crit, rec in [(c, f"{sc}:{r}") for c, r, sc in configs]:
         ok = [(macs, level) for c2, r2, level, macs, _, c, err, _ in rows
               if (c2, r2) == (crit, rec) and not err and 100 * (c - dense_cer) <= args.tolerance]
         text = (f"MACs fraction {min(ok)[0]:.3f} (target {min(ok)[1]:g})" if ok else "none of the tested levels")
-        print(f"\nLowest MACs kept with CER within {args.tolerance:g} points of dense ({crit} / global / {rec}): {text}.")
+        print(f"\nLowest MACs kept with CER within {args.tolerance:g} points of dense ({crit} / {rec}): {text}.")
 
     if args.show and examples:
         print("\nExample readings (drawn -> dense -> pruned at each level):\n")
-        crit, rec = configs[0]
+        crit, rec = configs[0][0], f"{configs[0][2]}:{configs[0][1]}"
         print("| drawn | dense | " + " | ".join(f"{lv:g}" for lv in levels) + " |")
         print("|---|---|" + "---|" * len(levels))
         for i in range(min(args.show, len(test_texts))):

@@ -40,15 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--std", metavar="S[,S,S]", help="image folders: divide by this std")
     pr.add_argument("--layout", choices=["NCHW", "NHWC"], default="NCHW", help="image folders: tensor layout")
     pr.add_argument("--round-to", type=int, default=None, help="keep widths a multiple of N (default 8)")
-    pr.add_argument("--criterion", default="l2",
-                    help="importance: l1, l2, fpgm, lamp, bn_scale, random, activation, apoz, reconstruction, sensitivity")
-    pr.add_argument("--scope", choices=["local", "global"], default="local",
-                    help="local: the same share from every group; global: one ranking across groups")
+    pr.add_argument("--criterion", default=None,
+                    help="importance: l1, l2, fpgm, lamp, bn_scale, random, activation, apoz, reconstruction, obs, "
+                         "sensitivity (default: reconstruction with --calib, l2 without)")
+    pr.add_argument("--scope", choices=["local", "global", "damage"], default=None,
+                    help="local: the same share from every group; global: one ranking across groups; "
+                         "damage: shares from each group's measured damage with recovery (needs --calib; "
+                         "default: damage with --calib, local without)")
     pr.add_argument("--max-layer-ratio", type=float, default=0.9, help="global scope: no group loses more than this share")
     pr.add_argument("--min-channels", type=int, default=1, help="no group keeps fewer channels than this")
     pr.add_argument("--exclude", action="append", metavar="PATTERN", help="leave groups touching matching node/tensor names whole")
-    pr.add_argument("--recover", choices=["none", "bias", "lstsq"], default="none",
-                    help="re-solve consumers of removed channels from calibration data (no training)")
+    pr.add_argument("--recover", choices=["none", "bias", "lstsq", "sequential"], default=None,
+                    help="re-solve consumers of removed channels from calibration data (no training); "
+                         "sequential: every layer downstream, on the pruned model's own activations "
+                         "(default: sequential with --calib, none without)")
     pr.add_argument("--save-plan", metavar="PLAN.json", help="write the chosen plan (groups and kept channels) as JSON")
     ft = pr.add_argument_group("fine-tuning in ONNX Runtime (after pruning and recovery)")
     ft.add_argument("--finetune", type=int, default=0, metavar="EPOCHS", help="train the pruned graph for EPOCHS epochs")

@@ -1,8 +1,8 @@
 """Calibration: load samples from any source and gather streaming activation statistics.
 
 Sources: a .npz (see data.py), a folder of .npy/.npz files or images, any iterable of feed dicts,
-or an ONNX Runtime `CalibrationDataReader` (anything with `get_next()`). Statistics come from one
-ONNX Runtime pass with the needed intermediate tensors exposed as outputs; per channel they are
+or an ONNX Runtime `CalibrationDataReader` (anything with `get_next()`). Statistics come from ONNX
+Runtime passes, each exposing a memory-bounded chunk of the needed tensors; per channel they are
 accumulated batch by batch (sums, absolute sums, zero counts, Gram matrices), never by holding
 all activations.
 """
@@ -200,24 +200,35 @@ class Statistics:
 
 
 def collect_statistics(model: onnx.ModelProto, data: Dataset, wanted: Mapping[tuple[str, int], bool],
-                       batch_size: int = 32, progress: bool = False) -> Statistics:
-    """Run `model` once over `data`, exposing each wanted tensor; `wanted[(t, axis)]` asks for a Gram."""
-    tensors = sorted({t for t, _ in wanted})
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    for t in tensors:
-        if t not in existing:
-            probe.graph.output.add().name = t
-    sess = session(probe)
+                       batch_size: int = 32, progress: bool = False, shapes: Mapping | None = None,
+                       budget: int | None = None) -> Statistics:
+    """Stream `model` over `data`, exposing the wanted tensors a memory-bounded chunk at a time (see
+    passplan.py; `shapes` gives each tensor's shape for one sample); `wanted[(t, axis)]` asks for a Gram."""
+    from onnxprune.score.passplan import DEFAULT_BUDGET, plan_passes, tensor_bytes
+
+    order = {name: i for i, name in enumerate(t for n in model.graph.node for t in n.output)}
+    tensors = sorted({t for t, _ in wanted}, key=lambda t: (order.get(t, -1), t))
+    batch_size, chunks = plan_passes(tensors, tensor_bytes(shapes or {}, tensors), batch_size,
+                                     budget or DEFAULT_BUDGET)
     result = Statistics({key: ChannelStats(key[1], want_gram=gram) for key, gram in wanted.items()})
+    for chunk in chunks:
+        _statistics_pass(model, data, chunk, result, batch_size, progress)
+    result.samples = len(data)
+    return result
+
+
+def _statistics_pass(model: onnx.ModelProto, data: Dataset, tensors: list[str], result: Statistics,
+                     batch_size: int, progress: bool) -> None:
+    """One run over `data` with `tensors` exposed, feeding every statistic on them."""
+    from onnxprune.score.passplan import prefix_model
+
+    sess = session(prefix_model(model, tensors))
+    mine = [(key, st) for key, st in result.stats.items() if key[0] in set(tensors)]
     batches = data.batches(batch_size, batchable(sess))
     if progress:
         from tqdm import tqdm
         batches = tqdm(batches, total=-(-len(data) // batch_size), desc="calibration", leave=False)
     for feed in batches:
         values = dict(zip(tensors, sess.run(tensors, feed)))
-        for (t, axis), st in result.stats.items():
+        for (t, axis), st in mine:
             st.add(np.asarray(values[t]))
-    result.samples = len(data)
-    return result

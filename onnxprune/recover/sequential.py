@@ -1,0 +1,386 @@
+"""Sequential reconstruction: re-solve every linear consumer downstream of a pruned channel so that,
+fed the PRUNED model's activations, it reproduces the DENSE model's output at that point.
+
+One-shot recovery (recover.py) solves each consumer from the dense model's statistics, so the error a
+consumer leaves behind reaches the next one uncorrected and errors compound. Here consumers are solved
+in topological waves (longest-path layers of the consumer graph: a wave's inputs depend only on
+consumers already solved). For each wave one pass of the pruned-so-far model over the calibration data
+fetches just that wave's inputs, and one pass of the dense model fetches the matching targets; the
+normal equations X_p^T X_p and X_p^T Y_d are accumulated batch by batch. Memory is one batch of the
+wave's tensors plus one Gram matrix per consumer, never every activation at once.
+
+Two solves:
+- `output`: Conv (group 1, 1-D/2-D), Gemm, MatMul with a constant weight. Features are the kept input
+  channels (for a conv at every kernel tap, F = C_kept * kh * kw, taken at random output positions so
+  no im2col of the whole map is ever built; rows per layer ~ max(4 F, 8192), enough for a well-posed
+  F-dimensional least squares at a cost of rows * F^2); the target is the dense layer's output.
+- `channel`: ConvTranspose, LSTM/GRU input weights and convs with F > MAX_FEATURES. The dense input
+  channels are regressed on the kept pruned ones (x_d ~ A x_p + b) and the map is folded into the
+  weight, shared by every kernel tap (exact for 1x1, the usual approximation otherwise).
+
+Ridge pulls toward the dense weights (not toward zero), so a layer with too little data stays close to
+plain channel removal; fewer calibration rows than features logs a warning naming the layer.
+BatchNormalization kept by an export sits after its conv, whose pre-norm output is what is matched, so
+its statistics stay valid; depthwise convs follow their group and are compensated at the next dense
+layer, whose input is then the pruned depthwise output.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from onnxprune.load.data import Dataset
+from onnxprune.couple.dependency import Dependency
+from onnxprune.graph.model_graph import ModelGraph
+from onnxprune.couple.ops import REGISTRY
+from onnxprune.couple.vocabulary import LinearSite, Slot
+from onnxprune.couple.plan import Plan
+from onnxprune.score.passplan import prefix_model
+from onnxprune.load.runtime import batchable, session
+
+log = logging.getLogger("onnxprune")
+
+MAX_FEATURES = 2400      # per-tap features of one conv (a 256-channel 3x3 conv fits); above: channel solve
+MIN_ROWS = 8192          # rows sampled per layer at least (cheap layers get a well-posed problem)
+ROWS_PER_FEATURE = 4     # and at least this many per feature
+RECURRENT = {"LSTM": (2, 4), "GRU": (2, 3)}  # op -> (contracted axis of W, gates)
+
+
+@dataclass
+class Consumer:
+    """One linear layer to re-solve and the running sums of its normal equations."""
+
+    node: int
+    name: str
+    site: LinearSite
+    kind: str                      # "output" or "channel"
+    kept_in: np.ndarray            # kept indices of the contracted (input) axis
+    kept_out: np.ndarray           # kept indices of the output axis (all for a channel solve)
+    target: str                    # dense tensor fetched: the layer's output, or its input for "channel"
+    conv: dict | None = None       # kernel geometry for a per-tap conv solve
+    intercept: bool = True
+    gram: np.ndarray | None = None
+    cross: np.ndarray | None = None
+    rows: int = 0
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def features(self) -> int:
+        taps = int(np.prod(self.conv["kernel"])) if self.conv else 1
+        return len(self.kept_in) * taps
+
+
+def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: float = 1e-2, batch_size: int = 8,
+                max_samples: int | None = None, seed: int = 0, progress: bool = False, direct_only: bool = False,
+                dense_cache: dict | None = None) -> dict[str, np.ndarray]:
+    """Replacement values (dense shapes) for the weights and biases of every linear layer downstream
+    of a removed channel, solved wave by wave on the pruned-so-far model (see the module doc).
+
+    `direct_only` re-solves only the layers that lose input channels (enough to measure one group's
+    damage). Each wave runs only the prefix of the dense model that its targets need; `dense_cache`
+    keeps those sessions across calls (keyed by the targets)."""
+    g = dep.graph
+    if max_samples:
+        data = data.take(max_samples)
+    consumers = _consumers(dep, removed)
+    if direct_only:
+        consumers = [c for c in consumers if len(c.kept_in) < g.const(c.site.weight).shape[c.site.weight_axis]]
+    if not consumers:
+        return {}
+    waves = _waves(g, consumers)
+    overrides: dict[str, np.ndarray] = {}
+    plan = Plan(dep, removed)
+    steps = range(len(waves))
+    if progress:
+        from tqdm import tqdm
+        steps = tqdm(steps, desc="reconstruction", leave=False)
+    from onnxprune.apply.rewrite import apply_plan
+    for w in steps:
+        wave = waves[w]
+        inputs = sorted({c.site.x for c in wave})
+        targets = sorted({c.target for c in wave})
+        pruned = session(prefix_model(apply_plan(plan, overrides), inputs))
+        cache = dense_cache if dense_cache is not None else {}
+        if tuple(targets) not in cache:
+            cache[tuple(targets)] = session(prefix_model(g.model, targets))
+        reference = cache[tuple(targets)]
+        can_batch = batchable(pruned) and batchable(reference)
+        for b, feed in enumerate(data.batches(batch_size, can_batch)):
+            xs = dict(zip(inputs, pruned.run(inputs, feed)))
+            ys = dict(zip(targets, reference.run(targets, feed)))
+            share = len(next(iter(feed.values()))) / len(data) if can_batch else 1 / len(data)
+            for c in wave:
+                _accumulate(c, np.asarray(xs[c.site.x]), np.asarray(ys[c.target]), share, seed + 7919 * b + c.node)
+        for c in wave:
+            _solve(g, c, overrides, ridge)
+            c.gram = c.cross = None  # the next wave needs only the overrides
+    return overrides
+
+
+# ---- which layers, in which order --------------------------------------------------------------
+
+def _site(g: ModelGraph, node) -> LinearSite | None:
+    rule = REGISTRY.get(node.op) if node.proto.domain in ("", "ai.onnx") else None
+    site = rule.linear_site(g, node) if rule is not None else None
+    if site is None and node.op in RECURRENT and g.is_const(node.input(1)):
+        axis, _ = RECURRENT[node.op]  # only the input weights W: the recurrence R sees hidden units
+        bias = node.input(3) if g.is_const(node.input(3)) else None
+        site = LinearSite(node.inputs[0], 2, node.inputs[1], axis, 1, bias, None)  # X's features: axis 2 in both layouts
+    if site is None or g.is_const(site.x):
+        return None
+    return site
+
+
+def _kept(dep: Dependency, removed: np.ndarray, tensor: str, axis: int, size: int) -> np.ndarray:
+    slot = Slot(tensor, axis)
+    if slot not in dep.slot_index:
+        return np.arange(size)
+    return np.flatnonzero(~removed[dep.elements(slot)])
+
+
+def _changed_tensors(dep: Dependency, removed: np.ndarray) -> set[str]:
+    """Activations whose values (or widths) differ between the dense and the pruned model."""
+    g = dep.graph
+    changed = {s.tensor for s in dep.slots if removed[dep.elements(s)].any()}
+    for node in g.nodes:
+        if changed.intersection(node.inputs):
+            changed.update(t for t in node.outputs if t)
+    return {t for t in changed if t not in g.constants}
+
+
+def _consumers(dep: Dependency, removed: np.ndarray) -> list[Consumer]:
+    g = dep.graph
+    changed = _changed_tensors(dep, removed)
+    uses: dict[str, int] = {}
+    for node in g.nodes:
+        for t in node.inputs:
+            uses[t] = uses.get(t, 0) + 1
+    out = []
+    for node in g.nodes:
+        site = _site(g, node)
+        if site is None or site.x not in changed or uses.get(site.weight, 0) != 1:
+            continue  # unchanged input: slicing output rows is exact; shared weights: one solve can't serve both
+        weight = g.const(site.weight)
+        kept_in = _kept(dep, removed, site.weight, site.weight_axis, weight.shape[site.weight_axis])
+        kept_out = _kept(dep, removed, site.weight, site.weight_out_axis, weight.shape[site.weight_out_axis])
+        if len(kept_in) == 0 or len(kept_out) == 0:
+            continue
+        conv = _conv_geometry(g, node) if node.op == "Conv" else None
+        kind = "output"
+        if node.op in ("ConvTranspose",) + tuple(RECURRENT) or (node.op == "Conv" and conv is None):
+            kind = "channel"
+        c = Consumer(node.index, node.name, site, kind, kept_in, kept_out, node.outputs[0], conv,
+                     intercept=site.bias is not None)
+        if kind == "output" and c.features > MAX_FEATURES:
+            kind = "channel"
+        if kind == "channel":
+            c.kind, c.conv, c.target, c.kept_out = "channel", None, site.x, np.arange(weight.shape[site.weight_out_axis])
+            c.intercept = site.bias is not None
+        elif node.op == "MatMul" and site.bias is not None:
+            c.extra["bias"] = g.const(site.bias)  # the Add after the MatMul: part of the dense target
+        out.append(c)
+    return out
+
+
+def _waves(g: ModelGraph, consumers: list[Consumer]) -> list[list[Consumer]]:
+    """Consumers grouped by longest path from the inputs, counting consumers: a wave never feeds itself."""
+    by_node = {c.node: c for c in consumers}
+    level: dict[str, int] = {}
+    waves: dict[int, list[Consumer]] = {}
+    for node in g.nodes:
+        depth = max((level.get(t, 0) for t in node.inputs if t), default=0)
+        if node.index in by_node:
+            waves.setdefault(depth, []).append(by_node[node.index])
+            depth += 1
+        for t in node.outputs:
+            if t:
+                level[t] = depth
+    return [waves[k] for k in sorted(waves)]
+
+
+# ---- conv geometry and features -----------------------------------------------------------------
+
+def _conv_geometry(g: ModelGraph, node) -> dict | None:
+    """Kernel, strides, dilations and leading pads of a 1-D/2-D group-1 Conv (None: solve per channel)."""
+    w = g.const(node.inputs[1])
+    x_shape, y_shape = g.shape(node.inputs[0]), g.shape(node.outputs[0])
+    if w.ndim not in (3, 4) or x_shape is None or y_shape is None:
+        return None
+    nd = w.ndim - 2
+    kernel = tuple(int(k) for k in w.shape[2:])
+    strides = tuple(int(s) for s in node.attrs.get("strides", [1] * nd))
+    dil = tuple(int(d) for d in node.attrs.get("dilations", [1] * nd))
+    auto = node.attrs.get("auto_pad", b"NOTSET")
+    auto = auto.decode() if isinstance(auto, bytes) else auto
+    begin = []
+    for i in range(nd):
+        size_in, size_out = x_shape[2 + i], y_shape[2 + i]
+        total = max((size_out - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1 - size_in, 0)
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            begin.append(total // 2 if auto == "SAME_UPPER" else total - total // 2)
+        elif auto == "VALID":
+            begin.append(0)
+        else:
+            begin.append(int(node.attrs.get("pads", [0] * (2 * nd))[i]))
+    if nd == 1:  # a 1-D conv is a 2-D conv of height 1
+        kernel, strides, dil, begin = (1,) + kernel, (1,) + strides, (1,) + dil, [0] + begin
+    return {"kernel": kernel, "strides": strides, "dilations": dil, "begin": begin, "nd": nd}
+
+
+def _conv_rows(c: Consumer, x: np.ndarray, y: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-tap features of x at sampled output positions, and y there: ([rows, C*kh*kw], [rows, M])."""
+    geo = c.conv
+    if geo["nd"] == 1:
+        x, y = x[:, :, None], y[:, :, None]
+    (kh, kw), (sh, sw), (dh, dw), (ph, pw) = geo["kernel"], geo["strides"], geo["dilations"], geo["begin"]
+    ho, wo = y.shape[2], y.shape[3]
+    per_image = max(MIN_ROWS, ROWS_PER_FEATURE * c.features) * share / max(x.shape[0], 1)
+    count = min(ho * wo, int(np.ceil(per_image)))
+    rng = np.random.default_rng(seed)
+    flat = rng.choice(ho * wo, size=count, replace=False) if count < ho * wo else np.arange(ho * wo)
+    oi, oj = flat // wo, flat % wo
+    need_h = (ho - 1) * sh + (kh - 1) * dh + 1
+    need_w = (wo - 1) * sw + (kw - 1) * dw + 1
+    pad = ((0, 0), (0, 0), (ph, max(need_h - x.shape[2] - ph, 0)), (pw, max(need_w - x.shape[3] - pw, 0)))
+    xp = np.pad(x, pad)
+    taps = [xp[:, :, oi * sh + i * dh, oj * sw + j * dw] for i in range(kh) for j in range(kw)]  # each [B, C, P]
+    feats = np.stack(taps, axis=2)                                   # [B, C, T, P]
+    feats = feats.transpose(0, 3, 1, 2).reshape(-1, x.shape[1] * kh * kw)
+    target = y[:, c.kept_out][:, :, oi, oj].transpose(0, 2, 1).reshape(-1, len(c.kept_out))
+    return feats.astype(np.float64), target.astype(np.float64)
+
+
+def _rows(c: Consumer, x: np.ndarray, y: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(features, targets) of one batch; `share` is the batch's fraction of the calibration samples."""
+    site = c.site
+    if c.kind == "output" and c.conv is not None:
+        return _conv_rows(c, x, y, share, seed)
+    feats = np.moveaxis(x, site.x_axis, -1).reshape(-1, x.shape[site.x_axis])
+    if c.kind == "channel":
+        target = np.moveaxis(y, site.x_axis, -1).reshape(-1, y.shape[site.x_axis])
+    else:
+        out_axis = 1 if c.extra.get("gemm", False) or y.ndim == 2 else y.ndim - 1
+        target = np.moveaxis(y, out_axis, -1).reshape(-1, y.shape[out_axis])[:, c.kept_out]
+        if "bias" in c.extra:
+            target = target + c.extra["bias"][c.kept_out]
+    cap = int(np.ceil(4 * max(MIN_ROWS, ROWS_PER_FEATURE * feats.shape[1]) * share))
+    if feats.shape[0] > cap:  # long sequences or large maps: sample positions, as for convs
+        idx = np.random.default_rng(seed).choice(feats.shape[0], cap, replace=False)
+        feats, target = feats[idx], target[idx]
+    return feats.astype(np.float64), target.astype(np.float64)
+
+
+def _accumulate(c: Consumer, x: np.ndarray, y: np.ndarray, share: float, seed: int) -> None:
+    if c.extra.get("skip"):
+        return
+    if x.shape[c.site.x_axis] != len(c.kept_in):  # the rewrite did not slice this input as the plan says
+        log.warning("layer %s: pruned input has %d channels, expected %d; not re-solved", c.name,
+                    x.shape[c.site.x_axis], len(c.kept_in))
+        c.extra["skip"], c.gram = True, None
+        return
+    feats, target = _rows(c, x, y, share, seed)
+    if c.intercept:
+        feats = np.concatenate([feats, np.ones((feats.shape[0], 1))], axis=1)
+    if c.gram is None:
+        c.gram = np.zeros((feats.shape[1], feats.shape[1]))
+        c.cross = np.zeros((feats.shape[1], target.shape[1]))
+    c.gram += feats.T @ feats
+    c.cross += feats.T @ target
+    c.rows += feats.shape[0]
+
+
+# ---- solving and writing back ---------------------------------------------------------------------
+
+def _solve(g: ModelGraph, c: Consumer, overrides: dict[str, np.ndarray], ridge: float) -> None:
+    if c.gram is None:
+        return
+    site = c.site
+    dense_w = g.const(site.weight)
+    weight = overrides.get(site.weight, dense_w).astype(np.float64)
+    f = c.gram.shape[0] - (1 if c.intercept else 0)
+    prior = _prior(c, weight, g.const(site.bias) if site.bias is not None else None, f)
+    lam = _ridge(c, f, ridge)
+    diag = np.ones(c.gram.shape[0])
+    if c.intercept:
+        diag[-1] = 0.0  # the bias is not pulled anywhere
+    a = c.gram / max(c.rows, 1) + lam * np.diag(diag)
+    rhs = c.cross / max(c.rows, 1) + lam * diag[:, None] * prior
+    try:
+        theta = np.linalg.solve(a, rhs)
+    except np.linalg.LinAlgError:
+        theta = np.linalg.lstsq(a, rhs, rcond=None)[0]
+    if not np.all(np.isfinite(theta)):
+        log.warning("reconstruction of %s gave non-finite weights; its channels are only removed", c.name)
+        return
+    if c.kind == "output":
+        _write_output(g, c, theta, weight, overrides, f)
+    else:
+        _write_channel(g, c, theta, weight, overrides, f)
+
+
+def _ridge(c: Consumer, f: int, ridge: float) -> float:
+    scale = max(float(np.trace(c.gram[:f, :f])) / max(c.rows, 1) / max(f, 1), 1e-12)
+    if c.rows < f + (1 if c.intercept else 0):
+        log.warning("layer %s: %d calibration rows for %d features; ridge fallback (pulled toward the "
+                    "dense weights)", c.name, c.rows, f)
+        return max(ridge, 0.1) * scale
+    return ridge * scale
+
+
+def _prior(c: Consumer, weight: np.ndarray, bias: np.ndarray | None, f: int) -> np.ndarray:
+    """The solution with no compensation: dense weights of the kept inputs (channel solve: x_d = x_p)."""
+    if c.kind == "channel":
+        p = np.zeros((f + (1 if c.intercept else 0), c.cross.shape[1]))
+        p[np.arange(len(c.kept_in)), c.kept_in] = 1.0
+        return p
+    w = _out_in(c.site, weight)[np.ix_(c.kept_out, c.kept_in)]      # [M, C, taps...]
+    p = w.reshape(len(c.kept_out), -1).T                            # [F, M]
+    if c.intercept:
+        b = bias[c.kept_out] if bias is not None else np.zeros(len(c.kept_out))
+        p = np.concatenate([p, b[None].astype(np.float64)], axis=0)
+    return p
+
+
+def _out_in(site: LinearSite, weight: np.ndarray) -> np.ndarray:
+    """The weight viewed as [out, in, taps...]."""
+    return np.moveaxis(weight, (site.weight_out_axis, site.weight_axis), (0, 1))
+
+
+def _from_out_in(site: LinearSite, view: np.ndarray) -> np.ndarray:
+    return np.moveaxis(view, (0, 1), (site.weight_out_axis, site.weight_axis))
+
+
+def _write_output(g: ModelGraph, c: Consumer, theta: np.ndarray, weight: np.ndarray, overrides, f: int) -> None:
+    site = c.site
+    view = _out_in(site, weight).copy()
+    shape = (len(c.kept_out), len(c.kept_in)) + view.shape[2:]
+    view[np.ix_(c.kept_out, c.kept_in)] = theta[:f].T.reshape(shape)
+    dtype = g.const(site.weight).dtype
+    overrides[site.weight] = _from_out_in(site, view).astype(dtype)
+    if c.intercept:
+        bias = overrides.get(site.bias, g.const(site.bias)).astype(np.float64).copy()
+        bias[c.kept_out] = theta[f]
+        overrides[site.bias] = bias.astype(g.const(site.bias).dtype)
+
+
+def _write_channel(g: ModelGraph, c: Consumer, theta: np.ndarray, weight: np.ndarray, overrides, f: int) -> None:
+    """x_d ~ A^T x_p + b folded in: W'[:, k] = sum_c W[:, c] A[k, c]; bias += sum over taps of W b."""
+    site = c.site
+    a = theta[:f]                                                   # [kept, C_in]
+    view = _out_in(site, weight).copy()                             # [out, in, taps...]
+    dense = view.copy()
+    view[:, c.kept_in] = np.tensordot(dense, a, axes=([1], [1])).transpose(0, -1, *range(1, dense.ndim - 1)) \
+        if dense.ndim > 2 else dense @ a.T
+    overrides[site.weight] = _from_out_in(site, view).astype(g.const(site.weight).dtype)
+    if c.intercept:
+        delta = np.tensordot(dense, theta[f], axes=([1], [0]))       # [out, taps...]
+        bias = overrides.get(site.bias, g.const(site.bias)).astype(np.float64).copy()
+        if g.nodes[c.node].op in RECURRENT:  # delta is [gates*H, dirs]; B is [dirs, 2*gates*H], Wb first
+            bias[:, :delta.shape[0]] += delta.T
+        else:
+            bias += delta.reshape(delta.shape[0], -1).sum(1)
+        overrides[site.bias] = bias.astype(g.const(site.bias).dtype)
