@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import onnx
 
 from onnxprune.apply.rewrite import apply_plan
-from onnxprune.check.bench import measure_latency, model_size
+from onnxprune.check.bench import measure_latency
+from onnxprune.check.replay import REPLAY_SAMPLES, Recorded
 from onnxprune.check.validate import check_valid, compare, load_in_runtime
 from onnxprune.couple.dependency import Dependency, build_dependency
 from onnxprune.couple.plan import Plan, load_plan_file, plan_from_json
@@ -27,6 +28,7 @@ from onnxprune.load.data import Dataset, input_ranks, synthetic_dataset
 from onnxprune.load.fold import fold_constants
 from onnxprune.load.model import check_supported, load_model
 from onnxprune.load.runtime import session
+from onnxprune.load.spill import model_bytes
 from onnxprune.options import FinetuneOptions, PruneOptions
 from onnxprune.recover.finetune import finetune
 from onnxprune.recover.reconstruction import add_missing_biases, recover
@@ -170,26 +172,49 @@ def finetune_model(model: onnx.ModelProto, tune: FinetuneOptions, train, *, teac
 def evaluate(dense: onnx.ModelProto, pruned: onnx.ModelProto, input_shapes, data: Dataset | None,
              bench_rounds: int = 20, threads: int = 0, dense_graph: ModelGraph | None = None) -> dict:
     """Before/after cost, fidelity on `data` (synthetic inputs if None) and interleaved latency.
-    `dense_graph` (the folded dense model's graph) saves analysing the dense model again."""
+    `dense_graph` (the folded dense model's graph) saves analysing the dense model again.
+    Large models are run one at a time (see `_one_at_a_time`): the latency is then two separate
+    measurements, not interleaved pairs."""
     dense_graph = dense_graph or ModelGraph(fold_constants(dense), input_shapes)  # run-time weights count
     pruned_graph = ModelGraph(pruned, input_shapes)
+    before = {"params": count_params(dense_graph), "macs": count_macs(dense_graph), "size_bytes": model_bytes(dense)}
+    after = {"params": count_params(pruned_graph), "macs": count_macs(pruned_graph), "size_bytes": model_bytes(pruned)}
+    del dense_graph, pruned_graph
     dense_sess = session(dense, threads)
-    pruned_sess = load_in_runtime(pruned, threads)
     data_kind = "given" if data is not None else "synthetic"
     if data is None:
         data = synthetic_dataset(dense_sess, input_shapes, samples=8)
-    fidelity = compare(dense_sess, pruned_sess, data)
-    report = {"before": {"params": count_params(dense_graph), "macs": count_macs(dense_graph), "size_bytes": model_size(dense)},
-              "after": {"params": count_params(pruned_graph), "macs": count_macs(pruned_graph), "size_bytes": model_size(pruned)},
+    feed = next(data.take(1).batches(1)) if bench_rounds > 0 else None
+    if _one_at_a_time(before["params"], data):
+        reference = Recorded(dense_sess, data)
+        dense_timing = measure_latency([dense_sess], feed, rounds=bench_rounds)[0][0] if feed else None
+        del dense_sess  # its weights go before the pruned model's arrive
+        pruned_sess = load_in_runtime(pruned, threads)
+        fidelity = compare(reference, pruned_sess, data)
+        if feed:
+            pruned_timing = measure_latency([pruned_sess], feed, rounds=bench_rounds)[0][0]
+            timings, ratios = [dense_timing, pruned_timing], [1.0, pruned_timing.p50_ms / dense_timing.p50_ms]
+    else:
+        pruned_sess = load_in_runtime(pruned, threads)
+        fidelity = compare(dense_sess, pruned_sess, data)
+        if feed:
+            timings, ratios = measure_latency([dense_sess, pruned_sess], feed, rounds=bench_rounds)
+    report = {"before": before, "after": after,
               "fidelity": {"data": data_kind, "samples": len(data), **fidelity.as_dict()},
               "validation": {"checker": "passed", "onnxruntime": "passed", "interface": "unchanged"}}
-    if bench_rounds > 0:
-        feed = next(data.take(1).batches(1))
-        timings, ratios = measure_latency([dense_sess, pruned_sess], feed, rounds=bench_rounds)
+    if feed:
         report["before"]["latency_ms"] = round(timings[0].p50_ms, 4)
         report["after"]["latency_ms"] = round(timings[1].p50_ms, 4)
         report["latency_ratio"] = round(ratios[1], 4)
     return report
+
+
+ONE_AT_A_TIME_PARAMS = 64_000_000  # 256 MB of float32 weights: above it, never two models in ORT at once
+
+
+def _one_at_a_time(dense_params: int, data: Dataset) -> bool:
+    """Whether to record the dense outputs and release its session before building the pruned one."""
+    return dense_params > ONE_AT_A_TIME_PARAMS and len(data) <= REPLAY_SAMPLES
 
 
 def describe(prep: Prepared, plan: Plan, options: PruneOptions) -> dict:

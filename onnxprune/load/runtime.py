@@ -7,6 +7,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxprune.load.data import Dataset
+from onnxprune.load.spill import SPILL_BYTES, model_bytes, spilled
 
 
 def session(model: onnx.ModelProto | bytes | str, threads: int = 0, optimize: bool = True,
@@ -21,8 +22,12 @@ def session(model: onnx.ModelProto | bytes | str, threads: int = 0, optimize: bo
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
-    sess = ort.InferenceSession(source, opts, providers=providers or ["CPUExecutionProvider"])
+    if isinstance(model, onnx.ModelProto) and model_bytes(model) > SPILL_BYTES:
+        with spilled(model) as path:  # ORT reads each weight once instead of parsing a serialized copy
+            sess = ort.InferenceSession(path, opts, providers=providers or ["CPUExecutionProvider"])
+    else:
+        source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+        sess = ort.InferenceSession(source, opts, providers=providers or ["CPUExecutionProvider"])
     if isinstance(model, onnx.ModelProto):  # synthetic inputs must stay inside the tables they index
         from onnxprune.load.data import index_limits
         sess.index_limits = index_limits(model)
