@@ -70,7 +70,7 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     evaluation = as_dataset(eval_data, prep.model, input_shapes=options.input_shapes) if eval_data is not None else prep.data
     dense_graph = prep.graph if options.recover_or_default == "none" else None  # else it has added zero biases
     report = evaluate(prep.model, pruned, prep.graph.input_shapes, evaluation, options.bench_rounds,
-                      options.threads_capped(), dense_graph=dense_graph)
+                      options.threads_capped(), dense_graph=dense_graph, dense_bytes=prep.input_bytes)
     report.update(describe(prep, plan, options))
     if training is not None:
         report["finetune"] = training

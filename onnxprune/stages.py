@@ -40,6 +40,7 @@ from onnxprune.select.plan import CostModel, search_ratio, select_global, select
 from onnxprune.select.sensitivity import group_sensitivity, select_by_sensitivity
 
 REPORT_SCHEMA = "onnxprune.report/1"
+IN_MEMORY = "<in-memory model>"
 log = logging.getLogger("onnxprune")
 
 
@@ -47,7 +48,8 @@ log = logging.getLogger("onnxprune")
 class Prepared:
     """Everything the later stages read: the input model untouched, the working copy they analyse
     (constants folded, zero biases where recovery needs somewhere to write), its graph and groups,
-    and the calibration data with the statistics the criterion and recovery asked for."""
+    and the calibration data with the statistics the criterion and recovery asked for. A model
+    loaded from a path is folded in place: `model` is then the folded model (same outputs)."""
 
     model: onnx.ModelProto
     source: str
@@ -56,13 +58,14 @@ class Prepared:
     dep: Dependency
     data: Dataset | None
     stats: Statistics | None
+    input_bytes: int | None = None
 
 
 def as_model(model_or_path: onnx.ModelProto | str | os.PathLike) -> tuple[onnx.ModelProto, str]:
     """The model and a name for reports; a path is loaded (and never modified)."""
     if isinstance(model_or_path, onnx.ModelProto):
         check_supported(model_or_path)
-        return model_or_path, "<in-memory model>"
+        return model_or_path, IN_MEMORY
     return load_model(model_or_path), str(model_or_path)
 
 
@@ -81,7 +84,10 @@ def prepare(model_or_path, options: PruneOptions, calib=None) -> Prepared:
     recovery = options.recover_or_default
     if recovery != "none" and data is None:
         raise BadInputError(f"--recover {recovery} needs calibration data: pass --calib DATA.npz")
-    working = fold_constants(model)  # weights built at run time from constants (ConstantOfShape, Reshape)
+    # weights built at run time from constants (ConstantOfShape, Reshape); a model loaded here is ours to
+    # fold in place, so its weights are held once (the folded model computes what the input computes)
+    input_bytes = model_bytes(model)  # the report's size before: the input as given, not as folded
+    working = fold_constants(model, in_place=source != IN_MEMORY)
     if recovery != "none":
         working = add_missing_biases(working, input_shapes)
     dep = build_dependency(ModelGraph(working, input_shapes))
@@ -91,7 +97,7 @@ def prepare(model_or_path, options: PruneOptions, calib=None) -> Prepared:
         for key, gram in recovery_statistics(dep, None, recovery).items():
             wanted[key] = wanted.get(key, False) or gram
     stats = collect_statistics(working, data, wanted, progress=options.progress) if wanted else None
-    return Prepared(model, source, working, dep.graph, dep, data, stats)
+    return Prepared(model, source, working, dep.graph, dep, data, stats, input_bytes)
 
 
 def choose_plan(prep: Prepared, options: PruneOptions) -> Plan:
@@ -170,14 +176,16 @@ def finetune_model(model: onnx.ModelProto, tune: FinetuneOptions, train, *, teac
 
 
 def evaluate(dense: onnx.ModelProto, pruned: onnx.ModelProto, input_shapes, data: Dataset | None,
-             bench_rounds: int = 20, threads: int = 0, dense_graph: ModelGraph | None = None) -> dict:
+             bench_rounds: int = 20, threads: int = 0, dense_graph: ModelGraph | None = None,
+             dense_bytes: int | None = None) -> dict:
     """Before/after cost, fidelity on `data` (synthetic inputs if None) and interleaved latency.
-    `dense_graph` (the folded dense model's graph) saves analysing the dense model again.
+    `dense_graph` (the folded dense model's graph) saves analysing the dense model again;
+    `dense_bytes` is the input's size if `dense` was folded in place.
     Large models are run one at a time (see `_one_at_a_time`): the latency is then two separate
     measurements, not interleaved pairs."""
     dense_graph = dense_graph or ModelGraph(fold_constants(dense), input_shapes)  # run-time weights count
     pruned_graph = ModelGraph(pruned, input_shapes)
-    before = {"params": count_params(dense_graph), "macs": count_macs(dense_graph), "size_bytes": model_bytes(dense)}
+    before = {"params": count_params(dense_graph), "macs": count_macs(dense_graph), "size_bytes": dense_bytes or model_bytes(dense)}
     after = {"params": count_params(pruned_graph), "macs": count_macs(pruned_graph), "size_bytes": model_bytes(pruned)}
     del dense_graph, pruned_graph
     dense_sess = session(dense, threads)

@@ -6,7 +6,8 @@ Peak RSS is the child's own maximum resident set (os.wait4's rusage), imports in
 columns are the seconds and the peak RSS reached by the end of each stage, read inside the child by
 wrapping the stages `prune()` composes (so what runs is exactly `prune()`).
 
-    python tools/bench_memory.py                          # light_vgg19, ppocr_det, light_resnet50, chain 10000
+    python tools/bench_memory.py                          # light_vgg19 (as shipped and stored), ppocr_det,
+                                                          # light_resnet50, chain 10000
     python tools/bench_memory.py --models light_vgg19 --chains 100000
     python tools/bench_memory.py --path my.onnx           # any model file
 """
@@ -100,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="zoo names (python -m onnxprune.load.zoo NAME)")
     parser.add_argument("--chains", type=int, nargs="*", default=[10000], help="generated chain graphs, node counts")
     parser.add_argument("--path", nargs="*", default=[], help="model files")
+    parser.add_argument("--stored", nargs="*", default=["light_vgg19"],
+                        help="zoo models also measured with their weights stored (folded once and saved), as real exports are")
     parser.add_argument("--ratio", type=float, default=0.3)
     parser.add_argument("--bench-rounds", type=int, default=None, help="latency rounds in the report (default: prune's)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -112,10 +115,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from make_chain import chain_model
     from onnxprune.load import zoo
+    from onnxprune.load.fold import fold_constants
 
     cases = [(name, str(zoo.fetch(name))) for name in args.models] + [(Path(p).name, p) for p in args.path]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        for name in args.stored:
+            path = os.path.join(tmp, f"{name}_stored.onnx")
+            onnx.save(fold_constants(onnx.load(str(zoo.fetch(name)))), path)
+            cases.append((f"{name} (weights stored)", path))
         for n in args.chains:
             path = os.path.join(tmp, f"chain_{n}.onnx")
             model = chain_model(n)
