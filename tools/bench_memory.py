@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(ROOT / "tools"))
 
-STAGES = ("prepare", "choose_plan", "apply_and_recover", "evaluate", "save")
+STAGES = ("prepare", "choose_plan", "record_dense", "apply_and_recover", "evaluate", "save")
 
 
 def weights_bytes(path: str) -> int:

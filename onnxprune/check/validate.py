@@ -8,12 +8,17 @@ from onnxprune.load.data import Dataset
 from onnxprune.check.fidelity import Fidelity, compare  # noqa: F401  (re-exported: validation reports fidelity)
 from onnxprune.errors import BadInputError, ValidationError, one_line
 from onnxprune.load.runtime import session
+from onnxprune.load.spill import SPILL_BYTES, model_bytes, spilled
 
 
 def check_valid(pruned: onnx.ModelProto, dense: onnx.ModelProto) -> None:
     """Raise ValidationError unless `pruned` passes the full checker and keeps the dense interface."""
     try:
-        onnx.checker.check_model(pruned, full_check=True)
+        if model_bytes(pruned) > SPILL_BYTES:  # by path: the checker would hold two serialized copies
+            with spilled(pruned) as path:
+                onnx.checker.check_model(path, full_check=True)
+        else:
+            onnx.checker.check_model(pruned, full_check=True)
     except Exception as exc:
         raise ValidationError(f"pruned model fails the ONNX checker: {one_line(exc)}") from None
     for kind, a, b in (("input", dense.graph.input, pruned.graph.input), ("output", dense.graph.output, pruned.graph.output)):
