@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 sys.path.insert(0, str(ROOT / "tools"))
 
+STORE = ("import sys, onnx; from onnxprune.load.fold import fold_constants; "
+         "onnx.save(fold_constants(onnx.load(sys.argv[1])), sys.argv[2])")
 STAGES = ("prepare", "choose_plan", "record_dense", "apply_and_recover", "evaluate", "save")
 
 
@@ -113,23 +115,21 @@ def main(argv: list[str] | None = None) -> int:
 
     import onnx
 
-    from make_chain import chain_model
     from onnxprune.load import zoo
-    from onnxprune.load.fold import fold_constants
 
     cases = [(name, str(zoo.fetch(name))) for name in args.models] + [(Path(p).name, p) for p in args.path]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        # models are made in their own processes: a child's max RSS starts from its parent's at fork
         for name in args.stored:
             path = os.path.join(tmp, f"{name}_stored.onnx")
-            onnx.save(fold_constants(onnx.load(str(zoo.fetch(name)))), path)
+            subprocess.run([sys.executable, "-c", STORE, str(zoo.fetch(name)), path], check=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
             cases.append((f"{name} (weights stored)", path))
         for n in args.chains:
             path = os.path.join(tmp, f"chain_{n}.onnx")
-            model = chain_model(n)
-            onnx.save(model, path)
-            cases.append((f"chain {len(model.graph.node)} nodes", path))
-            del model
+            subprocess.run([sys.executable, str(ROOT / "tools" / "make_chain.py"), str(n), path], check=True)
+            cases.append((f"chain {len(onnx.load(path, load_external_data=False).graph.node)} nodes", path))
         for name, path in cases:
             r = run_case(path, args.ratio, args.bench_rounds)
             rows.append((name, max(weights_bytes(path), 4 * r["params"]), r))  # light zoo: weights built at run time
