@@ -13,12 +13,15 @@ from onnxprune.check.validate import check_valid, compare, load_in_runtime
 from onnxprune.couple.dependency import Dependency, build_dependency
 from onnxprune.couple.plan import Plan
 from onnxprune.errors import BadInputError
+from onnxprune.check.evaluate import evaluate, one_at_a_time, record_dense
+from onnxprune.graph.cost import count_params
 from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.load.data import synthetic_dataset
 from onnxprune.load.fold import fold_constants
 from onnxprune.load.runtime import session
 from onnxprune.options import DEFAULT_ROUND_TO, FinetuneOptions, PruneOptions, options_from_keywords
-from onnxprune.stages import REPORT_SCHEMA, as_dataset, as_model, apply_and_recover, choose_plan, describe, evaluate, finetune_model, prepare
+from onnxprune.stages import (REPORT_SCHEMA, as_dataset, as_model, apply_and_recover, choose_plan, describe,
+                              finetune_model, prepare)
 
 __all__ = ["prune", "sparsify", "analyse", "PruneResult", "as_model", "evaluate", "DEFAULT_ROUND_TO", "REPORT_SCHEMA"]
 
@@ -59,6 +62,11 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     finetune = finetune or FinetuneOptions()
     prep = prepare(model_or_path, options, calib)
     plan = choose_plan(prep)
+    evaluation = as_dataset(eval_data, prep.model, input_shapes=options.input_shapes) if eval_data is not None else prep.data
+    reference = None  # a large dense model runs before the pruned one exists: never both in ORT and in memory
+    if not finetune.epochs and one_at_a_time(count_params(prep.graph), evaluation):
+        reference = record_dense(prep.model, prep.graph.input_shapes, evaluation, options.bench_rounds,
+                                 options.threads_capped())
     pruned = apply_and_recover(prep, plan)
     training = None
     if finetune.epochs:
@@ -66,10 +74,10 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
                                           teacher=prep.model, val=val_data, seed=options.seed,
                                           threads=options.threads_capped(), progress=options.progress)
         check_valid(pruned, prep.model)
-    evaluation = as_dataset(eval_data, prep.model, input_shapes=options.input_shapes) if eval_data is not None else prep.data
     dense_graph = prep.graph if prep.options.recover == "none" else None  # else it has added zero biases
     report = evaluate(prep.model, pruned, prep.graph.input_shapes, evaluation, options.bench_rounds,
-                      options.threads_capped(), dense_graph=dense_graph)
+                      options.threads_capped(), dense_graph=dense_graph, dense_bytes=prep.input_bytes,
+                      reference=reference)
     report.update(describe(prep, plan))
     if training is not None:
         report["finetune"] = training

@@ -4,7 +4,7 @@
     plan = choose_plan(prep)                     score channels and select them to meet the target
     pruned = apply_and_recover(prep, plan)       rewrite the graph, re-solve consumers, validate
     pruned, fragment = finetune_model(...)       optional in-graph training
-    report = evaluate(...) + describe(...)       cost, fidelity and latency against the dense model
+    report = evaluate(...) + describe(...)       cost, fidelity and latency (check/evaluate.py); the header
 """
 
 from __future__ import annotations
@@ -16,18 +16,16 @@ from dataclasses import dataclass
 import onnx
 
 from onnxprune.apply.rewrite import apply_plan
-from onnxprune.check.bench import measure_latency, model_size
-from onnxprune.check.validate import check_valid, compare, load_in_runtime
+from onnxprune.check.validate import check_valid
 from onnxprune.couple.dependency import Dependency, build_dependency
 from onnxprune.couple.plan import Plan, load_plan_file, plan_from_json
 from onnxprune.errors import BadInputError
-from onnxprune.graph.cost import count_macs, count_params
 from onnxprune.graph.model_graph import ModelGraph
-from onnxprune.load.data import Dataset, input_ranks, synthetic_dataset
+from onnxprune.load.data import Dataset, input_ranks
 from onnxprune.load.fit import check_fits
 from onnxprune.load.fold import fold_constants
 from onnxprune.load.model import check_supported, load_model
-from onnxprune.load.runtime import session
+from onnxprune.load.spill import model_bytes
 from onnxprune.options import FinetuneOptions, PruneOptions
 from onnxprune.recover.finetune import finetune
 from onnxprune.recover.reconstruction import METHODS as ONE_SHOT
@@ -42,6 +40,7 @@ from onnxprune.select.plan import CostModel, search_ratio, select_global, select
 from onnxprune.select.sensitivity import group_sensitivity, select_by_sensitivity
 
 REPORT_SCHEMA = "onnxprune.report/1"
+IN_MEMORY = "<in-memory model>"
 log = logging.getLogger("onnxprune")
 
 
@@ -49,7 +48,8 @@ log = logging.getLogger("onnxprune")
 class Prepared:
     """Everything the later stages read: the input model untouched, the working copy they analyse
     (constants folded, zero biases where recovery needs somewhere to write), its graph and groups,
-    and the calibration data with the statistics the criterion and recovery asked for."""
+    and the calibration data with the statistics the criterion and recovery asked for. A model
+    loaded from a path is folded in place: `model` is then the folded model (same outputs)."""
 
     model: onnx.ModelProto
     source: str
@@ -59,13 +59,14 @@ class Prepared:
     data: Dataset | None
     stats: Statistics | None
     options: PruneOptions  # with the data-aware or data-free defaults filled in
+    input_bytes: int | None = None  # the input's size as given (a model loaded here is folded in place)
 
 
 def as_model(model_or_path: onnx.ModelProto | str | os.PathLike) -> tuple[onnx.ModelProto, str]:
     """The model and a name for reports; a path is loaded (and never modified)."""
     if isinstance(model_or_path, onnx.ModelProto):
         check_supported(model_or_path)
-        return model_or_path, "<in-memory model>"
+        return model_or_path, IN_MEMORY
     return load_model(model_or_path), str(model_or_path)
 
 
@@ -98,7 +99,10 @@ def prepare(model_or_path, options: PruneOptions, calib=None) -> Prepared:
             raise BadInputError(f"{needs[0]} needs calibration data: pass --calib DATA.npz")
     if data is not None:
         check_fits(model, data, _source_name(calib, "--calib"))
-    working = fold_constants(model)  # weights built at run time from constants (ConstantOfShape, Reshape)
+    # weights built at run time from constants (ConstantOfShape, Reshape); a model loaded here is ours to
+    # fold in place, so its weights are held once (the folded model computes what the input computes)
+    input_bytes = model_bytes(model)  # the report's size before: the input as given, not as folded
+    working = fold_constants(model, in_place=source != IN_MEMORY)
     if recovery != "none":
         working = add_missing_biases(working, input_shapes)
     dep = build_dependency(ModelGraph(working, input_shapes))
@@ -110,7 +114,7 @@ def prepare(model_or_path, options: PruneOptions, calib=None) -> Prepared:
     if wanted:
         shapes = {t: dep.graph.shape(t) for t, _ in wanted}  # bounds the memory of each statistics pass
         stats = collect_statistics(working, data, wanted, progress=options.progress, shapes=shapes)
-    return Prepared(model, source, working, dep.graph, dep, data, stats, options)
+    return Prepared(model, source, working, dep.graph, dep, data, stats, options, input_bytes)
 
 
 def choose_plan(prep: Prepared, options: PruneOptions | None = None) -> Plan:
@@ -201,31 +205,6 @@ def finetune_model(model: onnx.ModelProto, tune: FinetuneOptions, train, *, teac
     history = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()} for h in result.history]
     return result.model, {"epochs": tune.epochs, "loss": tune.loss, "lr": tune.lr, "samples": len(train),
                           "best_epoch": result.best_epoch, "history": history}
-
-
-def evaluate(dense: onnx.ModelProto, pruned: onnx.ModelProto, input_shapes, data: Dataset | None,
-             bench_rounds: int = 20, threads: int = 0, dense_graph: ModelGraph | None = None) -> dict:
-    """Before/after cost, fidelity on `data` (synthetic inputs if None) and interleaved latency.
-    `dense_graph` (the folded dense model's graph) saves analysing the dense model again."""
-    dense_graph = dense_graph or ModelGraph(fold_constants(dense), input_shapes)  # run-time weights count
-    pruned_graph = ModelGraph(pruned, input_shapes)
-    dense_sess = session(dense, threads)
-    pruned_sess = load_in_runtime(pruned, threads)
-    data_kind = "given" if data is not None else "synthetic"
-    if data is None:
-        data = synthetic_dataset(dense_sess, input_shapes, samples=8)
-    fidelity = compare(dense_sess, pruned_sess, data)
-    report = {"before": {"params": count_params(dense_graph), "macs": count_macs(dense_graph), "size_bytes": model_size(dense)},
-              "after": {"params": count_params(pruned_graph), "macs": count_macs(pruned_graph), "size_bytes": model_size(pruned)},
-              "fidelity": {"data": data_kind, "samples": len(data), **fidelity.as_dict()},
-              "validation": {"checker": "passed", "onnxruntime": "passed", "interface": "unchanged"}}
-    if bench_rounds > 0:
-        feed = next(data.take(1).batches(1))
-        timings, ratios = measure_latency([dense_sess, pruned_sess], feed, rounds=bench_rounds)
-        report["before"]["latency_ms"] = round(timings[0].p50_ms, 4)
-        report["after"]["latency_ms"] = round(timings[1].p50_ms, 4)
-        report["latency_ratio"] = round(ratios[1], 4)
-    return report
 
 
 def describe(prep: Prepared, plan: Plan) -> dict:

@@ -128,7 +128,7 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _evaluate(context: PassContext, model: onnx.ModelProto) -> dict:
-    from onnxprune.stages import evaluate
+    from onnxprune.check.evaluate import evaluate
     from onnxprune.check.validate import check_valid
 
     check_valid(model, context.dense)

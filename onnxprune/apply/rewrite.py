@@ -132,11 +132,11 @@ def _slice_constants(g: ModelGraph, model: onnx.ModelProto, kept: dict[Slot, np.
     graph_inputs = {vi.name: vi for vi in model.graph.input}
     for name, cuts in by_tensor.items():
         value = overrides.get(name, g.constants[name])
+        g.constants.release() if hasattr(g.constants, "release") else None  # only `value` holds it now
         for axis, idx in cuts:
-            value = np.take(value, idx, axis=axis)
-        tensor = numpy_helper.from_array(np.ascontiguousarray(value), name)
+            value = np.take(value, idx, axis=axis)  # each cut drops the larger array before it
         if name in g.initializer_names:
-            model.graph.initializer.append(tensor)
+            _set_tensor(model.graph.initializer.add(), name, value)  # built in place: append would copy
             if name in graph_inputs:  # old IR versions list initializers among the inputs
                 dims = graph_inputs[name].type.tensor_type.shape.dim
                 for d, v in zip(dims, value.shape):
@@ -145,7 +145,20 @@ def _slice_constants(g: ModelGraph, model: onnx.ModelProto, kept: dict[Slot, np.
             proto = model.graph.node[g.constant_node[name]]
             for attr in proto.attribute:
                 if attr.name == "value":
-                    attr.t.CopyFrom(tensor)
+                    _set_tensor(attr.t, name, value)
+        del value
+
+
+def _set_tensor(tensor: onnx.TensorProto, name: str, value: np.ndarray) -> None:
+    """Fill `tensor` with `value` as numpy_helper.from_array would, without its intermediate proto."""
+    if value.dtype.kind not in "fiub" or value.dtype.byteorder == ">":  # strings, packed 4-bit types
+        tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return
+    tensor.Clear()
+    tensor.name = name
+    tensor.data_type = onnx.helper.np_dtype_to_tensor_dtype(value.dtype)
+    tensor.dims.extend(value.shape)
+    tensor.raw_data = np.ascontiguousarray(value).tobytes()
 
 
 def _tidy(model: onnx.ModelProto, original: onnx.ModelProto) -> onnx.ModelProto:

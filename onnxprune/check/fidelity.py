@@ -109,7 +109,9 @@ def compare(dense_sess, pruned_sess, data: Dataset, batch_size: int = 32) -> Fid
     labels = data.labels
     seen = 0
     numeric_names: list[str] = []
-    together = batchable(dense_sess) and batchable(pruned_sess) and _runs_batched(dense_sess, data, batch_size)
+    replayed = getattr(dense_sess, "replayed", False)  # recorded outputs: probing would consume a batch
+    together = (batchable(dense_sess) and batchable(pruned_sess)
+                and (replayed or _runs_batched(dense_sess, data, batch_size)))
     for feed in data.batches(batch_size, together):
         dense_out, pruned_out = _run(dense_sess, feed, "dense"), _run(pruned_sess, feed, "pruned")
         pairs = [(n, _numeric(d), _numeric(p)) for n, d, p in zip(names, dense_out, pruned_out)]

@@ -9,12 +9,17 @@ from onnxprune.check.fidelity import compare
 from onnxprune.errors import BadInputError, ValidationError, first_line
 from onnxprune.load.checker import check_model
 from onnxprune.load.runtime import session
+from onnxprune.load.spill import SPILL_BYTES, model_bytes, spilled
 
 
 def check_valid(pruned: onnx.ModelProto, dense: onnx.ModelProto) -> None:
     """Raise ValidationError unless `pruned` passes the full checker and keeps the dense interface."""
     try:
-        check_model(pruned, full_check=True)
+        if model_bytes(pruned) > SPILL_BYTES:  # by path: the checker would hold two serialized copies
+            with spilled(pruned) as path:
+                onnx.checker.check_model(path, full_check=True)
+        else:
+            check_model(pruned, full_check=True)
     except Exception as exc:
         raise ValidationError(f"pruned model fails the ONNX checker: {first_line(exc)}") from None
     for kind, a, b in (("input", dense.graph.input, pruned.graph.input), ("output", dense.graph.output, pruned.graph.output)):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from onnxprune.graph.constants import sizes
 from onnxprune.graph.model_graph import ModelGraph
 
 
@@ -16,8 +17,8 @@ def count_params(g: ModelGraph) -> int:
     scalars excluded), integer weights that a DequantizeLinear turns into floats (QDQ models), and the
     initializers of If/Loop/Scan bodies."""
     quantized = {n.inputs[0] for n in g.nodes if n.op == "DequantizeLinear"}
-    total = sum(v.size for name, v in g.constants.items()
-                if v.ndim >= 1 and (np.issubdtype(v.dtype, np.floating) or name in quantized))
+    total = sum(int(np.prod(shape)) for name, shape, dtype in sizes(g.constants)
+                if len(shape) >= 1 and (np.issubdtype(dtype, np.floating) or name in quantized))
     for node in g.nodes:
         for attr in node.proto.attribute:
             bodies = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)

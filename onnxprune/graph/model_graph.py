@@ -15,9 +15,10 @@ from typing import Iterable, Mapping
 import networkx as nx
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from onnxprune.errors import BadInputError, first_line
+
+from onnxprune.graph.constants import Constants
 
 Shape = tuple[int, ...]
 DEFAULT_BATCH = 1
@@ -60,16 +61,16 @@ class ModelGraph:
         self.opset = _default_opset(model)
         self.nodes = [Node(i, n, {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute})
                       for i, n in enumerate(model.graph.node)]
-        self.constants: dict[str, np.ndarray] = {}
+        self.constants = Constants()  # decoded on access: the proto holds the weights, once
         self.constant_node: dict[str, int] = {}  # Constant-node output name -> node index
         self.initializer_names = {init.name for init in model.graph.initializer}
         for init in model.graph.initializer:
-            self.constants[init.name] = numpy_helper.to_array(init)
+            self.constants.add(init.name, init)
         for node in self.nodes:
             if node.op == "Constant" and node.outputs:
                 value = _constant_node_value(node)
                 if value is not None:
-                    self.constants[node.outputs[0]] = value
+                    self.constants.add(node.outputs[0], value)
                     self.constant_node[node.outputs[0]] = node.index
         init_names = {i.name for i in model.graph.initializer}
         self.inputs = [i.name for i in model.graph.input if i.name not in init_names]
@@ -87,8 +88,8 @@ class ModelGraph:
         self.input_shapes = resolve_input_shapes(model, input_shapes)
         self.problems: list[str] = []  # why some shapes stayed unknown, shown by inspect
         self.shapes, self.dtypes = infer_concrete_shapes(model, self.input_shapes, self.problems)
-        for name, value in self.constants.items():
-            self.shapes[name] = tuple(value.shape)
+        for name in self.constants:
+            self.shapes[name] = self.constants.shape(name)
         self._static_memo: dict = {}
         self._symbolic: dict[str, tuple[bool, ...]] | None = None
 
@@ -179,12 +180,12 @@ def _default_opset(model: onnx.ModelProto) -> int:
     return 1
 
 
-def _constant_node_value(node: Node) -> np.ndarray | None:
+def _constant_node_value(node: Node) -> onnx.TensorProto | np.ndarray | None:
     for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
         if key in node.attrs:
             v = node.attrs[key]
             if isinstance(v, onnx.TensorProto):
-                return numpy_helper.to_array(v)
+                return v  # decoded on access, like initializers
             if key.startswith("value_float"):
                 return np.asarray(v, dtype=np.float32)
             return np.asarray(v, dtype=np.int64)

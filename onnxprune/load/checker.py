@@ -36,20 +36,27 @@ def check_model(model: onnx.ModelProto, full_check: bool = False) -> None:
         del model.opset_import[len(model.opset_import) - 1]
 
 
+class _CheckByPath(Exception):
+    """The caller holds the model's file: the checker reads it instead of a serialized copy."""
+
+
 def _too_large(exc: Exception) -> bool:
     return isinstance(exc, ValueError) or type(exc).__name__ == "EncodeError"
 
 
-def check_model_any_size(model: onnx.ModelProto, prefix: str, path: str | os.PathLike | None = None) -> None:
-    """BadInputError "{prefix} fails the ONNX checker (...)"; models over 2 GB are checked at `path`
-    (skipped without one: loading already parsed the protobuf)."""
+def check_model_any_size(model: onnx.ModelProto, prefix: str, path: str | os.PathLike | None = None,
+                         by_path: bool = False) -> None:
+    """BadInputError "{prefix} fails the ONNX checker (...)"; models over 2 GB, or any model with
+    `by_path`, are checked at `path` (skipped without one: loading already parsed the protobuf)."""
     try:
+        if by_path and path is not None:
+            raise _CheckByPath()
         check_model(model)
         return
     except onnx.checker.ValidationError as exc:
         raise BadInputError(f"{prefix} fails the ONNX checker ({first_line(exc)})") from None
     except Exception as exc:
-        if not _too_large(exc):
+        if not (_too_large(exc) or isinstance(exc, _CheckByPath)):
             raise
     if path is None or not os.path.isfile(path):
         return

@@ -50,8 +50,9 @@ def _evaluate(model: onnx.ModelProto, nodes: list[onnx.NodeProto], feeds: dict[s
         yield name, np.asarray(values.pop())
 
 
-def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `model` with every constant-only node replaced by an initializer; `model` is not touched."""
+def fold_constants(model: onnx.ModelProto, in_place: bool = False) -> onnx.ModelProto:
+    """A copy of `model` with every constant-only node replaced by an initializer; `model` is not
+    touched unless `in_place` (a model the caller loaded itself: no second copy of its weights)."""
     definitions = constant_values(model)
     constant = set(definitions)
     graph_outputs = {o.name for o in model.graph.output}
@@ -60,8 +61,11 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
         if foldable(node, constant) and not graph_outputs.intersection(node.output):
             folded.append(i)
             constant.update(t for t in node.output if t)
-    result = onnx.ModelProto()
-    result.CopyFrom(model)
+    if in_place:
+        result = model
+    else:
+        result = onnx.ModelProto()
+        result.CopyFrom(model)
     if result.ir_version < MIN_IR_VERSION:
         _make_initializers_constant(result)
     if not folded:
@@ -73,13 +77,20 @@ def fold_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     wanted = sorted(produced & consumed_later)
     needed = {t for i in folded for t in model.graph.node[i].input if t and t not in produced}
     feeds = {t: constant_value(definitions[t]) for t in sorted(needed)}
-    check_fold_size(model, [model.graph.node[i] for i in folded], feeds)  # before anything is evaluated
+    nodes = [_copied(model.graph.node[i]) for i in folded]  # kept: `result` may be `model`
+    check_fold_size(model, nodes, feeds)  # before anything is evaluated
     for i in sorted(folded_set, reverse=True):  # deleting in place: big messages are never copied
         del result.graph.node[i]
-    for name, value in _evaluate(model, [model.graph.node[i] for i in folded], feeds, wanted):
+    for name, value in _evaluate(result, nodes, feeds, wanted):
         _add_initializer(result.graph, name, value)
     _drop_unused_constants(result)
     return result
+
+
+def _copied(node: onnx.NodeProto) -> onnx.NodeProto:
+    copy = onnx.NodeProto()
+    copy.CopyFrom(node)
+    return copy
 
 
 def _add_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> None:

@@ -33,15 +33,16 @@ def load_model(path: str | os.PathLike, supported_only: bool = True) -> onnx.Mod
         raise BadInputError(f"{path}: not a readable ONNX model ({first})") from None
     if not model.graph.node:
         raise BadInputError(f"{path}: not a readable ONNX model (the graph has no nodes; truncated or not ONNX?)")
-    if supported_only:
-        check_supported(model, str(path))
+    if supported_only:  # checked from the file: checking the proto would serialize a second copy
+        check_supported(model, str(path), checked_file=str(path) if path.stat().st_size > 64 << 20 else None)
     from onnxprune.load.fold_limit import check_constant_subgraphs
     check_constant_subgraphs(model)  # a constant bomb is refused before anything evaluates it
     return model
 
 
-def check_supported(model: onnx.ModelProto, where: str = "model") -> None:
-    """Refuse models whose weights this tool cannot rewrite, naming the first offending node."""
+def check_supported(model: onnx.ModelProto, where: str = "model", checked_file: str | None = None) -> None:
+    """Refuse models whose weights this tool cannot rewrite, naming the first offending node.
+    `checked_file`: the file `model` was loaded from, for the checker to read instead of the proto."""
     for node in model.graph.node:
         if node.op_type in _INTEGER_OPS and node.domain in ("", "ai.onnx"):
             raise BadInputError(
@@ -49,7 +50,7 @@ def check_supported(model: onnx.ModelProto, where: str = "model") -> None:
                 "cannot be pruned; prune the float model, then quantize the result"
             )
     from onnxprune.load.checker import check_model_any_size
-    check_model_any_size(model, f"{where}:", path=where)
+    check_model_any_size(model, f"{where}:", path=checked_file or where, by_path=checked_file is not None)
 
 
 def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, force: bool = False) -> Path:

@@ -31,7 +31,6 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnx
 
 from onnxprune.load.data import Dataset
 from onnxprune.couple.dependency import Dependency

@@ -68,8 +68,26 @@ def per_index(value: np.ndarray, axis: int) -> np.ndarray:
 
 
 def magnitude(dep: Dependency, p: int) -> np.ndarray:
-    members = ((slot, (np.abs(per_index(v, slot.axis)) ** p).sum(1)) for slot, v in parameter_slots(dep))
+    members = ((slot, _power_sums(v, slot.axis, p)) for slot, v in parameter_slots(dep))
     return accumulate(dep, members) ** (1.0 / p)
+
+
+BLOCK_ELEMENTS = 1 << 22  # float64 temporaries of at most 32 MB, however large the weight
+
+
+def _power_sums(value: np.ndarray, axis: int, p: int) -> np.ndarray:
+    """sum(|row| ** p) of each row of per_index(value, axis), a block of rows at a time: each row is
+    summed exactly as a whole-tensor per_index would, without a float64 copy of a 400 MB weight."""
+    if value.size <= BLOCK_ELEMENTS:  # the common case: one block, no slicing
+        return (np.abs(per_index(value, axis)) ** p).sum(1)
+    rows = value.shape[axis]
+    step = max(1, BLOCK_ELEMENTS // max(1, value.size // max(rows, 1)))
+    out = np.empty(rows)
+    for start in range(0, rows, step):
+        stop = min(rows, start + step)
+        block = np.take(value, np.arange(start, stop), axis=axis)
+        out[start:stop] = (np.abs(per_index(block, axis)) ** p).sum(1)
+    return out
 
 
 @criterion("l1")

@@ -16,6 +16,7 @@ from onnxprune.couple.dependency import Dependency
 from onnxprune.couple.plan import Plan
 from onnxprune.errors import BadInputError
 from onnxprune.couple.vocabulary import Slot
+from onnxprune.graph.constants import sizes
 from onnxprune.graph.cost import count_macs
 
 TARGET_TOLERANCE = 0.02  # a target is met when the kept fraction lands within this of it
@@ -135,8 +136,8 @@ class CostModel:
         for s in dep.slots:
             self.slots_of.setdefault(s.tensor, []).append(s)
         quantized = {n.inputs[0]: n.outputs[0] for n in g.nodes if n.op == "DequantizeLinear"}
-        self.params = {n: v.size for n, v in g.constants.items()
-                       if v.ndim >= 1 and (np.issubdtype(v.dtype, np.floating) or n in quantized)}
+        self.params = {n: int(np.prod(shape)) for n, shape, dtype in sizes(g.constants)
+                       if len(shape) >= 1 and (np.issubdtype(dtype, np.floating) or n in quantized)}
         source = {out: q for q, out in quantized.items() if q in self.params}  # QDQ weight -> its int8 constant
         per_node = count_macs(g, per_node=True)
         self.terms = []  # (macs, tensors whose slots scale it, contracted slot or None)

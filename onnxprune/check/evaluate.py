@@ -1,0 +1,94 @@
+"""Evaluation against the dense model: cost before and after, fidelity, latency. Large models are
+run one at a time (the dense outputs recorded, its session released) so two copies of the weights
+never sit in ONNX Runtime together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+
+from onnxprune.check.bench import Timing, measure_latency
+from onnxprune.check.replay import REPLAY_SAMPLES, Recorded
+from onnxprune.check.validate import compare, load_in_runtime
+from onnxprune.graph.cost import count_macs, count_params
+from onnxprune.graph.model_graph import ModelGraph
+from onnxprune.load.data import Dataset, synthetic_dataset
+from onnxprune.load.fold import fold_constants
+from onnxprune.load.runtime import session
+from onnxprune.load.spill import model_bytes
+
+
+@dataclass
+class Reference:
+    """The dense model's outputs on the evaluation data, recorded once (and its latency), so the
+    dense session is gone before the pruned model is built or run."""
+
+    outputs: Recorded
+    data: Dataset
+    data_kind: str
+    feed: dict | None
+    timing: Timing | None
+
+
+def record_dense(dense: onnx.ModelProto, input_shapes, data: Dataset | None, bench_rounds: int = 20,
+                 threads: int = 0) -> Reference:
+    """Run the dense model once over `data` (synthetic inputs if None) and release its session."""
+    sess = session(dense, threads)
+    data_kind = "given" if data is not None else "synthetic"
+    if data is None:
+        data = synthetic_dataset(sess, input_shapes, samples=8)
+    feed = next(data.take(1).batches(1)) if bench_rounds > 0 else None
+    timing = measure_latency([sess], feed, rounds=bench_rounds)[0][0] if feed else None
+    return Reference(Recorded(sess, data), data, data_kind, feed, timing)
+
+
+def evaluate(dense: onnx.ModelProto, pruned: onnx.ModelProto, input_shapes, data: Dataset | None,
+             bench_rounds: int = 20, threads: int = 0, dense_graph: ModelGraph | None = None,
+             dense_bytes: int | None = None, reference: Reference | None = None) -> dict:
+    """Before/after cost, fidelity on `data` (synthetic inputs if None) and interleaved latency.
+    `dense_graph` (the folded dense model's graph) saves analysing the dense model again;
+    `dense_bytes` is the input's size if `dense` was folded in place. Large models are run one at
+    a time (see `one_at_a_time`; `reference` if the caller recorded the dense run already): the
+    latency is then two separate measurements, not interleaved pairs."""
+    dense_graph = dense_graph or ModelGraph(fold_constants(dense), input_shapes)  # run-time weights count
+    pruned_graph = ModelGraph(pruned, input_shapes)
+    before = {"params": count_params(dense_graph), "macs": count_macs(dense_graph), "size_bytes": dense_bytes or model_bytes(dense)}
+    after = {"params": count_params(pruned_graph), "macs": count_macs(pruned_graph), "size_bytes": model_bytes(pruned)}
+    del dense_graph, pruned_graph
+    if reference is None and one_at_a_time(before["params"], data):
+        reference = record_dense(dense, input_shapes, data, bench_rounds, threads)
+    if reference is not None:
+        data, data_kind, feed = reference.data, reference.data_kind, reference.feed
+        pruned_sess = load_in_runtime(pruned, threads)
+        fidelity = compare(reference.outputs, pruned_sess, data)
+        if feed:
+            pruned_timing = measure_latency([pruned_sess], feed, rounds=bench_rounds)[0][0]
+            timings = [reference.timing, pruned_timing]
+            ratios = [1.0, pruned_timing.p50_ms / reference.timing.p50_ms]
+    else:
+        dense_sess = session(dense, threads)
+        data_kind = "given" if data is not None else "synthetic"
+        if data is None:
+            data = synthetic_dataset(dense_sess, input_shapes, samples=8)
+        feed = next(data.take(1).batches(1)) if bench_rounds > 0 else None
+        pruned_sess = load_in_runtime(pruned, threads)
+        fidelity = compare(dense_sess, pruned_sess, data)
+        if feed:
+            timings, ratios = measure_latency([dense_sess, pruned_sess], feed, rounds=bench_rounds)
+    report = {"before": before, "after": after,
+              "fidelity": {"data": data_kind, "samples": len(data), **fidelity.as_dict()},
+              "validation": {"checker": "passed", "onnxruntime": "passed", "interface": "unchanged"}}
+    if feed:
+        report["before"]["latency_ms"] = round(timings[0].p50_ms, 4)
+        report["after"]["latency_ms"] = round(timings[1].p50_ms, 4)
+        report["latency_ratio"] = round(ratios[1], 4)
+    return report
+
+
+ONE_AT_A_TIME_PARAMS = 64_000_000  # 256 MB of float32 weights: above it, never two models in ORT at once
+
+
+def one_at_a_time(dense_params: int, data: Dataset | None) -> bool:
+    """Whether to record the dense outputs and release its session before the pruned one is built."""
+    return dense_params > ONE_AT_A_TIME_PARAMS and (data is None or len(data) <= REPLAY_SAMPLES)

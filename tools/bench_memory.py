@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Wall time and peak memory of `prune(path, ratio=0.3)` (the library call, report included) plus
+saving the result, each case in a fresh process.
+
+Peak RSS is the child's own maximum resident set (os.wait4's rusage), imports included; the stage
+columns are the seconds and the peak RSS reached by the end of each stage, read inside the child by
+wrapping the stages `prune()` composes (so what runs is exactly `prune()`).
+
+    python tools/bench_memory.py                          # light_vgg19 (as shipped and stored), ppocr_det,
+                                                          # light_resnet50, chain 10000
+    python tools/bench_memory.py --models light_vgg19 --chains 100000
+    python tools/bench_memory.py --path my.onnx           # any model file
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+sys.path.insert(0, str(ROOT / "tools"))
+
+STORE = ("import sys, onnx; from onnxprune.load.fold import fold_constants; "
+         "onnx.save(fold_constants(onnx.load(sys.argv[1])), sys.argv[2])")
+STAGES = ("prepare", "choose_plan", "record_dense", "apply_and_recover", "evaluate", "save")
+
+
+def child(path: str, ratio: float, bench_rounds: int | None) -> dict:
+    """Run prune() with each stage timed; print seconds and peak RSS (MB) after each."""
+    from onnxprune import api
+    from onnxprune.load.model import save_model_atomic
+
+    marks: dict[str, dict] = {}
+
+    def timed(name, fn):
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            result = fn(*args, **kwargs)
+            marks[name] = {"s": time.perf_counter() - start,
+                           "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            return result
+        return run
+
+    for name in STAGES[:-1]:
+        if hasattr(api, name):  # older checkouts have fewer stages
+            setattr(api, name, timed(name, getattr(api, name)))
+    start = time.perf_counter()
+    keywords = {} if bench_rounds is None else {"bench_rounds": bench_rounds}
+    result = api.prune(path, ratio, **keywords)
+    with tempfile.TemporaryDirectory() as out:
+        timed("save", save_model_atomic)(result.model, os.path.join(out, "pruned.onnx"))
+    return {"stages": marks, "total_s": time.perf_counter() - start, "params": result.report["before"]["params"],
+            "weights": 4 * result.report["before"]["params"],  # float32 models; loading the file to count would add to the peak
+            "params_after": result.report["after"]["params"], "cosine": result.report["fidelity"]["cosine"]}
+
+
+def run_case(path: str, ratio: float, bench_rounds: int | None) -> dict:
+    """One fresh process: its wall time, its own peak RSS, and what it printed."""
+    cmd = [sys.executable, __file__, "--child", path, "--ratio", str(ratio)]
+    if bench_rounds is not None:
+        cmd += ["--bench-rounds", str(bench_rounds)]
+    start = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not every child's maximum
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        out.seek(0), err.seek(0)
+        printed, errors = out.read(), err.read()
+    if proc.returncode:
+        raise RuntimeError(f"{path}: child failed:\n{errors[-2000:]}")
+    found = json.loads(printed.strip().splitlines()[-1])
+    found["wall_s"] = wall
+    found["peak_mb"] = usage.ru_maxrss / 1024
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="*", default=["light_vgg19", "ppocr_det", "light_resnet50"],
+                        help="zoo names (python -m onnxprune.load.zoo NAME)")
+    parser.add_argument("--chains", type=int, nargs="*", default=[10000], help="generated chain graphs, node counts")
+    parser.add_argument("--path", nargs="*", default=[], help="model files")
+    parser.add_argument("--stored", nargs="*", default=["light_vgg19"],
+                        help="zoo models also measured with their weights stored (folded once and saved), as real exports are")
+    parser.add_argument("--ratio", type=float, default=0.3)
+    parser.add_argument("--bench-rounds", type=int, default=None, help="latency rounds in the report (default: prune's)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args.ratio, args.bench_rounds)))
+        return 0
+
+    from onnxprune.load import zoo
+
+    cases = [(name, str(zoo.fetch(name))) for name in args.models] + [(Path(p).name, p) for p in args.path]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        # models are made in their own processes: a child's max RSS starts from its parent's at fork
+        for name in args.stored:
+            path = os.path.join(tmp, f"{name}_stored.onnx")
+            subprocess.run([sys.executable, "-c", STORE, str(zoo.fetch(name)), path], check=True,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+            cases.append((f"{name} (weights stored)", path))
+        for n in args.chains:
+            path = os.path.join(tmp, f"chain_{n}.onnx")
+            subprocess.run([sys.executable, str(ROOT / "tools" / "make_chain.py"), str(n), path], check=True)
+            cases.append((f"chain of {n} nodes", path))
+        for name, path in cases:
+            r = run_case(path, args.ratio, args.bench_rounds)
+            rows.append((name, r["weights"], r))
+            print(f"{name}: {r['wall_s']:.1f} s, peak {r['peak_mb']:.0f} MB", file=sys.stderr)
+    head = ["model", "weights MB", "wall s", "peak RSS MB", "peak / weights"] + [f"{s} s / MB" for s in STAGES]
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for name, weights, r in rows:
+        cells = [name, f"{weights / 2**20:.1f}", f"{r['wall_s']:.1f}", f"{r['peak_mb']:.0f}",
+                 f"{r['peak_mb'] * 2**20 / weights:.1f}x"]
+        cells += [f"{r['stages'][s]['s']:.1f} / {r['stages'][s]['peak_mb']:.0f}" if s in r["stages"] else "-"
+                  for s in STAGES]
+        print("| " + " | ".join(cells) + " |")
+    print(f"\n`prune(path, ratio={args.ratio})` + save, one fresh process per model; peak RSS includes imports "
+          "(about 150 MB); stage cells are seconds in the stage / peak RSS (MB) reached by its end.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
