@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--scope", choices=["local", "global", "damage"], default=None,
                     help="local: the same share from every group; global: one ranking across groups; "
                          "damage: shares from each group's measured damage with recovery (needs --calib; "
-                         "default: damage with --calib, local without)")
+                         "default: global with --calib, local without)")
     pr.add_argument("--max-layer-ratio", type=float, default=0.9, help="global scope: no group loses more than this share")
     pr.add_argument("--min-channels", type=int, default=1, help="no group keeps fewer channels than this")
     pr.add_argument("--exclude", action="append", metavar="PATTERN", help="leave groups touching matching node/tensor names whole")
