@@ -168,28 +168,35 @@ def apoz(dep: Dependency, stats: Statistics | None = None, **_) -> np.ndarray:
     return accumulate(dep, _activation_members(dep, _need(stats, "apoz"), lambda st: 1.0 - st.apoz + 1e-6))
 
 
-@criterion("reconstruction", data=True, gram=True)
-def reconstruction(dep: Dependency, stats: Statistics | None = None, ridge: float = 1e-3, **_) -> np.ndarray:
-    """OBS-style output error of removing each input channel of every linear layer on its own, when
-    the remaining channels compensate optimally: ||W[:, c]||^2 / [(Cov + ridge)^-1]_cc."""
+def _linear_input_scores(dep: Dependency, stats: Statistics | None, name: str, cost) -> np.ndarray:
+    """Channel scores from every linear consumer: `cost(rows, cov)` per input channel from the weight
+    rows and the input's covariance; inputs too wide for a Gram take the diagonal, |w|^2 E[x^2]."""
     from onnxprune.couple.ops import linear_sites
-    stats = _need(stats, "reconstruction")
+    stats = _need(stats, name)
     members = []
     for _, site in linear_sites(dep.graph):
         slot = Slot(site.x, site.x_axis)
         st = stats.get(site.x, site.x_axis)
         if slot not in dep.slot_index or st is None:
             continue
-        w_sq = (per_index(dep.graph.const(site.weight), site.weight_axis) ** 2).sum(1)
+        rows = per_index(dep.graph.const(site.weight), site.weight_axis)
         cov = st.covariance()
         if cov is None:
-            members.append((slot, w_sq * st.sq_sum / max(st.count, 1)))
-            continue
+            members.append((slot, (rows ** 2).sum(1) * st.sq_sum / max(st.count, 1)))
+        else:
+            members.append((slot, cost(rows, cov)))
+    return accumulate(dep, members) + 1e-9 * magnitude(dep, 2)  # break ties where a group has no linear consumer
+
+
+@criterion("reconstruction", data=True, gram=True)
+def reconstruction(dep: Dependency, stats: Statistics | None = None, ridge: float = 1e-3, **_) -> np.ndarray:
+    """OBS-style output error of removing each input channel of every linear layer on its own, when
+    the remaining channels compensate optimally: ||W[:, c]||^2 / [(Cov + ridge)^-1]_cc."""
+    def cost(rows: np.ndarray, cov: np.ndarray) -> np.ndarray:
         lam = ridge * max(float(np.trace(cov)) / len(cov), 1e-12)
         inv = np.linalg.inv(cov + lam * np.eye(len(cov)))
-        members.append((slot, w_sq / np.maximum(np.diag(inv), 1e-30)))
-    scores = accumulate(dep, members)
-    return scores + 1e-9 * magnitude(dep, 2)  # break ties where a group has no linear consumer
+        return (rows ** 2).sum(1) / np.maximum(np.diag(inv), 1e-30)
+    return _linear_input_scores(dep, stats, "reconstruction", cost)
 
 
 @criterion("taylor", data=True)
@@ -288,18 +295,4 @@ def greedy_costs(weight_rows: np.ndarray, cov: np.ndarray, ridge: float = 1e-3) 
 @criterion("obs", data=True, gram=True)
 def obs(dep: Dependency, stats: Statistics | None = None, ridge: float = 1e-3, **_) -> np.ndarray:
     """Greedy OBS order of each linear consumer's input channels, from the calibration covariance."""
-    from onnxprune.couple.ops import linear_sites
-    stats = _need(stats, "obs")
-    members = []
-    for _, site in linear_sites(dep.graph):
-        slot = Slot(site.x, site.x_axis)
-        st = stats.get(site.x, site.x_axis)
-        if slot not in dep.slot_index or st is None:
-            continue
-        rows = per_index(dep.graph.const(site.weight), site.weight_axis)
-        cov = st.covariance()
-        if cov is None:  # too wide for a Gram: the diagonal approximation
-            members.append((slot, (rows ** 2).sum(1) * st.sq_sum / max(st.count, 1)))
-            continue
-        members.append((slot, greedy_costs(rows, cov, ridge)))
-    return accumulate(dep, members) + 1e-9 * magnitude(dep, 2)  # ties where a group has no linear consumer
+    return _linear_input_scores(dep, stats, "obs", lambda rows, cov: greedy_costs(rows, cov, ridge))

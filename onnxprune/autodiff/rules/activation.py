@@ -117,11 +117,6 @@ def gelu(ctx, node, dys, needs):
     return [_scale(ctx, dys[0], slope)]
 
 
-@GRADIENTS.register("Softplus", inputs=(0,))
-def softplus(ctx, node, dys, needs):
-    return [_scale(ctx, dys[0], ctx.emit("Sigmoid", [node.inputs[0]]))]
-
-
 @GRADIENTS.register("Softsign", inputs=(0,))
 def softsign(ctx, node, dys, needs):
     x = node.inputs[0]
@@ -138,11 +133,6 @@ def elu(ctx, node, dys, needs):
     return [_scale(ctx, dys[0], slope)]
 
 
-@GRADIENTS.register("Exp", inputs=(0,))
-def exp(ctx, node, dys, needs):
-    return [_scale(ctx, dys[0], node.outputs[0])]
-
-
 @GRADIENTS.register("Log", inputs=(0,))
 def log(ctx, node, dys, needs):
     return [ctx.emit("Div", [dys[0], node.inputs[0]])]
@@ -151,11 +141,6 @@ def log(ctx, node, dys, needs):
 @GRADIENTS.register("Neg", inputs=(0,))
 def neg(ctx, node, dys, needs):
     return [ctx.emit("Neg", [dys[0]])]
-
-
-@GRADIENTS.register("Abs", inputs=(0,))
-def abs_(ctx, node, dys, needs):
-    return [_scale(ctx, dys[0], ctx.emit("Sign", [node.inputs[0]]))]
 
 
 @GRADIENTS.register("Reciprocal", inputs=(0,))
@@ -186,3 +171,16 @@ def log_softmax(ctx, node, dys, needs):
     y, dy = node.outputs[0], dys[0]
     total = ctx.reduce("ReduceSum", dy, [_softmax_axis(ctx, node)])
     return [ctx.emit("Sub", [dy, ctx.emit("Mul", [ctx.emit("Exp", [y]), total])])]
+
+
+# unary ops whose gradient is dy times a slope: op -> slope(ctx, x, y)
+SLOPES = {
+    "Softplus": lambda ctx, x, y: ctx.emit("Sigmoid", [x]),
+    "Exp": lambda ctx, x, y: y,
+    "Abs": lambda ctx, x, y: ctx.emit("Sign", [x]),
+}
+
+
+@GRADIENTS.register(tuple(SLOPES), inputs=(0,))
+def sloped(ctx, node, dys, needs):
+    return [_scale(ctx, dys[0], SLOPES[node.op](ctx, node.inputs[0], node.outputs[0]))]

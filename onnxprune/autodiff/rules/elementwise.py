@@ -29,11 +29,11 @@ def sub(ctx, node, dys, needs):
 
 @GRADIENTS.register("Mul")
 def mul(ctx, node, dys, needs):
+    # y = a * b: each input's gradient is dy times the other input
     a, b = node.inputs
     shape = _out_shape(ctx, node)
-    da = ctx.sum_to(ctx.emit("Mul", [dys[0], b]), shape, a) if needs[0] else None
-    db = ctx.sum_to(ctx.emit("Mul", [dys[0], a]), shape, b) if needs[1] else None
-    return [da, db]
+    return [ctx.sum_to(ctx.emit("Mul", [dys[0], other]), shape, x) if need else None
+            for x, other, need in ((a, b, needs[0]), (b, a, needs[1]))]
 
 
 @GRADIENTS.register("Div")

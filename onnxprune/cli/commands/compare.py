@@ -9,6 +9,12 @@ estimate labelled as one). Exit 0, or 2 for bad input or usage (--plot without m
 from __future__ import annotations
 
 
+# what compare can leave behind: (flag, metavar, help)
+OUTPUTS = (("--json", "R.json", "write the report as JSON (schema onnxprune.compare/1)"),
+           ("--plot", "P.png", "write a PNG of the comparison (needs matplotlib)"),
+           ("--save-dir", "DIR", "also write every trained model here (SCHEDULE.onnx)"))
+
+
 def add_parser(sub) -> None:
     from onnxprune.cli.args import add_verbosity
     from onnxprune.cli.commands.train import SCHEDULE_CHOICES, add_schedule_arguments
@@ -20,9 +26,8 @@ def add_parser(sub) -> None:
                                                        "(default: all; the dense baseline always runs)")
     p.add_argument("--batch", type=int, default=1, help="samples per inference when timing (default 1)")
     p.add_argument("--rounds", type=int, default=30, help="interleaved timing rounds (default 30)")
-    p.add_argument("--json", metavar="R.json", help="write the report as JSON (schema onnxprune.compare/1)")
-    p.add_argument("--plot", metavar="P.png", help="write a PNG of the comparison (needs matplotlib)")
-    p.add_argument("--save-dir", metavar="DIR", help="also write every trained model here (SCHEDULE.onnx)")
+    for flag, metavar, text in OUTPUTS:
+        p.add_argument(flag, metavar=metavar, help=text)
     p.add_argument("--force", action="store_true", help="overwrite existing --json/--plot/--save-dir files")
     add_verbosity(p)
 
