@@ -60,9 +60,9 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     elif ratio is not None or keywords:
         raise BadInputError("pass the options either as options=PruneOptions(...) or as keywords, not both")
     finetune = finetune or FinetuneOptions()
-    prep = prepare(model_or_path, options, calib)
+    prep = prepare(model_or_path, options, calib, eval_data)
     plan = choose_plan(prep)
-    evaluation = as_dataset(eval_data, prep.model, input_shapes=options.input_shapes) if eval_data is not None else prep.data
+    evaluation = prep.evaluation
     reference = None  # a large dense model runs before the pruned one exists: never both in ORT and in memory
     if not finetune.epochs and one_at_a_time(count_params(prep.graph), evaluation):
         reference = record_dense(prep.model, prep.graph.input_shapes, evaluation, options.bench_rounds,

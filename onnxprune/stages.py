@@ -60,6 +60,7 @@ class Prepared:
     stats: Statistics | None
     options: PruneOptions  # with the data-aware or data-free defaults filled in
     input_bytes: int | None = None  # the input's size as given (a model loaded here is folded in place)
+    evaluation: Dataset | None = None  # held-out data for the report (the calibration data if none)
 
 
 def as_model(model_or_path: onnx.ModelProto | str | os.PathLike) -> tuple[onnx.ModelProto, str]:
@@ -84,10 +85,14 @@ def _source_name(source, default: str) -> str:
     return str(getattr(source, "path", default))
 
 
-def prepare(model_or_path, options: PruneOptions, calib=None) -> Prepared:
-    """Load, fold constants, analyse the groups and gather the calibration statistics needed."""
+def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) -> Prepared:
+    """Load, fold constants, analyse the groups and gather the calibration statistics needed. The
+    evaluation data is read and checked here too, so bad data fails before any work."""
     model, source = as_model(model_or_path)
     data = as_dataset(calib, model, options.calib_limit, options.input_shapes)
+    evaluation = as_dataset(eval_data, model, input_shapes=options.input_shapes)
+    if evaluation is not None:
+        check_fits(model, evaluation, _source_name(eval_data, "--data"))
     options = options.resolved(has_data=data is not None)
     input_shapes = options.input_shapes if options.input_shapes is not None or data is None else data.sample_shapes()
     recovery, criterion = options.recover, options.criterion
@@ -114,7 +119,8 @@ def prepare(model_or_path, options: PruneOptions, calib=None) -> Prepared:
     if wanted:
         shapes = {t: dep.graph.shape(t) for t, _ in wanted}  # bounds the memory of each statistics pass
         stats = collect_statistics(working, data, wanted, progress=options.progress, shapes=shapes)
-    return Prepared(model, source, working, dep.graph, dep, data, stats, options, input_bytes)
+    return Prepared(model, source, working, dep.graph, dep, data, stats, options, input_bytes,
+                    evaluation if evaluation is not None else data)
 
 
 def choose_plan(prep: Prepared, options: PruneOptions | None = None) -> Plan:

@@ -808,3 +808,20 @@ def test_a_writer_that_skips_the_guard_is_a_bug(tmp_path):
         with pytest.raises(RuntimeError, match="without being claimed"):
             write_json_atomic({"a": 1}, tmp_path / "other.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["claimed.json"]
+
+
+def test_bad_evaluation_data_fails_before_any_work(tmp_path, capsys, monkeypatch):
+    """--data that does not fit the model is refused (exit 2) before calibration statistics are gathered."""
+    import onnxprune.stages as stages
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("statistics gathered before the evaluation data was checked")
+    monkeypatch.setattr(stages, "collect_statistics", never)
+    bad = tmp_path / "eval.npz"
+    np.savez(bad, input=np.zeros((4, 1, 1, 7, 7), np.float32))
+    m, c = model_copy(tmp_path), calib_copy(tmp_path)
+    code = main([str(a) for a in ("prune", m, "-o", tmp_path / "o.onnx", "--ratio", "0.3", "--calib", c,
+                                  "--data", bad, "--criterion", "activation", "-q")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1 and "eval.npz" in err
+    assert not (tmp_path / "o.onnx").exists()
