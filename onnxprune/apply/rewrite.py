@@ -128,7 +128,6 @@ def _slice_constants(g: ModelGraph, model: onnx.ModelProto, kept: dict[Slot, np.
             model.graph.initializer.append(init)
     if not by_tensor:
         return
-    initializers = {t.name: i for i, t in enumerate(model.graph.initializer)}
     graph_inputs = {vi.name: vi for vi in model.graph.input}
     for name, cuts in by_tensor.items():
         value = overrides.get(name, g.constants[name])

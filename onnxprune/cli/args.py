@@ -42,7 +42,7 @@ def calib_source(args):
     """The --calib argument, with image options attached when it is a folder."""
     if not getattr(args, "calib", None) or not Path(args.calib).is_dir():
         return getattr(args, "calib", None)
-    from onnxprune.score.calibration import ImageOptions, load_calibration  # noqa: F401  (folders are read lazily by prune)
+    from onnxprune.score.calibration import ImageOptions  # folders are read lazily by prune
     resize = None
     if args.resize:
         try:

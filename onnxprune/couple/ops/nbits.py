@@ -28,7 +28,7 @@ class MatMulNBitsRule(Rule):
             raise Barrier(f"input 6 ('{node.inputs[6]}') is not understood by the pruning rule")
 
     def _rows(self, g, node) -> list:
-        a, b, scales, zeros, bias = node.inputs[0], node.inputs[1], node.inputs[2], node.input(3), node.input(5)
+        b, scales, zeros, bias = node.inputs[1], node.inputs[2], node.input(3), node.input(5)
         y = node.outputs[0]
         n = int(node.attrs["N"])
         links = [identity(Slot(y, rank(g, y) - 1), Slot(b, 0), n)]
