@@ -30,18 +30,24 @@ class Quantize(Pass):
     fuses into integer kernels. Calibration data comes from the context (`calib`, else `data`); the
     quantizer needs real inputs, so synthetic ones are refused. Put it last but for Validate."""
 
-    def __init__(self, activations: str = "int8", weights: str = "int8", per_channel: bool = True,
-                 method: str = "minmax", samples: int = 64, exclude_ops: list[str] | tuple[str, ...] = ()):
+    def __init__(self, activations: str = "uint8", weights: str = "int8", per_channel: bool = True,
+                 method: str = "minmax", samples: int = 64, exclude_ops: list[str] | tuple[str, ...] = (),
+                 float_tail: bool = True, reduce_range: bool = True):
         if not isinstance(per_channel, bool):
             raise BadInputError(f"pass Quantize: per_channel must be true or false, got {per_channel!r}")
         if isinstance(exclude_ops, str) or not all(isinstance(op, str) for op in exclude_ops):
             raise BadInputError(f"pass Quantize: exclude_ops must be a list of op types, got {exclude_ops!r}")
-        self.settings = QuantizeSettings(activations, weights, per_channel, method, samples, tuple(exclude_ops))
+        for flag, value in (("float_tail", float_tail), ("reduce_range", reduce_range)):
+            if not isinstance(value, bool):
+                raise BadInputError(f"pass Quantize: {flag} must be true or false, got {value!r}")
+        self.settings = QuantizeSettings(activations, weights, per_channel, method, samples, tuple(exclude_ops),
+                                         float_tail, reduce_range)
 
     def options(self) -> dict:
         s = self.settings
         return {"activations": s.activations, "weights": s.weights, "per_channel": s.per_channel,
-                "method": s.method, "samples": s.samples, "exclude_ops": list(s.exclude_ops)}
+                "method": s.method, "samples": s.samples, "exclude_ops": list(s.exclude_ops),
+                "float_tail": s.float_tail, "reduce_range": s.reduce_range}
 
     def requires(self, model: onnx.ModelProto, context: PassContext) -> None:
         if context.calib is None and context.data is None:
