@@ -20,7 +20,6 @@ import json
 import multiprocessing
 import os
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -82,21 +81,50 @@ def _claim_folder(out: Path, settings: dict) -> None:
 
 
 def _run_jobs(jobs: list[dict], evaluate: Callable[[dict], dict], workers: int) -> list[dict]:
-    """Every job once, the failed ones once more in a fresh pool; what failed twice, with its error."""
-    failures: dict[str, str] = {}
-    for attempt in range(2):
-        retry = [j for j in jobs if j["spec"]["id"] in failures] if attempt else jobs
-        failures = {}
-        if not retry:
-            break
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {j["spec"]["id"]: pool.submit(evaluate, j) for j in retry}
-            for cid, future in futures.items():
-                try:
-                    future.result()
-                except Exception as exc:  # noqa: BLE001  (a dead worker or a failed candidate: recorded, retried)
-                    failures[cid] = first_line(exc) or type(exc).__name__
-    return [{"id": cid, "error": error} for cid, error in failures.items()]
+    """Every job in its own worker process, at most `workers` at once; a job whose process fails or
+    dies is run once more. Returns what failed twice, with its error. (One process per job, not a
+    pool: a process that dies would break a pool and fail the jobs queued behind it.)"""
+    context = multiprocessing.get_context("spawn")  # no fork after ONNX Runtime has started threads
+    queue = [(job, 1) for job in jobs]
+    running: list[tuple[dict, int, multiprocessing.Process]] = []
+    failed = []
+    while queue or running:
+        while queue and len(running) < workers:
+            job, attempt = queue.pop(0)
+            process = context.Process(target=_worker, args=(evaluate, job), daemon=True)
+            process.start()
+            running.append((job, attempt, process))
+        job, attempt, process = running[0]
+        process.join(timeout=0.2)
+        for entry in [r for r in running if r[2].exitcode is not None]:
+            running.remove(entry)
+            job, attempt, process = entry
+            if process.exitcode == 0:
+                continue
+            if attempt < 2:
+                queue.append((job, attempt + 1))
+            else:
+                failed.append({"id": job["spec"]["id"], "error": _failure(job, process.exitcode)})
+    return failed
+
+
+def _worker(evaluate: Callable[[dict], dict], job: dict) -> None:
+    """A worker process's body: the job, or its error in one line beside the candidate, exit 1."""
+    error = Path(job["out"]) / f"{job['spec']['id']}.error"
+    try:
+        evaluate(job)
+    except BaseException as exc:  # noqa: BLE001  (anything: recorded for the parent, which retries once)
+        error.write_text(first_line(exc) or type(exc).__name__)
+        raise SystemExit(1)
+    if error.exists():
+        error.unlink()
+
+
+def _failure(job: dict, exitcode: int) -> str:
+    error = Path(job["out"]) / f"{job['spec']['id']}.error"
+    if error.exists():
+        return error.read_text()
+    return f"the worker process died (exit code {exitcode})"
 
 
 def evaluate_candidate(job: dict) -> dict:
