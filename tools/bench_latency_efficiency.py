@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
 import onnxprune  # noqa: E402
+from bench_target_latency import make_session, paired_ratio  # noqa: E402
 from benchlib import revision  # noqa: E402
 from onnxprune.graph.cost import count_macs  # noqa: E402
 from onnxprune.graph.model_graph import ModelGraph  # noqa: E402
@@ -38,28 +39,11 @@ from onnxprune.load.runtime import session  # noqa: E402
 DEFAULT_MODELS = "light_resnet50,light_densenet121,light_inception_v1,light_squeezenet,light_shufflenet,nudenet_320n"
 
 
-def paired_ratio(dense: onnx.ModelProto, pruned: onnx.ModelProto, threads: int, pairs: int, repeat: int = 3) -> float:
-    sd, sp = session(dense, threads), session(pruned, threads)
-    feed = next(synthetic_dataset(sd, ModelGraph(dense).input_shapes, samples=1).batches(1))
-    for s in (sd, sp, sd, sp):
-        s.run(None, feed)
-
-    def fastest(s) -> float:
-        best = float("inf")
-        for _ in range(repeat):
-            t = time.perf_counter()
-            s.run(None, feed)
-            best = min(best, time.perf_counter() - t)
-        return best
-
-    ratios = []
-    for i in range(pairs):
-        if i % 2:
-            p, d = fastest(sp), fastest(sd)
-        else:
-            d, p = fastest(sd), fastest(sp)
-        ratios.append(p / d)
-    return float(np.median(ratios))
+def paired(dense: onnx.ModelProto, pruned: onnx.ModelProto, threads: int, pairs: int) -> float:
+    """bench_target_latency's paired measurement (sessions without spinning, fastest of 3 per side)."""
+    sd, sp = make_session(dense, threads), make_session(pruned, threads)
+    feed = next(synthetic_dataset(session(dense), ModelGraph(dense).input_shapes, samples=1).batches(1))
+    return paired_ratio(sd, sp, feed, pairs)["ratio"]
 
 
 def one(name: str, target: float, threads: int, pairs: int) -> list[dict]:
@@ -72,7 +56,7 @@ def one(name: str, target: float, threads: int, pairs: int) -> list[dict]:
                                  threads=threads, **{kind: target})
         seconds = time.time() - t0
         macs = count_macs(ModelGraph(result.model)) / dense_macs
-        latency = paired_ratio(dense, result.model, threads, pairs)
+        latency = paired(dense, result.model, threads, pairs)
         rows.append({"model": name, "target": f"{kind.replace('target_', '')} {target:g}", "macs": macs,
                      "latency": latency, "efficiency": (1 / latency) / (1 / macs), "seconds": seconds,
                      "predicted": result.report["plan"].get("latency", {}).get("predicted_latency_ratio")})
