@@ -123,8 +123,12 @@ class PruneOptions:
 
     def resolved(self, has_data: bool) -> "PruneOptions":
         """A copy with criterion, scope and recovery filled in where the user left them unset: the
-        data-aware defaults when calibration data is given, the data-free ones otherwise."""
-        return with_defaults(self, **(DATA_AWARE if has_data else DATA_FREE))
+        data-aware defaults when calibration data is given, the data-free ones otherwise. A latency
+        target ranks globally (by importance per unit of measured time) unless a scope is given."""
+        defaults = dict(DATA_AWARE if has_data else DATA_FREE)
+        if self.target.kind == "latency":
+            defaults["scope"] = "global"
+        return with_defaults(self, **defaults)
 
     def threads_capped(self) -> int:
         """ONNX Runtime intra-op threads: 0 (its default), or at most the machine's cores."""

@@ -26,6 +26,7 @@ from onnxprune.load.fit import check_fits
 from onnxprune.load.fold import fold_constants
 from onnxprune.load.model import check_supported, load_model
 from onnxprune.load.spill import model_bytes
+from onnxprune.load.zoo import cache_dir
 from onnxprune.options import FinetuneOptions, PruneOptions
 from onnxprune.recover.finetune import finetune
 from onnxprune.recover.reconstruction import METHODS as ONE_SHOT
@@ -36,6 +37,7 @@ from onnxprune.score.calibration import Statistics, collect_statistics, load_cal
 from onnxprune.score.criteria import NEEDS_DATA, score, wanted_statistics
 from onnxprune.select.damage import group_damage
 from onnxprune.select.latency import search_latency
+from onnxprune.select.latency_model import LatencyModel, build_latency_model
 from onnxprune.select.plan import CostModel, search_ratio, select_global, select_uniform
 from onnxprune.select.sensitivity import group_sensitivity, select_by_sensitivity
 
@@ -131,15 +133,17 @@ def choose_plan(prep: Prepared, options: PruneOptions | None = None) -> Plan:
         plan = target.plan
         chosen = plan_from_json(dep, plan if isinstance(plan, dict) else load_plan_file(plan))
     else:
-        select, scores = _selector(prep, options)
+        latency = _latency_model(prep, options) if target.kind == "latency" else None
+        select, scores = _selector(prep, options, latency.channel_costs() if latency else None)
         if target.kind in ("macs", "params"):
             costs = CostModel(dep)
             fraction = ((lambda p: costs.macs_after(p.removed) / costs.total_macs) if target.kind == "macs"
                         else (lambda p: costs.params_after(p.removed) / costs.total_params))
             chosen = search_ratio(select, fraction, target.value, scores=scores, round_to=options.round_to)
         elif target.kind == "latency":
-            chosen = search_latency(select, prep.dep, prep.working, target.value, options.threads_capped(),
-                                    lambda p: _recovered(prep, p, options.recover))
+            # recovery changes values, not shapes: candidates are timed unrecovered
+            chosen = search_latency(select, latency, target.value, options.threads_capped(), apply_plan,
+                                    scores=scores, round_to=options.round_to)
         elif options.scope == "damage":  # the share of channels removed, spent where it does least damage
             chosen = search_ratio(select, lambda p: 1.0 - float(p.removed.mean()), 1.0 - float(target.ratio),
                                   scores=scores, round_to=options.round_to)
@@ -153,8 +157,16 @@ def choose_plan(prep: Prepared, options: PruneOptions | None = None) -> Plan:
     return chosen
 
 
-def _selector(prep: Prepared, options: PruneOptions):
-    """select(share) -> Plan for the chosen criterion and scope, and the channel scores it ranks by."""
+def _latency_model(prep: Prepared, options: PruneOptions) -> LatencyModel:
+    """Every node timed at each width on this machine (cached beside the model zoo)."""
+    log.info("measuring per-node latency (cached in %s)", cache_dir() / "latency")
+    return build_latency_model(prep.dep, options.threads_capped(), cache_dir() / "latency",
+                               show_progress=options.progress)
+
+
+def _selector(prep: Prepared, options: PruneOptions, channel_costs: dict[int, float] | None = None):
+    """select(share) -> Plan for the chosen criterion and scope, and the channel scores it ranks by;
+    global scope ranks by importance per unit of `channel_costs` when given (latency targets)."""
     dep, criterion = prep.dep, options.criterion
     caps = dict(round_to=options.round_to, min_channels=options.min_channels)
     if criterion == "sensitivity":
@@ -169,7 +181,7 @@ def _selector(prep: Prepared, options: PruneOptions):
     exclude = list(options.exclude)
     if options.scope == "global":
         return (lambda share: select_global(dep, scores, share, max_layer_ratio=options.max_layer_ratio,
-                                            exclude=exclude, **caps)), scores
+                                            exclude=exclude, channel_costs=channel_costs, **caps)), scores
     return (lambda share: select_uniform(dep, scores, share, exclude=exclude, **caps)), scores
 
 

@@ -69,16 +69,22 @@ class PassContext:
 
     def evaluation_data(self) -> Dataset | None:
         """`data` (or `calib`) loaded once as a Dataset keyed by the dense model's inputs; None if neither."""
-        if "data" not in self._cache:
-            source = self.data if self.data is not None else self.calib
+        return self._loaded("data", self.data if self.data is not None else self.calib)
+
+    def calibration_data(self) -> Dataset | None:
+        """`calib` (or `data`) loaded once, for passes that fit to data (quantization ranges)."""
+        return self._loaded("calib", self.calib if self.calib is not None else self.data)
+
+    def _loaded(self, key: str, source: Any) -> Dataset | None:
+        if key not in self._cache:
             loaded = None
             if source is not None:
                 from onnxprune.score.calibration import load_calibration
                 from onnxprune.graph.model_graph import resolve_input_shapes
                 ranks = {k: len(v) for k, v in resolve_input_shapes(self.dense, self.input_shapes).items()}
                 loaded = load_calibration(source, ranks)
-            self._cache["data"] = loaded
-        return self._cache["data"]
+            self._cache[key] = loaded
+        return self._cache[key]
 
     def data_or_synthetic(self) -> tuple[Dataset, str]:
         """The evaluation data, or deterministic synthetic samples; and which of the two it is."""

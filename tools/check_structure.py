@@ -37,6 +37,7 @@ LAYERS = [
     ("onnxprune.report",),
     ("onnxprune.options", "onnxprune.stages", "onnxprune.api", "onnxprune"),
     ("onnxprune.passes",),
+    ("onnxprune.search",),
     ("onnxprune.cli", "onnxprune.__main__"),
 ]
 

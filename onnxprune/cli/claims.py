@@ -80,6 +80,13 @@ def _compare(args, guard: Destinations) -> None:
             guard.claim(Path(args.save_dir) / f"{name}.onnx", "--save-dir", model=True)
 
 
+def _search(args, guard: Destinations) -> None:
+    _inputs(guard, args, {"model": "model", "calib": "calibration data", "data": "evaluation data"})
+    if os.path.isdir(args.output) and os.path.exists(os.path.join(args.output, "search.json")):
+        return  # a search to resume: its folder holds only what the search wrote
+    guard.folder(args.output, "-o", ("search.json", "pareto.json", "pareto.png"))
+
+
 def _run(args, guard: Destinations) -> None:
     from onnxprune.passes.recipe import load_recipe
 
@@ -119,4 +126,4 @@ def _zoo_path(spec: str) -> str | None:
 
 
 _CLAIMS = {"prune": _prune, "sparsify": _sparsify, "sensitivity": _sensitivity, "finetune": _finetune,
-           "train": _train, "compare": _compare, "run": _run}
+           "train": _train, "compare": _compare, "run": _run, "search": _search}

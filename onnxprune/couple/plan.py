@@ -34,9 +34,13 @@ class Plan:
         for grp, (kept, total) in zip(self.dep.groups, self.kept_per_group):
             groups.append({"group": grp.id, "channels": total, "kept": kept, "frozen": bool(grp.frozen.all()),
                            "slots": [str(s) for s in grp.slots[:4]] + (["..."] if len(grp.slots) > 4 else [])})
-        return {"channels": int(self.dep.num_channels), "removed": int(self.removed.sum()),
-                "groups": len(groups), "pruned_groups": sum(1 for g in groups if g["kept"] < g["channels"]),
-                "per_group": groups}
+        summary = {"channels": int(self.dep.num_channels), "removed": int(self.removed.sum()),
+                   "groups": len(groups), "pruned_groups": sum(1 for g in groups if g["kept"] < g["channels"]),
+                   "per_group": groups}
+        if "measured_latency_ratio" in self.options:  # a latency target: what the model predicted, what was measured
+            summary["latency"] = {k: self.options[k] for k in ("target_latency", "predicted_latency_ratio",
+                                                               "measured_latency_ratio", "latency_attempts")}
+        return summary
 
     def to_json(self) -> dict:
         """Kept indices per group, named by parameter slots so a new export of the model can reuse them."""

@@ -1,34 +1,61 @@
-"""Selection on measured time: bisect the share removed until ONNX Runtime latency, measured
-interleaved with the dense model, lands nearest the target fraction."""
+"""Selection on measured time: plans are searched on the latency model (select/latency_model.py, no
+rewrite per step), then the chosen plan is built and timed against the dense model, interleaved; a
+miss corrects the model's aim and searches again, so the measured ratio lands on the target."""
 
 from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import onnx
 
 from onnxprune.check.bench import measure_latency
-from onnxprune.couple.dependency import Dependency
 from onnxprune.couple.plan import Plan
 from onnxprune.load.data import synthetic_dataset
 from onnxprune.load.runtime import session
+from onnxprune.select.latency_model import LatencyModel
+from onnxprune.select.plan import search_ratio
+
+TOLERANCE = 0.05  # relative: a measured ratio within 5% of the target is a hit
+ATTEMPTS = 5  # measured attempts at most
 
 
-def search_latency(select: Callable[[float], Plan], dep: Dependency, working: onnx.ModelProto, target: float,
-                   threads: int, build: Callable[[Plan], onnx.ModelProto], steps: int = 7) -> Plan:
-    """The plan (from `select(share)`) whose model (`build(plan)`) runs nearest `target` x dense latency."""
-    dense = session(working, threads)
-    feed = next(synthetic_dataset(dense, dep.graph.input_shapes, samples=1).batches(1))
-    lo, hi, best, best_gap = 0.0, 0.95, None, float("inf")
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        plan = select(mid)
+def search_latency(select: Callable[[float], Plan], model: LatencyModel, target: float, threads: int,
+                   build: Callable[[Plan], onnx.ModelProto], scores: np.ndarray | None = None,
+                   round_to: int = 1, rounds: int = 30) -> Plan:
+    """The plan whose model (`build(plan)`, same shapes as the recovered one) runs nearest `target`
+    x dense latency, measured; its options record the predicted and the measured ratios."""
+    dense = session(model.dep.graph.model, threads)
+    feed = next(synthetic_dataset(dense, model.dep.graph.input_shapes, samples=1).batches(1))
+    aim, tried, aims = target, [], []
+    for _ in range(ATTEMPTS):
+        plan = search_ratio(select, lambda p: model.kept(p.removed), aim, scores=scores, round_to=round_to)
         candidate = session(build(plan), threads)
-        _, ratios = measure_latency([dense, candidate], feed, rounds=30, warmup=10)  # new sessions start slow
-        measured = ratios[1]
-        if abs(measured - target) < best_gap:
-            best, best_gap = plan, abs(measured - target)
-            best.options["measured_latency_ratio"] = measured
-        lo, hi = (mid, hi) if measured > target else (lo, mid)
-    best.options["target_latency"] = target
+        _, ratios = measure_latency([dense, candidate], feed, rounds=rounds, warmup=10)  # new sessions start slow
+        predicted, measured = model.kept(plan.removed), ratios[1]
+        tried.append((abs(measured - target), plan, predicted, measured))
+        if abs(measured - target) <= TOLERANCE * target:
+            break
+        aims.append((aim, measured))
+        aim = _next_aim(aims, target)
+    _, best, predicted, measured = min(tried, key=lambda t: t[0])
+    best.options.update(target_latency=target, predicted_latency_ratio=round(predicted, 4),
+                        measured_latency_ratio=round(measured, 4),
+                        latency_attempts=[{"predicted": round(p, 4), "measured": round(m, 4)} for _, _, p, m in tried])
     return best
+
+
+def _next_aim(aims: list[tuple[float, float]], target: float) -> float:
+    """The predicted ratio to aim at next, from (aim, measured) so far: interpolated between the
+    nearest aims measured below and above the target once both exist (a secant step that cannot
+    oscillate out of its bracket), else scaled by the last miss (the model's error is mostly a scale:
+    fused kernels and overheads it does not see)."""
+    below = [a for a in aims if a[1] < target]
+    above = [a for a in aims if a[1] >= target]
+    if below and above:
+        (a0, m0), (a1, m1) = max(below, key=lambda a: a[1]), min(above, key=lambda a: a[1])
+        aim = a0 + (target - m0) * (a1 - a0) / (m1 - m0) if m1 > m0 else (a0 + a1) / 2
+    else:
+        aim, measured = aims[-1]
+        aim = aim * target / measured
+    return float(np.clip(aim, 0.02, 0.98))

@@ -79,20 +79,22 @@ def select_uniform(dep: Dependency, scores: np.ndarray, ratio: float, round_to: 
 
 def select_global(dep: Dependency, scores: np.ndarray, ratio: float, round_to: int = 1,
                   max_layer_ratio: float = 0.9, exclude: list[str] | None = None, min_channels: int = 1,
-                  normalize: bool = True) -> Plan:
+                  normalize: bool = True, channel_costs: dict[int, float] | None = None) -> Plan:
     """Global scope: one ranking of all prunable channels (each group's scores divided by the
     group's mean), the lowest `ratio` of them removed, no group losing more than `max_layer_ratio`;
-    then each group's kept width is rounded to `round_to`."""
+    then each group's kept width is rounded to `round_to`. With `channel_costs` (group -> time a
+    channel costs) the ranking is importance per unit of cost, so pruning goes where the time is."""
     _check(ratio, round_to)
     skip = excluded_groups(dep, exclude)
     normalised = np.zeros(dep.num_channels)
     candidates = []
+    relative = _relative_costs(channel_costs)
     for grp in dep.groups:
         if grp.prunable == 0 or grp.id in skip:
             continue
         free = grp.channels[~grp.frozen]
         mean = float(scores[free].mean()) if normalize else 1.0
-        normalised[free] = scores[free] / mean if mean > 0 else scores[free]
+        normalised[free] = (scores[free] / mean if mean > 0 else scores[free]) / relative.get(grp.id, 1.0)
         candidates.append(free)
     removed = np.zeros(dep.num_channels, dtype=bool)
     if not candidates or ratio == 0:
@@ -119,6 +121,16 @@ def select_global(dep: Dependency, scores: np.ndarray, ratio: float, round_to: i
     return Plan(dep, final, {"ratio": ratio, "round_to": round_to, "scope": "global", "max_layer_ratio": max_layer_ratio})
 
 
+def _relative_costs(costs: dict[int, float] | None) -> dict[int, float]:
+    """Each group's cost over the mean; a group that saves (almost) nothing is floored, not infinite."""
+    if not costs:
+        return {}
+    mean = float(np.mean(list(costs.values())))
+    if mean <= 0:
+        return {}
+    return {g: max(c, 1e-3 * mean) / mean for g, c in costs.items()}
+
+
 # ---- closed-form cost estimates --------------------------------------------------------------
 
 class CostModel:
@@ -141,6 +153,7 @@ class CostModel:
         source = {out: q for q, out in quantized.items() if q in self.params}  # QDQ weight -> its int8 constant
         per_node = count_macs(g, per_node=True)
         self.terms = []  # (macs, tensors whose slots scale it, contracted slot or None)
+        self.term_nodes: list[int] = []  # the node of each term
         for node in g.nodes:
             macs = per_node.get(node.name)
             if not macs:
@@ -155,6 +168,7 @@ class CostModel:
                 a = node.inputs[0]
                 rank = len(g.shape(a)) if g.shape(a) else 0
                 self.terms.append((macs, [node.outputs[0]], Slot(a, rank - 1) if rank else None))
+            self.term_nodes.append(node.index)
         self.total_params = sum(self.params.values())
         self.total_macs = sum(m for m, _, _ in self.terms)
 
@@ -168,16 +182,22 @@ class CostModel:
         frac = self._fractions(removed)
         return sum(size * self._scale(t, frac) for t, size in self.params.items())
 
+    def _kept(self, term, frac: dict[Slot, float]) -> float:
+        _, tensors, contracted = term
+        if contracted is None:
+            return sum(self.params[t] * self._scale(t, frac) for t in tensors) / sum(self.params[t] for t in tensors)
+        return self._scale(tensors[0], frac) * frac.get(contracted, 1.0)
+
     def macs_after(self, removed: np.ndarray) -> float:
         frac = self._fractions(removed)
-        total = 0.0
-        for macs, tensors, contracted in self.terms:
-            if contracted is None:
-                kept = sum(self.params[t] * self._scale(t, frac) for t in tensors) / sum(self.params[t] for t in tensors)
-            else:
-                kept = self._scale(tensors[0], frac) * frac.get(contracted, 1.0)
-            total += macs * kept
-        return total
+        return sum(term[0] * self._kept(term, frac) for term in self.terms)
+
+    def node_work(self, removed: np.ndarray) -> dict[int, float]:
+        """Per node, the kept share of its work: of its MACs, or of its first output for ops without."""
+        frac = self._fractions(removed)
+        work = {n.index: self._scale(n.outputs[0], frac) for n in self.dep.graph.nodes if n.outputs}
+        work.update({index: self._kept(term, frac) for index, term in zip(self.term_nodes, self.terms)})
+        return work
 
 
 def search_ratio(select, cost, target: float, tolerance: float = 0.005, steps: int = 40,

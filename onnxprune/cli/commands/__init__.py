@@ -8,9 +8,10 @@ from __future__ import annotations
 import argparse
 from typing import Callable
 
-from onnxprune.cli.commands import bench, compare, finetune, run, train, validate
+from onnxprune.cli.commands import bench, compare, finetune, run, search, train, validate
 
-_MODULES = {"validate": validate, "bench": bench, "run": run, "finetune": finetune, "train": train, "compare": compare}
+_MODULES = {"validate": validate, "bench": bench, "run": run, "finetune": finetune, "train": train, "compare": compare,
+            "search": search}
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {name: m.run for name, m in _MODULES.items()}
 
 

@@ -1,0 +1,191 @@
+"""`onnxprune search`: many pruned candidates, their fidelity in parallel, their latency one at a time,
+and the Pareto front of latency against quality.
+
+Layout of the output folder (the search resumes from it: a finished candidate is never redone):
+
+    DIR/search.json            the settings; a second run with other settings is refused
+    DIR/candidates/cNNN.onnx   each candidate's model
+    DIR/candidates/cNNN.json   its spec, MACs, params, fidelity, quality and (once timed) latency
+    DIR/pareto.json            the front (schema onnxprune.pareto/1) and every candidate
+    DIR/pareto.png             the front (with matplotlib)
+
+Fidelity work fans out over worker processes (`workers`); latency is measured afterwards in this
+process, one candidate at a time against the dense model (interleaved pairs), so timings are not
+disturbed by the other candidates. A worker that dies loses only its candidate, which is retried once.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import onnx
+
+from onnxprune.errors import BadInputError, first_line
+from onnxprune.search.front import pareto_front, plot_front
+from onnxprune.search.space import candidates
+
+PARETO_SCHEMA = "onnxprune.pareto/1"
+
+
+def search(model: str, calib: str, out_dir: str | os.PathLike, budget: int = 16, data: str | None = None,
+           workers: int = 1, seed: int = 0, int8: bool = True, input_shapes: dict | None = None,
+           rounds: int = 20, evaluate: Callable[[dict], dict] | None = None) -> dict:
+    """Run (or resume) a search; returns the pareto.json document. `evaluate(job) -> summary` makes
+    and scores one candidate in a worker (default `evaluate_candidate`; a picklable function)."""
+    if budget < 1 or workers < 1 or rounds < 1:
+        raise BadInputError(f"search: --budget, --workers and --rounds must be at least 1 "
+                            f"(got {budget}, {workers}, {rounds})")
+    out = Path(out_dir)
+    settings = {"model": os.path.abspath(model), "calib": os.path.abspath(calib),
+                "data": os.path.abspath(data) if data else None, "budget": budget, "seed": seed, "int8": int8}
+    _claim_folder(out, settings)
+    specs = candidates(budget, seed, int8)
+    jobs = [{"model": settings["model"], "calib": settings["calib"], "data": settings["data"], "spec": spec,
+             "out": str(out / "candidates"), "input_shapes": input_shapes} for spec in specs
+            if not (out / "candidates" / f"{spec['id']}.json").exists()]
+    failed = _run_jobs(jobs, evaluate or evaluate_candidate, workers)
+    points = [json.loads((out / "candidates" / f"{s['id']}.json").read_text()) for s in specs
+              if (out / "candidates" / f"{s['id']}.json").exists()]
+    _measure_latency(settings["model"], points, out / "candidates", rounds, input_shapes)
+    front = pareto_front(points)
+    document = {"schema": PARETO_SCHEMA, "model": settings["model"], "settings": settings,
+                "front": [p["id"] for p in front], "candidates": points, "failed": failed}
+    _write_json(out / "pareto.json", document)
+    if front:
+        try:
+            plot_front(points, front, str(out / "pareto.png"), Path(model).name)
+        except ImportError:  # matplotlib is optional: the JSON holds every figure
+            pass
+    return document
+
+
+def _claim_folder(out: Path, settings: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "candidates").mkdir(exist_ok=True)
+    recorded = out / "search.json"
+    if recorded.exists():
+        try:
+            before = json.loads(recorded.read_text())
+        except ValueError:
+            before = None
+        if before != settings:
+            raise BadInputError(f"{out}: holds a search with other settings ({recorded}); resume it with the same "
+                                f"model, data, --budget, --seed and --int8, or give a new -o folder")
+    else:
+        _write_json(recorded, settings)
+
+
+def _run_jobs(jobs: list[dict], evaluate: Callable[[dict], dict], workers: int) -> list[dict]:
+    """Every job in its own worker process, at most `workers` at once; a job whose process fails or
+    dies is run once more. Returns what failed twice, with its error. (One process per job, not a
+    pool: a process that dies would break a pool and fail the jobs queued behind it.)"""
+    context = multiprocessing.get_context("spawn")  # no fork after ONNX Runtime has started threads
+    queue = [(job, 1) for job in jobs]
+    running: list[tuple[dict, int, multiprocessing.Process]] = []
+    failed = []
+    while queue or running:
+        while queue and len(running) < workers:
+            job, attempt = queue.pop(0)
+            process = context.Process(target=_worker, args=(evaluate, job), daemon=True)
+            process.start()
+            running.append((job, attempt, process))
+        job, attempt, process = running[0]
+        process.join(timeout=0.2)
+        for entry in [r for r in running if r[2].exitcode is not None]:
+            running.remove(entry)
+            job, attempt, process = entry
+            if process.exitcode == 0:
+                continue
+            if attempt < 2:
+                queue.append((job, attempt + 1))
+            else:
+                failed.append({"id": job["spec"]["id"], "error": _failure(job, process.exitcode)})
+    return failed
+
+
+def _worker(evaluate: Callable[[dict], dict], job: dict) -> None:
+    """A worker process's body: the job, or its error in one line beside the candidate, exit 1."""
+    error = Path(job["out"]) / f"{job['spec']['id']}.error"
+    try:
+        evaluate(job)
+    except BaseException as exc:  # noqa: BLE001  (anything: recorded for the parent, which retries once)
+        error.write_text(first_line(exc) or type(exc).__name__)
+        raise SystemExit(1)
+    if error.exists():
+        error.unlink()
+
+
+def _failure(job: dict, exitcode: int) -> str:
+    error = Path(job["out"]) / f"{job['spec']['id']}.error"
+    if error.exists():
+        return error.read_text()
+    return f"the worker process died (exit code {exitcode})"
+
+
+def evaluate_candidate(job: dict) -> dict:
+    """Prune (and quantize) one candidate, check it against the dense model on the evaluation data,
+    write its model and summary beside the others. Runs in a worker process, one thread."""
+    from onnxprune.api import prune
+    from onnxprune.check.validate import validate_pair
+    from onnxprune.graph.cost import count_macs, count_params
+    from onnxprune.graph.model_graph import ModelGraph
+    from onnxprune.load.model import load_model, save_model_atomic
+    from onnxprune.passes import PassContext, Quantize
+
+    spec, folder = job["spec"], Path(job["out"])
+    dense = load_model(job["model"])
+    result = prune(dense, calib=job["calib"], eval_data=job["data"], input_shapes=job["input_shapes"],
+                   bench_rounds=0, threads=1, **spec["prune"])
+    model = result.model
+    context = PassContext(dense=dense, calib=job["calib"], data=job["data"], input_shapes=job["input_shapes"])
+    if spec["int8"]:
+        model = Quantize()(model, context).model
+    fidelity = validate_pair(dense, model, context.evaluation_data(), threads=1)["fidelity"]
+    graph, dense_graph = ModelGraph(model, job["input_shapes"]), ModelGraph(dense, job["input_shapes"])
+    accuracy = fidelity.get("accuracy_pruned")
+    summary = {"id": spec["id"], "label": spec["label"], "spec": spec, "model_file": f"{spec['id']}.onnx",
+               "macs": count_macs(graph) / max(count_macs(dense_graph), 1),
+               "params": count_params(graph) / max(count_params(dense_graph), 1),
+               "fidelity": fidelity, "quality": accuracy if accuracy is not None else fidelity["cosine"],
+               "quality_name": "accuracy" if accuracy is not None else "cosine (worst output)",
+               "plan": result.report.get("plan", {}).get("per_group", [])}
+    save_model_atomic(model, folder / summary["model_file"], force=True)
+    _write_json(folder / f"{spec['id']}.json", summary)
+    return summary
+
+
+def _measure_latency(model: str, points: list[dict], folder: Path, rounds: int, input_shapes: dict | None) -> None:
+    """Each untimed candidate against the dense model, interleaved, one candidate at a time."""
+    from onnxprune.check.bench import measure_latency
+    from onnxprune.graph.model_graph import resolve_input_shapes
+    from onnxprune.load.data import synthetic_dataset
+    from onnxprune.load.runtime import session
+
+    todo = [p for p in points if "latency_ratio" not in p]
+    if not todo:
+        return
+    dense_model = onnx.load(model)
+    dense = session(dense_model)
+    feed = next(synthetic_dataset(dense, resolve_input_shapes(dense_model, input_shapes), samples=1).batches(1))
+    for point in todo:
+        candidate = session(str(folder / point["model_file"]))
+        _, ratios = measure_latency([dense, candidate], feed, rounds=rounds, warmup=5)
+        point["latency_ratio"] = round(ratios[1], 4)
+        _write_json(folder / f"{point['id']}.json", point)
+
+
+def _write_json(path: Path, document: dict) -> None:
+    """Atomically (temporary file and rename): a search killed mid-write resumes from whole files."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(document, f, indent=1)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Speed-up per MAC removed: a MACs target against a latency target (the measured latency model).
+
+    python tools/bench_latency_efficiency.py --models light_resnet50,light_squeezenet --target 0.5
+
+For each model (zoo names; fetched and cached), two prunings without data (l2, global scope):
+- `target_macs=T`: the MACs cost model decides;
+- `target_latency=T`: the per-node latency table decides (select/latency_model.py), searched and
+  corrected by measurement inside onnxprune.
+Each pruned model is then re-timed here against the dense model: interleaved pairs, each side the
+fastest of a few back-to-back runs, median of per-pair ratios, one session each with --threads.
+efficiency = (dense latency / pruned latency) / (dense MACs / pruned MACs): 1.0 means time falls
+exactly as fast as MACs; above 1, faster than the MACs promise. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+
+import onnxprune  # noqa: E402
+from bench_target_latency import make_session, paired_ratio  # noqa: E402
+from benchlib import revision  # noqa: E402
+from onnxprune.graph.cost import count_macs  # noqa: E402
+from onnxprune.graph.model_graph import ModelGraph  # noqa: E402
+from onnxprune.load import zoo  # noqa: E402
+from onnxprune.load.data import synthetic_dataset  # noqa: E402
+from onnxprune.load.runtime import session  # noqa: E402
+
+DEFAULT_MODELS = "light_resnet50,light_densenet121,light_inception_v1,light_squeezenet,light_shufflenet,nudenet_320n"
+
+
+def paired(dense: onnx.ModelProto, pruned: onnx.ModelProto, threads: int, pairs: int) -> float:
+    """bench_target_latency's paired measurement (sessions without spinning, fastest of 3 per side)."""
+    sd, sp = make_session(dense, threads), make_session(pruned, threads)
+    feed = next(synthetic_dataset(session(dense), ModelGraph(dense).input_shapes, samples=1).batches(1))
+    return paired_ratio(sd, sp, feed, pairs)["ratio"]
+
+
+def one(name: str, target: float, threads: int, pairs: int) -> list[dict]:
+    dense = onnx.load(zoo.fetch(name))
+    dense_macs = count_macs(ModelGraph(dense))
+    rows = []
+    for kind in ("target_macs", "target_latency"):
+        t0 = time.time()
+        result = onnxprune.prune(dense, criterion="l2", scope="global", recover="none", bench_rounds=0,
+                                 threads=threads, **{kind: target})
+        seconds = time.time() - t0
+        macs = count_macs(ModelGraph(result.model)) / dense_macs
+        latency = paired(dense, result.model, threads, pairs)
+        rows.append({"model": name, "target": f"{kind.replace('target_', '')} {target:g}", "macs": macs,
+                     "latency": latency, "efficiency": (1 / latency) / (1 / macs), "seconds": seconds,
+                     "predicted": result.report["plan"].get("latency", {}).get("predicted_latency_ratio")})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=DEFAULT_MODELS)
+    ap.add_argument("--target", type=float, default=0.5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--pairs", type=int, default=30)
+    args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    rows = []
+    for name in args.models.split(","):
+        rows += one(name, args.target, args.threads, args.pairs)
+        for r in rows[-2:]:
+            print(r, file=sys.stderr, flush=True)
+    print(f"Speed-up per MAC removed at {args.target:g}, l2 global, no data, {args.threads} threads, "
+          f"{args.pairs} interleaved pairs; onnxprune {revision()}\n")
+    print("| model | target | MACs kept | latency (paired) | predicted | efficiency | prune s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        predicted = f"{r['predicted']:.3f}" if r["predicted"] is not None else "-"
+        print(f"| {r['model']} | {r['target']} | {r['macs']:.3f} | {r['latency']:.3f} | {predicted} | "
+              f"{r['efficiency']:.2f} | {r['seconds']:.0f} |")
+    for kind in ("macs", "latency"):
+        values = [r["efficiency"] for r in rows if r["target"].startswith(kind)]
+        print(f"\nmedian efficiency, {kind} target: {np.median(values):.2f}", end="")
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
