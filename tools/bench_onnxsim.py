@@ -48,6 +48,46 @@ import bench_tasks  # noqa: E402  (subprocess capping, one-line errors, revision
 
 METHODS = ("onnxsim_l2", "onnxsim_wanda", "onnxprune_l2", "onnxprune_calib")
 MAX_SPARSITY = 0.98
+FIXTURES = TOOLS.parent / "fixtures"
+
+
+def digits_task():
+    """The digits CNN of tools/bench_torch_pruning.py (fixtures/digits_cnn.onnx), so that onnxsim sits next
+    to the Torch-Pruning figures of docs/benchmarks.md section 2: accuracy on the 397 test digits,
+    calibration on the training digits without labels."""
+    import onnx
+
+    import tasks
+
+    class DigitsCNN(tasks.Task):
+        name, metric = "digits_cnn", "accuracy %"
+
+        def model(self):
+            return onnx.load(FIXTURES / "digits_cnn.onnx")
+
+        def input_shapes(self):
+            return {"input": (1, 1, 8, 8)}
+
+        def calibration(self, n=32):
+            return {"input": np.load(FIXTURES / "digits_calib.npz")["input"][:n]}
+
+        def evaluation(self, n=None):
+            z = np.load(FIXTURES / "digits_test.npz")
+            return tasks.EvalSet(tasks.batched("input", z["input"], 128), list(z["labels"]), "397 test digits")
+
+        def predict(self, sess, ev):
+            return [int(k) for (p,) in self.run(sess, ev) for k in p.argmax(1)]
+
+        def score(self, preds, ev, dense_preds):
+            return {"score": 100 * float(np.mean(np.array(preds) == np.array(ev.labels)))}
+
+    return DigitsCNN()
+
+
+def get_task(name: str):
+    import tasks
+
+    return digits_task() if name == "digits_cnn" else tasks.get(name)
 
 
 def cost(model, shapes) -> tuple[int, int]:
@@ -137,7 +177,7 @@ def worker(spec_path: str) -> int:
 
     warnings.filterwarnings("ignore")
     spec = json.loads(Path(spec_path).read_text())
-    task = tasks.get(spec["model"])
+    task = get_task(spec["model"])
     with open(spec["eval"], "rb") as fh:
         ev, dense_preds = pickle.load(fh)
     dense_path = spec["dense"]
@@ -184,7 +224,7 @@ def prepare(name: str, work: Path, calib_n: int, eval_n: int | None) -> dict:
 
     import tasks
 
-    task = tasks.get(name)
+    task = get_task(name)
     dense_path = work / f"{name}.onnx"
     onnx.save(task.model(), dense_path)
     ev = task.evaluation(eval_n)
@@ -270,7 +310,8 @@ def run_one(spec: dict, work: Path, mem_gb: float, timeout: float) -> dict:
         return json.loads(Path(spec["out"]).read_text())
     err = bench_tasks.one_line(proc.stderr)
     if proc.returncode < 0 or any(m in proc.stderr for m in bench_tasks.OOM_MARKS):
-        err = f"crashed or out of memory (signal {-proc.returncode}, cap {mem_gb:g} GB, {time.time() - t0:.0f} s): {err}"
+        how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
+        err = f"crashed or out of memory ({how}, cap {mem_gb:g} GB, {time.time() - t0:.0f} s): {err}"
     return {"error": err}
 
 
