@@ -99,10 +99,10 @@ def cost(model, shapes) -> tuple[int, int]:
     return count_macs(g), count_params(g)
 
 
-def calib_batches(calib: dict[str, np.ndarray], ranks: dict[str, int], batch: int = 8) -> list[dict[str, np.ndarray]]:
+def calib_batches(calib: dict[str, np.ndarray], ranks: dict[str, int] | None = None, batch: int = 8) -> list[dict[str, np.ndarray]]:
     """Feed dicts of `batch` samples. A task may stack whole feeds (samples x the model's batch-1 input,
     one axis more than the model takes): those are merged into the batch axis."""
-    calib = {k: v.reshape(-1, *v.shape[2:]) if v.ndim == ranks.get(k, v.ndim) + 1 else v for k, v in calib.items()}
+    calib = {k: v.reshape(-1, *v.shape[2:]) if v.ndim == (ranks or {}).get(k, v.ndim) + 1 else v for k, v in calib.items()}
     n = len(next(iter(calib.values())))
     return [{k: v[i:i + batch] for k, v in calib.items()} for i in range(0, n, batch)]
 
