@@ -164,7 +164,9 @@ def prune_one(spec: dict, task, dense_path: str):
             return onnxsim.apply_structured_pruning_cpp(m, sparsity=s)
     else:
         ranks = {i.name: len(i.type.tensor_type.shape.dim) for i in simplified.graph.input}
-        batches = calib_batches(dict(np.load(spec["calib"])), ranks)
+        fixed_one = any(i.type.tensor_type.shape.dim[0].dim_value == 1 for i in simplified.graph.input
+                        if i.type.tensor_type.shape.dim)  # a static batch of 1 (ddddocr) takes one sample a run
+        batches = calib_batches(dict(np.load(spec["calib"])), ranks, batch=1 if fixed_one else 8)
 
         def prune_fn(m, s):
             return onnxsim.apply_structured_wanda_pruning_cpp(m, calibration_data=batches, sparsity=s)
