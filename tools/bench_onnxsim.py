@@ -224,6 +224,34 @@ def table(rows: list[dict], levels: list[float]) -> str:
     return "\n".join(lines)
 
 
+def short(res: dict, level: float) -> str:
+    """One level of a compact cell: the score, and the achieved MACs only when off the target."""
+    if "error" in res:
+        return "error" if not res["error"].startswith("crashed") else "out of memory"
+    off = abs(res["macs"] - level) > 0.02
+    macs = " (no channel removed)" if res["macs"] > 0.999 else f" (MACs {res['macs']:.2f})" if off else ""
+    if res.get("valid", "ok") != "ok":
+        what = "ORT refuses" if "onnxruntime" in res["valid"] else "checker rejects"
+        return f"invalid: {what}{macs}" + (f", {res['score']:.1f}" if "score" in res else "")
+    return f"{res['score']:.1f}{macs}"
+
+
+def compact(rows: list[dict], levels: list[float]) -> str:
+    """One row per model, one column per method; each cell the scores at every level ('a / b')."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    models: dict[str, dict] = {}
+    for r in rows:
+        models.setdefault(r["model"], {"row": r, "cells": {}})["cells"][r["method"]] = r
+    lines = ["| model (metric, dense) | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for name, m in models.items():
+        r = m["row"]
+        head = f"{name} ({r['metric']}, {'higher' if r['higher_is_better'] else 'lower'} is better; dense {r['dense']:.1f})"
+        cells = [" / ".join(short(m["cells"][k]["levels"].get(str(lv), {"error": "not run"}), lv) for lv in levels)
+                 if k in m["cells"] else "not run" for k in methods]
+        lines.append(f"| {head} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def prepare(name: str, work: Path, calib_n: int, eval_n: int | None) -> dict:
     """Save the dense model, its calibration and evaluation sets; score the dense model once."""
     import onnx
@@ -257,13 +285,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write every figure here (after each cell)")
     ap.add_argument("--resume", action="store_true", help="reuse the successful cells --json already holds")
     ap.add_argument("--table-from", help="print the table of earlier --json files (comma-separated) and exit")
+    ap.add_argument("--compact", action="store_true", help="with --table-from: one row per model, methods as columns")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args.worker)
     if args.table_from:
         runs = [json.loads(Path(p).read_text()) for p in args.table_from.split(",")]
-        print(table([row for r in runs for row in r["results"]], runs[0]["levels"]))
+        rows = [row for r in runs for row in r["results"]]
+        print(compact(rows, runs[0]["levels"]) if args.compact else table(rows, runs[0]["levels"]))
         return 0
     warnings.filterwarnings("ignore")
     import onnxprune
