@@ -227,9 +227,10 @@ def table(rows: list[dict], levels: list[float]) -> str:
 def short(res: dict, level: float) -> str:
     """One level of a compact cell: the score, and the achieved MACs only when off the target."""
     if "error" in res:
-        return "error" if not res["error"].startswith("crashed") else "out of memory"
+        return res["error"] if res["error"] == "not run" else "out of memory" if res["error"].startswith("crashed") \
+            else "error"
     off = abs(res["macs"] - level) > 0.02
-    macs = " (no channel removed)" if res["macs"] > 0.999 else f" (MACs {res['macs']:.2f})" if off else ""
+    macs = " (nothing removed)" if res["macs"] > 0.999 else f" (MACs {res['macs']:.2f})" if off else ""
     if res.get("valid", "ok") != "ok":
         what = "ORT refuses" if "onnxruntime" in res["valid"] else "checker rejects"
         return f"invalid: {what}{macs}" + (f", {res['score']:.1f}" if "score" in res else "")
