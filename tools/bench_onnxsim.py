@@ -230,7 +230,7 @@ def short(res: dict, level: float) -> str:
         return res["error"] if res["error"] == "not run" else "out of memory" if res["error"].startswith("crashed") \
             else "error"
     off = abs(res["macs"] - level) > 0.02
-    macs = " (nothing removed)" if res["macs"] > 0.999 else f" (MACs {res['macs']:.2f})" if off else ""
+    macs = " (nothing removed)" if min(res["macs"], res["params"]) > 0.999 else f" (MACs {res['macs']:.2f})" if off else ""
     if res.get("valid", "ok") != "ok":
         what = "ORT refuses" if "onnxruntime" in res["valid"] else "checker rejects"
         return f"invalid: {what}{macs}" + (f", {res['score']:.1f}" if "score" in res else "")
