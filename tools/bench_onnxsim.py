@@ -227,8 +227,9 @@ def table(rows: list[dict], levels: list[float]) -> str:
 def short(res: dict, level: float) -> str:
     """One level of a compact cell: the score, and the achieved MACs only when off the target."""
     if "error" in res:
-        return res["error"] if res["error"] == "not run" else "out of memory" if res["error"].startswith("crashed") \
-            else "error"
+        err = res["error"]
+        return err if err == "not run" else "out of memory" if err.startswith("crashed") else \
+            "timeout" if err.startswith("timeout") else "error"
     off = abs(res["macs"] - level) > 0.02
     macs = " (nothing removed)" if min(res["macs"], res["params"]) > 0.999 else f" (MACs {res['macs']:.2f})" if off else ""
     if res.get("valid", "ok") != "ok":
