@@ -200,7 +200,54 @@ RESIZE = {
                                 {"x": r(2, 3, 5), "sz": i64(2, 3, 9)}),
 }
 
-ALL = {**CONV, **LINEAR, **NORM, **ACTIVATION, **ELEMENTWISE, **POOL, **SELECT, **SHAPE, **REDUCE, **RESIZE}
+T, N, I, H = 4, 2, 3, 5  # recurrent cases: steps, batch, input size, hidden size
+
+
+def recurrent(op, gates, direction="forward", outputs=("y",), states=True, bias=True, **attrs):
+    """An LSTM/GRU/RNN node with every weight, bias and initial state an initializer."""
+    dirs = 2 if direction == "bidirectional" else 1
+    tensors = {"x": r(T, N, I), "w": 0.5 * r(dirs, gates * H, I), "r": 0.5 * r(dirs, gates * H, H)}
+    if bias:
+        tensors["b"] = 0.5 * r(dirs, 2 * gates * H)
+    if states:
+        tensors["h0"] = r(dirs, N, H)
+        if op == "LSTM":
+            tensors["c0"] = r(dirs, N, H)
+    names = ["x", "w", "r", "b" if bias else "", ""] + (["h0"] + (["c0"] if op == "LSTM" else []) if states else [])
+    return [node(op, names, list(outputs), hidden_size=H, direction=direction, **attrs)], tensors
+
+
+CELLS = {"lstm": ("LSTM", 4, {}), "gru": ("GRU", 3, {}), "gru_lbr": ("GRU", 3, {"linear_before_reset": 1}),
+         "rnn": ("RNN", 1, {})}
+RECURRENT = {f"{name}_{direction}": recurrent(op, gates, direction, **attrs)
+             for name, (op, gates, attrs) in CELLS.items() for direction in ("forward", "reverse", "bidirectional")}
+for name, (op, gates, attrs) in CELLS.items():
+    # Y and Y_h both used, no initial state, no bias
+    nodes, tensors = recurrent(op, gates, "bidirectional", ("a", "hh"), states=False, bias=False, **attrs)
+    RECURRENT[f"{name}_y_and_yh_no_state"] = (nodes + [node("Add", ["a", "hh"])], tensors)
+    RECURRENT[f"{name}_yh_only"] = recurrent(op, gates, "reverse", ("", "y"), **attrs)
+RECURRENT["lstm_yc_only"] = recurrent("LSTM", 4, "bidirectional", ("", "", "y"))
+
+NORM.update({
+    "instancenorm": ([node("InstanceNormalization", ["x", "s", "b"], epsilon=1e-3)],
+                     {"x": r(2, 3, 4, 5), "s": r(3), "b": r(3)}),
+    "instancenorm_1d": ([node("InstanceNormalization", ["x", "s", "b"])], {"x": r(2, 3, 6), "s": r(3), "b": r(3)}),
+})
+EINSUM = {
+    "einsum_attention": ([node("Einsum", ["a", "b"], equation="bhid,bhjd->bhij")], {"a": r(2, 2, 3, 4), "b": r(2, 2, 5, 4)}),
+    "einsum_index_summed_away": ([node("Einsum", ["a", "b"], equation="ik,kj->i")], {"a": r(3, 4), "b": r(4, 5)}),
+    "einsum_implicit_three": ([node("Einsum", ["a", "b", "c"], equation="ij,jk,kl")],
+                              {"a": r(2, 3), "b": r(3, 4), "c": r(4, 2)}),
+    "einsum_ellipsis": ([node("Einsum", ["a", "b"], equation="...ij,...jk->...ik")], {"a": r(2, 3, 4), "b": r(2, 4, 5)}),
+    "einsum_unary": ([node("Einsum", ["a"], equation="ijk->ki")], {"a": r(2, 3, 4)}),
+}
+SHAPE.update({
+    "tile": ([node("Tile", ["x", "rp"])], {"x": r(2, 3, 4), "rp": i64(1, 2, 3)}),
+    "tile_batch_axis": ([node("Tile", ["x", "rp"])], {"x": r(2, 3), "rp": i64(3, 1)}),
+})
+
+ALL = {**CONV, **LINEAR, **NORM, **ACTIVATION, **ELEMENTWISE, **POOL, **SELECT, **SHAPE, **REDUCE, **RESIZE,
+       **RECURRENT, **EINSUM}
 
 
 @pytest.mark.parametrize("case", sorted(ALL))
@@ -215,6 +262,14 @@ def test_rule_matches_finite_differences(case):
 def test_gelu_opset20(op, attrs):
     nodes, tensors = unary(op, r(3, 5), **attrs)
     assert check_gradients(model(nodes, tensors, opset=20)).worst < TOLERANCE
+
+
+@pytest.mark.parametrize("opset,groups,weights", [(18, 2, 2), (21, 2, 4)])
+def test_group_norm(opset, groups, weights):
+    """Scale and bias per group before opset 21, per channel from it."""
+    nodes = [node("GroupNormalization", ["x", "s", "b"], num_groups=groups)]
+    result = check_gradients(model(nodes, {"x": r(2, 4, 3, 3), "s": r(weights), "b": r(weights)}, opset=opset))
+    assert set(result.errors) == {"x", "s", "b"} and result.worst < TOLERANCE, result.errors
 
 
 def test_reduce_axes_as_inputs_at_opset18():

@@ -20,6 +20,7 @@ from onnxprune.autodiff.weights import read_weights
 
 _F32, _F64 = onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE
 _FLOAT_ONLY = {("Resize", 1), ("Resize", 2)}  # inputs that stay float32 whatever the data type
+_STASHED = {"GroupNormalization"}
 
 
 @dataclass
@@ -88,6 +89,10 @@ def to_double(model: onnx.ModelProto) -> onnx.ModelProto:
             value = numpy_helper.to_array(init).astype(np.float64)
             out.graph.initializer[i].CopyFrom(numpy_helper.from_array(value, init.name))
     for node in out.graph.node:
+        if node.op_type in _STASHED:  # compute the statistics in float64 too (the default stash is float32)
+            kept = [a for a in node.attribute if a.name != "stash_type"]
+            del node.attribute[:]
+            node.attribute.extend(kept + [helper.make_attribute("stash_type", _F64)])
         for a in node.attribute:
             if a.name == "to" and a.i == _F32:
                 a.i = _F64
