@@ -156,15 +156,15 @@ def _name_gradients(ctx: GradContext, final: dict[str, str]) -> dict[str, str]:
     """Give each weight's gradient its own output name ("<weight>_grad")."""
     produced = {out: node for node in ctx.nodes for out in node.output}
     used = {t for node in ctx.nodes for t in node.input}
-    names, taken = {}, set()
+    names, renamed = {}, {}
     for weight, tensor in final.items():
         name = ctx.reserve(f"{weight}_grad")
         node = produced.get(tensor)
-        if node is not None and tensor not in used and tensor not in taken:
+        if node is not None and tensor not in used and tensor not in renamed:
             node.output[list(node.output).index(tensor)] = name  # rename in place: no copy
-        else:
-            ctx.emit("Identity", [tensor], outputs=[name])
-        taken.add(tensor)
+            renamed[tensor] = name
+        else:  # two weights with one gradient tensor (x + skip) read the renamed one
+            ctx.emit("Identity", [renamed.get(tensor, tensor)], outputs=[name])
         names[weight] = name
     return names
 

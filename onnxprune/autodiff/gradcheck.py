@@ -114,7 +114,8 @@ def _output_shape(model, name, feeds) -> tuple[int, ...]:
 def _reference(model: onnx.ModelProto):
     """onnx.reference with two fixes (onnx 1.23): Erf computed in the input's precision (its own
     rounds to float32, turning finite differences through Erf/GELU into noise; Gelu likewise), and grouped
-    ConvTranspose run group by group (its own breaks with more than one output channel per group)."""
+    ConvTranspose run group by group (its own breaks with more than one output channel per group));
+    ONNX Runtime's contrib ops (Attention, SkipLayerNormalization, ...) from reference_ops."""
     import math
 
     from onnx.reference import ReferenceEvaluator
@@ -150,4 +151,5 @@ def _reference(model: onnx.ModelProto):
                 y = y + B.reshape((1, -1) + (1,) * (y.ndim - 2))
             return (y.astype(X.dtype),)
 
-    return ReferenceEvaluator(model, new_ops=[Erf, Gelu, ConvTranspose])
+    from onnxprune.autodiff.reference_ops import CONTRIB_OPS
+    return ReferenceEvaluator(model, new_ops=[Erf, Gelu, ConvTranspose, *CONTRIB_OPS])
