@@ -36,8 +36,9 @@ def check_gradients(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray] | No
     """Relative error max|g - fd| / max|fd| per trainable weight, on up to `coords` sampled entries each
     (and on up to `max_weights` weights picked at random)."""
     rng = np.random.default_rng(seed)
-    tg = build_training_graph(model, loss=loss, **loss_options)
     feeds = dict(feeds or {})
+    shapes = {k: tuple(np.shape(v)) for k, v in feeds.items()} or None  # dynamic dims as fed, not the default
+    tg = build_training_graph(model, loss=loss, input_shapes=shapes, **loss_options)
     weights = read_weights(model, tg.trainable)
     logits_shape = _output_shape(model, tg.logits, feeds)
     if target is None:

@@ -86,5 +86,19 @@ class Attention(OpRun):
         return _outputs(self, out.astype(x.dtype), None)
 
 
-CONTRIB_OPS = [FastGelu, BiasGelu, SkipLayerNormalization, SkipSimplifiedLayerNormalization,
+class EmbedLayerNormalization(OpRun):
+    op_domain = "com.microsoft"
+
+    def _run(self, ids, segments, word, position, segment_table=None, gamma=None, beta=None, mask=None,
+             position_ids=None, epsilon=1e-12, **_):
+        steps = ids.shape[1]
+        e = word[ids] + (position[position_ids] if position_ids is not None else position[:steps][None])
+        if segment_table is not None:
+            e = e + segment_table[segments]
+        y = _norm(e, (-1,), epsilon, True) * gamma + (0 if beta is None else beta)
+        lengths = (mask.sum(1) if mask is not None else np.full(ids.shape[0], steps)).astype(np.int32)
+        return _outputs(self, y.astype(word.dtype), lengths, e.astype(word.dtype))
+
+
+CONTRIB_OPS = [EmbedLayerNormalization, FastGelu, BiasGelu, SkipLayerNormalization, SkipSimplifiedLayerNormalization,
                SimplifiedLayerNormalization, Attention]

@@ -180,6 +180,8 @@ SLOPES = {
     "Softplus": lambda ctx, x, y: ctx.emit("Sigmoid", [x]),
     "Exp": lambda ctx, x, y: y,
     "Abs": lambda ctx, x, y: ctx.emit("Sign", [x]),
+    "Sin": lambda ctx, x, y: ctx.emit("Cos", [x]),
+    "Cos": lambda ctx, x, y: ctx.emit("Neg", [ctx.emit("Sin", [x])]),
 }
 
 

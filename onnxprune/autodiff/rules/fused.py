@@ -1,5 +1,5 @@
 """The fused ops ONNX Runtime's transformer optimizer emits (com.microsoft), besides Attention:
-BiasGelu, FastGelu, SkipLayerNormalization, SkipSimplifiedLayerNormalization, and the
+BiasGelu, FastGelu, SkipLayerNormalization, SkipSimplifiedLayerNormalization, EmbedLayerNormalization and the
 default-domain contrib op SimplifiedLayerNormalization (RMSNorm). The forward node stays; its
 statistics are recomputed in standard ops (the optional mean/inv_std_var outputs are not relied on).
 """
@@ -99,3 +99,43 @@ def simplified_layer_norm(ctx, node, dys, needs):
     dx = _rms_grad(ctx, ctx.emit("Mul", [dys[0], scale]), xhat, rstd, axes) if needs[0] else None
     dscale = ctx.sum_to(ctx.emit("Mul", [dys[0], xhat]), ctx.shape(node.outputs[0]), scale) if needs[1] else None
     return [dx, dscale]
+
+
+def _scatter_rows(ctx: GradContext, table: str, ids: str, grad: str) -> str:
+    """dTable of rows gathered by `ids`: every row of `grad` added into the row it came from."""
+    width = ctx.shape(table)[1]
+    rows = ctx.emit("Reshape", [grad, ctx.ints([-1, width])])
+    flat = ctx.emit("Cast", [ctx.emit("Reshape", [ids, ctx.ints([-1, 1])])], to=7)
+    spread = ctx.emit("Expand", [flat, ctx.shape_of(rows)])
+    return ctx.emit("ScatterElements", [ctx.zeros_like(table), spread, rows], axis=0, reduction="add")
+
+
+@GRADIENTS.register(MS + "EmbedLayerNormalization", inputs=(2, 3, 4, 5, 6), layer=True)
+def embed_layer_norm(ctx, node, dys, needs):
+    # e = word[ids] + position[position_ids or 0..S-1] + segment[segment_ids]; y = LN(e) * gamma + beta
+    ids, segments, word, position = node.input(0), node.input(1), node.inputs[2], node.inputs[3]
+    segment_table, gamma, beta, position_ids = node.input(4), node.inputs[5], node.input(6), node.input(8)
+    steps = ctx.shape(ids)[1]
+    emb = ctx.emit("Add", [ctx.emit("Gather", [word, ids]), ctx.emit("Gather", [position, position_ids])
+                           if position_ids else ctx.emit("Slice", [position, ctx.ints([0]), ctx.ints([steps]),
+                                                                   ctx.ints([0])])])
+    if segment_table:
+        emb = ctx.emit("Add", [emb, ctx.emit("Gather", [segment_table, segments])])
+    shape = ctx.shape(node.outputs[0])
+    demb = dys[2] if len(dys) > 2 else None
+    grads: list[str | None] = [None] * len(node.inputs)
+    if dys[0]:
+        xhat, rstd = standardize(ctx, emb, [-1], float(attr(node, "epsilon", 1e-12)))
+        dnorm = normalized_grad(ctx, ctx.emit("Mul", [dys[0], gamma]), xhat, rstd, [-1])
+        demb = ctx.emit("Add", [demb, dnorm]) if demb else dnorm
+        grads[5] = ctx.sum_to(ctx.emit("Mul", [dys[0], xhat]), shape, gamma)
+        grads[6] = ctx.sum_to(dys[0], shape, beta) if beta else None
+    grads[2] = _scatter_rows(ctx, word, ids, demb)
+    if position_ids:
+        grads[3] = _scatter_rows(ctx, position, ctx.emit("Expand", [position_ids, ctx.shape_of(ids)]), demb)
+    else:  # rows 0..S-1, summed over the batch, padded to the table
+        summed = ctx.emit("ReduceSum", [demb, ctx.ints([0])], keepdims=0)
+        grads[3] = ctx.emit("Pad", [summed, ctx.ints([0, 0, ctx.shape(position)[0] - steps, 0])])
+    if segment_table:
+        grads[4] = _scatter_rows(ctx, segment_table, segments, demb)
+    return grads
