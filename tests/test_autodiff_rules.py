@@ -272,6 +272,22 @@ def test_group_norm(opset, groups, weights):
     assert set(result.errors) == {"x", "s", "b"} and result.worst < TOLERANCE, result.errors
 
 
+@pytest.mark.parametrize("case", ["antialias", "axes", "cubic_asymmetric", "nearest_ceil_pytorch_half_pixel"])
+def test_resize_modes(case):
+    """Every mode goes through the same basis matrices read off ONNX Runtime; antialias and axes need opset 18."""
+    nodes, tensors, opset = {
+        "antialias": ([node("Resize", ["x", "", "sc"], mode="linear", antialias=1)],
+                      {"x": r(1, 2, 8, 6), "sc": np.array([1, 1, 0.5, 0.5], np.float32)}, 18),
+        "axes": ([node("Resize", ["x", "", "", "sz"], mode="nearest", axes=[3])], {"x": r(1, 2, 3, 4), "sz": i64(9)}, 18),
+        "cubic_asymmetric": ([node("Resize", ["x", "", "sc"], mode="cubic", coordinate_transformation_mode="asymmetric",
+                                   cubic_coeff_a=-0.5)], {"x": r(1, 1, 4, 5), "sc": np.array([1, 1, 2, 1.5], np.float32)}, 17),
+        "nearest_ceil_pytorch_half_pixel": ([node("Resize", ["x", "", "sc"], mode="nearest", nearest_mode="ceil",
+                                                  coordinate_transformation_mode="pytorch_half_pixel")],
+                                            {"x": r(1, 1, 4, 5), "sc": np.array([1, 1, 1.5, 2], np.float32)}, 17),
+    }[case]
+    assert check_gradients(model(nodes, tensors, opset=opset), coords=8).worst < TOLERANCE
+
+
 def test_reduce_axes_as_inputs_at_opset18():
     nodes = [node("ReduceMean", ["x", "a"], ["m"], keepdims=0), node("Mul", ["m", "m"])]
     assert check_gradients(model(nodes, {"x": r(2, 3, 4), "a": i64(1)}, opset=18)).worst < TOLERANCE
