@@ -131,6 +131,8 @@ ELEMENTWISE = {
     "pow_const_exponent": ([node("Pow", ["x", "p"])], {"x": r(2, 3, low=0.5, high=2.0), "p": np.float32(1.7)}),
     "sum3": ([node("Sum", ["a", "b", "c"])], {"a": r(2, 3), "b": r(3), "c": r(2, 1)}),
     "where": ([node("Where", ["m", "a", "b"])], {"m": RNG.random((2, 3)) > 0.5, "a": r(2, 3), "b": r(3)}),
+    "max_broadcast": ([node("Max", ["a", "b", "c"])], {"a": r(2, 3), "b": r(3), "c": np.float32(0.1)}),
+    "min_broadcast": binary("Min", r(2, 3, 4), r(3, 1)),
     "shared_input": ([node("Mul", ["x", "x"], ["sq"]), node("Add", ["sq", "x"])], {"x": r(3, 4)}),
 }
 
