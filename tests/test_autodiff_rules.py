@@ -229,6 +229,8 @@ for name, (op, gates, attrs) in CELLS.items():
     RECURRENT[f"{name}_y_and_yh_no_state"] = (nodes + [node("Add", ["a", "hh"])], tensors)
     RECURRENT[f"{name}_yh_only"] = recurrent(op, gates, "reverse", ("", "y"), **attrs)
 RECURRENT["lstm_yc_only"] = recurrent("LSTM", 4, "bidirectional", ("", "", "y"))
+RECURRENT["rnn_relu"] = recurrent("RNN", 1, "bidirectional", activations=["Relu", "Relu"])
+RECURRENT["rnn_sigmoid"] = recurrent("RNN", 1, "reverse", activations=["Sigmoid"])
 
 NORM.update({
     "instancenorm": ([node("InstanceNormalization", ["x", "s", "b"], epsilon=1e-3)],

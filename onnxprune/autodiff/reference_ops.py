@@ -1,6 +1,6 @@
 """numpy definitions of ONNX Runtime's contrib ops for onnx.reference, so gradcheck can take float64
 finite differences through them (onnx.reference knows only standard ops). They follow ORT's CPU
-kernels for the cases the gradient rules support.
+kernels for the cases the gradient rules support. Also RNN with Relu/Sigmoid, which onnx.reference lacks.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 from onnx.reference.op_run import OpRun
+from onnx.reference.ops.op_rnn import RNN_14 as _RNN
 
 
 def _gelu(x: np.ndarray, tanh: bool) -> np.ndarray:
@@ -100,5 +101,16 @@ class EmbedLayerNormalization(OpRun):
         return _outputs(self, y.astype(word.dtype), lengths, e.astype(word.dtype))
 
 
-CONTRIB_OPS = [EmbedLayerNormalization, FastGelu, BiasGelu, SkipLayerNormalization, SkipSimplifiedLayerNormalization,
+class RNN(_RNN):
+    """onnx.reference's RNN knows only Tanh and Affine; add the other activations the rules support
+    (it applies the first activation to every direction)."""
+    op_domain = ""
+
+    def choose_act(self, name, alpha, beta):
+        if name in ("Relu", "Sigmoid"):
+            return (lambda x: np.maximum(x, 0)) if name == "Relu" else (lambda x: 1 / (1 + np.exp(-x)))
+        return super().choose_act(name, alpha, beta)
+
+
+CONTRIB_OPS = [RNN, EmbedLayerNormalization, FastGelu, BiasGelu, SkipLayerNormalization, SkipSimplifiedLayerNormalization,
                SimplifiedLayerNormalization, Attention]
