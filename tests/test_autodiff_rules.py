@@ -131,6 +131,8 @@ ELEMENTWISE = {
     "pow_const_exponent": ([node("Pow", ["x", "p"])], {"x": r(2, 3, low=0.5, high=2.0), "p": np.float32(1.7)}),
     "sum3": ([node("Sum", ["a", "b", "c"])], {"a": r(2, 3), "b": r(3), "c": r(2, 1)}),
     "where": ([node("Where", ["m", "a", "b"])], {"m": RNG.random((2, 3)) > 0.5, "a": r(2, 3), "b": r(3)}),
+    "max_broadcast": ([node("Max", ["a", "b", "c"])], {"a": r(2, 3), "b": r(3), "c": np.float32(0.1)}),
+    "min_broadcast": binary("Min", r(2, 3, 4), r(3, 1)),
     "shared_input": ([node("Mul", ["x", "x"], ["sq"]), node("Add", ["sq", "x"])], {"x": r(3, 4)}),
 }
 
@@ -200,7 +202,56 @@ RESIZE = {
                                 {"x": r(2, 3, 5), "sz": i64(2, 3, 9)}),
 }
 
-ALL = {**CONV, **LINEAR, **NORM, **ACTIVATION, **ELEMENTWISE, **POOL, **SELECT, **SHAPE, **REDUCE, **RESIZE}
+T, N, I, H = 4, 2, 3, 5  # recurrent cases: steps, batch, input size, hidden size
+
+
+def recurrent(op, gates, direction="forward", outputs=("y",), states=True, bias=True, **attrs):
+    """An LSTM/GRU/RNN node with every weight, bias and initial state an initializer."""
+    dirs = 2 if direction == "bidirectional" else 1
+    tensors = {"x": r(T, N, I), "w": 0.5 * r(dirs, gates * H, I), "r": 0.5 * r(dirs, gates * H, H)}
+    if bias:
+        tensors["b"] = 0.5 * r(dirs, 2 * gates * H)
+    if states:
+        tensors["h0"] = r(dirs, N, H)
+        if op == "LSTM":
+            tensors["c0"] = r(dirs, N, H)
+    names = ["x", "w", "r", "b" if bias else "", ""] + (["h0"] + (["c0"] if op == "LSTM" else []) if states else [])
+    return [node(op, names, list(outputs), hidden_size=H, direction=direction, **attrs)], tensors
+
+
+CELLS = {"lstm": ("LSTM", 4, {}), "gru": ("GRU", 3, {}), "gru_lbr": ("GRU", 3, {"linear_before_reset": 1}),
+         "rnn": ("RNN", 1, {})}
+RECURRENT = {f"{name}_{direction}": recurrent(op, gates, direction, **attrs)
+             for name, (op, gates, attrs) in CELLS.items() for direction in ("forward", "reverse", "bidirectional")}
+for name, (op, gates, attrs) in CELLS.items():
+    # Y and Y_h both used, no initial state, no bias
+    nodes, tensors = recurrent(op, gates, "bidirectional", ("a", "hh"), states=False, bias=False, **attrs)
+    RECURRENT[f"{name}_y_and_yh_no_state"] = (nodes + [node("Add", ["a", "hh"])], tensors)
+    RECURRENT[f"{name}_yh_only"] = recurrent(op, gates, "reverse", ("", "y"), **attrs)
+RECURRENT["lstm_yc_only"] = recurrent("LSTM", 4, "bidirectional", ("", "", "y"))
+RECURRENT["rnn_relu"] = recurrent("RNN", 1, "bidirectional", activations=["Relu", "Relu"])
+RECURRENT["rnn_sigmoid"] = recurrent("RNN", 1, "reverse", activations=["Sigmoid"])
+
+NORM.update({
+    "instancenorm": ([node("InstanceNormalization", ["x", "s", "b"], epsilon=1e-3)],
+                     {"x": r(2, 3, 4, 5), "s": r(3), "b": r(3)}),
+    "instancenorm_1d": ([node("InstanceNormalization", ["x", "s", "b"])], {"x": r(2, 3, 6), "s": r(3), "b": r(3)}),
+})
+EINSUM = {
+    "einsum_attention": ([node("Einsum", ["a", "b"], equation="bhid,bhjd->bhij")], {"a": r(2, 2, 3, 4), "b": r(2, 2, 5, 4)}),
+    "einsum_index_summed_away": ([node("Einsum", ["a", "b"], equation="ik,kj->i")], {"a": r(3, 4), "b": r(4, 5)}),
+    "einsum_implicit_three": ([node("Einsum", ["a", "b", "c"], equation="ij,jk,kl")],
+                              {"a": r(2, 3), "b": r(3, 4), "c": r(4, 2)}),
+    "einsum_ellipsis": ([node("Einsum", ["a", "b"], equation="...ij,...jk->...ik")], {"a": r(2, 3, 4), "b": r(2, 4, 5)}),
+    "einsum_unary": ([node("Einsum", ["a"], equation="ijk->ki")], {"a": r(2, 3, 4)}),
+}
+SHAPE.update({
+    "tile": ([node("Tile", ["x", "rp"])], {"x": r(2, 3, 4), "rp": i64(1, 2, 3)}),
+    "tile_batch_axis": ([node("Tile", ["x", "rp"])], {"x": r(2, 3), "rp": i64(3, 1)}),
+})
+
+ALL = {**CONV, **LINEAR, **NORM, **ACTIVATION, **ELEMENTWISE, **POOL, **SELECT, **SHAPE, **REDUCE, **RESIZE,
+       **RECURRENT, **EINSUM}
 
 
 @pytest.mark.parametrize("case", sorted(ALL))
@@ -215,6 +266,30 @@ def test_rule_matches_finite_differences(case):
 def test_gelu_opset20(op, attrs):
     nodes, tensors = unary(op, r(3, 5), **attrs)
     assert check_gradients(model(nodes, tensors, opset=20)).worst < TOLERANCE
+
+
+@pytest.mark.parametrize("opset,groups,weights", [(18, 2, 2), (21, 2, 4)])
+def test_group_norm(opset, groups, weights):
+    """Scale and bias per group before opset 21, per channel from it."""
+    nodes = [node("GroupNormalization", ["x", "s", "b"], num_groups=groups)]
+    result = check_gradients(model(nodes, {"x": r(2, 4, 3, 3), "s": r(weights), "b": r(weights)}, opset=opset))
+    assert set(result.errors) == {"x", "s", "b"} and result.worst < TOLERANCE, result.errors
+
+
+@pytest.mark.parametrize("case", ["antialias", "axes", "cubic_asymmetric", "nearest_ceil_pytorch_half_pixel"])
+def test_resize_modes(case):
+    """Every mode goes through the same basis matrices read off ONNX Runtime; antialias and axes need opset 18."""
+    nodes, tensors, opset = {
+        "antialias": ([node("Resize", ["x", "", "sc"], mode="linear", antialias=1)],
+                      {"x": r(1, 2, 8, 6), "sc": np.array([1, 1, 0.5, 0.5], np.float32)}, 18),
+        "axes": ([node("Resize", ["x", "", "", "sz"], mode="nearest", axes=[3])], {"x": r(1, 2, 3, 4), "sz": i64(9)}, 18),
+        "cubic_asymmetric": ([node("Resize", ["x", "", "sc"], mode="cubic", coordinate_transformation_mode="asymmetric",
+                                   cubic_coeff_a=-0.5)], {"x": r(1, 1, 4, 5), "sc": np.array([1, 1, 2, 1.5], np.float32)}, 17),
+        "nearest_ceil_pytorch_half_pixel": ([node("Resize", ["x", "", "sc"], mode="nearest", nearest_mode="ceil",
+                                                  coordinate_transformation_mode="pytorch_half_pixel")],
+                                            {"x": r(1, 1, 4, 5), "sc": np.array([1, 1, 1.5, 2], np.float32)}, 17),
+    }[case]
+    assert check_gradients(model(nodes, tensors, opset=opset), coords=8).worst < TOLERANCE
 
 
 def test_reduce_axes_as_inputs_at_opset18():

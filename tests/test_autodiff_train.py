@@ -112,15 +112,6 @@ def test_op_without_rule_freezes_exactly_the_weights_upstream():
     assert check_gradients(model, {"x": f(2, 2, 5, 5)}).worst < 1e-3  # the rest is still exact
 
 
-def test_lstm_freezes_the_cnn_in_front_of_it():
-    model = onnx.load(FIXTURES / "crnn_tiny.onnx")
-    tg = build_training_graph(model, loss="mse")
-    conv_weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
-    assert conv_weights <= set(tg.frozen)
-    assert all("LSTM" in reason for reason in tg.frozen.values())
-    assert tg.trainable and not set(tg.trainable) & set(tg.frozen)
-
-
 def test_explicit_trainable_list_and_errors():
     model = onnx.load(FIXTURES / "chain.onnx")
     everything = build_training_graph(model).trainable

@@ -25,6 +25,7 @@ class Analysis:
     frozen: dict[str, str] = field(default_factory=dict)  # weight -> why
     blocked: dict[int, str] = field(default_factory=dict)  # node index -> why no gradient passes
     reach: set[str] = field(default_factory=set)          # tensors the loss depends on differentiably
+    frozen_by: dict[str, int] = field(default_factory=dict)  # frozen weight -> index of the node that stops it
 
 
 def rule_for(ctx: GradContext, node: Node) -> tuple[Rule | None, str | None]:
@@ -74,11 +75,13 @@ def analyse(ctx: GradContext, output: str, requested: Iterable[str] | None) -> A
     blocked = {n.index: rules[n.index][1] for n in g.nodes
                if rules[n.index][0] is None and slots[n.index] and any(t in reach for t in n.outputs if t)}
     frozen: dict[str, str] = {}
+    frozen_by: dict[str, int] = {}
     candidate_set = set(candidates)
     for index in sorted(blocked):  # the block nearest the inputs names the reason
         for weight in _upstream(ctx, g.nodes[index], slots):
-            if weight in candidate_set:
-                frozen.setdefault(weight, blocked[index])
+            if weight in candidate_set and weight not in frozen:
+                frozen[weight] = blocked[index]
+                frozen_by[weight] = index
 
     reachable = [c for c in candidates if c in reach]
     if requested is None:
@@ -94,7 +97,21 @@ def analyse(ctx: GradContext, output: str, requested: Iterable[str] | None) -> A
             raise BadInputError(f"weights that do not affect the loss: {unused}")
         trainable = [w for w in requested if w not in frozen]
         frozen = {w: r for w, r in frozen.items() if w in requested}
-    return Analysis(candidates, trainable, frozen, blocked, reach)
+    frozen_by = {w: i for w, i in frozen_by.items() if w in frozen and w in reach}
+    return Analysis(candidates, trainable, frozen, blocked, reach, frozen_by)
+
+
+def frozen_summary(analysis: Analysis, shown: int = 6) -> list[str]:
+    """One line per op that stops gradients: its reason (op type and node) and the weights it freezes."""
+    by_node: dict[int, list[str]] = {}
+    for weight, index in analysis.frozen_by.items():
+        by_node.setdefault(index, []).append(weight)
+    lines = []
+    for index, weights in sorted(by_node.items()):
+        names = ", ".join(weights[:shown]) + (f" and {len(weights) - shown} more" if len(weights) > shown else "")
+        count = f"{len(weights)} weights upstream stay" if len(weights) != 1 else "1 weight upstream stays"
+        lines.append(f"{analysis.blocked[index]}: {count} frozen ({names})")
+    return lines
 
 
 def _upstream(ctx: GradContext, node: Node, slots: dict[int, list[int]]) -> list[str]:

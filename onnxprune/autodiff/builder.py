@@ -8,6 +8,7 @@ loss, the logits and the gradient of every trainable weight. Forward nodes are k
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -18,10 +19,11 @@ from onnx import helper
 
 from onnxprune.errors import BadInputError
 from onnxprune.graph.model_graph import ModelGraph, resolve_input_shapes
-from onnxprune.autodiff.analysis import analyse, rule_for
+from onnxprune.autodiff.analysis import analyse, frozen_summary, rule_for
 from onnxprune.autodiff.context import GradContext
 from onnxprune.autodiff.losses import emit_loss
 
+log = logging.getLogger("onnxprune")
 TRAINING_OPSET = 17  # ScatterElements(reduction=add) needs 16; LayerNormalization 17
 PROBE_BATCH = 2      # a batch of 2 tells broadcast axes (size 1) from the batch axis
 
@@ -39,6 +41,7 @@ class TrainingGraph:
     loss_kind: str
     blocked: dict[str, str] = field(default_factory=dict)  # node name -> why no gradient passes it
     build_ms: float = 0.0
+    frozen_summary: list[str] = field(default_factory=list)  # one line per op that freezes weights
 
 
 def build_training_graph(model: onnx.ModelProto | str | os.PathLike, trainable: Iterable[str] | None = None,
@@ -66,16 +69,19 @@ def build_training_graph(model: onnx.ModelProto | str | os.PathLike, trainable: 
     if not ctx.is_float(output):
         raise BadInputError(f"output '{output}' is not a float tensor; it cannot carry a loss")
     found = analyse(ctx, output, trainable)
+    summary = frozen_summary(found)
+    for line in summary:  # said before any training step, once per stopping op
+        log.warning("frozen weights: %s", line)
     if not found.trainable:
         raise BadInputError("nothing to train: no float weight reaches the loss through ops with gradient rules"
-                            + (f" (frozen: {next(iter(found.frozen.values()))})" if found.frozen else ""))
+                            + (f" ({summary[0]})" if summary else ""))
     head = emit_loss(ctx, loss, output, temperature=temperature, distill=distill, label_smoothing=label_smoothing)
     final = _backward(ctx, found.trainable, output, head.dlogits)
     grads = _name_gradients(ctx, final)
     built = _assemble(g, ctx, found.trainable, grads, head, output, opset)
     blocked = {g.nodes[i].name: reason for i, reason in found.blocked.items()}
     return TrainingGraph(built, list(g.inputs), found.trainable, grads, found.frozen, head.target.name, head.loss,
-                         output, loss, blocked, (time.perf_counter() - start) * 1e3)
+                         output, loss, blocked, (time.perf_counter() - start) * 1e3, summary)
 
 
 def _load(model) -> onnx.ModelProto:
@@ -156,15 +162,15 @@ def _name_gradients(ctx: GradContext, final: dict[str, str]) -> dict[str, str]:
     """Give each weight's gradient its own output name ("<weight>_grad")."""
     produced = {out: node for node in ctx.nodes for out in node.output}
     used = {t for node in ctx.nodes for t in node.input}
-    names, taken = {}, set()
+    names, renamed = {}, {}
     for weight, tensor in final.items():
         name = ctx.reserve(f"{weight}_grad")
         node = produced.get(tensor)
-        if node is not None and tensor not in used and tensor not in taken:
+        if node is not None and tensor not in used and tensor not in renamed:
             node.output[list(node.output).index(tensor)] = name  # rename in place: no copy
-        else:
-            ctx.emit("Identity", [tensor], outputs=[name])
-        taken.add(tensor)
+            renamed[tensor] = name
+        else:  # two weights with one gradient tensor (x + skip) read the renamed one
+            ctx.emit("Identity", [renamed.get(tensor, tensor)], outputs=[name])
         names[weight] = name
     return names
 

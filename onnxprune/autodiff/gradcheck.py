@@ -20,6 +20,7 @@ from onnxprune.autodiff.weights import read_weights
 
 _F32, _F64 = onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE
 _FLOAT_ONLY = {("Resize", 1), ("Resize", 2)}  # inputs that stay float32 whatever the data type
+_STASHED = {"GroupNormalization"}
 
 
 @dataclass
@@ -35,8 +36,9 @@ def check_gradients(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray] | No
     """Relative error max|g - fd| / max|fd| per trainable weight, on up to `coords` sampled entries each
     (and on up to `max_weights` weights picked at random)."""
     rng = np.random.default_rng(seed)
-    tg = build_training_graph(model, loss=loss, **loss_options)
     feeds = dict(feeds or {})
+    shapes = {k: tuple(np.shape(v)) for k, v in feeds.items()} or None  # dynamic dims as fed, not the default
+    tg = build_training_graph(model, loss=loss, input_shapes=shapes, **loss_options)
     weights = read_weights(model, tg.trainable)
     logits_shape = _output_shape(model, tg.logits, feeds)
     if target is None:
@@ -88,6 +90,10 @@ def to_double(model: onnx.ModelProto) -> onnx.ModelProto:
             value = numpy_helper.to_array(init).astype(np.float64)
             out.graph.initializer[i].CopyFrom(numpy_helper.from_array(value, init.name))
     for node in out.graph.node:
+        if node.op_type in _STASHED:  # compute the statistics in float64 too (the default stash is float32)
+            kept = [a for a in node.attribute if a.name != "stash_type"]
+            del node.attribute[:]
+            node.attribute.extend(kept + [helper.make_attribute("stash_type", _F64)])
         for a in node.attribute:
             if a.name == "to" and a.i == _F32:
                 a.i = _F64
@@ -109,7 +115,8 @@ def _output_shape(model, name, feeds) -> tuple[int, ...]:
 def _reference(model: onnx.ModelProto):
     """onnx.reference with two fixes (onnx 1.23): Erf computed in the input's precision (its own
     rounds to float32, turning finite differences through Erf/GELU into noise; Gelu likewise), and grouped
-    ConvTranspose run group by group (its own breaks with more than one output channel per group)."""
+    ConvTranspose run group by group (its own breaks with more than one output channel per group));
+    ONNX Runtime's contrib ops (Attention, SkipLayerNormalization, ...) from reference_ops."""
     import math
 
     from onnx.reference import ReferenceEvaluator
@@ -145,4 +152,5 @@ def _reference(model: onnx.ModelProto):
                 y = y + B.reshape((1, -1) + (1,) * (y.ndim - 2))
             return (y.astype(X.dtype),)
 
-    return ReferenceEvaluator(model, new_ops=[Erf, Gelu, ConvTranspose])
+    from onnxprune.autodiff.reference_ops import CONTRIB_OPS
+    return ReferenceEvaluator(model, new_ops=[Erf, Gelu, ConvTranspose, *CONTRIB_OPS])

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from onnxprune.autodiff.rule import CheckFn, GradFn, Rule, RuleTable
-from onnxprune.autodiff.rules import activation, conv, elementwise, linear, norm, pool, reduce, resize, select, shape
+from onnxprune.autodiff.rules import (activation, attention, conv, elementwise, fused, linear, norm, pool, recurrent,
+                                      reduce, resize, select, shape)
 
 # every rules module, explicitly: adding an op family is one file in rules/ and one entry here
-RULE_MODULES = (activation, conv, elementwise, linear, norm, pool, reduce, resize, select, shape)
+RULE_MODULES = (activation, attention, conv, elementwise, fused, linear, norm, pool, recurrent, reduce, resize, select,
+                shape)
 RULES: dict[str, Rule] = {op: rule for module in RULE_MODULES for op, rule in module.GRADIENTS.items()}
 
 # Ops whose outputs carry no gradient: shape arithmetic, comparisons, piecewise-constant functions.
@@ -36,6 +38,5 @@ def register(ops: str | Sequence[str], inputs: tuple[int, ...] | None = None, ch
 
 
 def lookup(op: str, domain: str = "") -> Rule | None:
-    if domain not in ("", "ai.onnx"):
-        return None
-    return RULES.get(op)
+    """The rule of `op`; ops of other domains are keyed "domain.Op" (com.microsoft.Attention)."""
+    return RULES.get(op if domain in ("", "ai.onnx") else f"{domain}.{op}")

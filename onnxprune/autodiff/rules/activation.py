@@ -97,10 +97,14 @@ def erf(ctx, node, dys, needs):
 
 @GRADIENTS.register("Gelu", inputs=(0,))
 def gelu(ctx, node, dys, needs):
-    x = node.inputs[0]
+    return [_scale(ctx, dys[0], gelu_slope(ctx, node.inputs[0], attr(node, "approximate", "none") == "tanh"))]
+
+
+def gelu_slope(ctx: GradContext, x: str, tanh: bool) -> str:
+    """dGELU/dx at x, exact (erf) or in the tanh approximation (also FastGelu's)."""
     s = lambda v: ctx.scalar(v, x)  # noqa: E731
     mul = lambda a, b: ctx.emit("Mul", [a, b])  # noqa: E731
-    if attr(node, "approximate", "none") == "tanh":
+    if tanh:
         # y = x/2 (1 + tanh(u)), u = c (x + 0.044715 x^3)
         c = math.sqrt(2.0 / math.pi)
         x2 = mul(x, x)
@@ -108,13 +112,11 @@ def gelu(ctx, node, dys, needs):
         t = ctx.emit("Tanh", [u])
         du = mul(s(c), ctx.emit("Add", [s(1.0), mul(s(3 * 0.044715), x2)]))
         sech2 = ctx.emit("Sub", [s(1.0), mul(t, t)])
-        slope = ctx.emit("Add", [mul(s(0.5), ctx.emit("Add", [s(1.0), t])), mul(mul(s(0.5), x), mul(sech2, du))])
-    else:
-        # y = x Phi(x): slope Phi(x) + x phi(x)
-        cdf = mul(s(0.5), ctx.emit("Add", [s(1.0), ctx.emit("Erf", [mul(x, s(1.0 / math.sqrt(2.0)))])]))
-        pdf = mul(s(1.0 / math.sqrt(2.0 * math.pi)), ctx.emit("Exp", [mul(s(-0.5), mul(x, x))]))
-        slope = ctx.emit("Add", [cdf, mul(x, pdf)])
-    return [_scale(ctx, dys[0], slope)]
+        return ctx.emit("Add", [mul(s(0.5), ctx.emit("Add", [s(1.0), t])), mul(mul(s(0.5), x), mul(sech2, du))])
+    # y = x Phi(x): slope Phi(x) + x phi(x)
+    cdf = mul(s(0.5), ctx.emit("Add", [s(1.0), ctx.emit("Erf", [mul(x, s(1.0 / math.sqrt(2.0)))])]))
+    pdf = mul(s(1.0 / math.sqrt(2.0 * math.pi)), ctx.emit("Exp", [mul(s(-0.5), mul(x, x))]))
+    return ctx.emit("Add", [cdf, mul(x, pdf)])
 
 
 @GRADIENTS.register("Softsign", inputs=(0,))
@@ -178,6 +180,8 @@ SLOPES = {
     "Softplus": lambda ctx, x, y: ctx.emit("Sigmoid", [x]),
     "Exp": lambda ctx, x, y: y,
     "Abs": lambda ctx, x, y: ctx.emit("Sign", [x]),
+    "Sin": lambda ctx, x, y: ctx.emit("Cos", [x]),
+    "Cos": lambda ctx, x, y: ctx.emit("Neg", [ctx.emit("Sin", [x])]),
 }
 
 

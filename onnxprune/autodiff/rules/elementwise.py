@@ -77,3 +77,19 @@ def where(ctx, node, dys, needs):
     da = ctx.sum_to(ctx.emit("Where", [cond, dys[0], zero]), shape, a) if needs[1] else None
     db = ctx.sum_to(ctx.emit("Where", [cond, zero, dys[0]]), shape, b) if needs[2] else None
     return [None, da, db]
+
+
+@GRADIENTS.register(("Max", "Min"))
+def max_min(ctx, node, dys, needs):
+    # dY goes to the input that holds the extreme value; on a tie, to the first such input only
+    y, shape = node.outputs[0], _out_shape(ctx, node)
+    taken = None
+    grads = []
+    for x, need in zip(node.inputs, needs):
+        hit = ctx.emit("Equal", [x, y])
+        if taken is not None:
+            hit = ctx.emit("And", [hit, ctx.emit("Not", [taken])])
+        taken = hit if taken is None else ctx.emit("Or", [taken, hit])
+        grads.append(ctx.sum_to(ctx.emit("Mul", [dys[0], ctx.emit("CastLike", [hit, dys[0]])]), shape, x)
+                     if need else None)
+    return grads

@@ -1,4 +1,4 @@
-"""Gemm and MatMul: products with the transposed other operand, broadcast batch axes summed."""
+"""Gemm, MatMul and Einsum: products with the transposed other operand, broadcast batch axes summed."""
 
 from __future__ import annotations
 
@@ -87,3 +87,68 @@ def _sum_to_shape(ctx: GradContext, grad, grad_shape, target_shape, target_name)
     if not axes:
         return grad
     return ctx.emit("Reshape", [ctx.emit("ReduceSum", [grad, ctx.ints(axes)], keepdims=1), ctx.ints(target_shape)])
+
+
+def _tokens(term: str) -> list[str]:
+    """'b...ij' -> ['b', '...', 'i', 'j']."""
+    head, dots, tail = term.partition("...")
+    return list(head) + ([dots] if dots else []) + list(tail)
+
+
+def _einsum_terms(node) -> tuple[list[str], str]:
+    """Operand subscripts and the output subscript (made explicit for an implicit equation)."""
+    eq = attr(node, "equation").replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    if not arrow:
+        letters = lhs.replace("...", "").replace(",", "")
+        rhs = ("..." if "..." in lhs else "") + "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    return terms, rhs
+
+
+def _ellipsis_dims(shape: tuple[int, ...], term: str) -> tuple[int, ...]:
+    tokens = _tokens(term)
+    if "..." not in tokens:
+        return ()
+    before = tokens.index("...")
+    return tuple(shape[before:len(shape) - (len(tokens) - before - 1)])
+
+
+def _check_einsum(ctx, node) -> str | None:
+    terms, out = _einsum_terms(node)
+    for term in terms + [out]:
+        letters = term.replace("...", "")
+        if len(set(letters)) != len(letters):
+            return "Einsum with an index repeated in one operand (a diagonal) has no gradient rule"
+    ell = _ellipsis_dims(ctx.shape(node.outputs[0]), out)
+    for name, term in zip(node.inputs, terms):
+        if "..." in term and ("..." not in out or _ellipsis_dims(ctx.shape(name), term) != ell):
+            return "Einsum whose '...' axes are broadcast or summed has no gradient rule"
+    return None
+
+
+@GRADIENTS.register("Einsum", check=_check_einsum, layer=True)
+def einsum(ctx, node, dys, needs):
+    # dA for 'A,B->Y' is einsum('Y,B->A'); an index only A has (summed away) comes back as a broadcast
+    terms, out = _einsum_terms(node)
+    grads = []
+    for k, (operand, term) in enumerate(zip(node.inputs, terms)):
+        if not needs[k]:
+            grads.append(None)
+            continue
+        others = [(t, name) for j, (name, t) in enumerate(zip(node.inputs, terms)) if j != k]
+        present = set(out) | set("".join(t for t, _ in others))
+        tokens = _tokens(term)
+        kept = [c for c in tokens if c == "..." or c in present]
+        equation = ",".join([out] + [t for t, _ in others]) + "->" + "".join(kept)
+        grad = ctx.emit("Einsum", [dys[0]] + [name for _, name in others], equation=equation)
+        if len(kept) != len(tokens):
+            ell = len(_ellipsis_dims(ctx.shape(operand), term))
+            axes, pos = [], 0
+            for c in tokens:
+                if c not in kept:
+                    axes.append(pos)
+                pos += ell if c == "..." else 1
+            grad = ctx.emit("Expand", [ctx.emit("Unsqueeze", [grad, ctx.ints(axes)]), ctx.shape_of(operand)])
+        grads.append(grad)
+    return grads

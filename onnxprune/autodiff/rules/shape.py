@@ -52,3 +52,20 @@ def cast(ctx, node, dys, needs):
     if ctx.elem_type(x) == ctx.elem_type(node.outputs[0]):
         return [dys[0]]
     return [ctx.emit("Cast", [dys[0]], to=ctx.elem_type(x))]
+
+
+@GRADIENTS.register("Tile", inputs=(0,))
+def tile(ctx, node, dys, needs):
+    # y viewed as (r0, s0, r1, s1, ...): dX sums the r axes. Axis 0 (the batch) is left to -1.
+    x = node.inputs[0]
+    repeats = ctx.ints_of(node.inputs[1], "repeats", node)
+    dims, summed = [], []
+    for axis, (r, s) in enumerate(zip(repeats, ctx.shape(x))):
+        if r != 1:
+            summed.append(len(dims))
+            dims.append(r)
+        dims.append(-1 if axis == 0 else s)
+    if not summed:
+        return [dys[0], None]
+    viewed = ctx.emit("Reshape", [dys[0], ctx.ints(dims)])
+    return [ctx.reshape_like(ctx.emit("ReduceSum", [viewed, ctx.ints(summed)], keepdims=0), x), None]
