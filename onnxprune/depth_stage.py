@@ -52,7 +52,8 @@ def remove_depth_first(model_or_path, options: PruneOptions, calib=None) -> Dept
     result = remove_depth(graph, options.target.depth, data, options.threads_capped())
     report = result.report
     width = _width_target(options.target, report)
-    report["width_target"] = {width.kind: width.value} if width.kind != "depth" else None
+    report["width_target"] = (None if width.kind == "depth"
+                              else {width.kind: width.value if width.kind != "plan" else "given"})
     if width.kind == "depth":  # nothing left for width pruning: no statistics, no recovery
         options = with_defaults(options, criterion="l2", scope="local", recover="none")
     return DepthStep(dense, source, model_bytes(dense), result.model, replace(options, target=width), data, report)
