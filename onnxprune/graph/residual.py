@@ -1,10 +1,14 @@
 """Residual blocks found from the graph's structure: `y = x + f(x)` regions a model can lose whole.
 
-A block is an `Add(x, f(x))` where f's nodes (the branch) depend on x and feed only the Add. The
-single-exit condition is post-dominance: every path from a branch node to a graph output passes
-through the Add (networkx `immediate_dominators` on the reversed node graph, from a virtual sink
-behind the outputs). The entry is x: the branch is the set of nodes that depend on x and feed f(x);
-it may also read tensors computed elsewhere and shared (attention masks, rotary tables), which stay.
+A block is an `Add(x, f(x))` where f(x) is read by the Add alone. The branch is the single-entry,
+single-exit region between them: the nodes that depend on x (the entry), feed f(x), and are
+post-dominated by the Add (every path from them to a graph output passes through it: networkx
+`immediate_dominators` on the reversed node graph, from a virtual sink behind the outputs). Nodes
+that depend on x but also feed something else are shared, not the block's, and stay: TorchScript
+computes BERT's attention mask from Shape(x) of the first layer's input, and a KV-cache export
+returns each layer's keys and values. The branch may read tensors computed elsewhere (masks, rotary
+tables); what only the branch read goes with it. Removal is exact either way: the Add's output
+becomes x, as if f(x) were zero.
 
 Removing a block replaces the Add's output by x, so f(x) must have exactly x's shape (no
 broadcasting; a downsampling block's projected shortcut is not an ancestor of the branch and is never
@@ -58,25 +62,17 @@ class Unit:
         return frozenset().union(*(b.nodes | {b.add} for b in self.blocks))
 
 
-def _post_dominators(g: ModelGraph) -> dict[int, int]:
-    """Immediate post-dominator of every node that reaches a graph output."""
+def _post_dominator_tree(g: ModelGraph) -> nx.DiGraph:
+    """Edges from each node's immediate post-dominator to it, for nodes that reach a graph output."""
     reverse = g.nx.reverse(copy=True)
     reverse.add_node(_SINK)
     for name in g.outputs:
         if name in g.producer:
             reverse.add_edge(_SINK, g.producer[name])
-    return nx.immediate_dominators(reverse, _SINK)
-
-
-def _post_dominated_by(ipdom: dict[int, int], node: int, target: int) -> bool:
-    while node != _SINK:
-        parent = ipdom.get(node)
-        if parent is None or parent == node:
-            return False
-        if parent == target:
-            return True
-        node = parent
-    return False
+    tree = nx.DiGraph()
+    tree.add_edges_from((parent, node) for node, parent in nx.immediate_dominators(reverse, _SINK).items()
+                        if parent != node)
+    return tree
 
 
 def _has_weight(g: ModelGraph, nodes: frozenset[int]) -> bool:
@@ -99,7 +95,7 @@ def _descendants(g: ModelGraph, tensor: str) -> set[int]:
     return found
 
 
-def _block(g: ModelGraph, add: int, skip: str, branch: str, ipdom: dict[int, int]) -> Block | None:
+def _block(g: ModelGraph, add: int, skip: str, branch: str, tree: nx.DiGraph) -> Block | None:
     """The block `add = skip + branch`, or None when the Add is not a removable residual."""
     if branch not in g.producer or branch in g.outputs or g.consumers.get(branch) != [add]:
         return None
@@ -107,11 +103,10 @@ def _block(g: ModelGraph, add: int, skip: str, branch: str, ipdom: dict[int, int
     feeding = nx.ancestors(g.nx, tip) | {tip}
     if skip in g.producer and g.producer[skip] not in feeding:
         return None  # f does not read x: two parallel paths (a projected shortcut), not x + f(x)
-    nodes = frozenset(feeding & _descendants(g, skip))
+    exclusive = nx.descendants(tree, add) if add in tree else set()  # nodes the Add post-dominates
+    nodes = frozenset(feeding & _descendants(g, skip) & exclusive)
     if tip not in nodes or not _has_weight(g, nodes):
-        return None
-    if not all(_post_dominated_by(ipdom, n, add) for n in nodes):
-        return None  # some branch tensor is read after the block: it has a second exit
+        return None  # f(x) does not depend on x, or f has no weight of its own (GELU's x + 0.044715 x^3)
     out = g.nodes[add].outputs[0]
     if not (_same_shape(g, skip, branch) and _same_shape(g, skip, out)):
         return None
@@ -121,13 +116,13 @@ def _block(g: ModelGraph, add: int, skip: str, branch: str, ipdom: dict[int, int
 
 def find_blocks(g: ModelGraph) -> list[Block]:
     """Every removable residual block, in graph order."""
-    ipdom = _post_dominators(g)
+    tree = _post_dominator_tree(g)
     blocks = []
     for node in g.nodes:
         if node.op != "Add" or len(node.inputs) != 2 or any(g.is_const(t) for t in node.inputs):
             continue
         for skip, branch in (node.inputs, node.inputs[::-1]):
-            found = _block(g, node.index, skip, branch, ipdom)
+            found = _block(g, node.index, skip, branch, tree)
             if found is not None:
                 blocks.append(found)
                 break
