@@ -28,6 +28,7 @@ import networkx as nx
 from onnxprune.graph.model_graph import ModelGraph
 
 _SINK = -1
+RESIDUAL_OPS = frozenset({"Add", "Sum"})  # Caffe2 exports (ResNet-50 of the ONNX zoo) add with a 2-input Sum
 ATTENTION_OPS = frozenset({"Softmax", "Attention", "MultiHeadAttention", "GroupQueryAttention"})
 
 
@@ -119,7 +120,7 @@ def find_blocks(g: ModelGraph) -> list[Block]:
     tree = _post_dominator_tree(g)
     blocks = []
     for node in g.nodes:
-        if node.op != "Add" or len(node.inputs) != 2 or any(g.is_const(t) for t in node.inputs):
+        if node.op not in RESIDUAL_OPS or len(node.inputs) != 2 or any(g.is_const(t) for t in node.inputs):
             continue
         for skip, branch in (node.inputs, node.inputs[::-1]):
             found = _block(g, node.index, skip, branch, tree)
@@ -129,12 +130,23 @@ def find_blocks(g: ModelGraph) -> list[Block]:
     return blocks
 
 
+def _common_prefix(names: list[str], separators: str) -> str:
+    """The longest common prefix of `names`, cut back to its last separator, without separators at the end."""
+    prefix = os.path.commonprefix(names) if names else ""
+    cut = max(prefix.rfind(c) for c in separators)
+    return prefix[:cut].rstrip(separators) if cut > 0 else ""
+
+
 def _name(g: ModelGraph, nodes: frozenset[int], fallback: str) -> str:
-    """The longest common '/'-prefix of the nodes' names ("/model/layers.0/"), else the Add's name."""
-    names = [g.nodes[n].name for n in sorted(nodes)]
-    prefix = os.path.commonprefix(names)
-    prefix = prefix[:prefix.rfind("/") + 1] if "/" in prefix else ""
-    return prefix.rstrip("/") if prefix.strip("/") else fallback
+    """A name for people: the common scope of the nodes' names ("/model/layers.0"), else of the weights
+    they read ("model.layers.0" in dynamo exports, whose node names have no scope), else the Add's name."""
+    scoped = _common_prefix([g.nodes[n].name for n in sorted(nodes)], "/")
+    if scoped.strip("/"):
+        return scoped
+    weights = sorted({t for n in nodes for t in g.nodes[n].inputs if t in g.initializer_names})
+    paths = [w for w in weights if "." in w]  # module paths; dynamo names folded constants val_12
+    weights = paths or weights
+    return _common_prefix(weights, "/._") or fallback
 
 
 def _unit(g: ModelGraph, blocks: tuple[Block, ...]) -> Unit:
