@@ -111,6 +111,9 @@ def test_depth_removes_the_layer_that_matters_least():
     assert min(depth["scores"], key=lambda r: r["influence"])["name"] == "/layers.2"
     assert result.report["fidelity"]["cosine"] > 0.9999
     assert result.report["plan"]["removed"] == 0
+    before, after = result.report["before"], result.report["after"]
+    assert depth["params_kept"] == pytest.approx(after["params"] / before["params"], abs=1e-6)
+    assert depth["macs_kept"] == pytest.approx(after["macs"] / before["macs"], abs=1e-6)
     check({**result.report, "gates": []})  # the CLI adds the gates
 
 

@@ -43,7 +43,6 @@ class Block:
     attention: bool  # the branch holds a softmax or a fused attention op
 
 
-
 @dataclass(frozen=True)
 class Unit:
     """What `--depth` removes at once: one block, or an attention block and its FFN block (a layer)."""

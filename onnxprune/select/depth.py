@@ -22,6 +22,7 @@ import onnx
 from onnxprune.apply.remove_blocks import remove_blocks
 from onnxprune.check.fidelity import compare
 from onnxprune.errors import BadInputError
+from onnxprune.graph.constants import sizes
 from onnxprune.graph.cost import count_macs, count_params
 from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.graph.residual import Unit, units
@@ -78,13 +79,12 @@ def _disjoint(chosen: list[Unit], unit: Unit) -> bool:
 
 
 def choose_units(g: ModelGraph, candidates: list[Unit], depth: int, data: Dataset,
-                 threads: int = 0) -> tuple[list[int], list[dict]]:
+                 dense, threads: int = 0) -> tuple[list[int], list[dict]]:
     """Indices of the `depth` units to remove, and a row per candidate (influence; the measured output
-    cosine with the unit removed alone, for the shortlist)."""
+    cosine with the unit removed alone, for the shortlist). `dense` is the dense model's session."""
     influence = block_influence(g, candidates, data, threads)
     order = sorted(range(len(candidates)), key=lambda i: influence[i])
     rows = [{"name": u.name, "influence": round(influence[i], 6)} for i, u in enumerate(candidates)]
-    dense = session(g.model, threads)
     for i in order[:depth + SHORTLIST_EXTRA]:
         alone = session(remove_blocks(g, candidates[i].blocks), threads)
         rows[i]["cosine"] = round(compare(dense, alone, data).cosine, 6)
@@ -118,18 +118,29 @@ def remove_depth(g: ModelGraph, depth: int, data: Dataset | None, threads: int =
         log.warning("--depth without --calib: blocks are ranked on synthetic inputs; pass --calib for a "
                     "choice that reflects the model's data")
         data, source = synthetic_dataset(session(g.model, threads), g.input_shapes, samples=8), "synthetic"
-    data = data.take(SCORE_SAMPLES)
-    chosen, rows = choose_units(g, candidates, depth, data, threads)
+    data, dense = data.take(SCORE_SAMPLES), session(g.model, threads)
+    chosen, rows = choose_units(g, candidates, depth, data, dense, threads)
     reduced = remove_blocks(g, [b for i in chosen for b in candidates[i].blocks])
-    after = ModelGraph(reduced, g.input_shapes)
-    fidelity = compare(session(g.model, threads), session(reduced, threads), data)
+    if depth == 1:  # measured already, on the shortlist
+        cosine = rows[chosen[0]]["cosine"]
+    else:
+        cosine = round(compare(dense, session(reduced, threads), data).cosine, 6)
+    params_kept, macs_kept = kept_costs(g, reduced)
     report = {"requested": depth, "unit": unit_kind, "candidates": len(candidates), "data": source,
               "samples": len(data), "removed": [_unit_row(g, candidates[i], rows[i]) for i in chosen],
-              "scores": rows, "cosine": round(fidelity.cosine, 6),
-              "params_kept": _fraction(count_params(after), count_params(g)),
-              "macs_kept": _fraction(count_macs(after), count_macs(g))}
+              "scores": rows, "cosine": cosine, "params_kept": params_kept, "macs_kept": macs_kept}
     return DepthResult(reduced, report)
 
 
-def _fraction(after: int, before: int) -> float:
-    return round(after / before, 6) if before else 1.0
+def kept_costs(g: ModelGraph, reduced: onnx.ModelProto) -> tuple[float, float]:
+    """Fractions of the parameters and MACs of `g` that `reduced` (a subset of its nodes and
+    constants, as remove_blocks makes it) keeps, without analysing `reduced` again."""
+    names = {n.name or (n.output[0] if n.output else "") for n in reduced.graph.node}
+    present = {t.name for t in reduced.graph.initializer} | {t for n in reduced.graph.node for t in n.output}
+    gone = sum(int(np.prod(shape)) for name, shape, dtype in sizes(g.constants)
+               if name not in present and len(shape) >= 1 and np.issubdtype(dtype, np.floating))
+    total_params, per_node = count_params(g), count_macs(g, per_node=True)
+    total_macs = sum(per_node.values())
+    kept_macs = sum(v for name, v in per_node.items() if name in names)
+    return (round(1.0 - gone / total_params, 6) if total_params else 1.0,
+            round(kept_macs / total_macs, 6) if total_macs else 1.0)
