@@ -3,9 +3,10 @@ removal changes the outputs least, and remove them (apply/remove_blocks.py).
 
 Ranking is ShortGPT's block influence, 1 - cos(h_in, h_out) between the hidden state before and after
 the unit, averaged over positions (the feature axis is the last one for sequences, axis 1 for NCHW
-maps) and calibration samples: a unit that barely turns the hidden state does little. The K + 2 least
-influential units are then confirmed by measurement: each is removed alone and the model's outputs
-compared with the dense ones; the K with the highest output cosine go (disjoint ones only).
+maps) and calibration samples: a unit that barely turns the hidden state does little. The choice is
+then confirmed by measurement, greedily: K times, the 3 least influential units left are each removed
+(with those already chosen), the model's outputs compared with the dense ones, and the one with the
+highest output cosine goes. Influence is computed once, on the dense model, as ShortGPT does.
 
 Without calibration data the scores come from synthetic inputs, with a warning: they rank units of a
 model on inputs it never sees, so `--calib` is what makes the choice meaningful.
@@ -31,7 +32,7 @@ from onnxprune.load.runtime import session
 
 log = logging.getLogger("onnxprune")
 SCORE_SAMPLES = 32  # calibration samples the influence and the confirming fidelity runs use
-SHORTLIST_EXTRA = 2  # units measured beyond the K asked for
+SHORTLIST = 3  # units measured at each greedy step, least influential first
 
 
 @dataclass
@@ -80,21 +81,25 @@ def _disjoint(chosen: list[Unit], unit: Unit) -> bool:
 
 def choose_units(g: ModelGraph, candidates: list[Unit], depth: int, data: Dataset,
                  dense, threads: int = 0) -> tuple[list[int], list[dict]]:
-    """Indices of the `depth` units to remove, and a row per candidate (influence; the measured output
-    cosine with the unit removed alone, for the shortlist). `dense` is the dense model's session."""
+    """Indices of the `depth` units to remove, in the order chosen, and a row per candidate.
+
+    Greedy: at each step the SHORTLIST least influential units left are each removed together with
+    those chosen before, the model's outputs are compared with the dense ones (`dense` is its
+    session), and the unit with the highest output cosine goes. A row has the unit's influence and,
+    if it was measured, `cosine` from the step that chose it or the last step that measured it.
+    """
     influence = block_influence(g, candidates, data, threads)
     order = sorted(range(len(candidates)), key=lambda i: influence[i])
     rows = [{"name": u.name, "influence": round(influence[i], 6)} for i, u in enumerate(candidates)]
-    for i in order[:depth + SHORTLIST_EXTRA]:
-        alone = session(remove_blocks(g, candidates[i].blocks), threads)
-        rows[i]["cosine"] = round(compare(dense, alone, data).cosine, 6)
-    measured = sorted((i for i in order if "cosine" in rows[i]), key=lambda i: -rows[i]["cosine"])
     chosen: list[int] = []
-    for i in measured + [i for i in order if "cosine" not in rows[i]]:
-        if len(chosen) < depth and _disjoint([candidates[c] for c in chosen], candidates[i]):
-            chosen.append(i)
-    if len(chosen) < depth:
-        raise BadInputError(f"--depth {depth}: only {len(chosen)} residual units can be removed together")
+    for _ in range(depth):
+        left = [i for i in order if i not in chosen and _disjoint([candidates[c] for c in chosen], candidates[i])]
+        if not left:
+            raise BadInputError(f"--depth {depth}: only {len(chosen)} residual units can be removed together")
+        for i in left[:SHORTLIST]:
+            blocks = [b for c in (*chosen, i) for b in candidates[c].blocks]
+            rows[i]["cosine"] = round(compare(dense, session(remove_blocks(g, blocks), threads), data).cosine, 6)
+        chosen.append(max(left[:SHORTLIST], key=lambda i: rows[i]["cosine"]))
     return chosen, rows
 
 
@@ -121,10 +126,7 @@ def remove_depth(g: ModelGraph, depth: int, data: Dataset | None, threads: int =
     data, dense = data.take(SCORE_SAMPLES), session(g.model, threads)
     chosen, rows = choose_units(g, candidates, depth, data, dense, threads)
     reduced = remove_blocks(g, [b for i in chosen for b in candidates[i].blocks])
-    if depth == 1:  # measured already, on the shortlist
-        cosine = rows[chosen[0]]["cosine"]
-    else:
-        cosine = round(compare(dense, session(reduced, threads), data).cosine, 6)
+    cosine = rows[chosen[-1]]["cosine"]  # the last greedy step measured all of them removed
     params_kept, macs_kept = kept_costs(g, reduced)
     report = {"requested": depth, "unit": unit_kind, "candidates": len(candidates), "data": source,
               "samples": len(data), "removed": [_unit_row(g, candidates[i], rows[i]) for i in chosen],
