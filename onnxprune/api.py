@@ -47,7 +47,9 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
 
     Say how much with exactly one of `ratio` (share of each group's channels, or of all channels with
     scope="global"), `target_macs` / `target_params` (fraction kept), `target_latency` (fraction of
-    the dense ONNX Runtime latency, searched by measurement) or `plan` (a saved plan). Every other
+    the dense ONNX Runtime latency, searched by measurement) or `plan` (a saved plan); `depth=K` first
+    removes the K residual units (transformer layers or blocks) whose removal changes the outputs
+    least, alone or before any of those but latency (MACs/params targets count it). Every other
     keyword is an option of PruneOptions (criterion, scope, recover, round_to, max_layer_ratio, ...)
     or FinetuneOptions (finetune_epochs, lr, batch_size, labels); or pass `options=` / `finetune=`.
     `calib` (a .npz, a folder, feed dicts or a CalibrationDataReader) drives data criteria, recovery
