@@ -12,6 +12,7 @@ from onnxprune.apply.sparsity import apply_masks, magnitude_masks, sparsity_repo
 from onnxprune.check.validate import check_valid, compare, load_in_runtime
 from onnxprune.couple.dependency import Dependency, build_dependency
 from onnxprune.couple.plan import Plan
+from onnxprune.depth_stage import remove_depth_first
 from onnxprune.errors import BadInputError
 from onnxprune.check.evaluate import evaluate, one_at_a_time, record_dense
 from onnxprune.graph.cost import count_params
@@ -46,7 +47,9 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
 
     Say how much with exactly one of `ratio` (share of each group's channels, or of all channels with
     scope="global"), `target_macs` / `target_params` (fraction kept), `target_latency` (fraction of
-    the dense ONNX Runtime latency, searched by measurement) or `plan` (a saved plan). Every other
+    the dense ONNX Runtime latency, searched by measurement) or `plan` (a saved plan); `depth=K` first
+    removes the K residual units (transformer layers or blocks) whose removal changes the outputs
+    least, alone or before any of those but latency (MACs/params targets count it). Every other
     keyword is an option of PruneOptions (criterion, scope, recover, round_to, max_layer_ratio, ...)
     or FinetuneOptions (finetune_epochs, lr, batch_size, labels); or pass `options=` / `finetune=`.
     `calib` (a .npz, a folder, feed dicts or a CalibrationDataReader) drives data criteria, recovery
@@ -60,12 +63,17 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     elif ratio is not None or keywords:
         raise BadInputError("pass the options either as options=PruneOptions(...) or as keywords, not both")
     finetune = finetune or FinetuneOptions()
+    asked = options.target  # as given: the report shows it, not the width stage's share of it
+    depth = remove_depth_first(model_or_path, options, calib) if asked.depth else None
+    if depth is not None:  # width pruning then runs on the shallower model, against the same data
+        model_or_path, options, calib = depth.model, depth.options, depth.data
     prep = prepare(model_or_path, options, calib, eval_data)
     plan = choose_plan(prep)
     evaluation = prep.evaluation
+    dense = prep.model if depth is None else depth.dense
     reference = None  # a large dense model runs before the pruned one exists: never both in ORT and in memory
     if not finetune.epochs and one_at_a_time(count_params(prep.graph), evaluation):
-        reference = record_dense(prep.model, prep.graph.input_shapes, evaluation, options.bench_rounds,
+        reference = record_dense(dense, prep.graph.input_shapes, evaluation, options.bench_rounds,
                                  options.threads_capped())
     pruned = apply_and_recover(prep, plan)
     training = None
@@ -74,11 +82,16 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
                                           teacher=prep.model, val=val_data, seed=options.seed,
                                           threads=options.threads_capped(), progress=options.progress)
         check_valid(pruned, prep.model)
-    dense_graph = prep.graph if prep.options.recover == "none" else None  # else it has added zero biases
-    report = evaluate(prep.model, pruned, prep.graph.input_shapes, evaluation, options.bench_rounds,
-                      options.threads_capped(), dense_graph=dense_graph, dense_bytes=prep.input_bytes,
-                      reference=reference)
+    # the dense graph counts the cost before, unless recovery added zero biases or depth removed units
+    dense_graph = prep.graph if prep.options.recover == "none" and depth is None else None
+    report = evaluate(dense, pruned, prep.graph.input_shapes, evaluation, options.bench_rounds,
+                      options.threads_capped(), dense_graph=dense_graph,
+                      dense_bytes=prep.input_bytes if depth is None else depth.dense_bytes, reference=reference)
     report.update(describe(prep, plan))
+    if depth is not None:
+        report.update(input=depth.source, depth=depth.report)
+        report["options"].update(depth=asked.depth, ratio=asked.ratio, target_macs=asked.macs,
+                                 target_params=asked.params)
     if training is not None:
         report["finetune"] = training
     return PruneResult(pruned, plan, report)

@@ -53,22 +53,29 @@ def _choice(name: str, value, choices: tuple[str, ...]) -> None:
 @dataclass(frozen=True)
 class Target:
     """How much to prune: exactly one of a share of channels, a fraction of MACs, parameters or
-    measured latency to keep, or a saved plan."""
+    measured latency to keep, or a saved plan; and `depth` residual units removed first (then the
+    width target, if any, may be left out; MACs and parameter targets count the depth removal)."""
 
     ratio: float | None = None
     macs: float | None = None
     params: float | None = None
     latency: float | None = None
     plan: dict | str | os.PathLike | None = None
+    depth: int = 0
 
     FLAGS = {"ratio": "--ratio", "macs": "--target-macs", "params": "--target-params",
              "latency": "--target-latency", "plan": "--plan"}
 
     def __post_init__(self):
-        given = [f.name for f in fields(self) if getattr(self, f.name) is not None]
-        if len(given) != 1:
+        _number("--depth", self.depth, 0, integer=True)
+        given = [f.name for f in fields(self) if f.name != "depth" and getattr(self, f.name) is not None]
+        if len(given) > 1 or not (given or self.depth):
             raise BadInputError("say how much to prune with exactly one of --ratio, --target-macs, --target-params, "
-                                f"--target-latency or --plan (got {', '.join(self.FLAGS[g] for g in given) or 'none'})")
+                                f"--target-latency or --plan, or with --depth "
+                                f"(got {', '.join(self.FLAGS[g] for g in given) or 'none'})")
+        if self.depth and given and given[0] == "latency":
+            raise BadInputError("--depth combines with --ratio, --target-macs, --target-params or --plan, "
+                                "not with --target-latency")
         if self.ratio is not None:
             _number("--ratio", self.ratio, 0.0, 1.0, open_low=True, open_high=True)
         for name in ("macs", "params", "latency"):
@@ -77,7 +84,9 @@ class Target:
 
     @property
     def kind(self) -> str:
-        return next(f.name for f in fields(self) if getattr(self, f.name) is not None)
+        """The width target's name, or "depth" when only --depth is given."""
+        return next((f.name for f in fields(self) if f.name != "depth" and getattr(self, f.name) is not None),
+                    "depth")
 
     @property
     def value(self):
@@ -157,7 +166,7 @@ class FinetuneOptions:
 
 # keyword arguments of prune() that are not PruneOptions fields under their own names
 _TARGET_KEYWORDS = {"ratio": "ratio", "target_macs": "macs", "target_params": "params",
-                    "target_latency": "latency", "plan": "plan"}
+                    "target_latency": "latency", "plan": "plan", "depth": "depth"}
 _FINETUNE_KEYWORDS = {"finetune_epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "labels": "labels"}
 _PRUNE_FIELDS = {f.name for f in fields(PruneOptions)} - {"target"}
 

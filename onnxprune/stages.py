@@ -13,6 +13,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
 
 from onnxprune.apply.rewrite import apply_plan
@@ -129,7 +130,9 @@ def choose_plan(prep: Prepared, options: PruneOptions | None = None) -> Plan:
     """Score the channels and select them to meet the target (or re-apply a saved plan)."""
     options = prep.options if options is None else options.resolved(prep.data is not None)
     dep, target = prep.dep, options.target
-    if target.kind == "plan":
+    if target.kind == "depth":  # --depth alone: the units are gone already, no channel is removed
+        chosen = Plan(dep, np.zeros(dep.num_channels, dtype=bool), {})
+    elif target.kind == "plan":
         plan = target.plan
         chosen = plan_from_json(dep, plan if isinstance(plan, dict) else load_plan_file(plan))
     else:

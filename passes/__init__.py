@@ -14,9 +14,10 @@ from onnxprune.passes.channel_pruning import ChannelPruning
 from onnxprune.passes.finetune import FineTune
 from onnxprune.passes.pipeline import Pipeline, PipelineResult
 from onnxprune.passes.quantize import Quantize
+from onnxprune.passes.remove_blocks import RemoveBlocks
 from onnxprune.passes.sparsify import Sparsify
 from onnxprune.passes.validation import Validate
 
 __all__ = ["Pass", "PassContext", "PassResult", "PassError", "PASSES", "register", "get_pass", "create_pass",
-           "available", "Pipeline", "PipelineResult", "ChannelPruning", "FineTune", "Quantize", "Sparsify",
-           "Validate"]
+           "available", "Pipeline", "PipelineResult", "ChannelPruning", "RemoveBlocks", "FineTune", "Quantize",
+           "Sparsify", "Validate"]

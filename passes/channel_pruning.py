@@ -53,4 +53,5 @@ class ChannelPruning(Pass):
             opts.setdefault("progress", progress.enabled())
         result = prune(model, self.ratio, **opts)
         fragment = {k: v for k, v in result.report.items() if k not in ("schema", "input")}
-        return PassResult(result.model, bool(result.plan.removed.any()), fragment)
+        changed = bool(result.plan.removed.any()) or bool(result.report.get("depth"))  # depth = K removes units
+        return PassResult(result.model, changed, fragment)

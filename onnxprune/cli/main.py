@@ -32,6 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--target-latency", type=float, metavar="F",
                      help="keep this fraction of the dense ONNX Runtime latency on this machine (searched by measurement)")
     how.add_argument("--plan", metavar="PLAN.json", help="apply a saved plan (see --save-plan)")
+    how.add_argument("--depth", type=int, default=0, metavar="K",
+                     help="first remove K whole residual units (transformer layers, or residual blocks) whose removal "
+                          "changes the outputs least on --calib; alone, or with one of the above (MACs and "
+                          "parameter targets count the removal)")
     pr.add_argument("--calib", help="calibration data: .npz keyed by input names, or a folder of .npy/.npz/images")
     pr.add_argument("--calib-limit", type=int, metavar="N", help="use at most N calibration samples")
     pr.add_argument("--data", metavar="DATA.npz", help="held-out data for the fidelity/accuracy report (default: --calib)")
@@ -133,7 +137,7 @@ def prune_options(args):
     from onnxprune.options import DEFAULT_ROUND_TO, PruneOptions, Target
 
     target = Target(ratio=args.ratio, macs=args.target_macs, params=args.target_params, latency=args.target_latency,
-                    plan=args.plan)
+                    plan=args.plan, depth=args.depth)
     return PruneOptions(target=target, criterion=args.criterion, scope=args.scope, recover=args.recover,
                         max_layer_ratio=args.max_layer_ratio, min_channels=args.min_channels,
                         round_to=args.round_to if args.round_to is not None else DEFAULT_ROUND_TO,

@@ -29,6 +29,10 @@ def format_summary(report: dict) -> str:
     tuned = report.get("finetune")
     if tuned:
         lines.append(f"fine-tuned {tuned['epochs']} epochs in ONNX Runtime ({tuned['loss']}) on {tuned['samples']} samples")
+    depth = report.get("depth")
+    if depth:
+        names = ", ".join(r["name"] for r in depth["removed"])
+        lines.append(f"removed {len(depth['removed'])} of {depth['candidates']} residual {depth['unit']}s: {names}")
     plan = report.get("plan", {})
     if plan:
         lines.append(f"removed {plan['removed']} of {plan['channels']} channels in {plan['pruned_groups']} of "

@@ -63,6 +63,24 @@ _PLAN = {
     },
 }
 
+_DEPTH = {  # --depth: the residual units removed before width pruning
+    "type": "object",
+    "required": ["requested", "unit", "candidates", "data", "removed", "cosine", "params_kept", "macs_kept"],
+    "properties": {
+        "requested": _COUNT, "unit": {"enum": ["layer", "block"]}, "candidates": _COUNT,
+        "data": {"enum": ["given", "synthetic"]}, "samples": _COUNT, "cosine": _NUM,
+        "params_kept": _NUM, "macs_kept": _NUM, "width_target": {"type": ["object", "null"]},
+        "removed": {"type": "array", "items": {
+            "type": "object", "required": ["name", "adds", "influence", "nodes", "weights"],
+            "properties": {"name": {"type": "string"}, "adds": {"type": "array", "items": {"type": "string"}},
+                           "influence": _NUM, "cosine": _NUM, "nodes": _COUNT, "weights": _COUNT}}},
+        "scores": {"type": "array", "items": {"type": "object", "required": ["name", "influence"],
+                                              "properties": {"name": {"type": "string"}, "influence": _NUM,
+                                                             "cosine": _NUM}}},
+    },
+}
+
+
 def _document(title: str) -> dict:
     """The header every top-level schema shares."""
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": title, "type": "object"}
@@ -92,6 +110,7 @@ REPORT_SCHEMA = {
             "properties": {"name": {"type": "string"}, "options": {"type": "object"}, "changed": {"type": "boolean"},
                            "seconds": _NUM, "report": {"type": "object"}}}},
         "recipe": {"type": "string"},
+        "depth": _DEPTH,
     },
 }
 
