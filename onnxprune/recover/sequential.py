@@ -38,8 +38,7 @@ from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.couple.ops import REGISTRY
 from onnxprune.couple.vocabulary import LinearSite, Slot
 from onnxprune.couple.plan import Plan
-from onnxprune.score.passplan import prefix_model
-from onnxprune.load.runtime import batchable, session
+from onnxprune.score.stream import Streamer, needed_nodes, reads
 
 log = logging.getLogger("onnxprune")
 
@@ -80,8 +79,8 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
     of a removed channel, solved wave by wave on the pruned-so-far model (see the module doc).
 
     `direct_only` re-solves only the layers that lose input channels (enough to measure one group's
-    damage). Each wave runs only the prefix of the dense model that its targets need; `dense_cache`
-    keeps those sessions across calls (keyed by the targets)."""
+    damage). `dense_cache` is accepted for compatibility and unused: each call streams both models
+    once, a segment per wave (score/stream.py)."""
     g = dep.graph
     if max_samples:
         data = data.take(max_samples)
@@ -90,34 +89,74 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
         consumers = [c for c in consumers if len(c.kept_in) < g.const(c.site.weight).shape[c.site.weight_axis]]
     if not consumers:
         return {}
+    from onnxprune.apply.rewrite import apply_plan
     waves = _waves(g, consumers)
+    outs = {g.nodes[c.node].outputs[0] for c in consumers}
+    pruned_model = apply_plan(Plan(dep, removed))  # the structure; re-solved weights are swapped in per wave
+    inputs = [sorted({c.site.x for c in wave}) for wave in waves]
+    targets = [sorted({c.target for c in wave}) for wave in waves]
+    pruned = Streamer(pruned_model, _segments(pruned_model, outs, set().union(*inputs), len(waves)), inputs,
+                      data, batch_size)
+    dense = Streamer(g.model, _segments(g.model, outs, set().union(*targets), len(waves) + 1), [[]] + targets,
+                     data, batch_size)
+    cuts = _cuts(dep, removed)
     overrides: dict[str, np.ndarray] = {}
-    plan = Plan(dep, removed)
+    replace: dict[str, np.ndarray] = {}  # the overrides as the pruned model holds them (sliced)
     steps = range(len(waves))
     if progress:
         from tqdm import tqdm
         steps = tqdm(steps, desc="reconstruction", leave=False)
-    from onnxprune.apply.rewrite import apply_plan
-    for w in steps:
-        wave = waves[w]
-        inputs = sorted({c.site.x for c in wave})
-        targets = sorted({c.target for c in wave})
-        pruned = session(prefix_model(apply_plan(plan, overrides), inputs))
-        cache = dense_cache if dense_cache is not None else {}
-        if tuple(targets) not in cache:
-            cache[tuple(targets)] = session(prefix_model(g.model, targets))
-        reference = cache[tuple(targets)]
-        can_batch = batchable(pruned) and batchable(reference)
-        for b, feed in enumerate(data.batches(batch_size, can_batch)):
-            xs = dict(zip(inputs, pruned.run(inputs, feed)))
-            ys = dict(zip(targets, reference.run(targets, feed)))
-            share = len(next(iter(feed.values()))) / len(data) if can_batch else 1 / len(data)
+    try:
+        for _ in dense.run():  # segment 0 of the dense model: what precedes every re-solved layer
+            pass
+        for w in steps:
+            wave = waves[w]
+            xs_run, ys_run = pruned.run(replace), dense.run()
+            for (b, share, xs), (_, _, ys) in zip(xs_run, ys_run):
+                for c in wave:
+                    _accumulate(c, np.asarray(xs[c.site.x]), np.asarray(ys[c.target]), share, seed + 7919 * b + c.node)
+            for _ in ys_run:  # both runs cover the same batches; finish the generators' bookkeeping
+                pass
             for c in wave:
-                _accumulate(c, np.asarray(xs[c.site.x]), np.asarray(ys[c.target]), share, seed + 7919 * b + c.node)
-        for c in wave:
-            _solve(g, c, overrides, ridge)
-            c.gram = c.cross = None  # the next wave needs only the overrides
+                _solve(g, c, overrides, ridge)
+                c.gram = c.cross = None  # the next wave needs only the overrides
+                for name in (c.site.weight, c.site.bias):
+                    if name in overrides:
+                        replace[name] = _sliced(overrides[name], cuts.get(name, ()))
+    finally:
+        pruned.close()
+        dense.close()
     return overrides
+
+
+def _segments(model, consumer_outputs: set[str], fetch: set[str], count: int) -> list[list[int]]:
+    """Node indices of `model` needed for `fetch`, by level: the most re-solved layers on any path from
+    the inputs (a re-solved layer's output is one level above its input). Segment k computes every
+    tensor whose value depends only on waves before k."""
+    level: dict[str, int] = {}
+    segments: list[list[int]] = [[] for _ in range(count)]
+    for i in needed_nodes(model, sorted(fetch)):
+        node = model.graph.node[i]
+        depth = max((level.get(t, 0) for t in reads(node)), default=0) + (node.output[0] in consumer_outputs)
+        for t in node.output:
+            level[t] = depth
+        segments[min(depth, count - 1)].append(i)
+    return segments
+
+
+def _cuts(dep: Dependency, removed: np.ndarray) -> dict[str, list[tuple[int, np.ndarray]]]:
+    """For each constant the plan slices, its (axis, kept indices) cuts, as the rewrite applies them."""
+    out: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for slot, idx in dep.kept_indices(removed).items():
+        if slot.tensor in dep.graph.constants:
+            out.setdefault(slot.tensor, []).append((slot.axis, idx))
+    return out
+
+
+def _sliced(value: np.ndarray, cuts) -> np.ndarray:
+    for axis, idx in cuts:
+        value = np.take(value, idx, axis=axis)
+    return value
 
 
 # ---- which layers, in which order --------------------------------------------------------------
@@ -250,7 +289,7 @@ def _conv_rows(c: Consumer, x: np.ndarray, y: np.ndarray, share: float, seed: in
     feats = np.stack(taps, axis=2)                                   # [B, C, T, P]
     feats = feats.transpose(0, 3, 1, 2).reshape(-1, x.shape[1] * kh * kw)
     target = y[:, c.kept_out][:, :, oi, oj].transpose(0, 2, 1).reshape(-1, len(c.kept_out))
-    return feats.astype(np.float64), target.astype(np.float64)
+    return feats.astype(np.float32, copy=False), target.astype(np.float32, copy=False)
 
 
 def _rows(c: Consumer, x: np.ndarray, y: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -270,7 +309,7 @@ def _rows(c: Consumer, x: np.ndarray, y: np.ndarray, share: float, seed: int) ->
     if feats.shape[0] > cap:  # long sequences or large maps: sample positions, as for convs
         idx = np.random.default_rng(seed).choice(feats.shape[0], cap, replace=False)
         feats, target = feats[idx], target[idx]
-    return feats.astype(np.float64), target.astype(np.float64)
+    return feats.astype(np.float32, copy=False), target.astype(np.float32, copy=False)
 
 
 def _accumulate(c: Consumer, x: np.ndarray, y: np.ndarray, share: float, seed: int) -> None:
@@ -283,11 +322,11 @@ def _accumulate(c: Consumer, x: np.ndarray, y: np.ndarray, share: float, seed: i
         return
     feats, target = _rows(c, x, y, share, seed)
     if c.intercept:
-        feats = np.concatenate([feats, np.ones((feats.shape[0], 1))], axis=1)
+        feats = np.concatenate([feats, np.ones((feats.shape[0], 1), feats.dtype)], axis=1)
     if c.gram is None:
         c.gram = np.zeros((feats.shape[1], feats.shape[1]))
         c.cross = np.zeros((feats.shape[1], target.shape[1]))
-    c.gram += feats.T @ feats
+    c.gram += feats.T @ feats  # float32 products of one batch (BLAS sgemm), summed in float64 across batches
     c.cross += feats.T @ target
     c.rows += feats.shape[0]
 
