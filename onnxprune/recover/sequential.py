@@ -4,10 +4,13 @@ fed the PRUNED model's activations, it reproduces the DENSE model's output at th
 One-shot recovery (recover.py) solves each consumer from the dense model's statistics, so the error a
 consumer leaves behind reaches the next one uncorrected and errors compound. Here consumers are solved
 in topological waves (longest-path layers of the consumer graph: a wave's inputs depend only on
-consumers already solved). For each wave one pass of the pruned-so-far model over the calibration data
-fetches just that wave's inputs, and one pass of the dense model fetches the matching targets; the
-normal equations X_p^T X_p and X_p^T Y_d are accumulated batch by batch. Memory is one batch of the
-wave's tensors plus one Gram matrix per consumer, never every activation at once.
+consumers already solved). Both models are streamed over the calibration data a segment per wave
+(score/stream.py): for wave k the pruned model runs only the nodes between wave k-1 and wave k (with
+the weights just solved swapped in) and the dense model the matching segment, each reading the tensors
+earlier segments left behind, so every node runs once per sample (time linear in nodes and samples).
+The normal equations X_p^T X_p and X_p^T Y_d are accumulated batch by batch (float32 products summed
+in float64). Memory is one batch of one segment plus the stored frontier (spilled to disk past a
+budget) and one Gram matrix per consumer of the wave, never every activation at once.
 
 Two solves:
 - `output`: Conv (group 1, 1-D/2-D), Gemm, MatMul with a constant weight. Features are the kept input
@@ -38,7 +41,8 @@ from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.couple.ops import REGISTRY
 from onnxprune.couple.vocabulary import LinearSite, Slot
 from onnxprune.couple.plan import Plan
-from onnxprune.score.stream import Streamer, needed_nodes, reads
+from onnxprune.score.stream import Streamer, level_segments
+from onnxprune.recover.sliced import constant_cuts, sliced
 
 log = logging.getLogger("onnxprune")
 
@@ -95,11 +99,11 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
     pruned_model = apply_plan(Plan(dep, removed))  # the structure; re-solved weights are swapped in per wave
     inputs = [sorted({c.site.x for c in wave}) for wave in waves]
     targets = [sorted({c.target for c in wave}) for wave in waves]
-    pruned = Streamer(pruned_model, _segments(pruned_model, outs, set().union(*inputs), len(waves)), inputs,
+    pruned = Streamer(pruned_model, level_segments(pruned_model, outs, set().union(*inputs), len(waves)), inputs,
                       data, batch_size)
-    dense = Streamer(g.model, _segments(g.model, outs, set().union(*targets), len(waves) + 1), [[]] + targets,
+    dense = Streamer(g.model, level_segments(g.model, outs, set().union(*targets), len(waves) + 1), [[]] + targets,
                      data, batch_size)
-    cuts = _cuts(dep, removed)
+    cuts = constant_cuts(dep, removed)
     overrides: dict[str, np.ndarray] = {}
     replace: dict[str, np.ndarray] = {}  # the overrides as the pruned model holds them (sliced)
     steps = range(len(waves))
@@ -122,41 +126,11 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
                 c.gram = c.cross = None  # the next wave needs only the overrides
                 for name in (c.site.weight, c.site.bias):
                     if name in overrides:
-                        replace[name] = _sliced(overrides[name], cuts.get(name, ()))
+                        replace[name] = sliced(overrides[name], cuts.get(name, ()))
     finally:
         pruned.close()
         dense.close()
     return overrides
-
-
-def _segments(model, consumer_outputs: set[str], fetch: set[str], count: int) -> list[list[int]]:
-    """Node indices of `model` needed for `fetch`, by level: the most re-solved layers on any path from
-    the inputs (a re-solved layer's output is one level above its input). Segment k computes every
-    tensor whose value depends only on waves before k."""
-    level: dict[str, int] = {}
-    segments: list[list[int]] = [[] for _ in range(count)]
-    for i in needed_nodes(model, sorted(fetch)):
-        node = model.graph.node[i]
-        depth = max((level.get(t, 0) for t in reads(node)), default=0) + (node.output[0] in consumer_outputs)
-        for t in node.output:
-            level[t] = depth
-        segments[min(depth, count - 1)].append(i)
-    return segments
-
-
-def _cuts(dep: Dependency, removed: np.ndarray) -> dict[str, list[tuple[int, np.ndarray]]]:
-    """For each constant the plan slices, its (axis, kept indices) cuts, as the rewrite applies them."""
-    out: dict[str, list[tuple[int, np.ndarray]]] = {}
-    for slot, idx in dep.kept_indices(removed).items():
-        if slot.tensor in dep.graph.constants:
-            out.setdefault(slot.tensor, []).append((slot.axis, idx))
-    return out
-
-
-def _sliced(value: np.ndarray, cuts) -> np.ndarray:
-    for axis, idx in cuts:
-        value = np.take(value, idx, axis=axis)
-    return value
 
 
 # ---- which layers, in which order --------------------------------------------------------------

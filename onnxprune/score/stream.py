@@ -215,3 +215,18 @@ def segment_model(model: onnx.ModelProto, nodes: list[onnx.NodeProto], have: Map
     out.ir_version = model.ir_version
     out.functions.extend(model.functions)
     return out
+
+
+def level_segments(model: onnx.ModelProto, marked: set[str], fetch: set[str], count: int) -> list[list[int]]:
+    """`count` segments of the nodes of `model` needed for `fetch`, by level: the most marked nodes (by
+    first output) on any path from the inputs, a marked node's output one level above its inputs.
+    Segment k computes every tensor that depends only on marked nodes of levels below k."""
+    level: dict[str, int] = {}
+    segments: list[list[int]] = [[] for _ in range(count)]
+    for i in needed_nodes(model, sorted(fetch)):
+        node = model.graph.node[i]
+        depth = max((level.get(t, 0) for t in reads(node)), default=0) + (node.output[0] in marked)
+        for t in node.output:
+            level[t] = depth
+        segments[min(depth, count - 1)].append(i)
+    return segments
