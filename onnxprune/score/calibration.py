@@ -19,11 +19,11 @@ import onnx
 
 from onnxprune.load.data import Dataset, load_npz
 from onnxprune.errors import BadInputError
-from onnxprune.load.runtime import batchable, session
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 MAX_IMAGE_PIXELS = 50_000_000  # decoded before any resize: 600 MB as float32 RGB
 GRAM_LIMIT = 4096  # channels above this get no Gram matrix (memory grows with its square)
+GRAM_ROWS = 16384  # rows per float32 Gram product: its rounding stays far below the ridge
 
 
 @dataclass
@@ -154,19 +154,21 @@ class ChannelStats:
     want_gram: bool = False
 
     def add(self, value: np.ndarray) -> None:
-        rows = np.moveaxis(value, self.axis, -1).reshape(-1, value.shape[self.axis]).astype(np.float64)
+        rows = np.moveaxis(value, self.axis, -1).reshape(-1, value.shape[self.axis]).astype(np.float32, copy=False)
         if self.sum is None:
             c = rows.shape[1]
             self.sum, self.abs_sum, self.sq_sum, self.zeros = (np.zeros(c) for _ in range(4))
             if self.want_gram and c <= GRAM_LIMIT:
                 self.gram = np.zeros((c, c))
         self.count += rows.shape[0]
-        self.sum += rows.sum(0)
-        self.abs_sum += np.abs(rows).sum(0)
-        self.sq_sum += (rows * rows).sum(0)
+        self.sum += rows.sum(0, dtype=np.float64)
+        self.abs_sum += np.abs(rows).sum(0, dtype=np.float64)
+        self.sq_sum += np.square(rows).sum(0, dtype=np.float64)
         self.zeros += (rows == 0).sum(0)
-        if self.gram is not None:
-            self.gram += rows.T @ rows
+        if self.gram is not None:  # float32 products (BLAS sgemm) over row blocks, summed in float64
+            for start in range(0, rows.shape[0], GRAM_ROWS):
+                block = rows[start:start + GRAM_ROWS]
+                self.gram += block.T @ block
 
     @property
     def mean(self) -> np.ndarray:
@@ -203,32 +205,33 @@ def collect_statistics(model: onnx.ModelProto, data: Dataset, wanted: Mapping[tu
                        batch_size: int = 32, progress: bool = False, shapes: Mapping | None = None,
                        budget: int | None = None) -> Statistics:
     """Stream `model` over `data`, exposing the wanted tensors a memory-bounded chunk at a time (see
-    passplan.py; `shapes` gives each tensor's shape for one sample); `wanted[(t, axis)]` asks for a Gram."""
+    passplan.py; `shapes` gives each tensor's shape for one sample); `wanted[(t, axis)]` asks for a Gram.
+    Each chunk's pass runs only the nodes between the previous chunk and this one, reading what earlier
+    passes left behind: every node runs once per sample."""
     from onnxprune.score.passplan import DEFAULT_BUDGET, plan_passes, tensor_bytes
+    from onnxprune.score.stream import Streamer, needed_nodes
 
     order = {name: i for i, name in enumerate(t for n in model.graph.node for t in n.output)}
     tensors = sorted({t for t, _ in wanted}, key=lambda t: (order.get(t, -1), t))
     batch_size, chunks = plan_passes(tensors, tensor_bytes(shapes or {}, tensors), batch_size,
                                      budget or DEFAULT_BUDGET)
     result = Statistics({key: ChannelStats(key[1], want_gram=gram) for key, gram in wanted.items()})
+    segments, done = [], set()  # chunk k's pass runs only the nodes no earlier pass ran (score/stream.py)
     for chunk in chunks:
-        _statistics_pass(model, data, chunk, result, batch_size, progress)
+        segments.append([i for i in needed_nodes(model, chunk) if i not in done])
+        done.update(segments[-1])
+    streamer = Streamer(model, segments, chunks, data, batch_size)
+    try:
+        for chunk in chunks:
+            mine = [(key, st) for key, st in result.stats.items() if key[0] in set(chunk)]
+            batches = streamer.run()
+            if progress:
+                from tqdm import tqdm
+                batches = tqdm(batches, total=-(-len(data) // streamer.batch_size), desc="calibration", leave=False)
+            for _, _, values in batches:
+                for (t, axis), st in mine:
+                    st.add(np.asarray(values[t]))
+    finally:
+        streamer.close()
     result.samples = len(data)
     return result
-
-
-def _statistics_pass(model: onnx.ModelProto, data: Dataset, tensors: list[str], result: Statistics,
-                     batch_size: int, progress: bool) -> None:
-    """One run over `data` with `tensors` exposed, feeding every statistic on them."""
-    from onnxprune.score.passplan import prefix_model
-
-    sess = session(prefix_model(model, tensors))
-    mine = [(key, st) for key, st in result.stats.items() if key[0] in set(tensors)]
-    batches = data.batches(batch_size, batchable(sess))
-    if progress:
-        from tqdm import tqdm
-        batches = tqdm(batches, total=-(-len(data) // batch_size), desc="calibration", leave=False)
-    for feed in batches:
-        values = dict(zip(tensors, sess.run(tensors, feed)))
-        for (t, axis), st in mine:
-            st.add(np.asarray(values[t]))
