@@ -23,7 +23,7 @@ from onnxprune.errors import BadInputError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 MAX_IMAGE_PIXELS = 50_000_000  # decoded before any resize: 600 MB as float32 RGB
 GRAM_LIMIT = 4096  # channels above this get no Gram matrix (memory grows with its square)
-GRAM_ROWS = 16384  # rows per float32 Gram product: its rounding stays far below the ridge
+GRAM_ROWS = 16384  # rows per float32 block of sums and Gram products: rounding far below the ridge
 
 
 @dataclass
@@ -142,33 +142,59 @@ def _read_image(path: Path, opt: ImageOptions) -> np.ndarray:
 
 @dataclass
 class ChannelStats:
-    """Per-channel statistics of one tensor along one axis, accumulated over every other axis."""
+    """Per-channel statistics of one tensor along one axis, accumulated over every other axis.
+
+    Sums and the Gram are accumulated about a per-channel shift (the first batch's mean) from float32
+    block products summed in float64, so the covariance keeps its precision when a channel's mean
+    dwarfs its spread; `sum`, `sq_sum` and `gram` give the raw (unshifted) totals."""
 
     axis: int
     count: int = 0
-    sum: np.ndarray | None = None
     abs_sum: np.ndarray | None = None
-    sq_sum: np.ndarray | None = None
     zeros: np.ndarray | None = None
-    gram: np.ndarray | None = None
     want_gram: bool = False
+    shift: np.ndarray | None = None
+    shifted_sum: np.ndarray | None = None
+    shifted_sq: np.ndarray | None = None
+    shifted_gram: np.ndarray | None = None
 
     def add(self, value: np.ndarray) -> None:
         rows = np.moveaxis(value, self.axis, -1).reshape(-1, value.shape[self.axis]).astype(np.float32, copy=False)
-        if self.sum is None:
+        if self.shift is None:
             c = rows.shape[1]
-            self.sum, self.abs_sum, self.sq_sum, self.zeros = (np.zeros(c) for _ in range(4))
+            self.shift = rows.mean(0, dtype=np.float64).astype(np.float32)
+            self.shifted_sum, self.shifted_sq, self.abs_sum, self.zeros = (np.zeros(c) for _ in range(4))
             if self.want_gram and c <= GRAM_LIMIT:
-                self.gram = np.zeros((c, c))
+                self.shifted_gram = np.zeros((c, c))
         self.count += rows.shape[0]
-        self.sum += rows.sum(0, dtype=np.float64)
-        self.abs_sum += np.abs(rows).sum(0, dtype=np.float64)
-        self.sq_sum += np.square(rows).sum(0, dtype=np.float64)
-        self.zeros += (rows == 0).sum(0)
-        if self.gram is not None:  # float32 products (BLAS sgemm) over row blocks, summed in float64
-            for start in range(0, rows.shape[0], GRAM_ROWS):
-                block = rows[start:start + GRAM_ROWS]
-                self.gram += block.T @ block
+        for start in range(0, rows.shape[0], GRAM_ROWS):  # float32 blocks (fast, contiguous), float64 totals
+            raw = rows[start:start + GRAM_ROWS]
+            self.abs_sum += np.abs(raw).sum(0)
+            self.zeros += np.count_nonzero(raw == 0, axis=0)
+            block = raw - self.shift
+            self.shifted_sum += block.sum(0)
+            if self.shifted_gram is None:
+                self.shifted_sq += np.square(block).sum(0)
+                continue
+            gram = block.T @ block  # BLAS sgemm
+            self.shifted_gram += gram
+            self.shifted_sq += np.diagonal(gram)
+
+    @property
+    def sum(self) -> np.ndarray:
+        return self.shifted_sum + self.count * self.shift.astype(np.float64)
+
+    @property
+    def sq_sum(self) -> np.ndarray:
+        s = self.shift.astype(np.float64)
+        return self.shifted_sq + 2 * s * self.shifted_sum + self.count * s * s
+
+    @property
+    def gram(self) -> np.ndarray | None:
+        if self.shifted_gram is None:
+            return None
+        s, t = self.shift.astype(np.float64), self.shifted_sum
+        return self.shifted_gram + np.outer(s, t) + np.outer(t, s) + self.count * np.outer(s, s)
 
     @property
     def mean(self) -> np.ndarray:
@@ -184,10 +210,10 @@ class ChannelStats:
         return self.zeros / max(self.count, 1)
 
     def covariance(self) -> np.ndarray | None:
-        if self.gram is None:
+        if self.shifted_gram is None:
             return None
-        m = self.mean
-        return self.gram / max(self.count, 1) - np.outer(m, m)
+        m = self.shifted_sum / max(self.count, 1)  # about the shift: no cancellation against the mean
+        return self.shifted_gram / max(self.count, 1) - np.outer(m, m)
 
 
 @dataclass

@@ -36,6 +36,7 @@ class ActivationStore:
         self._memory: dict[tuple[str, int], np.ndarray] = {}
         self._files: dict[tuple[str, int], str] = {}
         self._folder: tempfile.TemporaryDirectory | None = None
+        self._written = 0  # file names never repeat, whatever was dropped
 
     def put(self, name: str, batch: int, value: np.ndarray) -> None:
         value = np.asarray(value)
@@ -45,7 +46,8 @@ class ActivationStore:
             return
         if self._folder is None:
             self._folder = tempfile.TemporaryDirectory(prefix="onnxprune-acts-")
-        path = os.path.join(self._folder.name, f"{len(self._files)}.npy")
+        path = os.path.join(self._folder.name, f"{self._written}.npy")
+        self._written += 1
         np.save(path, value, allow_pickle=False)
         self._files[(name, batch)] = path
 
