@@ -228,7 +228,7 @@ class Statistics:
 
 
 def collect_statistics(model: onnx.ModelProto, data: Dataset, wanted: Mapping[tuple[str, int], bool],
-                       batch_size: int = 32, progress: bool = False, shapes: Mapping | None = None,
+                       batch_size: int = 8, progress: bool = False, shapes: Mapping | None = None,
                        budget: int | None = None) -> Statistics:
     """Stream `model` over `data`, exposing the wanted tensors a memory-bounded chunk at a time (see
     passplan.py; `shapes` gives each tensor's shape for one sample); `wanted[(t, axis)]` asks for a Gram.
