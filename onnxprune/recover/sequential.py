@@ -31,6 +31,7 @@ layer, whose input is then the pruned depthwise output.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,6 +51,7 @@ MAX_FEATURES = 2400      # per-tap features of one conv (a 256-channel 3x3 conv 
 MIN_ROWS = 8192          # rows sampled per layer at least (cheap layers get a well-posed problem)
 ROWS_PER_FEATURE = 4     # and at least this many per feature
 RECURRENT = {"LSTM": (2, 4), "GRU": (2, 3)}  # op -> (contracted axis of W, gates)
+BATCH_BYTES = 16 * 2 ** 20  # the largest wave tensor of one batch: its segment's activations are a few times it
 
 
 @dataclass
@@ -83,8 +85,7 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
     of a removed channel, solved wave by wave on the pruned-so-far model (see the module doc).
 
     `direct_only` re-solves only the layers that lose input channels (enough to measure one group's
-    damage). `dense_cache` is accepted for compatibility and unused: each call streams both models
-    once, a segment per wave (score/stream.py)."""
+    damage). `dense_cache` is unused (kept for callers): each call streams both models once."""
     g = dep.graph
     if max_samples:
         data = data.take(max_samples)
@@ -99,6 +100,9 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
     pruned_model = apply_plan(Plan(dep, removed))  # the structure; re-solved weights are swapped in per wave
     inputs = [sorted({c.site.x for c in wave}) for wave in waves]
     targets = [sorted({c.target for c in wave}) for wave in waves]
+    biggest = max(4 * int(np.prod([d if isinstance(d, int) and d > 0 else 1 for d in g.shape(t) or ()]))
+                  for t in set().union(*inputs, *targets))  # bytes per sample: a 640x640 map gets fewer per batch
+    batch_size = int(np.clip(BATCH_BYTES // max(biggest, 1), 1, batch_size))
     pruned = Streamer(pruned_model, level_segments(pruned_model, outs, set().union(*inputs), len(waves)), inputs,
                       data, batch_size)
     dense = Streamer(g.model, level_segments(g.model, outs, set().union(*targets), len(waves) + 1), [[]] + targets,
@@ -119,8 +123,7 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
             for (b, share, xs), (_, _, ys) in zip(xs_run, ys_run):
                 for c in wave:
                     _accumulate(c, np.asarray(xs[c.site.x]), np.asarray(ys[c.target]), share, seed + 7919 * b + c.node)
-            for _ in ys_run:  # both runs cover the same batches; finish the generators' bookkeeping
-                pass
+            deque(ys_run, maxlen=0)  # both runs cover the same batches; finish the generator's bookkeeping
             for c in wave:
                 _solve(g, c, overrides, ridge)
                 c.gram = c.cross = None  # the next wave needs only the overrides

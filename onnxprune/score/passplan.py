@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-DEFAULT_BUDGET = 512 * 2 ** 20   # bytes of exposed activations (float32 copies included) per run
+DEFAULT_BUDGET = 128 * 2 ** 20   # bytes of exposed activations (float32 copies included) per run
 UNKNOWN_BYTES = 4 * 2 ** 20      # a tensor whose shape is unknown is assumed this big per sample
 STATS_COPIES = 2                 # statistics read a float32 copy (1x) of the float32 output (1x)
 

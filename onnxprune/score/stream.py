@@ -25,7 +25,7 @@ from onnx import helper, numpy_helper
 from onnxprune.load.data import Dataset
 from onnxprune.load.runtime import session
 
-STORE_BUDGET = 128 * 2 ** 20  # bytes of frontier tensors held in memory before spilling to disk
+STORE_BUDGET = 64 * 2 ** 20   # bytes of frontier tensors held in memory before spilling to disk
 
 
 class ActivationStore:
