@@ -108,8 +108,7 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
     dense = Streamer(g.model, level_segments(g.model, outs, set().union(*targets), len(waves) + 1), [[]] + targets,
                      data, batch_size)
     cuts = constant_cuts(dep, removed)
-    overrides: dict[str, np.ndarray] = {}
-    replace: dict[str, np.ndarray] = {}  # the overrides as the pruned model holds them (sliced)
+    overrides, replace = {}, {}  # dense-shaped solutions; the same as the pruned model holds them (sliced)
     steps = range(len(waves))
     if progress:
         from tqdm import tqdm
