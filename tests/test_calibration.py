@@ -71,5 +71,6 @@ def test_streaming_statistics_match_full_pass():
     rows = np.moveaxis(full, 1, -1).reshape(-1, full.shape[1]).astype(np.float64)
     assert st.count == rows.shape[0]
     np.testing.assert_allclose(st.mean, rows.mean(0), rtol=1e-6, atol=1e-9)
-    np.testing.assert_allclose(st.gram / st.count, rows.T @ rows / len(rows), rtol=1e-6, atol=1e-9)
+    gram = rows.T @ rows / len(rows)  # Grams are float32 products summed in float64: float32 rounding of the scale
+    np.testing.assert_allclose(st.gram / st.count, gram, rtol=1e-5, atol=1e-6 * np.abs(gram).max())
     np.testing.assert_allclose(st.apoz, (rows == 0).mean(0))

@@ -132,8 +132,8 @@ def test_bounded_statistics_equal_one_pass():
     for key in wanted:
         a, b = one.get(*key), chunked.get(*key)
         assert a.count == b.count
-        np.testing.assert_allclose(a.sum, b.sum, rtol=1e-9, atol=1e-9)
-        np.testing.assert_allclose(a.gram, b.gram, rtol=1e-9, atol=1e-6)
+        np.testing.assert_allclose(a.sum, b.sum, rtol=1e-6, atol=1e-6 * np.abs(a.sum).max())  # float32 kernels
+        np.testing.assert_allclose(a.gram, b.gram, rtol=1e-5, atol=1e-6 * np.abs(a.gram).max())  # float32 products
 
 
 def test_damage_allocation_only_grows_as_the_target_falls():

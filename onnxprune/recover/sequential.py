@@ -4,10 +4,13 @@ fed the PRUNED model's activations, it reproduces the DENSE model's output at th
 One-shot recovery (recover.py) solves each consumer from the dense model's statistics, so the error a
 consumer leaves behind reaches the next one uncorrected and errors compound. Here consumers are solved
 in topological waves (longest-path layers of the consumer graph: a wave's inputs depend only on
-consumers already solved). For each wave one pass of the pruned-so-far model over the calibration data
-fetches just that wave's inputs, and one pass of the dense model fetches the matching targets; the
-normal equations X_p^T X_p and X_p^T Y_d are accumulated batch by batch. Memory is one batch of the
-wave's tensors plus one Gram matrix per consumer, never every activation at once.
+consumers already solved). Both models are streamed over the calibration data a segment per wave
+(score/stream.py): for wave k the pruned model runs only the nodes between wave k-1 and wave k (with
+the weights just solved swapped in) and the dense model the matching segment, each reading the tensors
+earlier segments left behind, so every node runs once per sample (time linear in nodes and samples).
+The normal equations X_p^T X_p and X_p^T Y_d are accumulated batch by batch (float32 products summed
+in float64). Memory is one batch of one segment plus the stored frontier (spilled to disk past a
+budget) and one Gram matrix per consumer of the wave, never every activation at once.
 
 Two solves:
 - `output`: Conv (group 1, 1-D/2-D), Gemm, MatMul with a constant weight. Features are the kept input
@@ -28,6 +31,7 @@ layer, whose input is then the pruned depthwise output.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,8 +42,8 @@ from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.couple.ops import REGISTRY
 from onnxprune.couple.vocabulary import LinearSite, Slot
 from onnxprune.couple.plan import Plan
-from onnxprune.score.passplan import prefix_model
-from onnxprune.load.runtime import batchable, session
+from onnxprune.score.stream import Streamer, level_segments
+from onnxprune.recover.sliced import constant_cuts, sliced
 
 log = logging.getLogger("onnxprune")
 
@@ -47,6 +51,7 @@ MAX_FEATURES = 2400      # per-tap features of one conv (a 256-channel 3x3 conv 
 MIN_ROWS = 8192          # rows sampled per layer at least (cheap layers get a well-posed problem)
 ROWS_PER_FEATURE = 4     # and at least this many per feature
 RECURRENT = {"LSTM": (2, 4), "GRU": (2, 3)}  # op -> (contracted axis of W, gates)
+BATCH_BYTES = 16 * 2 ** 20  # the largest wave tensor of one batch: its segment's activations are a few times it
 
 
 @dataclass
@@ -80,8 +85,7 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
     of a removed channel, solved wave by wave on the pruned-so-far model (see the module doc).
 
     `direct_only` re-solves only the layers that lose input channels (enough to measure one group's
-    damage). Each wave runs only the prefix of the dense model that its targets need; `dense_cache`
-    keeps those sessions across calls (keyed by the targets)."""
+    damage). `dense_cache` is unused (kept for callers): each call streams both models once."""
     g = dep.graph
     if max_samples:
         data = data.take(max_samples)
@@ -90,33 +94,44 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
         consumers = [c for c in consumers if len(c.kept_in) < g.const(c.site.weight).shape[c.site.weight_axis]]
     if not consumers:
         return {}
+    from onnxprune.apply.rewrite import apply_plan
     waves = _waves(g, consumers)
-    overrides: dict[str, np.ndarray] = {}
-    plan = Plan(dep, removed)
+    outs = {g.nodes[c.node].outputs[0] for c in consumers}
+    pruned_model = apply_plan(Plan(dep, removed))  # the structure; re-solved weights are swapped in per wave
+    inputs = [sorted({c.site.x for c in wave}) for wave in waves]
+    targets = [sorted({c.target for c in wave}) for wave in waves]
+    biggest = max(4 * int(np.prod([d if isinstance(d, int) and d > 0 else 1 for d in g.shape(t) or ()]))
+                  for t in set().union(*inputs, *targets))  # bytes per sample: a 640x640 map gets fewer per batch
+    batch_size = int(np.clip(BATCH_BYTES // max(biggest, 1), 1, batch_size))
+    pruned = Streamer(pruned_model, level_segments(pruned_model, outs, set().union(*inputs), len(waves)), inputs,
+                      data, batch_size)
+    dense = Streamer(g.model, level_segments(g.model, outs, set().union(*targets), len(waves) + 1), [[]] + targets,
+                     data, batch_size)
+    cuts = constant_cuts(dep, removed)
+    overrides, replace = {}, {}  # dense-shaped solutions; the same as the pruned model holds them (sliced)
     steps = range(len(waves))
     if progress:
         from tqdm import tqdm
         steps = tqdm(steps, desc="reconstruction", leave=False)
-    from onnxprune.apply.rewrite import apply_plan
-    for w in steps:
-        wave = waves[w]
-        inputs = sorted({c.site.x for c in wave})
-        targets = sorted({c.target for c in wave})
-        pruned = session(prefix_model(apply_plan(plan, overrides), inputs))
-        cache = dense_cache if dense_cache is not None else {}
-        if tuple(targets) not in cache:
-            cache[tuple(targets)] = session(prefix_model(g.model, targets))
-        reference = cache[tuple(targets)]
-        can_batch = batchable(pruned) and batchable(reference)
-        for b, feed in enumerate(data.batches(batch_size, can_batch)):
-            xs = dict(zip(inputs, pruned.run(inputs, feed)))
-            ys = dict(zip(targets, reference.run(targets, feed)))
-            share = len(next(iter(feed.values()))) / len(data) if can_batch else 1 / len(data)
+    try:
+        for _ in dense.run():  # segment 0 of the dense model: what precedes every re-solved layer
+            pass
+        for w in steps:
+            wave = waves[w]
+            xs_run, ys_run = pruned.run(replace), dense.run()
+            for (b, share, xs), (_, _, ys) in zip(xs_run, ys_run):
+                for c in wave:
+                    _accumulate(c, np.asarray(xs[c.site.x]), np.asarray(ys[c.target]), share, seed + 7919 * b + c.node)
+            deque(ys_run, maxlen=0)  # both runs cover the same batches; finish the generator's bookkeeping
             for c in wave:
-                _accumulate(c, np.asarray(xs[c.site.x]), np.asarray(ys[c.target]), share, seed + 7919 * b + c.node)
-        for c in wave:
-            _solve(g, c, overrides, ridge)
-            c.gram = c.cross = None  # the next wave needs only the overrides
+                _solve(g, c, overrides, ridge)
+                c.gram = c.cross = None  # the next wave needs only the overrides
+                for name in (c.site.weight, c.site.bias):
+                    if name in overrides:
+                        replace[name] = sliced(overrides[name], cuts.get(name, ()))
+    finally:
+        pruned.close()
+        dense.close()
     return overrides
 
 
@@ -250,7 +265,7 @@ def _conv_rows(c: Consumer, x: np.ndarray, y: np.ndarray, share: float, seed: in
     feats = np.stack(taps, axis=2)                                   # [B, C, T, P]
     feats = feats.transpose(0, 3, 1, 2).reshape(-1, x.shape[1] * kh * kw)
     target = y[:, c.kept_out][:, :, oi, oj].transpose(0, 2, 1).reshape(-1, len(c.kept_out))
-    return feats.astype(np.float64), target.astype(np.float64)
+    return feats.astype(np.float32, copy=False), target.astype(np.float32, copy=False)
 
 
 def _rows(c: Consumer, x: np.ndarray, y: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -270,7 +285,7 @@ def _rows(c: Consumer, x: np.ndarray, y: np.ndarray, share: float, seed: int) ->
     if feats.shape[0] > cap:  # long sequences or large maps: sample positions, as for convs
         idx = np.random.default_rng(seed).choice(feats.shape[0], cap, replace=False)
         feats, target = feats[idx], target[idx]
-    return feats.astype(np.float64), target.astype(np.float64)
+    return feats.astype(np.float32, copy=False), target.astype(np.float32, copy=False)
 
 
 def _accumulate(c: Consumer, x: np.ndarray, y: np.ndarray, share: float, seed: int) -> None:
@@ -283,11 +298,11 @@ def _accumulate(c: Consumer, x: np.ndarray, y: np.ndarray, share: float, seed: i
         return
     feats, target = _rows(c, x, y, share, seed)
     if c.intercept:
-        feats = np.concatenate([feats, np.ones((feats.shape[0], 1))], axis=1)
+        feats = np.concatenate([feats, np.ones((feats.shape[0], 1), feats.dtype)], axis=1)
     if c.gram is None:
         c.gram = np.zeros((feats.shape[1], feats.shape[1]))
         c.cross = np.zeros((feats.shape[1], target.shape[1]))
-    c.gram += feats.T @ feats
+    c.gram += feats.T @ feats  # float32 products of one batch (BLAS sgemm), summed in float64 across batches
     c.cross += feats.T @ target
     c.rows += feats.shape[0]
 

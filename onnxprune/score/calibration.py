@@ -19,11 +19,11 @@ import onnx
 
 from onnxprune.load.data import Dataset, load_npz
 from onnxprune.errors import BadInputError
-from onnxprune.load.runtime import batchable, session
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 MAX_IMAGE_PIXELS = 50_000_000  # decoded before any resize: 600 MB as float32 RGB
 GRAM_LIMIT = 4096  # channels above this get no Gram matrix (memory grows with its square)
+GRAM_ROWS = 16384  # rows per float32 block of sums and Gram products: rounding far below the ridge
 
 
 @dataclass
@@ -142,31 +142,59 @@ def _read_image(path: Path, opt: ImageOptions) -> np.ndarray:
 
 @dataclass
 class ChannelStats:
-    """Per-channel statistics of one tensor along one axis, accumulated over every other axis."""
+    """Per-channel statistics of one tensor along one axis, accumulated over every other axis.
+
+    Sums and the Gram are accumulated about a per-channel shift (the first batch's mean) from float32
+    block products summed in float64, so the covariance keeps its precision when a channel's mean
+    dwarfs its spread; `sum`, `sq_sum` and `gram` give the raw (unshifted) totals."""
 
     axis: int
     count: int = 0
-    sum: np.ndarray | None = None
     abs_sum: np.ndarray | None = None
-    sq_sum: np.ndarray | None = None
     zeros: np.ndarray | None = None
-    gram: np.ndarray | None = None
     want_gram: bool = False
+    shift: np.ndarray | None = None
+    shifted_sum: np.ndarray | None = None
+    shifted_sq: np.ndarray | None = None
+    shifted_gram: np.ndarray | None = None
 
     def add(self, value: np.ndarray) -> None:
-        rows = np.moveaxis(value, self.axis, -1).reshape(-1, value.shape[self.axis]).astype(np.float64)
-        if self.sum is None:
+        rows = np.moveaxis(value, self.axis, -1).reshape(-1, value.shape[self.axis]).astype(np.float32, copy=False)
+        if self.shift is None:
             c = rows.shape[1]
-            self.sum, self.abs_sum, self.sq_sum, self.zeros = (np.zeros(c) for _ in range(4))
+            self.shift = rows.mean(0, dtype=np.float64).astype(np.float32)
+            self.shifted_sum, self.shifted_sq, self.abs_sum, self.zeros = (np.zeros(c) for _ in range(4))
             if self.want_gram and c <= GRAM_LIMIT:
-                self.gram = np.zeros((c, c))
+                self.shifted_gram = np.zeros((c, c))
         self.count += rows.shape[0]
-        self.sum += rows.sum(0)
-        self.abs_sum += np.abs(rows).sum(0)
-        self.sq_sum += (rows * rows).sum(0)
-        self.zeros += (rows == 0).sum(0)
-        if self.gram is not None:
-            self.gram += rows.T @ rows
+        for start in range(0, rows.shape[0], GRAM_ROWS):  # float32 blocks (fast, contiguous), float64 totals
+            raw = rows[start:start + GRAM_ROWS]
+            self.abs_sum += np.abs(raw).sum(0)
+            self.zeros += np.count_nonzero(raw == 0, axis=0)
+            block = raw - self.shift
+            self.shifted_sum += block.sum(0)
+            if self.shifted_gram is None:
+                self.shifted_sq += np.square(block).sum(0)
+                continue
+            gram = block.T @ block  # BLAS sgemm
+            self.shifted_gram += gram
+            self.shifted_sq += np.diagonal(gram)
+
+    @property
+    def sum(self) -> np.ndarray:
+        return self.shifted_sum + self.count * self.shift.astype(np.float64)
+
+    @property
+    def sq_sum(self) -> np.ndarray:
+        s = self.shift.astype(np.float64)
+        return self.shifted_sq + 2 * s * self.shifted_sum + self.count * s * s
+
+    @property
+    def gram(self) -> np.ndarray | None:
+        if self.shifted_gram is None:
+            return None
+        s, t = self.shift.astype(np.float64), self.shifted_sum
+        return self.shifted_gram + np.outer(s, t) + np.outer(t, s) + self.count * np.outer(s, s)
 
     @property
     def mean(self) -> np.ndarray:
@@ -182,10 +210,10 @@ class ChannelStats:
         return self.zeros / max(self.count, 1)
 
     def covariance(self) -> np.ndarray | None:
-        if self.gram is None:
+        if self.shifted_gram is None:
             return None
-        m = self.mean
-        return self.gram / max(self.count, 1) - np.outer(m, m)
+        m = self.shifted_sum / max(self.count, 1)  # about the shift: no cancellation against the mean
+        return self.shifted_gram / max(self.count, 1) - np.outer(m, m)
 
 
 @dataclass
@@ -200,35 +228,36 @@ class Statistics:
 
 
 def collect_statistics(model: onnx.ModelProto, data: Dataset, wanted: Mapping[tuple[str, int], bool],
-                       batch_size: int = 32, progress: bool = False, shapes: Mapping | None = None,
+                       batch_size: int = 8, progress: bool = False, shapes: Mapping | None = None,
                        budget: int | None = None) -> Statistics:
     """Stream `model` over `data`, exposing the wanted tensors a memory-bounded chunk at a time (see
-    passplan.py; `shapes` gives each tensor's shape for one sample); `wanted[(t, axis)]` asks for a Gram."""
+    passplan.py; `shapes` gives each tensor's shape for one sample); `wanted[(t, axis)]` asks for a Gram.
+    Each chunk's pass runs only the nodes between the previous chunk and this one, reading what earlier
+    passes left behind: every node runs once per sample."""
     from onnxprune.score.passplan import DEFAULT_BUDGET, plan_passes, tensor_bytes
+    from onnxprune.score.stream import Streamer, needed_nodes
 
     order = {name: i for i, name in enumerate(t for n in model.graph.node for t in n.output)}
     tensors = sorted({t for t, _ in wanted}, key=lambda t: (order.get(t, -1), t))
     batch_size, chunks = plan_passes(tensors, tensor_bytes(shapes or {}, tensors), batch_size,
                                      budget or DEFAULT_BUDGET)
     result = Statistics({key: ChannelStats(key[1], want_gram=gram) for key, gram in wanted.items()})
+    segments, done = [], set()  # chunk k's pass runs only the nodes no earlier pass ran (score/stream.py)
     for chunk in chunks:
-        _statistics_pass(model, data, chunk, result, batch_size, progress)
+        segments.append([i for i in needed_nodes(model, chunk) if i not in done])
+        done.update(segments[-1])
+    streamer = Streamer(model, segments, chunks, data, batch_size)
+    try:
+        for chunk in chunks:
+            mine = [(key, st) for key, st in result.stats.items() if key[0] in set(chunk)]
+            batches = streamer.run()
+            if progress:
+                from tqdm import tqdm
+                batches = tqdm(batches, total=-(-len(data) // streamer.batch_size), desc="calibration", leave=False)
+            for _, _, values in batches:
+                for (t, axis), st in mine:
+                    st.add(np.asarray(values[t]))
+    finally:
+        streamer.close()
     result.samples = len(data)
     return result
-
-
-def _statistics_pass(model: onnx.ModelProto, data: Dataset, tensors: list[str], result: Statistics,
-                     batch_size: int, progress: bool) -> None:
-    """One run over `data` with `tensors` exposed, feeding every statistic on them."""
-    from onnxprune.score.passplan import prefix_model
-
-    sess = session(prefix_model(model, tensors))
-    mine = [(key, st) for key, st in result.stats.items() if key[0] in set(tensors)]
-    batches = data.batches(batch_size, batchable(sess))
-    if progress:
-        from tqdm import tqdm
-        batches = tqdm(batches, total=-(-len(data) // batch_size), desc="calibration", leave=False)
-    for feed in batches:
-        values = dict(zip(tensors, sess.run(tensors, feed)))
-        for (t, axis), st in mine:
-            st.add(np.asarray(values[t]))
