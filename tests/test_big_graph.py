@@ -1,4 +1,4 @@
-"""Big graphs: a 20,000-node chain prunes validly under a memory cap, and the analysis and rewrite do
+"""Big graphs: a 10,000-node chain prunes validly under a memory cap, and the analysis and rewrite do
 work proportional to the node count (counted in function calls, not timed)."""
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ CHILD = textwrap.dedent("""
 """)
 
 
-def test_20000_node_chain_prunes_validly_under_a_memory_cap(tmp_path):
+def test_10000_node_chain_prunes_validly_under_a_memory_cap(tmp_path):
     src, out = tmp_path / "chain.onnx", tmp_path / "pruned.onnx"
-    onnx.save(chain_model(20000), str(src))
+    onnx.save(chain_model(10000), str(src))  # 5,000 initializers: the many-constant session path
     proc = subprocess.run([sys.executable, "-c", CHILD, str(src), str(out)], capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-2000:]
     pruned = onnx.load(str(out))
@@ -42,7 +42,7 @@ def test_20000_node_chain_prunes_validly_under_a_memory_cap(tmp_path):
     dense = onnx.load(str(src))
     assert len(pruned.graph.node) == len(dense.graph.node)
     inner = {t.name: tuple(t.dims) for t in pruned.graph.initializer if t.name.startswith("w") and t.name.endswith("_0")}
-    assert len(inner) == 5000 and all(dims[0] < 8 for dims in inner.values())  # every block's inner width shrank
+    assert len(inner) == 2500 and all(dims[0] < 8 for dims in inner.values())  # every block's inner width shrank
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     y = sess.run(None, {"x": np.ones((1, 8, 4, 4), np.float32)})[0]
     assert y.shape == (1, 4, 4, 4) and np.isfinite(y).all()
