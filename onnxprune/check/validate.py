@@ -22,9 +22,11 @@ def check_valid(pruned: onnx.ModelProto, dense: onnx.ModelProto) -> None:
             check_model(pruned, full_check=True)
     except Exception as exc:
         raise ValidationError(f"pruned model fails the ONNX checker: {first_line(exc)}") from None
+    dense_inits = {i.name for i in dense.graph.initializer}  # once: IR 3 models list every initializer as an input
+    pruned_inits = {i.name for i in pruned.graph.initializer}
     for kind, a, b in (("input", dense.graph.input, pruned.graph.input), ("output", dense.graph.output, pruned.graph.output)):
-        dense_names = [v.name for v in a if kind == "output" or v.name not in {i.name for i in dense.graph.initializer}]
-        pruned_names = [v.name for v in b if kind == "output" or v.name not in {i.name for i in pruned.graph.initializer}]
+        dense_names = [v.name for v in a if kind == "output" or v.name not in dense_inits]
+        pruned_names = [v.name for v in b if kind == "output" or v.name not in pruned_inits]
         if dense_names != pruned_names:
             raise ValidationError(f"pruned model's {kind}s {pruned_names} differ from the dense model's {dense_names}")
 

@@ -157,12 +157,15 @@ def cmd_prune(args) -> int:
                    val_data=args.val, options=prune_options(args),
                    finetune=FinetuneOptions(epochs=args.finetune, lr=args.lr, batch_size=args.batch_size,
                                             labels=args.labels))
-    if args.save_plan:
-        from onnxprune.load.files import write_json_atomic
-        write_json_atomic(result.plan.to_json(), args.save_plan)
-    gates = evaluate_gates(result.report["fidelity"], args.min_cosine, args.max_drop, GATE_FLAGS)
-    deliver(result.report, result.model, out, gates, force=args.force, report_path=args.report,
-            summary_path=args.summary, plot_dir=args.plot, dense=args.model, quiet=args.quiet)
+    from onnxprune.errors import ValidationError
+    from onnxprune.load.destinations import all_or_nothing
+    with all_or_nothing(keep_on=(ValidationError,)):  # the plan lands with the model and reports, or not at all
+        if args.save_plan:
+            from onnxprune.load.files import write_json_atomic
+            write_json_atomic(result.plan.to_json(), args.save_plan)
+        gates = evaluate_gates(result.report["fidelity"], args.min_cosine, args.max_drop, GATE_FLAGS)
+        deliver(result.report, result.model, out, gates, force=args.force, report_path=args.report,
+                summary_path=args.summary, plot_dir=args.plot, dense=args.model, quiet=args.quiet)
     return 0
 
 
@@ -193,9 +196,11 @@ def cmd_sparsify(args) -> int:
                       sparse_initializers=args.sparse_initializers, eval_data=args.data)
     from onnxprune.check.finite import check_finite
     check_finite(result.model, model)
-    save_model_atomic(result.model, out, force=args.force)
-    if args.report:
-        write_json_atomic(result.report, args.report)
+    from onnxprune.load.destinations import all_or_nothing
+    with all_or_nothing():
+        save_model_atomic(result.model, out, force=args.force)
+        if args.report:
+            write_json_atomic(result.report, args.report)
     if not args.quiet:
         rep = result.report
         print(f"sparsity {rep['sparsity']['sparsity']:.3f}; size {rep['sparsity']['size_bytes']} bytes, "

@@ -232,15 +232,18 @@ class _Builder:
 
 
 def _group_channels(labels, slot_of_element, slots, frozen, freezes, index, offsets):
-    """Channels with the same set of slots form one group."""
+    """Channels with the same set of slots form one group (in linear passes: one 1-D sort of
+    channel-slot keys, then one short tuple per channel)."""
     num = len(frozen)
-    pairs = np.unique(np.stack([labels, slot_of_element], axis=1), axis=0) if len(labels) else np.zeros((0, 2), int)
-    members: dict[int, list[int]] = defaultdict(list)
-    for c, s in pairs:
-        members[int(c)].append(int(s))
+    width = max(len(slots), 1)
+    keys = np.unique(labels.astype(np.int64) * width + slot_of_element) if len(labels) else np.zeros(0, np.int64)
+    channel_of, slot_list = keys // width, (keys % width).tolist()
+    starts = np.flatnonzero(np.r_[True, channel_of[1:] != channel_of[:-1]]).tolist() if len(keys) else []
+    bounds = dict(zip(channel_of[starts].tolist(), zip(starts, starts[1:] + [len(slot_list)])))
     by_signature: dict[tuple[int, ...], list[int]] = {}
     for c in range(num):
-        by_signature.setdefault(tuple(members[c]), []).append(c)
+        start, stop = bounds.get(c, (0, 0))
+        by_signature.setdefault(tuple(slot_list[start:stop]), []).append(c)
     channel_group = np.zeros(num, dtype=np.int64)
     groups = []
     slot_freezes: dict[int, list[Freeze]] = defaultdict(list)

@@ -9,6 +9,7 @@ element types and sizes come from the proto without decoding.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Iterator, Mapping
 
 import numpy as np
@@ -49,6 +50,10 @@ class Constants(Mapping[str, np.ndarray]):
     def __contains__(self, name: object) -> bool:
         return name in self._sources
 
+    def get(self, name: str, default=None):
+        """Mapping.get without a KeyError per miss (rules ask about every tensor they meet)."""
+        return self[name] if name in self._sources else default
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._sources)
 
@@ -63,7 +68,7 @@ class Constants(Mapping[str, np.ndarray]):
         source = self._sources[name]
         if isinstance(source, np.ndarray):
             return source.dtype
-        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(source.data_type))
+        return _np_dtype(source.data_type)
 
     def size(self, name: str) -> int:
         return int(np.prod(self.shape(name), dtype=np.int64))
@@ -71,6 +76,11 @@ class Constants(Mapping[str, np.ndarray]):
     def release(self) -> None:
         """Forget the decoded large value (between stages)."""
         self._last = None
+
+
+@lru_cache(maxsize=None)
+def _np_dtype(data_type: int) -> np.dtype:
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(data_type))
 
 
 def sizes(constants: Mapping[str, np.ndarray]) -> Iterator[tuple[str, tuple[int, ...], np.dtype]]:

@@ -5,6 +5,8 @@ Selection (the cost model behind --target-macs) and the benchmark both count wit
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import onnx
 
@@ -17,7 +19,7 @@ def count_params(g: ModelGraph) -> int:
     scalars excluded), integer weights that a DequantizeLinear turns into floats (QDQ models), and the
     initializers of If/Loop/Scan bodies."""
     quantized = {n.inputs[0] for n in g.nodes if n.op == "DequantizeLinear"}
-    total = sum(int(np.prod(shape)) for name, shape, dtype in sizes(g.constants)
+    total = sum(math.prod(shape) for name, shape, dtype in sizes(g.constants)
                 if len(shape) >= 1 and (np.issubdtype(dtype, np.floating) or name in quantized))
     for node in g.nodes:
         for attr in node.proto.attribute:
@@ -40,7 +42,7 @@ _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorPro
 
 
 def _prod(shape) -> int:
-    return int(np.prod(shape)) if shape is not None else 0
+    return math.prod(shape) if shape is not None else 0  # math.prod: np.prod costs 5 µs a call on 100,000 nodes
 
 
 def _conv(g, node):

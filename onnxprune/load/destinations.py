@@ -27,6 +27,7 @@ from onnxprune.errors import BadInputError
 _SCAN_LIMIT = 256 * 2**20
 _ACTIVE: "Destinations | None" = None
 _TEMPS: set[str] = set()  # temporary files being written, removed on any exit (signals included)
+_HELD: list[tuple[str, Path]] | None = None  # written, waiting for the end of all_or_nothing()
 
 
 def resolve(path: str | os.PathLike) -> Path:
@@ -207,10 +208,48 @@ def temporary_beside(real: Path, suffix: str = ".tmp") -> Iterator[str]:
     except OSError as exc:
         raise WriteError(f"{real}: cannot write ({exc.strerror or exc}); nothing was written there") from None
     finally:
-        if tmp is not None:
+        if tmp is not None and not (_HELD is not None and any(tmp == held for held, _ in _HELD)):
             _TEMPS.discard(tmp)
             if os.path.lexists(tmp):
                 os.unlink(tmp)
+
+
+def place(tmp: str, real: Path) -> None:
+    """Rename a finished temporary file onto its destination, or hold it until every output of an
+    all_or_nothing() block is written."""
+    os.chmod(tmp, _mode_for(real))
+    if _HELD is not None:
+        _HELD.append((tmp, real))
+    else:
+        os.replace(tmp, real)
+
+
+@contextmanager
+def all_or_nothing(keep_on: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """The files written inside land together at the end, by renames that need no space; if a write
+    fails (disk full, quota) or anything else interrupts, none of them lands and no temporary is left.
+    An exception of a `keep_on` type (a missed gate) still lands what was written. Nested blocks join
+    the outermost."""
+    global _HELD
+    if _HELD is not None:
+        yield
+        return
+    _HELD = []
+    land = False
+    try:
+        yield
+        land = True
+    except keep_on:
+        land = True
+        raise
+    finally:
+        held, _HELD = _HELD, None
+        for tmp, real in held:
+            if land:
+                os.replace(tmp, real)
+            elif os.path.lexists(tmp):
+                os.unlink(tmp)
+            _TEMPS.discard(tmp)
 
 
 def write_file(path: str | os.PathLike, produce: Callable[[str], None], force: bool = True) -> Path:
@@ -225,8 +264,7 @@ def write_file(path: str | os.PathLike, produce: Callable[[str], None], force: b
         return real
     with temporary_beside(real) as tmp:
         produce(tmp)
-        os.chmod(tmp, _mode_for(real))
-        os.replace(tmp, real)
+        place(tmp, real)
     return real
 
 

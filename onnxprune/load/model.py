@@ -75,10 +75,8 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, force: bo
         raise BadInputError(f"{data_path}: already exists (the external data of {path}); pass --force to overwrite it")
     with destinations.temporary_beside(real) as tmp, destinations.temporary_beside(data_path) as tmp_data:
         _save_external(model, tmp, Path(tmp_data), data_name)
-        os.chmod(tmp_data, destinations._mode_for(data_path))
-        os.chmod(tmp, destinations._mode_for(real))
-        os.replace(tmp_data, data_path)
-        os.replace(tmp, real)
+        destinations.place(tmp_data, data_path)  # data first: the model never points at a missing file
+        destinations.place(tmp, real)
     return real
 
 

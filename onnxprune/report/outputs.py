@@ -62,6 +62,7 @@ def deliver(report: dict, model: onnx.ModelProto, output: str | os.PathLike, gat
     raise GateError (exit 1) naming the missed gates, after everything else is written."""
     from onnxprune.check.finite import check_finite
     from onnxprune.errors import ValidationError
+    from onnxprune.load.destinations import all_or_nothing
     from onnxprune.load.files import write_json_atomic, write_text_atomic
     from onnxprune.load.model import save_model_atomic
     from onnxprune.report.formats import format_markdown, format_summary
@@ -74,23 +75,24 @@ def deliver(report: dict, model: onnx.ModelProto, output: str | os.PathLike, gat
         except ValidationError as exc:
             broken = exc
             report["error"] = str(exc)
-    if failed(gates) or broken:
-        report["output"] = None
-        log.info("a gate failed: %s is not written", output)
-    else:
-        save_model_atomic(model, output, force=force)
-        report["output"] = str(output)
-        log.info("wrote %s", output)
-    if report_path:
-        write_json_atomic(report, report_path)
-        log.info("wrote the report %s", report_path)
-    if summary_path:
-        write_text_atomic(format_markdown(report), summary_path)
-        log.info("wrote the summary %s", summary_path)
-    if plot_dir:
-        from onnxprune.report.plots import write_plots
-        for png in write_plots(report, plot_dir, dense=dense, pruned=model):
-            log.info("wrote %s", png)
+    with all_or_nothing():  # a full disk half way leaves none of these outputs, not some
+        if failed(gates) or broken:
+            report["output"] = None
+            log.info("a gate failed: %s is not written", output)
+        else:
+            save_model_atomic(model, output, force=force)
+            report["output"] = str(output)
+            log.info("wrote %s", output)
+        if report_path:
+            write_json_atomic(report, report_path)
+            log.info("wrote the report %s", report_path)
+        if summary_path:
+            write_text_atomic(format_markdown(report), summary_path)
+            log.info("wrote the summary %s", summary_path)
+        if plot_dir:
+            from onnxprune.report.plots import write_plots
+            for png in write_plots(report, plot_dir, dense=dense, pruned=model):
+                log.info("wrote %s", png)
     if not quiet:
         print(format_summary(report))
     raise_if_failed(gates)
