@@ -64,12 +64,12 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     plan = choose_plan(prep)
     evaluation = prep.evaluation
     reference = None  # a large dense model runs before the pruned one exists: never both in ORT and in memory
-    if not finetune.epochs and one_at_a_time(count_params(prep.graph), evaluation):
+    if not finetune.active and one_at_a_time(count_params(prep.graph), evaluation):
         reference = record_dense(prep.model, prep.graph.input_shapes, evaluation, options.bench_rounds,
                                  options.threads_capped())
     pruned = apply_and_recover(prep, plan)
     training = None
-    if finetune.epochs:
+    if finetune.active:
         pruned, training = finetune_model(pruned, finetune, train_data if train_data is not None else prep.data,
                                           teacher=prep.model, val=val_data, seed=options.seed,
                                           threads=options.threads_capped(), progress=options.progress)

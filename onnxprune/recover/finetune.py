@@ -26,13 +26,10 @@ from onnxprune.autodiff.optim import AdamW, FlatParams, SGD, make_optimizer
 from onnxprune.autodiff.runner import Forward, TrainStep
 from onnxprune.autodiff.lr_schedule import cosine, step_decay
 from onnxprune.autodiff.weights import read_weights, write_weights
-from onnxprune.recover.targets import Targets, join
-from onnxprune.recover.trainloop import Loop
+from onnxprune.recover.targets import Targets, data_batchable, join
+from onnxprune.recover.trainloop import MAX_EPOCHS, Loop
 
-__all__ = ["finetune", "FinetuneResult", "TrainSettings", "SGD", "AdamW", "cosine", "step_decay"]  # optimizers re-exported
-
-MAX_EPOCHS = 1000  # the cap when only a time budget is given
-
+__all__ = ["finetune", "data_batchable", "MAX_EPOCHS", "FinetuneResult", "TrainSettings", "SGD", "AdamW", "cosine", "step_decay"]  # optimizers re-exported
 
 @dataclass
 class FinetuneResult:
@@ -161,18 +158,6 @@ def check_ranks(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]]) -
             if len(shapes[inp.name]) != rank:
                 raise BadInputError(f"samples of '{inp.name}' have shape {shapes[inp.name]}, the input has rank "
                                     f"{rank}; stack samples as (N, *input_shape) (e.g. N x 1 x C x H x W)")
-
-
-def data_batchable(model: onnx.ModelProto, data: Dataset) -> bool:
-    """Samples can be joined along axis 0 when every data input has a dynamic first axis."""
-    inits = {i.name for i in model.graph.initializer}
-    for inp in model.graph.input:
-        if inp.name in inits or inp.name not in data.inputs:
-            continue
-        dims = inp.type.tensor_type.shape.dim
-        if not dims or (dims[0].HasField("dim_value") and dims[0].dim_value > 0):
-            return False
-    return True
 
 
 _join = join  # older name, kept for callers

@@ -29,6 +29,18 @@ def feeds_of(data: Dataset, idx: np.ndarray, batchable: bool) -> dict[str, np.nd
     return {k: join(v, idx, batchable) for k, v in data.inputs.items()}
 
 
+def data_batchable(model: onnx.ModelProto, data: Dataset) -> bool:
+    """Samples can be joined along axis 0 when every data input has a dynamic first axis."""
+    inits = {i.name for i in model.graph.initializer}
+    for inp in model.graph.input:
+        if inp.name in inits or inp.name not in data.inputs:
+            continue
+        dims = inp.type.tensor_type.shape.dim
+        if not dims or (dims[0].HasField("dim_value") and dims[0].dim_value > 0):
+            return False
+    return True
+
+
 class Targets:
     """targets(idx, feeds) -> the loss target for the batch of samples `idx` fed as `feeds`."""
 

@@ -22,9 +22,10 @@ from onnxprune.load.augment import augment_batch
 from onnxprune.load.data import Dataset
 from onnxprune.recover.checkpoint import (fingerprint, load_checkpoint, optimizer_state, restore_optimizer,
                                           save_checkpoint)
-from onnxprune.recover.targets import Targets, feeds_of
+from onnxprune.recover.targets import Targets, data_batchable, feeds_of
 
 log = logging.getLogger("onnxprune")
+MAX_EPOCHS = 1000  # the cap when only a time budget is given
 
 
 class Loop:
@@ -130,7 +131,6 @@ class Loop:
 
 def _epochs_in(budget: float | None, clock: dict, done: int) -> int:
     """Epochs that fit the time budget: a cap before the first epoch is measured, then its estimate."""
-    from onnxprune.recover.finetune import MAX_EPOCHS
     if not budget or not done:
         return MAX_EPOCHS
     per_epoch = clock["elapsed"] / done
@@ -217,7 +217,6 @@ def score(entry: dict, by_accuracy: bool = True) -> float:
 
 def loss_targets(tg, data: Dataset, teacher, batch_size: int, threads: int) -> Targets:
     """Targets for `data` (labels, or the teacher's outputs), for the schedules' training runs."""
-    from onnxprune.recover.finetune import data_batchable
     return Targets(tg, data, teacher, data_batchable(teacher, data) if teacher is not None else True, threads)
 
 
