@@ -55,7 +55,7 @@ def task_case(name: str, train_n: int):
     ev = task.evaluation()
     dense = task.model()
     dense_preds = task.predict(session(dense), ev)
-    calib = task.calibration(32)
+    calib = [task.calibration(32)]  # one feed of 32 samples
     train = task.calibration(train_n)  # disjoint from the evaluation set; unlabelled
     key = next(iter(train))
 
