@@ -165,3 +165,24 @@ def test_iterative_steps_reach_the_target(tmp_path):
     assert abs(rep["after"]["macs"] / rep["before"]["macs"] - 0.5) < 0.05
     assert abs(trail[1]["kept"] - 0.5) < 0.05
     assert not list(tmp_path.glob("*checkpoint*"))
+
+
+def test_micro_batches_give_the_batch_gradient():
+    from onnxprune.autodiff.builder import build_training_graph
+    from onnxprune.autodiff.optim import FlatParams
+    from onnxprune.autodiff.runner import TrainStep
+    from onnxprune.recover.microbatch import MicroBatched, activation_bytes, micro_batch
+
+    model = onnx.load(str(DENSE))
+    tg = build_training_graph(model, None, "cross_entropy", input_shapes={"input": (1, 1, 8, 8)})
+    params = FlatParams(read_weights(model, tg.trainable))
+    step = TrainStep(tg, params)
+    feeds, labels = {"input": TRAIN.inputs["input"][:23, 0]}, TRAIN.labels[:23].astype(np.int64)
+    loss, logits = step(feeds, labels)
+    whole = params.grad.copy()
+    part_loss, part_logits = MicroBatched(step, params, 5)(feeds, labels)
+    np.testing.assert_allclose(params.grad, whole, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(part_loss, loss, rtol=1e-5)
+    np.testing.assert_allclose(part_logits, logits, rtol=1e-5, atol=1e-5)
+    per_sample = activation_bytes(model, {"input": (1, 1, 8, 8)})
+    assert micro_batch(64, per_sample, budget_mb=per_sample * 10 / 2**20) == 10

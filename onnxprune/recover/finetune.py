@@ -26,6 +26,7 @@ from onnxprune.autodiff.optim import AdamW, FlatParams, SGD, make_optimizer
 from onnxprune.autodiff.runner import Forward, TrainStep
 from onnxprune.autodiff.lr_schedule import cosine, step_decay
 from onnxprune.autodiff.weights import read_weights, write_weights
+from onnxprune.recover.microbatch import ACTIVATION_BUDGET_MB, MicroBatched, activation_bytes, micro_batch
 from onnxprune.recover.targets import Targets, data_batchable, join
 from onnxprune.recover.trainloop import MAX_EPOCHS, Loop
 
@@ -70,6 +71,7 @@ class TrainSettings:
     augment: tuple[str, ...] = ()     # "flip", "crop", "scale" (load/augment.py)
     checkpoint: str | None = None     # .npz rewritten after every epoch (recover/checkpoint.py)
     resume: bool = False              # continue from `checkpoint` if it exists
+    memory_mb: float = ACTIVATION_BUDGET_MB  # activations of one training step; larger batches run in parts
     keep: str = "best"                # "best": the best held-out epoch (0 included); "last": the last epoch
 
 
@@ -113,7 +115,9 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     optimizer_options = {"weight_decay": weight_decay, **({"momentum": s.momentum} if s.optimizer == "sgd" else {})}
     opt = make_optimizer(s.optimizer, params, **optimizer_options)
     loop = Loop(s, tg, params, opt, batchable)
-    loop.step = TrainStep(tg, params, s.threads)
+    step = TrainStep(tg, params, s.threads)
+    micro = micro_batch(s.batch_size, activation_bytes(model, shapes), s.memory_mb) if batchable else s.batch_size
+    loop.step = MicroBatched(step, params, micro) if micro < s.batch_size else step
     loop.forward = Forward(model, params, tg.logits, s.threads)
     run_settings = {k: v for k, v in asdict(s).items() if k not in ("progress", "threads", "minutes", "resume")}
     loop.start(params.snapshot(), {**run_settings, "loss": loss, "samples": len(data), "epochs": epochs})
