@@ -92,6 +92,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--train-n", type=int, default=1024)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--only", choices=["one-shot", "steps"], help="run one of the two (the table needs both)")
     ap.add_argument("--json")
     args = ap.parse_args()
     rows = []
@@ -100,9 +101,14 @@ def main() -> int:
         dense_score = case[3](case[0])
         row = {"model": name, "dense": dense_score}
         for label, steps in (("one-shot", 1), (f"steps {args.steps}", args.steps)):
+            if args.only and not label.startswith(args.only):
+                continue
             row[label] = run(case, args.macs, args.epochs, steps, args.batch)
             print(name, label, row[label], flush=True)
         rows.append(row)
+    if args.only:
+        print(json.dumps(rows))
+        return 0
     print(f"\n| model | dense | one-shot + {args.epochs} epochs | {args.steps} steps, {args.epochs} epochs in all |")
     print("|---|---|---|---|")
     for r in rows:

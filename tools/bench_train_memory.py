@@ -59,7 +59,7 @@ def train(args) -> None:
 
     work = Path(args.workdir)
     student, teacher = load_model(work / "pruned.onnx"), load_model(work / "dense.onnx")
-    data = load_npz(work / "train.npz", input_ranks(student))
+    data = load_npz(work / "train.npz", input_ranks(student), limit=args.samples)
     before = _rss_mb()
     started = time.perf_counter()
     result = finetune(student, data, args.epochs, teacher=teacher, batch_size=args.batch, progress=False,
