@@ -48,7 +48,8 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     scope="global"), `target_macs` / `target_params` (fraction kept), `target_latency` (fraction of
     the dense ONNX Runtime latency, searched by measurement) or `plan` (a saved plan). Every other
     keyword is an option of PruneOptions (criterion, scope, recover, round_to, max_layer_ratio, ...)
-    or FinetuneOptions (finetune_epochs, lr, batch_size, labels); or pass `options=` / `finetune=`.
+    or FinetuneOptions (finetune_epochs, finetune_minutes, lr, batch_size, labels, augment); or pass
+    `options=` / `finetune=`.
     `calib` (a .npz, a folder, feed dicts or a CalibrationDataReader) drives data criteria, recovery
     and, unless `eval_data` (same forms; labels give accuracy) is given, the fidelity report.
     Fine-tuning trains on `train_data` (default: `calib`) and keeps the best epoch on `val_data`.
