@@ -186,3 +186,12 @@ def test_micro_batches_give_the_batch_gradient():
     np.testing.assert_allclose(part_logits, logits, rtol=1e-5, atol=1e-5)
     per_sample = activation_bytes(model, {"input": (1, 1, 8, 8)})
     assert micro_batch(64, per_sample, budget_mb=per_sample * 10 / 2**20) == 10
+
+
+def test_steps_need_a_reachable_target_and_a_budget(tmp_path, capsys):
+    base = ["prune", str(DENSE), "--calib", str(FIXTURES / "digits_calib.npz"), "--steps", "2", "--bench-rounds", "0",
+            "-o", str(tmp_path / "o.onnx"), "-q"]
+    assert main([*base, "--target-latency", "0.5", "--finetune", "1"]) == 2
+    assert "--steps" in capsys.readouterr().err
+    assert main([*base, "--target-macs", "0.5"]) == 2
+    assert "--finetune" in capsys.readouterr().err
