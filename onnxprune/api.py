@@ -51,7 +51,8 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     removes the K residual units (transformer layers or blocks) whose removal changes the outputs
     least, alone or before any of those but latency (MACs/params targets count it). Every other
     keyword is an option of PruneOptions (criterion, scope, recover, round_to, max_layer_ratio, ...)
-    or FinetuneOptions (finetune_epochs, lr, batch_size, labels); or pass `options=` / `finetune=`.
+    or FinetuneOptions (finetune_epochs, finetune_minutes, lr, batch_size, labels, augment); or pass
+    `options=` / `finetune=`.
     `calib` (a .npz, a folder, feed dicts or a CalibrationDataReader) drives data criteria, recovery
     and, unless `eval_data` (same forms; labels give accuracy) is given, the fidelity report.
     Fine-tuning trains on `train_data` (default: `calib`) and keeps the best epoch on `val_data`.
@@ -72,12 +73,12 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     evaluation = prep.evaluation
     dense = prep.model if depth is None else depth.dense
     reference = None  # a large dense model runs before the pruned one exists: never both in ORT and in memory
-    if not finetune.epochs and one_at_a_time(count_params(prep.graph), evaluation):
+    if not finetune.active and one_at_a_time(count_params(prep.graph), evaluation):
         reference = record_dense(dense, prep.graph.input_shapes, evaluation, options.bench_rounds,
                                  options.threads_capped())
     pruned = apply_and_recover(prep, plan)
     training = None
-    if finetune.epochs:
+    if finetune.active:
         pruned, training = finetune_model(pruned, finetune, train_data if train_data is not None else prep.data,
                                           teacher=prep.model, val=val_data, seed=options.seed,
                                           threads=options.threads_capped(), progress=options.progress)

@@ -153,11 +153,24 @@ class FinetuneOptions:
     lr: float = 1e-3
     batch_size: int = 64
     labels: bool = False
+    minutes: float | None = None   # wall-time budget; alone, as many epochs as fit
+    augment: tuple[str, ...] = ()  # flip, crop, scale (load/augment.py)
+    checkpoint: str | None = None  # saved after every epoch (the CLI: beside the output)
+    resume: bool = False           # continue from the checkpoint
 
     def __post_init__(self):
         _number("--finetune", self.epochs, 0, integer=True)
         _number("--lr", self.lr, 0.0, open_low=True)
         _number("--batch-size", self.batch_size, 1, integer=True)
+        if self.minutes is not None:
+            _number("--finetune-minutes", self.minutes, 0.0, open_low=True)
+        from onnxprune.load.augment import parse_augment
+        object.__setattr__(self, "augment", parse_augment(self.augment))
+
+    @property
+    def active(self) -> bool:
+        """Whether any training is asked for (epochs or a time budget)."""
+        return bool(self.epochs or self.minutes)
 
     @property
     def loss(self) -> str:
@@ -167,7 +180,8 @@ class FinetuneOptions:
 # keyword arguments of prune() that are not PruneOptions fields under their own names
 _TARGET_KEYWORDS = {"ratio": "ratio", "target_macs": "macs", "target_params": "params",
                     "target_latency": "latency", "plan": "plan", "depth": "depth"}
-_FINETUNE_KEYWORDS = {"finetune_epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "labels": "labels"}
+_FINETUNE_KEYWORDS = {"finetune_epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "labels": "labels",
+                      "finetune_minutes": "minutes", "augment": "augment"}
 _PRUNE_FIELDS = {f.name for f in fields(PruneOptions)} - {"target"}
 
 

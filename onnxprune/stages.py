@@ -25,6 +25,7 @@ from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.load.data import Dataset, input_ranks
 from onnxprune.load.fit import check_fits
 from onnxprune.load.fold import fold_constants
+from onnxprune.load.train_data import check_sample_shapes
 from onnxprune.load.model import check_supported, load_model
 from onnxprune.load.spill import model_bytes
 from onnxprune.load.zoo import cache_dir
@@ -214,18 +215,21 @@ def finetune_model(model: onnx.ModelProto, tune: FinetuneOptions, train, *, teac
     train = as_dataset(train, model)
     if train is None:
         raise BadInputError("fine-tuning needs training data: pass --calib or --train-data DATA.npz")
-    check_fits(model, train, source, labels=tune.labels)
     if tune.labels and train.labels is None:
-        raise BadInputError("--labels needs a 'labels' array in the training data")
+        raise BadInputError(f"{source}: --labels needs a 'labels' array in the training data; it holds none")
+    check_fits(model, train, source, labels=tune.labels)
     val = as_dataset(val, model)
     if val is not None:
         check_fits(model, val, val_source)
-    result = finetune(model, train, tune.epochs, loss=tune.loss, teacher=None if tune.labels else teacher,
-                      lr=tune.lr, batch_size=tune.batch_size, val_data=val, seed=seed,
-                      progress=progress, threads=threads)
+    check_sample_shapes(model, train, source)
+    result = finetune(model, train, tune.epochs or (None if tune.minutes else 0), loss=tune.loss,
+                      teacher=None if tune.labels else teacher, lr=tune.lr, batch_size=tune.batch_size, val_data=val,
+                      seed=seed, progress=progress, threads=threads, minutes=tune.minutes, augment=tune.augment,
+                      checkpoint=tune.checkpoint, resume=tune.resume)
     history = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()} for h in result.history]
-    return result.model, {"epochs": tune.epochs, "loss": tune.loss, "lr": tune.lr, "samples": len(train),
-                          "best_epoch": result.best_epoch, "history": history}
+    return result.model, {"epochs": len(result.history) - 1, "loss": tune.loss, "lr": tune.lr, "samples": len(train),
+                          "best_epoch": result.best_epoch, "stopped": result.stopped,
+                          "resumed_from": result.resumed_from, "history": history}
 
 
 def describe(prep: Prepared, plan: Plan) -> dict:

@@ -27,7 +27,8 @@ class RewriteContext:
         self.g = g
         self.model = model
         self._kept = kept
-        self._names = {t for n in model.graph.node for t in list(n.input) + list(n.output)}
+        self._names = {t for n in model.graph.node for t in [*n.input, *n.output, n.name]}  # node names too:
+        # a model pruned twice (--steps) already holds the nodes the first rewrite added
         self._names |= {i.name for i in model.graph.initializer}
 
     def kept(self, tensor: str, axis: int) -> np.ndarray | None:

@@ -40,8 +40,14 @@ def floats(text: str | None, flag: str) -> tuple[float, ...] | None:
 
 def calib_source(args):
     """The --calib argument, with image options attached when it is a folder."""
-    if not getattr(args, "calib", None) or not Path(args.calib).is_dir():
-        return getattr(args, "calib", None)
+    return folder_source(args, "calib")
+
+
+def folder_source(args, attr: str):
+    """A data argument (--calib, --train-data), with the image options attached when it is a folder."""
+    path = getattr(args, attr, None)
+    if not path or not Path(path).is_dir():
+        return path
     from onnxprune.score.calibration import ImageOptions  # folders are read lazily by prune
     resize = None
     if args.resize:
@@ -53,7 +59,7 @@ def calib_source(args):
             raise BadInputError(f"--resize '{args.resize}': expected HxW, each from 1 to 16384") from None
     options = ImageOptions(resize=resize, mean=floats(args.mean, "--mean") or (0.0,),
                            std=floats(args.std, "--std") or (1.0,), layout=args.layout)
-    return FolderSource(args.calib, options)
+    return FolderSource(path, options)
 
 
 class FolderSource:

@@ -11,7 +11,7 @@ from pathlib import Path
 from onnxprune import __version__, progress
 from onnxprune.cli import exits
 from onnxprune.cli.commands import COMMANDS as MORE_COMMANDS
-from onnxprune.cli.args import Parser, calib_source, floats, parse_shapes
+from onnxprune.cli.args import Parser, calib_source, floats, folder_source, parse_shapes
 from onnxprune.cli.commands import add_commands
 from onnxprune.errors import BadInputError
 from onnxprune.report.outputs import add_flags as add_output_flags
@@ -61,7 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--save-plan", metavar="PLAN.json", help="write the chosen plan (groups and kept channels) as JSON")
     ft = pr.add_argument_group("fine-tuning in ONNX Runtime (after pruning and recovery)")
     ft.add_argument("--finetune", type=int, default=0, metavar="EPOCHS", help="train the pruned graph for EPOCHS epochs")
-    ft.add_argument("--train-data", metavar="DATA.npz", help="training data (default: --calib)")
+    ft.add_argument("--finetune-minutes", type=float, metavar="M",
+                    help="training time budget in minutes (alone: as many epochs as fit; with --finetune: a cap)")
+    ft.add_argument("--train-data", metavar="DATA", help="unlabelled training data: .npz, or a folder of images or "
+                    ".npy/.npz arrays (read like --calib; default: --calib)")
+    ft.add_argument("--augment", metavar="flip,crop,scale", help="augment training images (distillation targets follow)")
+    ft.add_argument("--resume", action="store_true",
+                    help="continue an interrupted fine-tuning run from its checkpoint beside the output")
+    ft.add_argument("--steps", type=int, default=1, metavar="N",
+                    help="prune toward the target in N steps, distilling from the dense model between them")
     ft.add_argument("--val", metavar="DATA.npz", help="validation data: keep the best epoch")
     ft.add_argument("--labels", action="store_true", help="train on the data's labels (default: distill from the dense model)")
     ft.add_argument("--lr", type=float, default=1e-3, help="learning rate (AdamW, cosine schedule)")
@@ -152,11 +160,22 @@ def cmd_prune(args) -> int:
     from onnxprune.options import FinetuneOptions
     from onnxprune.report.outputs import GATE_FLAGS, deliver, prepare
 
+    from onnxprune.recover.checkpoint import checkpoint_path
+
     out = prepare(args)  # existing output, --force, gate thresholds, --plot: usage errors before any work
-    result = prune(args.model, calib=calib_source(args), eval_data=args.data, train_data=args.train_data,
-                   val_data=args.val, options=prune_options(args),
-                   finetune=FinetuneOptions(epochs=args.finetune, lr=args.lr, batch_size=args.batch_size,
-                                            labels=args.labels))
+    checkpoint = checkpoint_path(args.output)
+    tune = FinetuneOptions(epochs=args.finetune, lr=args.lr, batch_size=args.batch_size, labels=args.labels,
+                           minutes=args.finetune_minutes, augment=args.augment, checkpoint=str(checkpoint),
+                           resume=args.resume)
+    if args.steps > 1:
+        from onnxprune.iterative import prune_iteratively
+        result = prune_iteratively(args.model, args.steps, calib=calib_source(args), eval_data=args.data,
+                                   train_data=folder_source(args, "train_data"), val_data=args.val,
+                                   options=prune_options(args), finetune=tune)
+    else:
+        result = prune(args.model, calib=calib_source(args), eval_data=args.data,
+                       train_data=folder_source(args, "train_data"), val_data=args.val, options=prune_options(args),
+                       finetune=tune)
     from onnxprune.errors import ValidationError
     from onnxprune.load.destinations import all_or_nothing
     with all_or_nothing(keep_on=(ValidationError,)):  # the plan lands with the model and reports, or not at all
@@ -166,6 +185,8 @@ def cmd_prune(args) -> int:
         gates = evaluate_gates(result.report["fidelity"], args.min_cosine, args.max_drop, GATE_FLAGS)
         deliver(result.report, result.model, out, gates, force=args.force, report_path=args.report,
                 summary_path=args.summary, plot_dir=args.plot, dense=args.model, quiet=args.quiet)
+    for done in [checkpoint, *(Path(f"{checkpoint}.step{k}") for k in range(args.steps if args.steps > 1 else 0))]:
+        done.unlink(missing_ok=True)  # the output is written: nothing left to resume
     return 0
 
 

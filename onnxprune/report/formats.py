@@ -28,7 +28,9 @@ def format_summary(report: dict) -> str:
     lines.append(fidelity_line(report.get("fidelity", {})))
     tuned = report.get("finetune")
     if tuned:
-        lines.append(f"fine-tuned {tuned['epochs']} epochs in ONNX Runtime ({tuned['loss']}) on {tuned['samples']} samples")
+        stop = {"nan": "; stopped: the loss became NaN", "time": "; stopped: time budget"}.get(tuned.get("stopped"), "")
+        lines.append(f"fine-tuned {tuned['epochs']} epochs in ONNX Runtime ({tuned['loss']}) on {tuned['samples']} samples, "
+                     f"kept epoch {tuned.get('best_epoch')} (best on held-out data; 0 = before training){stop}")
     depth = report.get("depth")
     if depth:
         names = ", ".join(r["name"] for r in depth["removed"])

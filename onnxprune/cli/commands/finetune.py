@@ -8,11 +8,19 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser("finetune", help="train a (pruned) model's weights in ONNX Runtime: distillation or labels")
     p.add_argument("model", help="the .onnx model to train (never modified)")
-    p.add_argument("--data", required=True, metavar="DATA.npz", help="training data keyed by input names")
+    p.add_argument("--data", required=True, metavar="DATA", help="training data: .npz keyed by input names, or a "
+                   "folder of images or .npy/.npz arrays")
     p.add_argument("-o", "--output", required=True, help="where to write the trained model")
     p.add_argument("--teacher", metavar="DENSE.onnx", help="distill from this model's outputs (no labels needed)")
     p.add_argument("--labels", action="store_true", help="train on the data's labels (cross-entropy)")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default 3, or as many as --minutes allow)")
+    p.add_argument("--minutes", type=float, metavar="M", help="training time budget in minutes")
+    p.add_argument("--augment", metavar="flip,crop,scale", help="augment training images")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    p.add_argument("--resize", metavar="HxW", help="image folders: resize to H x W")
+    p.add_argument("--mean", metavar="M[,M,M]", help="image folders: subtract this mean (after scaling to [0, 1])")
+    p.add_argument("--std", metavar="S[,S,S]", help="image folders: divide by this std")
+    p.add_argument("--layout", choices=["NCHW", "NHWC"], default="NCHW", help="image folders: tensor layout")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--val", metavar="DATA.npz", help="validation data: keep the best epoch")
@@ -38,14 +46,22 @@ def run(args) -> int:
         raise BadInputError("say what to learn from: --teacher DENSE.onnx (distillation) or --labels")
     model, _ = as_model(args.model)
     teacher = load_model(args.teacher) if args.teacher else None
-    tune = FinetuneOptions(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, labels=args.labels)
-    trained, info = finetune_model(model, tune, args.data, teacher=teacher, val=args.val, seed=args.seed,
-                                   threads=args.threads, progress=progress.enabled())
+    from onnxprune.cli.args import folder_source
+    from onnxprune.recover.checkpoint import checkpoint_path
+
+    epochs = args.epochs if args.epochs is not None else (0 if args.minutes else 3)
+    checkpoint = checkpoint_path(out)
+    tune = FinetuneOptions(epochs=epochs, lr=args.lr, batch_size=args.batch_size, labels=args.labels,
+                           minutes=args.minutes, augment=args.augment, checkpoint=str(checkpoint), resume=args.resume)
+    trained, info = finetune_model(model, tune, folder_source(args, "data"), teacher=teacher, val=args.val,
+                                   seed=args.seed, threads=args.threads, progress=progress.enabled())
     from onnxprune.check.finite import check_finite
     check_finite(trained, model)  # a diverged run is never written (exit 1)
     save_model_atomic(trained, out, force=args.force)
+    checkpoint.unlink(missing_ok=True)  # the output is written: nothing left to resume
     if not args.quiet:
         last = info["history"][-1]
         shown = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float))
-        print(f"trained {info['epochs']} epochs ({info['loss']}) on {info['samples']} samples: {shown}; wrote {out}")
+        print(f"trained {info['epochs']} epochs ({info['loss']}) on {info['samples']} samples, kept epoch "
+              f"{info['best_epoch']}: {shown}; wrote {out}")
     return 0

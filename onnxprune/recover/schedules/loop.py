@@ -19,7 +19,8 @@ from onnxprune.autodiff import build_training_graph, read_weights, write_weights
 from onnxprune.autodiff.optim import FlatParams, make_optimizer
 from onnxprune.autodiff.runner import Forward, TrainStep
 from onnxprune.autodiff.lr_schedule import make_schedule
-from onnxprune.recover.finetune import data_batchable, shuffled_batches, check_ranks, loss_targets, train_epoch, evaluate_epoch
+from onnxprune.recover.finetune import check_ranks, data_batchable
+from onnxprune.recover.trainloop import evaluate_epoch, loss_targets, shuffled_batches, train_epoch
 from onnxprune.load.data import Dataset
 from onnxprune.errors import BadInputError
 
