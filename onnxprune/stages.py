@@ -34,6 +34,7 @@ from onnxprune.recover.sequential import reconstruct
 from onnxprune.recover.reconstruction import wanted_statistics as recovery_statistics
 from onnxprune.score.calibration import Statistics, collect_statistics, load_calibration
 from onnxprune.score.criteria import NEEDS_DATA, score, wanted_statistics
+from onnxprune.select.allocate import PriceAllocator
 from onnxprune.select.damage import group_damage
 from onnxprune.select.latency import search_latency
 from onnxprune.select.plan import CostModel, search_ratio, select_global, select_uniform
@@ -163,6 +164,8 @@ def _selector(prep: Prepared, options: PruneOptions):
     else:
         scores = score(dep, criterion, stats=prep.stats, seed=options.seed, data=prep.data)
         rows = group_damage(dep, prep.data, scores, progress=options.progress) if options.scope == "damage" else None
+    if rows is not None and options.scope == "damage":  # one price: damage per MAC saved, from measured curves
+        return PriceAllocator(dep, rows, scores, options.round_to, options.max_layer_ratio, options.min_channels), scores
     if rows is not None:  # one fidelity-drop tolerance for every group, from its measured curve
         return (lambda share: select_by_sensitivity(dep, rows, scores, share, options.round_to,
                                                     options.max_layer_ratio, options.min_channels)), scores
