@@ -26,7 +26,7 @@ from onnxprune.load.fit import check_fits
 from onnxprune.load.fold import fold_constants
 from onnxprune.load.model import check_supported, load_model
 from onnxprune.load.spill import model_bytes
-from onnxprune.options import FinetuneOptions, PruneOptions
+from onnxprune.options import MEASURED, FinetuneOptions, PruneOptions
 from onnxprune.recover.finetune import finetune
 from onnxprune.recover.reconstruction import METHODS as ONE_SHOT
 from onnxprune.recover.reconstruction import add_missing_biases, recover
@@ -100,7 +100,7 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
     if data is None:  # what cannot run without calibration data, named as the user would name it
         needs = [f"--recover {recovery}"] if recovery != "none" else []
         needs += [f"criterion '{criterion}'"] if criterion in NEEDS_DATA or criterion == "sensitivity" else []
-        needs += ["scope 'damage'"] if options.scope == "damage" else []
+        needs += [f"scope '{options.scope}'"] if options.scope in MEASURED else []
         if needs:
             raise BadInputError(f"{needs[0]} needs calibration data: pass --calib DATA.npz")
     if data is not None:
@@ -141,7 +141,7 @@ def choose_plan(prep: Prepared, options: PruneOptions | None = None) -> Plan:
         elif target.kind == "latency":
             chosen = search_latency(select, prep.dep, prep.working, target.value, options.threads_capped(),
                                     lambda p: _recovered(prep, p, options.recover))
-        elif options.scope == "damage":  # the share of channels removed, spent where it does least damage
+        elif options.scope in MEASURED:  # the share of channels removed, spent where it does least damage
             chosen = search_ratio(select, lambda p: 1.0 - float(p.removed.mean()), 1.0 - float(target.ratio),
                                   scores=scores, round_to=options.round_to)
         else:
@@ -163,9 +163,11 @@ def _selector(prep: Prepared, options: PruneOptions):
         rows = group_sensitivity(dep, prep.data.take(64), progress=options.progress)
     else:
         scores = score(dep, criterion, stats=prep.stats, seed=options.seed, data=prep.data)
-        rows = group_damage(dep, prep.data, scores, progress=options.progress) if options.scope == "damage" else None
-    if rows is not None and options.scope == "damage":  # one price: damage per MAC saved, from measured curves
+        rows = group_damage(dep, prep.data, scores, progress=options.progress) if options.scope in MEASURED else None
+    if rows is not None and options.scope == "price":  # one price: damage per MAC saved, from measured curves
         return PriceAllocator(dep, rows, scores, options.round_to, options.max_layer_ratio, options.min_channels), scores
+    if rows is not None and options.scope == "damage":  # one tolerance on the per-channel output error
+        rows = [dict(row, cosine={r: 1.0 - d for r, d in row["damage"].items()}) for row in rows]
     if rows is not None:  # one fidelity-drop tolerance for every group, from its measured curve
         return (lambda share: select_by_sensitivity(dep, rows, scores, share, options.round_to,
                                                     options.max_layer_ratio, options.min_channels)), scores

@@ -81,3 +81,18 @@ def test_one_shot_lstsq_with_too_few_samples_falls_back_to_ridge(caplog):
     assert updates and all(np.isfinite(v).all() for v in updates.values())
     layer = next(n.name for n in dep.graph.nodes if n.op == "Gemm" and n.inputs[0] == "h")
     assert any("ridge fallback" in r.getMessage() and layer in r.getMessage() for r in caplog.records)
+
+
+def test_price_scope_meets_a_macs_target_and_needs_data():
+    import pytest
+
+    from onnxprune import prune
+    from onnxprune.errors import BadInputError
+
+    model = str(FIXTURES / "digits_cnn.onnx")
+    result = prune(model, target_macs=0.6, calib=str(FIXTURES / "digits_calib.npz"), calib_limit=16, scope="price",
+                   bench_rounds=0)
+    kept = result.report["after"]["macs"] / result.report["before"]["macs"]
+    assert abs(kept - 0.6) <= 0.03
+    with pytest.raises(BadInputError, match="scope 'price' needs calibration data"):
+        prune(model, target_macs=0.6, scope="price")
