@@ -19,7 +19,9 @@ CRITERIA = (*sorted(SCORED), "sensitivity")  # sensitivity allocates by measurem
 # sequential: every layer downstream re-solved on the pruned model's own activations (recover/sequential.py)
 RECOVERY = (*ONE_SHOT, "sequential")
 # damage: each group's share from its measured damage with its consumers re-solved (select/damage.py)
-SCOPES = ("local", "global", "damage")
+# price: the same curves, each group pruned while its damage per MAC saved stays under one price (select/allocate.py)
+SCOPES = ("local", "global", "damage", "price")
+MEASURED = ("damage", "price")  # scopes that measure each group's damage on the calibration data
 
 # What runs when the user does not say: with calibration data the data-aware combination, without it
 # the data-free one. Measured on real models (docs/benchmarks.md, section 6): global + sequential beat

@@ -29,7 +29,7 @@ from onnxprune.load.train_data import check_sample_shapes
 from onnxprune.load.model import check_supported, load_model
 from onnxprune.load.spill import model_bytes
 from onnxprune.load.zoo import cache_dir
-from onnxprune.options import FinetuneOptions, PruneOptions
+from onnxprune.options import MEASURED, FinetuneOptions, PruneOptions
 from onnxprune.recover.finetune import finetune
 from onnxprune.recover.reconstruction import METHODS as ONE_SHOT
 from onnxprune.recover.reconstruction import add_missing_biases, recover
@@ -37,6 +37,7 @@ from onnxprune.recover.sequential import reconstruct
 from onnxprune.recover.reconstruction import wanted_statistics as recovery_statistics
 from onnxprune.score.calibration import Statistics, collect_statistics, load_calibration
 from onnxprune.score.criteria import NEEDS_DATA, score, wanted_statistics
+from onnxprune.select.allocate import PriceAllocator
 from onnxprune.select.damage import group_damage
 from onnxprune.select.latency import search_latency
 from onnxprune.select.latency_model import LatencyModel, build_latency_model
@@ -103,7 +104,7 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
     if data is None:  # what cannot run without calibration data, named as the user would name it
         needs = [f"--recover {recovery}"] if recovery != "none" else []
         needs += [f"criterion '{criterion}'"] if criterion in NEEDS_DATA or criterion == "sensitivity" else []
-        needs += ["scope 'damage'"] if options.scope == "damage" else []
+        needs += [f"scope '{options.scope}'"] if options.scope in MEASURED else []
         if needs:
             raise BadInputError(f"{needs[0]} needs calibration data: pass --calib DATA.npz")
     if data is not None:
@@ -148,7 +149,7 @@ def choose_plan(prep: Prepared, options: PruneOptions | None = None) -> Plan:
             # recovery changes values, not shapes: candidates are timed unrecovered
             chosen = search_latency(select, latency, target.value, options.threads_capped(), apply_plan,
                                     scores=scores, round_to=options.round_to)
-        elif options.scope == "damage":  # the share of channels removed, spent where it does least damage
+        elif options.scope in MEASURED:  # the share of channels removed, spent where it does least damage
             chosen = search_ratio(select, lambda p: 1.0 - float(p.removed.mean()), 1.0 - float(target.ratio),
                                   scores=scores, round_to=options.round_to)
         else:
@@ -178,7 +179,11 @@ def _selector(prep: Prepared, options: PruneOptions, channel_costs: dict[int, fl
         rows = group_sensitivity(dep, prep.data.take(64), progress=options.progress)
     else:
         scores = score(dep, criterion, stats=prep.stats, seed=options.seed, data=prep.data)
-        rows = group_damage(dep, prep.data, scores, progress=options.progress) if options.scope == "damage" else None
+        rows = group_damage(dep, prep.data, scores, progress=options.progress) if options.scope in MEASURED else None
+    if rows is not None and options.scope == "price":  # one price: damage per MAC saved, from measured curves
+        return PriceAllocator(dep, rows, scores, options.round_to, options.max_layer_ratio, options.min_channels), scores
+    if rows is not None and options.scope == "damage":  # one tolerance on the per-channel output error
+        rows = [dict(row, cosine={r: 1.0 - d for r, d in row["damage"].items()}) for row in rows]
     if rows is not None:  # one fidelity-drop tolerance for every group, from its measured curve
         return (lambda share: select_by_sensitivity(dep, rows, scores, share, options.round_to,
                                                     options.max_layer_ratio, options.min_channels)), scores

@@ -14,6 +14,8 @@ padded borders). The result is a set of replacement constants for the rewrite to
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -25,7 +27,9 @@ from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.couple.ops import linear_sites
 from onnxprune.couple.vocabulary import Slot
 
+log = logging.getLogger("onnxprune")
 METHODS = ("none", "bias", "lstsq")
+FALLBACK_RIDGE = 0.1  # relative ridge when there are fewer calibration rows than kept channels
 
 
 def add_missing_biases(model: onnx.ModelProto, input_shapes=None) -> onnx.ModelProto:
@@ -75,7 +79,7 @@ def recover(dep: Dependency, removed: np.ndarray, stats: Statistics, method: str
     updates: dict[str, np.ndarray] = {}
     if method == "none":
         return updates
-    for _, site in linear_sites(g):
+    for index, site in linear_sites(g):
         slot = Slot(site.x, site.x_axis)
         if slot not in dep.slot_index:
             continue
@@ -84,7 +88,13 @@ def recover(dep: Dependency, removed: np.ndarray, stats: Statistics, method: str
         if not gone.any() or st is None or gone.all():
             continue
         r, k = np.flatnonzero(gone), np.flatnonzero(~gone)
-        a, b = _affine_map(st, r, k, method, ridge)
+        lam = ridge
+        if method == "lstsq" and st.count < len(k) + 1:  # the kept channels' covariance is singular
+            log.warning("layer %s: %d calibration rows for %d kept input channels; ridge fallback (the removed "
+                        "channels are mapped on the kept ones with a strong ridge)", g.nodes[index].name,
+                        st.count, len(k))
+            lam = max(ridge, FALLBACK_RIDGE)
+        a, b = _affine_map(st, r, k, method, lam)
         weight = updates.get(site.weight, g.const(site.weight)).astype(np.float64)
         w = np.moveaxis(weight, site.weight_axis, 0)           # [C_in, out, taps...]
         out_axis = site.weight_out_axis - (1 if site.weight_out_axis > site.weight_axis else 0)

@@ -21,6 +21,7 @@ import numpy as np
 from onnxprune.load.data import Dataset
 from onnxprune.couple.dependency import Dependency
 from onnxprune.couple.plan import Plan
+from onnxprune.select.allocate import channel_errors, combine
 from onnxprune.select.plan import rounded_keep
 from onnxprune.load.runtime import batchable, session
 from onnxprune.recover.sequential import reconstruct
@@ -76,7 +77,8 @@ def group_damage(dep: Dependency, data: Dataset, scores: np.ndarray, ratios=DAMA
         free = grp.channels[~grp.frozen]
         order = free[np.argsort(scores[free], kind="stable")]
         dense: dict = {}  # the group's consumers are the same at every share: one dense session
-        row = {"group": grp.id, "channels": grp.size, "cosine": {}, "accuracy": {},
+        row = {"group": grp.id, "channels": grp.size, "cosine": {}, "damage": {}, "channel_errors": {},
+               "accuracy": {},
                "params": [s.tensor for s in grp.slots if s.tensor in dep.graph.constants][:3]}
         for r in ratios:
             drop = min(grp.size - rounded_keep(grp.size, r, 1), len(free))
@@ -86,5 +88,7 @@ def group_damage(dep: Dependency, data: Dataset, scores: np.ndarray, ratios=DAMA
                 overrides = reconstruct(dep, removed, data, direct_only=True, dense_cache=dense)
             outputs = _run(session(apply_plan(Plan(dep, removed), overrides)), data)
             row["cosine"][r] = 1.0 - output_drop(reference, outputs)
+            row["channel_errors"][r] = channel_errors(reference, outputs)
+            row["damage"][r] = combine(row["channel_errors"][r])
         rows.append(row)
     return rows
