@@ -17,6 +17,8 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.model_graph import ModelGraph, Node
 from onnxprune.couple.ops import rule_for, Barrier, Slot
 from onnxprune.couple.plan import Plan
+from onnxprune.load.external import WorkFile, has_bound
+from onnxprune.load.spill import EXTERNAL_MIN_BYTES
 
 
 class RewriteContext:
@@ -129,13 +131,14 @@ def _slice_constants(g: ModelGraph, model: onnx.ModelProto, kept: dict[Slot, np.
     if not by_tensor:
         return
     graph_inputs = {vi.name: vi for vi in model.graph.input}
+    work = _work_file(g.model)
     for name, cuts in by_tensor.items():
         value = overrides.get(name, g.constants[name])
         g.constants.release() if hasattr(g.constants, "release") else None  # only `value` holds it now
         for axis, idx in cuts:
             value = np.take(value, idx, axis=axis)  # each cut drops the larger array before it
         if name in g.initializer_names:
-            _set_tensor(model.graph.initializer.add(), name, value)  # built in place: append would copy
+            _set_tensor(model.graph.initializer.add(), name, value, work)  # built in place: append would copy
             if name in graph_inputs:  # old IR versions list initializers among the inputs
                 dims = graph_inputs[name].type.tensor_type.shape.dim
                 for d, v in zip(dims, value.shape):
@@ -148,8 +151,15 @@ def _slice_constants(g: ModelGraph, model: onnx.ModelProto, kept: dict[Slot, np.
         del value
 
 
-def _set_tensor(tensor: onnx.TensorProto, name: str, value: np.ndarray) -> None:
-    """Fill `tensor` with `value` as numpy_helper.from_array would, without its intermediate proto."""
+def _work_file(model: onnx.ModelProto) -> WorkFile | None:
+    """Where a model whose weights are read from files (external.py) gets its sliced tensors: a work
+    data file, so the pruned weights are not held in memory either."""
+    return WorkFile("pruned") if has_bound(model) else None
+
+
+def _set_tensor(tensor: onnx.TensorProto, name: str, value: np.ndarray, work: WorkFile | None = None) -> None:
+    """Fill `tensor` with `value` as numpy_helper.from_array would, without its intermediate proto
+    (written to `work` instead when it is large)."""
     if value.dtype.kind not in "fiub" or value.dtype.byteorder == ">":  # strings, packed 4-bit types
         tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(value), name))
         return
@@ -157,6 +167,9 @@ def _set_tensor(tensor: onnx.TensorProto, name: str, value: np.ndarray) -> None:
     tensor.name = name
     tensor.data_type = onnx.helper.np_dtype_to_tensor_dtype(value.dtype)
     tensor.dims.extend(value.shape)
+    if work is not None and value.nbytes >= EXTERNAL_MIN_BYTES:
+        work.add(tensor, value)
+        return
     tensor.raw_data = np.ascontiguousarray(value).tobytes()
 
 

@@ -39,7 +39,7 @@ class Constants(Mapping[str, np.ndarray]):
         source = self._sources[name]  # KeyError for a name that is not a constant, as a dict would
         if isinstance(source, np.ndarray):
             return source
-        value = numpy_helper.to_array(source)
+        value = read_tensor(source)
         if value.size <= KEEP_ELEMENTS:
             self._kept[name] = value
         else:
@@ -71,6 +71,12 @@ class Constants(Mapping[str, np.ndarray]):
     def release(self) -> None:
         """Forget the decoded large value (between stages)."""
         self._last = None
+
+
+def read_tensor(tensor: onnx.TensorProto) -> np.ndarray:
+    """numpy_helper.to_array, or a read-only memory map for a tensor read from its file (external.py)."""
+    from onnxprune.load.external import is_bound, read
+    return read(tensor) if is_bound(tensor) else numpy_helper.to_array(tensor)
 
 
 def sizes(constants: Mapping[str, np.ndarray]) -> Iterator[tuple[str, tuple[int, ...], np.dtype]]:

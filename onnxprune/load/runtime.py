@@ -9,7 +9,7 @@ import onnxruntime as ort
 from onnxprune.errors import BadInputError, first_line
 
 from onnxprune.load.data import Dataset
-from onnxprune.load.spill import SPILL_BYTES, model_bytes, spilled
+from onnxprune.load.spill import needs_spill, spilled
 
 
 LARGE_GRAPH_NODES = 20_000
@@ -32,7 +32,7 @@ def session(model: onnx.ModelProto | bytes | str, threads: int = 0, optimize: bo
         # the extended and layout optimizers grow faster than linearly: 20 s for 10,000 nodes, 8 s for 5,000
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     try:
-        if isinstance(model, onnx.ModelProto) and model_bytes(model) > SPILL_BYTES:
+        if isinstance(model, onnx.ModelProto) and needs_spill(model):
             with spilled(model) as path:  # ORT reads each weight once instead of parsing a serialized copy
                 sess = ort.InferenceSession(path, opts, providers=providers or ["CPUExecutionProvider"])
         else:
