@@ -33,6 +33,8 @@ def session(model: onnx.ModelProto | bytes | str, threads: int = 0, optimize: bo
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     try:
         if isinstance(model, onnx.ModelProto) and needs_spill(model):
+            # weights are memory-mapped from the file: packed copies of them would double the memory
+            opts.add_session_config_entry("session.disable_prepacking", "1")
             with spilled(model) as path:  # ORT reads each weight once instead of parsing a serialized copy
                 sess = ort.InferenceSession(path, opts, providers=providers or ["CPUExecutionProvider"])
         else:
