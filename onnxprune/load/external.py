@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import onnx
@@ -132,6 +132,31 @@ def read(t: onnx.TensorProto) -> np.ndarray:
     return np.memmap(meta["location"], dtype=dtype, mode="r", offset=int(meta.get("offset", 0)), shape=shape)
 
 
+def sliced_blocks(t: onnx.TensorProto, cuts: list[tuple[int, np.ndarray]]) -> Iterator[np.ndarray]:
+    """A bound tensor with each (axis, sorted kept indices) cut applied, as consecutive blocks of
+    axis-0 rows, each read with one positioned read of about CHUNK bytes (the page cache holds the
+    file, not this process)."""
+    meta = info(t)
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).newbyteorder("<")
+    shape = tuple(int(d) for d in t.dims)
+    row = int(np.prod(shape[1:], dtype=np.int64))
+    rows_kept = dict(cuts).get(0)
+    step = max(1, CHUNK // max(1, row * dtype.itemsize))
+    with open(meta["location"], "rb") as f:
+        for r0 in range(0, shape[0], step):
+            r1 = min(shape[0], r0 + step)
+            if rows_kept is not None and not ((rows_kept >= r0) & (rows_kept < r1)).any():
+                continue
+            f.seek(int(meta.get("offset", 0)) + r0 * row * dtype.itemsize)
+            block = np.fromfile(f, dtype, count=(r1 - r0) * row).reshape((r1 - r0,) + shape[1:])
+            if rows_kept is not None:
+                block = block[rows_kept[(rows_kept >= r0) & (rows_kept < r1)] - r0]
+            for axis, idx in cuts:
+                if axis:
+                    block = np.take(block, idx, axis=axis)
+            yield block
+
+
 def copy_bytes(t: onnx.TensorProto, out) -> None:
     """Append a bound tensor's bytes to the open file `out`, CHUNK bytes at a time."""
     meta = info(t)
@@ -172,11 +197,15 @@ class WorkFile:
         fd, self.path = tempfile.mkstemp(prefix=name, suffix=".data", dir=WorkFile._folder)
         os.close(fd)
 
-    def add(self, t: onnx.TensorProto, value: np.ndarray) -> None:
-        """Write `value` to the file and make `t` (named, typed, shaped by the caller) refer to it."""
+    def add(self, t: onnx.TensorProto, value: np.ndarray | Iterable[np.ndarray]) -> None:
+        """Write `value` (an array, or consecutive blocks of one) to the file and make `t` (named,
+        typed, shaped by the caller) refer to it."""
         with open(self.path, "r+b") as f:
             end = f.seek(0, os.SEEK_END)
             offset = end + (-end % 4096)  # page-aligned, as onnx's own writer does
             f.seek(offset)
-            write_sparse(f, memoryview(np.ascontiguousarray(value).astype(value.dtype.newbyteorder("<"), copy=False)))
-        _set(t, location=self.path, offset=str(offset), length=str(value.nbytes))
+            for block in ([value] if isinstance(value, np.ndarray) else value):
+                block = np.ascontiguousarray(block).astype(block.dtype.newbyteorder("<"), copy=False)
+                write_sparse(f, memoryview(block.reshape(-1)))
+            length = f.tell() - offset
+        _set(t, location=self.path, offset=str(offset), length=str(length))
