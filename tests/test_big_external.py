@@ -93,3 +93,33 @@ def test_pruned_written_beside_checked_and_run(big, tmp_path, capsys):
                for i in range(kept)]
     assert columns == sorted(set(columns))
     assert not pruned_table[FILLED:FILLED + 1000].any()
+
+
+def _pruned_initializers(path: Path) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+
+
+def test_read_on_demand_prunes_to_the_same_weights(tmp_path, monkeypatch, capsys):
+    """The same small transformer pruned with its weights loaded and with them read on demand, a few
+    rows at a time (blocks, holes, page padding): the same tensors, value for value."""
+    import sys
+    from conftest import ROOT
+    sys.path.insert(0, str(ROOT / "tools"))
+    from make_big_transformer import make
+    model = tmp_path / "t.onnx"
+    make(str(model), layers=1, hidden=64, ffn=128, heads=2)
+    with open(tmp_path / "t.onnx.data", "r+b") as f:  # two zero pages inside the FFN weight: written as holes
+        up = next(t for t in onnx.load(str(model), load_external_data=False).graph.initializer
+                  if t.name == "layer0.ffn.up.weight")
+        f.seek(int(external.info(up)["offset"]) + 8192)
+        f.write(bytes(8192))
+    argv = ["prune", str(model), "--ratio", "0.3", "--bench-rounds", "0", "-q", "-o"]
+    assert main(argv + [str(tmp_path / "loaded.onnx")]) == 0
+    monkeypatch.setattr(external, "LAZY_BYTES", 0)
+    monkeypatch.setattr(external, "CHUNK", 5000)
+    monkeypatch.setattr(external, "PAGE", 4096)
+    assert main(argv + [str(tmp_path / "lazy.onnx")]) == 0
+    assert os.path.exists(tmp_path / "lazy.onnx.data")  # written as it came: weights beside the model
+    loaded, lazy = _pruned_initializers(tmp_path / "loaded.onnx"), _pruned_initializers(tmp_path / "lazy.onnx")
+    assert loaded.keys() == lazy.keys()
+    assert all(loaded[k].shape == lazy[k].shape and np.array_equal(loaded[k], lazy[k]) for k in loaded)

@@ -15,6 +15,7 @@ model's sliced tensors go to a work file (`WorkFile`) the same way.
 from __future__ import annotations
 
 import atexit
+import errno
 import os
 import shutil
 import tempfile
@@ -142,29 +143,56 @@ def sliced_blocks(t: onnx.TensorProto, cuts: list[tuple[int, np.ndarray]]) -> It
     row = int(np.prod(shape[1:], dtype=np.int64))
     rows_kept = dict(cuts).get(0)
     step = max(1, CHUNK // max(1, row * dtype.itemsize))
-    with open(meta["location"], "rb") as f:
+    with open(meta["location"], "rb", buffering=0) as f:  # positioned reads only (pread)
         for r0 in range(0, shape[0], step):
             r1 = min(shape[0], r0 + step)
-            if rows_kept is not None and not ((rows_kept >= r0) & (rows_kept < r1)).any():
+            picked = None if rows_kept is None else rows_kept[(rows_kept >= r0) & (rows_kept < r1)] - r0
+            if picked is not None and not len(picked):
                 continue
-            f.seek(int(meta.get("offset", 0)) + r0 * row * dtype.itemsize)
-            block = np.fromfile(f, dtype, count=(r1 - r0) * row).reshape((r1 - r0,) + shape[1:])
-            if rows_kept is not None:
-                block = block[rows_kept[(rows_kept >= r0) & (rows_kept < r1)] - r0]
+            start = int(meta.get("offset", 0)) + r0 * row * dtype.itemsize
+            if _is_hole(f.fileno(), start, (r1 - r0) * row * dtype.itemsize):  # zeros, known without reading
+                kept_rows = r1 - r0 if picked is None else len(picked)
+                yield kept_rows * int(np.prod(_cut_shape(shape[1:], cuts), dtype=np.int64)) * dtype.itemsize
+                continue
+            raw = os.pread(f.fileno(), (r1 - r0) * row * dtype.itemsize, start)
+            block = np.frombuffer(raw, dtype).reshape((r1 - r0,) + shape[1:])
+            if picked is not None:
+                block = block[picked]
             for axis, idx in cuts:
                 if axis:
                     block = np.take(block, idx, axis=axis)
             yield block
 
 
+def _cut_shape(dims: tuple[int, ...], cuts: list[tuple[int, np.ndarray]]) -> tuple[int, ...]:
+    """`dims` (axes 1...) after the cuts on those axes."""
+    kept = dict(cuts)
+    return tuple(len(kept[a + 1]) if a + 1 in kept else d for a, d in enumerate(dims))
+
+
+def _is_hole(fd: int, start: int, length: int) -> bool:
+    """Whether bytes [start, start + length) of the file are a hole (sparse zeros, never written)."""
+    try:  # moves the descriptor's offset: callers seek before they read
+        return os.lseek(fd, start, os.SEEK_DATA) >= start + length
+    except OSError as exc:  # ENXIO: nothing but a hole after `start`; others: cannot say, so read it
+        return exc.errno == errno.ENXIO
+
+
 def copy_bytes(t: onnx.TensorProto, out) -> None:
     """Append a bound tensor's bytes to the open file `out`, CHUNK bytes at a time."""
     meta = info(t)
     remaining = int(meta["length"])
-    with open(meta["location"], "rb") as src:
-        src.seek(int(meta.get("offset", 0)))
+    position = int(meta.get("offset", 0))
+    with open(meta["location"], "rb", buffering=0) as src:  # positioned reads only (pread)
         while remaining:
-            block = src.read(min(CHUNK, remaining))
+            step = min(CHUNK, remaining)
+            if _is_hole(src.fileno(), position, step):  # holes stay holes, unread
+                out.seek(step, os.SEEK_CUR)
+                out.truncate(max(out.tell(), os.fstat(out.fileno()).st_size))
+                position, remaining = position + step, remaining - step
+                continue
+            block = os.pread(src.fileno(), step, position)
+            position += len(block)
             if not block:
                 raise OSError(f"{meta['location']}: shorter than its tensors (changed while in use?)")
             write_sparse(out, memoryview(block))
@@ -205,6 +233,10 @@ class WorkFile:
             offset = end + (-end % 4096)  # page-aligned, as onnx's own writer does
             f.seek(offset)
             for block in ([value] if isinstance(value, np.ndarray) else value):
+                if isinstance(block, int):  # that many zero bytes: left a hole
+                    f.seek(block, os.SEEK_CUR)
+                    f.truncate(max(f.tell(), os.fstat(f.fileno()).st_size))
+                    continue
                 block = np.ascontiguousarray(block).astype(block.dtype.newbyteorder("<"), copy=False)
                 write_sparse(f, memoryview(block.reshape(-1)))
             length = f.tell() - offset
