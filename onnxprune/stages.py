@@ -22,6 +22,7 @@ from onnxprune.couple.plan import Plan, load_plan_file, plan_from_json
 from onnxprune.errors import BadInputError
 from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.load.data import Dataset, input_ranks
+from onnxprune.load.external import LAZY_BYTES, unload
 from onnxprune.load.fit import check_fits
 from onnxprune.load.fold import fold_constants
 from onnxprune.load.model import check_supported, load_model
@@ -108,6 +109,8 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
     # fold in place, so its weights are held once (the folded model computes what the input computes)
     input_bytes = model_bytes(model)  # the report's size before: the input as given, not as folded
     working = fold_constants(model, in_place=source != IN_MEMORY)
+    if source != IN_MEMORY and model_bytes(working) >= LAZY_BYTES:  # ours: its weights go to a work file,
+        unload(working)  # read on demand from there on (load/external.py), never held twice
     if recovery != "none":
         working = add_missing_biases(working, input_shapes)
     dep = build_dependency(ModelGraph(working, input_shapes))

@@ -17,7 +17,7 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.model_graph import ModelGraph, Node
 from onnxprune.couple.ops import rule_for, Barrier, Slot
 from onnxprune.couple.plan import Plan
-from onnxprune.load.external import WorkFile, has_bound, is_bound, sliced_blocks
+from onnxprune.load.external import INLINE, WorkFile, has_bound, is_bound, keeps_inline, sliced_blocks
 from onnxprune.load.spill import EXTERNAL_MIN_BYTES
 
 
@@ -167,7 +167,9 @@ def _resize_input(vi: onnx.ValueInfoProto | None, shape) -> None:
 def _work_file(model: onnx.ModelProto) -> WorkFile | None:
     """Where a model whose weights are read from files (external.py) gets its sliced tensors: a work
     data file, so the pruned weights are not held in memory either."""
-    return WorkFile("pruned") if has_bound(model) else None
+    if not has_bound(model):
+        return None
+    return WorkFile(INLINE + "pruned" if keeps_inline(model) else "pruned")
 
 
 def _set_tensor(tensor: onnx.TensorProto, name: str, value: np.ndarray, work: WorkFile | None = None) -> None:

@@ -19,6 +19,7 @@ import errno
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -212,6 +213,36 @@ def write_sparse(out, data: memoryview) -> None:
     out.truncate(max(out.tell(), os.fstat(out.fileno()).st_size))
 
 
+INLINE = "inline-"  # work files of a model that came inline: it is saved inline again (below 2 GB)
+
+
+def keeps_inline(model: onnx.ModelProto) -> bool:
+    """Whether every weight `model` reads from a file came from an inline model (`unload`)."""
+    return all(os.path.basename(info(t)["location"]).startswith(INLINE)
+               for t in model.graph.initializer if is_bound(t))
+
+
+@contextmanager
+def inlined(model: onnx.ModelProto) -> Iterator[onnx.ModelProto]:
+    """`model` with its bound tensors' bytes back in the proto, for writing it as one file; as it
+    was afterwards."""
+    bound = [(t, [(e.key, e.value) for e in t.external_data]) for t in model.graph.initializer if is_bound(t)]
+    try:
+        for t, _ in bound:
+            meta = info(t)
+            with open(meta["location"], "rb", buffering=0) as f:
+                t.raw_data = os.pread(f.fileno(), int(meta["length"]), int(meta.get("offset", 0)))
+            del t.external_data[:]
+            t.ClearField("data_location")
+        yield model
+    finally:
+        for t, entries in bound:
+            t.ClearField("raw_data")
+            for key, value in entries:
+                t.external_data.add(key=key, value=value)
+            t.data_location = onnx.TensorProto.EXTERNAL
+
+
 class WorkFile:
     """A data file in a private temporary folder that new tensors are appended to and bound to (the
     pruned model's sliced weights); the folder is removed when the process exits."""
@@ -241,3 +272,24 @@ class WorkFile:
                 write_sparse(f, memoryview(block.reshape(-1)))
             length = f.tell() - offset
         _set(t, location=self.path, offset=str(offset), length=str(length))
+
+
+def unload(model: onnx.ModelProto, min_bytes: int = 1024) -> int:
+    """Move every initializer of `min_bytes` or more out of `model` into a work file and bind it there,
+    so a large model held in memory (weights folded from constants, or stored inline) is read on
+    demand from then on, like one loaded from external data; returns the bytes moved."""
+    work, moved = None, 0
+    for t in model.graph.initializer:
+        if not t.HasField("raw_data") or len(t.raw_data) < min_bytes:
+            continue
+        work = work or WorkFile(INLINE + "weights")
+        with open(work.path, "r+b") as f:
+            end = f.seek(0, os.SEEK_END)
+            offset = end + (-end % 4096)
+            f.seek(offset)
+            write_sparse(f, memoryview(t.raw_data))
+        length = len(t.raw_data)
+        t.ClearField("raw_data")  # the proto's copy goes as soon as the file has it
+        _set(t, location=work.path, offset=str(offset), length=str(length))
+        moved += length
+    return moved

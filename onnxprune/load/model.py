@@ -71,9 +71,12 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, force: bo
     from onnxprune.load import destinations
 
     real = destinations.check_output(path, force)
-    from onnxprune.load.external import has_bound
-    large = model.ByteSize() > _TWO_GB if _byte_size_ok(model) else True
-    large = large or has_bound(model)  # weights read from files: written beside the model, as they came
+    from onnxprune.load.external import bound_bytes, has_bound, inlined, keeps_inline
+    large = model.ByteSize() + bound_bytes(model) > _TWO_GB if _byte_size_ok(model) else True
+    if has_bound(model) and not large and keeps_inline(model):  # it came as one file: it leaves as one
+        with inlined(model):
+            return destinations.write_file(real, lambda tmp: onnx.save_model(model, tmp))
+    large = large or has_bound(model)  # weights read from its external data: written beside the model
     if not large:
         return destinations.write_file(real, lambda tmp: onnx.save_model(model, tmp))
     if destinations.is_stream(real):
