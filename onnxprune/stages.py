@@ -22,7 +22,7 @@ from onnxprune.couple.plan import Plan, load_plan_file, plan_from_json
 from onnxprune.errors import BadInputError
 from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.load.data import Dataset, input_ranks
-from onnxprune.load.external import LAZY_BYTES, unload
+from onnxprune.load.external import LAZY_BYTES, scratch, unload
 from onnxprune.load.fit import check_fits
 from onnxprune.load.fold import fold_constants
 from onnxprune.load.model import check_supported, load_model
@@ -128,6 +128,11 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
 
 def choose_plan(prep: Prepared, options: PruneOptions | None = None) -> Plan:
     """Score the channels and select them to meet the target (or re-apply a saved plan)."""
+    with scratch():  # the candidate models a search builds are gone when it returns a plan
+        return _choose_plan(prep, options)
+
+
+def _choose_plan(prep: Prepared, options: PruneOptions | None = None) -> Plan:
     options = prep.options if options is None else options.resolved(prep.data is not None)
     dep, target = prep.dep, options.target
     if target.kind == "plan":
@@ -181,7 +186,8 @@ def _recovered(prep: Prepared, plan: Plan, recovery: str) -> onnx.ModelProto:
     if recovery == "none":
         overrides = None
     elif recovery == "sequential":
-        overrides = reconstruct(prep.dep, plan.removed, prep.data, progress=prep.options.progress)
+        with scratch():  # the prefix models it runs are gone when it returns the weights
+            overrides = reconstruct(prep.dep, plan.removed, prep.data, progress=prep.options.progress)
     else:
         overrides = recover(prep.dep, plan.removed, prep.stats, recovery)
     return apply_plan(plan, overrides)

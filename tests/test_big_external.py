@@ -126,3 +126,13 @@ def test_read_on_demand_prunes_to_the_same_weights(tmp_path, monkeypatch, capsys
     loaded, lazy = _pruned_initializers(tmp_path / "loaded.onnx"), _pruned_initializers(tmp_path / "lazy.onnx")
     assert loaded.keys() == lazy.keys()
     assert all(loaded[k].shape == lazy[k].shape and np.array_equal(loaded[k], lazy[k]) for k in loaded)
+
+
+def test_work_files_of_a_search_go_when_it_ends():
+    kept = external.WorkFile("pruned")
+    with external.scratch():
+        candidate = external.WorkFile("pruned")
+        with external.scratch():
+            inner = external.WorkFile("pruned")
+        assert not os.path.exists(inner.path) and os.path.exists(candidate.path)
+    assert not os.path.exists(candidate.path) and os.path.exists(kept.path)

@@ -248,6 +248,7 @@ class WorkFile:
     pruned model's sliced weights); the folder is removed when the process exits."""
 
     _folder: str | None = None
+    _scratch: list[list[str]] = []  # files made inside `scratch()` scopes, innermost last
 
     def __init__(self, name: str = "work") -> None:
         if WorkFile._folder is None:
@@ -255,6 +256,8 @@ class WorkFile:
             atexit.register(shutil.rmtree, WorkFile._folder, True)
         fd, self.path = tempfile.mkstemp(prefix=name, suffix=".data", dir=WorkFile._folder)
         os.close(fd)
+        if WorkFile._scratch:
+            WorkFile._scratch[-1].append(self.path)
 
     def add(self, t: onnx.TensorProto, value: np.ndarray | Iterable[np.ndarray]) -> None:
         """Write `value` (an array, or consecutive blocks of one) to the file and make `t` (named,
@@ -293,3 +296,17 @@ def unload(model: onnx.ModelProto, min_bytes: int = 1024) -> int:
         _set(t, location=work.path, offset=str(offset), length=str(length))
         moved += length
     return moved
+
+
+@contextmanager
+def scratch() -> Iterator[None]:
+    """A scope whose models are all gone by its end (candidate plans tried by a search, prefixes run by
+    sequential recovery): the work files made inside it are deleted at its end, so disk use does not
+    grow with the number of candidates."""
+    WorkFile._scratch.append([])
+    try:
+        yield
+    finally:
+        for path in WorkFile._scratch.pop():
+            if os.path.exists(path):
+                os.remove(path)
