@@ -110,7 +110,7 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
     input_bytes = model_bytes(model)  # the report's size before: the input as given, not as folded
     working = fold_constants(model, in_place=source != IN_MEMORY)
     if source != IN_MEMORY and model_bytes(working) >= LAZY_BYTES:  # ours: its weights go to a work file,
-        unload(working)  # read on demand from there on (load/external.py), never held twice
+        model = working = unload(working)  # read on demand from there on (load/external.py), held once
     if recovery != "none":
         working = add_missing_biases(working, input_shapes)
     dep = build_dependency(ModelGraph(working, input_shapes))

@@ -277,11 +277,12 @@ class WorkFile:
         _set(t, location=self.path, offset=str(offset), length=str(length))
 
 
-def unload(model: onnx.ModelProto, min_bytes: int = 1024) -> int:
-    """Move every initializer of `min_bytes` or more out of `model` into a work file and bind it there,
-    so a large model held in memory (weights folded from constants, or stored inline) is read on
-    demand from then on, like one loaded from external data; returns the bytes moved."""
-    work, moved = None, 0
+def unload(model: onnx.ModelProto, min_bytes: int = 1024) -> onnx.ModelProto:
+    """`model` with every initializer of `min_bytes` or more moved to a work file and bound there, so a
+    large model held in memory (weights folded from constants, or stored inline) is read on demand
+    from then on, like one loaded from external data. A new, compact proto: protobuf frees a
+    message's bytes only with the whole message, so the caller drops `model` to free its weights."""
+    work = None
     for t in model.graph.initializer:
         if not t.HasField("raw_data") or len(t.raw_data) < min_bytes:
             continue
@@ -294,8 +295,9 @@ def unload(model: onnx.ModelProto, min_bytes: int = 1024) -> int:
         length = len(t.raw_data)
         t.ClearField("raw_data")  # the proto's copy goes as soon as the file has it
         _set(t, location=work.path, offset=str(offset), length=str(length))
-        moved += length
-    return moved
+    compact = onnx.ModelProto()
+    compact.CopyFrom(model)
+    return compact
 
 
 @contextmanager
