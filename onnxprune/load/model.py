@@ -26,6 +26,9 @@ def load_model(path: str | os.PathLike, supported_only: bool = True) -> onnx.Mod
         raise BadInputError(f"{path}: no such file")
     if path.is_dir():
         raise BadInputError(f"{path}: is a directory, expected an .onnx file")
+    big = path.stat().st_size > 64 << 20
+    if supported_only and big:  # checked before the proto exists: the checker's own copy never meets ours
+        _check_file(path)
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises several types for garbage or truncated files
@@ -39,8 +42,7 @@ def load_model(path: str | os.PathLike, supported_only: bool = True) -> onnx.Mod
     if referenced and not lazy:
         onnx.load_external_data_for_model(model, str(path.resolve().parent))
     if supported_only:  # checked from the file: checking the proto would serialize a second copy
-        by_path = referenced or path.stat().st_size > 64 << 20
-        check_supported(model, str(path), checked_file=str(path) if by_path else None)
+        check_supported(model, str(path), checked_file=str(path) if referenced or big else None, checked=big)
     if lazy:  # read on demand from the file (external.py): the weights are never copied into the proto
         external.bind(model, path)
     from onnxprune.load.fold_limit import check_constant_subgraphs
@@ -48,15 +50,30 @@ def load_model(path: str | os.PathLike, supported_only: bool = True) -> onnx.Mod
     return model
 
 
-def check_supported(model: onnx.ModelProto, where: str = "model", checked_file: str | None = None) -> None:
+def _check_file(path: Path) -> None:
+    """The ONNX checker on a model file, any failure one line (a file it cannot even parse included)."""
+    from onnxprune.load.checker import check_model_any_size
+    try:
+        check_model_any_size(None, f"{path}:", path=str(path), by_path=True)
+    except BadInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (garbage or truncated: the checker's parser says so)
+        raise BadInputError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
+
+
+def check_supported(model: onnx.ModelProto, where: str = "model", checked_file: str | None = None,
+                    checked: bool = False) -> None:
     """Refuse models whose weights this tool cannot rewrite, naming the first offending node.
-    `checked_file`: the file `model` was loaded from, for the checker to read instead of the proto."""
+    `checked_file`: the file `model` was loaded from, for the checker to read instead of the proto;
+    `checked`: that file passed the checker already."""
     for node in model.graph.node:
         if node.op_type in _INTEGER_OPS and node.domain in ("", "ai.onnx"):
             raise BadInputError(
                 f"{where}: node '{node.name or node.output[0]}' is {node.op_type}: integer-quantized weights "
                 "cannot be pruned; prune the float model, then quantize the result"
             )
+    if checked:
+        return
     from onnxprune.load.checker import check_model_any_size
     check_model_any_size(model, f"{where}:", path=checked_file or where, by_path=checked_file is not None)
 
