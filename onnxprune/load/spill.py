@@ -14,6 +14,7 @@ import tempfile
 from contextlib import contextmanager
 from typing import Iterator
 
+import numpy as np
 import onnx
 
 SPILL_BYTES = 64 << 20  # smaller models go to ORT as bytes: no disk round trip for them
@@ -24,10 +25,23 @@ def model_bytes(model: onnx.ModelProto) -> int:
     """Serialized size, weights read from files included; models over protobuf's 2 GB limit cannot
     say, and count as large."""
     from onnxprune.load.external import bound_bytes
+    weights = sum(_raw_bytes(t) for t in model.graph.initializer)
+    if weights > SPILL_BYTES:  # ByteSize serializes the whole model (upb): a second copy, just to count
+        return weights + bound_bytes(model) + sum(n.ByteSize() for n in model.graph.node)
     try:
         return model.ByteSize() + bound_bytes(model)
     except Exception:  # noqa: BLE001  (protobuf raises ValueError or EncodeError past 2 GB)
         return 1 << 31
+
+
+def _raw_bytes(t: onnx.TensorProto) -> int:
+    """Bytes of a tensor stored as raw_data, from its shape (reading raw_data would copy it)."""
+    if not t.HasField("raw_data"):
+        return 0
+    try:
+        return int(np.prod(t.dims, dtype=np.int64)) * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+    except Exception:  # noqa: BLE001  (types numpy has no size for)
+        return t.ByteSize()
 
 
 def needs_spill(model: onnx.ModelProto) -> bool:
