@@ -23,6 +23,7 @@ from onnxprune.couple.plan import Plan, load_plan_file, plan_from_json
 from onnxprune.errors import BadInputError
 from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.load.data import Dataset, input_ranks
+from onnxprune.load.external import LAZY_BYTES, scratch, unload
 from onnxprune.load.fit import check_fits
 from onnxprune.load.fold import fold_constants
 from onnxprune.load.train_data import check_sample_shapes
@@ -113,6 +114,8 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
     # fold in place, so its weights are held once (the folded model computes what the input computes)
     input_bytes = model_bytes(model)  # the report's size before: the input as given, not as folded
     working = fold_constants(model, in_place=source != IN_MEMORY)
+    if source != IN_MEMORY and model_bytes(working) >= LAZY_BYTES:  # ours: its weights go to a work file,
+        model = working = unload(working)  # read on demand from there on (load/external.py), held once
     if recovery != "none":
         working = add_missing_biases(working, input_shapes)
     dep = build_dependency(ModelGraph(working, input_shapes))
@@ -130,6 +133,11 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
 
 def choose_plan(prep: Prepared, options: PruneOptions | None = None) -> Plan:
     """Score the channels and select them to meet the target (or re-apply a saved plan)."""
+    with scratch():  # the candidate models a search builds are gone when it returns a plan
+        return _choose_plan(prep, options)
+
+
+def _choose_plan(prep: Prepared, options: PruneOptions | None = None) -> Plan:
     options = prep.options if options is None else options.resolved(prep.data is not None)
     dep, target = prep.dep, options.target
     if target.kind == "depth":  # --depth alone: the units are gone already, no channel is removed
@@ -199,7 +207,8 @@ def _recovered(prep: Prepared, plan: Plan, recovery: str) -> onnx.ModelProto:
     if recovery == "none":
         overrides = None
     elif recovery == "sequential":
-        overrides = reconstruct(prep.dep, plan.removed, prep.data, progress=prep.options.progress)
+        with scratch():  # the prefix models it runs are gone when it returns the weights
+            overrides = reconstruct(prep.dep, plan.removed, prep.data, progress=prep.options.progress)
     else:
         overrides = recover(prep.dep, plan.removed, prep.stats, recovery)
     return apply_plan(plan, overrides)

@@ -534,10 +534,72 @@ def finetune_over_validation_data(w):
     return ["finetune", model_copy(w), "--data", c, "--val", v, "--labels", "-o", v, "--force", "-q"], 2
 
 
+def _relocated(w: Path, location: str) -> Path:
+    """The digits model with its external data moved out of the work folder (to its parent) and
+    every reference rewritten to `location` (which may or may not reach the moved file)."""
+    m = _external_model(w, "weights.bin")
+    os.replace(w / "weights.bin", w.parent / "outside.data")
+    model = onnx.load(str(m), load_external_data=False)
+    for t in model.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = location
+    onnx.save_model(model, str(m))
+    return m
+
+
+def external_data_missing(w):
+    m = _external_model(w, "weights.bin")
+    (w / "weights.bin").unlink()
+    return ["prune", m, "-o", w / "o.onnx", "--ratio", "0.3", *FAST], 2
+
+
+def external_data_truncated(w):
+    m = _external_model(w, "weights.bin")
+    os.truncate(w / "weights.bin", (w / "weights.bin").stat().st_size // 2)
+    return ["prune", m, "-o", w / "o.onnx", "--ratio", "0.3", *FAST], 2
+
+
+def external_data_dotdot(w):  # the file exists, outside the model's folder: never read
+    return ["prune", _relocated(w, "../outside.data"), "-o", w / "o.onnx", "--ratio", "0.3", *FAST], 2
+
+
+def external_data_absolute(w):
+    return ["prune", _relocated(w, str(w.parent / "outside.data")), "-o", w / "o.onnx", "--ratio", "0.3", *FAST], 2
+
+
+def external_data_symlink_escape(w):  # a link inside the folder to a file outside it
+    m = _relocated(w, "link.data")
+    os.symlink(w.parent / "outside.data", w / "link.data")
+    return ["prune", m, "-o", w / "o.onnx", "--ratio", "0.3", *FAST], 2
+
+
+def bench_external_data_dotdot(w):
+    return ["bench", _relocated(w, "../outside.data"), "--rounds", "1", "--no-memory", "--no-energy", "-q"], 2
+
+
+EXTERNAL = [external_data_missing, external_data_truncated, external_data_dotdot, external_data_absolute,
+            external_data_symlink_escape]
+
 MORE = [save_plan_over_plan, report_over_evaluation_data, plot_file_over_calibration_image,
         finetune_over_validation_data, out_is_inputs_external_data, out_sidecar_is_inputs_external_data, report_is_sidecar_of_output,
-        finetune_int_data, train_nan_data, labels_out_of_range, bench_int_data, calib_not_a_zip]
+        finetune_int_data, train_nan_data, labels_out_of_range, bench_int_data, calib_not_a_zip,
+        *EXTERNAL, bench_external_data_dotdot]
 CASES += MORE
+
+
+@pytest.mark.parametrize("case", EXTERNAL, ids=[c.__name__ for c in EXTERNAL])
+def test_bad_external_data_names_the_tensor_and_the_file(case, tmp_path, capfd, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    argv, _ = case(work)
+    capfd.readouterr()
+    assert main([str(a) for a in argv]) == 2
+    err = capfd.readouterr().err
+    first = onnx.load(str(argv[1]), load_external_data=False).graph.initializer[0]
+    location = next(e.value for e in first.external_data if e.key == "location")
+    assert f"tensor '{first.name}'" in err and f"'{location}'" in err, err
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])

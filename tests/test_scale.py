@@ -65,7 +65,7 @@ def test_spilled_session_runs_like_bytes_and_leaves_the_model_alone(monkeypatch,
     before = model.SerializeToString()
     feed = synthetic_feed(runtime.session(model), {"input": (2, 1, 8, 8)})
     want = outputs(runtime.session(model), feed)
-    monkeypatch.setattr(runtime, "SPILL_BYTES", 0)
+    monkeypatch.setattr(spill, "SPILL_BYTES", 0)
     monkeypatch.setattr(spill.tempfile, "tempdir", str(tmp_path))
     got = outputs(runtime.session(model), feed)
     assert all(np.array_equal(a, b) for a, b in zip(want, got))

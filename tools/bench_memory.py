@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="zoo names (python -m onnxprune.load.zoo NAME)")
     parser.add_argument("--chains", type=int, nargs="*", default=[10000], help="generated chain graphs, node counts")
     parser.add_argument("--path", nargs="*", default=[], help="model files")
+    parser.add_argument("--transformer", nargs="*", default=[], metavar="LxHxF",
+                        help="generated pre-norm transformers (tools/make_big_transformer.py), layers x hidden x "
+                             "ffn, e.g. 20x2048x8192 (1.0B parameters, 4 GB: written to the temporary folder)")
     parser.add_argument("--stored", nargs="*", default=["light_vgg19"],
                         help="zoo models also measured with their weights stored (folded once and saved), as real exports are")
     parser.add_argument("--ratio", type=float, default=0.3)
@@ -110,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run([sys.executable, "-c", STORE, str(zoo.fetch(name)), path], check=True,
                            env={**os.environ, "PYTHONPATH": str(ROOT)})
             cases.append((f"{name} (weights stored)", path))
+        for shape in args.transformer:
+            layers, hidden, ffn = (int(v) for v in shape.split("x"))
+            path = os.path.join(tmp, f"transformer_{shape}.onnx")
+            subprocess.run([sys.executable, str(ROOT / "tools" / "make_big_transformer.py"), path, "--layers",
+                            str(layers), "--hidden", str(hidden), "--ffn", str(ffn)], check=True)
+            cases.append((f"transformer {shape}", path))
         for n in args.chains:
             path = os.path.join(tmp, f"chain_{n}.onnx")
             subprocess.run([sys.executable, str(ROOT / "tools" / "make_chain.py"), str(n), path], check=True)

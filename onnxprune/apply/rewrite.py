@@ -18,6 +18,8 @@ from onnxprune.errors import OnnxPruneError
 from onnxprune.graph.model_graph import ModelGraph, Node
 from onnxprune.couple.ops import rule_for, Barrier, Slot
 from onnxprune.couple.plan import Plan
+from onnxprune.load.external import INLINE, WorkFile, has_bound, is_bound, keeps_inline, sliced_blocks
+from onnxprune.load.spill import EXTERNAL_MIN_BYTES
 
 
 class RewriteContext:
@@ -131,17 +133,24 @@ def _slice_constants(g: ModelGraph, model: onnx.ModelProto, kept: dict[Slot, np.
     if not by_tensor:
         return
     graph_inputs = {vi.name: vi for vi in model.graph.input}
+    work = _work_file(g.model)
+    bound = {t.name: t for t in g.model.graph.initializer if is_bound(t)} if work is not None else {}
     for name, cuts in by_tensor.items():
+        source = bound.get(name) if name not in overrides else None
+        if source is not None:  # sliced from its file a block of rows at a time, straight to the work file
+            tensor = model.graph.initializer.add(name=name, data_type=source.data_type)
+            kept_on = dict(cuts)
+            tensor.dims.extend(len(kept_on[a]) if a in kept_on else d for a, d in enumerate(source.dims))
+            work.add(tensor, sliced_blocks(source, cuts))
+            _resize_input(graph_inputs.get(name), tensor.dims)
+            continue
         value = overrides.get(name, g.constants[name])
         g.constants.release() if hasattr(g.constants, "release") else None  # only `value` holds it now
         for axis, idx in cuts:
             value = np.take(value, idx, axis=axis)  # each cut drops the larger array before it
         if name in g.initializer_names:
-            _set_tensor(model.graph.initializer.add(), name, value)  # built in place: append would copy
-            if name in graph_inputs:  # old IR versions list initializers among the inputs
-                dims = graph_inputs[name].type.tensor_type.shape.dim
-                for d, v in zip(dims, value.shape):
-                    d.dim_value = v
+            _set_tensor(model.graph.initializer.add(), name, value, work)  # built in place: append would copy
+            _resize_input(graph_inputs.get(name), value.shape)
         else:
             proto = model.graph.node[g.constant_node[name]]
             for attr in proto.attribute:
@@ -150,8 +159,24 @@ def _slice_constants(g: ModelGraph, model: onnx.ModelProto, kept: dict[Slot, np.
         del value
 
 
-def _set_tensor(tensor: onnx.TensorProto, name: str, value: np.ndarray) -> None:
-    """Fill `tensor` with `value` as numpy_helper.from_array would, without its intermediate proto."""
+def _resize_input(vi: onnx.ValueInfoProto | None, shape) -> None:
+    """Old IR versions list initializers among the inputs: their declared shape follows the slice."""
+    if vi is not None:
+        for d, v in zip(vi.type.tensor_type.shape.dim, shape):
+            d.dim_value = v
+
+
+def _work_file(model: onnx.ModelProto) -> WorkFile | None:
+    """Where a model whose weights are read from files (external.py) gets its sliced tensors: a work
+    data file, so the pruned weights are not held in memory either."""
+    if not has_bound(model):
+        return None
+    return WorkFile(INLINE + "pruned" if keeps_inline(model) else "pruned")
+
+
+def _set_tensor(tensor: onnx.TensorProto, name: str, value: np.ndarray, work: WorkFile | None = None) -> None:
+    """Fill `tensor` with `value` as numpy_helper.from_array would, without its intermediate proto
+    (written to `work` instead when it is large)."""
     if value.dtype.kind not in "fiub" or value.dtype.byteorder == ">":  # strings, packed 4-bit types
         tensor.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(value), name))
         return
@@ -159,6 +184,9 @@ def _set_tensor(tensor: onnx.TensorProto, name: str, value: np.ndarray) -> None:
     tensor.name = name
     tensor.data_type = onnx.helper.np_dtype_to_tensor_dtype(value.dtype)
     tensor.dims.extend(value.shape)
+    if work is not None and value.nbytes >= EXTERNAL_MIN_BYTES:
+        work.add(tensor, value)
+        return
     tensor.raw_data = np.ascontiguousarray(value).tobytes()
 
 

@@ -4,6 +4,7 @@ never sit in ONNX Runtime together."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import onnx
@@ -36,10 +37,12 @@ def record_dense(dense: onnx.ModelProto, input_shapes, data: Dataset | None, ben
     """Run the dense model once over `data` (synthetic inputs if None) and release its session."""
     sess = session(dense, threads)
     data_kind = "given" if data is not None else "synthetic"
+    big = stored_params(dense) > BIG_PARAMS
     if data is None:
-        data = synthetic_dataset(sess, input_shapes, samples=8)
+        data = synthetic_dataset(sess, input_shapes, samples=BIG_SAMPLES if big else 8)
+    bench_rounds = min(bench_rounds, BIG_ROUNDS) if big else bench_rounds
     feed = next(data.take(1).batches(1)) if bench_rounds > 0 else None
-    timing = measure_latency([sess], feed, rounds=bench_rounds)[0][0] if feed else None
+    timing = measure_latency([sess], feed, rounds=bench_rounds, warmup=1 if big else 3)[0][0] if feed else None
     return Reference(Recorded(sess, data), data, data_kind, feed, timing)
 
 
@@ -63,7 +66,8 @@ def evaluate(dense: onnx.ModelProto, pruned: onnx.ModelProto, input_shapes, data
         pruned_sess = load_in_runtime(pruned, threads)
         fidelity = compare(reference.outputs, pruned_sess, data)
         if feed:
-            pruned_timing = measure_latency([pruned_sess], feed, rounds=bench_rounds)[0][0]
+            rounds = reference.timing.samples  # as many as the dense model had (fewer for big models)
+            pruned_timing = measure_latency([pruned_sess], feed, rounds=rounds, warmup=1 if rounds < 20 else 3)[0][0]
             timings = [reference.timing, pruned_timing]
             ratios = [1.0, pruned_timing.p50_ms / reference.timing.p50_ms]
     else:
@@ -84,6 +88,15 @@ def evaluate(dense: onnx.ModelProto, pruned: onnx.ModelProto, input_shapes, data
         report["after"]["latency_ms"] = round(timings[1].p50_ms, 4)
         report["latency_ratio"] = round(ratios[1], 4)
     return report
+
+
+BIG_PARAMS = 256_000_000  # 1 GB of float32 weights: each run takes seconds, so few samples and rounds
+BIG_SAMPLES, BIG_ROUNDS = 2, 3
+
+
+def stored_params(model: onnx.ModelProto) -> int:
+    """Elements of the model's initializers, from their shapes (nothing is read)."""
+    return sum(math.prod(t.dims) for t in model.graph.initializer)
 
 
 ONE_AT_A_TIME_PARAMS = 64_000_000  # 256 MB of float32 weights: above it, never two models in ORT at once

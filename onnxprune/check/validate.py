@@ -9,14 +9,14 @@ from onnxprune.check.fidelity import compare
 from onnxprune.errors import BadInputError, ValidationError, first_line
 from onnxprune.load.checker import check_model
 from onnxprune.load.runtime import session
-from onnxprune.load.spill import SPILL_BYTES, model_bytes, spilled
+from onnxprune.load.spill import needs_spill, spilled
 
 
 def check_valid(pruned: onnx.ModelProto, dense: onnx.ModelProto) -> None:
     """Raise ValidationError unless `pruned` passes the full checker and keeps the dense interface."""
     try:
-        if model_bytes(pruned) > SPILL_BYTES:  # by path: the checker would hold two serialized copies
-            with spilled(pruned) as path:
+        if needs_spill(pruned):  # by path: the checker would hold two serialized copies
+            with spilled(pruned, for_checker=True) as path:
                 onnx.checker.check_model(path, full_check=True)
         else:
             check_model(pruned, full_check=True)

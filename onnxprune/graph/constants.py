@@ -40,7 +40,7 @@ class Constants(Mapping[str, np.ndarray]):
         source = self._sources[name]  # KeyError for a name that is not a constant, as a dict would
         if isinstance(source, np.ndarray):
             return source
-        value = numpy_helper.to_array(source)
+        value = read_tensor(source)
         if value.size <= KEEP_ELEMENTS:
             self._kept[name] = value
         else:
@@ -81,6 +81,12 @@ class Constants(Mapping[str, np.ndarray]):
 @lru_cache(maxsize=None)
 def _np_dtype(data_type: int) -> np.dtype:
     return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(data_type))
+
+
+def read_tensor(tensor: onnx.TensorProto) -> np.ndarray:
+    """numpy_helper.to_array, or a read-only memory map for a tensor read from its file (external.py)."""
+    from onnxprune.load.external import is_bound, read
+    return read(tensor) if is_bound(tensor) else numpy_helper.to_array(tensor)
 
 
 def sizes(constants: Mapping[str, np.ndarray]) -> Iterator[tuple[str, tuple[int, ...], np.dtype]]:

@@ -52,6 +52,7 @@ def foldable(node: onnx.NodeProto, constant: set[str]) -> bool:
 
 def constant_value(defn) -> np.ndarray:
     if isinstance(defn, onnx.TensorProto):
-        return numpy_helper.to_array(defn)
+        from onnxprune.load.external import is_bound, read
+        return np.array(read(defn)) if is_bound(defn) else numpy_helper.to_array(defn)
     from onnx.reference import ReferenceEvaluator  # Constant nodes have several attribute spellings
     return np.asarray(ReferenceEvaluator(defn).run(None, {})[0])

@@ -32,6 +32,8 @@ def stored_weight_bytes(model: onnx.ModelProto) -> int:
     for t in all_tensors(model):
         if t.HasField("raw_data"):
             total += len(t.raw_data)
+        elif t.data_location == onnx.TensorProto.EXTERNAL:  # a large model's weights, read from its file
+            total += int(next((e.value for e in t.external_data if e.key == "length"), 0))
         else:
             total += 4 * max(len(t.float_data), len(t.int32_data), len(t.int64_data), len(t.double_data))
     return total

@@ -26,29 +26,54 @@ def load_model(path: str | os.PathLike, supported_only: bool = True) -> onnx.Mod
         raise BadInputError(f"{path}: no such file")
     if path.is_dir():
         raise BadInputError(f"{path}: is a directory, expected an .onnx file")
+    big = path.stat().st_size > 64 << 20
+    if supported_only and big:  # checked before the proto exists: the checker's own copy never meets ours
+        _check_file(path)
     try:
-        model = onnx.load(str(path), load_external_data=True)
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises several types for garbage or truncated files
         first = first_line(exc)
         raise BadInputError(f"{path}: not a readable ONNX model ({first})") from None
     if not model.graph.node:
         raise BadInputError(f"{path}: not a readable ONNX model (the graph has no nodes; truncated or not ONNX?)")
+    from onnxprune.load import external
+    referenced = external.check_references(model, path)  # before any byte of it is read
+    lazy = referenced >= external.LAZY_BYTES
+    if referenced and not lazy:
+        onnx.load_external_data_for_model(model, str(path.resolve().parent))
     if supported_only:  # checked from the file: checking the proto would serialize a second copy
-        check_supported(model, str(path), checked_file=str(path) if path.stat().st_size > 64 << 20 else None)
+        check_supported(model, str(path), checked_file=str(path) if referenced or big else None, checked=big)
+    if lazy:  # read on demand from the file (external.py): the weights are never copied into the proto
+        external.bind(model, path)
     from onnxprune.load.fold_limit import check_constant_subgraphs
     check_constant_subgraphs(model)  # a constant bomb is refused before anything evaluates it
     return model
 
 
-def check_supported(model: onnx.ModelProto, where: str = "model", checked_file: str | None = None) -> None:
+def _check_file(path: Path) -> None:
+    """The ONNX checker on a model file, any failure one line (a file it cannot even parse included)."""
+    from onnxprune.load.checker import check_model_any_size
+    try:
+        check_model_any_size(None, f"{path}:", path=str(path), by_path=True)
+    except BadInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (garbage or truncated: the checker's parser says so)
+        raise BadInputError(f"{path}: not a readable ONNX model ({first_line(exc)})") from None
+
+
+def check_supported(model: onnx.ModelProto, where: str = "model", checked_file: str | None = None,
+                    checked: bool = False) -> None:
     """Refuse models whose weights this tool cannot rewrite, naming the first offending node.
-    `checked_file`: the file `model` was loaded from, for the checker to read instead of the proto."""
+    `checked_file`: the file `model` was loaded from, for the checker to read instead of the proto;
+    `checked`: that file passed the checker already."""
     for node in model.graph.node:
         if node.op_type in _INTEGER_OPS and node.domain in ("", "ai.onnx"):
             raise BadInputError(
                 f"{where}: node '{node.name or node.output[0]}' is {node.op_type}: integer-quantized weights "
                 "cannot be pruned; prune the float model, then quantize the result"
             )
+    if checked:
+        return
     from onnxprune.load.checker import check_model_any_size
     check_model_any_size(model, f"{where}:", path=checked_file or where, by_path=checked_file is not None)
 
@@ -63,7 +88,12 @@ def save_model_atomic(model: onnx.ModelProto, path: str | os.PathLike, force: bo
     from onnxprune.load import destinations
 
     real = destinations.check_output(path, force)
-    large = model.ByteSize() > _TWO_GB if _byte_size_ok(model) else True
+    from onnxprune.load.external import bound_bytes, has_bound, inlined, keeps_inline
+    large = model.ByteSize() + bound_bytes(model) > _TWO_GB if _byte_size_ok(model) else True
+    if has_bound(model) and not large and keeps_inline(model):  # it came as one file: it leaves as one
+        with inlined(model):
+            return destinations.write_file(real, lambda tmp: onnx.save_model(model, tmp))
+    large = large or has_bound(model)  # weights read from its external data: written beside the model
     if not large:
         return destinations.write_file(real, lambda tmp: onnx.save_model(model, tmp))
     if destinations.is_stream(real):
@@ -84,10 +114,19 @@ def _save_external(model: onnx.ModelProto, tmp: str, data_file: Path, location: 
     """Save `model` to `tmp` with every raw tensor of `threshold` bytes or more in `data_file`, the
     model already referring to its final `location`. The caller's model is restored afterwards
     (onnx.save_model(save_as_external_data=True) would leave it pointing at a file and emptied)."""
+    from onnxprune.load import external
     moved: list[tuple[onnx.TensorProto, bytes, bool]] = []
+    rebound: list[tuple[onnx.TensorProto, list[tuple[str, str]]]] = []
     try:
         with open(data_file, "wb") as f:
             for t in all_tensors(model):
+                if external.is_bound(t):  # copied from its file a block at a time, then pointed here
+                    rebound.append((t, [(e.key, e.value) for e in t.external_data]))
+                    f.write(b"\0" * (-f.tell() % 4096))
+                    start = f.tell()
+                    external.copy_bytes(t, f)
+                    external.set_reference(t, location, start, f.tell() - start)
+                    continue
                 if not t.HasField("raw_data") or len(t.raw_data) < threshold:
                     continue
                 offset = -f.tell() % 4096  # page-aligned, as onnx's own writer does
@@ -103,6 +142,11 @@ def _save_external(model: onnx.ModelProto, tmp: str, data_file: Path, location: 
                 t.ClearField("raw_data")
         onnx.save_model(model, tmp)
     finally:
+        for t, entries in rebound:
+            del t.external_data[:]
+            for key, value in entries:
+                entry = t.external_data.add()
+                entry.key, entry.value = key, value
         for t, raw, had_location in moved:
             del t.external_data[:]
             t.ClearField("data_location")

@@ -12,7 +12,7 @@ import onnxruntime as ort
 from onnxprune.errors import BadInputError, first_line
 
 from onnxprune.load.data import Dataset
-from onnxprune.load.spill import SPILL_BYTES, model_bytes, spilled
+from onnxprune.load.spill import needs_spill, spilled
 
 
 LARGE_GRAPH_NODES = 20_000
@@ -47,7 +47,9 @@ def session(model: onnx.ModelProto | bytes | str, threads: int = 0, optimize: bo
                 sess = ort.InferenceSession(model.SerializeToString(), opts,
                                             providers=providers or ["CPUExecutionProvider"],
                                             disabled_optimizers=QUADRATIC_OPTIMIZERS)
-        elif isinstance(model, onnx.ModelProto) and model_bytes(model) > SPILL_BYTES:
+        elif isinstance(model, onnx.ModelProto) and needs_spill(model):
+            # weights are memory-mapped from the file: packed copies of them would double the memory
+            opts.add_session_config_entry("session.disable_prepacking", "1")
             with spilled(model) as path:  # ORT reads each weight once instead of parsing a serialized copy
                 sess = ort.InferenceSession(path, opts, providers=providers or ["CPUExecutionProvider"])
         else:

@@ -14,6 +14,7 @@ import tempfile
 from contextlib import contextmanager
 from typing import Iterator
 
+import numpy as np
 import onnx
 
 SPILL_BYTES = 64 << 20  # smaller models go to ORT as bytes: no disk round trip for them
@@ -21,29 +22,71 @@ EXTERNAL_MIN_BYTES = 1024  # tensors below this stay inside the model file
 
 
 def model_bytes(model: onnx.ModelProto) -> int:
-    """Serialized size; models over protobuf's 2 GB limit cannot say, and count as large."""
+    """Serialized size, weights read from files included; models over protobuf's 2 GB limit cannot
+    say, and count as large."""
+    from onnxprune.load.external import bound_bytes
+    weights = sum(_raw_bytes(t) for t in model.graph.initializer)
+    if weights > SPILL_BYTES:  # ByteSize serializes the whole model (upb): a second copy, just to count
+        return weights + bound_bytes(model) + sum(n.ByteSize() for n in model.graph.node)
     try:
-        return model.ByteSize()
+        return model.ByteSize() + bound_bytes(model)
     except Exception:  # noqa: BLE001  (protobuf raises ValueError or EncodeError past 2 GB)
         return 1 << 31
 
 
+def _raw_bytes(t: onnx.TensorProto) -> int:
+    """Bytes of a tensor stored as raw_data, from its shape (reading raw_data would copy it)."""
+    if not t.HasField("raw_data"):
+        return 0
+    try:
+        return int(np.prod(t.dims, dtype=np.int64)) * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+    except Exception:  # noqa: BLE001  (types numpy has no size for)
+        return t.ByteSize()
+
+
+def needs_spill(model: onnx.ModelProto) -> bool:
+    """Whether ONNX Runtime and the checker get `model` as a file: large ones, and any whose weights
+    are read from files (their in-memory locations are absolute, which both refuse)."""
+    from onnxprune.load.external import has_bound
+    return has_bound(model) or model_bytes(model) > SPILL_BYTES
+
+
 @contextmanager
-def spilled(model: onnx.ModelProto) -> Iterator[str]:
-    """The path of a temporary copy of `model` with its initializers in one external data file."""
+def spilled(model: onnx.ModelProto, for_checker: bool = False) -> Iterator[str]:
+    """The path of a temporary copy of `model` with its initializers in one external data file.
+    Weights read from files are hard-linked beside it, or `for_checker` stand in as sparse files of
+    the same size: the checker reads no tensor bytes but refuses hard links."""
     with tempfile.TemporaryDirectory(prefix="onnxprune-") as folder:
         path = os.path.join(folder, "model.onnx")
-        write_with_external_data(model, path, "model.onnx.data")
+        write_with_external_data(model, path, "model.onnx.data", link="placeholder" if for_checker else True)
         yield path
 
 
-def write_with_external_data(model: onnx.ModelProto, path: str, location: str) -> None:
+def write_with_external_data(model: onnx.ModelProto, path: str, location: str, link: bool | str = False) -> None:
     """Write `model` to `path`, every initializer of EXTERNAL_MIN_BYTES or more in `location` beside
-    it (page-aligned, as onnx's writer does), one tensor's bytes in memory at a time."""
+    it (page-aligned, as onnx's writer does), one tensor's bytes in memory at a time. Tensors read
+    from files (external.py) are copied a block at a time, or with `link` hard-linked beside `path`
+    (ONNX Runtime refuses absolute and symlinked locations; a hard link costs no copy)."""
+    from onnxprune.load import external
     skeleton = _without_initializers(model)
-    with open(os.path.join(os.path.dirname(path), location), "wb") as data:
+    folder, links = os.path.dirname(path), {}
+    with open(os.path.join(folder, location), "wb") as data:
         for init in model.graph.initializer:
             tensor = skeleton.graph.initializer.add()
+            if external.is_bound(init):
+                tensor.CopyFrom(init)
+                source = external.info(init)["location"]
+                if link and source not in links:
+                    links[source] = _linked(source, folder, f"linked{len(links)}.data", link == "placeholder")
+                if links.get(source):
+                    external.set_reference(tensor, links[source], int(external.info(init).get("offset", 0)),
+                                           int(external.info(init)["length"]))
+                else:
+                    data.write(b"\0" * (-data.tell() % 4096))
+                    offset = data.tell()
+                    external.copy_bytes(init, data)
+                    external.set_reference(tensor, location, offset, data.tell() - offset)
+                continue
             raw = init.raw_data if init.HasField("raw_data") else b""
             if len(raw) < EXTERNAL_MIN_BYTES:
                 tensor.CopyFrom(init)
@@ -60,6 +103,20 @@ def write_with_external_data(model: onnx.ModelProto, path: str, location: str) -
             del raw
     with open(path, "wb") as f:
         f.write(skeleton.SerializeToString())
+
+
+def _linked(source: str, folder: str, name: str, placeholder: bool = False) -> str | None:
+    """`name`, a hard link in `folder` to `source` (or a sparse file of its size); None where links
+    are impossible (another file system): the caller copies instead."""
+    try:
+        if placeholder:
+            with open(os.path.join(folder, name), "wb") as f:
+                f.truncate(os.path.getsize(source))
+        else:
+            os.link(source, os.path.join(folder, name))
+        return name
+    except OSError:
+        return None
 
 
 def _without_initializers(source: onnx.ModelProto) -> onnx.ModelProto:
