@@ -24,7 +24,7 @@ import os
 import sys
 
 import numpy as np
-import onnx
+
 from onnx import TensorProto, helper
 
 OPSET = 20  # Gelu is an ONNX op from opset 20

@@ -12,7 +12,7 @@ import onnxruntime as ort
 from onnxprune.errors import BadInputError, first_line
 
 from onnxprune.load.data import Dataset
-from onnxprune.load.spill import needs_spill, spilled
+from onnxprune.load.spill import SPILL_BYTES, model_bytes, needs_spill, spilled
 
 
 LARGE_GRAPH_NODES = 20_000
