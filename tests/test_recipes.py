@@ -17,7 +17,7 @@ from onnxprune.cli.main import main
 from onnxprune.passes.recipe import load_recipe
 
 EXAMPLES = ROOT / "examples"
-LOCAL_EXAMPLES = ["digits_cnn.toml", "c2f_detector.toml", "transformer.json"]
+LOCAL_EXAMPLES = ["digits_cnn.toml", "digits_cnn_int8.toml", "c2f_detector.toml", "transformer.json"]
 
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:
