@@ -9,9 +9,11 @@ The caller's model is not modified and the file is removed once the session is b
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Iterator
 
 import numpy as np
@@ -38,10 +40,18 @@ def _raw_bytes(t: onnx.TensorProto) -> int:
     """Bytes of a tensor stored as raw_data, from its shape (reading raw_data would copy it)."""
     if not t.HasField("raw_data"):
         return 0
+    size = _itemsize(t.data_type)
+    return math.prod(t.dims) * size if size else t.ByteSize()
+
+
+@lru_cache(maxsize=None)
+def _itemsize(data_type: int) -> int:
+    """Bytes per element of an ONNX element type; 0 for types numpy has no size for (counted by protobuf).
+    Cached: a graph of 100,000 nodes asks for it 150,000 times."""
     try:
-        return int(np.prod(t.dims, dtype=np.int64)) * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(data_type)).itemsize
     except Exception:  # noqa: BLE001  (types numpy has no size for)
-        return t.ByteSize()
+        return 0
 
 
 def needs_spill(model: onnx.ModelProto) -> bool:
