@@ -82,7 +82,12 @@ def fold_constants(model: onnx.ModelProto, in_place: bool = False) -> onnx.Model
     for i in sorted(folded_set, reverse=True):  # deleting in place: big messages are never copied
         del result.graph.node[i]
     for name, value in _evaluate(result, nodes, feeds, wanted):
-        _add_initializer(result.graph, name, value)
+        tensor = _add_initializer(result.graph, name, value)
+        if tensor is not None:
+            raw = np.ascontiguousarray(value).astype(value.dtype.newbyteorder("<"), copy=False).tobytes()
+            del value  # gone before protobuf copies the bytes: two copies of the largest weight at once, not three
+            tensor.raw_data = raw
+            del raw
     _drop_unused_constants(result)
     return result
 
@@ -93,16 +98,17 @@ def _copied(node: onnx.NodeProto) -> onnx.NodeProto:
     return copy
 
 
-def _add_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> None:
-    """Append `value` as an initializer, built in place (from_array + append would copy it twice)."""
+def _add_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> onnx.TensorProto | None:
+    """Append an initializer for `value`, built in place (from_array + append would copy it twice):
+    whole for strings (None returned), else name, type and dims only; the caller sets its raw_data."""
     tensor = graph.initializer.add()
     if value.dtype == object or value.dtype.kind in "SU":  # strings have no raw form
         tensor.CopyFrom(numpy_helper.from_array(value, name))
-        return
+        return None
     tensor.name = name
     tensor.data_type = onnx.helper.np_dtype_to_tensor_dtype(value.dtype)
     tensor.dims.extend(value.shape)
-    tensor.raw_data = np.ascontiguousarray(value).astype(value.dtype.newbyteorder("<"), copy=False).tobytes()
+    return tensor
 
 
 def _names_read(node: onnx.NodeProto) -> set[str]:
