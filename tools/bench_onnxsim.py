@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
-import subprocess
 import sys
 import tempfile
 import time
@@ -335,22 +334,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_one(spec: dict, work: Path, mem_gb: float, timeout: float) -> dict:
     """bench_tasks.run_one with this script as the worker."""
-    spec_path = work / f"spec_{spec['tag']}.json"
-    spec["out"] = str(work / f"result_{spec['tag']}.json")
-    spec_path.write_text(json.dumps(spec))
-    t0 = time.time()
-    try:
-        proc = subprocess.run([sys.executable, __file__, "--worker", str(spec_path)], capture_output=True, text=True,
-                              timeout=timeout, preexec_fn=bench_tasks._cap(int(mem_gb * 2**30)))
-    except subprocess.TimeoutExpired:
-        return {"error": f"timeout after {timeout:.0f} s"}
-    if proc.returncode == 0 and Path(spec["out"]).is_file():
-        return json.loads(Path(spec["out"]).read_text())
-    err = bench_tasks.one_line(proc.stderr)
-    if proc.returncode < 0 or any(m in proc.stderr for m in bench_tasks.OOM_MARKS):
-        how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
-        err = f"crashed or out of memory ({how}, cap {mem_gb:g} GB, {time.time() - t0:.0f} s): {err}"
-    return {"error": err}
+    return bench_tasks.run_one(spec, work, mem_gb, timeout, script=__file__)
 
 
 if __name__ == "__main__":

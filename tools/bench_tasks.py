@@ -150,14 +150,15 @@ def one_line(text: str) -> str:
     return (lines[-1] if lines else "no output")[:160]
 
 
-def run_one(spec: dict, workdir: Path, mem_gb: float, timeout: float) -> dict:
-    """Run the worker in a subprocess with capped memory; a failure becomes {"error": one line}."""
+def run_one(spec: dict, workdir: Path, mem_gb: float, timeout: float, script: str = __file__) -> dict:
+    """Run `script --worker SPEC` (this script's worker by default) in a subprocess with capped memory;
+    a failure becomes {"error": one line}."""
     spec_path = workdir / f"spec_{spec['tag']}.json"
     spec["out"] = str(workdir / f"result_{spec['tag']}.json")
     spec_path.write_text(json.dumps(spec))
     t0 = time.time()
     try:
-        proc = subprocess.run([sys.executable, __file__, "--worker", str(spec_path)], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, script, "--worker", str(spec_path)], capture_output=True, text=True,
                               timeout=timeout, preexec_fn=_cap(int(mem_gb * 2**30)), env=os.environ.copy())
     except subprocess.TimeoutExpired:
         return {"error": f"timeout after {timeout:.0f} s"}

@@ -14,7 +14,7 @@ from onnxprune.errors import ValidationError
 
 
 def _float_tensors(model: onnx.ModelProto):
-    from onnxprune.load.constants import all_tensors
+    from onnxprune.load.tensors import all_tensors
     for t in all_tensors(model):
         if t.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16,
                            onnx.TensorProto.BFLOAT16) and t.data_location != onnx.TensorProto.EXTERNAL:

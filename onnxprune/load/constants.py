@@ -7,23 +7,6 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-
-def all_tensors(model: onnx.ModelProto):
-    """Initializers and Constant/attribute tensors of the main graph and every subgraph."""
-    def graph_tensors(graph: onnx.GraphProto):
-        yield from graph.initializer
-        for node in graph.node:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.TENSOR:
-                    yield attr.t
-                elif attr.type == onnx.AttributeProto.GRAPH:
-                    yield from graph_tensors(attr.g)
-                elif attr.type == onnx.AttributeProto.GRAPHS:
-                    for sub in attr.graphs:
-                        yield from graph_tensors(sub)
-    yield from graph_tensors(model.graph)
-
-
 # ops whose output differs from run to run even with constant inputs
 NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
                     "Bernoulli"}

@@ -66,7 +66,7 @@ def external_data_files(model_path: Path) -> list[Path]:
         model = onnx.load(str(model_path), load_external_data=False)
     except Exception:  # unreadable models are reported by the loader, with its own message
         return []
-    from onnxprune.load.constants import all_tensors
+    from onnxprune.load.tensors import all_tensors
     files = set()
     for t in all_tensors(model):
         for entry in t.external_data:

@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 
 from onnxprune.errors import BadInputError, one_line
+from onnxprune.load.tensors import all_tensors
 
 LAZY_BYTES = 64 << 20  # smaller external data is loaded into the proto, as onnx.load does
 CHUNK = 64 << 20  # bytes copied at a time between data files
@@ -35,15 +36,7 @@ PAGE = 1 << 20  # all-zero blocks of this size are skipped (left as holes), so s
 
 def external_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
     """External tensors of the main graph and every subgraph (initializers and Constant values)."""
-    def walk(graph: onnx.GraphProto):
-        yield from graph.initializer
-        for node in graph.node:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.TENSOR:
-                    yield attr.t
-                for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                    yield from walk(sub)
-    return (t for t in walk(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL)
+    return (t for t in all_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL)
 
 
 def info(t: onnx.TensorProto) -> dict[str, str]:

@@ -14,7 +14,8 @@ import numpy as np
 import onnx
 
 from onnxprune.errors import BadInputError
-from onnxprune.load.constants import all_tensors, constant_value, constant_values, foldable
+from onnxprune.load.constants import constant_value, constant_values, foldable
+from onnxprune.load.tensors import all_tensors
 
 FLOOR = 2**30
 _SMALL = 1 << 16  # integer constants up to this many values are given to shape inference as values

@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 
 from onnxprune.errors import BadInputError, first_line
-from onnxprune.load.constants import all_tensors
+from onnxprune.load.tensors import all_tensors
 
 # Quantized integer ops whose weights cannot be sliced as floats; QDQ models are handled by rules.
 _INTEGER_OPS = {"ConvInteger", "MatMulInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeLinear"}
