@@ -12,7 +12,6 @@ import contextlib
 import io
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +19,7 @@ import onnx
 
 from onnxprune.errors import BadInputError, first_line
 from onnxprune.load.data import Dataset
+from onnxprune.load.workdirs import PrivateDir
 from onnxprune.load.spill import SPILL_BYTES, model_bytes, write_with_external_data
 
 log = logging.getLogger("onnxprune")
@@ -79,7 +79,7 @@ def quantize_static_model(model: onnx.ModelProto, data: Dataset, settings: Quant
     if len(data) == 0:
         raise BadInputError("quantize: the calibration data is empty; give --calib samples for the quantizer")
     large = model_bytes(model) > SPILL_BYTES
-    with tempfile.TemporaryDirectory(prefix="onnxprune-quant-") as folder:
+    with PrivateDir("quant") as folder:
         source, prepared, output = (os.path.join(folder, n) for n in ("in.onnx", "prep.onnx", "out.onnx"))
         if large:
             write_with_external_data(model, source, "in.onnx.data")

@@ -14,10 +14,8 @@ model's sliced tensors go to a work file (`WorkFile`) the same way.
 
 from __future__ import annotations
 
-import atexit
 import errno
 import os
-import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +26,7 @@ import onnx
 
 from onnxprune.errors import BadInputError, one_line
 from onnxprune.load.tensors import all_tensors
+from onnxprune.load.workdirs import process_dir
 
 LAZY_BYTES = 64 << 20  # smaller external data is loaded into the proto, as onnx.load does
 CHUNK = 64 << 20  # bytes copied at a time between data files
@@ -245,8 +244,7 @@ class WorkFile:
 
     def __init__(self, name: str = "work") -> None:
         if WorkFile._folder is None:
-            WorkFile._folder = tempfile.mkdtemp(prefix="onnxprune-work-")
-            atexit.register(shutil.rmtree, WorkFile._folder, True)
+            WorkFile._folder = process_dir("work")
         fd, self.path = tempfile.mkstemp(prefix=name, suffix=".data", dir=WorkFile._folder)
         os.close(fd)
         if WorkFile._scratch:

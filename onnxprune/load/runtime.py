@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 import onnx
@@ -12,6 +11,7 @@ import onnxruntime as ort
 from onnxprune.errors import BadInputError, first_line
 
 from onnxprune.load.data import Dataset
+from onnxprune.load.workdirs import PrivateDir
 from onnxprune.load.spill import SPILL_BYTES, model_bytes, needs_spill, spilled
 
 
@@ -42,7 +42,7 @@ def session(model: onnx.ModelProto | bytes | str, threads: int = 0, optimize: bo
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     try:
         if isinstance(model, onnx.ModelProto) and _many_small_initializers(model):
-            with tempfile.TemporaryDirectory(prefix="onnxprune-") as folder:
+            with PrivateDir("session") as folder:
                 opts.optimized_model_filepath = os.path.join(folder, "session.onnx")
                 sess = ort.InferenceSession(model.SerializeToString(), opts,
                                             providers=providers or ["CPUExecutionProvider"],

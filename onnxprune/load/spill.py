@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Iterator
 
 import numpy as np
 import onnx
+
+from onnxprune.load.workdirs import PrivateDir
 
 SPILL_BYTES = 64 << 20  # smaller models go to ORT as bytes: no disk round trip for them
 EXTERNAL_MIN_BYTES = 1024  # tensors below this stay inside the model file
@@ -66,7 +67,7 @@ def spilled(model: onnx.ModelProto, for_checker: bool = False) -> Iterator[str]:
     """The path of a temporary copy of `model` with its initializers in one external data file.
     Weights read from files are hard-linked beside it, or `for_checker` stand in as sparse files of
     the same size: the checker reads no tensor bytes but refuses hard links."""
-    with tempfile.TemporaryDirectory(prefix="onnxprune-") as folder:
+    with PrivateDir("spill") as folder:
         path = os.path.join(folder, "model.onnx")
         write_with_external_data(model, path, "model.onnx.data", link="placeholder" if for_checker else True)
         yield path

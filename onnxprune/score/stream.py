@@ -15,7 +15,6 @@ segment without rebuilding the whole model.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Iterator, Mapping, Sequence
 
 import numpy as np
@@ -24,6 +23,7 @@ from onnx import helper, numpy_helper
 
 from onnxprune.load.data import Dataset
 from onnxprune.load.runtime import session
+from onnxprune.load.workdirs import PrivateDir
 
 STORE_BUDGET = 64 * 2 ** 20   # bytes of frontier tensors held in memory before spilling to disk
 
@@ -35,7 +35,7 @@ class ActivationStore:
         self.budget, self.used = budget, 0
         self._memory: dict[tuple[str, int], np.ndarray] = {}
         self._files: dict[tuple[str, int], str] = {}
-        self._folder: tempfile.TemporaryDirectory | None = None
+        self._folder: PrivateDir | None = None
         self._written = 0  # file names never repeat, whatever was dropped
 
     def put(self, name: str, batch: int, value: np.ndarray) -> None:
@@ -45,7 +45,7 @@ class ActivationStore:
             self.used += value.nbytes
             return
         if self._folder is None:
-            self._folder = tempfile.TemporaryDirectory(prefix="onnxprune-acts-")
+            self._folder = PrivateDir("acts")
         path = os.path.join(self._folder.name, f"{self._written}.npy")
         self._written += 1
         np.save(path, value, allow_pickle=False)
