@@ -1,0 +1,144 @@
+"""Residual Adds that ONNX Runtime fused into a normalization, made visible to the block finder and fused back.
+
+ORT's transformer optimizer and the GenAI model builder write a transformer's residual sum inside
+SkipLayerNormalization / SkipSimplifiedLayerNormalization: `sum = input + skip (+ bias)`, `out = norm(sum)`,
+and output 3 (when present) is `sum` itself. The block finder (residual.py) looks for a plain Add, so
+`unfuse` splits each such node into `Add(residual, branch)` and the plain normalization of its output,
+and `refuse` puts the original node back wherever both halves survived. Where the block was removed,
+the Add's output was replaced by the residual and only the normalization is left, reading it: removing
+a layer rewires the fused node's skip input, as `x + f(x) -> x` does for a plain Add.
+
+Which addend is the residual: the one the other depends on (a branch reads the stream it adds to);
+`input` when neither does. A bias belongs to the branch: `Add(residual, Add(branch, bias))`.
+A node whose mean or inverse-deviation outputs are read stays fused (it is not a block then).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+
+# fused op -> (the plain normalization it ends with, domain of that op, attributes that carry over)
+FUSED_NORMS = {
+    "SkipLayerNormalization": ("LayerNormalization", "", ("epsilon",)),
+    "SkipSimplifiedLayerNormalization": ("SimplifiedLayerNormalization", "", ("epsilon",)),
+}
+ADD_SUFFIX, NORM_SUFFIX, BIAS_SUFFIX = "/residual_add", "/residual_norm", "/branch_bias"
+
+
+@dataclass(frozen=True)
+class Fused:
+    """One unfused node: the original proto and the names of the parts that replace it."""
+
+    proto: onnx.NodeProto
+    add: str  # node name of the residual Add
+    norm: str  # node name of the normalization
+    residual_first: bool  # the Add reads (residual, branch); the original node had them as (input, skip) or swapped
+
+
+def _depends(producer: dict[str, onnx.NodeProto], tensor: str, on: str) -> bool:
+    """`tensor` is computed from `on` (a walk back over producers; one per fused node)."""
+    stack, seen = [tensor], {tensor}
+    while stack:
+        node = producer.get(stack.pop())
+        for t in node.input if node is not None else ():
+            if t == on:
+                return True
+            if t and t not in seen:
+                seen.add(t)
+                stack.append(t)
+    return False
+
+
+def _read(model: onnx.ModelProto) -> set[str]:
+    read = {t for n in model.graph.node for t in n.input}
+    return read | {o.name for o in model.graph.output}
+
+
+def unfuse(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Fused]]:
+    """A copy of `model` with every fused residual normalization split in two, and what was split."""
+    fused = {i for i, n in enumerate(model.graph.node) if n.op_type in FUSED_NORMS and n.domain == "com.microsoft"}
+    if not fused:
+        return model, []
+    read, producer = _read(model), {t: n for n in model.graph.node for t in n.output if t}
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    done: list[Fused] = []
+    for i, node in enumerate(model.graph.node):
+        outputs = list(node.output) + [""] * (4 - len(node.output))
+        usable = (i in fused and len(node.input) >= 3 and node.input[0] and node.input[1]
+                  and not any(t and t in read for t in outputs[1:3]))
+        if not usable:
+            out.graph.node.append(node)
+            continue
+        name = node.name or f"fused_norm_{i}"
+        first, second = node.input[0], node.input[1]
+        residual_first = _depends(producer, second, first) or not _depends(producer, first, second)
+        residual, branch = (first, second) if residual_first else (second, first)
+        total = outputs[3] or f"{name}/residual_sum"
+        if len(node.input) >= 5 and node.input[4]:
+            biased = f"{name}/branch_with_bias"
+            out.graph.node.append(onnx.helper.make_node("Add", [branch, node.input[4]], [biased], name=name + BIAS_SUFFIX))
+            branch = biased
+        out.graph.node.append(onnx.helper.make_node("Add", [residual, branch], [total], name=name + ADD_SUFFIX))
+        op, domain, keep = FUSED_NORMS[node.op_type]
+        norm_inputs = [total, node.input[2]] + ([node.input[3]] if op == "LayerNormalization" and len(node.input) > 3
+                                                and node.input[3] else [])
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute if a.name in keep}
+        norm = onnx.helper.make_node(op, norm_inputs, [outputs[0]], name=name + NORM_SUFFIX, domain=domain,
+                                     axis=-1, **attrs)
+        out.graph.node.append(norm)
+        done.append(Fused(node, name + ADD_SUFFIX, name + NORM_SUFFIX, residual_first))
+    if done:
+        _ensure_default_opset(out)
+    return out, done
+
+
+def _ensure_default_opset(model: onnx.ModelProto) -> None:
+    if not any(o.domain in ("", "ai.onnx") for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid("", 17))
+
+
+def refuse(model: onnx.ModelProto, fused: list[Fused]) -> onnx.ModelProto:
+    """`model` (made from unfuse's output by removing nodes and renaming their readers) with each split
+    node whose Add and normalization both survived put back, reading what its Add now reads."""
+    if not fused:
+        return model
+    by_name = {n.name: n for n in model.graph.node}
+    read = {}
+    for n in model.graph.node:
+        for t in n.input:
+            read[t] = read.get(t, 0) + 1
+    for o in model.graph.output:
+        read[o.name] = read.get(o.name, 0) + 1
+    replace: dict[str, onnx.NodeProto | None] = {}
+    for f in fused:
+        add, norm = by_name.get(f.add), by_name.get(f.norm)
+        if add is None or norm is None or norm.input[0] != add.output[0]:
+            continue  # the block went: the normalization reads the residual stream directly
+        bias = by_name.get(f.proto.name + BIAS_SUFFIX) if len(f.proto.input) >= 5 and f.proto.input[4] else None
+        residual, branch = add.input[0], add.input[1]
+        if bias is not None:
+            branch = bias.input[0]
+            replace[bias.name] = None
+        node = onnx.NodeProto()
+        node.CopyFrom(f.proto)
+        node.input[0], node.input[1] = (residual, branch) if f.residual_first else (branch, residual)
+        if read.get(add.output[0], 0) > 1 and (len(node.output) < 4 or not node.output[3]):
+            # a removed block after this one left its readers on this sum: the fused node writes it (output 3)
+            outputs = list(node.output) + [""] * (4 - len(node.output))
+            outputs[3] = add.output[0]
+            del node.output[:]
+            node.output.extend(outputs)
+        replace[add.name], replace[norm.name] = None, node
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    for n in model.graph.node:
+        if n.name not in replace:
+            out.graph.node.append(n)
+        elif replace[n.name] is not None:
+            out.graph.node.append(replace[n.name])
+    return out
