@@ -19,10 +19,11 @@ from dataclasses import dataclass
 
 import onnx
 
-# fused op -> (the plain normalization it ends with, domain of that op, attributes that carry over)
+# fused op -> (the plain normalization it ends with, domain of that op, attributes that carry over,
+#              position of the branch bias among the fused op's inputs; gamma is input 2, beta input 3 if any)
 FUSED_NORMS = {
-    "SkipLayerNormalization": ("LayerNormalization", "", ("epsilon",)),
-    "SkipSimplifiedLayerNormalization": ("SimplifiedLayerNormalization", "", ("epsilon",)),
+    "SkipLayerNormalization": ("LayerNormalization", "", ("epsilon",), 4),
+    "SkipSimplifiedLayerNormalization": ("SimplifiedLayerNormalization", "", ("epsilon",), 3),
 }
 ADD_SUFFIX, NORM_SUFFIX, BIAS_SUFFIX = "/residual_add", "/residual_norm", "/branch_bias"
 
@@ -78,12 +79,13 @@ def unfuse(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Fused]]:
         residual_first = _depends(producer, second, first) or not _depends(producer, first, second)
         residual, branch = (first, second) if residual_first else (second, first)
         total = outputs[3] or f"{name}/residual_sum"
-        if len(node.input) >= 5 and node.input[4]:
+        op, domain, keep, bias = FUSED_NORMS[node.op_type]
+        if len(node.input) > bias and node.input[bias]:
             biased = f"{name}/branch_with_bias"
-            out.graph.node.append(onnx.helper.make_node("Add", [branch, node.input[4]], [biased], name=name + BIAS_SUFFIX))
+            out.graph.node.append(onnx.helper.make_node("Add", [branch, node.input[bias]], [biased],
+                                                        name=name + BIAS_SUFFIX))
             branch = biased
         out.graph.node.append(onnx.helper.make_node("Add", [residual, branch], [total], name=name + ADD_SUFFIX))
-        op, domain, keep = FUSED_NORMS[node.op_type]
         norm_inputs = [total, node.input[2]] + ([node.input[3]] if op == "LayerNormalization" and len(node.input) > 3
                                                 and node.input[3] else [])
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute if a.name in keep}
@@ -118,7 +120,8 @@ def refuse(model: onnx.ModelProto, fused: list[Fused]) -> onnx.ModelProto:
         add, norm = by_name.get(f.add), by_name.get(f.norm)
         if add is None or norm is None or norm.input[0] != add.output[0]:
             continue  # the block went: the normalization reads the residual stream directly
-        bias = by_name.get(f.proto.name + BIAS_SUFFIX) if len(f.proto.input) >= 5 and f.proto.input[4] else None
+        position = FUSED_NORMS[f.proto.op_type][3]
+        bias = by_name.get(f.proto.name + BIAS_SUFFIX) if len(f.proto.input) > position and f.proto.input[position] else None
         residual, branch = add.input[0], add.input[1]
         if bias is not None:
             branch = bias.input[0]

@@ -1,0 +1,70 @@
+"""`onnxprune prune FOLDER -o OUT_FOLDER ...`: a model folder (genai_config.json or config.json beside the
+model) pruned as a unit (onnxprune/folder.py). The output folder gets the pruned model under the same
+file name, the configs with the pruned shape values, and every other file (tokenizer, chat template)
+as it was; all of them are claimed before any work and land together or not at all."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from onnxprune.errors import BadInputError
+from onnxprune.load.destinations import Destinations
+from onnxprune.load.model_folder import open_folder
+
+
+def output_names(args: argparse.Namespace) -> list[str]:
+    """The files the output folder will hold."""
+    folder = open_folder(args.model)
+    return [folder.model.name, *folder.configs, *(p.name for p in folder.others)]
+
+
+def claim(args: argparse.Namespace, guard: Destinations) -> None:
+    """Register the folder's files as inputs and claim the output folder's files (claims.py)."""
+    guard.input(args.model, "model folder")
+    folder = open_folder(args.model)
+    guard.input(folder.model, "model", model=True)
+    if Path(args.output).suffix == ".onnx":
+        raise BadInputError(f"-o {args.output}: the input is a model folder, so the output is a folder too")
+    names = output_names(args)
+    guard.folder(args.output, "-o", names[1:])
+    guard.claim(Path(args.output) / names[0], "-o", model=True)
+
+
+def cmd_prune_folder(args: argparse.Namespace, options) -> int:
+    from onnxprune.check.gates import check_thresholds, evaluate_gates
+    from onnxprune.folder import prune_folder
+    from onnxprune.load.destinations import all_or_nothing
+    from onnxprune.load.files import write_bytes_atomic, write_json_atomic, write_text_atomic
+    from onnxprune.options import FinetuneOptions
+    from onnxprune.report.outputs import GATE_FLAGS, deliver
+
+    check_thresholds(args.min_cosine, args.max_drop, GATE_FLAGS)
+    if args.steps > 1:
+        raise BadInputError("--steps with a model folder: not supported; prune the folder's .onnx file instead")
+    from onnxprune.cli.args import calib_source, folder_source
+    tune = FinetuneOptions(epochs=args.finetune, lr=args.lr, batch_size=args.batch_size, labels=args.labels,
+                           minutes=args.finetune_minutes, augment=args.augment)
+    result = prune_folder(args.model, options, calib=calib_source(args), eval_data=args.data,
+                          train_data=folder_source(args, "train_data"), val_data=args.val, finetune=tune)
+    out = Path(args.output)
+    with all_or_nothing():  # model, configs, copies, plan and reports land together
+        if args.save_plan:
+            write_json_atomic(result.plan.to_json(), args.save_plan)
+        gates = evaluate_gates(result.report["fidelity"], args.min_cosine, args.max_drop, GATE_FLAGS)
+        deliver(result.report, result.model, out / result.folder.model.name, gates, force=args.force,
+                report_path=args.report, summary_path=args.summary, plot_dir=args.plot,
+                dense=result.folder.model, quiet=True)
+        for name, text in result.configs.items():
+            write_text_atomic(text, out / name)
+        for path in result.folder.others:
+            write_bytes_atomic(path.read_bytes(), out / path.name)
+    if not args.quiet:
+        from onnxprune.report.formats import format_summary
+        print(format_summary(result.report))
+        changes = result.report["folder"]["config_changes"]
+        for name, keys in changes.items():
+            print(f"{name}: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in keys.items()))
+        print(f"wrote the folder {out} ({len(result.configs)} config(s) updated, "
+              f"{len(result.folder.others)} file(s) copied)")
+    return 0
