@@ -104,38 +104,24 @@ def _ensure_default_opset(model: onnx.ModelProto) -> None:
 
 
 def refuse(model: onnx.ModelProto, fused: list[Fused]) -> onnx.ModelProto:
-    """`model` (made from unfuse's output by removing nodes and renaming their readers) with each split
-    node whose Add and normalization both survived put back, reading what its Add now reads."""
+    """`model` (made from unfuse's output by removing nodes and renaming their readers) with every split
+    normalization fused again with the split Add it reads: its own (the block stayed) or, where blocks
+    went, the Add now in front of it (the skip input rewired). Adds and norms left alone stay plain."""
     if not fused:
         return model
     by_name = {n.name: n for n in model.graph.node}
-    read = {}
-    for n in model.graph.node:
-        for t in n.input:
-            read[t] = read.get(t, 0) + 1
-    for o in model.graph.output:
-        read[o.name] = read.get(o.name, 0) + 1
+    read: dict[str, int] = {}
+    for t in [t for n in model.graph.node for t in n.input] + [o.name for o in model.graph.output]:
+        read[t] = read.get(t, 0) + 1
+    adds = {by_name[f.add].output[0]: f for f in fused if f.add in by_name}
     replace: dict[str, onnx.NodeProto | None] = {}
-    for f in fused:
-        add, norm = by_name.get(f.add), by_name.get(f.norm)
-        if add is None or norm is None or norm.input[0] != add.output[0]:
-            continue  # the block went: the normalization reads the residual stream directly
-        position = FUSED_NORMS[f.proto.op_type][3]
-        bias = by_name.get(f.proto.name + BIAS_SUFFIX) if len(f.proto.input) > position and f.proto.input[position] else None
-        residual, branch = add.input[0], add.input[1]
-        if bias is not None:
-            branch = bias.input[0]
-            replace[bias.name] = None
-        node = onnx.NodeProto()
-        node.CopyFrom(f.proto)
-        node.input[0], node.input[1] = (residual, branch) if f.residual_first else (branch, residual)
-        if read.get(add.output[0], 0) > 1 and (len(node.output) < 4 or not node.output[3]):
-            # a removed block after this one left its readers on this sum: the fused node writes it (output 3)
-            outputs = list(node.output) + [""] * (4 - len(node.output))
-            outputs[3] = add.output[0]
-            del node.output[:]
-            node.output.extend(outputs)
-        replace[add.name], replace[norm.name] = None, node
+    own_first = sorted((f for f in fused if f.norm in by_name), key=lambda f: adds.get(by_name[f.norm].input[0]) is not f)
+    for f in own_first:
+        norm = by_name[f.norm]
+        source = adds.get(norm.input[0])
+        if source is None or source.add in replace:
+            continue  # reads the stream from elsewhere (a graph input, an Add of the model's own)
+        replace[source.add], replace[f.norm] = None, _fused_node(f, source, by_name, read, replace)
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.node[:]
@@ -145,3 +131,34 @@ def refuse(model: onnx.ModelProto, fused: list[Fused]) -> onnx.ModelProto:
         elif replace[n.name] is not None:
             out.graph.node.append(replace[n.name])
     return out
+
+
+def _fused_node(norm: Fused, add: Fused, by_name: dict, read: dict, replace: dict) -> onnx.NodeProto:
+    """The fused node of `norm`'s kind (gamma, beta, attributes) over the sum `add` computes."""
+    add_node = by_name[add.add]
+    residual, branch = add_node.input[0], add_node.input[1]
+    bias_node = by_name.get(add.proto.name + BIAS_SUFFIX)
+    bias = ""
+    if bias_node is not None and bias_node.output[0] == branch:
+        branch, bias = bias_node.input[0], bias_node.input[1]
+        replace[bias_node.name] = None
+    node = onnx.NodeProto()
+    node.CopyFrom(norm.proto)
+    first_residual = add.residual_first if norm is add else norm.residual_first
+    inputs = list(node.input)
+    inputs[0], inputs[1] = (residual, branch) if first_residual else (branch, residual)
+    position = FUSED_NORMS[node.op_type][3]
+    if bias or len(inputs) > position:
+        inputs += [""] * (position + 1 - len(inputs))
+        inputs[position] = bias
+    while inputs and not inputs[-1]:
+        inputs.pop()
+    del node.input[:]
+    node.input.extend(inputs)
+    outputs = list(node.output) + [""] * (4 - len(node.output))
+    outputs[3] = add_node.output[0] if read.get(add_node.output[0], 0) > 1 else ""
+    while len(outputs) > 1 and not outputs[-1]:
+        outputs.pop()
+    del node.output[:]
+    node.output.extend(outputs)
+    return node
