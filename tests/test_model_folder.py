@@ -158,3 +158,38 @@ def test_per_layer_widths_that_differ_are_refused_for_a_hugging_face_folder(tmp_
     assert code == 2
     assert_one_line_error(err, "different intermediate", "config.json")
     assert not (tmp_path / "out").exists() and not plan.exists()
+
+
+def _hf_folder(tmp_path, **config):
+    """A Hugging Face-style folder around the TorchScript Llama export (hidden 32, 4 heads over 2 KV heads
+    of 8, intermediate 64, 2 layers; plain ops, no cache)."""
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    shutil.copy(FIXTURES / "transformers" / "llama_gqa.onnx", folder / "model.onnx")
+    stated = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 128, **config}
+    (folder / "config.json").write_text(json.dumps(stated))
+    (folder / "tokenizer.json").write_text("{}")
+    return folder
+
+
+def test_a_hugging_face_export_folder_gets_its_config_from_the_pruned_graph(tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(capsys, "prune", _hf_folder(tmp_path), "-o", out, "--ratio", "0.5", "--scope", "local",
+                              "--round-to", "1", "--bench-rounds", "0")
+    assert code == 0 and "num_attention_heads 4 -> 2" in stdout
+    config = json.loads((out / "config.json").read_text())
+    assert (config["num_attention_heads"], config["num_key_value_heads"], config["intermediate_size"],
+            config["num_hidden_layers"], config["hidden_size"]) == (2, 1, 32, 2, 32)
+    assert (out / "tokenizer.json").read_text() == "{}"
+    model = onnx.load(str(out / "model.onnx"))
+    feed = {"input_ids": np.arange(16, dtype=np.int64)[None] % 100, "attention_mask": np.ones((1, 16), np.int64)}
+    assert outputs(model, feed)[0].shape == (1, 16, 128)
+
+
+def test_a_hugging_face_config_with_other_kv_heads_exits_2(tmp_path, capsys):
+    folder = _hf_folder(tmp_path, num_key_value_heads=4)
+    code, _, err = run_cli(capsys, "prune", folder, "-o", tmp_path / "out", "--ratio", "0.3")
+    assert code == 2
+    assert_one_line_error(err, "num_key_value_heads is 4", "the graph has 2")
+    assert not (tmp_path / "out").exists()
