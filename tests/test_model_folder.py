@@ -193,3 +193,11 @@ def test_a_hugging_face_config_with_other_kv_heads_exits_2(tmp_path, capsys):
     assert code == 2
     assert_one_line_error(err, "num_key_value_heads is 4", "the graph has 2")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_missed_gate_writes_the_report_and_no_folder(tmp_path, capsys):
+    out, report = tmp_path / "out", tmp_path / "report.json"
+    code, _, _ = run_cli(capsys, "prune", _hf_folder(tmp_path), "-o", out, "--depth", "1", "--min-cosine", "0.9999",
+                         "--bench-rounds", "0", "--report", report)
+    assert code == 1
+    assert not out.exists() and json.loads(report.read_text())["output"] is None

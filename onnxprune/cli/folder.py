@@ -48,7 +48,9 @@ def cmd_prune_folder(args: argparse.Namespace, options) -> int:
     result = prune_folder(args.model, options, calib=calib_source(args), eval_data=args.data,
                           train_data=folder_source(args, "train_data"), val_data=args.val, finetune=tune)
     out = Path(args.output)
-    with all_or_nothing():  # model, configs, copies, plan and reports land together
+    from onnxprune.errors import ValidationError
+    with all_or_nothing(keep_on=(ValidationError,)):  # model, configs, copies, plan, reports land together;
+        # a missed gate (raised by deliver before the configs) lands the report alone
         if args.save_plan:
             write_json_atomic(result.plan.to_json(), args.save_plan)
         gates = evaluate_gates(result.report["fidelity"], args.min_cosine, args.max_drop, GATE_FLAGS)
