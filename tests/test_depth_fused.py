@@ -82,3 +82,20 @@ def test_prune_depth_on_the_fused_bert():
     oracle = zeroed(model, branch_ends(model, layer))
     assert np.abs(outputs(result.model, feed)[0] - outputs(oracle, feed)[0]).max() < 1e-4
     assert depth["macs_kept"] < 0.75
+
+
+def test_unnamed_fused_nodes_split_and_fuse_back():
+    model = onnx.load(str(BERT))
+    for node in model.graph.node:
+        if node.op_type == "SkipLayerNormalization":
+            node.name = ""
+    split, fused = unfuse(model)
+    g = ModelGraph(split, BERT_SHAPES)
+    _, layers = units(g)
+    small = refuse(remove_blocks(g, layers[1].blocks), fused)
+    check_valid(small, model)
+    feed = bert_feed(5)
+    named = onnx.load(str(BERT))
+    assert np.abs(outputs(small, feed)[0] - outputs(zeroed(named, branch_ends(named, 1)), feed)[0]).max() < 1e-4
+    skips = [n for n in small.graph.node if n.op_type == "SkipLayerNormalization"]
+    assert len(skips) == 2 and all(len(n.input) == 5 and n.input[4].endswith("dense.bias") for n in skips)

@@ -4,9 +4,11 @@ ORT's transformer optimizer and the GenAI model builder write a transformer's re
 SkipLayerNormalization / SkipSimplifiedLayerNormalization: `sum = input + skip (+ bias)`, `out = norm(sum)`,
 and output 3 (when present) is `sum` itself. The block finder (residual.py) looks for a plain Add, so
 `unfuse` splits each such node into `Add(residual, branch)` and the plain normalization of its output,
-and `refuse` puts the original node back wherever both halves survived. Where the block was removed,
-the Add's output was replaced by the residual and only the normalization is left, reading it: removing
-a layer rewires the fused node's skip input, as `x + f(x) -> x` does for a plain Add.
+and `refuse` fuses every normalization again with the split Add it then reads: its own where the
+block stayed; where blocks were removed, their Adds' outputs were replaced by the residual stream, so
+the normalization after them fuses with the Add in front of the removed ones: removing a layer
+rewires the fused node's skip input, as `x + f(x) -> x` does for a plain Add. A normalization that
+reads no split Add any more stays plain (post-norm BERT without a layer: LayerNorm of LayerNorm).
 
 Which addend is the residual: the one the other depends on (a branch reads the stream it adds to);
 `input` when neither does. A bias belongs to the branch: `Add(residual, Add(branch, bias))`.
@@ -35,6 +37,7 @@ class Fused:
     proto: onnx.NodeProto
     add: str  # node name of the residual Add
     norm: str  # node name of the normalization
+    bias: str  # node name of the branch's bias Add ("" without a bias)
     residual_first: bool  # the Add reads (residual, branch); the original node had them as (input, skip) or swapped
 
 
@@ -92,7 +95,9 @@ def unfuse(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[Fused]]:
         norm = onnx.helper.make_node(op, norm_inputs, [outputs[0]], name=name + NORM_SUFFIX, domain=domain,
                                      axis=-1, **attrs)
         out.graph.node.append(norm)
-        done.append(Fused(node, name + ADD_SUFFIX, name + NORM_SUFFIX, residual_first))
+        has_bias = branch == f"{name}/branch_with_bias"
+        done.append(Fused(node, name + ADD_SUFFIX, name + NORM_SUFFIX, name + BIAS_SUFFIX if has_bias else "",
+                          residual_first))
     if done:
         _ensure_default_opset(out)
     return out, done
@@ -137,7 +142,7 @@ def _fused_node(norm: Fused, add: Fused, by_name: dict, read: dict, replace: dic
     """The fused node of `norm`'s kind (gamma, beta, attributes) over the sum `add` computes."""
     add_node = by_name[add.add]
     residual, branch = add_node.input[0], add_node.input[1]
-    bias_node = by_name.get(add.proto.name + BIAS_SUFFIX)
+    bias_node = by_name.get(add.bias) if add.bias else None
     bias = ""
     if bias_node is not None and bias_node.output[0] == branch:
         branch, bias = bias_node.input[0], bias_node.input[1]
