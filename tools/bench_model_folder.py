@@ -30,6 +30,8 @@ RUNS = {
     "--target-macs 0.7": ["--target-macs", "0.7", "--round-to", "1"],
     "--target-macs 0.7 --scope local": ["--target-macs", "0.7", "--scope", "local", "--round-to", "1"],
     "--ratio 0.5 --scope local": ["--ratio", "0.5", "--scope", "local", "--round-to", "1"],
+    "--depth 1 --target-macs 0.45 --scope local": ["--depth", "1", "--target-macs", "0.45", "--scope", "local",
+                                                    "--round-to", "1"],
 }
 PROMPTS, PROMPT_LEN, NEW = 32, 8, 8
 
