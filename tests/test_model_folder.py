@@ -201,3 +201,16 @@ def test_a_missed_gate_writes_the_report_and_no_folder(tmp_path, capsys):
                          "--bench-rounds", "0", "--report", report)
     assert code == 1
     assert not out.exists() and json.loads(report.read_text())["output"] is None
+
+
+def test_a_folder_with_external_data_leaves_no_stale_data_file(tmp_path, capsys):
+    folder = tmp_path / "ext"
+    shutil.copytree(FOLDER, folder)
+    onnx.save(onnx.load(str(FOLDER / "model.onnx")), str(folder / "model.onnx"), save_as_external_data=True,
+              location="model.onnx.data", size_threshold=0)  # as the builder writes larger models
+    before = digest(folder)
+    out = tmp_path / "out"
+    code, _, _ = run_cli(capsys, "prune", folder, "-o", out, "--depth", "1", "--bench-rounds", "0", "-q")
+    assert code == 0 and digest(folder) == before
+    assert sorted(p.name for p in out.iterdir()) == sorted(n for n in before if n != "model.onnx.data")
+    assert run_prompt(onnx.load(str(out / "model.onnx"))).shape == (1, TOKENS.shape[1], 96)
