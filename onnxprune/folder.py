@@ -139,6 +139,10 @@ def prune_folder(path, options: PruneOptions, calib=None, eval_data=None, **more
     dense = load_model(folder.model)
     templates = folder.cache_templates()
     stripped, cache = strip(dense, *(templates or (None, None)))
+    cached = [i.name for i in stripped.graph.input if i.name.startswith("past")]
+    if cached and options.target.depth:  # a cache of plain ops stays in the interface, one entry per layer
+        raise BadInputError(f"--depth on {path}: its model keeps a KV cache of plain ops ({cached[0]}, ...) that "
+                            "onnxprune cannot renumber; export it without the cache, or use width pruning")
     shapes = dict(options.input_shapes or _default_shapes(stripped))
     check_config(folder, _geometry(stripped, shapes, folder, "given"))
     if calib is None:
