@@ -13,22 +13,16 @@ from onnxprune.load.destinations import Destinations
 from onnxprune.load.model_folder import open_folder
 
 
-def output_names(args: argparse.Namespace) -> list[str]:
-    """The files the output folder will hold."""
-    folder = open_folder(args.model)
-    return [folder.model.name, *folder.configs, *(p.name for p in folder.others)]
-
-
 def claim(args: argparse.Namespace, guard: Destinations) -> None:
-    """Register the folder's files as inputs and claim the output folder's files (claims.py)."""
-    guard.input(args.model, "model folder")
+    """Register the folder's files as inputs and claim the output folder's files (claims.py): the model
+    under its own name (with room for its external data), the configs, the files copied."""
     folder = open_folder(args.model)
+    guard.input(args.model, "model folder")
     guard.input(folder.model, "model", model=True)
     if Path(args.output).suffix == ".onnx":
         raise BadInputError(f"-o {args.output}: the input is a model folder, so the output is a folder too")
-    names = output_names(args)
-    guard.folder(args.output, "-o", names[1:])
-    guard.claim(Path(args.output) / names[0], "-o", model=True)
+    guard.folder(args.output, "-o", [*folder.configs, *(p.name for p in folder.others)])
+    guard.claim(Path(args.output) / folder.model.name, "-o", model=True)
 
 
 def cmd_prune_folder(args: argparse.Namespace, options) -> int:
