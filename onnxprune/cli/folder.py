@@ -27,22 +27,23 @@ def claim(args: argparse.Namespace, guard: Destinations) -> None:
 
 def cmd_prune_folder(args: argparse.Namespace, options) -> int:
     from onnxprune.check.gates import check_thresholds, evaluate_gates
+    from onnxprune.cli.args import calib_source, folder_source
+    from onnxprune.errors import ValidationError
     from onnxprune.folder import prune_folder
     from onnxprune.load.destinations import all_or_nothing
     from onnxprune.load.files import write_bytes_atomic, write_json_atomic, write_text_atomic
     from onnxprune.options import FinetuneOptions
+    from onnxprune.report.formats import format_summary
     from onnxprune.report.outputs import GATE_FLAGS, deliver
 
     check_thresholds(args.min_cosine, args.max_drop, GATE_FLAGS)
     if args.steps > 1:
         raise BadInputError("--steps with a model folder: not supported; prune the folder's .onnx file instead")
-    from onnxprune.cli.args import calib_source, folder_source
     tune = FinetuneOptions(epochs=args.finetune, lr=args.lr, batch_size=args.batch_size, labels=args.labels,
                            minutes=args.finetune_minutes, augment=args.augment)
     result = prune_folder(args.model, options, calib=calib_source(args), eval_data=args.data,
                           train_data=folder_source(args, "train_data"), val_data=args.val, finetune=tune)
     out = Path(args.output)
-    from onnxprune.errors import ValidationError
     with all_or_nothing(keep_on=(ValidationError,)):  # model, configs, copies, plan, reports land together;
         # a missed gate (raised by deliver before the configs) lands the report alone
         if args.save_plan:
@@ -56,7 +57,6 @@ def cmd_prune_folder(args: argparse.Namespace, options) -> int:
         for path in result.folder.others:
             write_bytes_atomic(path.read_bytes(), out / path.name)
     if not args.quiet:
-        from onnxprune.report.formats import format_summary
         print(format_summary(result.report))
         changes = result.report["folder"]["config_changes"]
         for name, keys in changes.items():
