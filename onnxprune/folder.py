@@ -8,8 +8,10 @@
                                            configs state, read from the pruned graph (graph/geometry.py)
 
 Config-driven runtimes size every layer alike: when the pruned layers keep different head counts (or
-intermediate sizes where config.json states one), the folder is refused with one line; `--scope local`
-or a plan with equal counts per layer gives a folder. The caller writes the files (cli/folder.py).
+intermediate sizes where config.json states one), the folder is refused with one line; `--ratio R
+--scope local` (the same share of every group) or a plan with equal counts per layer gives a folder. A
+MACs or parameter target with `--scope local` may still differ by a width step between layers: its
+search refines one group at a time. The caller writes the files (cli/folder.py).
 """
 
 from __future__ import annotations
@@ -98,8 +100,8 @@ def _uniform(folder: ModelFolder, geo: Geometry) -> None:
         if what in stated and len(distinct) > 1 and (folder.kind == "hf" or stated[what][0] == "genai_config.json"):
             name, key, _ = stated[what]
             raise BadInputError(f"the pruned layers keep different {what.replace('_', ' ')} ({', '.join(map(str, distinct))}) "
-                                f"but {name} states one {key}: prune with --scope local or a plan with equal counts "
-                                "per layer, or give the .onnx file alone")
+                                f"but {name} states one {key}: prune with --ratio R --scope local or a plan with equal "
+                                "counts per layer, or give the .onnx file alone")
 
 
 def new_configs(folder: ModelFolder, geo: Geometry) -> tuple[dict[str, str], dict]:
