@@ -29,9 +29,17 @@ def _inputs(guard: Destinations, args: argparse.Namespace, flags: dict[str, str]
 
 
 def _prune(args, guard: Destinations) -> None:
-    _inputs(guard, args, {"model": "model", "calib": "calibration data", "data": "evaluation data",
-                          "train_data": "training data", "val": "validation data", "plan": "plan"})
-    guard.claim(args.output, "-o", model=True)
+    from onnxprune.load.model_folder import is_model_folder
+
+    folder = is_model_folder(args.model)
+    _inputs(guard, argparse.Namespace(**{**vars(args), "model": None}) if folder else args,
+            {"model": "model", "calib": "calibration data", "data": "evaluation data",
+             "train_data": "training data", "val": "validation data", "plan": "plan"})
+    if folder:  # a folder in, a folder out (cli/folder.py)
+        from onnxprune.cli.folder import claim
+        claim(args, guard)
+    else:
+        guard.claim(args.output, "-o", model=True)
     for attr, flag in (("report", "--report"), ("summary", "--summary"), ("save_plan", "--save-plan")):
         if getattr(args, attr, None):
             guard.claim(getattr(args, attr), flag)

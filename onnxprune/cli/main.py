@@ -162,7 +162,11 @@ def cmd_prune(args) -> int:
     from onnxprune.report.outputs import GATE_FLAGS, deliver, prepare
 
     from onnxprune.recover.checkpoint import checkpoint_path
+    from onnxprune.load.model_folder import is_model_folder
 
+    if is_model_folder(args.model):  # pruned as a unit: model, configs, tokenizer (cli/folder.py)
+        from onnxprune.cli.folder import cmd_prune_folder
+        return cmd_prune_folder(args, prune_options(args))
     out = prepare(args)  # existing output, --force, gate thresholds, --plot: usage errors before any work
     checkpoint = checkpoint_path(args.output)
     tune = FinetuneOptions(epochs=args.finetune, lr=args.lr, batch_size=args.batch_size, labels=args.labels,

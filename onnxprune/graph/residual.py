@@ -25,10 +25,12 @@ from dataclasses import dataclass
 
 import networkx as nx
 
+from onnxprune.graph.fused_residual import ADD_SUFFIX, BIAS_SUFFIX
 from onnxprune.graph.model_graph import ModelGraph
 
 _SINK = -1
 RESIDUAL_OPS = frozenset({"Add", "Sum"})  # Caffe2 exports (ResNet-50 of the ONNX zoo) add with a 2-input Sum
+SPLIT_SUFFIXES = (ADD_SUFFIX, BIAS_SUFFIX)
 ATTENTION_OPS = frozenset({"Softmax", "Attention", "MultiHeadAttention", "GroupQueryAttention"})
 
 
@@ -139,7 +141,9 @@ def _common_prefix(names: list[str], separators: str) -> str:
 def _name(g: ModelGraph, nodes: frozenset[int], fallback: str) -> str:
     """A name for people: the common scope of the nodes' names ("/model/layers.0"), else of the weights
     they read ("model.layers.0" in dynamo exports, whose node names have no scope), else the Add's name."""
-    scoped = _common_prefix([g.nodes[n].name for n in sorted(nodes)], "/")
+    named = [g.nodes[n].name for n in sorted(nodes)]
+    real = [n for n in named if not n.endswith(SPLIT_SUFFIXES)]  # not the Adds split out of fused norms
+    scoped = _common_prefix(real or named, "/")
     if scoped.strip("/"):
         return scoped
     weights = sorted({t for n in nodes for t in g.nodes[n].inputs if t in g.initializer_names})

@@ -25,7 +25,9 @@ def load_model(path: str | os.PathLike, supported_only: bool = True) -> onnx.Mod
     if not path.exists():
         raise BadInputError(f"{path}: no such file")
     if path.is_dir():
-        raise BadInputError(f"{path}: is a directory, expected an .onnx file")
+        from onnxprune.load.model_folder import is_model_folder
+        hint = " (a model folder: `prune` takes it whole; other commands take its .onnx file)" if is_model_folder(path) else ""
+        raise BadInputError(f"{path}: is a directory, expected an .onnx file{hint}")
     big = path.stat().st_size > 64 << 20
     if supported_only and big:  # checked before the proto exists: the checker's own copy never meets ours
         _check_file(path)

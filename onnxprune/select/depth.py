@@ -25,6 +25,7 @@ from onnxprune.check.fidelity import compare
 from onnxprune.errors import BadInputError
 from onnxprune.graph.constants import sizes
 from onnxprune.graph.cost import count_macs, count_params
+from onnxprune.graph.fused_residual import refuse, unfuse
 from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.graph.residual import Unit, units
 from onnxprune.load.data import Dataset, synthetic_dataset
@@ -110,7 +111,11 @@ def _unit_row(g: ModelGraph, unit: Unit, row: dict) -> dict:
 
 
 def remove_depth(g: ModelGraph, depth: int, data: Dataset | None, threads: int = 0) -> DepthResult:
-    """Remove the `depth` least influential units of the (folded) model of `g`; see the module doc."""
+    """Remove the `depth` least influential units of the (folded) model of `g`; see the module doc.
+    Residual sums fused into Skip*LayerNormalization are split out first and fused back after."""
+    unfused, fused = unfuse(g.model)
+    if fused:
+        g = ModelGraph(unfused, g.input_shapes)
     unit_kind, candidates = units(g)
     if not candidates:
         raise BadInputError(f"--depth {depth}: the model has no removable residual blocks (x + f(x) with f's "
@@ -131,7 +136,7 @@ def remove_depth(g: ModelGraph, depth: int, data: Dataset | None, threads: int =
     report = {"requested": depth, "unit": unit_kind, "candidates": len(candidates), "data": source,
               "samples": len(data), "removed": [_unit_row(g, candidates[i], rows[i]) for i in chosen],
               "scores": rows, "cosine": cosine, "params_kept": params_kept, "macs_kept": macs_kept}
-    return DepthResult(reduced, report)
+    return DepthResult(refuse(reduced, fused), report)
 
 
 def kept_costs(g: ModelGraph, reduced: onnx.ModelProto) -> tuple[float, float]:
