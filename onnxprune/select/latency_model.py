@@ -106,12 +106,15 @@ def build_latency_model(dep: Dependency, threads: int = 1, cache: str | os.PathL
     curves = {}
     for index, measured in points.items():
         measured.sort()
-        micros = np.array([m for _, m in measured])
-        # other work on the machine only ever adds time: a narrower width measured slower than a wider
-        # one is noise, so each point is at most every wider point's time (the curve never rises as it narrows)
-        micros = np.minimum.accumulate(micros[::-1])[::-1]
-        curves[index] = NodeCurve(np.array([w for w, _ in measured]), micros)
+        curves[index] = NodeCurve(np.array([w for w, _ in measured]), monotone(np.array([m for _, m in measured])))
     return LatencyModel(dep, curves, costs, table.measured)
+
+
+def monotone(micros: np.ndarray) -> np.ndarray:
+    """Times sorted by work fraction, made non-decreasing: other work on the machine only ever adds
+    time, so a narrower width measured slower than a wider one is noise (each point is capped by
+    every wider point's time)."""
+    return np.minimum.accumulate(micros[::-1])[::-1]
 
 
 class TimingCache:
