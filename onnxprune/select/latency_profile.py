@@ -28,7 +28,7 @@ from onnxprune import progress
 from onnxprune.apply.rewrite import apply_plan
 from onnxprune.couple.dependency import Dependency
 from onnxprune.load.data import synthetic_dataset
-from onnxprune.select.latency_model import GRID, LatencyModel
+from onnxprune.select.latency_model import GRID, LatencyModel, NodeCurve, monotone
 from onnxprune.select.plan import CostModel, select_uniform
 
 RUNS = 12  # profiled runs per width; per kernel the fastest counts (other jobs only ever add time)
@@ -55,49 +55,19 @@ def build_profiled_model(dep: Dependency, threads: int = 1, cache: str | os.Path
         if times is None:
             model = dep.graph.model if share == 0 else apply_plan(plan)
             times = store.put(share, profile_nodes(model, threads, dep.graph.input_shapes, weighted))
-        work, traffic = costs.node_work(plan.removed), costs.node_traffic(plan.removed)
+        work = costs.node_work(plan.removed)
         for name, micros in times.items():
-            node = index.get(name, REST)
-            points[node].append((work.get(node, 1.0), traffic.get(node, 1.0), micros))
+            node = index.get(name)
+            points[REST if node is None else node].append((1.0 if node is None else work.get(node, 1.0), micros))
     store.save()
-    fits = {node: fit_node(np.array(measured)) for node, measured in points.items()}
-    return ProfiledLatencyModel(dep, fits, costs, store.measured)
-
-
-class NodeFit:
-    """A node's time as fixed + memory + compute: micros = c0 + c1 * traffic + c2 * work (all >= 0),
-    traffic the kept share of the activations it moves, work the kept share of its MACs."""
-
-    def __init__(self, coef: np.ndarray):
-        self.coef = coef
-
-    def at(self, work: float, traffic: float) -> float:
-        return float(self.coef[0] + self.coef[1] * traffic + self.coef[2] * work)
-
-
-def fit_node(points: np.ndarray) -> NodeFit:
-    """Least squares over the widths' (work, traffic, micros), non-negative: of the subsets of
-    terms whose solution is non-negative, the one with the smallest residual (fewest terms on ties)."""
-    work, traffic, micros = points[:, 0], points[:, 1], points[:, 2]
-    design = np.stack([np.ones_like(work), traffic, work], axis=1)
-    best, best_err = np.array([float(micros.mean()), 0.0, 0.0]), float(((micros - micros.mean()) ** 2).sum())
-    for terms in ([1], [2], [0, 1], [0, 2], [1, 2], [0, 1, 2]):
-        sol = np.linalg.lstsq(design[:, terms], micros, rcond=None)[0]
-        if np.any(sol < 0):
+    curves = {}
+    for node, measured in points.items():
+        if node == REST:  # one fixed cost: the mean over widths
+            curves[node] = NodeCurve(np.array([1.0]), np.array([float(np.mean([m for _, m in measured]))]))
             continue
-        err = float(((design[:, terms] @ sol - micros) ** 2).sum())
-        if err < best_err * (1 - 1e-6):
-            best, best_err = np.zeros(3), err
-            best[terms] = sol
-    return NodeFit(best)
-
-
-class ProfiledLatencyModel(LatencyModel):
-    """The sum of the nodes' fits; kernels no node owns are a fixed cost (their mean over widths)."""
-
-    def predict(self, removed: np.ndarray) -> float:
-        work, traffic = self.costs.node_work(removed), self.costs.node_traffic(removed)
-        return sum(fit.at(work.get(i, 1.0), traffic.get(i, 1.0)) for i, fit in self.curves.items())
+        measured.sort()
+        curves[node] = NodeCurve(np.array([w for w, _ in measured]), monotone(np.array([m for _, m in measured])))
+    return LatencyModel(dep, curves, costs, store.measured)
 
 
 def profile_nodes(model: onnx.ModelProto, threads: int, input_shapes: dict | None = None,

@@ -199,20 +199,6 @@ class CostModel:
         work.update({index: self._kept(term, frac) for index, term in zip(self.term_nodes, self.terms)})
         return work
 
-    def node_traffic(self, removed: np.ndarray) -> dict[int, float]:
-        """Per node, the kept share of the activations it moves: the mean of its first activation
-        input's and its first output's (memory time, which a conv's MACs share does not show)."""
-        frac = self._fractions(removed)
-        g = self.dep.graph
-        out = {}
-        for n in g.nodes:
-            if not n.outputs:
-                continue
-            read = next((t for t in n.inputs if t and not g.is_const(t)), None)
-            written = self._scale(n.outputs[0], frac)
-            out[n.index] = (written + (self._scale(read, frac) if read else written)) / 2
-        return out
-
 
 def search_ratio(select, cost, target: float, tolerance: float = 0.005, steps: int = 40,
                  scores: np.ndarray | None = None, round_to: int = 1) -> Plan:
