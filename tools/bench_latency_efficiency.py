@@ -61,7 +61,8 @@ def one(name: str, target: float, threads: int, pairs: int, kinds: tuple[str, ..
         rows.append({"model": name, "target": f"{kind.replace('target_', '')} {target:g}", "macs": macs,
                      "latency": latency, "efficiency": (1 / latency) / (1 / macs), "seconds": seconds,
                      "predicted": result.report["plan"].get("latency", {}).get("predicted_latency_ratio"),
-                     "load": os.getloadavg()[0]})
+                     "load": os.getloadavg()[0],
+                     "attempts": result.report["plan"].get("latency", {}).get("latency_attempts")})
     return rows
 
 
