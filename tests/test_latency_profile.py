@@ -95,3 +95,17 @@ def test_time_proportional_to_macs_costs_every_group_the_same_per_mac(dep):
     curves[slow] = NodeCurve(np.array([0.0, 1.0]), np.array([0.0, 2.0 * macs[slow]]))
     skewed = LatencyModel(dep, curves, costs).channel_costs(per_mac=True)
     assert max(skewed.values()) > 1.0 + 1e-6
+
+
+def test_a_model_ort_cannot_profile_falls_back_to_nodes_timed_alone(tmp_path, monkeypatch):
+    from onnxprune import stages
+    from onnxprune.cli.main import main
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("cannot save the optimized model")
+
+    monkeypatch.setattr(stages, "build_profiled_model", fail)
+    monkeypatch.setenv("ONNXPRUNE_CACHE", str(tmp_path))
+    assert main(["prune", str(DIGITS), "-o", str(tmp_path / "p.onnx"), "--target-latency", "0.7",
+                 "--bench-rounds", "1", "-q"]) == 0
+    assert (tmp_path / "p.onnx").exists() and list(tmp_path.glob("latency/cpu-*.json"))  # the per-node table
