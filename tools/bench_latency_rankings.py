@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ from onnxprune.select.plan import search_ratio, select_global, select_uniform  #
 ROUND_TO = 8
 
 
-def one(name: str, macs: float, threads: int, pairs: int) -> list[dict]:
+def one(name: str, macs: float, threads: int, pairs: int, clock=time.perf_counter) -> list[dict]:
     model = onnx.load(zoo.fetch(name))
     dep = build_dependency(ModelGraph(model))
     latency = build_profiled_model(dep, threads, cache_dir() / "latency", round_to=ROUND_TO)
@@ -58,7 +59,7 @@ def one(name: str, macs: float, threads: int, pairs: int) -> list[dict]:
         plan = search_ratio(select, lambda p: costs.macs_after(p.removed) / costs.total_macs, macs,
                             scores=scores, round_to=ROUND_TO)
         kept = costs.macs_after(plan.removed) / costs.total_macs
-        ratio = paired_ratio(dense, make_session(apply_plan(plan), threads), feed, pairs)["ratio"]
+        ratio = paired_ratio(dense, make_session(apply_plan(plan), threads), feed, pairs, clock=clock)["ratio"]
         rows.append({"model": name, "allocation": label, "macs": kept, "latency": ratio,
                      "predicted": latency.kept(plan.removed), "load": os.getloadavg()[0]})
         print(rows[-1], file=sys.stderr, flush=True)
@@ -71,10 +72,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--macs", type=float, default=0.45)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pairs", type=int, default=20)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: this process's CPU time per run (use with --threads 1 on a loaded machine)")
     args = ap.parse_args(argv)
-    rows = [r for name in args.models.split(",") for r in one(name, args.macs, args.threads, args.pairs)]
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    rows = [r for name in args.models.split(",") for r in one(name, args.macs, args.threads, args.pairs, clock)]
     print(f"Allocations at {args.macs:g} of the MACs, l2, round_to {ROUND_TO}, {args.threads} threads, "
-          f"{args.pairs} interleaved pairs; onnxprune {revision()}\n")
+          f"{args.pairs} interleaved pairs, {args.clock} clock; onnxprune {revision()}\n")
     print("| model | allocation | MACs kept | latency (paired) | predicted | efficiency | load |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
