@@ -37,7 +37,7 @@ from onnxprune.load import zoo  # noqa: E402
 from onnxprune.load.data import synthetic_dataset  # noqa: E402
 from onnxprune.load.runtime import session  # noqa: E402
 
-DEFAULT_MODELS = "light_resnet50,light_densenet121,light_inception_v1,light_squeezenet,light_shufflenet,nudenet_320n"
+DEFAULT_MODELS = "light_resnet50,light_densenet121,light_inception_v1,light_squeezenet,light_shufflenet,nudenet_320n,ppocr_det"
 
 
 def paired(dense: onnx.ModelProto, pruned: onnx.ModelProto, threads: int, pairs: int) -> float:
