@@ -42,6 +42,7 @@ from onnxprune.select.allocate import PriceAllocator
 from onnxprune.select.damage import group_damage
 from onnxprune.select.latency import search_latency
 from onnxprune.select.latency_model import LatencyModel, build_latency_model
+from onnxprune.select.latency_profile import build_profiled_model
 from onnxprune.select.plan import CostModel, search_ratio, select_global, select_uniform
 from onnxprune.select.sensitivity import group_sensitivity, select_by_sensitivity
 
@@ -172,9 +173,14 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None) -> Plan:
 
 def _latency_model(prep: Prepared, options: PruneOptions) -> LatencyModel:
     """Every node timed at each width on this machine (cached beside the model zoo)."""
-    log.info("measuring per-node latency (cached in %s)", cache_dir() / "latency")
-    return build_latency_model(prep.dep, options.threads_capped(), cache_dir() / "latency",
-                               show_progress=options.progress)
+    log.info("profiling latency per node at each width (cached in %s)", cache_dir() / "latency")
+    try:
+        return build_profiled_model(prep.dep, options.threads_capped(), cache_dir() / "latency",
+                                    round_to=options.round_to, show_progress=options.progress)
+    except Exception as exc:  # noqa: BLE001  (a graph ORT cannot profile or save: each node timed alone instead)
+        log.warning("latency profile failed (%s); timing each node alone", str(exc).splitlines()[0] if str(exc) else exc)
+        return build_latency_model(prep.dep, options.threads_capped(), cache_dir() / "latency",
+                                   show_progress=options.progress)
 
 
 def _selector(prep: Prepared, options: PruneOptions, channel_costs: dict[int, float] | None = None):

@@ -16,6 +16,7 @@ exactly as fast as MACs; above 1, faster than the MACs promise. Prints a Markdow
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -36,7 +37,7 @@ from onnxprune.load import zoo  # noqa: E402
 from onnxprune.load.data import synthetic_dataset  # noqa: E402
 from onnxprune.load.runtime import session  # noqa: E402
 
-DEFAULT_MODELS = "light_resnet50,light_densenet121,light_inception_v1,light_squeezenet,light_shufflenet,nudenet_320n"
+DEFAULT_MODELS = "light_resnet50,light_densenet121,light_inception_v1,light_squeezenet,light_shufflenet,nudenet_320n,ppocr_det"
 
 
 def paired(dense: onnx.ModelProto, pruned: onnx.ModelProto, threads: int, pairs: int) -> float:
@@ -46,11 +47,11 @@ def paired(dense: onnx.ModelProto, pruned: onnx.ModelProto, threads: int, pairs:
     return paired_ratio(sd, sp, feed, pairs)["ratio"]
 
 
-def one(name: str, target: float, threads: int, pairs: int) -> list[dict]:
+def one(name: str, target: float, threads: int, pairs: int, kinds: tuple[str, ...] = ("macs", "latency")) -> list[dict]:
     dense = onnx.load(zoo.fetch(name))
     dense_macs = count_macs(ModelGraph(dense))
     rows = []
-    for kind in ("target_macs", "target_latency"):
+    for kind in (f"target_{k}" for k in kinds):
         t0 = time.time()
         result = onnxprune.prune(dense, criterion="l2", scope="global", recover="none", bench_rounds=0,
                                  threads=threads, **{kind: target})
@@ -59,7 +60,9 @@ def one(name: str, target: float, threads: int, pairs: int) -> list[dict]:
         latency = paired(dense, result.model, threads, pairs)
         rows.append({"model": name, "target": f"{kind.replace('target_', '')} {target:g}", "macs": macs,
                      "latency": latency, "efficiency": (1 / latency) / (1 / macs), "seconds": seconds,
-                     "predicted": result.report["plan"].get("latency", {}).get("predicted_latency_ratio")})
+                     "predicted": result.report["plan"].get("latency", {}).get("predicted_latency_ratio"),
+                     "load": os.getloadavg()[0],
+                     "attempts": result.report["plan"].get("latency", {}).get("latency_attempts")})
     return rows
 
 
@@ -69,24 +72,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pairs", type=int, default=30)
+    ap.add_argument("--kinds", default="macs,latency", help="which targets: macs, latency or both")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     rows = []
     for name in args.models.split(","):
-        rows += one(name, args.target, args.threads, args.pairs)
-        for r in rows[-2:]:
+        kinds = tuple(args.kinds.split(","))
+        rows += one(name, args.target, args.threads, args.pairs, kinds)
+        for r in rows[-len(kinds):]:
             print(r, file=sys.stderr, flush=True)
     print(f"Speed-up per MAC removed at {args.target:g}, l2 global, no data, {args.threads} threads, "
           f"{args.pairs} interleaved pairs; onnxprune {revision()}\n")
-    print("| model | target | MACs kept | latency (paired) | predicted | efficiency | prune s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| model | target | MACs kept | latency (paired) | predicted | efficiency | prune s | load |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         predicted = f"{r['predicted']:.3f}" if r["predicted"] is not None else "-"
         print(f"| {r['model']} | {r['target']} | {r['macs']:.3f} | {r['latency']:.3f} | {predicted} | "
-              f"{r['efficiency']:.2f} | {r['seconds']:.0f} |")
+              f"{r['efficiency']:.2f} | {r['seconds']:.0f} | {r['load']:.1f} |")
     for kind in ("macs", "latency"):
         values = [r["efficiency"] for r in rows if r["target"].startswith(kind)]
-        print(f"\nmedian efficiency, {kind} target: {np.median(values):.2f}", end="")
+        if values:
+            print(f"\nmedian efficiency, {kind} target: {np.median(values):.2f}", end="")
     print()
     return 0
 

@@ -55,18 +55,19 @@ def make_session(model: onnx.ModelProto, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
-def timed(s: ort.InferenceSession, feed: dict, repeat: int) -> float:
-    """Fastest of `repeat` back-to-back runs: robust to a run preempted by another process."""
+def timed(s: ort.InferenceSession, feed: dict, repeat: int, clock=time.perf_counter) -> float:
+    """Fastest of `repeat` back-to-back runs: robust to a run preempted by another process.
+    `clock=time.process_time` counts this process's CPU time instead (steadier on a loaded machine)."""
     best = float("inf")
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = clock()
         s.run(None, feed)
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, clock() - t0)
     return best
 
 
 def paired_ratio(dense: ort.InferenceSession, pruned: ort.InferenceSession, feed: dict, pairs: int,
-                 repeat: int = 3, warmup: int = 5) -> dict:
+                 repeat: int = 3, warmup: int = 5, clock=time.perf_counter) -> dict:
     """Median and quartiles of per-pair latency ratios pruned/dense, plus each model's median ms."""
     for _ in range(warmup):
         dense.run(None, feed)
@@ -74,11 +75,11 @@ def paired_ratio(dense: ort.InferenceSession, pruned: ort.InferenceSession, feed
     td, tp = [], []
     for i in range(pairs):
         if i % 2 == 0:
-            td.append(timed(dense, feed, repeat))
-            tp.append(timed(pruned, feed, repeat))
+            td.append(timed(dense, feed, repeat, clock))
+            tp.append(timed(pruned, feed, repeat, clock))
         else:
-            tp.append(timed(pruned, feed, repeat))
-            td.append(timed(dense, feed, repeat))
+            tp.append(timed(pruned, feed, repeat, clock))
+            td.append(timed(dense, feed, repeat, clock))
     ratios = np.array(tp) / np.array(td)
     q1, med, q3 = np.percentile(ratios, [25, 50, 75])
     return {"ratio": float(med), "q1": float(q1), "q3": float(q3), "dense_ms": 1e3 * float(np.median(td)),

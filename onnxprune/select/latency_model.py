@@ -37,6 +37,7 @@ from onnxprune.select.plan import CostModel, select_uniform
 
 GRID = (0.0, 0.25, 0.5, 0.75)  # uniform shares removed at which every node is timed
 SIGNATURE_VALUES = 64  # constant inputs up to this many elements are part of a node's signature (Reshape shapes)
+MAC_FLOOR = 1e-4  # MACs share below which a group's removal counts as free of MACs
 RUNS = 15  # timed runs per node; the fastest counts (robust to other jobs on the machine)
 
 
@@ -69,17 +70,24 @@ class LatencyModel:
         """Predicted latency as a fraction of the dense model's."""
         return self.predict(removed) / self.dense if self.dense > 0 else 1.0
 
-    def channel_costs(self) -> dict[int, float]:
-        """Per prunable group: predicted microseconds saved per channel removed (half of its free
-        channels removed, the rest of the model dense). Allocation divides importance by this."""
+    def channel_costs(self, per_mac: bool = True) -> dict[int, float]:
+        """Per prunable group: predicted time saved per channel removed (half of its free channels
+        removed, the rest of the model dense); with `per_mac`, per MAC removed instead (as shares
+        of the dense totals), so that a latency target keeps as many MACs as it can: layers whose
+        time is out of proportion to their MACs go first. Allocation divides importance by this."""
         out = {}
+        total_macs = max(self.costs.total_macs, 1)
         for grp in self.dep.groups:
             free = grp.channels[~grp.frozen]
             if len(free) < 2:
                 continue
             removed = np.zeros(self.dep.num_channels, dtype=bool)
             removed[free[: len(free) // 2]] = True
-            out[grp.id] = max(self.dense - self.predict(removed), 0.0) / (len(free) // 2)
+            saved = max(self.dense - self.predict(removed), 0.0) / max(self.dense, 1e-9)
+            if per_mac:  # a group that saves time but no MACs costs no capacity: its share is floored
+                out[grp.id] = saved / max((total_macs - self.costs.macs_after(removed)) / total_macs, MAC_FLOOR)
+            else:
+                out[grp.id] = saved / (len(free) // 2)
         return out
 
 
@@ -106,12 +114,15 @@ def build_latency_model(dep: Dependency, threads: int = 1, cache: str | os.PathL
     curves = {}
     for index, measured in points.items():
         measured.sort()
-        micros = np.array([m for _, m in measured])
-        # other work on the machine only ever adds time: a narrower width measured slower than a wider
-        # one is noise, so each point is at most every wider point's time (the curve never rises as it narrows)
-        micros = np.minimum.accumulate(micros[::-1])[::-1]
-        curves[index] = NodeCurve(np.array([w for w, _ in measured]), micros)
+        curves[index] = NodeCurve(np.array([w for w, _ in measured]), monotone(np.array([m for _, m in measured])))
     return LatencyModel(dep, curves, costs, table.measured)
+
+
+def monotone(micros: np.ndarray) -> np.ndarray:
+    """Times sorted by work fraction, made non-decreasing: other work on the machine only ever adds
+    time, so a narrower width measured slower than a wider one is noise (each point is capped by
+    every wider point's time)."""
+    return np.minimum.accumulate(micros[::-1])[::-1]
 
 
 class TimingCache:

@@ -1,0 +1,188 @@
+"""Per-node latency measured in context: ONNX Runtime's profiler on the whole model at each width.
+
+Timing a node alone misses what ONNX Runtime does to the whole graph: fused Conv+activation and
+Conv+Add kernels, the NCHWc layout and the reorders between layouts, the time of ops a pruned
+channel never reaches. Here the dense model and its uniform prunings at GRID shares are each run
+with `enable_profiling`; every kernel ORT ran is charged back to the original node it came from
+(fused and NCHWc nodes are named after an original node or tensor; a reorder after the tensor it
+converts), and each node's curve over its work fraction is fitted from those in-context times. A
+kernel that cannot be traced back is a fixed cost. Times are cached on disk by model, width
+rounding, thread count, ONNX Runtime version and CPU, like the isolated table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from onnxprune import progress
+from onnxprune.apply.rewrite import apply_plan
+from onnxprune.couple.dependency import Dependency
+from onnxprune.load.data import synthetic_dataset
+from onnxprune.select.latency_model import GRID, LatencyModel, NodeCurve, monotone
+from onnxprune.select.plan import CostModel, select_uniform
+
+RUNS = 12  # profiled runs per width; per kernel the fastest counts (other jobs only ever add time)
+WARMUP = 3
+REST = -1  # curve index of the kernels no original node owns (a fixed cost)
+FUSED_INTO = ("Conv", "Gemm", "MatMul")  # kernel op types that absorb the activations/Adds after them
+FUSION_DEPTH = 3  # Conv -> BatchNormalization -> Add -> Relu
+NCHWC = "_nchwc"  # suffix ORT gives an NCHWc node: the original output tensor's name + this
+
+
+def build_profiled_model(dep: Dependency, threads: int = 1, cache: str | os.PathLike | None = None,
+                         grid: tuple[float, ...] = GRID, round_to: int = 1,
+                         show_progress: bool = False) -> LatencyModel:
+    """Profile `dep`'s model at each GRID uniform width (cached) and fit every node's curve."""
+    costs = CostModel(dep)
+    store = ProfileCache(cache, threads, dep.graph.model, round_to)
+    points: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    index = {node.name: node.index for node in dep.graph.nodes}
+    weighted = {dep.graph.nodes[i].name for i in costs.term_nodes}
+    steps = progress.bar(grid, "latency profile", total=len(grid), unit="width") if show_progress else grid
+    for share in steps:
+        plan = select_uniform(dep, np.zeros(dep.num_channels), share, round_to)
+        times = store.get(share)
+        if times is None:
+            model = dep.graph.model if share == 0 else apply_plan(plan)
+            times = store.put(share, profile_nodes(model, threads, dep.graph.input_shapes, weighted))
+        work = costs.node_work(plan.removed)
+        for name, micros in times.items():
+            node = index.get(name)
+            points[REST if node is None else node].append((1.0 if node is None else work.get(node, 1.0), micros))
+    store.save()
+    curves = {}
+    for node, measured in points.items():
+        if node == REST:  # one fixed cost: the mean over widths
+            curves[node] = NodeCurve(np.array([1.0]), np.array([float(np.mean([m for _, m in measured]))]))
+            continue
+        measured.sort()
+        curves[node] = NodeCurve(np.array([w for w, _ in measured]), monotone(np.array([m for _, m in measured])))
+    return LatencyModel(dep, curves, costs, store.measured)
+
+
+def profile_nodes(model: onnx.ModelProto, threads: int, input_shapes: dict | None = None,
+                  weighted: set[str] | None = None, runs: int = RUNS) -> dict[str, float]:
+    """Microseconds per original node name (the fastest of `runs` per kernel, kernels charged to
+    the node they came from); kernels no node owns are summed under ''."""
+    with tempfile.TemporaryDirectory(prefix="onnxprune-profile-") as folder:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1  # 0: ORT's default
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.log_severity_level = 3
+        opts.optimized_model_filepath = os.path.join(folder, "optimized.onnx")
+        opts.enable_profiling = True
+        opts.profile_file_prefix = os.path.join(folder, "profile")
+        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        feed = next(synthetic_dataset(sess, input_shapes or {}, samples=1).batches(1))
+        for _ in range(WARMUP + runs):
+            sess.run(None, feed)
+        events = json.loads(Path(sess.end_profiling()).read_text())
+        optimized = onnx.load(opts.optimized_model_filepath, load_external_data=False).graph
+    fastest: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            name = e["name"][: -len("_kernel_time")]
+            fastest[name] = min(fastest.get(name, float("inf")), float(e["dur"]))
+    owners = kernel_owners(model.graph, optimized, weighted)
+    out: dict[str, float] = defaultdict(float)
+    for kernel, micros in fastest.items():
+        out[owners.get(kernel, "")] += micros
+    return dict(out)
+
+
+def kernel_owners(original: onnx.GraphProto, optimized: onnx.GraphProto, weighted: set[str] | None = None) -> dict[str, str]:
+    """Optimized node name -> the original node it came from (absent: none found). In order: the
+    same name; an NCHWc node's name (original output tensor + '_nchwc'); a fused node's name
+    (the original node's name + '/FusionName/'); an original tensor it writes, then one it reads
+    (reorders convert original tensors); else the owner of the kernel that feeds it. A fused
+    Conv/Gemm kernel named after the activation or Add it absorbed is charged to the `weighted`
+    (MAC-bearing) node that activation follows, so input-channel pruning shows in its curve."""
+    names = {n.name for n in original.node if n.name}
+    producer = {t: n.name for n in original.node for t in n.output if t}
+    inputs = {n.name: [t for t in n.input if t in producer] for n in original.node}
+    made_by: dict[str, str] = {}
+    owners: dict[str, str] = {}
+    for node in optimized.node:  # topological: a kernel's producers are resolved before it
+        owner = _owner(node, names, producer, made_by)
+        if owner and weighted and owner not in weighted and any(k in node.op_type for k in FUSED_INTO):
+            owner = _weighted_before(owner, inputs, producer, weighted) or owner
+        if owner:
+            owners[node.name] = owner
+            for t in node.output:
+                made_by[t] = owner
+    return owners
+
+
+def _weighted_before(name: str, inputs: dict, producer: dict, weighted: set[str]) -> str | None:
+    """The weighted node a fused chain (Conv -> BatchNormalization -> Add -> Relu ...) starts from:
+    walked back through first inputs, at most FUSION_DEPTH nodes."""
+    for _ in range(FUSION_DEPTH):
+        if not inputs.get(name):
+            return None
+        name = producer[inputs[name][0]]
+        if name in weighted:
+            return name
+    return None
+
+
+def _owner(node, names: set, producer: dict, made_by: dict) -> str | None:
+    if node.name in names:
+        return node.name
+    if node.name.endswith(NCHWC) and node.name[: -len(NCHWC)] in producer:
+        return producer[node.name[: -len(NCHWC)]]
+    parts = node.name.rstrip("/").split("/")
+    for cut in range(len(parts) - 1, 0, -1):
+        if "/".join(parts[:cut]) in names:
+            return "/".join(parts[:cut])
+    for tensors in (node.output, node.input):
+        for t in tensors:
+            if t in producer:
+                return producer[t]
+    return next((made_by[t] for t in node.input if t in made_by), None)
+
+
+class ProfileCache:
+    """(model, width share) -> node times, one JSON file per thread count, ORT version and CPU."""
+
+    def __init__(self, cache: str | os.PathLike | None, threads: int, model: onnx.ModelProto, round_to: int):
+        machine = f"{platform.processor() or platform.machine()}-{os.cpu_count()}"
+        name = f"profile-cpu-ort{ort.__version__}-t{threads}-{hashlib.sha1(machine.encode()).hexdigest()[:8]}.json"
+        self.path = Path(cache) / name if cache is not None else None
+        self.model_key = hashlib.sha1(model.SerializeToString()).hexdigest()[:16] + f"-r{round_to}"
+        self.entries: dict[str, dict[str, float]] = {}
+        if self.path is not None and self.path.exists():
+            try:
+                self.entries = json.loads(self.path.read_text())
+            except (OSError, ValueError):  # a damaged cache is re-measured, never trusted
+                self.entries = {}
+        self.measured = 0
+
+    def get(self, share: float) -> dict[str, float] | None:
+        return self.entries.get(f"{self.model_key}-{share:g}")
+
+    def put(self, share: float, times: dict[str, float]) -> dict[str, float]:
+        self.entries[f"{self.model_key}-{share:g}"] = times
+        self.measured += 1
+        return times
+
+    def save(self) -> None:
+        if self.path is None or not self.measured:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.entries, f)
+            os.replace(tmp, self.path)
+        except OSError:  # a cache that cannot be written is only a lost speed-up
+            pass
