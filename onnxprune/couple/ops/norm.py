@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from onnxprune.couple.ops.stream import stream_links
 from onnxprune.couple.vocabulary import Barrier, Rule, Slot, dim, family, norm_axis, rank
 
 
@@ -37,6 +38,8 @@ class LayerNormRule(Rule):
         start = norm_axis(int(node.attrs.get("axis", -1)), r)
         if slot.tensor in (x, y) and slot.axis < start:
             return family([Slot(x, slot.axis), Slot(y, slot.axis)], dim(g, x, slot.axis))
+        if g.hidden:  # the residual stream, opt-in (couple/ops/stream.py)
+            return stream_links(g, node, slot)
         raise Barrier("LayerNormalization's mean and variance span this axis; removing channels would change them")
 
 
