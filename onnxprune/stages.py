@@ -18,10 +18,12 @@ import onnx
 
 from onnxprune.apply.rewrite import apply_plan
 from onnxprune.check.validate import check_valid
-from onnxprune.couple.dependency import Dependency, build_dependency
+from onnxprune.couple.dependency import Dependency
 from onnxprune.couple.plan import Plan, load_plan_file, plan_from_json
 from onnxprune.errors import BadInputError
 from onnxprune.graph.model_graph import ModelGraph
+from onnxprune.hidden_stage import analyse_width
+from onnxprune.apply.restore import drop_identity_restores
 from onnxprune.load.data import Dataset, input_ranks
 from onnxprune.load.external import LAZY_BYTES, scratch, unload
 from onnxprune.load.fit import check_fits
@@ -118,7 +120,7 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
         model = working = unload(working)  # read on demand from there on (load/external.py), held once
     if recovery != "none":
         working = add_missing_biases(working, input_shapes)
-    dep = build_dependency(ModelGraph(working, input_shapes))
+    working, dep = analyse_width(working, input_shapes, options, data is not None)  # hidden width: hidden_stage.py
     wanted = wanted_statistics(dep, criterion) if criterion != "sensitivity" else {}
     if recovery in ONE_SHOT and recovery != "none":  # one-shot recovery reads the dense model's statistics
         for key, gram in recovery_statistics(dep, None, recovery).items():
@@ -216,7 +218,7 @@ def _recovered(prep: Prepared, plan: Plan, recovery: str) -> onnx.ModelProto:
 
 def apply_and_recover(prep: Prepared, plan: Plan) -> onnx.ModelProto:
     """The pruned model: constants sliced, consumers re-solved, checked valid against the input."""
-    pruned = _recovered(prep, plan, prep.options.recover)
+    pruned = drop_identity_restores(_recovered(prep, plan, prep.options.recover))
     check_valid(pruned, prep.model)
     return pruned
 
@@ -255,6 +257,6 @@ def describe(prep: Prepared, plan: Plan) -> dict:
                         "target_latency": target.latency, "round_to": options.round_to,
                         "criterion": options.criterion, "scope": options.scope,
                         "max_layer_ratio": options.max_layer_ratio, "recover": options.recover,
-                        "exclude": list(options.exclude), "seed": options.seed,
+                        "exclude": list(options.exclude), "seed": options.seed, "hidden": options.hidden,
                         "input_shapes": {k: list(v) for k, v in prep.graph.input_shapes.items()}},
             "plan": plan.summary()}

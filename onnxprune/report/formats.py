@@ -39,6 +39,8 @@ def format_summary(report: dict) -> str:
     if plan:
         lines.append(f"removed {plan['removed']} of {plan['channels']} channels in {plan['pruned_groups']} of "
                      f"{plan['groups']} groups")
+        for h in plan.get("hidden", []):
+            lines.append(f"hidden (residual-stream) width {h['before']} -> {h['after']}")
     if report.get("gates"):
         lines.append("gates: " + ", ".join(gate_text(g) for g in report["gates"]))
     return "\n".join(lines)
