@@ -1,6 +1,7 @@
 """Which groups are the residual stream (hidden width), and its size before and after a plan.
 
-A stream group is one that holds the normalized axis of a norm (couple/ops/stream.py NORMS): with
+A stream group is one that holds the normalized axis of a norm (couple/ops/stream.py NORMS, or the
+axis a decomposed norm's ReduceMean averages over): with
 hidden-width pruning on, the whole residual stream (embeddings, residual Adds, every norm, every
 projection reading or writing it) is one such group per stream.
 """
@@ -15,8 +16,11 @@ from onnxprune.couple.ops.stream import NORMS, norm_spec
 
 
 def _norm_param_slots(dep: Dependency) -> set[Slot]:
+    """Norm parameters on their hidden axis, and the last axis read by ReduceMean (decomposed norms)."""
     g, found = dep.graph, set()
     for node in g.nodes:
+        if node.op == "ReduceMean" and g.shape(node.inputs[0]):
+            found.add(Slot(node.inputs[0], len(g.shape(node.inputs[0])) - 1))
         key = node.op if node.proto.domain in ("", "ai.onnx") else f"{node.proto.domain}.{node.op}"
         if key not in NORMS or rule_for(node) is None:
             continue

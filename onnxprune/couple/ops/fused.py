@@ -15,7 +15,8 @@ from onnxprune.couple.ops.stream import stream_links
 from onnxprune.couple.vocabulary import Barrier, Rule, Slot, dim, family, norm_axis, rank
 
 MS = "com.microsoft"
-HIDDEN = "it normalizes over the hidden (residual-stream) width; pruning that width is not supported"
+HIDDEN = ("it normalizes over the hidden (residual-stream) width; pruning that width needs --hidden on "
+          "(and calibration data)")
 
 
 class HiddenNorm(Rule):

@@ -40,7 +40,8 @@ class LayerNormRule(Rule):
             return family([Slot(x, slot.axis), Slot(y, slot.axis)], dim(g, x, slot.axis))
         if g.hidden:  # the residual stream, opt-in (couple/ops/stream.py)
             return stream_links(g, node, slot)
-        raise Barrier("LayerNormalization's mean and variance span this axis; removing channels would change them")
+        raise Barrier("LayerNormalization's mean and variance span this axis; removing channels would change them "
+                      "(--hidden on prunes the residual stream anyway, with calibration data)")
 
 
 # the rules this module contributes; couple/ops/__init__.py lists every module
