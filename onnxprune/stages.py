@@ -40,6 +40,7 @@ from onnxprune.recover.sequential import reconstruct
 from onnxprune.recover.reconstruction import wanted_statistics as recovery_statistics
 from onnxprune.score.calibration import Statistics, collect_statistics, load_calibration
 from onnxprune.score.criteria import NEEDS_DATA, score, wanted_statistics
+from onnxprune.score.hidden import wanted as hidden_statistics, with_stream_importance
 from onnxprune.select.allocate import PriceAllocator
 from onnxprune.select.damage import group_damage
 from onnxprune.select.latency import search_latency
@@ -122,6 +123,7 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
         working = add_missing_biases(working, input_shapes)
     working, dep = analyse_width(working, input_shapes, options, data is not None)  # hidden width: hidden_stage.py
     wanted = wanted_statistics(dep, criterion) if criterion != "sensitivity" else {}
+    wanted.update({k: wanted.get(k, v) for k, v in hidden_statistics(dep).items()})  # the stream's importance
     if recovery in ONE_SHOT and recovery != "none":  # one-shot recovery reads the dense model's statistics
         for key, gram in recovery_statistics(dep, None, recovery).items():
             wanted[key] = wanted.get(key, False) or gram
@@ -188,7 +190,8 @@ def _selector(prep: Prepared, options: PruneOptions, channel_costs: dict[int, fl
         scores = score(dep, "l2")
         rows = group_sensitivity(dep, prep.data.take(64), progress=options.progress)
     else:
-        scores = score(dep, criterion, stats=prep.stats, seed=options.seed, data=prep.data)
+        scores = with_stream_importance(dep, prep.stats, score(dep, criterion, stats=prep.stats, seed=options.seed,
+                                                               data=prep.data))
         rows = group_damage(dep, prep.data, scores, progress=options.progress) if options.scope in MEASURED else None
     if rows is not None and options.scope == "price":  # one price: damage per MAC saved, from measured curves
         return PriceAllocator(dep, rows, scores, options.round_to, options.max_layer_ratio, options.min_channels), scores
