@@ -36,6 +36,7 @@ from onnxprune.options import MEASURED, FinetuneOptions, PruneOptions
 from onnxprune.recover.finetune import finetune
 from onnxprune.recover.reconstruction import METHODS as ONE_SHOT
 from onnxprune.recover.reconstruction import add_missing_biases, recover
+from onnxprune.recover.norms import norm_overrides, wanted as norm_statistics
 from onnxprune.recover.sequential import reconstruct
 from onnxprune.recover.reconstruction import wanted_statistics as recovery_statistics
 from onnxprune.score.calibration import Statistics, collect_statistics, load_calibration
@@ -123,7 +124,8 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
         working = add_missing_biases(working, input_shapes)
     working, dep = analyse_width(working, input_shapes, options, data is not None)  # hidden width: hidden_stage.py
     wanted = wanted_statistics(dep, criterion) if criterion != "sensitivity" else {}
-    wanted.update({k: wanted.get(k, v) for k, v in hidden_statistics(dep).items()})  # the stream's importance
+    extra = {**hidden_statistics(dep), **(norm_statistics(dep) if recovery != "none" else {})}  # hidden width
+    wanted.update({k: wanted.get(k, v) for k, v in extra.items()})
     if recovery in ONE_SHOT and recovery != "none":  # one-shot recovery reads the dense model's statistics
         for key, gram in recovery_statistics(dep, None, recovery).items():
             wanted[key] = wanted.get(key, False) or gram
@@ -212,10 +214,12 @@ def _recovered(prep: Prepared, plan: Plan, recovery: str) -> onnx.ModelProto:
     if recovery == "none":
         overrides = None
     elif recovery == "sequential":
+        norms = norm_overrides(prep.dep, plan.removed, prep.stats)  # hidden width: first the norms' scale
         with scratch():  # the prefix models it runs are gone when it returns the weights
-            overrides = reconstruct(prep.dep, plan.removed, prep.data, progress=prep.options.progress)
+            overrides = reconstruct(prep.dep, plan.removed, prep.data, progress=prep.options.progress, initial=norms)
     else:
-        overrides = recover(prep.dep, plan.removed, prep.stats, recovery)
+        overrides = {**norm_overrides(prep.dep, plan.removed, prep.stats),
+                     **recover(prep.dep, plan.removed, prep.stats, recovery)}
     return apply_plan(plan, overrides)
 
 
