@@ -10,7 +10,8 @@ stream passes through fused com.microsoft norms the oracle does not decompose (v
 
 Models: the stream fixtures (fixtures/transformers/make_stream.py), the Llama GQA fixtures (both
 exporters), bert_tiny_ort and minilm_ort (fused ORT forms), all-MiniLM-L6-v2 (TorchScript export of
-tools/survey_exports.py) and the random 256-wide Llama of tools/bench_transformers.py.
+tools/survey_exports.py), the random 256-wide Llama of tools/bench_transformers.py, and the random-init
+ViT-B/16 of tools/make_vit.py (both exporters).
 
     python tools/bench_hidden.py [NAME ...]
 """
@@ -46,6 +47,8 @@ FUSED = {"SkipLayerNormalization", "SkipSimplifiedLayerNormalization", "EmbedLay
 MODELS = {f"stream_{n}": (lambda n=n: make_stream.build(n), {"input_ids": (1, make_stream.S)}) for n in make_stream.NORMS}
 MODELS.update({k: v for k, v in bt.MODELS.items() if k != "genai_llama"})
 MODELS["minilm_ts"] = (lambda: bt.SURVEY, {n: (1, 32) for n in bt.BERT_INPUTS})
+for _name in ("vit_b_16", "vit_b_16_dynamo"):  # tools/make_vit.py (random init, torchvision's layout)
+    MODELS[_name] = (lambda n=_name: bt.CACHE / f"{n}.onnx", {"image": (1, 3, 224, 224)})
 
 
 def _load(make) -> onnx.ModelProto:
