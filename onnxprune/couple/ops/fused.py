@@ -3,14 +3,13 @@ ONNX Runtime GenAI's builder write them).
 
 The LayerNorm family normalizes over the hidden (residual-stream) width: removing an entry changes
 the statistics of the others, so that axis is a barrier unless hidden-width pruning is on
-(couple/ops/stream.py, which also holds EmbedLayerNormalization). Leading axes pass through. The fused activations
-are element-wise with a broadcast bias, so their channels pass as in Add.
+(couple/ops/stream.py, which also holds EmbedLayerNormalization). Leading axes pass through. The
+fused activations are element-wise with a broadcast bias, so their channels pass as in Add.
 """
 
 from __future__ import annotations
 
 from onnxprune.couple.ops.elementwise import Elementwise
-from onnxprune.couple.ops.misc import Fixed
 from onnxprune.couple.ops.stream import stream_links
 from onnxprune.couple.vocabulary import Barrier, Rule, Slot, dim, family, norm_axis, rank
 
@@ -47,10 +46,6 @@ class HiddenNorm(Rule):
 
 
 class FusedElementwise(Elementwise):
-    domain = MS
-
-
-class FusedFixed(Fixed):
     domain = MS
 
 
