@@ -59,17 +59,30 @@ def _attr(node: onnx.NodeProto, name: str, default):
     return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
-def _masked(node: onnx.NodeProto, e: _Emitter, mask: np.ndarray) -> bool:
+def _reduces_last_axis(g, node: onnx.NodeProto) -> bool:
+    """A ReduceMean over exactly the last axis, keeping it (as a decomposed norm averages)."""
+    axes = _attr(node, "axes", None)
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        axes = g.const(node.input[1])
+    r = len(g.shape(node.input[0]) or ())
+    return axes is not None and {int(a) % r for a in np.asarray(axes).reshape(-1)} == {r - 1} and \
+        bool(_attr(node, "keepdims", 1))
+
+
+def _masked(node: onnx.NodeProto, e: _Emitter, mask: np.ndarray, g) -> bool:
     """Emit the masked form of `node` into `e`; False when the node is not a norm on the stream."""
+    standard = node.domain in ("", "ai.onnx")
+    reduce = standard and node.op_type == "ReduceMean" and _reduces_last_axis(g, node)
+    norm = standard and node.op_type in ("LayerNormalization", "SimplifiedLayerNormalization") and \
+        not any(node.output[1:])  # the optional mean / inv_std_var outputs are not rebuilt
+    if not (reduce or norm):
+        return False
     m, k = e.const(mask), e.const(np.float32(mask.sum()))
     x, y = node.input[0], node.output[0]
-    if node.op_type == "ReduceMean" and node.domain in ("", "ai.onnx") and int(_attr(node, "keepdims", 1)):
+    if reduce:
         e.masked_mean(x, m, k)
         e.nodes[-1].output[0] = y
         return True
-    if node.op_type not in ("LayerNormalization", "SimplifiedLayerNormalization") or len(node.output) > 1 and \
-            any(node.output[1:]):
-        return False
     eps = e.const(np.float32(_attr(node, "epsilon", 1e-5)))
     centred = x
     if node.op_type == "LayerNormalization":
@@ -91,7 +104,7 @@ def masked_reference(dep: Dependency, removed: np.ndarray) -> onnx.ModelProto:
     for i, node in enumerate(list(model.graph.node)):
         mask = _mask(dep, removed, node.input[0]) if node.input else None
         e = _Emitter(model, f"oracle{i}")
-        if mask is not None and _masked(node, e, mask):
+        if mask is not None and _masked(node, e, mask, dep.graph):
             nodes.extend(e.nodes)
         else:
             nodes.append(node)
