@@ -25,6 +25,7 @@ from onnxprune.couple.hidden import hidden_sizes, stream_groups
 from onnxprune.couple.plan import Plan
 from onnxprune.errors import BadInputError
 from onnxprune.graph.model_graph import ModelGraph
+from onnxprune.report.formats import format_markdown, format_summary
 from onnxprune.load.runtime import session
 
 sys.path.insert(0, str(FIXTURES / "transformers"))
@@ -110,6 +111,10 @@ def test_auto_turns_on_only_when_the_target_needs_it(calib):
     reached = prune(model, target_params=0.3, calib=calib, round_to=4, bench_rounds=0)
     assert reached.report["plan"]["hidden"][0]["after"] < make_stream.D
     assert reached.report["after"]["params"] <= 0.31 * reached.report["before"]["params"]
+
+    width = reached.report["plan"]["hidden"][0]["after"]
+    assert f"hidden (residual-stream) width {make_stream.D} -> {width}" in format_summary(reached.report)
+    assert f"Hidden (residual-stream) width {make_stream.D} -> {width}." in format_markdown(reached.report)
     easy = prune(model, target_params=0.8, calib=calib, round_to=4, bench_rounds=0)
     assert "hidden" not in easy.report["plan"]
     off = prune(model, target_params=0.3, calib=calib, round_to=4, bench_rounds=0, hidden="off")

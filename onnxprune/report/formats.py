@@ -129,6 +129,7 @@ def format_markdown(report: dict) -> str:
         lines += ["", "## Plan", "",
                   f"Removed {plan['removed']} of {plan['channels']} channels in {plan['pruned_groups']} of "
                   f"{plan['groups']} groups.", ""]
+        lines += [f"Hidden (residual-stream) width {h['before']} -> {h['after']}.\n" for h in plan.get("hidden", [])]
         grows = [[str(g["group"]), f"{g['kept']} / {g['channels']}", "yes" if g.get("frozen") else "",
                   ", ".join(f"`{s}`" for s in g.get("slots", [])[:2])]
                  for g in plan.get("per_group", []) if g["kept"] < g["channels"]]
