@@ -111,7 +111,6 @@ def test_auto_turns_on_only_when_the_target_needs_it(calib):
     reached = prune(model, target_params=0.3, calib=calib, round_to=4, bench_rounds=0)
     assert reached.report["plan"]["hidden"][0]["after"] < make_stream.D
     assert reached.report["after"]["params"] <= 0.31 * reached.report["before"]["params"]
-
     width = reached.report["plan"]["hidden"][0]["after"]
     assert f"hidden (residual-stream) width {make_stream.D} -> {width}" in format_summary(reached.report)
     assert f"Hidden (residual-stream) width {make_stream.D} -> {width}." in format_markdown(reached.report)
