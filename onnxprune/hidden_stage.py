@@ -20,6 +20,8 @@ import onnx
 
 from onnxprune.apply.restore import add_restores
 from onnxprune.couple.dependency import Dependency, build_dependency
+from onnxprune.couple.ops import Slot
+from onnxprune.couple.plan import load_plan_file
 from onnxprune.errors import BadInputError
 from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.options import PruneOptions
@@ -43,10 +45,20 @@ def reachable(dep: Dependency, options: PruneOptions) -> float:
     return costs.params_after(removed) / max(costs.total_params, 1e-30)
 
 
+def _plan_names_unknown_slots(dep: Dependency, plan) -> bool:
+    """Whether a saved plan anchors a group on a slot this analysis does not have (a stream group)."""
+    doc = plan if isinstance(plan, dict) else load_plan_file(plan)
+    anchors = [grp.get("anchor", {}) for grp in doc.get("groups", []) if isinstance(grp, dict)]
+    return any(Slot(a.get("tensor"), a.get("axis", -1)) not in dep.slot_index for a in anchors)
+
+
 def wants_hidden(dep: Dependency, options: PruneOptions, has_data: bool) -> bool:
-    """The --hidden decision for this model and target (see the module notes)."""
+    """The --hidden decision for this model and target (see the module notes); a saved plan turns it
+    on (auto) when it names slots only the stream analysis has, and needs no data to be re-applied."""
     if options.hidden == "off":
         return False
+    if options.target.kind == "plan":
+        return options.hidden == "on" or _plan_names_unknown_slots(dep, options.target.plan)
     if options.hidden == "on":
         if not has_data:
             raise BadInputError("--hidden on needs calibration data: pass --calib DATA.npz")

@@ -124,7 +124,8 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
         working = add_missing_biases(working, input_shapes)
     working, dep = analyse_width(working, input_shapes, options, data is not None)  # hidden width: hidden_stage.py
     wanted = wanted_statistics(dep, criterion) if criterion != "sensitivity" else {}
-    extra = {**hidden_statistics(dep), **(norm_statistics(dep) if recovery != "none" else {})}  # hidden width
+    extra = ({**hidden_statistics(dep), **(norm_statistics(dep) if recovery != "none" else {})}  # hidden width
+             if data is not None else {})
     wanted.update({k: wanted.get(k, v) for k, v in extra.items()})
     if recovery in ONE_SHOT and recovery != "none":  # one-shot recovery reads the dense model's statistics
         for key, gram in recovery_statistics(dep, None, recovery).items():

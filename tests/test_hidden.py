@@ -123,3 +123,14 @@ def test_auto_turns_on_only_when_the_target_needs_it(calib):
 def test_hidden_on_needs_calibration_data():
     with pytest.raises(BadInputError, match="--hidden on needs calibration data"):
         prune(make_stream.build("rms"), target_params=0.5, hidden="on", bench_rounds=0)
+
+
+def test_a_saved_hidden_plan_is_reapplied(calib, tmp_path):
+    model = make_stream.build("layer")
+    first = prune(model, target_params=0.3, calib=calib, round_to=4, bench_rounds=0, hidden="on")
+    path = tmp_path / "plan.json"
+    path.write_text(__import__("json").dumps(first.plan.to_json()))
+    again = prune(model, plan=str(path), bench_rounds=0)  # no data: the plan is applied as saved
+    assert again.report["plan"]["hidden"] == first.report["plan"]["hidden"]
+    shapes = {t.name: list(t.dims) for t in again.model.graph.initializer}
+    assert shapes == {t.name: list(t.dims) for t in first.model.graph.initializer}
