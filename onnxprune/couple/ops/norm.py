@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from onnxprune.couple.ops.stream import stream_links
 from onnxprune.couple.vocabulary import Barrier, Rule, Slot, dim, family, norm_axis, rank
 
 
@@ -37,7 +38,10 @@ class LayerNormRule(Rule):
         start = norm_axis(int(node.attrs.get("axis", -1)), r)
         if slot.tensor in (x, y) and slot.axis < start:
             return family([Slot(x, slot.axis), Slot(y, slot.axis)], dim(g, x, slot.axis))
-        raise Barrier("LayerNormalization's mean and variance span this axis; removing channels would change them")
+        if g.hidden:  # the residual stream, opt-in (couple/ops/stream.py)
+            return stream_links(g, node, slot)
+        raise Barrier("LayerNormalization's mean and variance span this axis; removing channels would change them "
+                      "(--hidden on prunes the residual stream anyway, with calibration data)")
 
 
 # the rules this module contributes; couple/ops/__init__.py lists every module

@@ -114,6 +114,6 @@ RULES = (
     PassAxes(POOLS, _batch_and_channel, "pooling mixes the spatial axes"),
     ResizeRule(("Resize", "Upsample"), _unchanged_dims, "Resize rescales this axis"),
     PassAxes(("Pad",), _unchanged_dims, "Pad changes the length of this axis"),
-    PassAxes(("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin"), _kept_by_reduction, "the op reduces over this axis"),
+    PassAxes(("ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin"), _kept_by_reduction, "the op reduces over this axis"),
     PassAxes(("Softmax", "LogSoftmax", "Hardmax"), _softmax_free, "softmax normalizes over this axis; removing entries would change every output"),
 )
