@@ -152,7 +152,7 @@ class FinetuneOptions:
     cross-entropy on the data's labels with `labels=True`)."""
 
     epochs: int = 0
-    lr: float = 1e-3
+    lr: float | None = None        # None: chosen by a short range test before training
     batch_size: int = 64
     labels: bool = False
     minutes: float | None = None   # wall-time budget; alone, as many epochs as fit
@@ -162,7 +162,8 @@ class FinetuneOptions:
 
     def __post_init__(self):
         _number("--finetune", self.epochs, 0, integer=True)
-        _number("--lr", self.lr, 0.0, open_low=True)
+        if self.lr is not None:
+            _number("--lr", self.lr, 0.0, open_low=True)
         _number("--batch-size", self.batch_size, 1, integer=True)
         if self.minutes is not None:
             _number("--finetune-minutes", self.minutes, 0.0, open_low=True)

@@ -241,7 +241,7 @@ def finetune_model(model: onnx.ModelProto, tune: FinetuneOptions, train, *, teac
                       seed=seed, progress=progress, threads=threads, minutes=tune.minutes, augment=tune.augment,
                       checkpoint=tune.checkpoint, resume=tune.resume)
     history = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()} for h in result.history]
-    return result.model, {"epochs": len(result.history) - 1, "loss": tune.loss, "lr": tune.lr, "samples": len(train),
+    return result.model, {"epochs": len(result.history) - 1, "loss": tune.loss, "lr": result.lr, "samples": len(train),
                           "best_epoch": result.best_epoch, "stopped": result.stopped,
                           "resumed_from": result.resumed_from, "history": history}
 

@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="prune toward the target in N steps, distilling from the dense model between them")
     ft.add_argument("--val", metavar="DATA.npz", help="validation data: keep the best epoch")
     ft.add_argument("--labels", action="store_true", help="train on the data's labels (default: distill from the dense model)")
-    ft.add_argument("--lr", type=float, default=1e-3, help="learning rate (AdamW, cosine schedule)")
+    ft.add_argument("--lr", type=float, default=None, help="learning rate (AdamW, cosine schedule); default: "
+                    "the largest of 1e-3..3e-5 that a 4-step range test finds safe")
     ft.add_argument("--batch-size", type=int, default=64)
     pr.add_argument("--seed", type=int, default=0, help="seed for random choices")
     pr.add_argument("--input-shape", action="append", metavar="NAME:DxD..", help="shape for a dynamic input")

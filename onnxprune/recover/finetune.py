@@ -43,6 +43,7 @@ class FinetuneResult:
     build_ms: float = 0.0
     stopped: str | None = None             # why training ended early: "nan", "time"
     resumed_from: int | None = None        # the checkpoint's epoch when a run was resumed
+    lr: float | None = None                # the learning rate trained at (given or chosen)
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class TrainSettings:
     the budget, held-out selection, augmentation and checkpoints."""
 
     loss: str | None = None           # "cross_entropy", "mse" or "distill"; default: distill with a teacher
-    lr: float = 1e-3
+    lr: float | None = None           # None: chosen by a short range test (recover/lrfind.py)
     batch_size: int = 64
     optimizer: str = "adamw"
     weight_decay: float | None = None  # default: 0.01 for AdamW, 0 for SGD
@@ -126,7 +127,7 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     trained = write_weights(model, {n: params.values[n] for n in params.names})
     rate = loop.clock["steps"] / loop.clock["busy"] if loop.clock["busy"] else 0.0
     return FinetuneResult(trained, loop.history, loop.best[1], tg.trainable, tg.frozen, rate, tg.build_ms,
-                          loop.stopped, loop.resumed_from)
+                          loop.stopped, loop.resumed_from, loop.lr)
 
 
 def _checked(s: TrainSettings, epochs: int | None) -> TrainSettings:

@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
     p.add_argument("--mean", metavar="M[,M,M]", help="image folders: subtract this mean (after scaling to [0, 1])")
     p.add_argument("--std", metavar="S[,S,S]", help="image folders: divide by this std")
     p.add_argument("--layout", choices=["NCHW", "NHWC"], default="NCHW", help="image folders: tensor layout")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=None, help="default: chosen by a short range test")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--val", metavar="DATA.npz", help="validation data: keep the best epoch")
     p.add_argument("--seed", type=int, default=0)
