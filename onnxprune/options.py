@@ -159,12 +159,14 @@ class FinetuneOptions:
     augment: tuple[str, ...] = ()  # flip, crop, scale (load/augment.py)
     checkpoint: str | None = None  # saved after every epoch (the CLI: beside the output)
     resume: bool = False           # continue from the checkpoint
+    features: float = 0.0          # weight of intermediate-feature distillation at the pruned layers; 0: off
 
     def __post_init__(self):
         _number("--finetune", self.epochs, 0, integer=True)
         if self.lr is not None:
             _number("--lr", self.lr, 0.0, open_low=True)
         _number("--batch-size", self.batch_size, 1, integer=True)
+        _number("--feature-distill", self.features, 0.0)
         if self.minutes is not None:
             _number("--finetune-minutes", self.minutes, 0.0, open_low=True)
         from onnxprune.load.augment import parse_augment

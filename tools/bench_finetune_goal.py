@@ -7,7 +7,7 @@
 Each model is pruned once (data-aware defaults, 32 calibration samples, `--target-macs 0.5`) and the
 pruned model is cached under --work, so several fine-tuning variants start from the same weights. A
 variant is a learning rate ("auto": the range test of recover/lrfind.py, the default), optionally
-followed by "+feat" (intermediate-feature distillation, when available). Training data are
+followed by "+feat" or "+featW" (intermediate-feature distillation at weight W, default 1). Training data are
 `--train` unlabelled samples rendered like the calibration set (digits: the fixture's training images),
 disjoint from the evaluation set; the epoch kept is chosen on a held-out tenth of them (epoch 0
 included), as `prune --finetune` does. The same as the command line:
@@ -86,16 +86,16 @@ def pruned(name: str, case, macs: float, work: Path) -> tuple[onnx.ModelProto, f
 
 def variant(spec: str) -> dict:
     rate, _, extra = spec.partition("+")
-    return {"lr": None if rate == "auto" else float(rate), "features": extra == "feat"}
+    weight = extra[len("feat"):] if extra.startswith("feat") else ""
+    return {"lr": None if rate == "auto" else float(rate), "features": float(weight or 1.0) if extra else 0.0}
 
 
 def run_variant(model, case, spec: str, epochs: int, batch: int) -> dict:
     dense, _, train, score, _ = case
     v = variant(spec)
-    tune = FinetuneOptions(epochs=epochs, lr=v["lr"], batch_size=batch)
-    extra = {"features": True} if v["features"] else {}
+    tune = FinetuneOptions(epochs=epochs, lr=v["lr"], batch_size=batch, features=v["features"])
     started = time.perf_counter()
-    trained, info = finetune_model(model, tune, train, teacher=dense, **extra)
+    trained, info = finetune_model(model, tune, train, teacher=dense)
     seconds = round(time.perf_counter() - started, 1)
     trials = info["history"][0].get("lr_trials")
     return {"variant": spec, "score": round(score(trained), 2), "finetune_s": seconds, "lr": info["lr"],
