@@ -103,6 +103,19 @@ def run_variant(model, case, spec: str, epochs: int, batch: int) -> dict:
             "val_loss": [h.get("val_loss") for h in info["history"]]}
 
 
+def table(path: str) -> str:
+    """The Markdown table of every run appended to a --json file."""
+    lines = ["| model | dense | pruned | variant | lr | kept epoch | after | vs dense | prune s | fine-tune s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for line in Path(path).read_text().splitlines():
+        run = json.loads(line)
+        for r in run["rows"]:
+            lines.append(f"| {run['model']} ({run['train']} samples, {run['epochs']} epochs) | {run['dense']:.1f} | "
+                         f"{run['pruned']:.1f} | {r['variant']} | {r['lr']:g} | {r['best_epoch']} | {r['score']:.1f} | "
+                         f"{r['score'] - run['dense']:+.1f} | {run['prune_s']} | {r['finetune_s']} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="digits", help="digits, ppocr_cls, ddddocr_common, ppocr_rec, nudenet_320n")
@@ -113,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default="auto", help="comma-separated: auto, a rate (1e-4), with +feat")
     ap.add_argument("--work", default="/tmp/ft_goal", help="pruned models are cached here")
     ap.add_argument("--json", help="append every figure here (one JSON line per model)")
+    ap.add_argument("--table", metavar="RUNS.jsonl", help="only print the Markdown table of the runs in this file")
     a = ap.parse_args(argv)
+    if a.table:
+        print(table(a.table))
+        return 0
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     case = digits_case(a.train) if a.model == "digits" else task_case(a.model, a.train)
