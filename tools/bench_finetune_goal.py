@@ -143,10 +143,11 @@ def main(argv: list[str] | None = None) -> int:
         row = run_variant(model, case, spec, a.epochs, a.batch)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    if a.json:
-        with open(a.json, "a") as f:
-            f.write(json.dumps({"model": a.model, "macs": a.macs, "epochs": a.epochs, "train": len(case[2]),
-                                "dense": dense_score, "pruned": pruned_score, "prune_s": prune_s, "rows": rows}) + "\n")
+        if a.json:  # each variant as it finishes: a killed run keeps the ones done
+            with open(a.json, "a") as f:
+                f.write(json.dumps({"model": a.model, "macs": a.macs, "epochs": a.epochs, "train": len(case[2]),
+                                    "dense": dense_score, "pruned": pruned_score, "prune_s": prune_s,
+                                    "rows": [row]}) + "\n")
     return 0
 
 
