@@ -83,3 +83,10 @@ def test_a_run_with_features_trains_and_brings_the_features_closer(student):
     after = session(with_outputs(result.model, points)).run(points, {"input": X})
     target = session(with_outputs(TEACHER, points)).run(points, {"input": X})
     assert numpy_feature_loss(after, target, 1.0) < numpy_feature_loss(before, target, 1.0)
+
+
+def test_a_negative_feature_weight_is_bad_input():
+    from onnxprune.errors import BadInputError
+    from onnxprune.options import FinetuneOptions
+    with pytest.raises(BadInputError, match="--feature-distill"):
+        FinetuneOptions(epochs=1, features=-1.0)
