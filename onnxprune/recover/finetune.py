@@ -156,9 +156,14 @@ def _checked(s: TrainSettings, epochs: int | None) -> TrainSettings:
 def _feature_points(model: onnx.ModelProto, teacher: onnx.ModelProto | None, data: Dataset, s: TrainSettings,
                     usable: bool) -> list[str]:
     """Tensors matched to the teacher's when feature distillation is on (batched distillation only)."""
-    if not s.features or teacher is None or not usable:
+    if not s.features:
+        return []
+    if teacher is None or not usable:
+        log.warning("feature distillation skipped: it needs a teacher and samples that batch (a dynamic batch axis)")
         return []
     points = feature_points(model, teacher, feeds_of(data, np.arange(min(2, len(data))), True), s.threads)
+    if not points:
+        log.warning("feature distillation: no pruned layer's consumer keeps its width; output distillation only")
     log.info("feature distillation at %d tensors: %s", len(points), ", ".join(points[:8]))
     return points
 
