@@ -156,18 +156,21 @@ class FinetuneOptions:
     cross-entropy on the data's labels with `labels=True`)."""
 
     epochs: int = 0
-    lr: float = 1e-3
+    lr: float | None = None        # None: chosen by a short range test before training
     batch_size: int = 64
     labels: bool = False
     minutes: float | None = None   # wall-time budget; alone, as many epochs as fit
     augment: tuple[str, ...] = ()  # flip, crop, scale (load/augment.py)
     checkpoint: str | None = None  # saved after every epoch (the CLI: beside the output)
     resume: bool = False           # continue from the checkpoint
+    features: float = 0.0          # weight of intermediate-feature distillation at the pruned layers; 0: off
 
     def __post_init__(self):
         _number("--finetune", self.epochs, 0, integer=True)
-        _number("--lr", self.lr, 0.0, open_low=True)
+        if self.lr is not None:
+            _number("--lr", self.lr, 0.0, open_low=True)
         _number("--batch-size", self.batch_size, 1, integer=True)
+        _number("--feature-distill", self.features, 0.0)
         if self.minutes is not None:
             _number("--finetune-minutes", self.minutes, 0.0, open_low=True)
         from onnxprune.load.augment import parse_augment

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import onnx
 from onnx import helper
@@ -21,7 +21,8 @@ from onnxprune.errors import BadInputError
 from onnxprune.graph.model_graph import ModelGraph, resolve_input_shapes
 from onnxprune.autodiff.analysis import analyse, frozen_summary, rule_for
 from onnxprune.autodiff.context import GradContext
-from onnxprune.autodiff.losses import emit_loss
+from onnxprune.autodiff.feature_loss import emit_feature_terms
+from onnxprune.autodiff.losses import LossHead, emit_loss
 
 log = logging.getLogger("onnxprune")
 TRAINING_OPSET = 17  # ScatterElements(reduction=add) needs 16; LayerNormalization 17
@@ -42,18 +43,22 @@ class TrainingGraph:
     blocked: dict[str, str] = field(default_factory=dict)  # node name -> why no gradient passes it
     build_ms: float = 0.0
     frozen_summary: list[str] = field(default_factory=list)  # one line per op that freezes weights
+    feature_targets: dict[str, str] = field(default_factory=dict)  # student tensor -> teacher input (features)
 
 
 def build_training_graph(model: onnx.ModelProto | str | os.PathLike, trainable: Iterable[str] | None = None,
                          loss: str = "cross_entropy", *, output: str | None = None,
                          input_shapes: Mapping[str, tuple[int, ...]] | None = None, temperature: float = 1.0,
-                         distill: str = "kl", label_smoothing: float = 0.0) -> TrainingGraph:
+                         distill: str = "kl", label_smoothing: float = 0.0,
+                         features: tuple[Sequence[str], float] = ((), 0.0)) -> TrainingGraph:
     """Differentiate `model`'s `output` (default: its first output) under `loss`.
 
     `trainable` defaults to every float weight (initializer or Constant, rank >= 1) that feeds a
     differentiable op and affects the loss; weights upstream of an op without a gradient rule are
     reported in `frozen` instead. `loss` is "cross_entropy" (int64 labels), "mse" (float targets)
     or "distill" (teacher logits; `distill`="kl" with `temperature`, or "mse" on the logits).
+    `features` = (tensor names, weight) adds intermediate-feature terms (autodiff/feature_loss.py): the
+    teacher's values of those tensors become inputs named in `feature_targets`.
     """
     start = time.perf_counter()
     model = _load(model)
@@ -76,12 +81,15 @@ def build_training_graph(model: onnx.ModelProto | str | os.PathLike, trainable: 
         raise BadInputError("nothing to train: no float weight reaches the loss through ops with gradient rules"
                             + (f" ({summary[0]})" if summary else ""))
     head = emit_loss(ctx, loss, output, temperature=temperature, distill=distill, label_smoothing=label_smoothing)
-    final = _backward(ctx, found.trainable, output, head.dlogits)
+    terms = emit_feature_terms(ctx, list(features[0]), features[1])
+    if terms.loss is not None:
+        head = LossHead(ctx.emit("Add", [head.loss, terms.loss]), head.dlogits, head.target)
+    final = _backward(ctx, found.trainable, {output: head.dlogits, **terms.seeds})
     grads = _name_gradients(ctx, final)
-    built = _assemble(g, ctx, found.trainable, grads, head, output, opset)
+    built = _assemble(g, ctx, found.trainable, grads, head, output, opset, terms.inputs)
     blocked = {g.nodes[i].name: reason for i, reason in found.blocked.items()}
     return TrainingGraph(built, list(g.inputs), found.trainable, grads, found.frozen, head.target.name, head.loss,
-                         output, loss, blocked, (time.perf_counter() - start) * 1e3, summary)
+                         output, loss, blocked, (time.perf_counter() - start) * 1e3, summary, terms.targets)
 
 
 def _load(model) -> onnx.ModelProto:
@@ -116,15 +124,16 @@ def _probe_shapes(model: onnx.ModelProto, given) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _backward(ctx: GradContext, trainable: list[str], output: str, dlogits: str) -> dict[str, str]:
-    """Walk the nodes in reverse, calling each node's rule; returns weight -> summed gradient."""
+def _backward(ctx: GradContext, trainable: list[str], seeds: Mapping[str, str]) -> dict[str, str]:
+    """Walk the nodes in reverse, calling each node's rule; returns weight -> summed gradient.
+    `seeds`: tensor -> the loss's gradient with respect to it (the logits, and any features)."""
     g = ctx.g
     wants = set(trainable)  # tensors whose gradient is needed: the weights and what depends on them
     for node in g.nodes:
         rule, _ = rule_for(ctx, node)
         if rule and any(node.inputs[i] in wants for i in rule.slots(node)):
             wants.update(t for t in node.outputs if t and ctx.is_float(t))
-    pending: dict[str, list[str]] = {output: [dlogits]}
+    pending: dict[str, list[str]] = {t: [d] for t, d in seeds.items()}
 
     def total(tensor: str) -> str | None:
         parts = pending.get(tensor)
@@ -176,7 +185,7 @@ def _name_gradients(ctx: GradContext, final: dict[str, str]) -> dict[str, str]:
 
 
 def _assemble(g: ModelGraph, ctx: GradContext, trainable: list[str], grads: dict[str, str], head, output: str,
-              opset: int) -> onnx.ModelProto:
+              opset: int, extra_inputs: Sequence[onnx.ValueInfoProto] = ()) -> onnx.ModelProto:
     model = g.model
     weights = set(trainable)
     forward = [n for n in ctx.forward_nodes if not (n.op_type == "Constant" and n.output[0] in weights)]
@@ -185,6 +194,7 @@ def _assemble(g: ModelGraph, ctx: GradContext, trainable: list[str], grads: dict
         value = g.constants[w]
         inputs.append(helper.make_tensor_value_info(w, helper.np_dtype_to_tensor_dtype(value.dtype), list(value.shape)))
     inputs.append(head.target)
+    inputs.extend(extra_inputs)
     initializers = [i for i in model.graph.initializer if i.name not in weights] + ctx.initializers
     elem = ctx.elem_type(output)
     outputs = [helper.make_tensor_value_info(head.loss, elem, []),

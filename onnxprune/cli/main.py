@@ -76,8 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="prune toward the target in N steps, distilling from the dense model between them")
     ft.add_argument("--val", metavar="DATA.npz", help="validation data: keep the best epoch")
     ft.add_argument("--labels", action="store_true", help="train on the data's labels (default: distill from the dense model)")
-    ft.add_argument("--lr", type=float, default=1e-3, help="learning rate (AdamW, cosine schedule)")
+    ft.add_argument("--lr", type=float, default=None, help="learning rate (AdamW, cosine schedule); default: "
+                    "the largest of 1e-3..3e-5 that a 4-step range test finds safe")
     ft.add_argument("--batch-size", type=int, default=64)
+    ft.add_argument("--feature-distill", type=float, default=0.0, metavar="W",
+                    help="also match the outputs of pruned layers' consumers to the dense model's, with weight W")
     pr.add_argument("--seed", type=int, default=0, help="seed for random choices")
     pr.add_argument("--input-shape", action="append", metavar="NAME:DxD..", help="shape for a dynamic input")
     pr.add_argument("--report", help="write the JSON report here")
@@ -174,7 +177,7 @@ def cmd_prune(args) -> int:
     checkpoint = checkpoint_path(args.output)
     tune = FinetuneOptions(epochs=args.finetune, lr=args.lr, batch_size=args.batch_size, labels=args.labels,
                            minutes=args.finetune_minutes, augment=args.augment, checkpoint=str(checkpoint),
-                           resume=args.resume)
+                           resume=args.resume, features=args.feature_distill)
     if args.steps > 1:
         from onnxprune.iterative import prune_iteratively
         result = prune_iteratively(args.model, args.steps, calib=calib_source(args), eval_data=args.data,

@@ -10,6 +10,7 @@ is saved atomically, and `resume` continues a killed run from its last one (trai
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Mapping
@@ -27,9 +28,11 @@ from onnxprune.autodiff.runner import Forward, TrainStep
 from onnxprune.autodiff.lr_schedule import cosine, step_decay
 from onnxprune.autodiff.weights import read_weights, write_weights
 from onnxprune.recover.microbatch import ACTIVATION_BUDGET_MB, MicroBatched, activation_bytes, micro_batch
-from onnxprune.recover.targets import Targets, data_batchable, join
+from onnxprune.recover.features import feature_points
+from onnxprune.recover.targets import Targets, data_batchable, feeds_of, join
 from onnxprune.recover.trainloop import MAX_EPOCHS, Loop
 
+log = logging.getLogger("onnxprune")
 __all__ = ["finetune", "data_batchable", "MAX_EPOCHS", "FinetuneResult", "TrainSettings", "SGD", "AdamW", "cosine", "step_decay"]  # optimizers re-exported
 
 @dataclass
@@ -43,6 +46,7 @@ class FinetuneResult:
     build_ms: float = 0.0
     stopped: str | None = None             # why training ended early: "nan", "time"
     resumed_from: int | None = None        # the checkpoint's epoch when a run was resumed
+    lr: float | None = None                # the learning rate trained at (given or chosen)
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ class TrainSettings:
     the budget, held-out selection, augmentation and checkpoints."""
 
     loss: str | None = None           # "cross_entropy", "mse" or "distill"; default: distill with a teacher
-    lr: float = 1e-3
+    lr: float | None = None           # None: chosen by a short range test (recover/lrfind.py)
     batch_size: int = 64
     optimizer: str = "adamw"
     weight_decay: float | None = None  # default: 0.01 for AdamW, 0 for SGD
@@ -73,6 +77,7 @@ class TrainSettings:
     resume: bool = False              # continue from `checkpoint` if it exists
     memory_mb: float = ACTIVATION_BUDGET_MB  # activations of one training step; larger batches run in parts
     keep: str = "best"                # "best": the best held-out epoch (0 included); "last": the last epoch
+    features: float = 0.0             # weight of intermediate-feature distillation (recover/features.py); 0: off
 
 
 def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: int | None = 3, *,
@@ -102,11 +107,14 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
         data, val_data = split_holdout(data, s.holdout if s.keep == "best" else 0.0, s.seed)
     shapes = data.sample_shapes()
     check_ranks(model, shapes)
-    tg = build_training_graph(model, s.trainable, loss, output=s.output, input_shapes=shapes,
-                              temperature=s.temperature, distill=s.distill, label_smoothing=s.label_smoothing)
     teacher_model = _load(teacher) if teacher is not None else None
     batchable = data_batchable(model, data)
-    targets = Targets(tg, data, teacher_model, batchable, s.threads, per_batch=bool(s.augment))
+    points = _feature_points(model, teacher_model, data, s, batchable and loss == "distill")
+    tg = build_training_graph(model, s.trainable, loss, output=s.output, input_shapes=shapes,
+                              temperature=s.temperature, distill=s.distill, label_smoothing=s.label_smoothing,
+                              features=(points, s.features))
+    targets = Targets(tg, data, teacher_model, batchable, s.threads, per_batch=bool(s.augment),
+                      features={p: tg.feature_targets[p] for p in points})
     val_targets = Targets(tg, val_data, teacher_model, batchable, s.threads)
 
     params = FlatParams(read_weights(model, tg.trainable))
@@ -126,7 +134,7 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     trained = write_weights(model, {n: params.values[n] for n in params.names})
     rate = loop.clock["steps"] / loop.clock["busy"] if loop.clock["busy"] else 0.0
     return FinetuneResult(trained, loop.history, loop.best[1], tg.trainable, tg.frozen, rate, tg.build_ms,
-                          loop.stopped, loop.resumed_from)
+                          loop.stopped, loop.resumed_from, loop.lr)
 
 
 def _checked(s: TrainSettings, epochs: int | None) -> TrainSettings:
@@ -143,6 +151,21 @@ def _checked(s: TrainSettings, epochs: int | None) -> TrainSettings:
     if s.resume and not s.checkpoint:
         raise BadInputError("resume needs a checkpoint path")
     return TrainSettings(**{**asdict(s), "augment": parse_augment(s.augment)})
+
+
+def _feature_points(model: onnx.ModelProto, teacher: onnx.ModelProto | None, data: Dataset, s: TrainSettings,
+                    usable: bool) -> list[str]:
+    """Tensors matched to the teacher's when feature distillation is on (batched distillation only)."""
+    if not s.features:
+        return []
+    if teacher is None or not usable:
+        log.warning("feature distillation skipped: it needs a teacher and samples that batch (a dynamic batch axis)")
+        return []
+    points = feature_points(model, teacher, feeds_of(data, np.arange(min(2, len(data))), True), s.threads)
+    if not points:
+        log.warning("feature distillation: no pruned layer's consumer keeps its width; output distillation only")
+    log.info("feature distillation at %d tensors: %s", len(points), ", ".join(points[:8]))
+    return points
 
 
 def _trained_masks(model: onnx.ModelProto, tg: TrainingGraph, masks: Mapping[str, np.ndarray] | None) -> dict:

@@ -14,6 +14,7 @@ from onnxprune.autodiff.builder import TrainingGraph
 from onnxprune.errors import BadInputError
 from onnxprune.load.data import Dataset
 from onnxprune.load.runtime import session
+from onnxprune.recover.features import with_outputs
 
 KEEP_TARGETS_BYTES = 256 << 20  # teacher outputs above this are recomputed per batch
 
@@ -45,14 +46,15 @@ class Targets:
     """targets(idx, feeds) -> the loss target for the batch of samples `idx` fed as `feeds`."""
 
     def __init__(self, tg: TrainingGraph, data: Dataset, teacher: onnx.ModelProto | None, batchable: bool,
-                 threads: int = 0, per_batch: bool = False):
+                 threads: int = 0, per_batch: bool = False, features: dict[str, str] | None = None):
         self.batchable, self.kept, self.sess = batchable, None, None
+        self.features = dict(features or {})  # teacher tensor -> the training graph's input for it
         if tg.loss_kind != "cross_entropy" and teacher is not None:
-            self.sess = session(teacher, threads)
+            self.sess = session(with_outputs(teacher, list(self.features)) if self.features else teacher, threads)
             names = [o.name for o in self.sess.get_outputs()]
             self.name = tg.logits if tg.logits in names else names[0]
             first = self.teach(feeds_of(data, np.arange(1), batchable))
-            if not per_batch and first.nbytes * len(data) // max(1, _batch_of(first, batchable)) <= KEEP_TARGETS_BYTES:
+            if not per_batch and not self.features and first.nbytes * len(data) // max(1, _batch_of(first, batchable)) <= KEEP_TARGETS_BYTES:
                 self.kept = self._all(data, batchable)
             return
         if data.labels is None:
@@ -61,7 +63,16 @@ class Targets:
         self.kept = np.asarray(data.labels).astype(np.int64 if tg.loss_kind == "cross_entropy" else np.float32)
 
     def teach(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return self.sess.run([self.name], feeds)[0].astype(np.float32, copy=False)
+        """The teacher's output; with features, their values are added to `feeds` under their input names."""
+        if not self.features:
+            return self.sess.run([self.name], feeds)[0].astype(np.float32, copy=False)
+        out = self.sess.run([self.name, *self.features], {k: v for k, v in feeds.items() if k not in self.inputs})
+        feeds.update({self.features[n]: np.ascontiguousarray(v) for n, v in zip(self.features, out[1:])})
+        return out[0].astype(np.float32, copy=False)
+
+    @property
+    def inputs(self) -> set[str]:
+        return set(self.features.values())
 
     def _all(self, data: Dataset, batchable: bool, step: int = 64) -> np.ndarray:
         step = step if batchable else 1

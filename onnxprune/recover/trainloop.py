@@ -22,6 +22,7 @@ from onnxprune.load.augment import augment_batch
 from onnxprune.load.data import Dataset
 from onnxprune.recover.checkpoint import (fingerprint, load_checkpoint, optimizer_state, restore_optimizer,
                                           save_checkpoint)
+from onnxprune.recover.lrfind import LR_EVAL_SAMPLES, LR_GRID, find_lr
 from onnxprune.recover.targets import Targets, data_batchable, feeds_of
 
 log = logging.getLogger("onnxprune")
@@ -42,6 +43,7 @@ class Loop:
         self.resumed_from: int | None = None
         self.done = 0
         self.step = self.forward = None
+        self.lr: float | None = s.lr  # the rate trained at: given, or chosen by find_lr before epoch 1
         self.by_accuracy = tg.loss_kind == "cross_entropy"  # distillation ranks epochs by fidelity
 
     def start(self, weights: np.ndarray, run_settings: dict) -> None:
@@ -81,12 +83,15 @@ class Loop:
         per_epoch = -(-len(data) // self.s.batch_size) if self.batchable else len(data)
         budget = self.s.minutes * 60.0 if self.s.minutes else None
         planned = epochs if epochs is not None else _epochs_in(budget, self.clock, self.done)
-        lr_at = make_schedule(self.s.schedule, self.s.lr, max(1, planned * per_epoch), self.s.warmup_steps)
         if not self.history:  # epoch 0: the model as given, the first candidate
             entry = {"epoch": 0, **evaluate_epoch(self.forward, val, val_targets, self.tg, self.s.batch_size,
                                                   self.batchable, self.loss_options)}
+            if self.s.lr is None and planned > 0:  # no rate given: a range test picks it (kept for --resume)
+                entry.update(self._find_lr(data, targets, val.take(LR_EVAL_SAMPLES), val_targets))
             self.history.append(entry)
             self.best = (score(entry, self.by_accuracy), 0, self.best[2])
+        self.lr = self.s.lr if self.s.lr is not None else self.history[0].get("lr", LR_GRID[-1])
+        lr_at = make_schedule(self.s.schedule, self.lr, max(1, planned * per_epoch), self.s.warmup_steps)
         bar = progress_bar(self.s.progress, max(0, planned - self.done) * len(data))
         started = time.perf_counter() - self.clock["elapsed"]
         deadline = started + budget if budget else None
@@ -112,11 +117,21 @@ class Loop:
             self._save()
             if epochs is None and self.done == 1 and budget:  # the epoch count the budget allows, now measured
                 planned = _epochs_in(budget, self.clock, self.done)
-                lr_at = make_schedule(self.s.schedule, self.s.lr, max(1, planned * per_epoch), self.s.warmup_steps)
+                lr_at = make_schedule(self.s.schedule, self.lr, max(1, planned * per_epoch), self.s.warmup_steps)
             if partial:
                 self.stopped = "time"
         if bar is not None:
             bar.close()
+
+    def _find_lr(self, data: Dataset, targets: Targets, held: Dataset, held_targets: Targets) -> dict:
+        def batches():  # its own generator: the run's own batches stay the same
+            rng = np.random.default_rng(self.s.seed + 104729)
+            return shuffled_batches(data, targets, self.s.batch_size, self.batchable, rng)
+
+        def held_out_loss() -> float:
+            return evaluate_epoch(self.forward, held, held_targets, self.tg, self.s.batch_size, self.batchable,
+                                  self.loss_options)["val_loss"]
+        return find_lr(self.step, self.opt, self.params, batches, held_out_loss)
 
     def _diverged(self, entry: dict, good: np.ndarray) -> None:
         """NaN: keep the last good weights (and checkpoint); fail if no trained epoch finished."""

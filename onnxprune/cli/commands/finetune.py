@@ -21,8 +21,10 @@ def add_parser(sub) -> None:
     p.add_argument("--mean", metavar="M[,M,M]", help="image folders: subtract this mean (after scaling to [0, 1])")
     p.add_argument("--std", metavar="S[,S,S]", help="image folders: divide by this std")
     p.add_argument("--layout", choices=["NCHW", "NHWC"], default="NCHW", help="image folders: tensor layout")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=None, help="default: chosen by a short range test")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--feature-distill", type=float, default=0.0, metavar="W",
+                   help="with --teacher: also match the pruned layers' consumers' outputs, with weight W")
     p.add_argument("--val", metavar="DATA.npz", help="validation data: keep the best epoch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
@@ -52,7 +54,8 @@ def run(args) -> int:
     epochs = args.epochs if args.epochs is not None else (0 if args.minutes else 3)
     checkpoint = checkpoint_path(out)
     tune = FinetuneOptions(epochs=epochs, lr=args.lr, batch_size=args.batch_size, labels=args.labels,
-                           minutes=args.minutes, augment=args.augment, checkpoint=str(checkpoint), resume=args.resume)
+                           minutes=args.minutes, augment=args.augment, checkpoint=str(checkpoint), resume=args.resume,
+                           features=args.feature_distill)
     trained, info = finetune_model(model, tune, folder_source(args, "data"), teacher=teacher, val=args.val,
                                    seed=args.seed, threads=args.threads, progress=progress.enabled())
     from onnxprune.check.finite import check_finite

@@ -1,0 +1,43 @@
+"""The default learning rate (recover/lrfind.py): a range test from the starting weights that leaves
+them, the optimizer state and the run's batches untouched, and picks a rate from its grid."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from conftest import FIXTURES
+from onnxprune.api import prune
+from onnxprune.load.data import Dataset, load_npz
+from onnxprune.recover.finetune import finetune
+from onnxprune.recover.lrfind import LR_GRID, pick
+
+DENSE = FIXTURES / "digits_cnn.onnx"
+TRAIN = load_npz(FIXTURES / "digits_train.npz", {"input": 4})
+DATA = Dataset({"input": TRAIN.inputs["input"][:256]})
+
+
+def _pruned() -> onnx.ModelProto:
+    return prune(str(DENSE), target_macs=0.5, calib=str(FIXTURES / "digits_calib.npz"), round_to=1, criterion="l2",
+                 scope="local", recover="none", bench_rounds=0).model
+
+
+def test_pick_prefers_the_largest_rate_near_the_lowest_loss_and_refuses_rates_that_do_not_help():
+    assert pick({1e-3: 0.50, 3e-4: 0.100, 1e-4: 0.101, 3e-5: 0.2}, base=0.3) == 3e-4  # 1e-4 within 2%: larger wins
+    assert pick({1e-3: float("nan"), 3e-4: 0.2, 1e-4: 0.1, 3e-5: 0.15}, base=0.3) == 1e-4
+    assert pick({1e-3: 0.5, 3e-4: 0.4, 1e-4: 0.35, 3e-5: 0.31}, base=0.3) == 3e-5  # nothing beats the start
+    assert pick({1e-3: float("nan"), 3e-4: float("inf")}, base=0.3) == 3e-4
+
+
+def test_a_chosen_rate_trains_exactly_as_the_same_rate_given():
+    model = _pruned()
+    chosen = finetune(model, DATA, 1, teacher=str(DENSE), progress=False, threads=1, batch_size=32)
+    assert chosen.lr in LR_GRID
+    trials = chosen.history[0]["lr_trials"]
+    assert set(trials) == {f"{lr:g}" for lr in LR_GRID} and all(np.isfinite(v) for v in trials.values())
+    given = finetune(model, DATA, 1, teacher=str(DENSE), progress=False, threads=1, batch_size=32, lr=chosen.lr)
+    assert "lr_trials" not in given.history[0]
+    a = {i.name: onnx.numpy_helper.to_array(i) for i in chosen.model.graph.initializer}
+    b = {i.name: onnx.numpy_helper.to_array(i) for i in given.model.graph.initializer}
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)  # the range test left no trace
+    assert chosen.history[1:] == given.history[1:]

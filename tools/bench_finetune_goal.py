@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Issue 10's goal, measured: half the MACs, label-free distillation on 1024 unlabelled inputs, at most
+5 epochs, scored on each model's task; the wall time of pruning and of fine-tuning per model.
+
+    .venv/bin/python tools/bench_finetune_goal.py --model ddddocr_common --variants auto,1e-3,1e-4 [--json out.json]
+
+Each model is pruned once (data-aware defaults, 32 calibration samples, `--target-macs 0.5`) and the
+pruned model is cached under --work, so several fine-tuning variants start from the same weights. A
+variant is a learning rate ("auto": the range test of recover/lrfind.py, the default), optionally
+followed by "+feat" or "+featW" (intermediate-feature distillation at weight W, default 1). Training data are
+`--train` unlabelled samples rendered like the calibration set (digits: the fixture's training images),
+disjoint from the evaluation set; the epoch kept is chosen on a held-out tenth of them (epoch 0
+included), as `prune --finetune` does. The same as the command line:
+
+    onnxprune prune MODEL -o OUT --target-macs 0.5 --calib CALIB.npz --train-data TRAIN.npz --finetune 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+from onnxprune.api import prune  # noqa: E402
+from onnxprune.load.data import Dataset, load_npz  # noqa: E402
+from onnxprune.load.runtime import session  # noqa: E402
+from onnxprune.options import FinetuneOptions, PruneOptions, Target  # noqa: E402
+from onnxprune.stages import finetune_model  # noqa: E402
+
+
+def digits_case(train_n: int):
+    """(dense model, calibration, unlabelled training Dataset, score(model) -> points, input shapes)."""
+    fixtures = ROOT / "fixtures"
+    test = load_npz(fixtures / "digits_test.npz", {"input": 4})
+    train = load_npz(fixtures / "digits_train.npz", {"input": 4}, limit=train_n)
+
+    def score(model) -> float:
+        out = session(model).run(None, {"input": test.inputs["input"][:, 0]})[0]
+        return 100 * float((out.argmax(1) == test.labels).mean())
+    return onnx.load(str(fixtures / "digits_cnn.onnx")), str(fixtures / "digits_calib.npz"), \
+        Dataset({"input": train.inputs["input"]}), score, None
+
+
+def task_case(name: str, train_n: int):
+    import tasks
+    task = tasks.get(name)
+    ev = task.evaluation()
+    dense = task.model()
+    dense_preds = task.predict(session(dense), ev)
+    train = task.calibration(train_n)  # disjoint from the evaluation set; unlabelled
+    key = next(iter(train))
+    rank = len(dense.graph.input[0].type.tensor_type.shape.dim)
+    per_sample = train[key].ndim == rank + 1  # some tasks stack samples as (N, 1, ...) already
+    calib = task.calibration(32)
+    calib = Dataset({k: v for k, v in calib.items()}) if per_sample else [calib]
+    train = Dataset({key: train[key] if per_sample else train[key][:, None]})
+
+    def score(model) -> float:
+        return task.score(task.predict(session(model), ev), ev, dense_preds)["score"]
+    return dense, calib, train, score, task.input_shapes()
+
+
+def pruned(name: str, case, macs: float, work: Path) -> tuple[onnx.ModelProto, float]:
+    """The pruned model and the seconds pruning took (cached: later variants reuse both)."""
+    path, meta = work / f"{name}_{macs}.onnx", work / f"{name}_{macs}.json"
+    if path.exists() and meta.exists():
+        return onnx.load(str(path)), json.loads(meta.read_text())["prune_s"]
+    dense, calib, _, _, shapes = case
+    started = time.perf_counter()
+    result = prune(dense, calib=calib, options=PruneOptions(target=Target(macs=macs), input_shapes=shapes,
+                                                            bench_rounds=0))
+    seconds = round(time.perf_counter() - started, 1)
+    onnx.save(result.model, str(path))
+    meta.write_text(json.dumps({"prune_s": seconds}))
+    return result.model, seconds
+
+
+def variant(spec: str) -> dict:
+    rate, _, extra = spec.partition("+")
+    weight = extra[len("feat"):] if extra.startswith("feat") else ""
+    return {"lr": None if rate == "auto" else float(rate), "features": float(weight or 1.0) if extra else 0.0}
+
+
+def run_variant(model, case, spec: str, epochs: int, batch: int) -> dict:
+    dense, _, train, score, _ = case
+    v = variant(spec)
+    tune = FinetuneOptions(epochs=epochs, lr=v["lr"], batch_size=batch, features=v["features"])
+    started = time.perf_counter()
+    trained, info = finetune_model(model, tune, train, teacher=dense)
+    seconds = round(time.perf_counter() - started, 1)
+    trials = info["history"][0].get("lr_trials")
+    return {"variant": spec, "score": round(score(trained), 2), "finetune_s": seconds, "lr": info["lr"],
+            "best_epoch": info["best_epoch"], "lr_trials": trials,
+            "val_loss": [h.get("val_loss") for h in info["history"]]}
+
+
+def table(path: str) -> str:
+    """The Markdown table of every run appended to a --json file."""
+    lines = ["| model | dense | pruned | variant | lr | kept epoch | after | vs dense | prune s | fine-tune s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for line in Path(path).read_text().splitlines():
+        run = json.loads(line)
+        for r in run["rows"]:
+            lines.append(f"| {run['model']} ({run['train']} samples, {run['epochs']} epochs) | {run['dense']:.1f} | "
+                         f"{run['pruned']:.1f} | {r['variant']} | {r['lr']:g} | {r['best_epoch']} | {r['score']:.1f} | "
+                         f"{r['score'] - run['dense']:+.1f} | {run['prune_s']} | {r['finetune_s']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="digits", help="digits, ppocr_cls, ddddocr_common, ppocr_rec, nudenet_320n")
+    ap.add_argument("--macs", type=float, default=0.5)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--train", type=int, default=1024, help="unlabelled training samples")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--variants", default="auto", help="comma-separated: auto, a rate (1e-4), with +feat")
+    ap.add_argument("--work", default="/tmp/ft_goal", help="pruned models are cached here")
+    ap.add_argument("--json", help="append every figure here (one JSON line per model)")
+    ap.add_argument("--table", metavar="RUNS.jsonl", help="only print the Markdown table of the runs in this file")
+    a = ap.parse_args(argv)
+    if a.table:
+        print(table(a.table))
+        return 0
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    case = digits_case(a.train) if a.model == "digits" else task_case(a.model, a.train)
+    model, prune_s = pruned(a.model, case, a.macs, work)
+    dense_score, pruned_score = case[3](case[0]), case[3](model)
+    print(f"{a.model} at {a.macs} of the MACs: dense {dense_score:.2f}, pruned {pruned_score:.2f} "
+          f"(pruning {prune_s} s), {len(case[2])} unlabelled samples, {a.epochs} epochs", flush=True)
+    rows = []
+    for spec in a.variants.split(","):
+        row = run_variant(model, case, spec, a.epochs, a.batch)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if a.json:  # each variant as it finishes: a killed run keeps the ones done
+            with open(a.json, "a") as f:
+                f.write(json.dumps({"model": a.model, "macs": a.macs, "epochs": a.epochs, "train": len(case[2]),
+                                    "dense": dense_score, "pruned": pruned_score, "prune_s": prune_s,
+                                    "rows": [row]}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
