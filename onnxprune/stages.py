@@ -43,6 +43,7 @@ from onnxprune.score.calibration import Statistics, collect_statistics, load_cal
 from onnxprune.score.criteria import NEEDS_DATA, score, wanted_statistics
 from onnxprune.score.hidden import wanted as hidden_statistics, with_stream_importance
 from onnxprune.select.allocate import PriceAllocator
+from onnxprune.select.costless import sparing
 from onnxprune.select.damage import group_damage
 from onnxprune.select.latency import search_latency
 from onnxprune.select.latency_model import LatencyModel, build_latency_model
@@ -157,6 +158,7 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None) -> Plan:
         latency = _latency_model(prep, options) if target.kind == "latency" else None
         select, scores = _selector(prep, options, latency.channel_costs() if latency else None)
         if target.kind in ("macs", "params"):
+            select = sparing(dep, select) if target.kind == "macs" else select  # cuts that buy no MACs
             costs = CostModel(dep)
             fraction = ((lambda p: costs.macs_after(p.removed) / costs.total_macs) if target.kind == "macs"
                         else (lambda p: costs.params_after(p.removed) / costs.total_params))

@@ -21,8 +21,8 @@ Two solves:
   channels are regressed on the kept pruned ones (x_d ~ A x_p + b) and the map is folded into the
   weight, shared by every kernel tap (exact for 1x1, the usual approximation otherwise).
 
-Ridge pulls toward the dense weights (not toward zero), so a layer with too little data stays close to
-plain channel removal; fewer calibration rows than features logs a warning naming the layer.
+Ridge pulls toward the dense weights (not toward zero), its strength chosen on held-out batches
+(ridge_choice.py); fewer calibration rows than features logs a warning naming the layer.
 BatchNormalization kept by an export sits after its conv, whose pre-norm output is what is matched, so
 its statistics stay valid; depthwise convs follow their group and are compensated at the next dense
 layer, whose input is then the pruned depthwise output.
@@ -43,6 +43,7 @@ from onnxprune.couple.ops import REGISTRY
 from onnxprune.couple.vocabulary import LinearSite, Slot
 from onnxprune.couple.plan import Plan
 from onnxprune.score.stream import Streamer, level_segments
+from onnxprune.recover.ridge_choice import add_held, best_multiple, held_out, solve
 from onnxprune.recover.sliced import constant_cuts, sliced
 
 log = logging.getLogger("onnxprune")
@@ -120,7 +121,8 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
             xs_run, ys_run = pruned.run(replace), dense.run()
             for (b, share, xs), (_, _, ys) in zip(xs_run, ys_run):
                 for c in wave:
-                    _accumulate(c, np.asarray(xs[c.site.x]), np.asarray(ys[c.target]), share, seed + 7919 * b + c.node)
+                    _accumulate(c, np.asarray(xs[c.site.x]), np.asarray(ys[c.target]), share, seed + 7919 * b + c.node,
+                                held_out(b))
             deque(ys_run, maxlen=0)  # both runs cover the same batches; finish the generator's bookkeeping
             for c in wave:
                 _solve(g, c, overrides, ridge)
@@ -287,7 +289,7 @@ def _rows(c: Consumer, x: np.ndarray, y: np.ndarray, share: float, seed: int) ->
     return feats.astype(np.float32, copy=False), target.astype(np.float32, copy=False)
 
 
-def _accumulate(c: Consumer, x: np.ndarray, y: np.ndarray, share: float, seed: int) -> None:
+def _accumulate(c: Consumer, x: np.ndarray, y: np.ndarray, share: float, seed: int, held: bool = False) -> None:
     if c.extra.get("skip"):
         return
     if x.shape[c.site.x_axis] != len(c.kept_in):  # the rewrite did not slice this input as the plan says
@@ -298,6 +300,8 @@ def _accumulate(c: Consumer, x: np.ndarray, y: np.ndarray, share: float, seed: i
     feats, target = _rows(c, x, y, share, seed)
     if c.intercept:
         feats = np.concatenate([feats, np.ones((feats.shape[0], 1), feats.dtype)], axis=1)
+    if held:  # rows that choose the ridge (ridge_choice.py), added to the fit afterwards
+        return add_held(c.extra, feats, target)
     if c.gram is None:
         c.gram = np.zeros((feats.shape[1], feats.shape[1]))
         c.cross = np.zeros((feats.shape[1], target.shape[1]))
@@ -309,23 +313,19 @@ def _accumulate(c: Consumer, x: np.ndarray, y: np.ndarray, share: float, seed: i
 # ---- solving and writing back ---------------------------------------------------------------------
 
 def _solve(g: ModelGraph, c: Consumer, overrides: dict[str, np.ndarray], ridge: float) -> None:
+    held = c.extra.pop("held", None)  # batch 0 is never held out: a held sum comes with a gram
     if c.gram is None:
         return
     site = c.site
-    dense_w = g.const(site.weight)
-    weight = overrides.get(site.weight, dense_w).astype(np.float64)
+    weight = overrides.get(site.weight, g.const(site.weight)).astype(np.float64)
     f = c.gram.shape[0] - (1 if c.intercept else 0)
     prior = _prior(c, weight, g.const(site.bias) if site.bias is not None else None, f)
     lam = _ridge(c, f, ridge)
-    diag = np.ones(c.gram.shape[0])
-    if c.intercept:
-        diag[-1] = 0.0  # the bias is not pulled anywhere
-    a = c.gram / max(c.rows, 1) + lam * np.diag(diag)
-    rhs = c.cross / max(c.rows, 1) + lam * diag[:, None] * prior
-    try:
-        theta = np.linalg.solve(a, rhs)
-    except np.linalg.LinAlgError:
-        theta = np.linalg.lstsq(a, rhs, rcond=None)[0]
+    diag = np.r_[np.ones(f), np.zeros(1 if c.intercept else 0)]  # the bias is not pulled anywhere
+    if held is not None:  # the ridge with the least error on the held-out rows, then solved on all rows
+        lam *= best_multiple((c.gram, c.cross, c.rows), tuple(held), lam, diag, prior)
+        c.gram, c.cross, c.rows = (a + b for a, b in zip((c.gram, c.cross, c.rows), held))
+    theta = solve(c.gram, c.cross, c.rows, lam, diag, prior)
     if not np.all(np.isfinite(theta)):
         log.warning("reconstruction of %s gave non-finite weights; its channels are only removed", c.name)
         return
