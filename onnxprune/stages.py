@@ -42,7 +42,9 @@ from onnxprune.select.allocate import PriceAllocator
 from onnxprune.select.damage import group_damage
 from onnxprune.select.latency import search_latency
 from onnxprune.select.latency_model import LatencyModel, build_latency_model
-from onnxprune.select.plan import CostModel, search_ratio, select_global, select_uniform
+from onnxprune.select.coverage import input_encoded_groups
+from onnxprune.select.mac_costs import mac_costs
+from onnxprune.select.plan import CostModel, excluded_groups, search_ratio, select_global, select_uniform
 from onnxprune.select.sensitivity import group_sensitivity, select_by_sensitivity
 
 REPORT_SCHEMA = "onnxprune.report/1"
@@ -152,7 +154,8 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None) -> Plan:
             costs = CostModel(dep)
             fraction = ((lambda p: costs.macs_after(p.removed) / costs.total_macs) if target.kind == "macs"
                         else (lambda p: costs.params_after(p.removed) / costs.total_params))
-            chosen = search_ratio(select, fraction, target.value, scores=scores, round_to=options.round_to)
+            chosen = search_ratio(select, fraction, target.value, scores=scores, round_to=options.round_to,
+                                  skip=_kept_whole(prep, options))
         elif target.kind == "latency":
             # recovery changes values, not shapes: candidates are timed unrecovered
             chosen = search_latency(select, latency, target.value, options.threads_capped(), apply_plan,
@@ -195,11 +198,20 @@ def _selector(prep: Prepared, options: PruneOptions, channel_costs: dict[int, fl
     if rows is not None:  # one fidelity-drop tolerance for every group, from its measured curve
         return (lambda share: select_by_sensitivity(dep, rows, scores, share, options.round_to,
                                                     options.max_layer_ratio, options.min_channels)), scores
-    exclude = list(options.exclude)
-    if options.scope == "global":
+    exclude, caps["skip"] = list(options.exclude), _kept_whole(prep, options)
+    if options.scope == "cost":  # importance per MAC saved
+        channel_costs = mac_costs(dep)
+    if options.scope in ("global", "cost"):
         return (lambda share: select_global(dep, scores, share, max_layer_ratio=options.max_layer_ratio,
                                             exclude=exclude, channel_costs=channel_costs, **caps)), scores
     return (lambda share: select_uniform(dep, scores, share, exclude=exclude, **caps)), scores
+
+
+def _kept_whole(prep: Prepared, options: PruneOptions) -> set[int]:
+    """Groups --exclude names, and for a data-aware criterion the input encodings the data cannot judge
+    (select/coverage.py)."""
+    encoded = input_encoded_groups(prep.dep) if options.criterion in NEEDS_DATA else set()
+    return excluded_groups(prep.dep, list(options.exclude)) | encoded
 
 
 def _recovered(prep: Prepared, plan: Plan, recovery: str) -> onnx.ModelProto:

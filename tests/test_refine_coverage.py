@@ -1,0 +1,77 @@
+"""The last steps of a target search weigh damage; input encodings the calibration data cannot judge stay whole."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from onnxprune.api import prune
+from onnxprune.couple.dependency import build_dependency
+from onnxprune.couple.plan import Plan
+from onnxprune.graph.model_graph import ModelGraph
+from onnxprune.load.data import Dataset
+from onnxprune.select.coverage import input_encoded_groups
+from onnxprune.select.plan import CostModel
+from onnxprune.select.refine import refine_weighted
+
+VOCAB, HIDDEN, SEQ = 16, 24, 8
+
+
+def one_hot_mlp(seed: int = 0) -> onnx.ModelProto:
+    """bytes [1, SEQ] int32 -> one-hot (Equal against a range, Cast) -> MatMul -> Relu -> MatMul -> [1, SEQ, 4]."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array(np.arange(VOCAB, dtype=np.int32), "range"),
+             numpy_helper.from_array(np.array([-1], np.int64), "last"),
+             numpy_helper.from_array(rng.standard_normal((VOCAB, HIDDEN)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((HIDDEN, 4)).astype(np.float32), "w2")]
+    nodes = [helper.make_node("Unsqueeze", ["bytes", "last"], ["col"]),
+             helper.make_node("Equal", ["col", "range"], ["hot"]),
+             helper.make_node("Cast", ["hot"], ["onehot"], to=TensorProto.FLOAT),
+             helper.make_node("MatMul", ["onehot", "w1"], ["h"]),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "onehot", [helper.make_tensor_value_info("bytes", TensorProto.INT32, [1, SEQ])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, SEQ, 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _dep():
+    return build_dependency(ModelGraph(one_hot_mlp()))
+
+
+def test_the_one_hot_axis_is_an_input_encoding_and_the_hidden_layer_is_not():
+    dep = _dep()
+    encoded = input_encoded_groups(dep)
+    sizes = {grp.size for grp in dep.groups if grp.id in encoded}
+    assert sizes == {VOCAB}
+    assert any(grp.size == HIDDEN and grp.id not in encoded for grp in dep.groups)
+
+
+def test_unseen_input_values_keep_their_rows_under_a_data_aware_target():
+    # calibration uses 4 of the 16 byte values: a data-aware score calls the other 12 free
+    calib = Dataset({"bytes": np.random.default_rng(1).integers(0, 4, (32, 1, SEQ)).astype(np.int32)})
+    result = prune(one_hot_mlp(), target_macs=0.6, calib=calib, bench_rounds=0, round_to=1)
+    weights = {i.name: numpy_helper.to_array(i) for i in result.model.graph.initializer}
+    assert weights["w1"].shape[0] == VOCAB  # every byte value still has its embedding row
+    assert weights["w1"].shape[1] < HIDDEN  # the MACs came from the hidden layer
+
+
+def test_refine_takes_the_cheapest_step_that_closes_the_gap():
+    dep = _dep()
+    costs = CostModel(dep)
+    cost = lambda p: costs.macs_after(p.removed) / costs.total_macs  # noqa: E731
+    hidden = next(grp for grp in dep.groups if grp.size == HIDDEN)
+    vocab = next(grp for grp in dep.groups if grp.size == VOCAB)
+    scores = np.ones(dep.num_channels)
+    scores[vocab.channels] = np.linspace(1, 2, VOCAB)
+    scores[hidden.channels] = np.linspace(0.1, 3, HIDDEN)  # a few hidden channels are nearly free
+    start = Plan(dep, np.zeros(dep.num_channels, dtype=bool))
+    target = 0.9
+    plan = refine_weighted(start, scores, cost, target, round_to=1, tolerance=0.02)
+    assert abs(cost(plan) - target) <= 0.02
+    cut = plan.removed
+    assert cut[hidden.channels].sum() > 0 and cut[vocab.channels].sum() == 0
+    assert set(np.flatnonzero(cut)) <= set(hidden.channels[:5])  # the lowest-scored hidden channels
+    skipped = refine_weighted(start, scores, cost, target, round_to=1, tolerance=0.02, skip={hidden.id})
+    assert skipped.removed[hidden.channels].sum() == 0
