@@ -38,6 +38,7 @@ from onnxprune.recover.sequential import reconstruct
 from onnxprune.recover.reconstruction import wanted_statistics as recovery_statistics
 from onnxprune.score.calibration import Statistics, collect_statistics, load_calibration
 from onnxprune.score.criteria import NEEDS_DATA, score, wanted_statistics
+from onnxprune.score.gram_budget import within_budget
 from onnxprune.select.allocate import PriceAllocator
 from onnxprune.select.damage import group_damage
 from onnxprune.select.latency import search_latency
@@ -128,6 +129,7 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
     stats = None
     if wanted:
         shapes = {t: dep.graph.shape(t) for t, _ in wanted}  # bounds the memory of each statistics pass
+        wanted = within_budget(wanted, shapes)  # and of the Grams it holds (score/gram_budget.py)
         stats = collect_statistics(working, data, wanted, progress=options.progress, shapes=shapes)
     return Prepared(model, source, working, dep.graph, dep, data, stats, options, input_bytes,
                     evaluation if evaluation is not None else data)

@@ -75,3 +75,12 @@ def test_refine_takes_the_cheapest_step_that_closes_the_gap():
     assert set(np.flatnonzero(cut)) <= set(hidden.channels[:5])  # the lowest-scored hidden channels
     skipped = refine_weighted(start, scores, cost, target, round_to=1, tolerance=0.02, skip={hidden.id})
     assert skipped.removed[hidden.channels].sum() == 0
+
+
+def test_grams_past_the_budget_are_refused_largest_first():
+    from onnxprune.score.gram_budget import within_budget
+    wanted = {("a", 1): True, ("b", 1): True, ("c", 1): True, ("d", 1): False}
+    shapes = {"a": (1, 100), "b": (1, 10), "c": (1, 50), "d": (1, 1000)}
+    kept = within_budget(wanted, shapes, budget=8 * (10 ** 2 + 50 ** 2))
+    assert kept == {("a", 1): False, ("b", 1): True, ("c", 1): True, ("d", 1): False}
+    assert within_budget(wanted, shapes, budget=10 ** 9) == wanted
