@@ -37,7 +37,7 @@ from onnxprune.recover.reconstruction import add_missing_biases, recover
 from onnxprune.recover.sequential import reconstruct
 from onnxprune.recover.reconstruction import wanted_statistics as recovery_statistics
 from onnxprune.score.calibration import Statistics, collect_statistics, load_calibration
-from onnxprune.score.criteria import NEEDS_DATA, score, wanted_statistics
+from onnxprune.score.criteria import COMPARABLE, NEEDS_DATA, score, wanted_statistics
 from onnxprune.score.gram_budget import within_budget
 from onnxprune.select.allocate import PriceAllocator
 from onnxprune.select.damage import group_damage
@@ -205,7 +205,8 @@ def _selector(prep: Prepared, options: PruneOptions, channel_costs: dict[int, fl
         channel_costs = mac_costs(dep)
     if options.scope in ("global", "cost"):
         return (lambda share: select_global(dep, scores, share, max_layer_ratio=options.max_layer_ratio,
-                                            exclude=exclude, channel_costs=channel_costs, **caps)), scores
+                                            exclude=exclude, channel_costs=channel_costs,
+                                            normalize=criterion not in COMPARABLE, **caps)), scores
     return (lambda share: select_uniform(dep, scores, share, exclude=exclude, **caps)), scores
 
 
