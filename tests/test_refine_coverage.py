@@ -84,3 +84,35 @@ def test_grams_past_the_budget_are_refused_largest_first():
     kept = within_budget(wanted, shapes, budget=8 * (10 ** 2 + 50 ** 2))
     assert kept == {("a", 1): False, ("b", 1): True, ("c", 1): True, ("d", 1): False}
     assert within_budget(wanted, shapes, budget=10 ** 9) == wanted
+
+
+def _mlp(w2_scale: float = 1.0, duplicate: bool = False) -> onnx.ModelProto:
+    rng = np.random.default_rng(3)
+    w1 = rng.standard_normal((VOCAB, HIDDEN)).astype(np.float32)
+    if duplicate:
+        w1[:, 1] = w1[:, 0]  # hidden channel 1 repeats channel 0: the next layer can do without it
+    w2 = (w2_scale * rng.standard_normal((HIDDEN, 4))).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, SEQ, VOCAB])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, SEQ, 4])],
+                              [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _relative_scores(model):
+    from onnxprune.score.calibration import collect_statistics
+    from onnxprune.score.criteria import score, wanted_statistics
+    dep = build_dependency(ModelGraph(model))
+    data = Dataset({"x": np.random.default_rng(4).standard_normal((64, 1, SEQ, VOCAB)).astype(np.float32)})
+    stats = collect_statistics(model, data, wanted_statistics(dep, "relative"))
+    hidden = next(grp for grp in dep.groups if grp.size == HIDDEN)
+    return score(dep, "relative", stats=stats)[hidden.channels]
+
+
+def test_relative_scores_are_shares_of_the_consumer_output():
+    base = _relative_scores(_mlp())
+    assert np.allclose(_relative_scores(_mlp(w2_scale=10.0)), base, rtol=1e-3)  # a layer's scale does not count
+    assert 0 < base.max() < 1  # one channel never carries the whole output
+    dup = _relative_scores(_mlp(duplicate=True))
+    assert dup[1] < 0.05 * np.median(dup)  # the duplicate channel costs (almost) nothing once compensated
