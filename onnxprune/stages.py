@@ -157,7 +157,7 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None) -> Plan:
             fraction = ((lambda p: costs.macs_after(p.removed) / costs.total_macs) if target.kind == "macs"
                         else (lambda p: costs.params_after(p.removed) / costs.total_params))
             chosen = search_ratio(select, fraction, target.value, scores=scores, round_to=options.round_to,
-                                  skip=_kept_whole(prep, options))
+                                  skip=_kept_whole(prep, options), normalize=options.criterion not in COMPARABLE)
         elif target.kind == "latency":
             # recovery changes values, not shapes: candidates are timed unrecovered
             chosen = search_latency(select, latency, target.value, options.threads_capped(), apply_plan,

@@ -204,7 +204,8 @@ class CostModel:
 
 
 def search_ratio(select, cost, target: float, tolerance: float = 0.005, steps: int = 40,
-                 scores: np.ndarray | None = None, round_to: int = 1, skip: set[int] | None = None) -> Plan:
+                 scores: np.ndarray | None = None, round_to: int = 1, skip: set[int] | None = None,
+                 normalize: bool = True) -> Plan:
     """Bisect the share removed so that `cost(plan)` (a kept fraction) lands on `target`.
 
     `select(ratio)` builds a plan; rounding makes the cost a step function, so when no share hits
@@ -229,7 +230,7 @@ def search_ratio(select, cost, target: float, tolerance: float = 0.005, steps: i
         else:
             hi = mid
     if best_gap > tolerance and scores is not None:
-        best = refine_weighted(best, scores, cost, target, round_to, tolerance, skip=skip)
+        best = refine_weighted(best, scores, cost, target, round_to, tolerance, skip=skip, normalize=normalize)
     best.options["target_kept"] = target
     best.options["estimated_kept"] = cost(best)
     best.options["target_met"] = abs(best.options["estimated_kept"] - target) <= TARGET_TOLERANCE

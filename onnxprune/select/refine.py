@@ -54,12 +54,13 @@ def width_moves(dep: Dependency, removed: np.ndarray, scores: np.ndarray, round_
 
 
 def refine_weighted(plan: Plan, scores: np.ndarray, cost: Callable[[Plan], float], target: float, round_to: int,
-                    tolerance: float, max_steps: int = 200, skip: set[int] | None = None) -> Plan:
+                    tolerance: float, max_steps: int = 200, skip: set[int] | None = None,
+                    normalize: bool = True) -> Plan:
     """Width steps toward `target` (a kept fraction), each the least damaging per unit of cost among
     those that shrink the gap; stops within `tolerance` or when no step shrinks it. Groups in `skip`
     (excluded by the user or by select/coverage.py) keep their width."""
     dep = plan.dep
-    weight = normalised(dep, scores)
+    weight = normalised(dep, scores) if normalize else scores  # as the selection ranked them
     removed = plan.removed.copy()
     kept = cost(plan)
     for _ in range(max_steps):
