@@ -116,3 +116,11 @@ def test_relative_scores_are_shares_of_the_consumer_output():
     assert 0 < base.max() < 1  # one channel never carries the whole output
     dup = _relative_scores(_mlp(duplicate=True))
     assert dup[1] < 0.05 * np.median(dup)  # the duplicate channel costs (almost) nothing once compensated
+
+
+def test_mac_costs_are_the_macs_one_channel_carries():
+    from onnxprune.select.mac_costs import mac_costs
+    dep = build_dependency(ModelGraph(_mlp()))
+    hidden = next(grp for grp in dep.groups if grp.size == HIDDEN)
+    # one hidden channel: a column of w1 (SEQ x VOCAB MACs) and a row of w2 (SEQ x 4)
+    assert mac_costs(dep)[hidden.id] == SEQ * VOCAB + SEQ * 4
