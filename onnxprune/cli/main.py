@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--layout", choices=["NCHW", "NHWC"], default="NCHW", help="image folders: tensor layout")
     pr.add_argument("--round-to", type=int, default=None, help="keep widths a multiple of N (default 8)")
     pr.add_argument("--criterion", default=None,
-                    help="importance: l1, l2, fpgm, lamp, bn_scale, random, activation, apoz, reconstruction, obs, "
+                    help="importance: l1, l2, fpgm, lamp, bn_scale, random, activation, apoz, reconstruction, obs, relative, "
                          "sensitivity (default: reconstruction with --calib, l2 without)")
     pr.add_argument("--scope", choices=["local", "global", "damage", "price", "cost"], default=None,
                     help="local: the same share from every group; global: one ranking across groups; "
