@@ -40,15 +40,18 @@ from onnxprune.recover.norms import norm_overrides, wanted as norm_statistics
 from onnxprune.recover.sequential import reconstruct
 from onnxprune.recover.reconstruction import wanted_statistics as recovery_statistics
 from onnxprune.score.calibration import Statistics, collect_statistics, load_calibration
-from onnxprune.score.criteria import NEEDS_DATA, score, wanted_statistics
+from onnxprune.score.criteria import COMPARABLE, NEEDS_DATA, score, wanted_statistics
+from onnxprune.score.gram_budget import within_budget
 from onnxprune.score.hidden import wanted as hidden_statistics, with_stream_importance
 from onnxprune.select.allocate import PriceAllocator
 from onnxprune.select.costless import sparing
 from onnxprune.select.damage import group_damage
 from onnxprune.select.latency import search_latency
 from onnxprune.select.latency_model import LatencyModel, build_latency_model
+from onnxprune.select.coverage import input_encoded_groups
 from onnxprune.select.latency_profile import build_profiled_model
-from onnxprune.select.plan import CostModel, search_ratio, select_global, select_uniform
+from onnxprune.select.mac_costs import mac_costs
+from onnxprune.select.plan import CostModel, excluded_groups, search_ratio, select_global, select_uniform
 from onnxprune.select.sensitivity import group_sensitivity, select_by_sensitivity
 
 REPORT_SCHEMA = "onnxprune.report/1"
@@ -135,6 +138,7 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
     stats = None
     if wanted:
         shapes = {t: dep.graph.shape(t) for t, _ in wanted}  # bounds the memory of each statistics pass
+        wanted = within_budget(wanted, shapes)  # and of the Grams it holds (score/gram_budget.py)
         stats = collect_statistics(working, data, wanted, progress=options.progress, shapes=shapes)
     return Prepared(model, source, working, dep.graph, dep, data, stats, options, input_bytes,
                     evaluation if evaluation is not None else data)
@@ -162,7 +166,8 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None) -> Plan:
             costs = CostModel(dep)
             fraction = ((lambda p: costs.macs_after(p.removed) / costs.total_macs) if target.kind == "macs"
                         else (lambda p: costs.params_after(p.removed) / costs.total_params))
-            chosen = search_ratio(select, fraction, target.value, scores=scores, round_to=options.round_to)
+            chosen = search_ratio(select, fraction, target.value, scores=scores, round_to=options.round_to,
+                                  skip=_kept_whole(prep, options), normalize=options.criterion not in COMPARABLE)
         elif target.kind == "latency":
             # recovery changes values, not shapes: candidates are timed unrecovered
             chosen = search_latency(select, latency, target.value, options.threads_capped(), apply_plan,
@@ -211,11 +216,21 @@ def _selector(prep: Prepared, options: PruneOptions, channel_costs: dict[int, fl
     if rows is not None:  # one fidelity-drop tolerance for every group, from its measured curve
         return (lambda share: select_by_sensitivity(dep, rows, scores, share, options.round_to,
                                                     options.max_layer_ratio, options.min_channels)), scores
-    exclude = list(options.exclude)
-    if options.scope == "global":
+    exclude, caps["skip"] = list(options.exclude), _kept_whole(prep, options)
+    if options.scope == "cost":  # importance per MAC saved
+        channel_costs = mac_costs(dep)
+    if options.scope in ("global", "cost"):
         return (lambda share: select_global(dep, scores, share, max_layer_ratio=options.max_layer_ratio,
-                                            exclude=exclude, channel_costs=channel_costs, **caps)), scores
+                                            exclude=exclude, channel_costs=channel_costs,
+                                            normalize=criterion not in COMPARABLE, **caps)), scores
     return (lambda share: select_uniform(dep, scores, share, exclude=exclude, **caps)), scores
+
+
+def _kept_whole(prep: Prepared, options: PruneOptions) -> set[int]:
+    """Groups --exclude names, and for a data-aware criterion the input encodings the data cannot judge
+    (select/coverage.py)."""
+    encoded = input_encoded_groups(prep.dep) if options.criterion in NEEDS_DATA else set()
+    return excluded_groups(prep.dep, list(options.exclude)) | encoded
 
 
 def _recovered(prep: Prepared, plan: Plan, recovery: str) -> onnx.ModelProto:

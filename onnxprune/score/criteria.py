@@ -296,3 +296,39 @@ def greedy_costs(weight_rows: np.ndarray, cov: np.ndarray, ridge: float = 1e-3) 
 def obs(dep: Dependency, stats: Statistics | None = None, ridge: float = 1e-3, **_) -> np.ndarray:
     """Greedy OBS order of each linear consumer's input channels, from the calibration covariance."""
     return _linear_input_scores(dep, stats, "obs", lambda rows, cov: greedy_costs(rows, cov, ridge))
+
+
+# ---- relative: the reconstruction error as a share of the consumer's output, comparable across groups.
+#
+# Selection normalises every other criterion by its group's mean, so every group's average channel
+# weighs the same. Here a channel's OBS error at each linear consumer is divided by that consumer's
+# output variance (trace(W^T Cov W)): removing it costs 1% of one layer's output or 10% of another's,
+# which a global ranking (by MAC saved with --scope cost) can compare.
+
+COMPARABLE = {"relative"}  # criteria whose scores are ranked across groups as they are
+
+
+@criterion("relative", data=True, gram=True)
+def relative(dep: Dependency, stats: Statistics | None = None, ridge: float = 1e-3, **_) -> np.ndarray:
+    """Per channel, the sum over its linear consumers of (error of removing it alone, the rest
+    re-solved) / (the consumer's output variance)."""
+    from onnxprune.couple.ops import linear_sites
+    stats = _need(stats, "relative")
+    scores = np.zeros(dep.num_channels)
+    for _, site in linear_sites(dep.graph):
+        slot = Slot(site.x, site.x_axis)
+        st = stats.get(site.x, site.x_axis)
+        if slot not in dep.slot_index or st is None:
+            continue
+        rows = per_index(dep.graph.const(site.weight), site.weight_axis)
+        cov = st.covariance()
+        if cov is None:  # too wide for a Gram: the diagonal
+            err = (rows ** 2).sum(1) * np.maximum(st.sq_sum / max(st.count, 1) - (st.sum / max(st.count, 1)) ** 2, 0)
+            energy = float(err.sum())
+        else:
+            lam = ridge * max(float(np.trace(cov)) / len(cov), 1e-12)
+            err = (rows ** 2).sum(1) / np.maximum(np.diag(np.linalg.inv(cov + lam * np.eye(len(cov)))), 1e-30)
+            energy = float(np.einsum("co,cd,do->", rows, cov, rows))
+        if energy > 0:
+            np.add.at(scores, dep.elements(slot), err / energy)
+    return scores + 1e-9 * magnitude(dep, 2)

@@ -18,6 +18,7 @@ from onnxprune.errors import BadInputError
 from onnxprune.couple.vocabulary import Slot
 from onnxprune.graph.constants import sizes
 from onnxprune.graph.cost import count_macs
+from onnxprune.select.refine import refine_weighted
 
 TARGET_TOLERANCE = 0.02  # a target is met when the kept fraction lands within this of it
 
@@ -64,10 +65,10 @@ def _drop_lowest(removed, grp, scores, keep):
 
 
 def select_uniform(dep: Dependency, scores: np.ndarray, ratio: float, round_to: int = 1,
-                   exclude: list[str] | None = None, min_channels: int = 1) -> Plan:
-    """Local scope: every unfrozen group loses `ratio` of its channels, lowest scores first."""
+                   exclude: list[str] | None = None, min_channels: int = 1, skip: set[int] = frozenset()) -> Plan:
+    """Local scope: every unfrozen group (but those in `skip`) loses `ratio` of its channels, lowest scores first."""
     _check(ratio, round_to)
-    skip = excluded_groups(dep, exclude)
+    skip = excluded_groups(dep, exclude) | set(skip)
     removed = np.zeros(dep.num_channels, dtype=bool)
     for grp in dep.groups:
         if grp.prunable == 0 or grp.id in skip or ratio == 0:
@@ -79,13 +80,15 @@ def select_uniform(dep: Dependency, scores: np.ndarray, ratio: float, round_to: 
 
 def select_global(dep: Dependency, scores: np.ndarray, ratio: float, round_to: int = 1,
                   max_layer_ratio: float = 0.9, exclude: list[str] | None = None, min_channels: int = 1,
-                  normalize: bool = True, channel_costs: dict[int, float] | None = None) -> Plan:
+                  normalize: bool = True, channel_costs: dict[int, float] | None = None,
+                  skip: set[int] = frozenset()) -> Plan:
     """Global scope: one ranking of all prunable channels (each group's scores divided by the
     group's mean), the lowest `ratio` of them removed, no group losing more than `max_layer_ratio`;
     then each group's kept width is rounded to `round_to`. With `channel_costs` (group -> time a
-    channel costs) the ranking is importance per unit of cost, so pruning goes where the time is."""
+    channel costs) the ranking is importance per unit of cost, so pruning goes where the time is.
+    Groups in `skip` keep every channel."""
     _check(ratio, round_to)
-    skip = excluded_groups(dep, exclude)
+    skip = excluded_groups(dep, exclude) | set(skip)
     normalised = np.zeros(dep.num_channels)
     candidates = []
     relative = _relative_costs(channel_costs)
@@ -201,11 +204,13 @@ class CostModel:
 
 
 def search_ratio(select, cost, target: float, tolerance: float = 0.005, steps: int = 40,
-                 scores: np.ndarray | None = None, round_to: int = 1) -> Plan:
+                 scores: np.ndarray | None = None, round_to: int = 1, skip: set[int] | None = None,
+                 normalize: bool = True) -> Plan:
     """Bisect the share removed so that `cost(plan)` (a kept fraction) lands on `target`.
 
     `select(ratio)` builds a plan; rounding makes the cost a step function, so when no share hits
-    the target the closest plan is refined a width step at a time (see `refine`).
+    the target the closest plan is refined a width step at a time (select/refine.py: each
+    step the least damaging per unit of cost among those that shrink the gap; groups in `skip` untouched).
     """
     if not 0.0 < target < 1.0:
         raise BadInputError(f"targets are fractions kept, strictly between 0 and 1; got {target}")
@@ -225,52 +230,8 @@ def search_ratio(select, cost, target: float, tolerance: float = 0.005, steps: i
         else:
             hi = mid
     if best_gap > tolerance and scores is not None:
-        best = refine(best, scores, cost, target, round_to, tolerance)
+        best = refine_weighted(best, scores, cost, target, round_to, tolerance, skip=skip, normalize=normalize)
     best.options["target_kept"] = target
     best.options["estimated_kept"] = cost(best)
     best.options["target_met"] = abs(best.options["estimated_kept"] - target) <= TARGET_TOLERANCE
     return best
-
-
-def refine(plan: Plan, scores: np.ndarray, cost, target: float, round_to: int, tolerance: float,
-           max_steps: int = 200) -> Plan:
-    """Close the last gap to `target` one width step at a time.
-
-    Candidate moves remove a group's least important next width step or restore its most important
-    removed one (widths stay multiples of `round_to`); each round takes the move that lands closest
-    to the target, so the gap shrinks every round and the search ends.
-    """
-    dep = plan.dep
-    removed = plan.removed.copy()
-    gap = abs(cost(plan) - target)
-    for _ in range(max_steps):
-        if gap <= tolerance:
-            break
-        best = None
-        for channels, value in _moves(dep, removed, scores, round_to):
-            trial = removed.copy()
-            trial[channels] = value
-            trial_gap = abs(cost(Plan(dep, trial)) - target)
-            if best is None or trial_gap < best[0]:
-                best = (trial_gap, trial)
-        if best is None or best[0] >= gap:
-            break
-        gap, removed = best
-    return Plan(dep, removed, dict(plan.options, refined=True))
-
-
-def _moves(dep: Dependency, removed: np.ndarray, scores: np.ndarray, round_to: int):
-    """Per group: its least important next width step to remove, its most important one to restore."""
-    for grp in dep.groups:
-        free = grp.channels[~grp.frozen]
-        if len(free) == 0:
-            continue
-        step = round_to if grp.size > round_to else 1
-        kept = grp.size - int(removed[grp.channels].sum())
-        alive, dead = free[~removed[free]], free[removed[free]]
-        shrink_to = (kept - 1) // step * step
-        if shrink_to >= max(step, 1) and kept - shrink_to <= len(alive):
-            yield alive[np.argsort(scores[alive], kind="stable")[:kept - shrink_to]], True
-        if len(dead):
-            grow = min(min((kept // step + 1) * step, grp.size) - kept, len(dead))
-            yield dead[np.argsort(-scores[dead], kind="stable")[:grow]], False

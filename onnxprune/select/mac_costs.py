@@ -1,0 +1,32 @@
+"""What one channel of each group costs, in MACs: the weights of a global ranking by importance per
+MAC saved (`--scope cost`).
+
+Global selection ranks channels by their scores over their group's mean, so every group's average
+channel counts the same whatever it costs: a 16-channel stem whose channels each cost 0.1% of the
+model falls as readily as a block whose channels cost 1%. Dividing by each group's MACs per channel
+spends the damage where the MACs are, as `--scope price` does with measured damage, at no extra
+forward pass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxprune.couple.dependency import Dependency
+from onnxprune.select.plan import CostModel
+
+
+def mac_costs(dep: Dependency, share: float = 0.25) -> dict[int, float]:
+    """Group id -> MACs saved per channel when `share` of its channels go (the rest of the model dense)."""
+    costs = CostModel(dep)
+    total = costs.total_macs
+    out = {}
+    for grp in dep.groups:
+        free = grp.channels[~grp.frozen]
+        if len(free) == 0:
+            continue
+        n = max(1, int(round(share * len(free))))
+        removed = np.zeros(dep.num_channels, dtype=bool)
+        removed[free[:n]] = True
+        out[grp.id] = max(total - costs.macs_after(removed), 0.0) / n
+    return out
