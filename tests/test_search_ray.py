@@ -5,6 +5,7 @@ instance and are skipped when ray is not installed)."""
 from __future__ import annotations
 
 import filecmp
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 
 import test_search
 from onnxprune.cli.main import main
+from onnxprune.load.runtime import session
 from onnxprune.search import run as search_run
 from onnxprune.search import search
 from onnxprune.search.executors import LocalExecutor, RayExecutor
@@ -86,6 +88,18 @@ def test_a_dead_ray_worker_loses_only_its_candidate_once(ray_cluster, tmp_path):
     done = search(DIGITS, CALIB, tmp_path / "b", budget=1, rounds=2, evaluate=always_fails,
                   executor=RayExecutor("local"))
     assert done["failed"] == [{"id": "c000", "error": "no such layer: conv9"}] and not done["candidates"]
+
+
+@pytest.mark.ray
+def test_search_command_on_ray(ray_cluster, tmp_path, capsys):
+    out = tmp_path / "s"
+    code = main(["search", DIGITS, "--calib", CALIB, "--data", TEST, "--budget", "1", "--no-int8", "--rounds", "2",
+                 "-o", str(out), "--ray", "local"])
+    assert code == 0 and "on the front" in capsys.readouterr().out
+    point = json.loads((out / "pareto.json").read_text())["candidates"][0]
+    assert point["quality_name"] == "accuracy" and 0.5 < point["quality"] <= 1 and point["latency_ratio"] > 0
+    session(str(out / "candidates" / point["model_file"]))
+    assert ray_cluster.is_initialized()  # joined, not started, so not stopped either
 
 
 def test_ray_flag_without_ray_is_a_one_line_usage_error(tmp_path, monkeypatch, capsys):
