@@ -9,15 +9,15 @@ Layout of the output folder (the search resumes from it: a finished candidate is
     DIR/pareto.json            the front (schema onnxprune.pareto/1) and every candidate
     DIR/pareto.png             the front (with matplotlib)
 
-Fidelity work fans out over worker processes (`workers`); latency is measured afterwards in this
-process, one candidate at a time against the dense model (interleaved pairs), so timings are not
-disturbed by the other candidates. A worker that dies loses only its candidate, which is retried once.
+Fidelity work fans out over worker processes (`workers`) or Ray tasks (executors.py); latency is
+measured afterwards in this process, one candidate at a time against the dense model (interleaved
+pairs), so timings are not disturbed by the other candidates and all come from one machine. A worker
+that dies loses only its candidate, which is retried once.
 """
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import tempfile
 from pathlib import Path
@@ -25,7 +25,8 @@ from typing import Callable
 
 import onnx
 
-from onnxprune.errors import BadInputError, first_line
+from onnxprune.errors import BadInputError
+from onnxprune.search.executors import Executor, LocalExecutor
 from onnxprune.search.front import pareto_front, plot_front
 from onnxprune.search.space import candidates
 
@@ -34,9 +35,11 @@ PARETO_SCHEMA = "onnxprune.pareto/1"
 
 def search(model: str, calib: str, out_dir: str | os.PathLike, budget: int = 16, data: str | None = None,
            workers: int = 1, seed: int = 0, int8: bool = True, input_shapes: dict | None = None,
-           rounds: int = 20, evaluate: Callable[[dict], dict] | None = None) -> dict:
+           rounds: int = 20, evaluate: Callable[[dict], dict] | None = None,
+           executor: Executor | None = None) -> dict:
     """Run (or resume) a search; returns the pareto.json document. `evaluate(job) -> summary` makes
-    and scores one candidate in a worker (default `evaluate_candidate`; a picklable function)."""
+    and scores one candidate in a worker (default `evaluate_candidate`; a picklable function).
+    `executor` runs those workers (default: `workers` local processes; `RayExecutor` for Ray)."""
     if budget < 1 or workers < 1 or rounds < 1:
         raise BadInputError(f"search: --budget, --workers and --rounds must be at least 1 "
                             f"(got {budget}, {workers}, {rounds})")
@@ -48,7 +51,7 @@ def search(model: str, calib: str, out_dir: str | os.PathLike, budget: int = 16,
     jobs = [{"model": settings["model"], "calib": settings["calib"], "data": settings["data"], "spec": spec,
              "out": str(out / "candidates"), "input_shapes": input_shapes} for spec in specs
             if not (out / "candidates" / f"{spec['id']}.json").exists()]
-    failed = _run_jobs(jobs, evaluate or evaluate_candidate, workers)
+    failed = (executor or LocalExecutor(workers)).run(jobs, evaluate or evaluate_candidate)
     points = [json.loads((out / "candidates" / f"{s['id']}.json").read_text()) for s in specs
               if (out / "candidates" / f"{s['id']}.json").exists()]
     _measure_latency(settings["model"], points, out / "candidates", rounds, input_shapes)
@@ -78,53 +81,6 @@ def _claim_folder(out: Path, settings: dict) -> None:
                                 f"model, data, --budget, --seed and --int8, or give a new -o folder")
     else:
         _write_json(recorded, settings)
-
-
-def _run_jobs(jobs: list[dict], evaluate: Callable[[dict], dict], workers: int) -> list[dict]:
-    """Every job in its own worker process, at most `workers` at once; a job whose process fails or
-    dies is run once more. Returns what failed twice, with its error. (One process per job, not a
-    pool: a process that dies would break a pool and fail the jobs queued behind it.)"""
-    context = multiprocessing.get_context("spawn")  # no fork after ONNX Runtime has started threads
-    queue = [(job, 1) for job in jobs]
-    running: list[tuple[dict, int, multiprocessing.Process]] = []
-    failed = []
-    while queue or running:
-        while queue and len(running) < workers:
-            job, attempt = queue.pop(0)
-            process = context.Process(target=_worker, args=(evaluate, job), daemon=True)
-            process.start()
-            running.append((job, attempt, process))
-        job, attempt, process = running[0]
-        process.join(timeout=0.2)
-        for entry in [r for r in running if r[2].exitcode is not None]:
-            running.remove(entry)
-            job, attempt, process = entry
-            if process.exitcode == 0:
-                continue
-            if attempt < 2:
-                queue.append((job, attempt + 1))
-            else:
-                failed.append({"id": job["spec"]["id"], "error": _failure(job, process.exitcode)})
-    return failed
-
-
-def _worker(evaluate: Callable[[dict], dict], job: dict) -> None:
-    """A worker process's body: the job, or its error in one line beside the candidate, exit 1."""
-    error = Path(job["out"]) / f"{job['spec']['id']}.error"
-    try:
-        evaluate(job)
-    except BaseException as exc:  # noqa: BLE001  (anything: recorded for the parent, which retries once)
-        error.write_text(first_line(exc) or type(exc).__name__)
-        raise SystemExit(1)
-    if error.exists():
-        error.unlink()
-
-
-def _failure(job: dict, exitcode: int) -> str:
-    error = Path(job["out"]) / f"{job['spec']['id']}.error"
-    if error.exists():
-        return error.read_text()
-    return f"the worker process died (exit code {exitcode})"
 
 
 def evaluate_candidate(job: dict) -> dict:

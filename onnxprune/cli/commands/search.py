@@ -17,6 +17,8 @@ def add_parser(sub) -> None:
     p.add_argument("--budget", type=int, default=16, help="candidates to make and measure (default 16)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the candidates and pareto.json")
     p.add_argument("--workers", type=int, default=1, help="worker processes for pruning and fidelity (default 1)")
+    p.add_argument("--ray", metavar="ADDRESS", help="run the candidates as Ray tasks on this cluster ('local' starts "
+                                                    "one with --workers CPUs); needs pip install 'onnxprune[ray]'")
     p.add_argument("--no-int8", action="store_true", help="leave int8 quantization out of the search")
     p.add_argument("--rounds", type=int, default=20, help="interleaved latency rounds per candidate (default 20)")
     p.add_argument("--seed", type=int, default=0, help="which candidates a budget picks (default 0)")
@@ -30,15 +32,20 @@ def run(args) -> int:
     from onnxprune.cli.args import parse_shapes
     from onnxprune.errors import BadInputError
     from onnxprune.search import search
+    from onnxprune.search.executors import make_executor
 
     if os.path.isfile(args.output):
         raise BadInputError(f"-o {args.output}: is a file; search writes a folder of candidates")
     cpus = os.cpu_count() or 1
     if args.workers > cpus:
         raise BadInputError(f"--workers {args.workers}: this machine has {cpus} cores")
-    done = search(args.model, args.calib, args.output, budget=args.budget, data=args.data, workers=args.workers,
-                  seed=args.seed, int8=not args.no_int8, input_shapes=parse_shapes(args.input_shape),
-                  rounds=args.rounds)
+    executor = make_executor(args.ray, args.workers)  # imports ray only for --ray
+    try:
+        done = search(args.model, args.calib, args.output, budget=args.budget, data=args.data,
+                      workers=args.workers, seed=args.seed, int8=not args.no_int8,
+                      input_shapes=parse_shapes(args.input_shape), rounds=args.rounds, executor=executor)
+    finally:
+        executor.close()
     if not args.quiet:
         by_id = {c["id"]: c for c in done["candidates"]}
         print(f"{len(done['candidates'])} candidates, {len(done['front'])} on the front "
