@@ -109,3 +109,60 @@ def test_search_refuses_a_file_as_its_folder(tmp_path):
     target.write_text("{}")
     assert main(["search", DIGITS, "--calib", CALIB, "-o", str(target), "--budget", "1"]) == 2
     assert target.read_text() == "{}"
+
+
+METRIC = '''
+import numpy as np
+import onnxruntime as ort
+
+def digits_accuracy(path):
+    """Accuracy on the committed held-out digits, as a user's own metric would compute it."""
+    data = np.load(TEST)
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    logits = sess.run(None, {name: data[name][:64]})[0]
+    return float((logits.argmax(1) == data["labels"][:64]).mean())
+
+def not_a_number(path):
+    return "high"
+'''
+
+
+def test_search_ranks_by_a_user_metric_given_as_a_file(tmp_path, capsys):
+    metric = tmp_path / "my_metric.py"
+    metric.write_text(f"TEST = {TEST!r}\n" + METRIC)
+    out = tmp_path / "search"
+    code = main(["search", DIGITS, "--calib", CALIB, "--budget", "1", "--no-int8", "-o", str(out),
+                 "--rounds", "2", "--metric", f"{metric}:digits_accuracy"])
+    assert code == 0
+    document = json.loads((out / "pareto.json").read_text())
+    spec = {"__file__": str(metric)}
+    exec(compile(metric.read_text(), str(metric), "exec"), spec)
+    assert document["dense_quality"] == spec["digits_accuracy"](DIGITS)
+    for point in document["candidates"]:  # the metric's own figure on the candidate written to disk
+        assert point["quality_name"] == f"{metric}:digits_accuracy"
+        assert point["quality"] == spec["digits_accuracy"](str(out / "candidates" / point["model_file"]))
+    assert f"{metric}:digits_accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nocolon", "expected MODULE:FUNCTION"),
+    ("{dir}/missing.py:f", "is not a file"),
+    ("{dir}/my_metric.py:absent", "has no function absent"),
+    ("no_such_module_xyz:f", "importing no_such_module_xyz failed"),
+])
+def test_a_metric_that_cannot_be_found_stops_before_any_work(tmp_path, capsys, spec, message):
+    (tmp_path / "my_metric.py").write_text(f"TEST = {TEST!r}\n" + METRIC)
+    out = tmp_path / "search"
+    code = main(["search", DIGITS, "--calib", CALIB, "--budget", "1", "-o", str(out),
+                 "--metric", spec.format(dir=tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0]
+    assert not out.exists() or not any((out / "candidates").iterdir())
+
+
+def test_a_metric_that_returns_no_number_is_named(tmp_path):
+    from onnxprune.search.metric import score
+    (tmp_path / "my_metric.py").write_text(f"TEST = {TEST!r}\n" + METRIC)
+    with pytest.raises(BadInputError, match="returned str, not a number"):
+        score(f"{tmp_path}/my_metric.py:not_a_number", DIGITS)

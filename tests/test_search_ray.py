@@ -63,10 +63,10 @@ def latency_from_macs(model, points, folder, rounds, input_shapes):
 def test_ray_front_equals_the_local_front(ray_cluster, tmp_path, monkeypatch):
     monkeypatch.setattr(search_run, "_measure_latency", latency_from_macs)
     kwargs = {"budget": 2, "data": TEST, "seed": 5, "int8": False}
-    local = search(DIGITS, CALIB, tmp_path / "local", executor=LocalExecutor(2), **kwargs)
+    local = search(DIGITS, CALIB, tmp_path / "local", workers=LocalExecutor(2), **kwargs)
     executor = RayExecutor("local", 2)
     assert not executor.owned  # joined the fixture's instance, leaves it running
-    on_ray = search(DIGITS, CALIB, tmp_path / "ray", executor=executor, **kwargs)
+    on_ray = search(DIGITS, CALIB, tmp_path / "ray", workers=executor, **kwargs)
     executor.close()
     assert ray_cluster.is_initialized()
     assert not local["failed"] and not on_ray["failed"] and len(local["candidates"]) == 2
@@ -82,11 +82,11 @@ def test_a_dead_ray_worker_loses_only_its_candidate_once(ray_cluster, tmp_path):
     markers = tmp_path / "markers"
     markers.mkdir()
     done = search(DIGITS, CALIB, tmp_path / "a", budget=2, rounds=2, evaluate=DiesOnce(str(markers)),
-                  executor=RayExecutor("local"))
+                  workers=RayExecutor("local"))
     assert not done["failed"] and [c["id"] for c in done["candidates"]] == ["c000", "c001"]
     assert sorted(p.name for p in markers.iterdir()) == ["c000", "c001"]  # each died once
     done = search(DIGITS, CALIB, tmp_path / "b", budget=1, rounds=2, evaluate=always_fails,
-                  executor=RayExecutor("local"))
+                  workers=RayExecutor("local"))
     assert done["failed"] == [{"id": "c000", "error": "no such layer: conv9"}] and not done["candidates"]
 
 

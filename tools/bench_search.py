@@ -107,7 +107,7 @@ def one_run(args, run: str, task: tasks.Task, files: tuple[str, str, str]) -> di
     executor = Timed(executor_for(run))
     try:
         done = search(files[0], files[1], out, budget=args.budget, data=files[2], seed=args.seed,
-                      rounds=args.rounds, executor=executor)
+                      rounds=args.rounds, workers=executor)
     finally:
         executor.close()
     total = time.perf_counter() - start

@@ -28,36 +28,44 @@ import onnx
 from onnxprune.errors import BadInputError
 from onnxprune.search.executors import Executor, LocalExecutor
 from onnxprune.search.front import pareto_front, plot_front
+from onnxprune.search.metric import load_metric, score as score_metric
 from onnxprune.search.space import candidates
 
 PARETO_SCHEMA = "onnxprune.pareto/1"
 
 
 def search(model: str, calib: str, out_dir: str | os.PathLike, budget: int = 16, data: str | None = None,
-           workers: int = 1, seed: int = 0, int8: bool = True, input_shapes: dict | None = None,
-           rounds: int = 20, evaluate: Callable[[dict], dict] | None = None,
-           executor: Executor | None = None) -> dict:
+           workers: int | Executor = 1, seed: int = 0, int8: bool = True, input_shapes: dict | None = None,
+           rounds: int = 20, evaluate: Callable[[dict], dict] | None = None, metric: str | None = None) -> dict:
     """Run (or resume) a search; returns the pareto.json document. `evaluate(job) -> summary` makes
     and scores one candidate in a worker (default `evaluate_candidate`; a picklable function).
-    `executor` runs those workers (default: `workers` local processes; `RayExecutor` for Ray)."""
-    if budget < 1 or workers < 1 or rounds < 1:
+    `workers`: that many local worker processes, or an Executor (`RayExecutor` for Ray).
+    `metric`: a user's task metric, `module:function` or `file.py:function` (search/metric.py)."""
+    count = workers if isinstance(workers, int) else 1
+    if budget < 1 or count < 1 or rounds < 1:
         raise BadInputError(f"search: --budget, --workers and --rounds must be at least 1 "
-                            f"(got {budget}, {workers}, {rounds})")
+                            f"(got {budget}, {count}, {rounds})")
     out = Path(out_dir)
     settings = {"model": os.path.abspath(model), "calib": os.path.abspath(calib),
                 "data": os.path.abspath(data) if data else None, "budget": budget, "seed": seed, "int8": int8}
+    if metric:  # found before any work; recorded, so a resumed search scores with the same metric
+        load_metric(metric)
+        settings["metric"] = metric
     _claim_folder(out, settings)
     specs = candidates(budget, seed, int8)
     jobs = [{"model": settings["model"], "calib": settings["calib"], "data": settings["data"], "spec": spec,
-             "out": str(out / "candidates"), "input_shapes": input_shapes} for spec in specs
+             "out": str(out / "candidates"), "input_shapes": input_shapes, "metric": metric} for spec in specs
             if not (out / "candidates" / f"{spec['id']}.json").exists()]
-    failed = (executor or LocalExecutor(workers)).run(jobs, evaluate or evaluate_candidate)
+    executor = LocalExecutor(workers) if isinstance(workers, int) else workers
+    failed = executor.run(jobs, evaluate or evaluate_candidate)
     points = [json.loads((out / "candidates" / f"{s['id']}.json").read_text()) for s in specs
               if (out / "candidates" / f"{s['id']}.json").exists()]
     _measure_latency(settings["model"], points, out / "candidates", rounds, input_shapes)
     front = pareto_front(points)
     document = {"schema": PARETO_SCHEMA, "model": settings["model"], "settings": settings,
                 "front": [p["id"] for p in front], "candidates": points, "failed": failed}
+    if metric:
+        document["dense_quality"] = score_metric(metric, settings["model"])
     _write_json(out / "pareto.json", document)
     if front:
         try:
@@ -111,6 +119,9 @@ def evaluate_candidate(job: dict) -> dict:
                "quality_name": "accuracy" if accuracy is not None else "cosine (worst output)",
                "plan": result.report.get("plan", {}).get("per_group", [])}
     save_model_atomic(model, folder / summary["model_file"], force=True)
+    if job.get("metric"):  # the user's task metric ranks the front instead
+        summary["quality"] = score_metric(job["metric"], str(folder / summary["model_file"]))
+        summary["quality_name"] = job["metric"]
     _write_json(folder / f"{spec['id']}.json", summary)
     return summary
 

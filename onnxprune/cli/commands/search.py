@@ -19,6 +19,8 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes for pruning and fidelity (default 1)")
     p.add_argument("--ray", metavar="ADDRESS", help="run the candidates as Ray tasks on this cluster ('local' starts "
                                                     "one with --workers CPUs); needs pip install 'onnxprune[ray]'")
+    p.add_argument("--metric", metavar="MODULE:FUNC", help="your task metric: a function of an .onnx path "
+                   "returning one number, higher is better (module:function or file.py:function); ranks the front")
     p.add_argument("--no-int8", action="store_true", help="leave int8 quantization out of the search")
     p.add_argument("--rounds", type=int, default=20, help="interleaved latency rounds per candidate (default 20)")
     p.add_argument("--seed", type=int, default=0, help="which candidates a budget picks (default 0)")
@@ -42,8 +44,8 @@ def run(args) -> int:
     executor = make_executor(args.ray, args.workers)  # imports ray only for --ray
     try:
         done = search(args.model, args.calib, args.output, budget=args.budget, data=args.data,
-                      workers=args.workers, seed=args.seed, int8=not args.no_int8,
-                      input_shapes=parse_shapes(args.input_shape), rounds=args.rounds, executor=executor)
+                      workers=executor, seed=args.seed, int8=not args.no_int8,
+                      input_shapes=parse_shapes(args.input_shape), rounds=args.rounds, metric=args.metric)
     finally:
         executor.close()
     if not args.quiet:
