@@ -114,3 +114,29 @@ def test_one_model_at_a_time_reports_the_same_fidelity(monkeypatch):
     assert alone.report["after"]["latency_ms"] > 0 and alone.report["latency_ratio"] > 0
     for key in ("params", "macs", "size_bytes"):
         assert alone.report["after"][key] == together.report["after"][key]
+
+
+def test_big_graph_never_holds_two_sessions(monkeypatch):
+    """Above ONE_AT_A_TIME_NODES the dense session is gone before the pruned one is built (a session
+    costs kilobytes per node); the pruned model and the fidelity are those of the interleaved run."""
+    import weakref
+    from onnxprune.check import validate
+
+    together = onnxprune.prune(str(fixture_path("chain.onnx")), 0.3, bench_rounds=2)
+    live, most = weakref.WeakSet(), [0]
+
+    def counted(make):
+        def build(*args, **kwargs):
+            sess = make(*args, **kwargs)
+            live.add(sess)
+            most[0] = max(most[0], len(live))
+            return sess
+        return build
+
+    monkeypatch.setattr(stages, "ONE_AT_A_TIME_NODES", 0)
+    monkeypatch.setattr(stages, "session", counted(stages.session))
+    monkeypatch.setattr(validate, "session", counted(validate.session))
+    alone = onnxprune.prune(str(fixture_path("chain.onnx")), 0.3, bench_rounds=2)
+    assert most[0] == 1
+    assert alone.model.SerializeToString() == together.model.SerializeToString()
+    assert alone.report["fidelity"] == together.report["fidelity"]

@@ -59,7 +59,7 @@ def evaluate(dense: onnx.ModelProto, pruned: onnx.ModelProto, input_shapes, data
     before = {"params": count_params(dense_graph), "macs": count_macs(dense_graph), "size_bytes": dense_bytes or model_bytes(dense)}
     after = {"params": count_params(pruned_graph), "macs": count_macs(pruned_graph), "size_bytes": model_bytes(pruned)}
     del dense_graph, pruned_graph
-    if reference is None and one_at_a_time(before["params"], data):
+    if reference is None and one_at_a_time(before["params"], data, len(dense.graph.node)):
         reference = record_dense(dense, input_shapes, data, bench_rounds, threads)
     if reference is not None:
         data, data_kind, feed = reference.data, reference.data_kind, reference.feed
@@ -100,8 +100,11 @@ def stored_params(model: onnx.ModelProto) -> int:
 
 
 ONE_AT_A_TIME_PARAMS = 64_000_000  # 256 MB of float32 weights: above it, never two models in ORT at once
+# a session costs 6-9 KB per node whatever the weights (a 200,000-node chain: 1.8 GB), so big graphs too
+ONE_AT_A_TIME_NODES = 20_000
 
 
-def one_at_a_time(dense_params: int, data: Dataset | None) -> bool:
+def one_at_a_time(dense_params: int, data: Dataset | None, nodes: int = 0) -> bool:
     """Whether to record the dense outputs and release its session before the pruned one is built."""
-    return dense_params > ONE_AT_A_TIME_PARAMS and (data is None or len(data) <= REPLAY_SAMPLES)
+    big = dense_params > ONE_AT_A_TIME_PARAMS or nodes > ONE_AT_A_TIME_NODES
+    return big and (data is None or len(data) <= REPLAY_SAMPLES)
