@@ -140,3 +140,21 @@ def test_big_graph_never_holds_two_sessions(monkeypatch):
     assert most[0] == 1
     assert alone.model.SerializeToString() == together.model.SerializeToString()
     assert alone.report["fidelity"] == together.report["fidelity"]
+
+
+@pytest.mark.parametrize("budget, rounds, expected", [(0.0, 20, 5), (1e9, 20, 20), (0.0, 3, 3)])
+def test_report_latency_rounds_fit_the_budget(monkeypatch, budget, rounds, expected):
+    """A model slower than the budget allows gets MIN_ROUNDS timed rounds after one warm-up run;
+    a fast one gets every round asked for; never more than asked."""
+    from onnxprune.check import bench
+
+    class Counting:
+        runs = 0
+
+        def run(self, names, feed):
+            Counting.runs += 1
+
+    monkeypatch.setattr(bench, "LATENCY_BUDGET_S", budget)
+    timings, _ = bench.measure_latency_within([Counting()], {}, rounds=rounds, warmup=3)
+    assert timings[0].samples == expected
+    assert Counting.runs == expected + (1 if expected < rounds else 3)

@@ -35,6 +35,23 @@ def measure_latency(sessions: list, feed: dict, rounds: int = 30, warmup: int = 
     return measure_latency_feeds(sessions, [feed] * len(sessions), rounds, warmup)
 
 
+LATENCY_BUDGET_S = 2.0  # timed rounds of a report: a slow model (VGG-19, 0.35 s a run) gets what fits in this
+MIN_ROUNDS = 5
+
+
+def measure_latency_within(sessions: list, feed: dict, rounds: int = 30, warmup: int = 3) -> tuple[list[Timing], list[float]]:
+    """`measure_latency` with at most `rounds` rounds: the first warm-up round is timed, and a slow
+    model gets only the rounds that fit in LATENCY_BUDGET_S (at least MIN_ROUNDS) after that one
+    warm-up, so the report's latency does not cost more runs than the rest of the evaluation."""
+    start = time.perf_counter()
+    for s in sessions:
+        s.run(None, feed)
+    fit = max(MIN_ROUNDS, int(LATENCY_BUDGET_S / max(time.perf_counter() - start, 1e-9)))
+    if fit >= rounds:
+        return measure_latency(sessions, feed, rounds=rounds, warmup=max(warmup - 1, 0))
+    return measure_latency(sessions, feed, rounds=fit, warmup=0)
+
+
 def measure_latency_feeds(sessions: list, feeds: list[dict], rounds: int = 30, warmup: int = 3,
                           desc: str | None = None) -> tuple[list[Timing], list[float]]:
     """Like `measure_latency`, with one feed per session (models whose inputs differ).

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import onnx
 
-from onnxprune.check.bench import Timing, measure_latency
+from onnxprune.check.bench import Timing, measure_latency, measure_latency_within
 from onnxprune.check.replay import REPLAY_SAMPLES, Recorded
 from onnxprune.check.validate import compare, load_in_runtime
 from onnxprune.graph.cost import count_macs, count_params
@@ -42,7 +42,7 @@ def record_dense(dense: onnx.ModelProto, input_shapes, data: Dataset | None, ben
         data = synthetic_dataset(sess, input_shapes, samples=BIG_SAMPLES if big else 8)
     bench_rounds = min(bench_rounds, BIG_ROUNDS) if big else bench_rounds
     feed = next(data.take(1).batches(1)) if bench_rounds > 0 else None
-    timing = measure_latency([sess], feed, rounds=bench_rounds, warmup=1 if big else 3)[0][0] if feed else None
+    timing = measure_latency_within([sess], feed, rounds=bench_rounds, warmup=1 if big else 3)[0][0] if feed else None
     return Reference(Recorded(sess, data), data, data_kind, feed, timing)
 
 
@@ -78,7 +78,7 @@ def evaluate(dense: onnx.ModelProto, pruned: onnx.ModelProto, input_shapes, data
         feed = next(data.take(1).batches(1)) if bench_rounds > 0 else None
         pruned_sess = load_in_runtime(pruned, threads)
         if feed:  # timed before the batched fidelity runs, which leave the sessions' memory unevenly grown
-            timings, ratios = measure_latency([dense_sess, pruned_sess], feed, rounds=bench_rounds)
+            timings, ratios = measure_latency_within([dense_sess, pruned_sess], feed, rounds=bench_rounds)
         fidelity = compare(dense_sess, pruned_sess, data)
     report = {"before": before, "after": after,
               "fidelity": {"data": data_kind, "samples": len(data), **fidelity.as_dict()},
