@@ -158,3 +158,27 @@ def test_report_latency_rounds_fit_the_budget(monkeypatch, budget, rounds, expec
     timings, _ = bench.measure_latency_within([Counting()], {}, rounds=rounds, warmup=3)
     assert timings[0].samples == expected
     assert Counting.runs == expected + (1 if expected < rounds else 3)
+
+
+def test_fidelity_runs_shaped_like_the_latency_feed_are_latency_rounds():
+    """Runs on feeds of the latency feed's shapes are timed; only the missing rounds run again."""
+    from onnxprune.check.timed_runs import TimedRuns, latency_with
+
+    class Counting:
+        runs = 0
+
+        def run(self, names, feed):
+            Counting.runs += 1
+            return [feed["x"]]
+
+        def get_inputs(self):
+            return ["x"]
+
+    sess, one, two = Counting(), {"x": np.zeros((1, 3))}, {"x": np.zeros((2, 3))}
+    timed = TimedRuns(sess, one)
+    assert timed.get_inputs() == ["x"]
+    for feed in (one, two, one, one):
+        assert timed.run(None, feed)[0] is feed["x"]
+    assert len(timed.seconds) == 3 and Counting.runs == 4
+    assert latency_with(sess, one, timed, 5).samples == 5 and Counting.runs == 6
+    assert latency_with(sess, one, timed, 2).samples == 3 and Counting.runs == 6

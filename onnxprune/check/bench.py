@@ -43,13 +43,17 @@ def measure_latency_within(sessions: list, feed: dict, rounds: int = 30, warmup:
     """`measure_latency` with at most `rounds` rounds: the first warm-up round is timed, and a slow
     model gets only the rounds that fit in LATENCY_BUDGET_S (at least MIN_ROUNDS) after that one
     warm-up, so the report's latency does not cost more runs than the rest of the evaluation."""
+    rounds, warmup = fitted_rounds(sessions, feed, rounds, warmup)
+    return measure_latency(sessions, feed, rounds=rounds, warmup=warmup)
+
+
+def fitted_rounds(sessions: list, feed: dict, rounds: int, warmup: int) -> tuple[int, int]:
+    """Run one warm-up round, timed: (rounds, warm-up runs still to do) within LATENCY_BUDGET_S."""
     start = time.perf_counter()
     for s in sessions:
         s.run(None, feed)
     fit = max(MIN_ROUNDS, int(LATENCY_BUDGET_S / max(time.perf_counter() - start, 1e-9)))
-    if fit >= rounds:
-        return measure_latency(sessions, feed, rounds=rounds, warmup=max(warmup - 1, 0))
-    return measure_latency(sessions, feed, rounds=fit, warmup=0)
+    return (rounds, max(warmup - 1, 0)) if fit >= rounds else (fit, 0)  # a slow model is warm after one run
 
 
 def measure_latency_feeds(sessions: list, feeds: list[dict], rounds: int = 30, warmup: int = 3,

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import onnx
 
-from onnxprune.check.bench import Timing, measure_latency, measure_latency_within
+from onnxprune.check.bench import Timing, fitted_rounds, measure_latency_within
 from onnxprune.check.replay import REPLAY_SAMPLES, Recorded
+from onnxprune.check.timed_runs import TimedRuns, latency_with
 from onnxprune.check.validate import compare, load_in_runtime
 from onnxprune.graph.cost import count_macs, count_params
 from onnxprune.graph.model_graph import ModelGraph
@@ -42,8 +43,14 @@ def record_dense(dense: onnx.ModelProto, input_shapes, data: Dataset | None, ben
         data = synthetic_dataset(sess, input_shapes, samples=BIG_SAMPLES if big else 8)
     bench_rounds = min(bench_rounds, BIG_ROUNDS) if big else bench_rounds
     feed = next(data.take(1).batches(1)) if bench_rounds > 0 else None
-    timing = measure_latency_within([sess], feed, rounds=bench_rounds, warmup=1 if big else 3)[0][0] if feed else None
-    return Reference(Recorded(sess, data), data, data_kind, feed, timing)
+    if feed is None:
+        return Reference(Recorded(sess, data), data, data_kind, None, None)
+    rounds, warmup = fitted_rounds([sess], feed, bench_rounds, 1 if big else 3)
+    for _ in range(warmup):
+        sess.run(None, feed)
+    timed = TimedRuns(sess, feed)  # fidelity runs shaped like the feed are latency rounds too
+    outputs = Recorded(timed, data)
+    return Reference(outputs, data, data_kind, feed, latency_with(sess, feed, timed, rounds))
 
 
 def evaluate(dense: onnx.ModelProto, pruned: onnx.ModelProto, input_shapes, data: Dataset | None,
@@ -63,11 +70,15 @@ def evaluate(dense: onnx.ModelProto, pruned: onnx.ModelProto, input_shapes, data
         reference = record_dense(dense, input_shapes, data, bench_rounds, threads)
     if reference is not None:
         data, data_kind, feed = reference.data, reference.data_kind, reference.feed
-        pruned_sess = load_in_runtime(pruned, threads)
-        fidelity = compare(reference.outputs, pruned_sess, data)
+        pruned_sess = timed = load_in_runtime(pruned, threads)
         if feed:
             rounds = reference.timing.samples  # as many as the dense model had (fewer for big models)
-            pruned_timing = measure_latency([pruned_sess], feed, rounds=rounds, warmup=1 if rounds < 20 else 3)[0][0]
+            for _ in range(1 if rounds < 20 else 3):
+                pruned_sess.run(None, feed)
+            timed = TimedRuns(pruned_sess, feed)
+        fidelity = compare(reference.outputs, timed, data)
+        if feed:
+            pruned_timing = latency_with(pruned_sess, feed, timed, rounds)
             timings = [reference.timing, pruned_timing]
             ratios = [1.0, pruned_timing.p50_ms / reference.timing.p50_ms]
     else:
