@@ -73,7 +73,7 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     evaluation = prep.evaluation
     dense = prep.model if depth is None else depth.dense
     reference = None  # a large dense model runs before the pruned one exists: never both in ORT and in memory
-    if not finetune.active and one_at_a_time(count_params(prep.graph), evaluation):
+    if not finetune.active and one_at_a_time(count_params(prep.graph), evaluation, len(prep.graph.nodes)):
         reference = record_dense(dense, prep.graph.input_shapes, evaluation, options.bench_rounds,
                                  options.threads_capped())
     pruned = apply_and_recover(prep, plan)

@@ -114,3 +114,71 @@ def test_one_model_at_a_time_reports_the_same_fidelity(monkeypatch):
     assert alone.report["after"]["latency_ms"] > 0 and alone.report["latency_ratio"] > 0
     for key in ("params", "macs", "size_bytes"):
         assert alone.report["after"][key] == together.report["after"][key]
+
+
+def test_big_graph_never_holds_two_sessions(monkeypatch):
+    """Above ONE_AT_A_TIME_NODES the dense session is gone before the pruned one is built (a session
+    costs kilobytes per node); the pruned model and the fidelity are those of the interleaved run."""
+    import weakref
+    from onnxprune.check import validate
+
+    together = onnxprune.prune(str(fixture_path("chain.onnx")), 0.3, bench_rounds=2)
+    live, most = weakref.WeakSet(), [0]
+
+    def counted(make):
+        def build(*args, **kwargs):
+            sess = make(*args, **kwargs)
+            live.add(sess)
+            most[0] = max(most[0], len(live))
+            return sess
+        return build
+
+    monkeypatch.setattr(stages, "ONE_AT_A_TIME_NODES", 0)
+    monkeypatch.setattr(stages, "session", counted(stages.session))
+    monkeypatch.setattr(validate, "session", counted(validate.session))
+    alone = onnxprune.prune(str(fixture_path("chain.onnx")), 0.3, bench_rounds=2)
+    assert most[0] == 1
+    assert alone.model.SerializeToString() == together.model.SerializeToString()
+    assert alone.report["fidelity"] == together.report["fidelity"]
+
+
+@pytest.mark.parametrize("budget, rounds, expected", [(0.0, 20, 5), (1e9, 20, 20), (0.0, 3, 3)])
+def test_report_latency_rounds_fit_the_budget(monkeypatch, budget, rounds, expected):
+    """A model slower than the budget allows gets MIN_ROUNDS timed rounds after one warm-up run;
+    a fast one gets every round asked for; never more than asked."""
+    from onnxprune.check import bench
+
+    class Counting:
+        runs = 0
+
+        def run(self, names, feed):
+            Counting.runs += 1
+
+    monkeypatch.setattr(bench, "LATENCY_BUDGET_S", budget)
+    timings, _ = bench.measure_latency_within([Counting()], {}, rounds=rounds, warmup=3)
+    assert timings[0].samples == expected
+    assert Counting.runs == expected + (1 if expected < rounds else 3)
+
+
+def test_fidelity_runs_shaped_like_the_latency_feed_are_latency_rounds():
+    """Runs on feeds of the latency feed's shapes are timed; only the missing rounds run again."""
+    from onnxprune.check.timed_runs import TimedRuns, latency_with
+
+    class Counting:
+        runs = 0
+
+        def run(self, names, feed):
+            Counting.runs += 1
+            return [feed["x"]]
+
+        def get_inputs(self):
+            return ["x"]
+
+    sess, one, two = Counting(), {"x": np.zeros((1, 3))}, {"x": np.zeros((2, 3))}
+    timed = TimedRuns(sess, one)
+    assert timed.get_inputs() == ["x"]
+    for feed in (one, two, one, one):
+        assert timed.run(None, feed)[0] is feed["x"]
+    assert len(timed.seconds) == 3 and Counting.runs == 4
+    assert latency_with(sess, one, timed, 5).samples == 5 and Counting.runs == 6
+    assert latency_with(sess, one, timed, 2).samples == 3 and Counting.runs == 6

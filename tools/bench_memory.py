@@ -42,9 +42,9 @@ def child(path: str, ratio: float, bench_rounds: int | None) -> dict:
 
     def timed(name, fn):
         def run(*args, **kwargs):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             result = fn(*args, **kwargs)
-            marks[name] = {"s": time.perf_counter() - start,
+            marks[name] = {"s": time.perf_counter() - start, "cpu_s": time.process_time() - cpu,
                            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
             return result
         return run
@@ -80,6 +80,7 @@ def run_case(path: str, ratio: float, bench_rounds: int | None) -> dict:
     found = json.loads(printed.strip().splitlines()[-1])
     found["wall_s"] = wall
     found["peak_mb"] = usage.ru_maxrss / 1024
+    found["cpu_s"] = usage.ru_utime + usage.ru_stime  # steadier than wall seconds on a shared machine
     return found
 
 
@@ -127,16 +128,18 @@ def main(argv: list[str] | None = None) -> int:
             r = run_case(path, args.ratio, args.bench_rounds)
             rows.append((name, r["weights"], r))
             print(f"{name}: {r['wall_s']:.1f} s, peak {r['peak_mb']:.0f} MB", file=sys.stderr)
-    head = ["model", "weights MB", "wall s", "peak RSS MB", "peak / weights"] + [f"{s} s / MB" for s in STAGES]
+    head = ["model", "weights MB", "wall s", "CPU s", "peak RSS MB", "peak / weights"] + [f"{s} s / CPU s / MB" for s in STAGES]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for name, weights, r in rows:
-        cells = [name, f"{weights / 2**20:.1f}", f"{r['wall_s']:.1f}", f"{r['peak_mb']:.0f}",
+        cells = [name, f"{weights / 2**20:.1f}", f"{r['wall_s']:.1f}", f"{r['cpu_s']:.1f}", f"{r['peak_mb']:.0f}",
                  f"{r['peak_mb'] * 2**20 / weights:.1f}x"]
-        cells += [f"{r['stages'][s]['s']:.1f} / {r['stages'][s]['peak_mb']:.0f}" if s in r["stages"] else "-"
+        cells += [f"{r['stages'][s]['s']:.1f} / {r['stages'][s]['cpu_s']:.1f} / {r['stages'][s]['peak_mb']:.0f}"
+                  if s in r["stages"] else "-"
                   for s in STAGES]
         print("| " + " | ".join(cells) + " |")
     print(f"\n`prune(path, ratio={args.ratio})` + save, one fresh process per model; peak RSS includes imports "
-          "(about 150 MB); stage cells are seconds in the stage / peak RSS (MB) reached by its end.")
+          "(about 150 MB); CPU s is the process's user + system time; stage cells are seconds in the stage / "
+          "its CPU seconds / peak RSS (MB) reached by its end.")
     return 0
 
 

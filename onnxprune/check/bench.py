@@ -35,6 +35,27 @@ def measure_latency(sessions: list, feed: dict, rounds: int = 30, warmup: int = 
     return measure_latency_feeds(sessions, [feed] * len(sessions), rounds, warmup)
 
 
+LATENCY_BUDGET_S = 2.0  # timed rounds of a report: a slow model (VGG-19, 0.35 s a run) gets what fits in this
+MIN_ROUNDS = 5
+
+
+def measure_latency_within(sessions: list, feed: dict, rounds: int = 30, warmup: int = 3) -> tuple[list[Timing], list[float]]:
+    """`measure_latency` with at most `rounds` rounds: the first warm-up round is timed, and a slow
+    model gets only the rounds that fit in LATENCY_BUDGET_S (at least MIN_ROUNDS) after that one
+    warm-up, so the report's latency does not cost more runs than the rest of the evaluation."""
+    rounds, warmup = fitted_rounds(sessions, feed, rounds, warmup)
+    return measure_latency(sessions, feed, rounds=rounds, warmup=warmup)
+
+
+def fitted_rounds(sessions: list, feed: dict, rounds: int, warmup: int) -> tuple[int, int]:
+    """Run one warm-up round, timed: (rounds, warm-up runs still to do) within LATENCY_BUDGET_S."""
+    start = time.perf_counter()
+    for s in sessions:
+        s.run(None, feed)
+    fit = max(MIN_ROUNDS, int(LATENCY_BUDGET_S / max(time.perf_counter() - start, 1e-9)))
+    return (rounds, max(warmup - 1, 0)) if fit >= rounds else (fit, 0)  # a slow model is warm after one run
+
+
 def measure_latency_feeds(sessions: list, feeds: list[dict], rounds: int = 30, warmup: int = 3,
                           desc: str | None = None) -> tuple[list[Timing], list[float]]:
     """Like `measure_latency`, with one feed per session (models whose inputs differ).

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import onnx
 
-from onnxprune.check.bench import Timing, measure_latency
+from onnxprune.check.bench import Timing, fitted_rounds, measure_latency_within
 from onnxprune.check.replay import REPLAY_SAMPLES, Recorded
+from onnxprune.check.timed_runs import TimedRuns, latency_with
 from onnxprune.check.validate import compare, load_in_runtime
 from onnxprune.graph.cost import count_macs, count_params
 from onnxprune.graph.model_graph import ModelGraph
@@ -42,8 +43,14 @@ def record_dense(dense: onnx.ModelProto, input_shapes, data: Dataset | None, ben
         data = synthetic_dataset(sess, input_shapes, samples=BIG_SAMPLES if big else 8)
     bench_rounds = min(bench_rounds, BIG_ROUNDS) if big else bench_rounds
     feed = next(data.take(1).batches(1)) if bench_rounds > 0 else None
-    timing = measure_latency([sess], feed, rounds=bench_rounds, warmup=1 if big else 3)[0][0] if feed else None
-    return Reference(Recorded(sess, data), data, data_kind, feed, timing)
+    if feed is None:
+        return Reference(Recorded(sess, data), data, data_kind, None, None)
+    rounds, warmup = fitted_rounds([sess], feed, bench_rounds, 1 if big else 3)
+    for _ in range(warmup):
+        sess.run(None, feed)
+    timed = TimedRuns(sess, feed)  # fidelity runs shaped like the feed are latency rounds too
+    outputs = Recorded(timed, data)
+    return Reference(outputs, data, data_kind, feed, latency_with(sess, feed, timed, rounds))
 
 
 def evaluate(dense: onnx.ModelProto, pruned: onnx.ModelProto, input_shapes, data: Dataset | None,
@@ -59,15 +66,19 @@ def evaluate(dense: onnx.ModelProto, pruned: onnx.ModelProto, input_shapes, data
     before = {"params": count_params(dense_graph), "macs": count_macs(dense_graph), "size_bytes": dense_bytes or model_bytes(dense)}
     after = {"params": count_params(pruned_graph), "macs": count_macs(pruned_graph), "size_bytes": model_bytes(pruned)}
     del dense_graph, pruned_graph
-    if reference is None and one_at_a_time(before["params"], data):
+    if reference is None and one_at_a_time(before["params"], data, len(dense.graph.node)):
         reference = record_dense(dense, input_shapes, data, bench_rounds, threads)
     if reference is not None:
         data, data_kind, feed = reference.data, reference.data_kind, reference.feed
-        pruned_sess = load_in_runtime(pruned, threads)
-        fidelity = compare(reference.outputs, pruned_sess, data)
+        pruned_sess = timed = load_in_runtime(pruned, threads)
         if feed:
             rounds = reference.timing.samples  # as many as the dense model had (fewer for big models)
-            pruned_timing = measure_latency([pruned_sess], feed, rounds=rounds, warmup=1 if rounds < 20 else 3)[0][0]
+            for _ in range(1 if rounds < 20 else 3):
+                pruned_sess.run(None, feed)
+            timed = TimedRuns(pruned_sess, feed)
+        fidelity = compare(reference.outputs, timed, data)
+        if feed:
+            pruned_timing = latency_with(pruned_sess, feed, timed, rounds)
             timings = [reference.timing, pruned_timing]
             ratios = [1.0, pruned_timing.p50_ms / reference.timing.p50_ms]
     else:
@@ -78,7 +89,7 @@ def evaluate(dense: onnx.ModelProto, pruned: onnx.ModelProto, input_shapes, data
         feed = next(data.take(1).batches(1)) if bench_rounds > 0 else None
         pruned_sess = load_in_runtime(pruned, threads)
         if feed:  # timed before the batched fidelity runs, which leave the sessions' memory unevenly grown
-            timings, ratios = measure_latency([dense_sess, pruned_sess], feed, rounds=bench_rounds)
+            timings, ratios = measure_latency_within([dense_sess, pruned_sess], feed, rounds=bench_rounds)
         fidelity = compare(dense_sess, pruned_sess, data)
     report = {"before": before, "after": after,
               "fidelity": {"data": data_kind, "samples": len(data), **fidelity.as_dict()},
@@ -100,8 +111,11 @@ def stored_params(model: onnx.ModelProto) -> int:
 
 
 ONE_AT_A_TIME_PARAMS = 64_000_000  # 256 MB of float32 weights: above it, never two models in ORT at once
+# a session costs 6-9 KB per node whatever the weights (a 200,000-node chain: 1.8 GB), so big graphs too
+ONE_AT_A_TIME_NODES = 20_000
 
 
-def one_at_a_time(dense_params: int, data: Dataset | None) -> bool:
+def one_at_a_time(dense_params: int, data: Dataset | None, nodes: int = 0) -> bool:
     """Whether to record the dense outputs and release its session before the pruned one is built."""
-    return dense_params > ONE_AT_A_TIME_PARAMS and (data is None or len(data) <= REPLAY_SAMPLES)
+    big = dense_params > ONE_AT_A_TIME_PARAMS or nodes > ONE_AT_A_TIME_NODES
+    return big and (data is None or len(data) <= REPLAY_SAMPLES)

@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, default=0, help="seed for random choices")
     pr.add_argument("--input-shape", action="append", metavar="NAME:DxD..", help="shape for a dynamic input")
     pr.add_argument("--report", help="write the JSON report here")
-    pr.add_argument("--bench-rounds", type=int, default=20, help="interleaved latency rounds (0 to skip)")
+    pr.add_argument("--bench-rounds", type=int, default=20, help="latency rounds at most (0 to skip; a slow model gets those that fit in 2 s, at least 5)")
     pr.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: default)")
     pr.add_argument("--force", action="store_true", help="overwrite an existing output")
     pr.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")

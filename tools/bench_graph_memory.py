@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Where a big graph's memory goes: RSS added by each piece a prune of a generated chain holds, each
+measured in a fresh process (so one piece's freed heap does not hide the next one's).
+
+    python tools/bench_graph_memory.py                 # chains of 25,000 and 50,000 nodes
+    python tools/bench_graph_memory.py --sizes 100000
+
+Pieces: the parsed proto; ModelGraph (shapes, producers, consumers); the channel dependency; an ONNX
+Runtime session built as `load/runtime.session` builds it for graphs with many initializers (saving
+the optimized model, which keeps ORT from removing initializers one linear search at a time) and a
+plain one (ORT_ENABLE_BASIC, without ConstantSharing, nothing saved). "retained" is the RSS growth
+after glibc's malloc_trim, "peak" the growth of the high-water mark (VmHWM, reset first where the
+kernel allows) while the piece is built; CPU seconds are the process's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PIECES = ("proto", "graph", "dependency", "session_saved", "session_plain")
+
+
+def _kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _settle() -> int:
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    return _kb("VmRSS")
+
+
+def child(path: str, piece: str) -> dict:
+    """Build everything `piece` needs first, then measure only `piece`."""
+    import onnx
+    import onnxruntime as ort
+
+    from onnxprune.couple.dependency import build_dependency
+    from onnxprune.graph.model_graph import ModelGraph
+    from onnxprune.load import runtime
+
+    held = []
+    model = onnx.load(path) if piece != "proto" else None
+    if piece == "dependency":
+        held.append(ModelGraph(model, None))
+    base = _settle()
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
+    except OSError:
+        pass
+    start = time.process_time()
+    if piece == "proto":
+        held.append(onnx.load(path))
+    elif piece == "graph":
+        held.append(ModelGraph(model, None))
+    elif piece == "dependency":
+        held.append(build_dependency(held[0]))
+    elif piece == "session_saved":
+        held.append(runtime.session(model))
+    else:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        held.append(ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"],
+                                         disabled_optimizers=runtime.QUADRATIC_OPTIMIZERS))
+    cpu = time.process_time() - start
+    peak = _kb("VmHWM")
+    return {"retained_mb": (_settle() - base) / 1024, "peak_mb": max(peak - base, 0) / 1024, "cpu_s": cpu}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[25000, 50000])
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(*args.child)))
+        return 0
+    print("| nodes | piece | retained MB | KB/node | peak MB | CPU s |\n|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.sizes:
+            path = os.path.join(tmp, f"chain_{n}.onnx")
+            subprocess.run([sys.executable, str(ROOT / "tools" / "make_chain.py"), str(n), path], check=True)
+            for piece in PIECES:
+                done = subprocess.run([sys.executable, __file__, "--child", path, piece], capture_output=True,
+                                      text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                r = json.loads(done.stdout.strip().splitlines()[-1])
+                print(f"| {n:,} | {piece} | {r['retained_mb']:.0f} | {r['retained_mb'] * 1024 / n:.1f} | "
+                      f"{r['peak_mb']:.0f} | {r['cpu_s']:.1f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
