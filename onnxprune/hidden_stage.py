@@ -48,8 +48,12 @@ def reachable(dep: Dependency, options: PruneOptions) -> float:
 def _plan_names_unknown_slots(dep: Dependency, plan) -> bool:
     """Whether a saved plan anchors a group on a slot this analysis does not have (a stream group)."""
     doc = plan if isinstance(plan, dict) else load_plan_file(plan)
-    anchors = [grp.get("anchor", {}) for grp in doc.get("groups", []) if isinstance(grp, dict)]
-    return any(Slot(a.get("tensor"), a.get("axis", -1)) not in dep.slot_index for a in anchors)
+    if not isinstance(doc, dict) or not isinstance(doc.get("groups"), list):
+        return False  # a malformed plan: plan_from_json names what is wrong with it
+    anchors = [grp.get("anchor") for grp in doc["groups"] if isinstance(grp, dict)]
+    return any(Slot(a["tensor"], a.get("axis", -1)) not in dep.slot_index
+               for a in anchors if isinstance(a, dict) and isinstance(a.get("tensor"), str)
+               and isinstance(a.get("axis", -1), int))
 
 
 def wants_hidden(dep: Dependency, options: PruneOptions, has_data: bool) -> bool:
