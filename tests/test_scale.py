@@ -6,6 +6,7 @@ stored with external data prunes to the same bytes as the same model stored inli
 from __future__ import annotations
 
 import os
+import tempfile
 
 import numpy as np
 import onnx
@@ -66,7 +67,7 @@ def test_spilled_session_runs_like_bytes_and_leaves_the_model_alone(monkeypatch,
     feed = synthetic_feed(runtime.session(model), {"input": (2, 1, 8, 8)})
     want = outputs(runtime.session(model), feed)
     monkeypatch.setattr(spill, "SPILL_BYTES", 0)
-    monkeypatch.setattr(spill.tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     got = outputs(runtime.session(model), feed)
     assert all(np.array_equal(a, b) for a, b in zip(want, got))
     assert model.SerializeToString() == before
