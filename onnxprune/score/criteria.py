@@ -79,15 +79,24 @@ def _power_sums(value: np.ndarray, axis: int, p: int) -> np.ndarray:
     """sum(|row| ** p) of each row of per_index(value, axis), a block of rows at a time: each row is
     summed exactly as a whole-tensor per_index would, without a float64 copy of a 400 MB weight."""
     if value.size <= BLOCK_ELEMENTS:  # the common case: one block, no slicing
-        return (np.abs(per_index(value, axis)) ** p).sum(1)
+        return _row_power_sums(per_index(value, axis), p)
     rows = value.shape[axis]
     step = max(1, BLOCK_ELEMENTS // max(1, value.size // max(rows, 1)))
     out = np.empty(rows)
     for start in range(0, rows, step):
         stop = min(rows, start + step)
         block = np.take(value, np.arange(start, stop), axis=axis)
-        out[start:stop] = (np.abs(per_index(block, axis)) ** p).sum(1)
+        out[start:stop] = _row_power_sums(per_index(block, axis), p)
     return out
+
+
+def _row_power_sums(rows: np.ndarray, p: int) -> np.ndarray:
+    """sum(|row| ** p) per row, in place on `rows` (per_index's own float64 copy): the same values,
+    in the same layout, as (np.abs(rows) ** p).sum(1), without its two temporaries of the tensor's size."""
+    np.abs(rows, out=rows)
+    if p != 1:
+        rows **= p  # numpy's scalar-power fast path, as `** p` takes
+    return rows.sum(1)
 
 
 @criterion("l1")
