@@ -275,15 +275,19 @@ def unload(model: onnx.ModelProto, min_bytes: int = 1024) -> onnx.ModelProto:
     message's bytes only with the whole message, so the caller drops `model` to free its weights."""
     work = None
     for t in model.graph.initializer:
-        if not t.HasField("raw_data") or len(t.raw_data) < min_bytes:
+        if not t.HasField("raw_data"):
+            continue
+        raw = t.raw_data  # protobuf hands out a new copy of the bytes at every access: take one
+        if len(raw) < min_bytes:
             continue
         work = work or WorkFile(INLINE + "weights")
         with open(work.path, "r+b") as f:
             end = f.seek(0, os.SEEK_END)
             offset = end + (-end % 4096)
             f.seek(offset)
-            write_sparse(f, memoryview(t.raw_data))
-        length = len(t.raw_data)
+            write_sparse(f, memoryview(raw))
+        length = len(raw)
+        del raw
         t.ClearField("raw_data")  # the proto's copy goes as soon as the file has it
         _set(t, location=work.path, offset=str(offset), length=str(length))
     compact = onnx.ModelProto()

@@ -15,6 +15,7 @@ import onnx
 
 from onnxprune.errors import BadInputError
 from onnxprune.load.constants import constant_value, constant_values, foldable
+from onnxprune.load.spill import raw_bytes
 from onnxprune.load.tensors import all_tensors
 
 FLOOR = 2**30
@@ -32,7 +33,7 @@ def stored_weight_bytes(model: onnx.ModelProto) -> int:
     total = 0
     for t in all_tensors(model):
         if t.HasField("raw_data"):
-            total += len(t.raw_data)
+            total += raw_bytes(t)  # from the shape: reading raw_data copies it
         elif t.data_location == onnx.TensorProto.EXTERNAL:  # a large model's weights, read from its file
             total += int(next((e.value for e in t.external_data if e.key == "length"), 0))
         else:

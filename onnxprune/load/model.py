@@ -129,15 +129,18 @@ def _save_external(model: onnx.ModelProto, tmp: str, data_file: Path, location: 
                     external.copy_bytes(t, f)
                     external.set_reference(t, location, start, f.tell() - start)
                     continue
-                if not t.HasField("raw_data") or len(t.raw_data) < threshold:
+                if not t.HasField("raw_data"):
+                    continue
+                raw = t.raw_data  # protobuf hands out a new copy at every access: take one
+                if len(raw) < threshold:
                     continue
                 offset = -f.tell() % 4096  # page-aligned, as onnx's own writer does
                 f.write(b"\0" * offset)
                 start = f.tell()
-                f.write(t.raw_data)
-                moved.append((t, t.raw_data, t.HasField("data_location")))
+                f.write(raw)
+                moved.append((t, raw, t.HasField("data_location")))
                 del t.external_data[:]
-                for key, value in (("location", location), ("offset", str(start)), ("length", str(len(t.raw_data)))):
+                for key, value in (("location", location), ("offset", str(start)), ("length", str(len(raw)))):
                     entry = t.external_data.add()
                     entry.key, entry.value = key, value
                 t.data_location = onnx.TensorProto.EXTERNAL

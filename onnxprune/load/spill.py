@@ -28,7 +28,7 @@ def model_bytes(model: onnx.ModelProto) -> int:
     """Serialized size, weights read from files included; models over protobuf's 2 GB limit cannot
     say, and count as large."""
     from onnxprune.load.external import bound_bytes
-    weights = sum(_raw_bytes(t) for t in model.graph.initializer)
+    weights = sum(raw_bytes(t) for t in model.graph.initializer)
     if weights > SPILL_BYTES:  # ByteSize serializes the whole model (upb): a second copy, just to count
         return weights + bound_bytes(model) + sum(n.ByteSize() for n in model.graph.node)
     try:
@@ -37,7 +37,7 @@ def model_bytes(model: onnx.ModelProto) -> int:
         return 1 << 31
 
 
-def _raw_bytes(t: onnx.TensorProto) -> int:
+def raw_bytes(t: onnx.TensorProto) -> int:
     """Bytes of a tensor stored as raw_data, from its shape (reading raw_data would copy it)."""
     if not t.HasField("raw_data"):
         return 0
