@@ -177,19 +177,24 @@ def apoz(dep: Dependency, stats: Statistics | None = None, **_) -> np.ndarray:
     return accumulate(dep, _activation_members(dep, _need(stats, "apoz"), lambda st: 1.0 - st.apoz + 1e-6))
 
 
-def _linear_input_scores(dep: Dependency, stats: Statistics | None, name: str, cost) -> np.ndarray:
-    """Channel scores from every linear consumer: `cost(rows, cov)` per input channel from the weight
-    rows and the input's covariance; inputs too wide for a Gram take the diagonal, |w|^2 E[x^2]."""
+def _linear_inputs(dep: Dependency, stats: Statistics | None, name: str):
+    """(slot, weight rows per input channel, input statistics, covariance or None) of every linear
+    consumer whose input is a prunable slot with statistics."""
     from onnxprune.couple.ops import linear_sites
     stats = _need(stats, name)
-    members = []
     for _, site in linear_sites(dep.graph):
         slot = Slot(site.x, site.x_axis)
         st = stats.get(site.x, site.x_axis)
         if slot not in dep.slot_index or st is None:
             continue
-        rows = per_index(dep.graph.const(site.weight), site.weight_axis)
-        cov = st.covariance()
+        yield slot, per_index(dep.graph.const(site.weight), site.weight_axis), st, st.covariance()
+
+
+def _linear_input_scores(dep: Dependency, stats: Statistics | None, name: str, cost) -> np.ndarray:
+    """Channel scores from every linear consumer: `cost(rows, cov)` per input channel from the weight
+    rows and the input's covariance; inputs too wide for a Gram take the diagonal, |w|^2 E[x^2]."""
+    members = []
+    for slot, rows, st, cov in _linear_inputs(dep, stats, name):
         if cov is None:
             members.append((slot, (rows ** 2).sum(1) * st.sq_sum / max(st.count, 1)))
         else:
@@ -321,16 +326,8 @@ COMPARABLE = {"relative"}  # criteria whose scores are ranked across groups as t
 def relative(dep: Dependency, stats: Statistics | None = None, ridge: float = 1e-3, **_) -> np.ndarray:
     """Per channel, the sum over its linear consumers of (error of removing it alone, the rest
     re-solved) / (the consumer's output variance)."""
-    from onnxprune.couple.ops import linear_sites
-    stats = _need(stats, "relative")
     scores = np.zeros(dep.num_channels)
-    for _, site in linear_sites(dep.graph):
-        slot = Slot(site.x, site.x_axis)
-        st = stats.get(site.x, site.x_axis)
-        if slot not in dep.slot_index or st is None:
-            continue
-        rows = per_index(dep.graph.const(site.weight), site.weight_axis)
-        cov = st.covariance()
+    for slot, rows, st, cov in _linear_inputs(dep, stats, "relative"):
         if cov is None:  # too wide for a Gram: the diagonal
             err = (rows ** 2).sum(1) * np.maximum(st.sq_sum / max(st.count, 1) - (st.sum / max(st.count, 1)) ** 2, 0)
             energy = float(err.sum())

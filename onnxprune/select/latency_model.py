@@ -154,18 +154,21 @@ class TimingCache:
         return None if value < 0 else value
 
     def save(self) -> None:
-        """Atomically, like the model cache (a cache file is not one of the run's outputs, so it does
-        not go through the output guard); a cache that cannot be written is only a lost speed-up."""
-        if self.path is None or not self.measured:
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.entries, f)
-            os.replace(tmp, self.path)
-        except OSError:
-            pass
+        if self.path is not None and self.measured:
+            save_cache(self.path, self.entries)
+
+
+def save_cache(path: Path, entries: dict) -> None:
+    """Atomically, like the model cache (a cache file is not one of the run's outputs, so it does
+    not go through the output guard); a cache that cannot be written is only a lost speed-up."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(entries, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def signature(graph: ModelGraph, node) -> str | None:

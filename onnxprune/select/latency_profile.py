@@ -28,7 +28,7 @@ from onnxprune import progress
 from onnxprune.apply.rewrite import apply_plan
 from onnxprune.couple.dependency import Dependency
 from onnxprune.load.data import synthetic_dataset
-from onnxprune.select.latency_model import GRID, LatencyModel, NodeCurve, monotone
+from onnxprune.select.latency_model import GRID, LatencyModel, NodeCurve, monotone, save_cache
 from onnxprune.select.plan import CostModel, select_uniform
 
 RUNS = 12  # profiled runs per width; per kernel the fastest counts (other jobs only ever add time)
@@ -176,13 +176,5 @@ class ProfileCache:
         return times
 
     def save(self) -> None:
-        if self.path is None or not self.measured:
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=self.path.parent)
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.entries, f)
-            os.replace(tmp, self.path)
-        except OSError:  # a cache that cannot be written is only a lost speed-up
-            pass
+        if self.path is not None and self.measured:
+            save_cache(self.path, self.entries)
