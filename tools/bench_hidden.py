@@ -49,6 +49,8 @@ MODELS.update({k: v for k, v in bt.MODELS.items() if k != "genai_llama"})
 MODELS["minilm_ts"] = (lambda: bt.SURVEY, {n: (1, 32) for n in bt.BERT_INPUTS})
 for _name in ("vit_b_16", "vit_b_16_dynamo"):  # tools/make_vit.py (random init, torchvision's layout)
     MODELS[_name] = (lambda n=_name: bt.CACHE / f"{n}.onnx", {"image": (1, 3, 224, 224)})
+for _name in ("swin_t", "swin_t_dynamo"):  # tools/make_swin.py (random init, transformers' Swin-T)
+    MODELS[_name] = (lambda n=_name: bt.CACHE / f"{n}.onnx", {"image": (1, 3, 224, 224)})
 
 
 def _load(make) -> onnx.ModelProto:

@@ -9,7 +9,9 @@ Models (each skipped with a note when it cannot be made here):
   Attention, SkipLayerNormalization, BiasGelu, EmbedLayerNormalization;
 - llama_gqa_256 / llama_gqa_256_dynamo: the random Llama of FACTS.md (hidden 256, 4 layers, 8 query
   heads over 2 KV heads, intermediate 688, vocabulary 2000), made by
-  fixtures/transformers/make_llama_gqa.py (needs torch, transformers, onnxscript).
+  fixtures/transformers/make_llama_gqa.py (needs torch, transformers, onnxscript);
+- swin_t / swin_t_dynamo: random-init Swin-T (transformers' Swin, `SwinConfig()` defaults), made by
+  tools/make_swin.py (needs torch, transformers, onnxscript).
 
 For each: the prunable groups (attention-head groups and others), `onnxprune.prune(ratio=0.5)` with
 the l2 criterion (params, MACs, head counts before and after, validity in ONNX Runtime, fidelity on
@@ -69,6 +71,14 @@ def _llama_256(dynamo: bool) -> Path:
     return out
 
 
+def _swin_t(dynamo: bool) -> Path:
+    out = CACHE / f"swin_t{'_dynamo' if dynamo else ''}.onnx"
+    if not out.exists():
+        subprocess.run([sys.executable, str(ROOT / "tools" / "make_swin.py"), "--out", str(CACHE), "--only",
+                        "dynamo" if dynamo else "ts"], check=True)
+    return out
+
+
 MODELS = {  # name -> (path maker, input shapes)
     "bert_tiny_ort": (lambda: FIXTURES / "bert_tiny_ort.onnx", {n: (1, 16) for n in BERT_INPUTS}),
     "llama_gqa": (lambda: FIXTURES / "llama_gqa.onnx", {"input_ids": (1, 16), "attention_mask": (1, 16)}),
@@ -79,6 +89,8 @@ MODELS = {  # name -> (path maker, input shapes)
     "minilm_ort": (_minilm_ort, {n: (1, 128) for n in BERT_INPUTS}),
     "llama_gqa_256": (lambda: _llama_256(False), {"input_ids": (1, 64), "attention_mask": (1, 64)}),
     "llama_gqa_256_dynamo": (lambda: _llama_256(True), {"input_ids": (1, 64), "attention_mask": (1, 64)}),
+    "swin_t": (lambda: _swin_t(False), {"image": (1, 3, 224, 224)}),
+    "swin_t_dynamo": (lambda: _swin_t(True), {"image": (1, 3, 224, 224)}),
 }
 
 
