@@ -23,7 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,42 +30,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from onnxprune.api import prune  # noqa: E402
-from onnxprune.load.data import Dataset, load_npz  # noqa: E402
-from onnxprune.load.runtime import session  # noqa: E402
 from onnxprune.options import FinetuneOptions, PruneOptions, Target  # noqa: E402
 from onnxprune.stages import finetune_model  # noqa: E402
-
-
-def digits_case(train_n: int):
-    """(dense model, calibration, unlabelled training Dataset, score(model) -> points, input shapes)."""
-    fixtures = ROOT / "fixtures"
-    test = load_npz(fixtures / "digits_test.npz", {"input": 4})
-    train = load_npz(fixtures / "digits_train.npz", {"input": 4}, limit=train_n)
-
-    def score(model) -> float:
-        out = session(model).run(None, {"input": test.inputs["input"][:, 0]})[0]
-        return 100 * float((out.argmax(1) == test.labels).mean())
-    return onnx.load(str(fixtures / "digits_cnn.onnx")), str(fixtures / "digits_calib.npz"), \
-        Dataset({"input": train.inputs["input"]}), score, None
-
-
-def task_case(name: str, train_n: int):
-    import tasks
-    task = tasks.get(name)
-    ev = task.evaluation()
-    dense = task.model()
-    dense_preds = task.predict(session(dense), ev)
-    train = task.calibration(train_n)  # disjoint from the evaluation set; unlabelled
-    key = next(iter(train))
-    rank = len(dense.graph.input[0].type.tensor_type.shape.dim)
-    per_sample = train[key].ndim == rank + 1  # some tasks stack samples as (N, 1, ...) already
-    calib = task.calibration(32)
-    calib = Dataset({k: v for k, v in calib.items()}) if per_sample else [calib]
-    train = Dataset({key: train[key] if per_sample else train[key][:, None]})
-
-    def score(model) -> float:
-        return task.score(task.predict(session(model), ev), ev, dense_preds)["score"]
-    return dense, calib, train, score, task.input_shapes()
+from bench_iterative import digits_case, task_case  # noqa: E402  (the same models and data)
 
 
 def pruned(name: str, case, macs: float, work: Path) -> tuple[onnx.ModelProto, float]:

@@ -55,13 +55,17 @@ def task_case(name: str, train_n: int):
     ev = task.evaluation()
     dense = task.model()
     dense_preds = task.predict(session(dense), ev)
-    calib = [task.calibration(32)]  # one feed of 32 samples
     train = task.calibration(train_n)  # disjoint from the evaluation set; unlabelled
     key = next(iter(train))
+    rank = len(dense.graph.input[0].type.tensor_type.shape.dim)
+    per_sample = train[key].ndim == rank + 1  # some tasks stack samples as (N, 1, ...) already
+    calib = task.calibration(32)
+    calib = Dataset({k: v for k, v in calib.items()}) if per_sample else [calib]
+    train = Dataset({key: train[key] if per_sample else train[key][:, None]})
 
     def score(model) -> float:
         return task.score(task.predict(session(model), ev), ev, dense_preds)["score"]
-    return dense, calib, Dataset({key: train[key][:, None]}), score, task.input_shapes()
+    return dense, calib, train, score, task.input_shapes()
 
 
 def run(case, macs: float, epochs: int, steps: int, batch: int) -> dict:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-CACHE = Path.home() / ".cache" / "onnxprune" / "transformers"
+from make_vit import CACHE, export_image_model  # the same cache folder and exporter settings
 
 
 def swin_t(image: int = 224):
@@ -56,12 +56,7 @@ def export(out: Path, dynamo: bool, image: int = 224) -> Path:
     path = out / f"swin_t{suffix}{'_dynamo' if dynamo else ''}.onnx"
     x = torch.randn(1, 3, image, image)
     with torch.no_grad():
-        if dynamo:
-            torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=18, input_names=["image"],
-                              output_names=["logits"], external_data=False)
-        else:
-            torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17, input_names=["image"],
-                              output_names=["logits"])
+        export_image_model(model, x, path, dynamo)
     return path
 
 

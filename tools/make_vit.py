@@ -53,6 +53,19 @@ def vit_b_16():
     return ViT()
 
 
+def export_image_model(model, x, path: Path, dynamo: bool) -> None:
+    """`model(x)` to `path`: input "image", output "logits"; dynamo at opset 18 with its weights inline,
+    TorchScript at opset 17 (the opsets make_vit and make_swin both use)."""
+    import torch
+
+    if dynamo:
+        torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=18, input_names=["image"],
+                          output_names=["logits"], external_data=False)
+    else:
+        torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17, input_names=["image"],
+                          output_names=["logits"])
+
+
 def export(out: Path, dynamo: bool) -> Path:
     import torch
 
@@ -61,12 +74,7 @@ def export(out: Path, dynamo: bool) -> Path:
     path = out / f"vit_b_16{'_dynamo' if dynamo else ''}.onnx"
     x = torch.randn(1, 3, 224, 224)
     if True:  # grad mode on: eval-mode nn.MultiheadAttention under no_grad takes a fused path TorchScript cannot export
-        if dynamo:
-            torch.onnx.export(model, (x,), str(path), dynamo=True, opset_version=18, input_names=["image"],
-                              output_names=["logits"], external_data=False)
-        else:
-            torch.onnx.export(model, (x,), str(path), dynamo=False, opset_version=17, input_names=["image"],
-                              output_names=["logits"])
+        export_image_model(model, x, path, dynamo)
     return path
 
 
