@@ -188,7 +188,7 @@ def measure(name: str) -> str:
         path = make()
     except Exception as exc:  # a maker needs torch/transformers or the network
         return f"| {name} | skipped: {type(exc).__name__}: {str(exc)[:80]} |"
-    model = onnx.load(str(path))
+    model = onnx.load(str(path / "model.onnx" if path.is_dir() else path))  # a GenAI folder: its model, cache kept
     dep = analyse(model, shapes)
     prunable = [g for g in dep.groups if g.prunable]
     head_groups = sum(1 for g in prunable if g.size <= 16)  # heads or KV groups; FFNs are wider
@@ -340,8 +340,9 @@ def run_goal(names: list[str], json_path: Path | None) -> int:
         if "error" in r:
             print(f"| {r['model']} | {r['exporter']} | | | {r['error']} | | |")
             continue
-        print(f"| {r['model']} | {r['exporter']} | {r['params']:.3f} | {r['macs']:.3f} | {r['valid']} | "
-              f"{r['oracle']:.1e} | {r['went']} |")
+        oracle = f"{r['oracle']:.1e}" if r["oracle"] else "0 (bit-exact)"
+        print(f"| {r['model']} | {r['exporter']} | {r['params']:.3f} | {r['macs']:.3f} | {r['valid']} | {oracle} | "
+              f"{r['went']} |")
     return 0
 
 
