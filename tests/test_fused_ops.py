@@ -121,6 +121,29 @@ def test_unknown_attribute_is_a_barrier_with_its_reason():
     assert any("attribute 'future_knob' is not understood" in str(f) for f in grp.freezes)
 
 
+@pytest.mark.parametrize("attr,value", [("qk_norm_epsilon", 1e-6), ("causal", 1)])
+def test_attribute_ort_knows_but_the_rule_does_not_is_named_by_inspect(tmp_path, capsys, attr, value):
+    """GroupQueryAttention attributes of newer ONNX Runtimes (qk_norm_epsilon: Qwen3's per-head Q/K norm
+    fused in) load and run, but the rule was not written for them: `inspect` names the attribute as the
+    barrier, and `prune` keeps every head (the input file untouched)."""
+    from onnxprune.cli.main import main
+
+    model = gqa_model(False, False)
+    next(n for n in model.graph.node if n.op_type == "GroupQueryAttention").attribute.append(
+        helper.make_attribute(attr, value))
+    path, out = tmp_path / "gqa.onnx", tmp_path / "small.onnx"
+    onnx.save(model, str(path))
+    before = path.read_bytes()
+    assert main(["inspect", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert f"GroupQueryAttention 'a': attribute '{attr}' is not understood by the pruning rule" in text
+    assert main(["prune", str(path), "-o", str(out), "--ratio", "0.5", "--bench-rounds", "0", "-q"]) == 0
+    pruned = onnx.load(str(out))
+    assert node_attr(pruned, "GroupQueryAttention", "num_heads") == N
+    assert node_attr(pruned, "GroupQueryAttention", "kv_num_heads") == KV
+    assert dims(pruned, "Wq") == [D, N * H] and path.read_bytes() == before
+
+
 def mha_model(bnsh: bool = False) -> onnx.ModelProto:
     """Separate q/k/v projections into MultiHeadAttention; key and value optionally per head [B,N,S,H]."""
     nodes = [matmul("x", "Wq", "q"), matmul("x", "Wk", "k"), matmul("x", "Wv", "v")]

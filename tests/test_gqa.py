@@ -1,5 +1,6 @@
 """Grouped-query attention as PyTorch exports it (fixtures/transformers/make_llama_gqa.py: a 2-layer Llama, 4 query
-heads over 2 KV heads of 8, both exporters).
+heads over 2 KV heads of 8, both exporters; `--qwen2` the same shape as a Qwen2, whose q/k/v biases go with
+their heads).
 
 A KV head and the query heads that read it (repeat_kv's Unsqueeze->Expand->Reshape) are one channel;
 removing it rewrites the repeat-KV chain and every computed shape (TorchScript's Shape->Gather->
@@ -22,7 +23,7 @@ from onnxprune.couple.plan import Plan
 from onnxprune.load.runtime import session
 
 HERE = FIXTURES / "transformers"
-MODELS = ["llama_gqa.onnx", "llama_gqa_dynamo.onnx"]
+MODELS = ["llama_gqa.onnx", "llama_gqa_dynamo.onnx", "qwen2_gqa.onnx", "qwen2_gqa_dynamo.onnx"]
 LAYERS, HEADS, KV, SIZE, HIDDEN = 2, 4, 2, 8, 32
 
 
@@ -75,6 +76,9 @@ def test_removing_a_kv_group_is_exact_and_rewrites_shapes(name):
     for w in projections(model):  # one KV head of 8 and its two query heads gone
         assert dims(pruned, w["q"]) == [HIDDEN, 2 * SIZE] and dims(pruned, w["o"]) == [2 * SIZE, HIDDEN]
         assert dims(pruned, w["k"]) == [HIDDEN, SIZE] and dims(pruned, w["v"]) == [HIDDEN, SIZE]
+    biases = {t.name.split(".")[-2]: list(t.dims) for t in pruned.graph.initializer if t.name.endswith("proj.bias")}
+    if name.startswith("qwen2"):  # Qwen2's q/k/v biases lose the removed heads' entries
+        assert biases == {"q_proj": [2 * SIZE], "k_proj": [SIZE], "v_proj": [SIZE]}
     # computed shapes follow the input: other batch sizes and lengths than the analysed (1, 256)
     zeroed, small = session(zero_removed(dep, plan.removed)), session(pruned)
     rng = np.random.default_rng(0)

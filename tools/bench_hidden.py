@@ -11,7 +11,7 @@ stream passes through fused com.microsoft norms the oracle does not decompose (v
 Models: the stream fixtures (fixtures/transformers/make_stream.py), the Llama GQA fixtures (both
 exporters), bert_tiny_ort and minilm_ort (fused ORT forms), all-MiniLM-L6-v2 (TorchScript export of
 tools/survey_exports.py), the random 256-wide Llama of tools/bench_transformers.py, and the random-init
-ViT-B/16 of tools/make_vit.py (both exporters).
+ViT-B/16 of tools/make_vit.py (both exporters) and its 32-wide fixture (fixtures/transformers/vit_tiny*.onnx).
 
     python tools/bench_hidden.py [NAME ...]
 """
@@ -45,8 +45,10 @@ from onnxprune.load.runtime import run_dataset, session  # noqa: E402
 
 FUSED = {"SkipLayerNormalization", "SkipSimplifiedLayerNormalization", "EmbedLayerNormalization"}
 MODELS = {f"stream_{n}": (lambda n=n: make_stream.build(n), {"input_ids": (1, make_stream.S)}) for n in make_stream.NORMS}
-MODELS.update({k: v for k, v in bt.MODELS.items() if k != "genai_llama"})
+MODELS.update({k: v for k, v in bt.MODELS.items() if k != "genai_llama" and not k.endswith("_folder")})
 MODELS["minilm_ts"] = (lambda: bt.SURVEY, {n: (1, 32) for n in bt.BERT_INPUTS})
+for _name in ("vit_tiny", "vit_tiny_dynamo"):  # fixtures/transformers/make_vit_tiny.py (nn.MultiheadAttention)
+    MODELS[_name] = (lambda n=_name: bt.FIXTURES / f"{n}.onnx", {"image": (1, 3, 224, 224)})
 for _name in ("vit_b_16", "vit_b_16_dynamo"):  # tools/make_vit.py (random init, torchvision's layout)
     MODELS[_name] = (lambda n=_name: bt.CACHE / f"{n}.onnx", {"image": (1, 3, 224, 224)})
 for _name in ("swin_t", "swin_t_dynamo"):  # tools/make_swin.py (random init, transformers' Swin-T)

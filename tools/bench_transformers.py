@@ -19,6 +19,15 @@ synthetic inputs), and the oracle: the worst relative gap between the pruned mod
 model with the removed channels zeroed, over 3 random plans removing half of every group.
 
     python tools/bench_transformers.py [NAME ...]
+
+`--goal` runs issue #12's goal list instead (one row per model, GOAL below): every model pruned to
+`--target-macs 0.7` (`onnxprune prune MODEL -o OUT --target-macs 0.7 --round-to 1`, plus `--calib`
+synthetic token ids where a row says so; a GenAI folder is pruned as a folder and then loaded and run
+by ONNX Runtime GenAI), checked in ONNX Runtime, the oracle as above, and what went (attention heads
+or GQA KV groups with their query heads, FFN neurons, hidden width). `--json FILE` merges the rows
+into FILE by model name, so models can be run one process at a time on a loaded machine:
+
+    python tools/bench_transformers.py --goal [NAME ...] [--json docs/bench_transformers_goal.json]
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ CACHE = Path.home() / ".cache" / "onnxprune" / "transformers"
 SURVEY = Path.home() / ".cache" / "onnxprune" / "survey" / "minilm" / "minilm_ts.onnx"
 BERT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 HEAD_OPS = ("Attention", "MultiHeadAttention", "GroupQueryAttention")
+QWEN2_FOLDER = Path.home() / ".cache" / "onnxprune" / "folders" / "genai_qwen2"
 
 
 def _minilm_ort() -> Path:
@@ -71,6 +81,41 @@ def _llama_256(dynamo: bool) -> Path:
     return out
 
 
+def _qwen2_256(dynamo: bool) -> Path:
+    """The Llama above as transformers' Qwen2 (q/k/v biases), same shape: make_llama_gqa.py --qwen2."""
+    out = CACHE / f"qwen2_gqa_256{'_dynamo' if dynamo else ''}.onnx"
+    if not out.exists():
+        subprocess.run([sys.executable, str(FIXTURES / "make_llama_gqa.py"), "--qwen2", "--out", str(CACHE), "--name",
+                        "qwen2_gqa_256", "--hidden", "256", "--layers", "4", "--heads", "8", "--kv-heads", "2",
+                        "--intermediate", "688", "--vocab", "2000"], check=True)
+    return out
+
+
+def _minilm(member: str) -> Path:
+    """all-MiniLM-L6-v2 exported by tools/survey_exports.py (minilm_ts, minilm_dynamo)."""
+    out = SURVEY.parent / f"{member}.onnx"
+    if not out.exists():
+        subprocess.run([sys.executable, str(ROOT / "tools" / "survey_exports.py"), "--fetch-only", member], check=True)
+    return out
+
+
+def _vit(dynamo: bool) -> Path:
+    out = CACHE / f"vit_b_16{'_dynamo' if dynamo else ''}.onnx"
+    if not out.exists():
+        subprocess.run([sys.executable, str(ROOT / "tools" / "make_vit.py"), "--out", str(CACHE), "--only",
+                        "dynamo" if dynamo else "ts"], check=True)
+    return out
+
+
+def _genai_folder(qwen2: bool) -> Path:
+    """The GenAI-builder folders of tools/bench_model_folder.py (the Llama one is a committed fixture)."""
+    out = QWEN2_FOLDER if qwen2 else FIXTURES / "genai_llama_folder"
+    if not (out / "genai_config.json").exists():
+        subprocess.run([sys.executable, str(FIXTURES / "make_genai_folder.py"), "--qwen2", "--out", str(out)],
+                       check=True)
+    return out
+
+
 def _swin_t(dynamo: bool) -> Path:
     out = CACHE / f"swin_t{'_dynamo' if dynamo else ''}.onnx"
     if not out.exists():
@@ -91,7 +136,17 @@ MODELS = {  # name -> (path maker, input shapes)
     "llama_gqa_256_dynamo": (lambda: _llama_256(True), {"input_ids": (1, 64), "attention_mask": (1, 64)}),
     "swin_t": (lambda: _swin_t(False), {"image": (1, 3, 224, 224)}),
     "swin_t_dynamo": (lambda: _swin_t(True), {"image": (1, 3, 224, 224)}),
+    "minilm_ts": (lambda: _minilm("minilm_ts"), {n: (1, 128) for n in BERT_INPUTS}),
+    "minilm_dynamo": (lambda: _minilm("minilm_dynamo"), {n: (1, 128) for n in BERT_INPUTS}),
+    "qwen2_gqa_256": (lambda: _qwen2_256(False), {"input_ids": (1, 64), "attention_mask": (1, 64)}),
+    "qwen2_gqa_256_dynamo": (lambda: _qwen2_256(True), {"input_ids": (1, 64), "attention_mask": (1, 64)}),
+    "vit_b_16": (lambda: _vit(False), {"image": (1, 3, 224, 224)}),
+    "vit_b_16_dynamo": (lambda: _vit(True), {"image": (1, 3, 224, 224)}),
 }
+_CACHED = {"input_ids": (1, 16), "attention_mask": (1, 17),  # a GenAI model with one cached position
+           **{f"past_key_values.{k}.{t}": (1, 2, 1, 16) for k in (0, 1) for t in ("key", "value")}}
+for _qwen2 in (False, True):
+    MODELS[f"genai_{'qwen2' if _qwen2 else 'llama'}_folder"] = (lambda q=_qwen2: _genai_folder(q), _CACHED)
 
 
 def random_plan(dep, seed: int) -> Plan:
@@ -133,7 +188,7 @@ def measure(name: str) -> str:
         path = make()
     except Exception as exc:  # a maker needs torch/transformers or the network
         return f"| {name} | skipped: {type(exc).__name__}: {str(exc)[:80]} |"
-    model = onnx.load(str(path))
+    model = onnx.load(str(path / "model.onnx" if path.is_dir() else path))  # a GenAI folder: its model, cache kept
     dep = analyse(model, shapes)
     prunable = [g for g in dep.groups if g.prunable]
     head_groups = sum(1 for g in prunable if g.size <= 16)  # heads or KV groups; FFNs are wider
@@ -147,11 +202,158 @@ def measure(name: str) -> str:
             f"{after['macs'] / before['macs']:.3f} | {heads(model)} -> {heads(result.model)} | {gap:.1e} | "
             f"{cosine:.3f} |")
 
+# issue #12's goal list: name -> (model, exporter, query heads per pruned attention channel, --calib needed)
+GOAL = {
+    "minilm_ts": ("all-MiniLM-L6-v2", "TorchScript", 1, False),
+    "minilm_dynamo": ("all-MiniLM-L6-v2", "dynamo", 1, False),
+    "minilm_ort": ("all-MiniLM-L6-v2", "TorchScript + ORT optimizer (fused)", 1, False),
+    "llama_gqa_256": ("Llama, 8 q / 2 KV heads", "TorchScript", 4, False),
+    "llama_gqa_256_dynamo": ("Llama, 8 q / 2 KV heads", "dynamo", 4, False),
+    "genai_llama_folder": ("Llama, 4 q / 2 KV heads", "GenAI builder folder", 2, False),
+    "qwen2_gqa_256": ("Qwen2, 8 q / 2 KV heads", "TorchScript", 4, False),
+    "qwen2_gqa_256_dynamo": ("Qwen2, 8 q / 2 KV heads", "dynamo", 4, False),
+    "genai_qwen2_folder": ("Qwen2, 4 q / 2 KV heads", "GenAI builder folder", 2, False),
+    "vit_b_16": ("ViT-B/16", "TorchScript", 1, False),
+    "vit_b_16_dynamo": ("ViT-B/16", "dynamo", 1, False),
+    "swin_t": ("Swin-T", "TorchScript", 1, False),
+    "swin_t_dynamo": ("Swin-T", "dynamo", 1, False),
+}
+TARGET_MACS = 0.7
+
+
+def token_calib(model: onnx.ModelProto, shapes: dict, samples: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
+    """Synthetic calibration feeds: token ids uniform over the vocabulary (the first Gather table's rows),
+    full attention masks, zero token types."""
+    tables = {t.name: t.dims[0] for t in model.graph.initializer if len(t.dims) == 2}
+    vocab = next((tables[n.input[0]] for n in model.graph.node if n.op_type == "Gather" and n.input[0] in tables), 2)
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for name, shape in shapes.items():
+        if name == "input_ids":
+            feeds[name] = rng.integers(0, vocab, (samples, *shape)).astype(np.int64)
+        else:
+            feeds[name] = (np.ones if name == "attention_mask" else np.zeros)((samples, *shape), np.int64)
+    return feeds
+
+
+def what_went(plan: Plan, share: int) -> str:
+    """Attention channels (heads, or KV groups with their `share` query heads), FFN neurons, hidden width:
+    before -> after over the prunable groups. A head channel spans several elements of a weight axis."""
+    dep, removed = plan.dep, plan.removed
+    counts = {"heads": [0, 0], "neurons": [0, 0]}
+    stream = {h["group"] for h in plan.summary().get("hidden", [])}
+    for grp in dep.groups:
+        if not grp.prunable or grp.id in stream:
+            continue
+        sizes = [dep.slot_size(s) for s in grp.slots if s.tensor in dep.graph.constants]
+        kind = "heads" if sizes and max(sizes) > grp.size else "neurons"
+        counts[kind][0] += grp.size
+        counts[kind][1] += int((~removed[grp.channels]).sum())
+    (h0, h1), (n0, n1) = counts["heads"], counts["neurons"]
+    parts = []
+    if h1 < h0:
+        parts.append(f"KV groups {h0} -> {h1} (query heads {h0 * share} -> {h1 * share})" if share > 1
+                     else f"heads {h0} -> {h1}")
+    if n1 < n0:
+        parts.append(f"FFN neurons {n0} -> {n1}")
+    parts += [f"hidden {h['before']} -> {h['after']}" for h in plan.summary().get("hidden", []) if h["after"] < h["before"]]
+    return "; ".join(parts) or "nothing"
+
+
+def _genai_runs(folder: Path, result) -> int:
+    """Write the pruned folder, then load it in ONNX Runtime GenAI and greedily decode 8 tokens from 4 prompts."""
+    import tempfile
+
+    from bench_model_folder import generate  # tools/: ONNX Runtime GenAI's generation loop
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        onnx.save(result.model, str(out / folder.joinpath("model.onnx").name))
+        for name, text in result.configs.items():
+            (out / name).write_text(text)
+        for other in result.folder.others:
+            (out / other.name).write_bytes(other.read_bytes())
+        prompts = np.random.default_rng(0).integers(3, 96, (4, 8))
+        return sum(len(t) for t in generate(out, prompts))
+
+
+def goal_row(name: str) -> dict:
+    """Prune one goal model to 0.7 of the dense MACs; validity, oracle and what went."""
+    from onnxprune.options import options_from_keywords
+    from onnxprune.folder import prune_folder
+
+    model_name, exporter, share, needs_calib = GOAL[name]
+    make, shapes = MODELS[name]
+    path = make()
+    row = {"name": name, "model": model_name, "exporter": exporter, "run": f"--target-macs {TARGET_MACS} --round-to 1"}
+    if path.is_dir():
+        options, _ = options_from_keywords({"target_macs": TARGET_MACS, "round_to": 1, "bench_rounds": 0})
+        result = prune_folder(path, options)
+        dense, pruned = onnx.load(str(path / "model.onnx")), result.model
+        row["valid"] = f"ok; GenAI decodes {_genai_runs(path, result)} tokens"
+        row["run"] += " (folder in, folder out)"
+    else:
+        dense = onnx.load(str(path))
+        calib = token_calib(dense, shapes) if needs_calib else None
+        if needs_calib:
+            row["run"] += " --calib (synthetic token ids)"
+        result = prune(dense, target_macs=TARGET_MACS, calib=calib, input_shapes=shapes, bench_rounds=0, round_to=1)
+        pruned = result.model
+        check_valid(pruned, dense)
+        outputs = run_dataset(session(pruned), synthetic_dataset(session(dense), shapes, 2))
+        row["valid"] = "ok" if all(np.isfinite(o).all() for o in outputs) else "non-finite outputs"
+    before, after = result.report["before"], result.report["after"]
+    if path.is_dir():  # the oracle on what is pruned: the folder's model with its KV cache taken out
+        from onnxprune.folder import _default_shapes
+        from onnxprune.graph.kv_cache import strip
+        from onnxprune.load.model_folder import open_folder
+
+        dense = strip(dense, *(open_folder(path).cache_templates() or (None, None)))[0]
+        shapes = _default_shapes(dense)
+    dep = analyse(dense, shapes)
+    row.update(params=round(after["params"] / before["params"], 3), macs=round(after["macs"] / before["macs"], 3),
+               went=what_went(result.plan, share), oracle=float(f"{oracle_gap(dep.graph.model, dep):.1e}"))
+    return row
+
+
+def run_goal(names: list[str], json_path: Path | None) -> int:
+    import json
+
+    rows = json.loads(json_path.read_text()) if json_path and json_path.exists() else {}
+    for name in names:
+        if name not in GOAL:
+            continue
+        try:
+            rows[name] = goal_row(name)
+        except Exception as exc:  # a maker without torch, or a refusal: the row says which
+            rows[name] = {"name": name, "model": GOAL[name][0], "exporter": GOAL[name][1],
+                          "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"}
+        print(json.dumps(rows[name]), flush=True)
+        if json_path:
+            json_path.write_text(json.dumps(rows, indent=1) + "\n")
+    print("\n| model | exporter | params | MACs | valid in ONNX Runtime | oracle (3 random plans) | what went |")
+    print("|---|---|---|---|---|---|---|")
+    for name in GOAL:
+        r = rows.get(name)
+        if r is None:
+            continue
+        if "error" in r:
+            print(f"| {r['model']} | {r['exporter']} | | | {r['error']} | | |")
+            continue
+        oracle = f"{r['oracle']:.1e}" if r["oracle"] else "0 (bit-exact)"
+        print(f"| {r['model']} | {r['exporter']} | {r['params']:.3f} | {r['macs']:.3f} | {r['valid']} | {oracle} | "
+              f"{r['went']} |")
+    return 0
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("names", nargs="*", choices=[[]] + list(MODELS), default=[])
+    ap.add_argument("--goal", action="store_true", help="issue #12's goal list at --target-macs 0.7 (one table)")
+    ap.add_argument("--json", type=Path, help="with --goal: merge the rows into this file by model name")
     args = ap.parse_args(argv)
+    if args.goal:
+        return run_goal(args.names or list(GOAL), args.json)
     print("| model | prunable groups | params at ratio 0.5 | MACs kept | heads (q/kv) | oracle gap | cosine |")
     print("|---|---|---|---|---|---|---|")
     for name in args.names or list(MODELS):

@@ -2,7 +2,9 @@
 
 Reshape and Flatten merge or split axes: a channel axis merged with others becomes a block (or a
 stride) of the merged axis; an axis split into (outer, inner) ties to the outer part, except in a
-channel shuffle, where the inner part is what every group keeps in step.
+channel shuffle, where the inner part is what every group keeps in step, and in a packed projection
+picked apart (PyTorch's nn.MultiheadAttention: [.., 3E] -> [.., 3, E], then q, k, v = Gathers of
+constant scalars on the 3-axis), where the outer part only selects and the inner part is the channel.
 """
 
 from __future__ import annotations
@@ -53,6 +55,43 @@ def _is_shuffle(g, node, y: str, axes: list[int]) -> bool:
     return False
 
 
+_PICK_THROUGH = ("Transpose", "Squeeze", "Unsqueeze")  # layout ops a selected axis may pass on its way
+
+
+def _moved_axis(g, node, axis: int) -> int | None:
+    """Where `axis` of a layout op's input lands in its output (None if it is dropped or unknown)."""
+    x, y = node.inputs[0], node.outputs[0]
+    if node.op == "Transpose":
+        perm = list(node.attrs.get("perm", list(range(rank(g, x)))[::-1]))
+        return perm.index(axis)
+    sx, sy = g.shape(x), g.shape(y)
+    if sx is None or sy is None or sx[axis] == 1:
+        return None
+    ins, outs = [a for a, d in enumerate(sx) if d != 1], [a for a, d in enumerate(sy) if d != 1]
+    return outs[ins.index(axis)] if len(ins) == len(outs) else None
+
+
+def _only_picked(g, tensor: str, axis: int, depth: int = 0) -> bool:
+    """Every use of `tensor`'s `axis` is a Gather of one constant scalar index on it (through layout
+    ops): the axis selects whole sub-tensors (packed q/k/v) and carries no channel of its own."""
+    users = g.consumers.get(tensor, [])
+    if not users or tensor in g.outputs or depth > 8:
+        return False
+    for i in users:
+        user = g.nodes[i]
+        if user.op == "Gather" and user.inputs[0] == tensor:
+            index = g.const(user.inputs[1])
+            if index is None or np.ndim(index) != 0 or int(user.attrs.get("axis", 0)) % rank(g, tensor) != axis:
+                return False
+        elif user.op in _PICK_THROUGH and user.inputs[0] == tensor:
+            moved = _moved_axis(g, user, axis)
+            if moved is None or not _only_picked(g, user.outputs[0], moved, depth + 1):
+                return False
+        else:
+            return False
+    return True
+
+
 def reshape_links(g, node, slot: Slot) -> list[Link]:
     """Links for a slot of a Reshape/Flatten/Squeeze-like op from the input and output shapes alone."""
     x, y = node.inputs[0], node.outputs[0]
@@ -76,10 +115,14 @@ def reshape_links(g, node, slot: Slot) -> list[Link]:
         members = theirs[axis]
         if len(members) == 1:
             return [identity(slot, Slot(other, axis), sizes[parts[0]])]
+        if slot.tensor == y and len(members) == 2 and members[0] == parts[0] and _only_picked(g, y, slot.axis):
+            raise Barrier(f"axis {slot.axis} picks packed projections apart (constant Gathers); it is no channel axis")
         return [merged(slot, Slot(other, axis), tuple(sizes[r] for r in members), members.index(parts[0]))]
-    # my axis is split: tie it to its outer part (heads), or its inner part in a channel shuffle
+    # my axis is split: tie it to its outer part (heads), or its inner part in a channel shuffle or when
+    # the outer part only picks packed projections apart
     homes = [home(r) for r in parts]
-    pick = 1 if slot.tensor == x and _is_shuffle(g, node, y, homes) else 0
+    picked = len(homes) == 2 and slot.tensor == x and _only_picked(g, y, homes[0])
+    pick = 1 if slot.tensor == x and (_is_shuffle(g, node, y, homes) or picked) else 0
     axis = homes[pick]
     if theirs[axis] != [parts[pick]]:
         raise Barrier(f"reshape {list(sx)} -> {list(sy)} splits axis {slot.axis} across merged axes")
