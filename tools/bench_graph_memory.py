@@ -94,7 +94,10 @@ STAGES = (("onnxprune.api", "prepare", "prepare"), ("onnxprune.api", "choose_pla
           ("onnxprune.check.evaluate", "session", "dense session"),
           ("onnxprune.check.validate", "session", "pruned session"),
           ("onnxprune.check.evaluate", "ModelGraph", "cost graph"),
-          ("onnxprune.report.outputs", "deliver", "deliver"), ("onnxprune.load.model", "save_model_atomic", "save"))
+          ("onnxprune.report.outputs", "deliver", "deliver"), ("onnxprune.load.model", "save_model_atomic", "save"),
+          ("onnxprune.lean_stage", "evaluate_lean", "lean evaluation"), ("onnxprune.lean_stage", "costs", "costs"),
+          ("onnxprune.lean_stage", "Parked", "park"), ("onnxprune.lean_stage", "record_dense", "record dense"),
+          ("onnxprune.lean_stage", "run_checks", "runtime checks"))
 
 
 def phases(path: str) -> list[dict]:
