@@ -79,7 +79,7 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
                                                                  len(prep.graph.nodes)):
         reference = record_dense(dense, prep.graph.input_shapes, evaluation, options.bench_rounds,
                                  options.threads_capped())
-    pruned = apply_and_recover(prep, plan)
+    pruned = apply_and_recover(prep, plan, check=not lean_graph)
     if lean_graph:  # nothing of the analysis beside an ONNX Runtime session (lean_stage.py)
         handover = lean.Handover(prep, plan, pruned)
         del prep, plan, pruned, dense

@@ -1,11 +1,13 @@
 """Big graphs evaluated lean. An ONNX Runtime session costs 7-10 KB per node whatever the weights
 (most of a 2 GB budget at 200,000 nodes), and the analysis (ModelGraph and Dependency, 4.7 KB per
 node) and the two protos (about 1 KB per node each) would sit beside it. So for a graph of more than
-ONE_AT_A_TIME_NODES nodes with light weights, once the pruned model exists: the costs before and
-after, the report's header and the plan's summary and JSON are taken from the analysis; the analysis
-is released; both models are parked in work files and dropped (load/parked.py); ONNX Runtime builds
-each session from its file, the dense one first (its outputs recorded, then released); and the
-pruned model is read back, unchanged. The report is the same as `evaluate` gives, key for key."""
+ONE_AT_A_TIME_NODES nodes with light weights, once the pruned model exists: the cost before, the
+report's header and the plan's summary and JSON are taken from the analysis; the analysis is
+released; then the checker runs (its copy of the model, 2-4 KB per node, was beside the analysis
+before) and the pruned model's graph counts the cost after; both models are parked in work files
+and dropped (load/parked.py); ONNX Runtime builds each session from its file, the dense one first
+(its outputs recorded, then released); and the pruned model is read back, unchanged. The report is
+the same as `evaluate` gives, key for key."""
 
 from __future__ import annotations
 
@@ -15,11 +17,14 @@ import pickle
 import numpy as np
 import onnx
 
-from onnxprune.check.evaluate import (ONE_AT_A_TIME_NODES, ONE_AT_A_TIME_PARAMS, costs, one_at_a_time,
+from onnxprune.check.evaluate import (ONE_AT_A_TIME_NODES, ONE_AT_A_TIME_PARAMS, model_costs, one_at_a_time,
                                       record_dense, run_checks)
+from onnxprune.check.validate import check_valid
 from onnxprune.couple.plan import Plan
 from onnxprune.graph.cost import count_params
+from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.load.external import has_bound
+from onnxprune.load.fold import fold_constants
 from onnxprune.load.parked import Parked
 from onnxprune.stages import Prepared, describe
 
@@ -73,13 +78,18 @@ def evaluate_lean(handover: Handover) -> tuple[onnx.ModelProto, DetachedPlan, di
     header), with nothing of the analysis alive while ONNX Runtime builds its sessions."""
     prep, plan, pruned = handover.take()
     options, evaluation, shapes = prep.options, prep.evaluation, prep.graph.input_shapes
-    dense_graph = prep.graph if options.recover == "none" else None  # as api.prune: zero biases added
-    before, after = costs(prep.model, pruned, shapes, dense_graph, prep.input_bytes)
+    dense, dense_bytes = prep.model, prep.input_bytes
+    # as api.prune: the analysed graph counts the cost before, unless recovery added zero biases to it
+    before = model_costs(dense, shapes, prep.graph, dense_bytes) if options.recover == "none" else None
     header = pickle.dumps(describe(prep, plan))
     plan = DetachedPlan(plan)
-    dense, pruned = Parked(prep.model), Parked(pruned)
-    del prep, dense_graph
-    gc.collect()  # the analysis holds reference cycles: gone now, before any session is built
+    del prep
+    gc.collect()  # the analysis holds reference cycles: gone now, before the checker and the sessions
+    check_valid(pruned, dense)  # apply_and_recover left it to here: the checker's copy without the analysis
+    if before is None:
+        before = model_costs(dense, shapes, ModelGraph(fold_constants(dense), shapes), dense_bytes)
+    after = model_costs(pruned, shapes)
+    dense, pruned = Parked(dense), Parked(pruned)
     reference = record_dense(dense, shapes, evaluation, options.bench_rounds, options.threads_capped())
     del dense
     report = run_checks(None, pruned, shapes, evaluation, options.bench_rounds, options.threads_capped(), reference)

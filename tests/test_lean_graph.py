@@ -59,9 +59,11 @@ def test_sessions_are_built_with_the_analysis_released(chain_path, big_threshold
     monkeypatch.setattr(api, "prepare", watched_prepare)
     monkeypatch.setattr(evaluate, "session", spy(evaluate.session))  # the dense session (record_dense)
     monkeypatch.setattr(validate, "session", spy(validate.session))  # the pruned one (load_in_runtime)
+    monkeypatch.setattr(lean_stage, "check_valid", spy(lean_stage.check_valid))  # the checker, deferred to here
     result = onnxprune.prune(chain_path, 0.3, bench_rounds=2)
     assert len(analysis) == 3
-    assert built == [("Parked", []), ("Parked", [])]  # dense, then pruned: from files, nothing of the analysis alive
+    # the checker on the pruned proto, then dense and pruned sessions from files: nothing of the analysis alive
+    assert built == [("ModelProto", []), ("Parked", []), ("Parked", [])]
     assert result.plan.dep is None and result.plan.removed.any()
     assert ort.InferenceSession(result.model.SerializeToString()).get_outputs()[0].shape == [1, 4, 4, 4]
 

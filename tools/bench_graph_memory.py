@@ -95,7 +95,8 @@ STAGES = (("onnxprune.api", "prepare", "prepare"), ("onnxprune.api", "choose_pla
           ("onnxprune.check.validate", "session", "pruned session"),
           ("onnxprune.check.evaluate", "ModelGraph", "cost graph"),
           ("onnxprune.report.outputs", "deliver", "deliver"), ("onnxprune.load.model", "save_model_atomic", "save"),
-          ("onnxprune.lean_stage", "evaluate_lean", "lean evaluation"), ("onnxprune.lean_stage", "costs", "costs"),
+          ("onnxprune.lean_stage", "evaluate_lean", "lean evaluation"), ("onnxprune.lean_stage", "model_costs", "costs"),
+          ("onnxprune.lean_stage", "check_valid", "checker"),
           ("onnxprune.lean_stage", "Parked", "park"), ("onnxprune.lean_stage", "record_dense", "record dense"),
           ("onnxprune.lean_stage", "run_checks", "runtime checks"))
 

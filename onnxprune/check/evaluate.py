@@ -74,10 +74,13 @@ def costs(dense: onnx.ModelProto, pruned: onnx.ModelProto, input_shapes, dense_g
           dense_bytes: int | None = None) -> tuple[dict, dict]:
     """Params, MACs and size before and after (see `evaluate` for `dense_graph` and `dense_bytes`)."""
     dense_graph = dense_graph or ModelGraph(fold_constants(dense), input_shapes)  # run-time weights count
-    pruned_graph = ModelGraph(pruned, input_shapes)
-    before = {"params": count_params(dense_graph), "macs": count_macs(dense_graph), "size_bytes": dense_bytes or model_bytes(dense)}
-    after = {"params": count_params(pruned_graph), "macs": count_macs(pruned_graph), "size_bytes": model_bytes(pruned)}
-    return before, after
+    return model_costs(dense, input_shapes, dense_graph, dense_bytes), model_costs(pruned, input_shapes)
+
+
+def model_costs(model: onnx.ModelProto, input_shapes, graph: ModelGraph | None = None, size: int | None = None) -> dict:
+    """Params, MACs (counted on `graph`, else on a graph of `model` built here) and size in bytes."""
+    graph = graph or ModelGraph(model, input_shapes)
+    return {"params": count_params(graph), "macs": count_macs(graph), "size_bytes": size or model_bytes(model)}
 
 
 def run_checks(dense, pruned, input_shapes, data: Dataset | None, bench_rounds: int = 20, threads: int = 0,
