@@ -20,6 +20,7 @@ from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.load.data import synthetic_dataset
 from onnxprune.load.fold import fold_constants
 from onnxprune.load.runtime import session
+from onnxprune import lean_stage as lean
 from onnxprune.options import DEFAULT_ROUND_TO, FinetuneOptions, PruneOptions, options_from_keywords
 from onnxprune.stages import (REPORT_SCHEMA, as_dataset, as_model, apply_and_recover, choose_plan, describe,
                               finetune_model, prepare)
@@ -73,10 +74,16 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     evaluation = prep.evaluation
     dense = prep.model if depth is None else depth.dense
     reference = None  # a large dense model runs before the pruned one exists: never both in ORT and in memory
-    if not finetune.active and one_at_a_time(count_params(prep.graph), evaluation, len(prep.graph.nodes)):
+    lean_graph = not finetune.active and depth is None and lean.wanted(prep, evaluation)  # big graph: later, lean
+    if not finetune.active and not lean_graph and one_at_a_time(count_params(prep.graph), evaluation,
+                                                                 len(prep.graph.nodes)):
         reference = record_dense(dense, prep.graph.input_shapes, evaluation, options.bench_rounds,
                                  options.threads_capped())
-    pruned = apply_and_recover(prep, plan)
+    pruned = apply_and_recover(prep, plan, check=not lean_graph)
+    if lean_graph:  # nothing of the analysis beside an ONNX Runtime session (lean_stage.py)
+        handover = lean.Handover(prep, plan, pruned)
+        del prep, plan, pruned, dense
+        return PruneResult(*lean.evaluate_lean(handover))
     training = None
     if finetune.active:
         pruned, training = finetune_model(pruned, finetune, train_data if train_data is not None else prep.data,

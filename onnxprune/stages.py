@@ -247,10 +247,12 @@ def _recovered(prep: Prepared, plan: Plan, recovery: str) -> onnx.ModelProto:
     return apply_plan(plan, overrides)
 
 
-def apply_and_recover(prep: Prepared, plan: Plan) -> onnx.ModelProto:
-    """The pruned model: constants sliced, consumers re-solved, checked valid against the input."""
+def apply_and_recover(prep: Prepared, plan: Plan, check: bool = True) -> onnx.ModelProto:
+    """The pruned model: constants sliced, consumers re-solved, checked valid against the input (unless
+    the caller checks it later: big graphs do, once the analysis is released)."""
     pruned = drop_identity_restores(_recovered(prep, plan, prep.options.recover))
-    check_valid(pruned, prep.model)
+    if check:
+        check_valid(pruned, prep.model)
     return pruned
 
 

@@ -11,6 +11,12 @@ the optimized model, which keeps ORT from removing initializers one linear searc
 plain one (ORT_ENABLE_BASIC, without ConstantSharing, nothing saved). "retained" is the RSS growth
 after glibc's malloc_trim, "peak" the growth of the high-water mark (VmHWM, reset first where the
 kernel allows) while the piece is built; CPU seconds are the process's own.
+
+    python tools/bench_graph_memory.py --phases --sizes 200000
+
+runs the whole `onnxprune prune chain.onnx -o out.onnx --ratio 0.3` in one process instead, with RSS
+sampled every 10 ms, and prints each stage (nested stages indented) with the RSS when it starts and
+ends, the highest RSS while it runs and its wall seconds: where a whole prune's peak is.
 """
 
 from __future__ import annotations
@@ -81,14 +87,84 @@ def child(path: str, piece: str) -> dict:
     return {"retained_mb": (_settle() - base) / 1024, "peak_mb": max(peak - base, 0) / 1024, "cpu_s": cpu}
 
 
+# (module, attribute, label): each stage a prune goes through, wrapped where its caller looks it up
+STAGES = (("onnxprune.api", "prepare", "prepare"), ("onnxprune.api", "choose_plan", "plan"),
+          ("onnxprune.api", "record_dense", "record dense"), ("onnxprune.api", "apply_and_recover", "rewrite"),
+          ("onnxprune.stages", "check_valid", "checker"), ("onnxprune.api", "evaluate", "evaluate"),
+          ("onnxprune.check.evaluate", "session", "dense session"),
+          ("onnxprune.check.validate", "session", "pruned session"),
+          ("onnxprune.check.evaluate", "ModelGraph", "cost graph"),
+          ("onnxprune.report.outputs", "deliver", "deliver"), ("onnxprune.load.model", "save_model_atomic", "save"),
+          ("onnxprune.lean_stage", "evaluate_lean", "lean evaluation"), ("onnxprune.lean_stage", "model_costs", "costs"),
+          ("onnxprune.lean_stage", "check_valid", "checker"),
+          ("onnxprune.lean_stage", "Parked", "park"), ("onnxprune.lean_stage", "record_dense", "record dense"),
+          ("onnxprune.lean_stage", "run_checks", "runtime checks"))
+
+
+def phases(path: str) -> list[dict]:
+    """Prune `path` in this process, RSS sampled in a thread; one row per stage entered, in order."""
+    import importlib
+    import threading
+
+    rows: list[dict] = []
+    open_rows: list[dict] = []
+    page_kb = os.sysconf("SC_PAGE_SIZE") // 1024
+    statm = os.open("/proc/self/statm", os.O_RDONLY)
+
+    def rss() -> int:  # pread: the sampler thread and the stages read it at once
+        return int(os.pread(statm, 256, 0).split()[1]) * page_kb
+
+    def sample(stop: threading.Event) -> None:
+        while not stop.wait(0.01):
+            now = rss()
+            for row in list(open_rows):
+                row["peak"] = max(row["peak"], now)
+
+    def wrap(fn, label):
+        def timed(*args, **kwargs):
+            row = {"stage": label, "depth": len(open_rows), "start": rss(), "t": time.perf_counter()}
+            row["peak"] = row["start"]
+            rows.append(row)
+            open_rows.append(row)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                open_rows.remove(row)
+                row["end"], row["t"] = rss(), time.perf_counter() - row["t"]
+                row["peak"] = max(row["peak"], row["end"])
+        return timed
+
+    for module, name, label in STAGES:
+        mod = importlib.import_module(module)
+        setattr(mod, name, wrap(getattr(mod, name), label))
+    from onnxprune.cli.main import main as cli
+    stop = threading.Event()
+    thread = threading.Thread(target=sample, args=(stop,), daemon=True)
+    thread.start()
+    out = path + ".out.onnx"
+    total = {"stage": "whole prune", "depth": 0, "start": rss(), "t": time.perf_counter()}
+    total["peak"] = total["start"]
+    open_rows.append(total)
+    code = cli(["prune", path, "-o", out, "--ratio", "0.3", "--force", "-q"])
+    stop.set()
+    thread.join()
+    total.update(end=rss(), t=time.perf_counter() - total["t"], peak=max(total["peak"], _kb("VmHWM")))
+    if code:
+        raise SystemExit(f"prune exited {code}")
+    return rows + [total]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[25000, 50000])
+    parser.add_argument("--phases", action="store_true", help="a whole prune's RSS, stage by stage")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(*args.child)))
+        print(json.dumps(phases(args.child[0]) if args.child[1] == "phases" else child(*args.child)))
         return 0
+    if args.phases:
+        return _print_phases(args.sizes)
     print("| nodes | piece | retained MB | KB/node | peak MB | CPU s |\n|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
@@ -100,6 +176,22 @@ def main(argv: list[str] | None = None) -> int:
                 r = json.loads(done.stdout.strip().splitlines()[-1])
                 print(f"| {n:,} | {piece} | {r['retained_mb']:.0f} | {r['retained_mb'] * 1024 / n:.1f} | "
                       f"{r['peak_mb']:.0f} | {r['cpu_s']:.1f} |", flush=True)
+    return 0
+
+
+def _print_phases(sizes: list[int]) -> int:
+    print("| nodes | stage | RSS at start MB | peak MB | RSS at end MB | wall s |\n|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            path = os.path.join(tmp, f"chain_{n}.onnx")
+            subprocess.run([sys.executable, str(ROOT / "tools" / "make_chain.py"), str(n), path], check=True)
+            load = os.getloadavg()[0]
+            done = subprocess.run([sys.executable, __file__, "--child", path, "phases"], capture_output=True,
+                                  text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+            for r in json.loads(done.stdout.strip().splitlines()[-1]):
+                print(f"| {n:,} | {'. ' * r['depth']}{r['stage']} | {r['start'] / 1024:.0f} | {r['peak'] / 1024:.0f} | "
+                      f"{r['end'] / 1024:.0f} | {r['t']:.1f} |", flush=True)
+            print(f"\nload average {load:.1f} at the start of the {n:,}-node run", flush=True)
     return 0
 
 

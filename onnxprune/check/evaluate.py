@@ -17,6 +17,7 @@ from onnxprune.graph.cost import count_macs, count_params
 from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.load.data import Dataset, synthetic_dataset
 from onnxprune.load.fold import fold_constants
+from onnxprune.load.parked import Parked
 from onnxprune.load.runtime import session
 from onnxprune.load.spill import model_bytes
 
@@ -33,7 +34,7 @@ class Reference:
     timing: Timing | None
 
 
-def record_dense(dense: onnx.ModelProto, input_shapes, data: Dataset | None, bench_rounds: int = 20,
+def record_dense(dense: onnx.ModelProto | Parked, input_shapes, data: Dataset | None, bench_rounds: int = 20,
                  threads: int = 0) -> Reference:
     """Run the dense model once over `data` (synthetic inputs if None) and release its session."""
     sess = session(dense, threads)
@@ -61,13 +62,32 @@ def evaluate(dense: onnx.ModelProto, pruned: onnx.ModelProto, input_shapes, data
     `dense_bytes` is the input's size if `dense` was folded in place. Large models are run one at
     a time (see `one_at_a_time`; `reference` if the caller recorded the dense run already): the
     latency is then two separate measurements, not interleaved pairs."""
-    dense_graph = dense_graph or ModelGraph(fold_constants(dense), input_shapes)  # run-time weights count
-    pruned_graph = ModelGraph(pruned, input_shapes)
-    before = {"params": count_params(dense_graph), "macs": count_macs(dense_graph), "size_bytes": dense_bytes or model_bytes(dense)}
-    after = {"params": count_params(pruned_graph), "macs": count_macs(pruned_graph), "size_bytes": model_bytes(pruned)}
-    del dense_graph, pruned_graph
+    before, after = costs(dense, pruned, input_shapes, dense_graph, dense_bytes)
     if reference is None and one_at_a_time(before["params"], data, len(dense.graph.node)):
         reference = record_dense(dense, input_shapes, data, bench_rounds, threads)
+    report = run_checks(dense, pruned, input_shapes, data, bench_rounds, threads, reference)
+    report["before"], report["after"] = {**before, **report["before"]}, {**after, **report["after"]}
+    return report
+
+
+def costs(dense: onnx.ModelProto, pruned: onnx.ModelProto, input_shapes, dense_graph: ModelGraph | None = None,
+          dense_bytes: int | None = None) -> tuple[dict, dict]:
+    """Params, MACs and size before and after (see `evaluate` for `dense_graph` and `dense_bytes`)."""
+    dense_graph = dense_graph or ModelGraph(fold_constants(dense), input_shapes)  # run-time weights count
+    return model_costs(dense, input_shapes, dense_graph, dense_bytes), model_costs(pruned, input_shapes)
+
+
+def model_costs(model: onnx.ModelProto, input_shapes, graph: ModelGraph | None = None, size: int | None = None) -> dict:
+    """Params, MACs (counted on `graph`, else on a graph of `model` built here) and size in bytes."""
+    graph = graph or ModelGraph(model, input_shapes)
+    return {"params": count_params(graph), "macs": count_macs(graph), "size_bytes": size or model_bytes(model)}
+
+
+def run_checks(dense, pruned, input_shapes, data: Dataset | None, bench_rounds: int = 20, threads: int = 0,
+               reference: Reference | None = None) -> dict:
+    """The report's run-time parts: fidelity, latency (in "before" and "after") and validation. With a
+    `reference` the dense model is not run again (`dense` may then be None); either model may be
+    parked (load/parked.py)."""
     if reference is not None:
         data, data_kind, feed = reference.data, reference.data_kind, reference.feed
         pruned_sess = timed = load_in_runtime(pruned, threads)
@@ -91,7 +111,7 @@ def evaluate(dense: onnx.ModelProto, pruned: onnx.ModelProto, input_shapes, data
         if feed:  # timed before the batched fidelity runs, which leave the sessions' memory unevenly grown
             timings, ratios = measure_latency_within([dense_sess, pruned_sess], feed, rounds=bench_rounds)
         fidelity = compare(dense_sess, pruned_sess, data)
-    report = {"before": before, "after": after,
+    report = {"before": {}, "after": {},
               "fidelity": {"data": data_kind, "samples": len(data), **fidelity.as_dict()},
               "validation": {"checker": "passed", "onnxruntime": "passed", "interface": "unchanged"}}
     if feed:
@@ -105,8 +125,10 @@ BIG_PARAMS = 256_000_000  # 1 GB of float32 weights: each run takes seconds, so 
 BIG_SAMPLES, BIG_ROUNDS = 2, 3
 
 
-def stored_params(model: onnx.ModelProto) -> int:
+def stored_params(model: onnx.ModelProto | Parked) -> int:
     """Elements of the model's initializers, from their shapes (nothing is read)."""
+    if isinstance(model, Parked):
+        return model.params
     return sum(math.prod(t.dims) for t in model.graph.initializer)
 
 

@@ -11,6 +11,7 @@ import onnxruntime as ort
 from onnxprune.errors import BadInputError, first_line
 
 from onnxprune.load.data import Dataset
+from onnxprune.load.parked import Parked
 from onnxprune.load.workdirs import PrivateDir
 from onnxprune.load.spill import SPILL_BYTES, model_bytes, needs_spill, spilled
 
@@ -24,9 +25,10 @@ MANY_INITIALIZERS = 4096
 QUADRATIC_OPTIMIZERS = ["ConstantSharing"]
 
 
-def session(model: onnx.ModelProto | bytes | str, threads: int = 0, optimize: bool = True,
+def session(model: onnx.ModelProto | bytes | str | Parked, threads: int = 0, optimize: bool = True,
             providers: list[str] | None = None) -> ort.InferenceSession:
-    """A quiet session on the CPU (or on `providers`, in order of preference)."""
+    """A quiet session on the CPU (or on `providers`, in order of preference). A parked model
+    (load/parked.py) is read by ONNX Runtime from its file, built as its proto would be."""
     opts = ort.SessionOptions()
     from onnxprune.progress import runtime_log_level
     opts.log_severity_level = runtime_log_level()
@@ -37,14 +39,15 @@ def session(model: onnx.ModelProto | bytes | str, threads: int = 0, optimize: bo
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if not optimize:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    elif isinstance(model, onnx.ModelProto) and len(model.graph.node) > LARGE_GRAPH_NODES:
+    elif _nodes(model) > LARGE_GRAPH_NODES:
         # the extended and layout optimizers grow faster than linearly: 20 s for 10,000 nodes, 8 s for 5,000
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     try:
-        if isinstance(model, onnx.ModelProto) and _many_small_initializers(model):
+        parked = isinstance(model, Parked)
+        if isinstance(model, (onnx.ModelProto, Parked)) and many_small_initializers(model):
             with PrivateDir("session") as folder:
                 opts.optimized_model_filepath = os.path.join(folder, "session.onnx")
-                sess = ort.InferenceSession(model.SerializeToString(), opts,
+                sess = ort.InferenceSession(model.path if parked else model.SerializeToString(), opts,
                                             providers=providers or ["CPUExecutionProvider"],
                                             disabled_optimizers=QUADRATIC_OPTIMIZERS)
         elif isinstance(model, onnx.ModelProto) and needs_spill(model):
@@ -53,19 +56,29 @@ def session(model: onnx.ModelProto | bytes | str, threads: int = 0, optimize: bo
             with spilled(model) as path:  # ORT reads each weight once instead of parsing a serialized copy
                 sess = ort.InferenceSession(path, opts, providers=providers or ["CPUExecutionProvider"])
         else:
-            source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+            source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else getattr(model, "path", model)
             sess = ort.InferenceSession(source, opts, providers=providers or ["CPUExecutionProvider"])
     except Exception as exc:  # opset too new, cycles, unknown ops: the model, not a bug (one line)
         raise BadInputError(f"ONNX Runtime cannot load the model: {first_line(exc, 400)}") from None
     if isinstance(model, onnx.ModelProto):  # synthetic inputs must stay inside the tables they index
         from onnxprune.load.data import index_limits
         sess.index_limits = index_limits(model)
+    elif isinstance(model, Parked):
+        sess.index_limits = model.index_limits
     return sess
 
 
-def _many_small_initializers(model: onnx.ModelProto) -> bool:
+def _nodes(model) -> int:
+    if isinstance(model, onnx.ModelProto):
+        return len(model.graph.node)
+    return model.nodes if isinstance(model, Parked) else 0
+
+
+def many_small_initializers(model: onnx.ModelProto | Parked) -> bool:
     """Whether ORT's per-initializer removal would dominate building the session (see MANY_INITIALIZERS);
     only for models small enough that ORT keeping a second copy of the weights costs little."""
+    if isinstance(model, Parked):
+        return model.constants >= MANY_INITIALIZERS and model.size <= SPILL_BYTES
     graph = model.graph
     count = len(graph.initializer)
     if count < MANY_INITIALIZERS:
