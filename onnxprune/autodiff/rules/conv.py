@@ -158,17 +158,25 @@ def im2col_weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_sha
     return ctx.emit("Reshape", [grad, ctx.ints([out_channels, channels // group] + geo.kernel)])
 
 
+# Channel-first GEMMs beat batch-last columns once output rows are long or the layer is wide
+# (ResNet-18 at 112x112: every layer; the digits CNN, 32-64 channels on 8x8 and 4x4: none of them)
+CHANNEL_FIRST_WIDTH = 14
+CHANNEL_FIRST_CHANNELS = 128
 WEIGHT_GRAD_FORM = "auto"  # or "columns", "conv", "channel_first": one form for every layer (tests)
 INPUT_GRAD_FORM = "flipped"  # stride-1 group-1 Convs: a flipped Conv; "transpose": ConvTranspose always
 
 
 def weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_shape: tuple, geo: Geometry, group: int) -> str:
-    """The weight gradient of a Conv-like op: channel-first GEMMs for group 1 (they hold one shifted
-    copy of x at a time), explicit columns for grouped convs while those stay small."""
+    """The weight gradient of a Conv-like op: explicit batch-last columns while they stay small,
+    channel-first GEMMs (one shifted copy of x at a time) for long rows, wide or large group-1
+    layers, and a Conv over swapped tensors for large grouped ones."""
     per_sample = x_shape[1] * int(np.prod(geo.kernel)) * int(np.prod(dy_shape[2:]))
     form = WEIGHT_GRAD_FORM
     if form == "auto":
-        form = "channel_first" if group == 1 else "columns" if per_sample <= IM2COL_LIMIT else "conv"
+        form = "columns" if per_sample <= IM2COL_LIMIT else "conv"
+        wide = dy_shape[-1] >= CHANNEL_FIRST_WIDTH or min(x_shape[1], dy_shape[1]) >= CHANNEL_FIRST_CHANNELS
+        if group == 1 and (form == "conv" or wide):
+            form = "channel_first"
     if form == "channel_first" and group == 1:
         return channel_first_weight_grad(ctx, x, dy, x_shape, dy_shape, geo)
     fn = conv_weight_grad if form == "conv" else im2col_weight_grad
