@@ -146,3 +146,36 @@ def test_train_step_matches_a_plain_session(digits_model):
     np.testing.assert_allclose(logits, want[1], rtol=1e-4, atol=1e-4)
     for name, w in zip(params.names, want[2:]):
         np.testing.assert_allclose(params.grads[name], w, rtol=1e-4, atol=1e-5 * float(np.abs(w).max()))
+
+
+def test_loss_trajectory_unchanged(digits_model, monkeypatch):
+    """Ten AdamW steps through TrainStep (fast gradient forms, NCHWc) follow the same losses as the
+    graph built with the previous forms (batch-last columns, ConvTranspose) run plainly."""
+    import onnxruntime as ort
+    from onnxprune.autodiff.optim import AdamW
+    data = np.load(fixture_path("digits_calib.npz"))
+    batches = [(np.ascontiguousarray(data["input"][i:i + 32]), data["labels"][i:i + 32].astype(np.int64))
+               for i in range(0, 320, 32)]
+    tg = build_training_graph(digits_model)
+    params = FlatParams(read_weights(digits_model, tg.trainable))
+    step, opt = TrainStep(tg, params, threads=1), AdamW(params)
+    fast = []
+    for x, y in batches:
+        fast.append(step({"input": x}, y)[0])
+        opt.step(1e-3)
+    monkeypatch.setattr(conv, "WEIGHT_GRAD_FORM", "columns")
+    monkeypatch.setattr(conv, "INPUT_GRAD_FORM", "transpose")
+    tg = build_training_graph(digits_model)
+    assert "ConvTranspose" in [n.op_type for n in tg.model.graph.node]
+    sess = ort.InferenceSession(tg.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    params = FlatParams(read_weights(digits_model, tg.trainable))
+    opt = AdamW(params)
+    plain = []
+    for x, y in batches:
+        outs = sess.run([tg.loss] + [tg.grads[n] for n in params.names], {"input": x, tg.target: y, **params.values})
+        for name, grad in zip(params.names, outs[1:]):
+            params.grads[name][...] = grad
+        opt.step(1e-3)
+        plain.append(float(outs[0]))
+    np.testing.assert_allclose(fast, plain, rtol=1e-4)
+    assert fast[-1] < fast[0]
