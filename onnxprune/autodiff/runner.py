@@ -16,7 +16,7 @@ import onnxruntime as ort
 from onnxprune.errors import BadInputError
 from onnxprune.load.runtime import session
 from onnxprune.autodiff.builder import TrainingGraph
-from onnxprune.autodiff.nchwc import lower_convs
+from onnxprune.autodiff.nchwc import FedFilter, fill_filter, lower_convs_fed
 from onnxprune.autodiff.optim import FlatParams
 from onnxprune.autodiff.weights import weights_as_inputs
 
@@ -33,16 +33,18 @@ def _batch_of(feeds: Mapping[str, np.ndarray]) -> int:
     return int(first.shape[0]) if first is not None and np.ndim(first) else 0
 
 
-def fast_session(model: onnx.ModelProto, threads: int, batch: int) -> ort.InferenceSession:
-    """A session whose run-time-weight Convs use ORT's NCHWc kernels (see autodiff.nchwc); the model
-    as it is if ORT refuses the rewritten one (an ORT build without those kernels)."""
-    lowered = lower_convs(model, batch)
+def fast_session(model: onnx.ModelProto, threads: int, batch: int,
+                 fed: tuple[str, ...] = ()) -> tuple[ort.InferenceSession, dict[str, FedFilter]]:
+    """A session whose run-time-weight Convs use ORT's NCHWc kernels (see autodiff.nchwc), and the
+    reordered filters of the `fed` weights it reads as inputs; the model as it is if ORT refuses the
+    rewritten one (an ORT build without those kernels)."""
+    lowered, derived = lower_convs_fed(model, batch, fed)
     if lowered is not model:
         try:
-            return session(lowered, threads)
+            return session(lowered, threads), derived
         except BadInputError:
             pass
-    return session(model, threads)
+    return session(model, threads), {}
 
 
 class TrainStep:
@@ -56,10 +58,15 @@ class TrainStep:
         self.sess = self.io = None
 
     def _start(self, batch: int) -> None:
-        self.sess = fast_session(self.tg.model, self.threads, batch)
+        self.sess, self.filters = fast_session(self.tg.model, self.threads, batch, tuple(self.params.names))
         self.io = self.sess.io_binding()
         self._rebind()
         self._keep = _bind_weights(self.io, self.params)  # OrtValues must outlive the binding
+        self._filter_buffers = {name: np.empty(spec.shape, np.float32) for name, spec in self.filters.items()}
+        for name, buffer in self._filter_buffers.items():
+            value = ort.OrtValue.ortvalue_from_numpy(buffer)
+            self._keep.append(value)
+            self.io.bind_ortvalue_input(name, value)
         for name in self.params.names:
             grad = ort.OrtValue.ortvalue_from_numpy(self.params.grads[name])
             self._keep.append(grad)
@@ -73,6 +80,8 @@ class TrainStep:
     def __call__(self, feeds: Mapping[str, np.ndarray], target: np.ndarray) -> tuple[float, np.ndarray]:
         if self.sess is None:
             self._start(_batch_of(feeds))
+        for name, spec in self.filters.items():  # the weights as the optimizer left them, reordered
+            fill_filter(spec, self.params.values[spec.weight], self._filter_buffers[name])
         for name, value in feeds.items():
             self.io.bind_cpu_input(name, value)
         self.io.bind_cpu_input(self.tg.target, target)

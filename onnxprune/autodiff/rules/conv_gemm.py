@@ -74,3 +74,4 @@ def channel_first_weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple,
     split = ctx.emit("Reshape", [stacked, ctx.ints([out_channels, k, channels])])
     grad = ctx.emit("Transpose", [split], perm=[0, 2, 1])
     return ctx.emit("Reshape", [grad, ctx.ints([out_channels, channels] + geo.kernel)])
+
