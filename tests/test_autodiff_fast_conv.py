@@ -179,3 +179,22 @@ def test_loss_trajectory_unchanged(digits_model, monkeypatch):
         plain.append(float(outs[0]))
     np.testing.assert_allclose(fast, plain, rtol=1e-4)
     assert fast[-1] < fast[0]
+
+
+STRIDED = {"stride_2_kernel_3": ([node("Conv", ["x", "w", "b"], strides=[2, 2], pads=[1, 1, 1, 1])],
+                                 {"x": r(2, 3, 7, 7), "w": r(4, 3, 3, 3), "b": r(4)}),
+           "stride_2_kernel_1": ([node("Conv", ["x", "w"], strides=[2, 2])], {"x": r(2, 3, 7, 8), "w": r(4, 3, 1, 1)}),
+           "stride_2_kernel_7": ([node("Conv", ["x", "w"], strides=[2, 2], pads=[3, 3, 3, 3])],
+                                 {"x": r(2, 3, 10, 9), "w": r(4, 3, 7, 7)}),
+           **{k: CONV[k] for k in ("conv_stride_asym_pads", "conv_same_upper", "conv_same_lower",
+                                   "conv_valid_remainder")}}
+
+
+@pytest.mark.parametrize("case", list(STRIDED))
+def test_subpixel_input_gradient(case):
+    """Strided Convs: one stride-1 Conv per output phase (phases no tap reaches, as in stride 3 with
+    a 2-wide kernel, are zeros), interleaved; no ConvTranspose left."""
+    m = model(*STRIDED[case])
+    assert "ConvTranspose" not in [n.op_type for n in build_training_graph(m, loss="mse").model.graph.node]
+    result = check_gradients(m, coords=12)
+    assert result.worst < TOLERANCE, result.errors

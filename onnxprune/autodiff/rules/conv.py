@@ -15,7 +15,8 @@ import numpy as np
 
 from onnxprune.autodiff.context import GradContext, attr
 from onnxprune.autodiff.rule import RuleTable
-from onnxprune.autodiff.rules.conv_gemm import channel_first_weight_grad, flipped_conv_pads, flipped_input_grad
+from onnxprune.autodiff.rules.conv_gemm import (channel_first_weight_grad, flipped_conv_pads, flipped_input_grad,
+                                                subpixel_applies, subpixel_input_grad)
 
 GRADIENTS = RuleTable()
 
@@ -163,6 +164,7 @@ def im2col_weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_sha
 CHANNEL_FIRST_WIDTH = 14
 CHANNEL_FIRST_CHANNELS = 128
 WEIGHT_GRAD_FORM = "auto"  # or "columns", "conv", "channel_first": one form for every layer (tests)
+SUBPIXEL = True  # strided group-1 2-D Convs: one stride-1 Conv per output phase instead of ConvTranspose
 INPUT_GRAD_FORM = "flipped"  # stride-1 group-1 Convs: a flipped Conv; "transpose": ConvTranspose always
 
 
@@ -188,6 +190,8 @@ def input_grad(ctx: GradContext, dy: str, w: str, x_shape: tuple, dy_shape: tupl
     pads = flipped_conv_pads(geo) if group == 1 and INPUT_GRAD_FORM == "flipped" else None
     if pads is not None:
         return flipped_input_grad(ctx, dy, w, geo, pads)
+    if INPUT_GRAD_FORM == "flipped" and SUBPIXEL and subpixel_applies(geo, group):
+        return subpixel_input_grad(ctx, dy, w, x_shape, dy_shape, geo)
     return conv_input_grad(ctx, dy, w, list(x_shape[2:]), list(dy_shape[2:]), geo, group)
 
 

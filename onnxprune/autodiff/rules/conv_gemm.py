@@ -3,6 +3,7 @@
 - Input gradient of a stride-1 Conv: a Conv of dY with the kernel flipped and its channel axes
   swapped. ORT's ConvTranspose runs a GEMM into a column buffer and then a scalar col2im loop; the
   flipped Conv runs the same im2col + GEMM kernel as the forward pass.
+- Input gradient of a strided 2-D Conv: one stride-1 Conv per output phase (sub-pixel), interleaved.
 - Weight gradient: one GEMM per kernel offset with the batch folded into the reduction, over
   channel-first tensors (C, N, H, W). Moving the channel axis first keeps runs of H*W contiguous
   floats, which ORT transposes at memory speed; the batch-last layout of `im2col_weight_grad` moves
@@ -12,6 +13,10 @@ Which form a layer gets is decided by its shapes in `rules/conv.py`.
 """
 
 from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
 
 from onnxprune.autodiff.context import GradContext
 
@@ -75,3 +80,75 @@ def channel_first_weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple,
     grad = ctx.emit("Transpose", [split], perm=[0, 2, 1])
     return ctx.emit("Reshape", [grad, ctx.ints([out_channels, channels] + geo.kernel)])
 
+
+
+def subpixel_applies(geo, group: int) -> bool:
+    return group == 1 and len(geo.kernel) == 2 and set(geo.dilations) == {1} and max(geo.strides) > 1
+
+
+def _phase_taps(k: int, s: int, b: int, size: int, out: int, r: int):
+    """Axis plan of phase r (input rows s*a + r): kernel taps in the order the phase Conv reads them,
+    rows of dY to drop first, the Conv's pads, and the phase's row count; None if no tap reaches it."""
+    rows = len(range(r, size, s))
+    taps = sorted((t for t in range(k) if (r + b - t) % s == 0), key=lambda t: (r + b - t) // s)
+    if not taps or not rows:
+        return None
+    first = (r + b - taps[0]) // s  # dY row read by tap 0 for phase row 0
+    drop = max(first, 0)
+    begin = max(-first, 0)
+    end = rows - (out - drop) - begin + len(taps) - 1
+    return taps, drop, begin, max(end, 0), rows
+
+
+def subpixel_input_grad(ctx: GradContext, dy: str, w: str, x_shape: tuple, dy_shape: tuple, geo) -> str:
+    """The input gradient of a strided 2-D Conv as s_h*s_w stride-1 Convs, one per output phase.
+
+    Input row s*a + r only receives the taps t with (r + pad - t) divisible by s, each from dY row
+    a + (r + pad - t)/s: a stride-1 Conv of dY with those taps of the kernel (flipped, channel axes
+    swapped). The phases are then interleaved. ConvTranspose computes the same with one GEMM per
+    image into a column buffer; at ResNet-18's 4x4 stage that GEMM is 16 columns wide and 5x slower.
+    """
+    channels = x_shape[1]
+    size, out = list(x_shape[2:]), list(dy_shape[2:])
+    steps = geo.strides
+    full = [-(-n // s) for n, s in zip(size, steps)]  # rows of phase 0, the longest
+    phases = []
+    for rh in range(steps[0]):
+        for rw in range(steps[1]):
+            plans = [_phase_taps(k, s, b, n, o, r) for k, s, b, n, o, r in
+                     zip(geo.kernel, steps, geo.begin, size, out, (rh, rw))]
+            phases.append(_phase(ctx, dy, w, plans, channels, full))
+    stacked = ctx.emit("Concat", phases, axis=2)  # (N, C, sh*sw, A, B)
+    grid = ctx.emit("Reshape", [stacked, ctx.ints([0, 0] + list(steps) + full)])
+    woven = ctx.emit("Transpose", [grid], perm=[0, 1, 4, 2, 5, 3])  # (N, C, A, sh, B, sw)
+    dx = ctx.emit("Reshape", [woven, ctx.ints([0, 0, full[0] * steps[0], full[1] * steps[1]])])
+    if [f * s for f, s in zip(full, steps)] != size:
+        dx = ctx.emit("Slice", [dx, ctx.ints([0, 0]), ctx.ints(size), ctx.ints([2, 3])])
+    return dx
+
+
+def _phase(ctx: GradContext, dy: str, w: str, plans, channels: int, full: list[int]) -> str:
+    """One phase as (N, C, 1, A, B): its stride-1 Conv padded to the longest phase, or zeros."""
+    if any(p is None for p in plans):
+        batch = ctx.emit("Shape", [dy], start=0, end=1)
+        shape = ctx.emit("Concat", [batch, ctx.ints([channels, 1] + full)], axis=0)
+        return ctx.emit("ConstantOfShape", [shape], value=_zero(ctx, dy))
+    source = dy
+    if any(p[1] for p in plans):
+        source = ctx.emit("Slice", [dy, ctx.ints([p[1] for p in plans]), ctx.ints([1 << 62] * 2), ctx.ints([2, 3])])
+    kernel = w
+    for axis, p in zip((2, 3), plans):
+        kernel = ctx.emit("Gather", [kernel, ctx.ints(p[0])], axis=axis)
+    kernel = ctx.emit("Transpose", [kernel], perm=[1, 0, 2, 3])
+    phase = ctx.emit("Conv", [source, kernel], kernel_shape=[len(p[0]) for p in plans],
+                     pads=[p[2] for p in plans] + [p[3] for p in plans])
+    rows = [p[4] for p in plans]
+    # a negative end pad would have cut rows: the Conv ran with 0 and the extra rows go here
+    phase = ctx.emit("Slice", [phase, ctx.ints([0, 0]), ctx.ints(rows), ctx.ints([2, 3])])
+    if rows != full:
+        phase = ctx.emit("Pad", [phase, ctx.ints([0, 0, 0, 0, 0, 0] + [f - n for f, n in zip(full, rows)])])
+    return ctx.emit("Unsqueeze", [phase, ctx.ints([2])])
+
+
+def _zero(ctx: GradContext, like: str) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.zeros(1, dtype=ctx.np_dtype(like)))
