@@ -5,6 +5,8 @@ skipped at the end come back through `output_padding`. Its weight gradient is a 
 offsets of GEMMs between shifted x and dY (or, when the shifted copies would be large, a Conv of x
 with dY as the kernel over batch/channel-swapped tensors, strides and dilations trading places).
 ConvTranspose is Conv's adjoint, so its gradients are the same pieces the other way round.
+For group-1 Convs, `rules/conv_gemm.py` has faster forms (flipped and sub-pixel Convs for the
+input gradient, channel-first GEMMs for the weight gradient); `input_grad` and `weight_grad` pick.
 """
 
 from __future__ import annotations
