@@ -175,18 +175,22 @@ class TorchTrainer:
         return float(loss.detach())
 
 
-def gradient_agreement(case: Case) -> float:
-    """Worst relative difference between the ONNX training graph's and torch autograd's gradients."""
+def gradient_agreement(case: Case) -> tuple[float, float]:
+    """Worst relative difference between the ONNX training graph's and torch autograd's gradients,
+    per weight as max|g - ref| / max|ref| and as ||g - ref|| / ||ref||. One ReLU pre-activation within
+    rounding of 0 (ResNet-18 here: 4.5e-6 of a layer whose largest is 31) takes the other side of the
+    kink under a different summation order and moves the first figure to 1e-2; the second stays small."""
     import torch
     ort_side = OrtTrainer(case, 1)
     ort_side.step_fn({"input": case.x}, case.y)
     net = case.torch_net()
     torch.nn.functional.cross_entropy(net(torch.from_numpy(case.x)), torch.from_numpy(case.y)).backward()
-    worst = 0.0
+    worst_max = worst_norm = 0.0
     for name, p in zip(case.order, net.parameters()):
         ref, got = p.grad.numpy(), ort_side.params.grads[name]
-        worst = max(worst, float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-12)))
-    return worst
+        worst_max = max(worst_max, float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-12)))
+        worst_norm = max(worst_norm, float(np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-12)))
+    return worst_max, worst_norm
 
 
 def timed(trainer, x, y, steps: int) -> tuple[float, float]:
@@ -280,7 +284,8 @@ def main() -> None:
         print(f"  ORT / PyTorch ({kind}): {statistics.median(ratios):.2f}x (median of per-round ratios; "
               f"quartiles {quart[0]:.2f}-{quart[2]:.2f}, range {ratios[0]:.2f}-{ratios[-1]:.2f})")
     print(f"  training graph built in {trainers[base].build_ms:.1f} ms")
-    print(f"  gradients vs torch autograd: worst relative difference {gradient_agreement(case):.1e}")
+    worst_max, worst_norm = gradient_agreement(case)
+    print(f"  gradients vs torch autograd, worst weight: max-abs {worst_max:.1e}, L2 {worst_norm:.1e} (relative)")
 
 
 if __name__ == "__main__":
