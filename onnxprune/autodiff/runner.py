@@ -2,11 +2,13 @@
 
 Weights and gradients are bound once as OrtValues over the FlatParams memory: ORT reads the
 weights the optimizer just updated in place and writes gradients straight into the buffer the
-optimizer reads, so nothing is copied per step except the batch itself.
+optimizer reads, so nothing is copied per step except the batch itself and, for Convs on ORT's
+NCHWc kernels, the numpy-reordered filters of the weights they read (autodiff.nchwc).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Mapping
 
 import numpy as np
@@ -19,6 +21,8 @@ from onnxprune.autodiff.builder import TrainingGraph
 from onnxprune.autodiff.nchwc import FedFilter, fill_filter, lower_convs_fed
 from onnxprune.autodiff.optim import FlatParams
 from onnxprune.autodiff.weights import weights_as_inputs
+
+log = logging.getLogger("onnxprune")
 
 
 def _bind_weights(io: ort.IOBinding, params: FlatParams) -> list[ort.OrtValue]:
@@ -38,7 +42,11 @@ def fast_session(model: onnx.ModelProto, threads: int, batch: int,
     """A session whose run-time-weight Convs use ORT's NCHWc kernels (see autodiff.nchwc), and the
     reordered filters of the `fed` weights it reads as inputs; the model as it is if ORT refuses the
     rewritten one (an ORT build without those kernels)."""
-    lowered, derived = lower_convs_fed(model, batch, fed)
+    try:
+        lowered, derived = lower_convs_fed(model, batch, fed)
+    except Exception as exc:  # noqa: BLE001 - an optimisation only: shape inference can fail on odd graphs
+        log.debug("NCHWc rewrite skipped: %s", exc)
+        lowered, derived = model, {}
     if lowered is not model:
         try:
             return session(lowered, threads), derived
