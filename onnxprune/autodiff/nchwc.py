@@ -88,10 +88,10 @@ def lower_convs_fed(model: onnx.ModelProto, batch: int, fed: Collection[str],
     shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
               for v in list(inferred.graph.value_info) + list(inferred.graph.input) if v.type.HasField("tensor_type")}
     constants = {i.name for i in model.graph.initializer}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
+    readers: dict[str, list[int]] = {}
+    for index, node in enumerate(model.graph.node):
         for name in node.input:
-            readers.setdefault(name, []).append(node)
+            readers.setdefault(name, []).append(index)
     outputs = {o.name for o in model.graph.output}
     producers = {o: n for n in model.graph.node for o in n.output}
     ints = {i.name: numpy_helper.to_array(i).tolist() for i in model.graph.initializer
@@ -100,8 +100,8 @@ def lower_convs_fed(model: onnx.ModelProto, batch: int, fed: Collection[str],
     out = onnx.ModelProto()
     out.CopyFrom(model)
     nodes, fused, changed = [], set(), False
-    for node in model.graph.node:
-        if id(node) in fused:
+    for index, node in enumerate(model.graph.node):
+        if index in fused:
             continue
         w_shape = shapes.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
         plan = _plan(node, w_shape, constants, block)
@@ -112,9 +112,10 @@ def lower_convs_fed(model: onnx.ModelProto, batch: int, fed: Collection[str],
         if plan is None:
             nodes.append(node)
             continue
-        relu = _fusable_relu(node, readers, outputs)
+        relu = _fusable_relu(model, node, readers, outputs)
         if relu is not None:
-            fused.add(id(relu))
+            fused.add(relu)
+            relu = model.graph.node[relu]
         source = _fed_source(node.input[1], set(fed), producers, ints)
         feed = None
         if source is not None:
@@ -190,13 +191,15 @@ def _plan(node: onnx.NodeProto, w_shape, constants: set[str], block: int) -> str
     return "nchw" if channels < block else None
 
 
-def _fusable_relu(node: onnx.NodeProto, readers, outputs: set[str]) -> onnx.NodeProto | None:
-    """The Relu that alone reads this Conv's output (fused into the NCHWc Conv as its activation)."""
+def _fusable_relu(model: onnx.ModelProto, node: onnx.NodeProto, readers: dict[str, list[int]],
+                  outputs: set[str]) -> int | None:
+    """Index of the Relu that alone reads this Conv's output (fused into the NCHWc Conv)."""
     y = node.output[0]
     users = readers.get(y, [])
-    if y in outputs or len(users) != 1 or users[0].op_type != "Relu" or users[0].domain not in ("", "ai.onnx"):
+    if y in outputs or len(users) != 1:
         return None
-    return users[0]
+    user = model.graph.node[users[0]]
+    return users[0] if user.op_type == "Relu" and user.domain in ("", "ai.onnx") else None
 
 
 def _lowered(node: onnx.NodeProto, plan: str, w_shape: list[int], relu: onnx.NodeProto | None,
