@@ -65,6 +65,12 @@ class GradContext:
         self.nodes.append(helper.make_node(op, list(inputs), names, name=names[0] + "/node", **attrs))
         return names[0] if len(names) == 1 else names
 
+    def masked(self, cond: str, value: str) -> str:
+        """`value` where the boolean `cond` holds, 0 elsewhere: Where(cond, value, 0) as value * cond.
+        ONNX Runtime's Where is a scalar loop (4x slower than Cast + Mul on a 64x64x8x8 ReLU mask);
+        the only difference is that a non-finite `value` at a masked-out position gives NaN, not 0."""
+        return self.emit("Mul", [value, self.emit("Cast", [cond], to=self.elem_type(value))])
+
     def forward_output(self, node: Node, index: int) -> str:
         """Output `index` of a forward node, added to it if the model never asked for it."""
         proto = self.forward_nodes[node.index]

@@ -16,6 +16,7 @@ from onnx import helper, numpy_helper
 
 from onnxprune.autodiff.builder import build_training_graph
 from onnxprune.autodiff.losses import numpy_loss
+from onnxprune.autodiff.nchwc import lower_convs
 from onnxprune.autodiff.weights import read_weights
 
 _F32, _F64 = onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE
@@ -32,9 +33,10 @@ class GradCheck:
 
 def check_gradients(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray] | None = None, *, loss: str = "mse",
                     target: np.ndarray | None = None, coords: int = 16, max_weights: int | None = None,
-                    step: float = 1e-6, seed: int = 0, **loss_options) -> GradCheck:
+                    step: float = 1e-6, seed: int = 0, nchwc: bool = False, **loss_options) -> GradCheck:
     """Relative error max|g - fd| / max|fd| per trainable weight, on up to `coords` sampled entries each
-    (and on up to `max_weights` weights picked at random)."""
+    (and on up to `max_weights` weights picked at random). `nchwc` runs the training graph with its
+    Convs on ORT's NCHWc kernels, as training does (autodiff.nchwc)."""
     rng = np.random.default_rng(seed)
     feeds = dict(feeds or {})
     shapes = {k: tuple(np.shape(v)) for k, v in feeds.items()} or None  # dynamic dims as fed, not the default
@@ -47,7 +49,8 @@ def check_gradients(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray] | No
         else:
             target = rng.standard_normal(logits_shape).astype(np.float32)
     import onnxruntime as ort
-    sess = ort.InferenceSession(tg.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    run = lower_convs(tg.model) if nchwc else tg.model
+    sess = ort.InferenceSession(run.SerializeToString(), providers=["CPUExecutionProvider"])
     outs = sess.run([tg.loss] + [tg.grads[w] for w in tg.trainable], {**feeds, **weights, tg.target: target})
     grads = dict(zip(tg.trainable, outs[1:]))
 

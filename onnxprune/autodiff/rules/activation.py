@@ -17,7 +17,7 @@ def _scale(ctx: GradContext, dy: str, factor: str) -> str:
 @GRADIENTS.register("Relu", inputs=(0,))
 def relu(ctx, node, dys, needs):
     x, y = node.inputs[0], node.outputs[0]
-    return [ctx.emit("Where", [ctx.emit("Greater", [y, ctx.scalar(0.0, x)]), dys[0], ctx.scalar(0.0, x)])]
+    return [ctx.masked(ctx.emit("Greater", [y, ctx.scalar(0.0, x)]), dys[0])]
 
 
 @GRADIENTS.register("LeakyRelu", inputs=(0,))
@@ -60,7 +60,7 @@ def hard_sigmoid(ctx, node, dys, needs):
     y = node.outputs[0]
     alpha = float(attr(node, "alpha", 0.2))
     inside = ctx.emit("And", [ctx.emit("Greater", [y, ctx.scalar(0.0, y)]), ctx.emit("Less", [y, ctx.scalar(1.0, y)])])
-    return [ctx.emit("Where", [inside, ctx.emit("Mul", [dys[0], ctx.scalar(alpha, y)]), ctx.scalar(0.0, y)])]
+    return [ctx.masked(inside, ctx.emit("Mul", [dys[0], ctx.scalar(alpha, y)]))]
 
 
 @GRADIENTS.register("HardSwish", inputs=(0,))
@@ -85,7 +85,7 @@ def clip(ctx, node, dys, needs):
     if not masks:
         return [dys[0]]
     mask = masks[0] if len(masks) == 1 else ctx.emit("And", masks)
-    return [ctx.emit("Where", [mask, dys[0], ctx.scalar(0.0, x)])]
+    return [ctx.masked(mask, dys[0])]
 
 
 @GRADIENTS.register("Erf", inputs=(0,))

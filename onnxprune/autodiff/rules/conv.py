@@ -5,6 +5,8 @@ skipped at the end come back through `output_padding`. Its weight gradient is a 
 offsets of GEMMs between shifted x and dY (or, when the shifted copies would be large, a Conv of x
 with dY as the kernel over batch/channel-swapped tensors, strides and dilations trading places).
 ConvTranspose is Conv's adjoint, so its gradients are the same pieces the other way round.
+For group-1 Convs, `rules/conv_gemm.py` has faster forms (flipped and sub-pixel Convs for the
+input gradient, channel-first GEMMs for the weight gradient); `input_grad` and `weight_grad` pick.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import numpy as np
 
 from onnxprune.autodiff.context import GradContext, attr
 from onnxprune.autodiff.rule import RuleTable
+from onnxprune.autodiff.rules.conv_gemm import (channel_first_weight_grad, flipped_conv_pads, flipped_input_grad,
+                                                subpixel_applies, subpixel_input_grad)
 
 GRADIENTS = RuleTable()
 
@@ -157,11 +161,40 @@ def im2col_weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_sha
     return ctx.emit("Reshape", [grad, ctx.ints([out_channels, channels // group] + geo.kernel)])
 
 
+# Channel-first GEMMs beat batch-last columns once output rows are long or the layer is wide
+# (ResNet-18 at 112x112: every layer; the digits CNN, 32-64 channels on 8x8 and 4x4: none of them)
+CHANNEL_FIRST_WIDTH = 14
+CHANNEL_FIRST_CHANNELS = 128
+WEIGHT_GRAD_FORM = "auto"  # or "columns", "conv", "channel_first": one form for every layer (tests)
+SUBPIXEL = True  # strided group-1 2-D Convs: one stride-1 Conv per output phase instead of ConvTranspose
+INPUT_GRAD_FORM = "flipped"  # stride-1 group-1 Convs: a flipped Conv; "transpose": ConvTranspose always
+
+
 def weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_shape: tuple, geo: Geometry, group: int) -> str:
-    """The weight gradient of a Conv-like op, by explicit columns while they stay small."""
+    """The weight gradient of a Conv-like op: explicit batch-last columns while they stay small,
+    channel-first GEMMs (one shifted copy of x at a time) for long rows, wide or large group-1
+    layers, and a Conv over swapped tensors for large grouped ones."""
     per_sample = x_shape[1] * int(np.prod(geo.kernel)) * int(np.prod(dy_shape[2:]))
-    fn = im2col_weight_grad if per_sample <= IM2COL_LIMIT else conv_weight_grad
+    form = WEIGHT_GRAD_FORM
+    if form == "auto":
+        form = "columns" if per_sample <= IM2COL_LIMIT else "conv"
+        wide = dy_shape[-1] >= CHANNEL_FIRST_WIDTH or min(x_shape[1], dy_shape[1]) >= CHANNEL_FIRST_CHANNELS
+        if group == 1 and (form == "conv" or wide):
+            form = "channel_first"
+    if form == "channel_first" and group == 1:
+        return channel_first_weight_grad(ctx, x, dy, x_shape, dy_shape, geo)
+    fn = conv_weight_grad if form == "conv" else im2col_weight_grad
     return fn(ctx, x, dy, x_shape, dy_shape, geo, group)
+
+
+def input_grad(ctx: GradContext, dy: str, w: str, x_shape: tuple, dy_shape: tuple, geo: Geometry, group: int) -> str:
+    """Conv's input gradient: a flipped stride-1 Conv where that applies, else ConvTranspose."""
+    pads = flipped_conv_pads(geo) if group == 1 and INPUT_GRAD_FORM == "flipped" else None
+    if pads is not None:
+        return flipped_input_grad(ctx, dy, w, geo, pads)
+    if INPUT_GRAD_FORM == "flipped" and SUBPIXEL and subpixel_applies(geo, group):
+        return subpixel_input_grad(ctx, dy, w, x_shape, dy_shape, geo)
+    return conv_input_grad(ctx, dy, w, list(x_shape[2:]), list(dy_shape[2:]), geo, group)
 
 
 def bias_grad(ctx: GradContext, dy: str, rank: int) -> str:
@@ -175,7 +208,7 @@ def conv(ctx, node, dys, needs):
     xs, ws, ys = ctx.shape(x), ctx.shape(w), ctx.shape(y)
     group = int(attr(node, "group", 1))
     geo = geometry(node, list(ws[2:]), list(xs[2:]), list(ys[2:]))
-    dx = conv_input_grad(ctx, dy, w, list(xs[2:]), list(ys[2:]), geo, group) if needs[0] else None
+    dx = input_grad(ctx, dy, w, xs, ys, geo, group) if needs[0] else None
     dw = weight_grad(ctx, x, dy, xs, ys, geo, group) if needs[1] else None
     db = bias_grad(ctx, dy, len(ys)) if len(needs) > 2 and needs[2] else None
     return [dx, dw, db][:len(node.inputs)]

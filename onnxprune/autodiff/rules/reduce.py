@@ -56,4 +56,4 @@ def reduce_extreme(ctx, node, dys, needs):
     # every element equal to the extreme receives dY (ties share it, as a subgradient)
     x, y = node.inputs[0], node.outputs[0]
     hit = ctx.emit("Equal", [x, _spread(ctx, node, y)])
-    return [ctx.emit("Where", [hit, _spread(ctx, node, dys[0]), ctx.scalar(0.0, x)])]
+    return [ctx.masked(hit, _spread(ctx, node, dys[0]))]

@@ -1,0 +1,154 @@
+"""Faster forms of Conv's gradients for the common case (group 1), built from ORT's fastest kernels.
+
+- Input gradient of a stride-1 Conv: a Conv of dY with the kernel flipped and its channel axes
+  swapped. ORT's ConvTranspose runs a GEMM into a column buffer and then a scalar col2im loop; the
+  flipped Conv runs the same im2col + GEMM kernel as the forward pass.
+- Input gradient of a strided 2-D Conv: one stride-1 Conv per output phase (sub-pixel), interleaved.
+- Weight gradient: one GEMM per kernel offset with the batch folded into the reduction, over
+  channel-first tensors (C, N, H, W). Moving the channel axis first keeps runs of H*W contiguous
+  floats, which ORT transposes at memory speed; the batch-last layout of `im2col_weight_grad` moves
+  single floats and is the slower form once feature maps are larger than a few pixels.
+
+Which form a layer gets is decided by its shapes in `rules/conv.py`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnxprune.autodiff.context import GradContext
+
+
+def flipped_conv_pads(geo) -> list[int] | None:
+    """Pads of the flipped Conv that gives a stride-1 Conv's input gradient; None when they would be
+    negative (pads wider than the dilated kernel)."""
+    if set(geo.strides) != {1}:
+        return None
+    begin = [d * (k - 1) - b for k, d, b in zip(geo.kernel, geo.dilations, geo.begin)]
+    end = [d * (k - 1) - e for k, d, e in zip(geo.kernel, geo.dilations, geo.end)]
+    return begin + end if min(begin + end) >= 0 else None
+
+
+def flipped_input_grad(ctx: GradContext, dy: str, w: str, geo, pads: list[int]) -> str:
+    """dX[n, c, i] = sum over m, k of dY[n, m, i + b - k*d] * W[m, c, k]: a stride-1 Conv of dY with
+    W transposed to (C, M, k) and reversed along every spatial axis."""
+    n_sp = len(geo.kernel)
+    swapped = ctx.emit("Transpose", [w], perm=[1, 0] + list(range(2, n_sp + 2)))
+    big = -(1 << 62)
+    flipped = ctx.emit("Slice", [swapped, ctx.ints([-1] * n_sp), ctx.ints([big] * n_sp),
+                                 ctx.ints(list(range(2, n_sp + 2))), ctx.ints([-1] * n_sp)])
+    return ctx.emit("Conv", [dy, flipped], kernel_shape=geo.kernel, dilations=geo.dilations, pads=pads)
+
+
+def channel_first_weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_shape: tuple, geo) -> str:
+    """dW[m, c, k] = sum over (n, o) of dY[n, m, o] * x_padded[n, c, o*s + k*d], group 1.
+
+    x and dY are moved to (C, N, *spatial); per kernel offset the shifted, strided slice of x is a
+    (C, N*O) matrix and dW[:, :, k] = dY (M, N*O) times its transpose: one GEMM with the whole batch
+    in its reduction. 1x1 kernels without padding or stride read x as it is.
+    """
+    n_sp = len(geo.kernel)
+    channels, out_channels = x_shape[1], dy_shape[1]
+    spatial_in, spatial_out = list(x_shape[2:]), list(dy_shape[2:])
+    swap = [1, 0] + list(range(2, n_sp + 2))
+    unpadded = ctx.emit("Transpose", [x], perm=swap)  # (C, N, *spatial)
+    xt = unpadded
+    if any(geo.begin) or any(geo.end):
+        xt = ctx.emit("Pad", [xt, ctx.ints([0, 0] + geo.begin + [0, 0] + geo.end)])
+    rows = ctx.emit("Reshape", [ctx.emit("Transpose", [dy], perm=swap), ctx.ints([out_channels, -1])])  # (M, N*O)
+    offsets = [()]
+    for k in geo.kernel:
+        offsets = [o + (i,) for o in offsets for i in range(k)]
+    axes, steps = ctx.ints(list(range(2, n_sp + 2))), ctx.ints(geo.strides)
+    parts = []
+    for offset in offsets:
+        starts = [i * d for i, d in zip(offset, geo.dilations)]
+        ends = [b + s * (o - 1) + 1 for b, s, o in zip(starts, geo.strides, spatial_out)]
+        if starts == geo.begin and set(geo.strides) == {1} and spatial_out == spatial_in:
+            shifted = unpadded  # the centre of a "same" conv (and a plain 1x1 conv) reads x as it is
+        else:
+            shifted = ctx.emit("Slice", [xt, ctx.ints(starts), ctx.ints(ends), axes, steps])
+        cols = ctx.emit("Reshape", [shifted, ctx.ints([channels, -1])])  # (C, N*O)
+        parts.append(ctx.emit("Gemm", [rows, cols], transB=1))  # (M, C)
+    k = len(offsets)
+    if k == 1:
+        return ctx.emit("Reshape", [parts[0], ctx.ints([out_channels, channels] + geo.kernel)])
+    stacked = ctx.emit("Concat", parts, axis=1)  # (M, k*C), offset-major
+    split = ctx.emit("Reshape", [stacked, ctx.ints([out_channels, k, channels])])
+    grad = ctx.emit("Transpose", [split], perm=[0, 2, 1])
+    return ctx.emit("Reshape", [grad, ctx.ints([out_channels, channels] + geo.kernel)])
+
+
+
+def subpixel_applies(geo, group: int) -> bool:
+    return group == 1 and len(geo.kernel) == 2 and set(geo.dilations) == {1} and max(geo.strides) > 1
+
+
+def _phase_taps(k: int, s: int, b: int, size: int, out: int, r: int):
+    """Axis plan of phase r (input rows s*a + r): kernel taps in the order the phase Conv reads them,
+    rows of dY to drop first, the Conv's pads, and the phase's row count; None if no tap reaches it."""
+    rows = len(range(r, size, s))
+    taps = sorted((t for t in range(k) if (r + b - t) % s == 0), key=lambda t: (r + b - t) // s)
+    if not taps or not rows:
+        return None
+    first = (r + b - taps[0]) // s  # dY row read by tap 0 for phase row 0
+    drop = max(first, 0)
+    begin = max(-first, 0)
+    end = rows - (out - drop) - begin + len(taps) - 1
+    return taps, drop, begin, max(end, 0), rows
+
+
+def subpixel_input_grad(ctx: GradContext, dy: str, w: str, x_shape: tuple, dy_shape: tuple, geo) -> str:
+    """The input gradient of a strided 2-D Conv as s_h*s_w stride-1 Convs, one per output phase.
+
+    Input row s*a + r only receives the taps t with (r + pad - t) divisible by s, each from dY row
+    a + (r + pad - t)/s: a stride-1 Conv of dY with those taps of the kernel (flipped, channel axes
+    swapped). The phases are then interleaved. ConvTranspose computes the same with one GEMM per
+    image into a column buffer; at ResNet-18's 4x4 stage that GEMM is 16 columns wide and 5x slower.
+    """
+    channels = x_shape[1]
+    size, out = list(x_shape[2:]), list(dy_shape[2:])
+    steps = geo.strides
+    full = [-(-n // s) for n, s in zip(size, steps)]  # rows of phase 0, the longest
+    phases = []
+    for rh in range(steps[0]):
+        for rw in range(steps[1]):
+            plans = [_phase_taps(k, s, b, n, o, r) for k, s, b, n, o, r in
+                     zip(geo.kernel, steps, geo.begin, size, out, (rh, rw))]
+            phases.append(_phase(ctx, dy, w, plans, channels, full))
+    stacked = ctx.emit("Concat", phases, axis=2)  # (N, C, sh*sw, A, B)
+    grid = ctx.emit("Reshape", [stacked, ctx.ints([0, 0] + list(steps) + full)])
+    woven = ctx.emit("Transpose", [grid], perm=[0, 1, 4, 2, 5, 3])  # (N, C, A, sh, B, sw)
+    dx = ctx.emit("Reshape", [woven, ctx.ints([0, 0, full[0] * steps[0], full[1] * steps[1]])])
+    if [f * s for f, s in zip(full, steps)] != size:
+        dx = ctx.emit("Slice", [dx, ctx.ints([0, 0]), ctx.ints(size), ctx.ints([2, 3])])
+    return dx
+
+
+def _phase(ctx: GradContext, dy: str, w: str, plans, channels: int, full: list[int]) -> str:
+    """One phase as (N, C, 1, A, B): its stride-1 Conv padded to the longest phase, or zeros."""
+    if any(p is None for p in plans):
+        batch = ctx.emit("Shape", [dy], start=0, end=1)
+        shape = ctx.emit("Concat", [batch, ctx.ints([channels, 1] + full)], axis=0)
+        return ctx.emit("ConstantOfShape", [shape], value=_zero(ctx, dy))
+    source = dy
+    if any(p[1] for p in plans):
+        source = ctx.emit("Slice", [dy, ctx.ints([p[1] for p in plans]), ctx.ints([1 << 62] * 2), ctx.ints([2, 3])])
+    kernel = w
+    for axis, p in zip((2, 3), plans):
+        kernel = ctx.emit("Gather", [kernel, ctx.ints(p[0])], axis=axis)
+    kernel = ctx.emit("Transpose", [kernel], perm=[1, 0, 2, 3])
+    phase = ctx.emit("Conv", [source, kernel], kernel_shape=[len(p[0]) for p in plans],
+                     pads=[p[2] for p in plans] + [p[3] for p in plans])
+    rows = [p[4] for p in plans]
+    # a negative end pad would have cut rows: the Conv ran with 0 and the extra rows go here
+    phase = ctx.emit("Slice", [phase, ctx.ints([0, 0]), ctx.ints(rows), ctx.ints([2, 3])])
+    if rows != full:
+        phase = ctx.emit("Pad", [phase, ctx.ints([0, 0, 0, 0, 0, 0] + [f - n for f, n in zip(full, rows)])])
+    return ctx.emit("Unsqueeze", [phase, ctx.ints([2])])
+
+
+def _zero(ctx: GradContext, like: str) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.zeros(1, dtype=ctx.np_dtype(like)))
