@@ -339,6 +339,3 @@ def relative(dep: Dependency, stats: Statistics | None = None, ridge: float = 1e
         if energy > 0:
             np.add.at(scores, dep.elements(slot), err / energy)
     return scores + 1e-9 * magnitude(dep, 2)
-
-
-from onnxprune.score import fisher  # noqa: E402,F401  (registers fisher and fisher_recon)
