@@ -92,8 +92,19 @@ def _channel_sums(dep: Dependency, members, grads: dict[str, np.ndarray]) -> np.
     return out
 
 
+_LAST: dict[tuple, np.ndarray] = {}  # one model's scores, reused when several plans are chosen from it
+
+
 def fisher_scores(dep: Dependency, data, probes: int = PROBES, seed: int = 0) -> np.ndarray:
     """E over calibration samples and random output probes of s_c^2 (module docstring), per channel."""
+    key = (id(dep), id(data), probes, seed)
+    if key not in _LAST:
+        _LAST.clear()
+        _LAST[key] = _fisher_scores(dep, data, probes, seed)
+    return _LAST[key].copy()
+
+
+def _fisher_scores(dep: Dependency, data, probes: int, seed: int) -> np.ndarray:
     from onnxprune.autodiff.probe import build_probe_graph
     from onnxprune.load.runtime import session
 
