@@ -25,6 +25,7 @@ number of channels from each group as fisher would.
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 
@@ -36,6 +37,7 @@ from onnxprune.score.criteria import COMPARABLE, GRADIENT_BASED, criterion, para
 
 log = logging.getLogger("onnxprune")
 PROBES = 2          # random probes per calibration sample: a few backward passes each
+SCALE = "row"       # how output rows are standardised (_row_std); ONNXPRUNE_FISHER_SCALE overrides
 STD_FLOOR = 1e-6    # a constant output row is floored at this share of the output's largest row std
 
 
@@ -50,27 +52,44 @@ def _sites(dep: Dependency) -> tuple[list[tuple[Slot, str, int]], list[tuple[Slo
     return sites, producers
 
 
+def _rows(out: np.ndarray) -> np.ndarray:
+    return per_index(out, 1) if out.ndim >= 2 else np.asarray(out, np.float64).reshape(1, -1)
+
+
 def _row_std(sess, data, names: list[str]) -> tuple[dict[str, np.ndarray], list[list[tuple[int, ...]]]]:
-    """Per output, the standard deviation over the calibration set of each index along axis 1; and
-    each sample's output shapes (the probes' shapes)."""
+    """Per output, the spread of each index along axis 1; and each sample's output shapes (the probes').
+
+    With SCALE "sample" (and outputs of one shape) the spread is the root mean over positions of each
+    element's variance across samples: how much a box coordinate moves from image to image, not how far
+    apart the anchors sit. Otherwise ("row") it is the standard deviation over samples and positions."""
     shapes = []
-    sums: dict[str, np.ndarray] = {}
-    squares: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = {}
+    acc: dict[str, list] = {}
     for i in range(len(data)):
         outs = sess.run(names, {k: np.asarray(v[i]) for k, v in data.inputs.items()})
         shapes.append([o.shape for o in outs])
         for name, out in zip(names, outs):
-            rows = per_index(out, 1) if out.ndim >= 2 else out.astype(np.float64).reshape(1, -1)
-            sums[name] = sums.get(name, 0.0) + rows.sum(1)
-            squares[name] = squares.get(name, 0.0) + (rows * rows).sum(1)
-            counts[name] = counts.get(name, 0) + rows.shape[1]
+            rows = _rows(out)
+            a = acc.setdefault(name, [0.0, 0.0, 0, 0.0, 0.0, out.shape])
+            a[0], a[1], a[2] = a[0] + rows.sum(1), a[1] + (rows * rows).sum(1), a[2] + rows.shape[1]
+            if a[5] == out.shape:
+                a[3], a[4] = a[3] + rows, a[4] + rows * rows
+            else:
+                a[5] = None  # shapes differ between samples: no per-element variance
     stds = {}
     for name in names:
-        mean = sums[name] / counts[name]
-        std = np.sqrt(np.maximum(squares[name] / counts[name] - mean * mean, 0.0))
+        total, squares, count, elem, elem_sq, shape = acc[name]
+        if _scale_mode() == "sample" and shape is not None and len(data) > 1:
+            n = len(data)
+            std = np.sqrt(np.maximum(elem_sq / n - (elem / n) ** 2, 0.0).mean(1))
+        else:
+            mean = total / count
+            std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
         stds[name] = np.maximum(std, STD_FLOOR * max(float(std.max()), 1e-30))
     return stds, shapes
+
+
+def _scale_mode() -> str:
+    return os.environ.get("ONNXPRUNE_FISHER_SCALE", SCALE)
 
 
 def _probe(shape: tuple[int, ...], std: np.ndarray, rng: np.random.Generator, dtype) -> np.ndarray:
