@@ -133,3 +133,16 @@ def test_fisher_recon_keeps_fisher_counts_and_reconstruction_order():
         assert sorted(out[free]) == sorted(values[free])
         if len(free) > 1:
             assert np.all(np.diff(out[free]) <= 0)  # ranked by order_by (descending values)
+
+
+def test_fisher_falls_back_when_no_output_can_be_probed(caplog):
+    """An integer-only output (ArgMax) has no gradient: fisher warns and ranks by reconstruction, no crash."""
+    model = _two_outputs()
+    model.graph.node.append(helper.make_node("ArgMax", ["score"], ["label"], axis=1))
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info("label", TensorProto.INT64, ["n", 1]))
+    data = _data()
+    result = prune(model, 0.25, calib=data, criterion="fisher", scope="global", recover="sequential", round_to=1,
+                   bench_rounds=0)
+    assert "no output gradients" in caplog.text
+    onnx.checker.check_model(result.model)

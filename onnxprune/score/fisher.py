@@ -33,7 +33,7 @@ from onnxprune.couple.dependency import Dependency
 from onnxprune.couple.vocabulary import Slot
 from onnxprune.errors import BadInputError
 from onnxprune.score.calibration import Statistics
-from onnxprune.score.criteria import COMPARABLE, GRADIENT_BASED, criterion, parameter_slots, per_index, reconstruction
+from onnxprune.score.criteria import COMPARABLE, criterion, parameter_slots, per_index, reconstruction
 
 log = logging.getLogger("onnxprune")
 PROBES = 2          # random probes per calibration sample: a few backward passes each
@@ -114,21 +114,39 @@ def _channel_sums(dep: Dependency, members, grads: dict[str, np.ndarray]) -> np.
 _LAST: dict[tuple, np.ndarray] = {}  # one model's scores, reused when several plans are chosen from it
 
 
-def fisher_scores(dep: Dependency, data, probes: int = PROBES, seed: int = 0) -> np.ndarray:
+def fisher_scores(dep: Dependency, data, probes: int = PROBES, seed: int = 0,
+                  stats: Statistics | None = None) -> np.ndarray:
     """E over calibration samples and random output probes of s_c^2 (module docstring), per channel."""
     key = (id(dep), id(data), probes, seed)
     if key not in _LAST:
         _LAST.clear()
-        _LAST[key] = _fisher_scores(dep, data, probes, seed)
+        _LAST[key] = _scores_or_fallback(dep, data, probes, seed, stats)
     return _LAST[key].copy()
+
+
+def _scores_or_fallback(dep: Dependency, data, probes: int, seed: int, stats: Statistics | None) -> np.ndarray:
+    """fisher's scores; if the model cannot be back-propagated (an op the autodiff or ONNX Runtime
+    refuses), the reconstruction criterion's, each group divided by its mean as global selection
+    would do for it, with a warning naming the reason."""
+    if data is None:
+        raise BadInputError("criterion 'fisher' needs calibration data: pass --calib DATA.npz")
+    try:
+        return _fisher_scores(dep, data, probes, seed)
+    except Exception as exc:  # noqa: BLE001  (any autodiff/runtime failure: score without gradients)
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        log.warning("fisher: no output gradients (%s); channels scored by reconstruction instead", reason)
+    fallback = reconstruction(dep, stats) if stats is not None else np.ones(dep.num_channels)
+    for grp in dep.groups:
+        mean = float(fallback[grp.channels].mean())
+        if mean > 0:
+            fallback[grp.channels] /= mean
+    return fallback
 
 
 def _fisher_scores(dep: Dependency, data, probes: int, seed: int) -> np.ndarray:
     from onnxprune.autodiff.probe import build_probe_graph
     from onnxprune.load.runtime import session
 
-    if data is None:
-        raise BadInputError("criterion 'fisher' needs calibration data: pass --calib DATA.npz")
     sites, producers = _sites(dep)
     weights = list(dict.fromkeys([w for _, w, _ in sites] + [w for _, w, _ in producers]))
     pg = build_probe_graph(dep.graph.model, weights, input_shapes=data.sample_shapes())
@@ -175,17 +193,17 @@ def _combine(dep: Dependency, site: np.ndarray, producer: np.ndarray, sites, pro
     return scores + 1e-30
 
 
-@criterion("fisher", data=True)
+@criterion("fisher", data=True, gram=True)  # Grams: the reconstruction fallback
 def fisher(dep: Dependency, stats: Statistics | None = None, data=None, seed: int = 0, **_) -> np.ndarray:
     """||J d_c||^2: first-order damage to every (row-standardised) output of removing the channel,
     estimated with random output probes through the in-graph backward pass; no labels."""
-    return fisher_scores(dep, data, seed=seed)
+    return fisher_scores(dep, data, seed=seed, stats=stats)
 
 
 @criterion("fisher_recon", data=True, gram=True)
 def fisher_recon(dep: Dependency, stats: Statistics | None = None, data=None, seed: int = 0, **options) -> np.ndarray:
     """fisher's per-group allocation, reconstruction's order within each group."""
-    return reorder_within_groups(dep, fisher_scores(dep, data, seed=seed), reconstruction(dep, stats, **options))
+    return reorder_within_groups(dep, fisher_scores(dep, data, seed=seed, stats=stats), reconstruction(dep, stats, **options))
 
 
 def reorder_within_groups(dep: Dependency, values: np.ndarray, order_by: np.ndarray) -> np.ndarray:
@@ -199,4 +217,3 @@ def reorder_within_groups(dep: Dependency, values: np.ndarray, order_by: np.ndar
 
 
 COMPARABLE.update({"fisher", "fisher_recon"})
-GRADIENT_BASED.add("fisher")
