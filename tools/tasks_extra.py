@@ -245,3 +245,13 @@ class OriNetQDQ(OriNet):
 
 
 EXTRA_TASKS["orinet_qdq"] = OriNetQDQ
+
+
+def _digits_cnn():
+    """The digits CNN (fixtures/digits_cnn.onnx) as bench_onnxsim.py scores it: test accuracy, label-free calibration."""
+    import bench_onnxsim  # imports bench_tasks and tasks: loaded on demand
+
+    return bench_onnxsim.digits_task()
+
+
+EXTRA_TASKS["digits_cnn"] = _digits_cnn

@@ -21,6 +21,7 @@ Criterion = Callable[..., np.ndarray]
 CRITERIA: dict[str, Criterion] = {}
 NEEDS_DATA: set[str] = set()
 NEEDS_GRAM: set[str] = set()
+GRADIENT_BASED = {"taylor"}  # criteria that read gradients, not activation statistics
 
 
 def criterion(name: str, data: bool = False, gram: bool = False):
@@ -257,7 +258,7 @@ def score(dep: Dependency, name: str, stats: Statistics | None = None, **options
 
 def wanted_statistics(dep: Dependency, name: str) -> dict[tuple[str, int], bool]:
     """The activation statistics a criterion needs: every non-constant slot, Grams on linear inputs."""
-    if name not in NEEDS_DATA or name == "taylor":  # taylor reads gradients, not activations
+    if name not in NEEDS_DATA or name in GRADIENT_BASED:  # gradients, not activations
         return {}
     wanted = {(s.tensor, s.axis): False for s in dep.slots if s.tensor not in dep.graph.constants}
     if name in NEEDS_GRAM:

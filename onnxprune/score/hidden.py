@@ -47,6 +47,8 @@ def with_stream_importance(dep: Dependency, stats: Statistics | None, scores: np
     stream = accumulate(dep, members)
     out = scores.copy()
     for grp in stream_groups(dep):
-        if stream[grp.channels].any():
-            out[grp.channels] = stream[grp.channels]
+        if stream[grp.channels].any():  # on the group's own scale, so criteria ranked as they are still compare
+            own = float(np.mean(scores[grp.channels]))
+            mean = float(np.mean(stream[grp.channels]))
+            out[grp.channels] = stream[grp.channels] * (own / mean if own > 0 and mean > 0 else 1.0)
     return out

@@ -1,0 +1,219 @@
+"""fisher: label-free, output-space channel importance (Group Fisher, Liu et al. ICML 2021, without labels).
+
+Removing channel c of a group zeroes it wherever the group's tensors are read by a linear consumer
+(Conv, Gemm, MatMul with a constant weight). To first order the model's outputs move by J d_c, and
+||J d_c||^2 is the damage. For a random probe v, L = <outputs, v> gives
+
+    s_c = sum over c's consumer weights of W * dL/dW  =  sum over positions of x_c * dL/dx_c  =  v^T J d_c
+
+and E_v[s_c^2] = ||J d_c||^2: one backward pass per sample and probe (autodiff/probe.py), no labels.
+Each output row (index along axis 1: a detector's box coordinates and each class score) is divided by
+its standard deviation over the calibration set, so every row weighs alike and pixel-scale box
+coordinates do not drown the scores. The scores are one quantity for every channel of every group, so
+a global ranking compares them as they are (COMPARABLE in score/criteria.py).
+
+Channels with no linear consumer fall back to their producers' weights (the same identity at the
+producer's output); channels no gradient reaches (an op without a gradient rule on the way) are kept:
+they score the highest known value.
+
+`fisher_recon` keeps fisher's per-group allocation but orders channels within each group by the
+`reconstruction` criterion (which channel the next layer misses least once re-solved): each group's
+sorted fisher values are handed out in reconstruction order, so a global threshold removes the same
+number of channels from each group as fisher would.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+
+from onnxprune.couple.dependency import Dependency
+from onnxprune.couple.vocabulary import Slot
+from onnxprune.errors import BadInputError
+from onnxprune.score.calibration import Statistics
+from onnxprune.score.criteria import COMPARABLE, criterion, parameter_slots, per_index, reconstruction
+
+log = logging.getLogger("onnxprune")
+PROBES = 2          # random probes per calibration sample: a few backward passes each
+SCALE = "row"       # how output rows are standardised (_row_std); ONNXPRUNE_FISHER_SCALE overrides
+STD_FLOOR = 1e-6    # a constant output row is floored at this share of the output's largest row std
+
+
+def _sites(dep: Dependency) -> tuple[list[tuple[Slot, str, int]], list[tuple[Slot, str, int]]]:
+    """(group slot, weight, weight axis) of every linear consumer of a group tensor, and the producer-side
+    parameter slots (weights, biases, scales on the channel's axis) used where a channel has none."""
+    from onnxprune.couple.ops import linear_sites
+    sites = [(Slot(s.x, s.x_axis), s.weight, s.weight_axis) for _, s in linear_sites(dep.graph)
+             if Slot(s.x, s.x_axis) in dep.slot_index]
+    site_weights = {w for _, w, _ in sites}
+    producers = [(slot, slot.tensor, slot.axis) for slot, _ in parameter_slots(dep) if slot.tensor not in site_weights]
+    return sites, producers
+
+
+def _rows(out: np.ndarray) -> np.ndarray:
+    return per_index(out, 1) if out.ndim >= 2 else np.asarray(out, np.float64).reshape(1, -1)
+
+
+def _row_std(sess, data, names: list[str]) -> tuple[dict[str, np.ndarray], list[list[tuple[int, ...]]]]:
+    """Per output, the spread of each index along axis 1; and each sample's output shapes (the probes').
+
+    With SCALE "sample" (and outputs of one shape) the spread is the root mean over positions of each
+    element's variance across samples: how much a box coordinate moves from image to image, not how far
+    apart the anchors sit. Otherwise ("row") it is the standard deviation over samples and positions."""
+    shapes = []
+    acc: dict[str, list] = {}
+    for i in range(len(data)):
+        outs = sess.run(names, {k: np.asarray(v[i]) for k, v in data.inputs.items()})
+        shapes.append([o.shape for o in outs])
+        for name, out in zip(names, outs):
+            rows = _rows(out)
+            a = acc.setdefault(name, [0.0, 0.0, 0, 0.0, 0.0, out.shape])
+            a[0], a[1], a[2] = a[0] + rows.sum(1), a[1] + (rows * rows).sum(1), a[2] + rows.shape[1]
+            if a[5] == out.shape:
+                a[3], a[4] = a[3] + rows, a[4] + rows * rows
+            else:
+                a[5] = None  # shapes differ between samples: no per-element variance
+    stds = {}
+    for name in names:
+        total, squares, count, elem, elem_sq, shape = acc[name]
+        if _scale_mode() == "sample" and shape is not None and len(data) > 1:
+            n = len(data)
+            std = np.sqrt(np.maximum(elem_sq / n - (elem / n) ** 2, 0.0).mean(1))
+        else:
+            mean = total / count
+            std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+        stds[name] = np.maximum(std, STD_FLOOR * max(float(std.max()), 1e-30))
+    return stds, shapes
+
+
+def _scale_mode() -> str:
+    return os.environ.get("ONNXPRUNE_FISHER_SCALE", SCALE)
+
+
+def _probe(shape: tuple[int, ...], std: np.ndarray, rng: np.random.Generator, dtype) -> np.ndarray:
+    v = rng.standard_normal(shape)
+    if len(shape) >= 2:
+        v /= std.reshape((1, -1) + (1,) * (len(shape) - 2))
+    else:
+        v /= std
+    return v.astype(dtype)
+
+
+def _channel_sums(dep: Dependency, members, grads: dict[str, np.ndarray]) -> np.ndarray:
+    """Per channel: sum over members (slot, weight, axis) of W * dW summed over the channel's slice."""
+    out = np.zeros(dep.num_channels)
+    for slot, weight, axis in members:
+        g = grads.get(weight)
+        if g is not None:
+            np.add.at(out, dep.elements(slot), per_index(dep.graph.const(weight) * g, axis).sum(1))
+    return out
+
+
+_LAST: dict[tuple, np.ndarray] = {}  # one model's scores, reused when several plans are chosen from it
+
+
+def fisher_scores(dep: Dependency, data, probes: int = PROBES, seed: int = 0,
+                  stats: Statistics | None = None) -> np.ndarray:
+    """E over calibration samples and random output probes of s_c^2 (module docstring), per channel."""
+    key = (id(dep), id(data), probes, seed)
+    if key not in _LAST:
+        _LAST.clear()
+        _LAST[key] = _scores_or_fallback(dep, data, probes, seed, stats)
+    return _LAST[key].copy()
+
+
+def _scores_or_fallback(dep: Dependency, data, probes: int, seed: int, stats: Statistics | None) -> np.ndarray:
+    """fisher's scores; if the model cannot be back-propagated (an op the autodiff or ONNX Runtime
+    refuses), the reconstruction criterion's, each group divided by its mean as global selection
+    would do for it, with a warning naming the reason."""
+    if data is None:
+        raise BadInputError("criterion 'fisher' needs calibration data: pass --calib DATA.npz")
+    try:
+        return _fisher_scores(dep, data, probes, seed)
+    except Exception as exc:  # noqa: BLE001  (any autodiff/runtime failure: score without gradients)
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        log.warning("fisher: no output gradients (%s); channels scored by reconstruction instead", reason)
+    fallback = reconstruction(dep, stats) if stats is not None else np.ones(dep.num_channels)
+    for grp in dep.groups:
+        mean = float(fallback[grp.channels].mean())
+        if mean > 0:
+            fallback[grp.channels] /= mean
+    return fallback
+
+
+def _fisher_scores(dep: Dependency, data, probes: int, seed: int) -> np.ndarray:
+    from onnxprune.autodiff.probe import build_probe_graph
+    from onnxprune.load.runtime import session
+
+    sites, producers = _sites(dep)
+    weights = list(dict.fromkeys([w for _, w, _ in sites] + [w for _, w, _ in producers]))
+    pg = build_probe_graph(dep.graph.model, weights, input_shapes=data.sample_shapes())
+    if pg.frozen:
+        log.warning("fisher: %d weights get no complete gradient (e.g. %s); their channels are kept",
+                    len(pg.frozen), next(iter(pg.frozen.values())))
+    if not pg.grads:
+        return np.ones(dep.num_channels)
+    outputs = list(pg.probes)
+    stds, shapes = _row_std(session(dep.graph.model), data, outputs)
+    sess = session(pg.model)
+    names = list(pg.grads.values())
+    dtypes = {i.name: i.type for i in sess.get_inputs()}
+    rng = np.random.default_rng(seed)
+    site_sq, producer_sq = np.zeros(dep.num_channels), np.zeros(dep.num_channels)
+    for i in range(len(data)):
+        feed = {k: np.asarray(v[i]) for k, v in data.inputs.items() if k in pg.inputs}
+        for _ in range(probes):
+            for out, shape in zip(outputs, shapes[i]):
+                feed[pg.probes[out]] = _probe(shape, stds[out], rng, _np_dtype(dtypes[pg.probes[out]]))
+            grads = dict(zip(pg.grads, sess.run(names, feed)))
+            site_sq += _channel_sums(dep, sites, grads) ** 2
+            producer_sq += _channel_sums(dep, producers, grads) ** 2
+    runs = max(len(data) * probes, 1)
+    return _combine(dep, site_sq / runs, producer_sq / runs, sites, producers, set(pg.grads))
+
+
+def _np_dtype(onnx_type: str):
+    return np.float16 if "float16" in onnx_type else np.float64 if "double" in onnx_type else np.float32
+
+
+def _combine(dep: Dependency, site: np.ndarray, producer: np.ndarray, sites, producers, known: set[str]) -> np.ndarray:
+    """Site scores where a channel has a linear consumer with a gradient, else producer scores, else
+    (no gradient reaches it) the highest known score: what the probes cannot see is kept."""
+    has_site, has_producer = np.zeros(dep.num_channels, bool), np.zeros(dep.num_channels, bool)
+    for flags, members in ((has_site, sites), (has_producer, producers)):
+        for slot, weight, _ in members:
+            if weight in known:
+                flags[dep.elements(slot)] = True
+    scores = np.where(has_site, site, np.where(has_producer, producer, np.nan))
+    unseen = np.isnan(scores)
+    top = float(np.nanmax(scores)) if (~unseen).any() else 1.0
+    scores[unseen] = top
+    return scores + 1e-30
+
+
+@criterion("fisher", data=True, gram=True)  # Grams: the reconstruction fallback
+def fisher(dep: Dependency, stats: Statistics | None = None, data=None, seed: int = 0, **_) -> np.ndarray:
+    """||J d_c||^2: first-order damage to every (row-standardised) output of removing the channel,
+    estimated with random output probes through the in-graph backward pass; no labels."""
+    return fisher_scores(dep, data, seed=seed, stats=stats)
+
+
+@criterion("fisher_recon", data=True, gram=True)
+def fisher_recon(dep: Dependency, stats: Statistics | None = None, data=None, seed: int = 0, **options) -> np.ndarray:
+    """fisher's per-group allocation, reconstruction's order within each group."""
+    return reorder_within_groups(dep, fisher_scores(dep, data, seed=seed, stats=stats), reconstruction(dep, stats, **options))
+
+
+def reorder_within_groups(dep: Dependency, values: np.ndarray, order_by: np.ndarray) -> np.ndarray:
+    """Per group, the multiset of `values` reassigned so that their ranks follow `order_by`."""
+    out = values.copy()
+    for grp in dep.groups:
+        free = grp.channels[~grp.frozen]
+        if len(free) > 1:
+            out[free[np.argsort(order_by[free], kind="stable")]] = np.sort(values[free])
+    return out
+
+
+COMPARABLE.update({"fisher", "fisher_recon"})
