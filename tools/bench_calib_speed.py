@@ -47,11 +47,13 @@ def inputs(task, work: Path, n: int) -> tuple[Path, Path, list[str]]:
 
 
 def weights_mb(path: Path) -> float:
-    """Bytes of the model's initializers (the weights a prune must hold once), in MB."""
+    """Bytes of the model's initializers and Constant tensors (the weights a prune must hold once), in MB."""
     import onnx
     from onnxprune.load.spill import raw_bytes
     model = onnx.load(str(path))
-    return sum(raw_bytes(t) or t.ByteSize() for t in model.graph.initializer) / 2 ** 20
+    tensors = list(model.graph.initializer) + [a.t for n in model.graph.node if n.op_type == "Constant"
+                                               for a in n.attribute if a.type == onnx.AttributeProto.TENSOR]
+    return sum(raw_bytes(t) or t.ByteSize() for t in tensors) / 2 ** 20
 
 
 def run(cmd: list[str], limit_gb: float) -> dict:
