@@ -40,6 +40,7 @@ def test_lazy_rows_read_what_the_file_holds(tmp_path, monkeypatch, samples, comp
     assert isinstance(arr, Rows) and arr.shape == stacked.shape
     np.testing.assert_array_equal(arr[[5, 6, 7, 2, 40]], stacked[[5, 6, 7, 2, 40]])  # forward, back, forward
     np.testing.assert_array_equal(arr[3], stacked[3])
+    np.testing.assert_array_equal(arr[2:5, 0, 0, 1], stacked[2:5, 0, 0, 1])
     np.testing.assert_array_equal(np.concatenate([b["input"] for b in data.batches(8)]), samples)
     head = data.take(10).inputs["input"]
     assert isinstance(head, Rows) and len(head) == 10

@@ -45,6 +45,9 @@ class Rows:
         return math.prod(self.shape) * self.dtype.itemsize
 
     def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, tuple):  # rows first, then the rest of the index on what was read
+            rows = self[key[0]]
+            return rows[key[1:]] if isinstance(key[0], (int, np.integer)) else rows[(slice(None),) + key[1:]]
         if isinstance(key, (int, np.integer)):
             index = int(key) + (len(self) if key < 0 else 0)
             if not 0 <= index < len(self):
