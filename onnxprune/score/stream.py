@@ -172,7 +172,8 @@ class Streamer:
             have = {t: (feed[t] if t in self.fed else self.store.get(t, b)) for t in feeds}
             values = {}
             if outputs:
-                sess = sess or session(segment_model(self.model, nodes, have, outputs, self.fed, replace or {}))
+                sess = sess or session(segment_model(self.model, nodes, have, outputs, self.fed, replace or {}),
+                                       arena=False)  # one per segment: no arena outliving its runs
                 values = dict(zip(outputs, sess.run(outputs, have)))
             for t in keep:
                 self.store.put(t, b, values[t])
