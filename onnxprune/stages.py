@@ -246,7 +246,7 @@ def _recovered(prep: Prepared, plan: Plan, recovery: str) -> onnx.ModelProto:
     else:
         overrides = {**norm_overrides(prep.dep, plan.removed, prep.stats),
                      **recover(prep.dep, plan.removed, prep.stats, recovery)}
-    return apply_plan(plan, overrides, presliced)
+    return apply_plan(plan, overrides, presliced=presliced) if presliced else apply_plan(plan, overrides)
 
 
 def apply_and_recover(prep: Prepared, plan: Plan) -> onnx.ModelProto:
