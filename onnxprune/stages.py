@@ -235,16 +235,18 @@ def _kept_whole(prep: Prepared, options: PruneOptions) -> set[int]:
 
 def _recovered(prep: Prepared, plan: Plan, recovery: str) -> onnx.ModelProto:
     """The plan applied, with the consumers re-solved: one-shot from the dense statistics, or sequential."""
+    presliced: dict[str, np.ndarray] = {}  # re-solved weights already cut: never a dense copy besides
     if recovery == "none":
         overrides = None
     elif recovery == "sequential":
         norms = norm_overrides(prep.dep, plan.removed, prep.stats)  # hidden width: first the norms' scale
         with scratch():  # the prefix models it runs are gone when it returns the weights
-            overrides = reconstruct(prep.dep, plan.removed, prep.data, progress=prep.options.progress, initial=norms)
+            overrides = reconstruct(prep.dep, plan.removed, prep.data, progress=prep.options.progress, initial=norms,
+                                    presliced=presliced)
     else:
         overrides = {**norm_overrides(prep.dep, plan.removed, prep.stats),
                      **recover(prep.dep, plan.removed, prep.stats, recovery)}
-    return apply_plan(plan, overrides)
+    return apply_plan(plan, overrides, presliced=presliced) if presliced else apply_plan(plan, overrides)
 
 
 def apply_and_recover(prep: Prepared, plan: Plan, check: bool = True) -> onnx.ModelProto:

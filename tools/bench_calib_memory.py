@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Benchmark: peak memory and time of pruning with calibration, each configuration in its own process.
 
-Each run happens in a fresh child process that builds `--samples` synthetic images (uniform noise in the
-model's input range; memory does not depend on the content), prunes with the given configuration and
-reports `resource.getrusage(RUSAGE_SELF).ru_maxrss` (peak resident set size), the time, and the peak of
-a child that only loads the model and the data (the floor: weights + calibration array). The fidelity
-report is computed on 4 samples so that it does not dominate (validate.compare holds every output).
+Each run happens in a fresh child process that prunes `--samples` synthetic images (uniform noise in the
+model's input range; memory does not depend on the content) with the given configuration and reports
+`resource.getrusage(RUSAGE_SELF).ru_maxrss` (peak resident set size), the time, and the peak of a child
+that only loads the model and the data (the floor). `--source` says how the samples reach prune():
+`ram` (a Dataset built in the child: the floor is weights + the calibration array), or a file written
+once before the runs, as a user gives it with --calib: `npz` (np.savez), `npz-compressed`
+(np.savez_compressed) or `images` (a folder of PNG files); these are read a batch at a time
+(load/rows.py), so their floor is the weights. The fidelity report is computed on 4 samples.
 
-    python tools/bench_calib_memory.py --model ppocr_det --samples 256 --shape 3,640,640
+    python tools/bench_calib_memory.py --model ppocr_det --samples 256 --shape 3,640,640 --source npz
     python tools/bench_calib_memory.py --model ppocr_rec --samples 32,64,128 --shape 3,48,320
 
 Prints a Markdown table and exits 0 (a failed or killed run is a row, not an exit status).
@@ -17,8 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,23 +39,64 @@ import onnxprune
 from onnxprune.load import zoo
 from onnxprune.load.data import Dataset
 cfg = json.loads({cfg!r})
+import os, threading, traceback
+peak = {{"rss": 0, "where": ""}}
+main_id = threading.get_ident()
+def watch():  # where the peak happens: the onnxprune frames of the main thread at each new maximum
+    page = os.sysconf("SC_PAGE_SIZE")
+    while True:
+        rss = int(open("/proc/self/statm").read().split()[1]) * page
+        if rss > peak["rss"]:
+            frames = traceback.extract_stack(sys._current_frames()[main_id])
+            mine = [f"{{f.filename.rsplit('/', 1)[-1]}}:{{f.name}}" for f in frames if "onnxprune/" in f.filename]
+            peak.update(rss=rss, where=" < ".join(mine[::-1][:4]))
+        time.sleep(0.2)
+threading.Thread(target=watch, daemon=True).start()
 t0 = time.time()
 model = onnx.load(zoo.fetch(cfg["model"]))
 shape = tuple(cfg["shape"])
-rng = np.random.default_rng(0)
-x = rng.uniform(-1, 1, (cfg["samples"], 1) + shape).astype(np.float32)
 name = [i.name for i in model.graph.input if i.name not in {{t.name for t in model.graph.initializer}}][0]
-data = Dataset({{name: x}})
+if cfg["path"]:
+    from onnxprune.score.calibration import load_calibration
+    data = load_calibration(cfg["path"], {{name: len(shape) + 1}}, limit=cfg["samples"])
+else:
+    rng = np.random.default_rng(0)
+    data = Dataset({{name: rng.uniform(-1, 1, (cfg["samples"], 1) + shape).astype(np.float32)}})
 out = {{"floor_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}
 if cfg["recover"] != "load-only":
-    r = onnxprune.prune(model, calib=data, criterion=cfg["criterion"], scope=cfg["scope"], recover=cfg["recover"],
-                        target_macs=cfg["target"], bench_rounds=0, eval_data=data.take(4),
-                        input_shapes={{name: (1,) + shape}})
+    r = onnxprune.prune(model, calib=cfg["path"] or data, criterion=cfg["criterion"], scope=cfg["scope"],
+                        recover=cfg["recover"], target_macs=cfg["target"], bench_rounds=0, eval_data=data.take(4),
+                        input_shapes={{name: (1,) + shape}}, calib_limit=cfg["samples"])
     out["macs"] = r.report["after"]["macs"] / r.report["before"]["macs"]
 out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 out["seconds"] = time.time() - t0
+out["peak_at"] = peak["where"]
 print("RESULT " + json.dumps(out))
 """
+
+
+def write_source(kind: str, folder: Path, samples: int, shape: list[int]) -> str:
+    """The samples as a user would give them: an .npz (its member written a sample at a time, so this
+    process never holds them all) or a folder of PNG images. Empty string for `ram`."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    if kind == "images":
+        from PIL import Image
+        for i in range(samples):
+            pixels = rng.integers(0, 256, (shape[1], shape[2], shape[0]), dtype=np.uint8)
+            Image.fromarray(pixels.squeeze(-1) if shape[0] == 1 else pixels).save(folder / f"{i:05d}.png")
+        return str(folder)
+    if kind == "ram":
+        return ""
+    path = folder / "calib.npz"
+    method = zipfile.ZIP_DEFLATED if kind == "npz-compressed" else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "w", method) as zf, zf.open("x.npy", "w", force_zip64=True) as f:
+        np.lib.format.write_array_header_2_0(f, {"descr": "<f4", "fortran_order": False,
+                                                 "shape": (samples, 1, *shape)})
+        for _ in range(samples):
+            f.write(rng.uniform(-1, 1, (1, *shape)).astype(np.float32).tobytes())
+    return str(path)
 
 
 def run(cfg: dict, limit_gb: float) -> dict:
@@ -71,25 +119,38 @@ def main(argv=None) -> int:
                     help="criterion:scope:recover triples")
     ap.add_argument("--target", type=float, default=0.8, help="MACs fraction kept")
     ap.add_argument("--limit-gb", type=float, default=8.0, help="address-space cap per child (prlimit --as)")
+    ap.add_argument("--source", default="ram", choices=["ram", "npz", "npz-compressed", "images"],
+                    help="how the samples reach prune() (see the module doc)")
     args = ap.parse_args(argv)
     shape = [int(v) for v in args.shape.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="bench_calib_"))
     print(f"## Peak memory of pruning with calibration: {args.model}, input 1x{'x'.join(map(str, shape))}, "
-          f"target MACs {args.target:g}\n")
+          f"target MACs {args.target:g}, samples from {args.source}\n")
     print("| samples | criterion | scope | recover | floor MB (weights + data) | peak RSS MB | above floor MB | "
-          "s | MACs kept |")
-    print("|---:|---|---|---|---:|---:|---:|---:|---:|")
-    for n in (int(v) for v in args.samples.split(",")):
+          "s | MACs kept | load (1 min) | where the peak is (sampled) |")
+    print("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---|")
+    sizes = [int(v) for v in args.samples.split(",")]
+    try:
+        path = write_source(args.source, work, max(sizes), shape)  # smaller sizes read the first rows
+        _table(args, sizes, shape, path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _table(args, sizes: list[int], shape: list[int], path: str) -> None:
+    for n in sizes:
         for triple in args.configs.split(","):
             crit, scope, rec = triple.split(":")
             r = run({"model": args.model, "shape": shape, "samples": n, "criterion": crit, "scope": scope,
-                     "recover": rec, "target": args.target}, args.limit_gb)
+                     "recover": rec, "target": args.target, "path": path}, args.limit_gb)
             if "error" in r:
-                print(f"| {n} | {crit} | {scope} | {rec} | | {r['error']} | | | |")
+                print(f"| {n} | {crit} | {scope} | {rec} | | {r['error']} | | | | {os.getloadavg()[0]:.1f} | |")
                 continue
             print(f"| {n} | {crit} | {scope} | {rec} | {r['floor_mb']:.0f} | {r['peak_mb']:.0f} | "
-                  f"{r['peak_mb'] - r['floor_mb']:.0f} | {r['seconds']:.0f} | {r.get('macs', float('nan')):.3f} |",
+                  f"{r['peak_mb'] - r['floor_mb']:.0f} | {r['seconds']:.0f} | {r.get('macs', float('nan')):.3f} | "
+                  f"{os.getloadavg()[0]:.1f} | {r.get('peak_at', '')} |",
                   flush=True)
-    return 0
 
 
 if __name__ == "__main__":

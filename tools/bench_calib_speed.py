@@ -46,6 +46,16 @@ def inputs(task, work: Path, n: int) -> tuple[Path, Path, list[str]]:
     return dense, calib, flags
 
 
+def weights_mb(path: Path) -> float:
+    """Bytes of the model's initializers and Constant tensors (the weights a prune must hold once), in MB."""
+    import onnx
+    from onnxprune.load.spill import raw_bytes
+    model = onnx.load(str(path))
+    tensors = list(model.graph.initializer) + [a.t for n in model.graph.node if n.op_type == "Constant"
+                                               for a in n.attribute if a.type == onnx.AttributeProto.TENSOR]
+    return sum(raw_bytes(t) or t.ByteSize() for t in tensors) / 2 ** 20
+
+
 def run(cmd: list[str], limit_gb: float) -> dict:
     """Wall seconds, peak RSS (MB) and exit status of one child, capped at `limit_gb` of address space."""
     import resource
@@ -82,8 +92,8 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     print(f"## Default data-aware prune: --target-macs {args.level:g}, {args.calib_n} calibration samples "
           f"{args.extra}\n")
-    print("| model | s | peak RSS MB | exit |")
-    print("|---|---:|---:|---|")
+    print("| model | weights MB | s | peak RSS MB | above weights MB | load (1 min) | exit |")
+    print("|---|---:|---:|---:|---:|---:|---|")
     for name in args.models.split(","):
         task = tasks.get(name)
         dense, calib, flags = inputs(task, work, args.calib_n)
@@ -97,7 +107,9 @@ def main(argv=None) -> int:
                       "--target-macs", str(args.level), "--calib", str(calib), "--force", *flags, *args.extra.split()]
         r = run(cmd, args.limit_gb)
         status = "ok" if r["exit"] == 0 else f"exit {r['exit']}: {r.get('error', '')}".replace("|", "/")
-        print(f"| {name} | {r['seconds']:.0f} | {r['peak_mb']:.0f} | {status} |", flush=True)
+        weights = weights_mb(dense)
+        print(f"| {name} | {weights:.1f} | {r['seconds']:.0f} | {r['peak_mb']:.0f} | {r['peak_mb'] - weights:.0f} | "
+              f"{os.getloadavg()[0]:.1f} | {status} |", flush=True)
         if prof and prof.exists():
             import pstats
             pstats.Stats(str(prof), stream=sys.stderr).sort_stats("cumulative").print_stats(25)

@@ -10,6 +10,9 @@ wrapping the stages `prune()` composes (so what runs is exactly `prune()`).
                                                           # light_resnet50, chain 10000
     python tools/bench_memory.py --models light_vgg19 --chains 100000
     python tools/bench_memory.py --path my.onnx           # any model file
+    python tools/bench_memory.py --models --chains --transformer 20x2048x8192 --calib-samples 4
+                                                          # with --calib: N random samples (.npz), dynamic
+                                                          # axes but the batch set to --calib-dim
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ STORE = ("import sys, onnx; from onnxprune.load.fold import fold_constants; "
 STAGES = ("prepare", "choose_plan", "record_dense", "apply_and_recover", "evaluate", "save")
 
 
-def child(path: str, ratio: float, bench_rounds: int | None) -> dict:
+def child(path: str, ratio: float, bench_rounds: int | None, calib: str | None = None) -> dict:
     """Run prune() with each stage timed; print seconds and peak RSS (MB) after each."""
     from onnxprune import api
     from onnxprune.load.model import save_model_atomic
@@ -54,6 +57,8 @@ def child(path: str, ratio: float, bench_rounds: int | None) -> dict:
             setattr(api, name, timed(name, getattr(api, name)))
     start = time.perf_counter()
     keywords = {} if bench_rounds is None else {"bench_rounds": bench_rounds}
+    if calib:
+        keywords["calib"] = calib
     result = api.prune(path, ratio, **keywords)
     with tempfile.TemporaryDirectory() as out:
         timed("save", save_model_atomic)(result.model, os.path.join(out, "pruned.onnx"))
@@ -62,9 +67,33 @@ def child(path: str, ratio: float, bench_rounds: int | None) -> dict:
             "params_after": result.report["after"]["params"], "cosine": result.report["fidelity"]["cosine"]}
 
 
-def run_case(path: str, ratio: float, bench_rounds: int | None) -> dict:
+def write_calib(path: str, out: str, samples: int, dim: int) -> str:
+    """`samples` random samples for every input of the model at `path` (its weights not loaded): normal
+    floats, zero ints; a dynamic axis is 1 on the batch axis and `dim` elsewhere."""
+    import numpy as np
+    import onnx
+
+    model = onnx.load(path, load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+    rng, arrays = np.random.default_rng(0), {}
+    for inp in model.graph.input:
+        if inp.name in inits:
+            continue
+        dims = [d.dim_value if d.dim_value > 0 else (1 if axis == 0 else dim)
+                for axis, d in enumerate(inp.type.tensor_type.shape.dim)]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type)
+        shape = (samples, *dims)
+        arrays[inp.name] = (rng.standard_normal(shape).astype(dtype) if np.issubdtype(dtype, np.floating)
+                            else np.zeros(shape, dtype))
+    np.savez(out, **arrays)
+    return out
+
+
+def run_case(path: str, ratio: float, bench_rounds: int | None, calib: str | None = None) -> dict:
     """One fresh process: its wall time, its own peak RSS, and what it printed."""
     cmd = [sys.executable, __file__, "--child", path, "--ratio", str(ratio)]
+    if calib:
+        cmd += ["--calib", calib]
     if bench_rounds is not None:
         cmd += ["--bench-rounds", str(bench_rounds)]
     start = time.perf_counter()
@@ -97,10 +126,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="zoo models also measured with their weights stored (folded once and saved), as real exports are")
     parser.add_argument("--ratio", type=float, default=0.3)
     parser.add_argument("--bench-rounds", type=int, default=None, help="latency rounds in the report (default: prune's)")
+    parser.add_argument("--calib-samples", type=int, default=0, help="prune with --calib: this many random samples")
+    parser.add_argument("--calib-dim", type=int, default=64, help="dynamic axes of the samples but the batch")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--calib", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.ratio, args.bench_rounds)))
+        print(json.dumps(child(args.child, args.ratio, args.bench_rounds, args.calib)))
         return 0
 
     from onnxprune.load import zoo
@@ -125,10 +157,13 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run([sys.executable, str(ROOT / "tools" / "make_chain.py"), str(n), path], check=True)
             cases.append((f"chain of {n} nodes", path))
         for name, path in cases:
-            r = run_case(path, args.ratio, args.bench_rounds)
+            calib = (write_calib(path, os.path.join(tmp, "calib.npz"), args.calib_samples, args.calib_dim)
+                     if args.calib_samples else None)
+            r = run_case(path, args.ratio, args.bench_rounds, calib)
             rows.append((name, r["weights"], r))
             print(f"{name}: {r['wall_s']:.1f} s, peak {r['peak_mb']:.0f} MB", file=sys.stderr)
     head = ["model", "weights MB", "wall s", "CPU s", "peak RSS MB", "peak / weights"] + [f"{s} s / CPU s / MB" for s in STAGES]
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f}\n")
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for name, weights, r in rows:
         cells = [name, f"{weights / 2**20:.1f}", f"{r['wall_s']:.1f}", f"{r['cpu_s']:.1f}", f"{r['peak_mb']:.0f}",
@@ -137,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                   if s in r["stages"] else "-"
                   for s in STAGES]
         print("| " + " | ".join(cells) + " |")
-    print(f"\n`prune(path, ratio={args.ratio})` + save, one fresh process per model; peak RSS includes imports "
+    with_calib = f", calib=<{args.calib_samples} random samples>" if args.calib_samples else ""
+    print(f"\n`prune(path, ratio={args.ratio}{with_calib})` + save, one fresh process per model; peak RSS includes imports "
           "(about 150 MB); CPU s is the process's user + system time; stage cells are seconds in the stage / "
           "its CPU seconds / peak RSS (MB) reached by its end.")
     return 0

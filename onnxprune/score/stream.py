@@ -165,17 +165,21 @@ class Streamer:
         outputs = list(dict.fromkeys([t for t in fetch if t in produced] + keep))
         feeds = sorted({t for n in nodes for t in reads(n)} - produced - self.static)
         sess = None
-        for b, feed in enumerate(self.data.batches(self.batch_size, self.batch_size > 1)):
+        reads_inputs = any(t in self.fed for t in [*feeds, *fetch])  # else no sample is read (lazy data)
+        spans = self.data.spans(self.batch_size, self.batch_size > 1)
+        for b, (start, stop) in enumerate(spans):
+            feed = self.data.batch(start, stop) if reads_inputs else {}
             have = {t: (feed[t] if t in self.fed else self.store.get(t, b)) for t in feeds}
             values = {}
             if outputs:
-                sess = sess or session(segment_model(self.model, nodes, have, outputs, self.fed, replace or {}))
+                sess = sess or session(segment_model(self.model, nodes, have, outputs, self.fed, replace or {}),
+                                       arena=False)  # one per segment: no arena outliving its runs
                 values = dict(zip(outputs, sess.run(outputs, have)))
             for t in keep:
                 self.store.put(t, b, values[t])
             got = {t: values[t] if t in values else (feed[t] if t in self.fed else self.store.get(t, b))
                    for t in fetch}
-            yield b, len(next(iter(feed.values()))) / len(self.data) if self.batch_size > 1 else 1 / len(self.data), got
+            yield b, self.data.batch_rows(start, stop) / len(self.data) if self.batch_size > 1 else 1 / len(self.data), got
 
 
 def segment_model(model: onnx.ModelProto, nodes: list[onnx.NodeProto], have: Mapping[str, np.ndarray],
