@@ -25,7 +25,7 @@ number of channels from each group as fisher would.
 from __future__ import annotations
 
 import logging
-import os
+import weakref
 
 import numpy as np
 
@@ -37,7 +37,6 @@ from onnxprune.score.criteria import COMPARABLE, criterion, parameter_slots, per
 
 log = logging.getLogger("onnxprune")
 PROBES = 2          # random probes per calibration sample: a few backward passes each
-SCALE = "row"       # how output rows are standardised (_row_std); ONNXPRUNE_FISHER_SCALE overrides
 STD_FLOOR = 1e-6    # a constant output row is floored at this share of the output's largest row std
 
 
@@ -57,11 +56,9 @@ def _rows(out: np.ndarray) -> np.ndarray:
 
 
 def _row_std(sess, data, names: list[str]) -> tuple[dict[str, np.ndarray], list[list[tuple[int, ...]]]]:
-    """Per output, the spread of each index along axis 1; and each sample's output shapes (the probes').
-
-    With SCALE "sample" (and outputs of one shape) the spread is the root mean over positions of each
-    element's variance across samples: how much a box coordinate moves from image to image, not how far
-    apart the anchors sit. Otherwise ("row") it is the standard deviation over samples and positions."""
+    """Per output, the standard deviation of each index along axis 1 over samples and positions; and
+    each sample's output shapes (the probes'). (Scaling each element by its spread across samples
+    instead did worse on NudeNet: 34.4 against 40.5 face F1, docs/benchmarks.md.)"""
     shapes = []
     acc: dict[str, list] = {}
     for i in range(len(data)):
@@ -69,27 +66,15 @@ def _row_std(sess, data, names: list[str]) -> tuple[dict[str, np.ndarray], list[
         shapes.append([o.shape for o in outs])
         for name, out in zip(names, outs):
             rows = _rows(out)
-            a = acc.setdefault(name, [0.0, 0.0, 0, 0.0, 0.0, out.shape])
+            a = acc.setdefault(name, [0.0, 0.0, 0])
             a[0], a[1], a[2] = a[0] + rows.sum(1), a[1] + (rows * rows).sum(1), a[2] + rows.shape[1]
-            if a[5] == out.shape:
-                a[3], a[4] = a[3] + rows, a[4] + rows * rows
-            else:
-                a[5] = None  # shapes differ between samples: no per-element variance
     stds = {}
     for name in names:
-        total, squares, count, elem, elem_sq, shape = acc[name]
-        if _scale_mode() == "sample" and shape is not None and len(data) > 1:
-            n = len(data)
-            std = np.sqrt(np.maximum(elem_sq / n - (elem / n) ** 2, 0.0).mean(1))
-        else:
-            mean = total / count
-            std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+        total, squares, count = acc[name]
+        mean = total / count
+        std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
         stds[name] = np.maximum(std, STD_FLOOR * max(float(std.max()), 1e-30))
     return stds, shapes
-
-
-def _scale_mode() -> str:
-    return os.environ.get("ONNXPRUNE_FISHER_SCALE", SCALE)
 
 
 def _probe(shape: tuple[int, ...], std: np.ndarray, rng: np.random.Generator, dtype) -> np.ndarray:
@@ -111,17 +96,19 @@ def _channel_sums(dep: Dependency, members, grads: dict[str, np.ndarray]) -> np.
     return out
 
 
-_LAST: dict[tuple, np.ndarray] = {}  # one model's scores, reused when several plans are chosen from it
+# One model's scores, reused when several plans are chosen from it. Weak references, not ids: an id
+# can be reused by the next model once this one is freed, and its scores must not be.
+_LAST: list = [None, None, None, None]  # [dep ref, data ref, (probes, seed), scores]
 
 
 def fisher_scores(dep: Dependency, data, probes: int = PROBES, seed: int = 0,
                   stats: Statistics | None = None) -> np.ndarray:
     """E over calibration samples and random output probes of s_c^2 (module docstring), per channel."""
-    key = (id(dep), id(data), probes, seed)
-    if key not in _LAST:
-        _LAST.clear()
-        _LAST[key] = _scores_or_fallback(dep, data, probes, seed, stats)
-    return _LAST[key].copy()
+    dep_ref, data_ref, options, scores = _LAST
+    if not (dep_ref is not None and dep_ref() is dep and data_ref() is data and options == (probes, seed)):
+        scores = _scores_or_fallback(dep, data, probes, seed, stats)
+        _LAST[:] = [weakref.ref(dep), weakref.ref(data), (probes, seed), scores]
+    return scores.copy()
 
 
 def _scores_or_fallback(dep: Dependency, data, probes: int, seed: int, stats: Statistics | None) -> np.ndarray:
