@@ -27,6 +27,7 @@ from onnxprune.autodiff.optim import AdamW, FlatParams, SGD, make_optimizer
 from onnxprune.autodiff.runner import Forward, TrainStep
 from onnxprune.autodiff.lr_schedule import cosine, step_decay
 from onnxprune.autodiff.weights import read_weights, write_weights
+from onnxprune.recover.batch_view import batch_view
 from onnxprune.recover.microbatch import ACTIVATION_BUDGET_MB, MicroBatched, activation_bytes, micro_batch
 from onnxprune.recover.features import feature_points
 from onnxprune.recover.targets import Targets, data_batchable, feeds_of, join
@@ -108,7 +109,10 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     shapes = data.sample_shapes()
     check_ranks(model, shapes)
     teacher_model = _load(teacher) if teacher is not None else None
+    exported = model  # the trained weights are written back into the model as given
     batchable = data_batchable(model, data)
+    if not batchable and s.batch_size > 1:  # batch fixed at 1 by the export: train on a batch view
+        model, teacher_model, batchable = _batch_views(model, teacher_model, data, s.threads)
     points = _feature_points(model, teacher_model, data, s, batchable and loss == "distill")
     tg = build_training_graph(model, s.trainable, loss, output=s.output, input_shapes=shapes,
                               temperature=s.temperature, distill=s.distill, label_smoothing=s.label_smoothing,
@@ -131,7 +135,7 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     loop.start(params.snapshot(), {**run_settings, "loss": loss, "samples": len(data), "epochs": epochs})
     loop.run(data, targets, val_data, val_targets, epochs)
     params.restore(loop.best[2])
-    trained = write_weights(model, {n: params.values[n] for n in params.names})
+    trained = write_weights(exported, {n: params.values[n] for n in params.names})
     rate = loop.clock["steps"] / loop.clock["busy"] if loop.clock["busy"] else 0.0
     return FinetuneResult(trained, loop.history, loop.best[1], tg.trainable, tg.frozen, rate, tg.build_ms,
                           loop.stopped, loop.resumed_from, loop.lr)
@@ -151,6 +155,18 @@ def _checked(s: TrainSettings, epochs: int | None) -> TrainSettings:
     if s.resume and not s.checkpoint:
         raise BadInputError("resume needs a checkpoint path")
     return TrainSettings(**{**asdict(s), "augment": parse_augment(s.augment)})
+
+
+def _batch_views(model: onnx.ModelProto, teacher: onnx.ModelProto | None, data: Dataset,
+                 threads: int) -> tuple[onnx.ModelProto, onnx.ModelProto | None, bool]:
+    """Student and teacher with a symbolic batch axis (recover/batch_view.py), when both allow it."""
+    samples = [feeds_of(data, np.array([i]), False) for i in range(min(2, len(data)))]
+    student = batch_view(model, samples, threads)
+    coach = batch_view(teacher, samples, threads) if teacher is not None and student is not None else None
+    if student is None or (teacher is not None and coach is None):
+        log.info("the batch axis is fixed at 1: training one sample per step")
+        return model, teacher, False
+    return student, coach, True
 
 
 def _feature_points(model: onnx.ModelProto, teacher: onnx.ModelProto | None, data: Dataset, s: TrainSettings,
