@@ -68,3 +68,15 @@ def test_finetune_trains_a_fixed_batch_model_in_batches_and_writes_back_into_it(
     assert session(res.model).run(None, {"x": x[0]})[0].shape == (6, 1, 3, 4)
     losses = [h["val_loss"] for h in res.history]
     assert res.best_epoch > 0 and min(losses[1:]) < losses[0]  # training in batches moved toward the teacher
+
+
+def test_a_batchable_model_with_a_time_first_output_is_trained_batch_first():
+    model, x = _time_first(), _samples(2)
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"  # batchable, output still (T, N, ...)
+    view = batch_view(model, [{"x": x[0]}, {"x": x[1]}])
+    assert view is not model and session(view).run(None, {"x": x.reshape(2, 2, 4, 6)})[0].shape == (2, 6, 3, 4)
+    batch_first = helper.make_model(helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])]), opset_imports=[helper.make_opsetid("", 17)])
+    one = np.ones((1, 3), np.float32)
+    assert batch_view(batch_first, [{"x": one}, {"x": -one}]) is batch_first  # nothing to change

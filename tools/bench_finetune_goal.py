@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--train", type=int, default=1024, help="unlabelled training samples")
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--eval-n", type=int, help="evaluation samples (default: the task harness's count)")
     ap.add_argument("--variants", default="auto", help="comma-separated: auto, a rate (1e-4), with +feat")
     ap.add_argument("--work", default="/tmp/ft_goal", help="pruned models are cached here")
     ap.add_argument("--json", help="append every figure here (one JSON line per model)")
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    case = digits_case(a.train) if a.model == "digits" else task_case(a.model, a.train)
+    case = digits_case(a.train) if a.model == "digits" else task_case(a.model, a.train, a.eval_n)
     model, prune_s = pruned(a.model, case, a.macs, work)
     dense_score, pruned_score = case[3](case[0]), case[3](model)
     print(f"{a.model} at {a.macs} of the MACs: dense {dense_score:.2f}, pruned {pruned_score:.2f} "
@@ -112,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.json:  # each variant as it finishes: a killed run keeps the ones done
             with open(a.json, "a") as f:
                 f.write(json.dumps({"model": a.model, "macs": a.macs, "epochs": a.epochs, "train": len(case[2]),
+                                    "eval_n": a.eval_n, "load": os.getloadavg()[0],
                                     "dense": dense_score, "pruned": pruned_score, "prune_s": prune_s,
                                     "rows": [row]}) + "\n")
     return 0

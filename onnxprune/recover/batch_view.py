@@ -7,7 +7,9 @@ view built here declares the batch axis symbolic and, when the batch does not co
 (ddddocr's output is time-first: T x 1 x classes), adds a Transpose that moves it there, so the
 training loop can join samples on axis 0 as for any batchable model. It is used only when a run on
 two samples joined reproduces each sample's own output; otherwise training stays one sample per
-step. The weights keep their names, so trained values write back into the model as exported.
+step. A model that batches but puts the batch on another axis of its outputs (captcha_crnn: T x N x
+classes) gets the same Transpose, so the teacher's targets and the student's outputs line up per
+sample. The weights keep their names, so trained values write back into the model as exported.
 """
 
 from __future__ import annotations
@@ -99,19 +101,22 @@ def _batch_first(model: onnx.ModelProto, axes: list[tuple[int, int]]) -> onnx.Mo
 
 
 def batch_view(model: onnx.ModelProto, feeds: list[Mapping[str, np.ndarray]], threads: int = 0) -> onnx.ModelProto | None:
-    """`model` with a symbolic batch axis and every output batch-first, or None when the graph does
-    not run correctly on several samples at once. `feeds`: two or more single samples (batch 1)."""
-    inputs = fixed_batch_inputs(model, set(feeds[0]))
-    if not inputs or len(feeds) < 2:
+    """`model` with a symbolic batch axis and every output batch-first (`model` itself when it is so
+    already), or None when the graph does not run correctly on several samples at once.
+    `feeds`: two or more single samples (batch 1)."""
+    if len(feeds) < 2:
         return None
-    relaxed = _symbolic(model, inputs)
+    inputs = fixed_batch_inputs(model, set(feeds[0]))
+    relaxed = _symbolic(model, inputs) if inputs else model
     axes = batch_axes(relaxed, feeds, threads)
     if axes is None:
         return None
-    view = _batch_first(relaxed, axes)
+    if not inputs and all(a == 0 for a, _ in axes):
+        return model
+    view = _batch_first(copy.deepcopy(relaxed) if relaxed is model else relaxed, axes)
     moved = [o.name for o, (a, _) in zip(model.graph.output, axes) if a]
-    log.info("training several samples per step: the batch axis of %s made symbolic%s", ", ".join(inputs),
-             f" (outputs {', '.join(moved)} transposed batch-first)" if moved else "")
+    log.info("training several samples per step%s%s", f": the batch axis of {', '.join(inputs)} made symbolic"
+             if inputs else "", f" (outputs {', '.join(moved)} transposed batch-first)" if moved else "")
     return view
 
 

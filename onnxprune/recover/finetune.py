@@ -111,8 +111,8 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     teacher_model = _load(teacher) if teacher is not None else None
     exported = model  # the trained weights are written back into the model as given
     batchable = data_batchable(model, data)
-    if not batchable and s.batch_size > 1:  # batch fixed at 1 by the export: train on a batch view
-        model, teacher_model, batchable = _batch_views(model, teacher_model, data, s.threads)
+    if s.batch_size > 1 and len(data) > 1:  # a batch fixed at 1 or not on the outputs' axis 0: a batch view
+        model, teacher_model, batchable = _batch_views(model, teacher_model, data, s.threads, batchable)
     points = _feature_points(model, teacher_model, data, s, batchable and loss == "distill")
     tg = build_training_graph(model, s.trainable, loss, output=s.output, input_shapes=shapes,
                               temperature=s.temperature, distill=s.distill, label_smoothing=s.label_smoothing,
@@ -157,15 +157,17 @@ def _checked(s: TrainSettings, epochs: int | None) -> TrainSettings:
     return TrainSettings(**{**asdict(s), "augment": parse_augment(s.augment)})
 
 
-def _batch_views(model: onnx.ModelProto, teacher: onnx.ModelProto | None, data: Dataset,
-                 threads: int) -> tuple[onnx.ModelProto, onnx.ModelProto | None, bool]:
-    """Student and teacher with a symbolic batch axis (recover/batch_view.py), when both allow it."""
-    samples = [feeds_of(data, np.array([i]), False) for i in range(min(2, len(data)))]
+def _batch_views(model: onnx.ModelProto, teacher: onnx.ModelProto | None, data: Dataset, threads: int,
+                 batchable: bool) -> tuple[onnx.ModelProto, onnx.ModelProto | None, bool]:
+    """Student and teacher with a symbolic batch axis and batch-first outputs (recover/batch_view.py),
+    when both allow it; else both as given."""
+    samples = [feeds_of(data, np.array([i]), False) for i in range(2)]
     student = batch_view(model, samples, threads)
     coach = batch_view(teacher, samples, threads) if teacher is not None and student is not None else None
     if student is None or (teacher is not None and coach is None):
-        log.info("the batch axis is fixed at 1: training one sample per step")
-        return model, teacher, False
+        if not batchable:
+            log.info("the batch axis is fixed at 1: training one sample per step")
+        return model, teacher, batchable
     return student, coach, True
 
 
