@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from onnxprune.api import prune  # noqa: E402
-from onnxprune.options import FinetuneOptions, PruneOptions, Target  # noqa: E402
-from onnxprune.stages import finetune_model  # noqa: E402
+from onnxprune.options import PruneOptions, Target  # noqa: E402
+from onnxprune.recover.finetune import finetune  # noqa: E402
 from bench_iterative import digits_case, task_case  # noqa: E402  (the same models and data)
 
 
@@ -52,17 +52,22 @@ def pruned(name: str, case, macs: float, work: Path) -> tuple[onnx.ModelProto, f
 
 
 def variant(spec: str) -> dict:
-    rate, _, extra = spec.partition("+")
-    weight = extra[len("feat"):] if extra.startswith("feat") else ""
-    return {"lr": None if rate == "auto" else float(rate), "features": float(weight or 1.0) if extra else 0.0}
+    """"RATE[+featW][+probs][+aug]": probs distills the output probabilities (the old default), not the
+    logits a final Softmax reads; aug adds flip, crop and scale jitter."""
+    rate, *extras = spec.split("+")
+    feat = next((e for e in extras if e.startswith("feat")), None)
+    return {"lr": None if rate == "auto" else float(rate),
+            "features": float(feat[len("feat"):] or 1.0) if feat else 0.0,
+            "softmax_logits": "probs" not in extras, "augment": ("flip", "crop", "scale") if "aug" in extras else ()}
 
 
 def run_variant(model, case, spec: str, epochs: int, batch: int) -> dict:
+    """The same as `prune --finetune` (stages.finetune_model) with the variant's settings."""
     dense, _, train, score, _ = case
     v = variant(spec)
-    tune = FinetuneOptions(epochs=epochs, lr=v["lr"], batch_size=batch, features=v["features"])
     started = time.perf_counter()
-    trained, info = finetune_model(model, tune, train, teacher=dense)
+    res = finetune(model, train, epochs, teacher=dense, batch_size=batch, progress=False, **v)
+    trained, info = res.model, {"history": res.history, "lr": res.lr, "best_epoch": res.best_epoch}
     seconds = round(time.perf_counter() - started, 1)
     trials = info["history"][0].get("lr_trials")
     return {"variant": spec, "score": round(score(trained), 2), "finetune_s": seconds, "lr": info["lr"],
