@@ -52,13 +52,15 @@ def pruned(name: str, case, macs: float, work: Path) -> tuple[onnx.ModelProto, f
 
 
 def variant(spec: str) -> dict:
-    """"RATE[+featW][+probs][+aug]": probs distills the output probabilities (the old default), not the
-    logits a final Softmax reads; aug adds flip, crop and scale jitter."""
+    """"RATE[+featW][+probs][+aug][+mse]": probs distills the output probabilities (the old default), not
+    the logits a final Softmax reads; aug adds flip, crop and scale jitter; mse distills by squared error
+    instead of KL (outputs that are not class scores: a detector's boxes)."""
     rate, *extras = spec.split("+")
     feat = next((e for e in extras if e.startswith("feat")), None)
     return {"lr": None if rate == "auto" else float(rate),
             "features": float(feat[len("feat"):] or 1.0) if feat else 0.0,
-            "softmax_logits": "probs" not in extras, "augment": ("flip", "crop", "scale") if "aug" in extras else ()}
+            "softmax_logits": "probs" not in extras, "augment": ("flip", "crop", "scale") if "aug" in extras else (),
+            "distill": "mse" if "mse" in extras else "kl"}
 
 
 def run_variant(model, case, spec: str, epochs: int, batch: int) -> dict:
