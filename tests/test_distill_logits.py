@@ -31,6 +31,10 @@ def test_the_softmax_input_is_found_through_identities_on_the_last_axis_only():
     assert softmax_input(_classifier(0, axis=1, identity=False), "probs") == "logits"  # axis 1 of rank 2: last
     assert softmax_input(_classifier(0, axis=0), "probs") is None
     assert softmax_input(_classifier(0), "w") is None
+    opaque = _classifier(0, axis=1)  # PP-OCR cls: axis 1, no shape known for the Softmax's own output
+    opaque.graph.node[0].op_type = "Custom"  # shape inference cannot pass it; the declared output's rank tells
+    opaque.graph.node[0].domain = "custom.domain"
+    assert softmax_input(opaque, "probs") == "logits"
 
 
 def test_distilling_logits_matches_the_teachers_logits_and_keeps_the_model_interface(caplog):

@@ -26,6 +26,7 @@ def softmax_input(model: onnx.ModelProto, output: str) -> str | None:
         return None
     axis = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), -1)
     rank = _rank(model, node.output[0])
+    rank = rank if rank is not None else _rank(model, output)  # Identity keeps the rank
     if axis != -1 and (rank is None or axis != rank - 1):
         return None
     return node.input[0]
