@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.json:  # each variant as it finishes: a killed run keeps the ones done
             with open(a.json, "a") as f:
                 f.write(json.dumps({"model": a.model, "macs": a.macs, "epochs": a.epochs, "train": len(case[2]),
-                                    "eval_n": a.eval_n, "load": os.getloadavg()[0],
+                                    "eval_n": a.eval_n, "batch": a.batch, "load": os.getloadavg()[0],
                                     "dense": dense_score, "pruned": pruned_score, "prune_s": prune_s,
                                     "rows": [row]}) + "\n")
     return 0
