@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from onnxprune.api import prune  # noqa: E402
-from onnxprune.options import FinetuneOptions, PruneOptions, Target  # noqa: E402
-from onnxprune.stages import finetune_model  # noqa: E402
+from onnxprune.options import PruneOptions, Target  # noqa: E402
+from onnxprune.recover.finetune import finetune  # noqa: E402
 from bench_iterative import digits_case, task_case  # noqa: E402  (the same models and data)
 
 
@@ -51,17 +52,24 @@ def pruned(name: str, case, macs: float, work: Path) -> tuple[onnx.ModelProto, f
 
 
 def variant(spec: str) -> dict:
-    rate, _, extra = spec.partition("+")
-    weight = extra[len("feat"):] if extra.startswith("feat") else ""
-    return {"lr": None if rate == "auto" else float(rate), "features": float(weight or 1.0) if extra else 0.0}
+    """"RATE[+featW][+probs][+aug][+mse]": probs distills the output probabilities (the old default), not
+    the logits a final Softmax reads; aug adds flip, crop and scale jitter; mse distills by squared error
+    instead of KL (outputs that are not class scores: a detector's boxes)."""
+    rate, *extras = spec.split("+")
+    feat = next((e for e in extras if e.startswith("feat")), None)
+    return {"lr": None if rate == "auto" else float(rate),
+            "features": float(feat[len("feat"):] or 1.0) if feat else 0.0,
+            "softmax_logits": "probs" not in extras, "augment": ("flip", "crop", "scale") if "aug" in extras else (),
+            "distill": "mse" if "mse" in extras else "kl"}
 
 
 def run_variant(model, case, spec: str, epochs: int, batch: int) -> dict:
+    """The same as `prune --finetune` (stages.finetune_model) with the variant's settings."""
     dense, _, train, score, _ = case
     v = variant(spec)
-    tune = FinetuneOptions(epochs=epochs, lr=v["lr"], batch_size=batch, features=v["features"])
     started = time.perf_counter()
-    trained, info = finetune_model(model, tune, train, teacher=dense)
+    res = finetune(model, train, epochs, teacher=dense, batch_size=batch, progress=False, **v)
+    trained, info = res.model, {"history": res.history, "lr": res.lr, "best_epoch": res.best_epoch}
     seconds = round(time.perf_counter() - started, 1)
     trials = info["history"][0].get("lr_trials")
     return {"variant": spec, "score": round(score(trained), 2), "finetune_s": seconds, "lr": info["lr"],
@@ -89,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--train", type=int, default=1024, help="unlabelled training samples")
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--eval-n", type=int, help="evaluation samples (default: the task harness's count)")
     ap.add_argument("--variants", default="auto", help="comma-separated: auto, a rate (1e-4), with +feat")
     ap.add_argument("--work", default="/tmp/ft_goal", help="pruned models are cached here")
     ap.add_argument("--json", help="append every figure here (one JSON line per model)")
@@ -99,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    case = digits_case(a.train) if a.model == "digits" else task_case(a.model, a.train)
+    case = digits_case(a.train) if a.model == "digits" else task_case(a.model, a.train, a.eval_n)
     model, prune_s = pruned(a.model, case, a.macs, work)
     dense_score, pruned_score = case[3](case[0]), case[3](model)
     print(f"{a.model} at {a.macs} of the MACs: dense {dense_score:.2f}, pruned {pruned_score:.2f} "
@@ -112,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.json:  # each variant as it finishes: a killed run keeps the ones done
             with open(a.json, "a") as f:
                 f.write(json.dumps({"model": a.model, "macs": a.macs, "epochs": a.epochs, "train": len(case[2]),
+                                    "eval_n": a.eval_n, "batch": a.batch, "load": os.getloadavg()[0],
                                     "dense": dense_score, "pruned": pruned_score, "prune_s": prune_s,
                                     "rows": [row]}) + "\n")
     return 0

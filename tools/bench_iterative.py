@@ -49,10 +49,11 @@ def digits_case(train_n: int):
         Dataset({"input": train.inputs["input"]}), score, None
 
 
-def task_case(name: str, train_n: int):
+def task_case(name: str, train_n: int, eval_n: int | None = None):
+    """eval_n: evaluation samples (default: the task's own count; more makes a point finer than a sample)."""
     import tasks
     task = tasks.get(name)
-    ev = task.evaluation()
+    ev = task.evaluation(eval_n)
     dense = task.model()
     dense_preds = task.predict(session(dense), ev)
     train = task.calibration(train_n)  # disjoint from the evaluation set; unlabelled

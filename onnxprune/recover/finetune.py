@@ -27,6 +27,8 @@ from onnxprune.autodiff.optim import AdamW, FlatParams, SGD, make_optimizer
 from onnxprune.autodiff.runner import Forward, TrainStep
 from onnxprune.autodiff.lr_schedule import cosine, step_decay
 from onnxprune.autodiff.weights import read_weights, write_weights
+from onnxprune.recover.batch_view import batch_view
+from onnxprune.recover.logits import logits_views
 from onnxprune.recover.microbatch import ACTIVATION_BUDGET_MB, MicroBatched, activation_bytes, micro_batch
 from onnxprune.recover.features import feature_points
 from onnxprune.recover.targets import Targets, data_batchable, feeds_of, join
@@ -78,6 +80,7 @@ class TrainSettings:
     memory_mb: float = ACTIVATION_BUDGET_MB  # activations of one training step; larger batches run in parts
     keep: str = "best"                # "best": the best held-out epoch (0 included); "last": the last epoch
     features: float = 0.0             # weight of intermediate-feature distillation (recover/features.py); 0: off
+    softmax_logits: bool = True       # distill the logits a final Softmax reads, not its probabilities (logits.py)
 
 
 def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: int | None = 3, *,
@@ -108,9 +111,15 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     shapes = data.sample_shapes()
     check_ranks(model, shapes)
     teacher_model = _load(teacher) if teacher is not None else None
+    exported = model  # the trained weights are written back into the model as given
     batchable = data_batchable(model, data)
+    if s.batch_size > 1 and len(data) > 1:  # a batch fixed at 1 or not on the outputs' axis 0: a batch view
+        model, teacher_model, batchable = _batch_views(model, teacher_model, data, s.threads, batchable)
+    output = s.output
+    if loss == "distill" and teacher_model is not None and s.softmax_logits:
+        model, teacher_model, output = _on_logits(model, teacher_model, s.output)
     points = _feature_points(model, teacher_model, data, s, batchable and loss == "distill")
-    tg = build_training_graph(model, s.trainable, loss, output=s.output, input_shapes=shapes,
+    tg = build_training_graph(model, s.trainable, loss, output=output, input_shapes=shapes,
                               temperature=s.temperature, distill=s.distill, label_smoothing=s.label_smoothing,
                               features=(points, s.features))
     targets = Targets(tg, data, teacher_model, batchable, s.threads, per_batch=bool(s.augment),
@@ -131,7 +140,7 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     loop.start(params.snapshot(), {**run_settings, "loss": loss, "samples": len(data), "epochs": epochs})
     loop.run(data, targets, val_data, val_targets, epochs)
     params.restore(loop.best[2])
-    trained = write_weights(model, {n: params.values[n] for n in params.names})
+    trained = write_weights(exported, {n: params.values[n] for n in params.names})
     rate = loop.clock["steps"] / loop.clock["busy"] if loop.clock["busy"] else 0.0
     return FinetuneResult(trained, loop.history, loop.best[1], tg.trainable, tg.frozen, rate, tg.build_ms,
                           loop.stopped, loop.resumed_from, loop.lr)
@@ -151,6 +160,29 @@ def _checked(s: TrainSettings, epochs: int | None) -> TrainSettings:
     if s.resume and not s.checkpoint:
         raise BadInputError("resume needs a checkpoint path")
     return TrainSettings(**{**asdict(s), "augment": parse_augment(s.augment)})
+
+
+def _batch_views(model: onnx.ModelProto, teacher: onnx.ModelProto | None, data: Dataset, threads: int,
+                 batchable: bool) -> tuple[onnx.ModelProto, onnx.ModelProto | None, bool]:
+    """Student and teacher with a symbolic batch axis and batch-first outputs (recover/batch_view.py),
+    when both allow it; else both as given."""
+    samples = [feeds_of(data, np.array([i]), False) for i in range(2)]
+    student = batch_view(model, samples, threads)
+    coach = batch_view(teacher, samples, threads) if teacher is not None and student is not None else None
+    if student is None or (teacher is not None and coach is None):
+        if not batchable:
+            log.info("the batch axis is fixed at 1: training one sample per step")
+        return model, teacher, batchable
+    return student, coach, True
+
+
+def _on_logits(model: onnx.ModelProto, teacher: onnx.ModelProto, output: str | None):
+    """Student, teacher and the tensor distilled: the Softmax input when the output is a Softmax."""
+    found = logits_views(model, teacher, output)
+    if found is None:
+        return model, teacher, output
+    log.info("distilling the logits '%s' that the output Softmax reads", found[2])
+    return found
 
 
 def _feature_points(model: onnx.ModelProto, teacher: onnx.ModelProto | None, data: Dataset, s: TrainSettings,

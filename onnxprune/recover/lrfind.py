@@ -6,6 +6,12 @@ exact match in one epoch (1e-4 kept 73). Before training, each rate of a small g
 steps from the starting weights (fresh optimizer state, the same batches for every rate) and is
 scored on held-out samples; the largest rate whose held-out loss is within LR_TOLERANCE of the
 lowest wins. When no rate improves on the starting weights, the smallest rate is used.
+
+The grid's largest rate is never taken: when it wins, the test has not seen the loss rise above it,
+and a few steps favour large rates (each of them moves the weights further before any overshoot
+shows), so the rate one notch below is used. On PP-OCR cls the 4-step test ranked 1e-3 first by 6%,
+and 5 epochs at 1e-3 ended 6 points below 3e-4 on the task (89 against 95 of 100 lines); on the
+digits CNN and ddddocr the winner was lower and the rule changes nothing.
 """
 
 from __future__ import annotations
@@ -53,11 +59,15 @@ def find_lr(step, opt, params, batches: Callable[[], Iterable], held_out_loss: C
 
 
 def pick(trials: dict[float, float], base: float) -> float:
-    """The largest rate whose finite loss is within LR_TOLERANCE of the lowest; the smallest rate when
-    none beats `base` (the loss before training)."""
+    """The largest rate whose finite loss is within LR_TOLERANCE of the lowest, one notch lower when that
+    is the largest rate tried; the smallest rate when none beats `base` (the loss before training)."""
     finite = {lr: v for lr, v in trials.items() if np.isfinite(v)}
     smallest = min(trials)
     if not finite or min(finite.values()) >= base:
         return smallest
     best = min(finite.values())
-    return max(lr for lr, v in finite.items() if v <= best + LR_TOLERANCE * abs(best))
+    chosen = max(lr for lr, v in finite.items() if v <= best + LR_TOLERANCE * abs(best))
+    lower = [lr for lr in finite if lr < chosen]
+    if chosen == max(trials) and lower:  # the loss was not seen to rise above it
+        chosen = max(lower)
+    return chosen

