@@ -4,6 +4,8 @@ valid in ONNX Runtime with exact shapes."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -142,7 +144,8 @@ def test_fisher_falls_back_when_no_output_can_be_probed(caplog):
     del model.graph.output[:]
     model.graph.output.append(helper.make_tensor_value_info("label", TensorProto.INT64, ["n", 1]))
     data = _data()
-    result = prune(model, 0.25, calib=data, criterion="fisher", scope="global", recover="sequential", round_to=1,
-                   bench_rounds=0)
+    with caplog.at_level(logging.WARNING, logger="onnxprune"):  # an earlier test may have quietened it
+        result = prune(model, 0.25, calib=data, criterion="fisher", scope="global", recover="sequential",
+                       round_to=1, bench_rounds=0)
     assert "no output gradients" in caplog.text
     onnx.checker.check_model(result.model)
