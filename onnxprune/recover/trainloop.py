@@ -120,6 +120,8 @@ class Loop:
                 lr_at = make_schedule(self.s.schedule, self.lr, max(1, planned * per_epoch), self.s.warmup_steps)
             if partial:
                 self.stopped = "time"
+        if epochs is None and self.stopped is None:  # a budget alone: its epoch count ran out, so the time did
+            self.stopped = "time"
         if bar is not None:
             bar.close()
 
