@@ -37,15 +37,19 @@ def read_arrays(path: str | os.PathLike, keys: Iterable[str], limit: int | None 
     return arrays
 
 
+def _header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) of the .npy stream `f`, left at the start of its data."""
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    return read(f)
+
+
 def _lazy_member(zf: zipfile.ZipFile, member: str, path, key: str, limit: int | None):
     """An NpzMember for a large C-ordered numeric array, or None (then it is read whole)."""
     from onnxprune.load.rows import member_rows
     try:
         with zf.open(member) as f:
-            version = np.lib.format.read_magic(f)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(f)
+            shape, fortran, dtype = _header(f)
         if fortran or dtype.hasobject or not shape:
             return None
         rows = shape[0] if limit is None else min(shape[0], limit)
@@ -61,10 +65,7 @@ def _lazy_member(zf: zipfile.ZipFile, member: str, path, key: str, limit: int | 
 def _read_member(zf: zipfile.ZipFile, member: str, path, key: str, limit: int | None) -> np.ndarray:
     try:
         with zf.open(member) as f:
-            version = np.lib.format.read_magic(f)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(f)
+            shape, fortran, dtype = _header(f)
             if dtype.hasobject:
                 raise BadInputError(f"{path}: array '{key}' holds Python objects; only numeric arrays are read")
             full = tuple(shape)
