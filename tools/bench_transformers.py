@@ -99,12 +99,17 @@ def _minilm(member: str) -> Path:
     return out
 
 
-def _vit(dynamo: bool) -> Path:
-    out = CACHE / f"vit_b_16{'_dynamo' if dynamo else ''}.onnx"
+def _made(script: str, name: str, dynamo: bool) -> Path:
+    """CACHE/NAME[_dynamo].onnx, exported by tools/SCRIPT the first time."""
+    out = CACHE / f"{name}{'_dynamo' if dynamo else ''}.onnx"
     if not out.exists():
-        subprocess.run([sys.executable, str(ROOT / "tools" / "make_vit.py"), "--out", str(CACHE), "--only",
+        subprocess.run([sys.executable, str(ROOT / "tools" / script), "--out", str(CACHE), "--only",
                         "dynamo" if dynamo else "ts"], check=True)
     return out
+
+
+def _vit(dynamo: bool) -> Path:
+    return _made("make_vit.py", "vit_b_16", dynamo)
 
 
 def _genai_folder(qwen2: bool) -> Path:
@@ -117,11 +122,7 @@ def _genai_folder(qwen2: bool) -> Path:
 
 
 def _swin_t(dynamo: bool) -> Path:
-    out = CACHE / f"swin_t{'_dynamo' if dynamo else ''}.onnx"
-    if not out.exists():
-        subprocess.run([sys.executable, str(ROOT / "tools" / "make_swin.py"), "--out", str(CACHE), "--only",
-                        "dynamo" if dynamo else "ts"], check=True)
-    return out
+    return _made("make_swin.py", "swin_t", dynamo)
 
 
 MODELS = {  # name -> (path maker, input shapes)

@@ -18,7 +18,7 @@ import numpy as np
 from onnxprune.autodiff.context import GradContext, attr
 from onnxprune.autodiff.rule import RuleTable
 from onnxprune.autodiff.rules.conv_gemm import (channel_first_weight_grad, flipped_conv_pads, flipped_input_grad,
-                                                subpixel_applies, subpixel_input_grad)
+                                                kernel_windows, subpixel_applies, subpixel_input_grad)
 
 GRADIENTS = RuleTable()
 
@@ -133,14 +133,10 @@ def im2col_weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_sha
     if group > 1:
         rows = ctx.emit("Transpose", [ctx.emit("Reshape", [rows, ctx.ints([-1, group, out_channels // group])])],
                         perm=[1, 0, 2])  # (g, O*N, M/g)
-    offsets = [()]
-    for k in geo.kernel:
-        offsets = [o + (i,) for o in offsets for i in range(k)]
+    windows = kernel_windows(geo, spatial_out)
     axes, steps = ctx.ints(list(range(1, n_sp + 1))), ctx.ints(geo.strides)
     parts = []
-    for offset in offsets:
-        starts = [i * d for i, d in zip(offset, geo.dilations)]
-        ends = [b + s * (o - 1) + 1 for b, s, o in zip(starts, geo.strides, spatial_out)]
+    for starts, ends in windows:
         if starts == geo.begin and set(geo.strides) == {1} and spatial_out == spatial_in:
             shifted = unpadded  # the centre of a "same" conv reads x as it is
         else:
@@ -150,7 +146,7 @@ def im2col_weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_sha
         else:
             grouped = ctx.emit("Reshape", [shifted, ctx.ints([group, channels // group, -1])])
             parts.append(ctx.emit("MatMul", [grouped, rows]))  # (g, C/g, M/g)
-    k = len(offsets)
+    k = len(windows)
     stacked = ctx.emit("Concat", parts, axis=0) if k > 1 else parts[0]
     if group == 1:  # (k*C, M) -> (M, C, k)
         split = ctx.emit("Reshape", [stacked, ctx.ints([k, channels, out_channels])])

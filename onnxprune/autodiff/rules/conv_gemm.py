@@ -42,6 +42,19 @@ def flipped_input_grad(ctx: GradContext, dy: str, w: str, geo, pads: list[int]) 
     return ctx.emit("Conv", [dy, flipped], kernel_shape=geo.kernel, dilations=geo.dilations, pads=pads)
 
 
+def kernel_windows(geo, spatial_out) -> list[tuple[list[int], list[int]]]:
+    """(starts, ends) on the padded input of every kernel tap, in the filter's row-major order: the
+    input elements that tap multiplies, for every output position (strided by geo.strides)."""
+    offsets = [()]
+    for k in geo.kernel:
+        offsets = [o + (i,) for o in offsets for i in range(k)]
+    windows = []
+    for offset in offsets:
+        starts = [i * d for i, d in zip(offset, geo.dilations)]
+        windows.append((starts, [b + s * (o - 1) + 1 for b, s, o in zip(starts, geo.strides, spatial_out)]))
+    return windows
+
+
 def channel_first_weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_shape: tuple, geo) -> str:
     """dW[m, c, k] = sum over (n, o) of dY[n, m, o] * x_padded[n, c, o*s + k*d], group 1.
 
@@ -58,21 +71,17 @@ def channel_first_weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple,
     if any(geo.begin) or any(geo.end):
         xt = ctx.emit("Pad", [xt, ctx.ints([0, 0] + geo.begin + [0, 0] + geo.end)])
     rows = ctx.emit("Reshape", [ctx.emit("Transpose", [dy], perm=swap), ctx.ints([out_channels, -1])])  # (M, N*O)
-    offsets = [()]
-    for k in geo.kernel:
-        offsets = [o + (i,) for o in offsets for i in range(k)]
+    windows = kernel_windows(geo, spatial_out)
     axes, steps = ctx.ints(list(range(2, n_sp + 2))), ctx.ints(geo.strides)
     parts = []
-    for offset in offsets:
-        starts = [i * d for i, d in zip(offset, geo.dilations)]
-        ends = [b + s * (o - 1) + 1 for b, s, o in zip(starts, geo.strides, spatial_out)]
+    for starts, ends in windows:
         if starts == geo.begin and set(geo.strides) == {1} and spatial_out == spatial_in:
             shifted = unpadded  # the centre of a "same" conv (and a plain 1x1 conv) reads x as it is
         else:
             shifted = ctx.emit("Slice", [xt, ctx.ints(starts), ctx.ints(ends), axes, steps])
         cols = ctx.emit("Reshape", [shifted, ctx.ints([channels, -1])])  # (C, N*O)
         parts.append(ctx.emit("Gemm", [rows, cols], transB=1))  # (M, C)
-    k = len(offsets)
+    k = len(windows)
     if k == 1:
         return ctx.emit("Reshape", [parts[0], ctx.ints([out_channels, channels] + geo.kernel)])
     stacked = ctx.emit("Concat", parts, axis=1)  # (M, k*C), offset-major
