@@ -66,7 +66,8 @@ out = {{"floor_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}
 if cfg["recover"] != "load-only":
     r = onnxprune.prune(model, calib=cfg["path"] or data, criterion=cfg["criterion"], scope=cfg["scope"],
                         recover=cfg["recover"], target_macs=cfg["target"], bench_rounds=0, eval_data=data.take(4),
-                        input_shapes={{name: (1,) + shape}}, calib_limit=cfg["samples"])
+                        input_shapes={{name: (1,) + shape}}, calib_limit=cfg["samples"],
+                        **({{"max_layer_ratio": cfg["cap"]}} if cfg["cap"] else {{}}))
     out["macs"] = r.report["after"]["macs"] / r.report["before"]["macs"]
 out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 out["seconds"] = time.time() - t0
@@ -116,7 +117,7 @@ def main(argv=None) -> int:
     ap.add_argument("--shape", default="3,48,320", help="one sample's input shape without the batch axis")
     ap.add_argument("--samples", default="32", help="comma-separated calibration sizes")
     ap.add_argument("--configs", default="reconstruction:global:lstsq,reconstruction:global:sequential",
-                    help="criterion:scope:recover triples")
+                    help="criterion:scope:recover triples, optionally :max_layer_ratio")
     ap.add_argument("--target", type=float, default=0.8, help="MACs fraction kept")
     ap.add_argument("--limit-gb", type=float, default=8.0, help="address-space cap per child (prlimit --as)")
     ap.add_argument("--source", default="ram", choices=["ram", "npz", "npz-compressed", "images"],
@@ -141,9 +142,10 @@ def main(argv=None) -> int:
 def _table(args, sizes: list[int], shape: list[int], path: str) -> None:
     for n in sizes:
         for triple in args.configs.split(","):
-            crit, scope, rec = triple.split(":")
+            crit, scope, rec, *cap = triple.split(":")  # an optional fourth field: --max-layer-ratio
             r = run({"model": args.model, "shape": shape, "samples": n, "criterion": crit, "scope": scope,
-                     "recover": rec, "target": args.target, "path": path}, args.limit_gb)
+                     "recover": rec, "target": args.target, "path": path,
+                     "cap": float(cap[0]) if cap else None}, args.limit_gb)
             if "error" in r:
                 print(f"| {n} | {crit} | {scope} | {rec} | | {r['error']} | | | | {os.getloadavg()[0]:.1f} | |")
                 continue
