@@ -109,3 +109,18 @@ def test_a_model_ort_cannot_profile_falls_back_to_nodes_timed_alone(tmp_path, mo
     assert main(["prune", str(DIGITS), "-o", str(tmp_path / "p.onnx"), "--target-latency", "0.7",
                  "--bench-rounds", "1", "-q"]) == 0
     assert (tmp_path / "p.onnx").exists() and list(tmp_path.glob("latency/cpu-*.json"))  # the per-node table
+
+
+def test_widths_profiled_together_charge_the_same_nodes_as_one_at_a_time(dep):
+    """Interleaved runs (one run of each width in turn) keep each width's kernels apart: every
+    width's times belong to its own original nodes, the same nodes as when profiled alone."""
+    weighted = {n.name for n in dep.graph.nodes if n.op in ("Conv", "Gemm")}
+    from onnxprune.apply.rewrite import apply_plan
+    from onnxprune.select.latency_profile import profile_interleaved
+    half = apply_plan(select_uniform(dep, np.zeros(dep.num_channels), 0.5, 2))
+    together = profile_interleaved([dep.graph.model, half], 1, dep.graph.input_shapes, weighted, runs=2)
+    alone = [profile_nodes(m, 1, dep.graph.input_shapes, weighted, runs=2) for m in (dep.graph.model, half)]
+    assert len(together) == 2
+    for mixed, single in zip(together, alone):
+        assert set(mixed) == set(single) and weighted <= set(mixed)
+        assert all(t >= 0 for t in mixed.values())
