@@ -6,6 +6,7 @@
 
 Per model (l2 scores, no data, round_to 8, the profiled latency model of select/latency_profile.py),
 each allocation ranks channels by importance / (predicted time saved per MAC saved)^gamma:
+- uniform: every group loses the same share (no ranking across groups);
 - gamma 0: the MACs target's global l2 ranking, blind to time;
 - gamma 1: what `--target-latency` ranks by;
 - gamma 2, 4: leaning further toward time;
@@ -15,7 +16,9 @@ each allocation ranks channels by importance / (predicted time saved per MAC sav
 For each, the plan is searched on the predicted latency, built, timed paired against dense
 (bench_target_latency's interleaved pairs; `--clock cpu` counts this process's CPU time, steadier on
 a loaded machine), and the aim corrected until the measured ratio is within 5% of the target (at most
---attempts). Efficiency = MACs kept / latency kept. Fidelity = the worst output's cosine to dense on
+--attempts). With --depth K the K least influential residual units are removed first (synthetic
+data) and the widths of the shallower model pruned to the same overall target: removing a whole unit
+also removes its kernels' fixed cost. Efficiency = MACs kept / latency kept. Fidelity = the worst output's cosine to dense on
 --samples synthetic inputs (random weights on the light zoo: only a relative guide).
 The load average is printed next to every row: figures taken under load are indicative only.
 """
@@ -38,6 +41,7 @@ from bench_target_latency import make_session, paired_ratio  # noqa: E402
 from benchlib import revision  # noqa: E402
 from onnxprune.apply.rewrite import apply_plan  # noqa: E402
 from onnxprune.couple.dependency import build_dependency  # noqa: E402
+from onnxprune.graph.cost import count_macs  # noqa: E402
 from onnxprune.graph.model_graph import ModelGraph  # noqa: E402
 from onnxprune.load import zoo  # noqa: E402
 from onnxprune.load.data import synthetic_dataset  # noqa: E402
@@ -46,13 +50,15 @@ from onnxprune.load.zoo import cache_dir  # noqa: E402
 from onnxprune.score.criteria import score  # noqa: E402
 from onnxprune.select.latency import TOLERANCE, _next_aim  # noqa: E402
 from onnxprune.select.latency_profile import build_profiled_model  # noqa: E402
-from onnxprune.select.plan import search_ratio, select_global  # noqa: E402
+from onnxprune.select.plan import search_ratio, select_global, select_uniform  # noqa: E402
 
 ROUND_TO = 8
-GAMMAS = {"macs (gamma 0)": 0.0, "time/MAC (gamma 1)": 1.0, "gamma 2": 2.0, "gamma 4": 4.0, "cost only": None}
+GAMMAS = {"uniform": -1.0, "macs (gamma 0)": 0.0, "time/MAC (gamma 1)": 1.0, "gamma 2": 2.0, "gamma 4": 4.0,
+          "cost only": None}
+MODELS = "light_resnet50,light_densenet121,light_inception_v1,light_squeezenet,light_shufflenet,nudenet_320n,ppocr_det"
 
 
-def cost_only(costs: dict[int, float], scores: np.ndarray, dep) -> dict[int, float]:
+def cost_only(costs: dict[int, float]) -> dict[int, float]:
     """Costs so steep that the ranking across groups is by cost alone: each group's cost raised so
     that the group-normalised importance spread (within a factor of the largest score ratio) cannot
     reorder two groups of different cost."""
@@ -70,24 +76,38 @@ def cosine_worst(dense: onnx.ModelProto, pruned: onnx.ModelProto, feeds: list[di
     return worst
 
 
+def shallower(model: onnx.ModelProto, depth: int, threads: int) -> onnx.ModelProto:
+    """`model` without its `depth` least influential residual units (onnxprune's --depth, synthetic data)."""
+    import onnxprune
+    return onnxprune.prune(model, depth=depth, recover="none", bench_rounds=0, threads=threads).model
+
+
 def one(name: str, args, clock) -> list[dict]:
     model = onnx.load(zoo.fetch(name))
-    dep = build_dependency(ModelGraph(model))
+    dense = make_session(model, args.threads)
+    data = synthetic_dataset(session(model), ModelGraph(model).input_shapes, samples=args.samples)
+    feeds = list(data.batches(1))
+    base, base_time, base_macs = model, 1.0, 1.0  # widths are pruned from `base`; with --depth, the shallower model
+    if args.depth:
+        base = shallower(model, args.depth, args.threads)
+        base_time = paired_ratio(dense, make_session(base, args.threads), feeds[0], args.pairs, clock=clock)["ratio"]
+        base_macs = count_macs(ModelGraph(base)) / count_macs(ModelGraph(model))
+    dep = build_dependency(ModelGraph(base))
     latency = build_profiled_model(dep, args.threads, cache_dir() / "latency", round_to=ROUND_TO)
     scores = score(dep, "l2")
     per_mac = latency.channel_costs(per_mac=True)
-    dense = make_session(model, args.threads)
-    data = synthetic_dataset(session(model), dep.graph.input_shapes, samples=args.samples)
-    feeds = list(data.batches(1))
     rows = []
     for label, gamma in GAMMAS.items():
         if args.only and not any(o in label for o in args.only.split(",")):
             continue
-        cc = cost_only(per_mac, scores, dep) if gamma is None else {g: c ** gamma for g, c in per_mac.items()}
+        cc = cost_only(per_mac) if gamma is None else {g: c ** gamma for g, c in per_mac.items()}
         select = (lambda r, cc=cc: select_global(dep, scores, r, ROUND_TO, channel_costs=cc or None))
+        if gamma == -1.0:
+            select = (lambda r: select_uniform(dep, scores, r, ROUND_TO))
         aim, aims, tried = args.target, [], []
         for _ in range(args.attempts):
-            plan = search_ratio(select, lambda p: latency.kept(p.removed), aim, scores=scores, round_to=ROUND_TO)
+            plan = search_ratio(select, lambda p: base_time * latency.kept(p.removed), aim, scores=scores,
+                                round_to=ROUND_TO)
             pruned = apply_plan(plan)
             measured = paired_ratio(dense, make_session(pruned, args.threads), feeds[0], args.pairs, clock=clock)["ratio"]
             tried.append((abs(measured - args.target), plan, pruned, measured))
@@ -96,9 +116,10 @@ def one(name: str, args, clock) -> list[dict]:
             aims.append((aim, measured))
             aim = _next_aim(aims, args.target)
         _, plan, pruned, measured = min(tried, key=lambda t: t[0])
-        macs = latency.costs.macs_after(plan.removed) / latency.costs.total_macs
+        macs = base_macs * latency.costs.macs_after(plan.removed) / latency.costs.total_macs
+        label = f"{label} + depth {args.depth}" if args.depth else label
         rows.append({"model": name, "allocation": label, "macs": macs, "latency": measured,
-                     "predicted": latency.kept(plan.removed), "attempts": len(tried),
+                     "predicted": base_time * latency.kept(plan.removed), "attempts": len(tried),
                      "cosine": cosine_worst(model, pruned, feeds), "load": os.getloadavg()[0]})
         print(rows[-1], file=sys.stderr, flush=True)
     return rows
@@ -106,12 +127,14 @@ def one(name: str, args, clock) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="nudenet_320n,light_shufflenet,light_densenet121")
+    ap.add_argument("--models", default=MODELS)
     ap.add_argument("--target", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--pairs", type=int, default=15)
     ap.add_argument("--attempts", type=int, default=4)
     ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--depth", type=int, default=0,
+                    help="remove this many residual units first (onnxprune --depth), then prune widths to the target")
     ap.add_argument("--only", default="", help="comma-separated substrings of the allocation labels to run")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="cpu",
                     help="cpu: this process's CPU time per run (use with --threads 1 on a loaded machine)")
@@ -125,6 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"| {r['model']} | {r['allocation']} | {r['macs']:.3f} | {r['latency']:.3f} | {r['predicted']:.3f} | "
               f"{r['macs'] / r['latency']:.2f} | {r['cosine']:.3f} | {r['load']:.1f} |")
+    best = {}
+    for r in rows:
+        best[r["model"]] = max(best.get(r["model"], 0.0), r["macs"] / r["latency"])
+    for label in dict.fromkeys(r["allocation"] for r in rows):
+        values = [r["macs"] / r["latency"] for r in rows if r["allocation"] == label]
+        print(f"\nmedian efficiency, {label}: {np.median(values):.2f}", end="")
+    print(f"\nmedian of each model's best allocation: {np.median(list(best.values())):.2f} "
+          f"({', '.join(f'{m} {v:.2f}' for m, v in best.items())})")
     return 0
 
 
