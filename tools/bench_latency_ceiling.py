@@ -19,7 +19,9 @@ a loaded machine), and the aim corrected until the measured ratio is within 5% o
 --attempts). With --depth K the K least influential residual units are removed first (synthetic
 data) and the widths of the shallower model pruned to the same overall target: removing a whole unit
 also removes its kernels' fixed cost. Efficiency = MACs kept / latency kept. Fidelity = the worst output's cosine to dense on
---samples synthetic inputs (random weights on the light zoo: only a relative guide).
+--samples synthetic inputs (random weights on the light zoo: only a relative guide); with --task,
+also the task metric of tools/tasks.py where the model has one (NudeNet face F1 and PP-OCR det line
+F1, both against the dense model's predictions).
 The load average is printed next to every row: figures taken under load are indicative only.
 """
 
@@ -82,6 +84,17 @@ def shallower(model: onnx.ModelProto, depth: int, threads: int) -> onnx.ModelPro
     return onnxprune.prune(model, depth=depth, recover="none", bench_rounds=0, threads=threads).model
 
 
+def task_score(name: str, dense: onnx.ModelProto, pruned: onnx.ModelProto) -> float | None:
+    """The task metric of tools/tasks.py (face F1 vs dense for NudeNet, line F1 for PP-OCR det), or None."""
+    import tasks
+    if name not in tasks.TASKS:
+        return None
+    task = tasks.TASKS[name]()
+    ev = task.evaluation()
+    dense_preds = task.predict(tasks.session(dense), ev)
+    return float(task.score(task.predict(tasks.session(pruned), ev), ev, dense_preds)["score"])
+
+
 def one(name: str, args, clock) -> list[dict]:
     model = onnx.load(zoo.fetch(name))
     dense = make_session(model, args.threads)
@@ -120,7 +133,8 @@ def one(name: str, args, clock) -> list[dict]:
         label = f"{label} + depth {args.depth}" if args.depth else label
         rows.append({"model": name, "allocation": label, "macs": macs, "latency": measured,
                      "predicted": base_time * latency.kept(plan.removed), "attempts": len(tried),
-                     "cosine": cosine_worst(model, pruned, feeds), "load": os.getloadavg()[0]})
+                     "cosine": cosine_worst(model, pruned, feeds), "load": os.getloadavg()[0],
+                     "task": task_score(name, model, pruned) if args.task else None})
         print(rows[-1], file=sys.stderr, flush=True)
     return rows
 
@@ -135,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--depth", type=int, default=0,
                     help="remove this many residual units first (onnxprune --depth), then prune widths to the target")
+    ap.add_argument("--task", action="store_true",
+                    help="also score each plan on its task (tools/tasks.py: NudeNet face F1, PP-OCR det line F1)")
     ap.add_argument("--only", default="", help="comma-separated substrings of the allocation labels to run")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="cpu",
                     help="cpu: this process's CPU time per run (use with --threads 1 on a loaded machine)")
@@ -143,11 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = [r for name in args.models.split(",") for r in one(name, args, clock)]
     print(f"Allocations at {args.target:g} of the latency, l2, round_to {ROUND_TO}, {args.threads} threads, "
           f"{args.pairs} interleaved pairs, {args.clock} clock; onnxprune {revision()}\n")
-    print("| model | allocation | MACs kept | latency (paired) | predicted | efficiency | worst cosine | load |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | allocation | MACs kept | latency (paired) | predicted | efficiency | worst cosine | task | load |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['allocation']} | {r['macs']:.3f} | {r['latency']:.3f} | {r['predicted']:.3f} | "
-              f"{r['macs'] / r['latency']:.2f} | {r['cosine']:.3f} | {r['load']:.1f} |")
+              f"{r['macs'] / r['latency']:.2f} | {r['cosine']:.3f} | "
+              f"{'-' if r['task'] is None else format(r['task'], '.1f')} | {r['load']:.1f} |")
     best = {}
     for r in rows:
         best[r["model"]] = max(best.get(r["model"], 0.0), r["macs"] / r["latency"])

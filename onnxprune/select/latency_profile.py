@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import tempfile
@@ -32,6 +33,8 @@ from onnxprune.load.data import synthetic_dataset
 from onnxprune.select.latency_model import GRID, LatencyModel, NodeCurve, monotone, save_cache
 from onnxprune.select.plan import CostModel, select_uniform
 
+log = logging.getLogger("onnxprune")
+
 RUNS = 12  # profiled runs per width; per kernel the fastest counts (other jobs only ever add time)
 WARMUP = 3
 REST = -1  # curve index of the kernels no original node owns (a fixed cost)
@@ -39,6 +42,7 @@ FUSED_INTO = ("Conv", "Gemm", "MatMul")  # kernel op types that absorb the activ
 FUSION_DEPTH = 3  # Conv -> BatchNormalization -> Add -> Relu
 NCHWC = "_nchwc"  # suffix ORT gives an NCHWc node: the original output tensor's name + this
 INTERLEAVE_BYTES = 256 << 20  # weights up to this size: every width profiled at once, runs interleaved
+BUSY = 1.0  # load average per core above which the machine counts as busy
 LAYOUT = "interleaved"  # in the cache file name: widths profiled one after another are not reused
 
 
@@ -54,6 +58,9 @@ def build_profiled_model(dep: Dependency, threads: int = 1, cache: str | os.Path
     plans = {share: select_uniform(dep, np.zeros(dep.num_channels), share, round_to) for share in grid}
     missing = [share for share in grid if store.get(share) is None]
     together = _weight_bytes(dep.graph.model) <= INTERLEAVE_BYTES  # else one width at a time (memory)
+    if missing and store.load > BUSY:
+        log.warning("profiling latency under a load of %.1f per core: long kernels will look slower than they "
+                    "are; the profile is re-measured when a later run finds the machine quiet", store.load)
     batches = [missing] if together and missing else [[share] for share in missing]
     steps = progress.bar(batches, "latency profile", total=len(batches), unit="batch") if show_progress else batches
     for batch in steps:
@@ -185,27 +192,44 @@ def _weight_bytes(model: onnx.ModelProto) -> int:
     return sum(t.ByteSize() for t in model.graph.initializer)
 
 
+def machine_load() -> float:
+    """The 1-minute load average per core (0 where the OS does not report it)."""
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except (AttributeError, OSError):
+        return 0.0
+
+
 class ProfileCache:
-    """(model, width share) -> node times, one JSON file per thread count, ORT version and CPU."""
+    """(model, width share) -> node times and the load per core they were taken under, one JSON file
+    per thread count, ORT version and CPU. A profile taken on a busy machine (load per core above
+    BUSY) is re-measured once the machine is quiet: under load the profiler's wall-clock kernel
+    times overstate long kernels (preempted mid-run) against short ones, which skews the curves."""
 
     def __init__(self, cache: str | os.PathLike | None, threads: int, model: onnx.ModelProto, round_to: int):
         machine = f"{platform.processor() or platform.machine()}-{os.cpu_count()}"
         name = f"profile-{LAYOUT}-cpu-ort{ort.__version__}-t{threads}-{hashlib.sha1(machine.encode()).hexdigest()[:8]}.json"
         self.path = Path(cache) / name if cache is not None else None
         self.model_key = hashlib.sha1(model.SerializeToString()).hexdigest()[:16] + f"-r{round_to}"
-        self.entries: dict[str, dict[str, float]] = {}
+        self.entries: dict[str, dict] = {}
         if self.path is not None and self.path.exists():
             try:
                 self.entries = json.loads(self.path.read_text())
             except (OSError, ValueError):  # a damaged cache is re-measured, never trusted
                 self.entries = {}
         self.measured = 0
+        self.load = machine_load()
 
     def get(self, share: float) -> dict[str, float] | None:
-        return self.entries.get(f"{self.model_key}-{share:g}")
+        entry = self.entries.get(f"{self.model_key}-{share:g}")
+        if not isinstance(entry, dict) or not isinstance(entry.get("times"), dict):
+            return None
+        if entry.get("load", 0.0) > BUSY and self.load <= BUSY:  # taken under load, now quiet: again
+            return None
+        return entry["times"]
 
     def put(self, share: float, times: dict[str, float]) -> dict[str, float]:
-        self.entries[f"{self.model_key}-{share:g}"] = times
+        self.entries[f"{self.model_key}-{share:g}"] = {"times": times, "load": round(self.load, 2)}
         self.measured += 1
         return times
 
