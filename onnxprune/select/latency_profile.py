@@ -43,7 +43,7 @@ FUSION_DEPTH = 3  # Conv -> BatchNormalization -> Add -> Relu
 NCHWC = "_nchwc"  # suffix ORT gives an NCHWc node: the original output tensor's name + this
 INTERLEAVE_BYTES = 256 << 20  # weights up to this size: every width profiled at once, runs interleaved
 BUSY = 1.0  # load average per core above which the machine counts as busy
-LAYOUT = "interleaved"  # in the cache file name: widths profiled one after another are not reused
+LAYOUT = "interleaved-load"  # in the cache file name: older profiles (one width after another, no load) are not reused
 
 
 def build_profiled_model(dep: Dependency, threads: int = 1, cache: str | os.PathLike | None = None,
