@@ -4,8 +4,8 @@ Timing a node alone misses what ONNX Runtime does to the whole graph: fused Conv
 Conv+Add kernels, the NCHWc layout and the reorders between layouts, the time of ops a pruned
 channel never reaches. Here the dense model and its uniform prunings at GRID shares are run with
 `enable_profiling`, their runs interleaved (one run of each width in turn, so that other work on a
-shared machine slows every width alike); every kernel ORT ran is charged back to the original node it came from
-(fused and NCHWc nodes are named after an original node or tensor; a reorder after the tensor it
+shared machine slows every width alike); every kernel ORT ran is charged back to the original node
+it came from (fused and NCHWc nodes are named after an original node or tensor; a reorder after the tensor it
 converts), and each node's curve over its work fraction is fitted from those in-context times. A
 kernel that cannot be traced back is a fixed cost. Times are cached on disk by model, width
 rounding, thread count, ONNX Runtime version and CPU, like the isolated table.
