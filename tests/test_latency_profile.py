@@ -17,6 +17,7 @@ from conftest import FIXTURES
 from onnxprune.couple.dependency import build_dependency
 from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.select.latency_model import GRID, LatencyModel, NodeCurve
+from onnxprune.select import latency_profile
 from onnxprune.select.latency_profile import build_profiled_model, kernel_owners, profile_nodes
 from onnxprune.select.plan import CostModel, select_uniform
 
@@ -67,7 +68,8 @@ def test_profiled_times_belong_to_original_nodes(dep):
     assert weighted <= set(times)  # the fused Conv+Relu kernels are the Convs'
 
 
-def test_curves_from_each_width_and_the_cache_reused(dep, tmp_path):
+def test_curves_from_each_width_and_the_cache_reused(dep, tmp_path, monkeypatch):
+    monkeypatch.setattr(latency_profile, "machine_load", lambda: 0.1)  # a quiet machine: the cache is kept
     model = build_profiled_model(dep, threads=1, cache=tmp_path, round_to=2)
     weighted = {n.index for n in dep.graph.nodes if n.op in ("Conv", "Gemm")}
     assert weighted <= set(model.curves)
@@ -109,3 +111,29 @@ def test_a_model_ort_cannot_profile_falls_back_to_nodes_timed_alone(tmp_path, mo
     assert main(["prune", str(DIGITS), "-o", str(tmp_path / "p.onnx"), "--target-latency", "0.7",
                  "--bench-rounds", "1", "-q"]) == 0
     assert (tmp_path / "p.onnx").exists() and list(tmp_path.glob("latency/cpu-*.json"))  # the per-node table
+
+
+def test_widths_profiled_together_charge_the_same_nodes_as_one_at_a_time(dep):
+    """Interleaved runs (one run of each width in turn) keep each width's kernels apart: every
+    width's times belong to its own original nodes, the same nodes as when profiled alone."""
+    weighted = {n.name for n in dep.graph.nodes if n.op in ("Conv", "Gemm")}
+    from onnxprune.apply.rewrite import apply_plan
+    from onnxprune.select.latency_profile import profile_interleaved
+    half = apply_plan(select_uniform(dep, np.zeros(dep.num_channels), 0.5, 2))
+    together = profile_interleaved([dep.graph.model, half], 1, dep.graph.input_shapes, weighted, runs=2)
+    alone = [profile_nodes(m, 1, dep.graph.input_shapes, weighted, runs=2) for m in (dep.graph.model, half)]
+    assert len(together) == 2
+    for mixed, single in zip(together, alone):
+        assert set(mixed) == set(single) and weighted <= set(mixed)
+        assert all(t >= 0 for t in mixed.values())
+
+
+def test_a_profile_taken_under_load_is_measured_again_once_the_machine_is_quiet(dep, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(latency_profile, "machine_load", lambda: 12.0)  # busy: profiled, with a warning
+    with caplog.at_level("WARNING", logger="onnxprune"):
+        assert build_profiled_model(dep, threads=1, cache=tmp_path, round_to=2).measured == len(GRID)
+    assert "under a load of 12.0" in caplog.text
+    assert build_profiled_model(dep, threads=1, cache=tmp_path, round_to=2).measured == 0  # still busy: kept
+    monkeypatch.setattr(latency_profile, "machine_load", lambda: 0.2)
+    assert build_profiled_model(dep, threads=1, cache=tmp_path, round_to=2).measured == len(GRID)  # quiet: again
+    assert build_profiled_model(dep, threads=1, cache=tmp_path, round_to=2).measured == 0  # a quiet profile is kept

@@ -2,9 +2,10 @@
 
 Timing a node alone misses what ONNX Runtime does to the whole graph: fused Conv+activation and
 Conv+Add kernels, the NCHWc layout and the reorders between layouts, the time of ops a pruned
-channel never reaches. Here the dense model and its uniform prunings at GRID shares are each run
-with `enable_profiling`; every kernel ORT ran is charged back to the original node it came from
-(fused and NCHWc nodes are named after an original node or tensor; a reorder after the tensor it
+channel never reaches. Here the dense model and its uniform prunings at GRID shares are run with
+`enable_profiling`, their runs interleaved (one run of each width in turn, so that other work on a
+shared machine slows every width alike); every kernel ORT ran is charged back to the original node
+it came from (fused and NCHWc nodes are named after an original node or tensor; a reorder after the tensor it
 converts), and each node's curve over its work fraction is fitted from those in-context times. A
 kernel that cannot be traced back is a fixed cost. Times are cached on disk by model, width
 rounding, thread count, ONNX Runtime version and CPU, like the isolated table.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import tempfile
@@ -31,12 +33,17 @@ from onnxprune.load.data import synthetic_dataset
 from onnxprune.select.latency_model import GRID, LatencyModel, NodeCurve, monotone, save_cache
 from onnxprune.select.plan import CostModel, select_uniform
 
+log = logging.getLogger("onnxprune")
+
 RUNS = 12  # profiled runs per width; per kernel the fastest counts (other jobs only ever add time)
 WARMUP = 3
 REST = -1  # curve index of the kernels no original node owns (a fixed cost)
 FUSED_INTO = ("Conv", "Gemm", "MatMul")  # kernel op types that absorb the activations/Adds after them
 FUSION_DEPTH = 3  # Conv -> BatchNormalization -> Add -> Relu
 NCHWC = "_nchwc"  # suffix ORT gives an NCHWc node: the original output tensor's name + this
+INTERLEAVE_BYTES = 256 << 20  # weights up to this size: every width profiled at once, runs interleaved
+BUSY = 1.0  # load average per core above which the machine counts as busy
+LAYOUT = "interleaved-load"  # in the cache file name: older profiles (one width after another, no load) are not reused
 
 
 def build_profiled_model(dep: Dependency, threads: int = 1, cache: str | os.PathLike | None = None,
@@ -48,14 +55,20 @@ def build_profiled_model(dep: Dependency, threads: int = 1, cache: str | os.Path
     points: dict[int, list[tuple[float, float]]] = defaultdict(list)
     index = {node.name: node.index for node in dep.graph.nodes}
     weighted = {dep.graph.nodes[i].name for i in costs.term_nodes}
-    steps = progress.bar(grid, "latency profile", total=len(grid), unit="width") if show_progress else grid
-    for share in steps:
-        plan = select_uniform(dep, np.zeros(dep.num_channels), share, round_to)
-        times = store.get(share)
-        if times is None:
-            model = dep.graph.model if share == 0 else apply_plan(plan)
-            times = store.put(share, profile_nodes(model, threads, dep.graph.input_shapes, weighted))
-        work = costs.node_work(plan.removed)
+    plans = {share: select_uniform(dep, np.zeros(dep.num_channels), share, round_to) for share in grid}
+    missing = [share for share in grid if store.get(share) is None]
+    together = _weight_bytes(dep.graph.model) <= INTERLEAVE_BYTES  # else one width at a time (memory)
+    if missing and store.load > BUSY:
+        log.warning("profiling latency under a load of %.1f per core: long kernels will look slower than they "
+                    "are; the profile is re-measured when a later run finds the machine quiet", store.load)
+    batches = [missing] if together and missing else [[share] for share in missing]
+    steps = progress.bar(batches, "latency profile", total=len(batches), unit="batch") if show_progress else batches
+    for batch in steps:
+        models = [dep.graph.model if share == 0 else apply_plan(plans[share]) for share in batch]
+        for share, times in zip(batch, profile_interleaved(models, threads, dep.graph.input_shapes, weighted)):
+            store.put(share, times)
+    for share in grid:
+        times, work = store.get(share), costs.node_work(plans[share].removed)
         for name, micros in times.items():
             node = index.get(name)
             points[REST if node is None else node].append((1.0 if node is None else work.get(node, 1.0), micros))
@@ -74,7 +87,28 @@ def profile_nodes(model: onnx.ModelProto, threads: int, input_shapes: dict | Non
                   weighted: set[str] | None = None, runs: int = RUNS) -> dict[str, float]:
     """Microseconds per original node name (the fastest of `runs` per kernel, kernels charged to
     the node they came from); kernels no node owns are summed under ''."""
+    return profile_interleaved([model], threads, input_shapes, weighted, runs)[0]
+
+
+def profile_interleaved(models: list[onnx.ModelProto], threads: int, input_shapes: dict | None = None,
+                        weighted: set[str] | None = None, runs: int = RUNS) -> list[dict[str, float]]:
+    """`profile_nodes` of several models (the widths of one model) with their runs interleaved, one
+    run of each in turn: a burst of other work on a shared machine then slows every width alike
+    instead of all the runs of one width, so each curve's shape (time at a width against dense)
+    survives the load; one width profiled after another had its whole window in or out of a burst."""
     with tempfile.TemporaryDirectory(prefix="onnxprune-profile-") as folder:
+        profiled = [_Profiled(model, threads, input_shapes, os.path.join(folder, str(i))) for i, model in enumerate(models)]
+        for _ in range(WARMUP + runs):
+            for one in profiled:
+                one.run()
+        return [one.node_times(model.graph, weighted) for one, model in zip(profiled, models)]
+
+
+class _Profiled:
+    """One ONNX Runtime session with its profiler on, and the optimized graph it ran."""
+
+    def __init__(self, model: onnx.ModelProto, threads: int, input_shapes: dict | None, folder: str):
+        os.makedirs(folder)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1  # 0: ORT's default
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -82,22 +116,25 @@ def profile_nodes(model: onnx.ModelProto, threads: int, input_shapes: dict | Non
         opts.optimized_model_filepath = os.path.join(folder, "optimized.onnx")
         opts.enable_profiling = True
         opts.profile_file_prefix = os.path.join(folder, "profile")
-        sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        feed = next(synthetic_dataset(sess, input_shapes or {}, samples=1).batches(1))
-        for _ in range(WARMUP + runs):
-            sess.run(None, feed)
-        events = json.loads(Path(sess.end_profiling()).read_text())
-        optimized = onnx.load(opts.optimized_model_filepath, load_external_data=False).graph
-    fastest: dict[str, float] = {}
-    for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            name = e["name"][: -len("_kernel_time")]
-            fastest[name] = min(fastest.get(name, float("inf")), float(e["dur"]))
-    owners = kernel_owners(model.graph, optimized, weighted)
-    out: dict[str, float] = defaultdict(float)
-    for kernel, micros in fastest.items():
-        out[owners.get(kernel, "")] += micros
-    return dict(out)
+        self.sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self.optimized = onnx.load(opts.optimized_model_filepath, load_external_data=False).graph
+        self.feed = next(synthetic_dataset(self.sess, input_shapes or {}, samples=1).batches(1))
+
+    def run(self) -> None:
+        self.sess.run(None, self.feed)
+
+    def node_times(self, original: onnx.GraphProto, weighted: set[str] | None) -> dict[str, float]:
+        events = json.loads(Path(self.sess.end_profiling()).read_text())
+        fastest: dict[str, float] = {}
+        for e in events:
+            if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                name = e["name"][: -len("_kernel_time")]
+                fastest[name] = min(fastest.get(name, float("inf")), float(e["dur"]))
+        owners = kernel_owners(original, self.optimized, weighted)
+        out: dict[str, float] = defaultdict(float)
+        for kernel, micros in fastest.items():
+            out[owners.get(kernel, "")] += micros
+        return dict(out)
 
 
 def kernel_owners(original: onnx.GraphProto, optimized: onnx.GraphProto, weighted: set[str] | None = None) -> dict[str, str]:
@@ -151,27 +188,48 @@ def _owner(node, names: set, producer: dict, made_by: dict) -> str | None:
     return next((made_by[t] for t in node.input if t in made_by), None)
 
 
+def _weight_bytes(model: onnx.ModelProto) -> int:
+    return sum(t.ByteSize() for t in model.graph.initializer)
+
+
+def machine_load() -> float:
+    """The 1-minute load average per core (0 where the OS does not report it)."""
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except (AttributeError, OSError):
+        return 0.0
+
+
 class ProfileCache:
-    """(model, width share) -> node times, one JSON file per thread count, ORT version and CPU."""
+    """(model, width share) -> node times and the load per core they were taken under, one JSON file
+    per thread count, ORT version and CPU. A profile taken on a busy machine (load per core above
+    BUSY) is re-measured once the machine is quiet: under load the profiler's wall-clock kernel
+    times overstate long kernels (preempted mid-run) against short ones, which skews the curves."""
 
     def __init__(self, cache: str | os.PathLike | None, threads: int, model: onnx.ModelProto, round_to: int):
         machine = f"{platform.processor() or platform.machine()}-{os.cpu_count()}"
-        name = f"profile-cpu-ort{ort.__version__}-t{threads}-{hashlib.sha1(machine.encode()).hexdigest()[:8]}.json"
+        name = f"profile-{LAYOUT}-cpu-ort{ort.__version__}-t{threads}-{hashlib.sha1(machine.encode()).hexdigest()[:8]}.json"
         self.path = Path(cache) / name if cache is not None else None
         self.model_key = hashlib.sha1(model.SerializeToString()).hexdigest()[:16] + f"-r{round_to}"
-        self.entries: dict[str, dict[str, float]] = {}
+        self.entries: dict[str, dict] = {}
         if self.path is not None and self.path.exists():
             try:
                 self.entries = json.loads(self.path.read_text())
             except (OSError, ValueError):  # a damaged cache is re-measured, never trusted
                 self.entries = {}
         self.measured = 0
+        self.load = machine_load()
 
     def get(self, share: float) -> dict[str, float] | None:
-        return self.entries.get(f"{self.model_key}-{share:g}")
+        entry = self.entries.get(f"{self.model_key}-{share:g}")
+        if not isinstance(entry, dict) or not isinstance(entry.get("times"), dict):
+            return None
+        if entry.get("load", 0.0) > BUSY and self.load <= BUSY:  # taken under load, now quiet: again
+            return None
+        return entry["times"]
 
     def put(self, share: float, times: dict[str, float]) -> dict[str, float]:
-        self.entries[f"{self.model_key}-{share:g}"] = times
+        self.entries[f"{self.model_key}-{share:g}"] = {"times": times, "load": round(self.load, 2)}
         self.measured += 1
         return times
 
