@@ -79,24 +79,36 @@ def greedy_order(g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return order, marginal
 
 
-def joint_scores(dep: Dependency, rows: np.ndarray, mode: str = "positive") -> np.ndarray:
-    """Per channel, its marginal joint damage at its place in its group's greedy removal order, made
-    strictly increasing along that order; channels no gradient reaches score above every other."""
+def group_orders(dep: Dependency, rows: np.ndarray, mode: str = "positive"):
+    """Per group with free channels that gradients reach: (group, those channels in greedy removal
+    order, each one's marginal joint damage)."""
     if mode not in MODES:
         raise ValueError(f"unknown joint damage mode {mode!r}")
-    scores = np.full(dep.num_channels, np.nan)
     unseen = np.isnan(rows).any(0)
     for grp in dep.groups:
         free = grp.channels[~grp.frozen & ~unseen[grp.channels]]
-        if len(free) == 0:
-            continue
-        order, marginal = greedy_order(pair_damage(rows[:, free], mode))
+        if len(free):
+            order, marginal = greedy_order(pair_damage(rows[:, free], mode))
+            yield grp, free[order], marginal
+
+
+def monotone_scores(dep: Dependency, ordered: dict[int, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Scores from each group's (channels in removal order, marginal damage): made strictly increasing
+    along the order, so a global threshold removes a prefix of every group; channels in no order
+    (frozen, or no gradient reaches them) score above every other."""
+    scores = np.full(dep.num_channels, np.nan)
+    for channels, marginal in ordered.values():
         level = np.maximum.accumulate(np.maximum(marginal, 0.0))
-        level *= 1.0 + 1e-9 * np.arange(len(level))  # ties along the order broken by the order itself
-        scores[free[order]] = level + 1e-30 * (1 + np.arange(len(level)))
+        level = level * (1.0 + 1e-9 * np.arange(len(level))) + 1e-30 * (1 + np.arange(len(level)))  # ties: the order
+        scores[channels] = level
     known = scores[~np.isnan(scores)]
     top = float(known.max()) * 2.0 + 1e-30 if len(known) else 1.0
     return np.where(np.isnan(scores), top, scores)
+
+
+def joint_scores(dep: Dependency, rows: np.ndarray, mode: str = "positive") -> np.ndarray:
+    """Per channel, its marginal joint damage at its place in its group's greedy removal order."""
+    return monotone_scores(dep, {grp.id: (order, marginal) for grp, order, marginal in group_orders(dep, rows, mode)})
 
 
 def _joint(mode: str):
