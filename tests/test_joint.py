@@ -98,3 +98,28 @@ def test_fisher_joint_pruned_model_is_valid_in_ort():
     out = session(result.model).run(None, {"x": x})[0]
     dense = session(model).run(None, {"x": x})[0]
     assert out.shape == dense.shape and np.all(np.isfinite(out))
+
+
+def test_measured_trials_zero_the_channels_and_match_numpy():
+    from onnxprune.score.measured import _Trials
+    model, w1, w2 = _linear()
+    data = _data(16)
+    dep = build_dependency(ModelGraph(model, data.sample_shapes()))
+    cols = _hidden(dep).channels
+    trials = _Trials(dep, data, samples=8)
+    x = data.inputs["x"][:8].reshape(-1, 8).astype(np.float64)
+    h = x @ w1.T
+    std = (data.inputs["x"].reshape(-1, 8).astype(np.float64) @ w1.T @ w2.T).std(0)
+    for subset in ([0], [0, 1], [2, 6]):
+        expected = float(np.mean(np.sum(((h[:, subset] @ w2[:, subset].T) / std) ** 2, 1)))
+        got = trials.damage(trials.group_sites(cols), cols[subset])
+        np.testing.assert_allclose(got, expected, rtol=1e-3)
+    assert trials.damage(trials.group_sites(cols), cols[:0]) == 0.0  # nothing removed: the dense outputs
+
+
+def test_corrected_marginals_meet_the_measured_points():
+    from onnxprune.score.measured import corrected
+    marginal = np.array([1.0, 1.0, 2.0, 4.0])
+    out = corrected(marginal, [(2, 6.0), (4, 8.0)])  # first order: 2 then 8; measured 6 then 8
+    np.testing.assert_allclose(np.cumsum(out)[[1, 3]], [6.0, 8.0])
+    np.testing.assert_allclose(out[:2], [3.0, 3.0])  # before the first point, its ratio (3x)
