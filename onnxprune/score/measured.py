@@ -23,7 +23,7 @@ from onnx import helper
 from onnxprune.couple.dependency import Dependency
 from onnxprune.score.calibration import Statistics
 from onnxprune.score.criteria import COMPARABLE, criterion
-from onnxprune.score.fisher import _row_std, _sites, fisher_scores
+from onnxprune.score.fisher import _row_std, _rows, _sites, fisher_scores
 from onnxprune.score.joint import group_orders, monotone_scores, probe_rows
 
 SHARES = (0.25, 0.5, 0.75)   # shares of a group removed for a measurement
@@ -62,6 +62,11 @@ class _Trials:
         return [s for s in self.sites if np.isin(self.dep.elements(s[0]), channels).any()]
 
     def damage(self, sites: list, removed: np.ndarray) -> float:
+        return float(self.row_damage(sites, removed).sum())
+
+    def row_damage(self, sites: list, removed: np.ndarray) -> np.ndarray:
+        """Per output row (index along axis 1 of each float output, outputs concatenated): the mean over
+        samples of the sum of (change / row std)^2."""
         weights: dict[str, np.ndarray] = {}
         for slot, w, axis in sites:
             hit = np.isin(self.dep.elements(slot), removed)
@@ -73,9 +78,9 @@ class _Trials:
         total = 0.0
         for feed, dense in zip(self.feeds, self.dense):
             outs = self.sess.run(self.names, {**feed, **weights})
-            for name, d, o in zip(self.names, dense, outs):
-                if np.issubdtype(np.asarray(d).dtype, np.floating):
-                    total += float(np.sum(_standardised(np.asarray(o, np.float64) - d, self.stds[name]) ** 2))
+            parts = [_rows(_standardised(np.asarray(o, np.float64) - d, self.stds[name]) ** 2).sum(1)
+                     for name, d, o in zip(self.names, dense, outs) if np.issubdtype(np.asarray(d).dtype, np.floating)]
+            total = total + np.concatenate(parts)
         return total / max(len(self.feeds), 1)
 
 
@@ -95,28 +100,45 @@ def corrected(marginal: np.ndarray, points: list[tuple[int, float]]) -> np.ndarr
     return np.diff(np.concatenate([[0.0], cum]))
 
 
-def measured_scores(dep: Dependency, data, rows: np.ndarray, shares=SHARES, samples: int = SAMPLES) -> np.ndarray:
+def measured_scores(dep: Dependency, data, rows: np.ndarray, shares=SHARES, samples: int = SAMPLES,
+                    balanced: bool = False) -> np.ndarray:
+    """Scores from fisher_joint's orders and marginals, corrected by measured damage. `balanced`: each
+    output row's damage divided by its mean over all trials first (every row counts alike, however
+    its std compares with how far cuts move it: box coordinates that vary with the anchor position)."""
     trials = _Trials(dep, data, samples)
-    ordered = {}
+    found, measured = [], []
     for grp, order, marginal in group_orders(dep, rows):
         sites = trials.group_sites(order)
         counts = sorted({min(max(int(round(s * len(order))), 1), len(order)) for s in shares})
-        if sites and len(order) > 1:
-            marginal = corrected(marginal, [(k, trials.damage(sites, order[:k])) for k in counts])
+        trial = [(k, trials.row_damage(sites, order[:k])) for k in counts] if sites and len(order) > 1 else []
+        found.append((grp, order, marginal, trial))
+        measured.extend(d for _, d in trial)
+    weight = np.ones(len(measured[0])) if measured else None
+    if balanced and measured:
+        typical = np.mean(measured, 0)
+        weight = 1.0 / np.maximum(typical, 1e-12 * max(float(typical.max()), 1e-30)) * typical.sum() / len(typical)
+    ordered = {}
+    for grp, order, marginal, trial in found:
+        if trial:
+            marginal = corrected(marginal, [(k, float(d @ weight)) for k, d in trial])
         ordered[grp.id] = (order, marginal)
     return monotone_scores(dep, ordered)
 
 
-@criterion("fisher_measured", data=True, gram=True)  # Grams: fisher's reconstruction fallback
-def fisher_measured(dep: Dependency, stats: Statistics | None = None, data=None, seed: int = 0, **_) -> np.ndarray:
-    """fisher_joint's orders, each group's damage curve scaled to the measured output change."""
-    try:
-        rows = probe_rows(dep, data, seed=seed)
-    except Exception:  # noqa: BLE001  (no gradients: fisher's own fallback, with its warning)
-        if data is None:
-            raise
-        return fisher_scores(dep, data, seed=seed, stats=stats)
-    return measured_scores(dep, data, rows)
+def _measured(balanced: bool):
+    def score(dep: Dependency, stats: Statistics | None = None, data=None, seed: int = 0, **_) -> np.ndarray:
+        try:
+            rows = probe_rows(dep, data, seed=seed)
+        except Exception:  # noqa: BLE001  (no gradients: fisher's own fallback, with its warning)
+            if data is None:
+                raise
+            return fisher_scores(dep, data, seed=seed, stats=stats)
+        return measured_scores(dep, data, rows, balanced=balanced)
+    score.__doc__ = "fisher_joint's orders, each group's damage curve scaled to the measured output change" + (
+        ", every output row weighed by its typical damage" if balanced else "")
+    return score
 
 
-COMPARABLE.add("fisher_measured")
+for _name, _balanced in (("fisher_measured", False), ("fisher_balanced", True)):
+    criterion(_name, data=True, gram=True)(_measured(_balanced))  # Grams: fisher's reconstruction fallback
+    COMPARABLE.add(_name)
