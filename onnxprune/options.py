@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from onnxprune.errors import BadInputError
 from onnxprune.recover.reconstruction import METHODS as ONE_SHOT
 from onnxprune.score import fisher as _fisher  # noqa: F401  (registers the fisher criteria)
+from onnxprune.score import measured as _measured  # noqa: F401  (registers fisher_joint* and fisher_measured)
 from onnxprune.score.criteria import CRITERIA as SCORED
 
 CRITERIA = (*sorted(SCORED), "sensitivity")  # sensitivity allocates by measurement (select/sensitivity.py)

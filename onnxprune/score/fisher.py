@@ -130,7 +130,9 @@ def _scores_or_fallback(dep: Dependency, data, probes: int, seed: int, stats: St
     return fallback
 
 
-def _fisher_scores(dep: Dependency, data, probes: int, seed: int) -> np.ndarray:
+def _fisher_scores(dep: Dependency, data, probes: int, seed: int, rows: list | None = None) -> np.ndarray:
+    """E[s_c^2] per channel; with `rows` (a list), also each (sample, probe)'s s_c, one array per run,
+    NaN where no gradient reaches the channel (score/joint.py reads them)."""
     from onnxprune.autodiff.probe import build_probe_graph
     from onnxprune.load.runtime import session
 
@@ -155,9 +157,15 @@ def _fisher_scores(dep: Dependency, data, probes: int, seed: int) -> np.ndarray:
             for out, shape in zip(outputs, shapes[i]):
                 feed[pg.probes[out]] = _probe(shape, stds[out], rng, _np_dtype(dtypes[pg.probes[out]]))
             grads = dict(zip(pg.grads, sess.run(names, feed)))
-            site_sq += _channel_sums(dep, sites, grads) ** 2
-            producer_sq += _channel_sums(dep, producers, grads) ** 2
+            site, producer = _channel_sums(dep, sites, grads), _channel_sums(dep, producers, grads)
+            site_sq += site ** 2
+            producer_sq += producer ** 2
+            if rows is not None:
+                rows.append((site, producer))
     runs = max(len(data) * probes, 1)
+    if rows is not None:
+        has_site, has_producer = _seen(dep, sites, producers, set(pg.grads))
+        rows[:] = [np.where(has_site, a, np.where(has_producer, b, np.nan)) for a, b in rows]
     return _combine(dep, site_sq / runs, producer_sq / runs, sites, producers, set(pg.grads))
 
 
@@ -165,14 +173,20 @@ def _np_dtype(onnx_type: str):
     return np.float16 if "float16" in onnx_type else np.float64 if "double" in onnx_type else np.float32
 
 
-def _combine(dep: Dependency, site: np.ndarray, producer: np.ndarray, sites, producers, known: set[str]) -> np.ndarray:
-    """Site scores where a channel has a linear consumer with a gradient, else producer scores, else
-    (no gradient reaches it) the highest known score: what the probes cannot see is kept."""
+def _seen(dep: Dependency, sites, producers, known: set[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Channels with a linear consumer whose weight gets a gradient; channels with such a producer."""
     has_site, has_producer = np.zeros(dep.num_channels, bool), np.zeros(dep.num_channels, bool)
     for flags, members in ((has_site, sites), (has_producer, producers)):
         for slot, weight, _ in members:
             if weight in known:
                 flags[dep.elements(slot)] = True
+    return has_site, has_producer
+
+
+def _combine(dep: Dependency, site: np.ndarray, producer: np.ndarray, sites, producers, known: set[str]) -> np.ndarray:
+    """Site scores where a channel has a linear consumer with a gradient, else producer scores, else
+    (no gradient reaches it) the highest known score: what the probes cannot see is kept."""
+    has_site, has_producer = _seen(dep, sites, producers, known)
     scores = np.where(has_site, site, np.where(has_producer, producer, np.nan))
     unseen = np.isnan(scores)
     top = float(np.nanmax(scores)) if (~unseen).any() else 1.0
