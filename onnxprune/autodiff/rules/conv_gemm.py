@@ -55,13 +55,9 @@ def kernel_windows(geo, spatial_out) -> list[tuple[list[int], list[int]]]:
     return windows
 
 
-def channel_first_weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_shape: tuple, geo) -> str:
-    """dW[m, c, k] = sum over (n, o) of dY[n, m, o] * x_padded[n, c, o*s + k*d], group 1.
-
-    x and dY are moved to (C, N, *spatial); per kernel offset the shifted, strided slice of x is a
-    (C, N*O) matrix and dW[:, :, k] = dY (M, N*O) times its transpose: one GEMM with the whole batch
-    in its reduction. 1x1 kernels without padding or stride read x as it is.
-    """
+def _channel_first_columns(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_shape: tuple,
+                           geo) -> tuple[str, list[str]]:
+    """dY as (M, N*O) rows and, per kernel tap, the shifted, strided slice of padded x as (C, N*O)."""
     n_sp = len(geo.kernel)
     channels, out_channels = x_shape[1], dy_shape[1]
     spatial_in, spatial_out = list(x_shape[2:]), list(dy_shape[2:])
@@ -71,24 +67,49 @@ def channel_first_weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple,
     if any(geo.begin) or any(geo.end):
         xt = ctx.emit("Pad", [xt, ctx.ints([0, 0] + geo.begin + [0, 0] + geo.end)])
     rows = ctx.emit("Reshape", [ctx.emit("Transpose", [dy], perm=swap), ctx.ints([out_channels, -1])])  # (M, N*O)
-    windows = kernel_windows(geo, spatial_out)
     axes, steps = ctx.ints(list(range(2, n_sp + 2))), ctx.ints(geo.strides)
-    parts = []
-    for starts, ends in windows:
+    cols = []
+    for starts, ends in kernel_windows(geo, spatial_out):
         if starts == geo.begin and set(geo.strides) == {1} and spatial_out == spatial_in:
             shifted = unpadded  # the centre of a "same" conv (and a plain 1x1 conv) reads x as it is
         else:
             shifted = ctx.emit("Slice", [xt, ctx.ints(starts), ctx.ints(ends), axes, steps])
-        cols = ctx.emit("Reshape", [shifted, ctx.ints([channels, -1])])  # (C, N*O)
-        parts.append(ctx.emit("Gemm", [rows, cols], transB=1))  # (M, C)
-    k = len(windows)
+        cols.append(ctx.emit("Reshape", [shifted, ctx.ints([channels, -1])]))  # (C, N*O)
+    return rows, cols
+
+
+def channel_first_weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_shape: tuple, geo) -> str:
+    """dW[m, c, k] = sum over (n, o) of dY[n, m, o] * x_padded[n, c, o*s + k*d], group 1.
+
+    x and dY are moved to (C, N, *spatial); per kernel offset the shifted, strided slice of x is a
+    (C, N*O) matrix and dW[:, :, k] = dY (M, N*O) times its transpose: one GEMM with the whole batch
+    in its reduction. 1x1 kernels without padding or stride read x as it is.
+    """
+    channels, out_channels = x_shape[1], dy_shape[1]
+    rows, cols = _channel_first_columns(ctx, x, dy, x_shape, dy_shape, geo)
+    parts = [ctx.emit("Gemm", [rows, c], transB=1) for c in cols]  # (M, C) each
+    k = len(parts)
     if k == 1:
         return ctx.emit("Reshape", [parts[0], ctx.ints([out_channels, channels] + geo.kernel)])
-    stacked = ctx.emit("Concat", parts, axis=1)  # (M, k*C), offset-major
-    split = ctx.emit("Reshape", [stacked, ctx.ints([out_channels, k, channels])])
+    return _taps_last(ctx, ctx.emit("Concat", parts, axis=1), out_channels, channels, k, geo)  # (M, k*C)
+
+
+def stacked_weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_shape: tuple, geo) -> str:
+    """The same sum as `channel_first_weight_grad` with the shifted slices stacked into one (k*C, N*O)
+    matrix and one GEMM. For few input channels (a stem: 3) the per-tap GEMMs are (M, 3) outputs
+    over a reduction of N*O, and MLAS runs them far below its speed; one (M, k*C) output runs at it."""
+    channels, out_channels = x_shape[1], dy_shape[1]
+    rows, cols = _channel_first_columns(ctx, x, dy, x_shape, dy_shape, geo)
+    stacked = ctx.emit("Concat", cols, axis=0) if len(cols) > 1 else cols[0]  # (k*C, N*O), tap-major
+    grad = ctx.emit("Gemm", [rows, stacked], transB=1)  # (M, k*C)
+    return _taps_last(ctx, grad, out_channels, channels, len(cols), geo)
+
+
+def _taps_last(ctx: GradContext, grad: str, out_channels: int, channels: int, k: int, geo) -> str:
+    """(M, k*C), tap-major, as the filter (M, C, *kernel)."""
+    split = ctx.emit("Reshape", [grad, ctx.ints([out_channels, k, channels])])
     grad = ctx.emit("Transpose", [split], perm=[0, 2, 1])
     return ctx.emit("Reshape", [grad, ctx.ints([out_channels, channels] + geo.kernel)])
-
 
 
 def subpixel_applies(geo, group: int) -> bool:
