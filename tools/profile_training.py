@@ -2,7 +2,8 @@
 """Where one ONNX Runtime training step spends its time: ORT's own profiler over the session that
 tools/bench_training.py times (the NCHWc-lowered training graph, IOBinding, fed filters).
 
-    python tools/profile_training.py --net resnet18 [--steps 3] [--top 25] [--torch]
+    python tools/profile_training.py --net resnet18 [--steps 3] [--top 25] [--by-shape] [--torch]
+    python tools/bench_training.py --net resnet18 --profile      (the same, from the benchmark)
 
 Prints per op type (as ORT ran it: fused Conv, ReorderInput, ...) its share of the step, split into
 forward and backward nodes (backward nodes are the ones the gradient rules emitted, named grad/...),
@@ -85,6 +86,32 @@ def torch_report(case, steps: int) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
 
 
+def profile_case(case, steps: int = 3, top: int = 25, by_shape: bool = False, with_torch: bool = False) -> None:
+    """Profile `steps` ORT training steps of a bench_training Case (after one warm-up) and print."""
+    with tempfile.TemporaryDirectory() as folder:
+        made = runner.session
+        runner.session = profiled_session(folder)
+        try:
+            trainer = bench_training.OrtTrainer(case, 1)
+            for _ in range(steps + 1):
+                trainer.step(case.x, case.y)
+            path = trainer.step_fn.sess.end_profiling()
+        finally:
+            runner.session = made
+        trace = json.loads(Path(path).read_text())
+    times = node_times(trace, steps)
+    report(times, top)
+    if by_shape:
+        per_shape: dict[tuple[str, str], float] = defaultdict(float)
+        for name, (op, shapes, t) in times.items():
+            per_shape[(op + (" (grad)" if name.startswith("grad/") else ""), shapes)] += t
+        print("per op and output shapes:")
+        for (op, shapes), t in sorted(per_shape.items(), key=lambda kv: -kv[1])[:top]:
+            print(f"  {t / 1e3:7.1f} ms {op:24s} -> {shapes}")
+    if with_torch:
+        torch_report(case, steps)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--net", choices=("digits", "resnet18"), default="resnet18")
@@ -98,24 +125,7 @@ def main() -> None:
     batch = args.batch or (64 if args.net == "digits" else 16)
     case = (bench_training.digits_case((32, 64, 64), batch) if args.net == "digits"
             else bench_training.resnet_case(batch, args.size))
-    with tempfile.TemporaryDirectory() as folder:
-        runner.session = profiled_session(folder)
-        trainer = bench_training.OrtTrainer(case, 1)
-        for _ in range(args.steps + 1):
-            trainer.step(case.x, case.y)
-        path = trainer.step_fn.sess.end_profiling()
-        trace = json.loads(Path(path).read_text())
-    times = node_times(trace, args.steps)
-    report(times, args.top)
-    if args.by_shape:
-        by_shape: dict[tuple[str, str], float] = defaultdict(float)
-        for name, (op, shapes, t) in times.items():
-            by_shape[(op + (" (grad)" if name.startswith("grad/") else ""), shapes)] += t
-        print("per op and output shapes:")
-        for (op, shapes), t in sorted(by_shape.items(), key=lambda kv: -kv[1])[:args.top]:
-            print(f"  {t / 1e3:7.1f} ms {op:24s} -> {shapes}")
-    if args.torch:
-        torch_report(case, args.steps)
+    profile_case(case, args.steps, args.top, args.by_shape, args.torch)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ def block_size() -> int:
     return int(optimized.graph.initializer[0].dims[0])  # one output channel, padded to a block
 
 
+FEED_PLAIN = True  # generic Convs read numpy-made flipped / tap filters too (see lower_convs_fed)
 MIN_POSITIONS = 512  # output positions (batch included) per filter element for the reorder to pay
 
 
@@ -114,7 +115,7 @@ def lower_convs_fed(model: onnx.ModelProto, batch: int, fed: Collection[str],
                                or batch * int(np.prod(out_shape[2:])) < MIN_POSITIONS):
             plan = None
         source = _fed_source(node.input[1], set(fed), producers, ints) if node.op_type == "Conv" else None
-        if plan is None and source is not None and source[1:] != (False, None) and None not in w_shape:
+        if FEED_PLAIN and plan is None and source is not None and source[1:] != (False, None) and None not in w_shape:
             # a generic Conv reading a filter computed from a weight: numpy makes it, not ORT's Transpose
             feed = _feed_name(source)
             derived[feed] = FedFilter(source[0], "plain", source[1], tuple(w_shape), source[2])
