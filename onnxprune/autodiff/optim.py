@@ -130,9 +130,11 @@ class AdamW(Optimizer):
 
     The update runs over cache-sized chunks of the flat buffers: each of its dozen numpy passes
     then reads the chunk from cache, and memory sees one read of p, g, m, v and one write of p, m, v
-    (ResNet-18's 11M weights: 90 ms per step as whole-buffer passes). Same operations, same result."""
+    (11M weights: 114 ms per step as whole-buffer passes, 65 ms in chunks of 2^16, 78 ms in chunks of
+    2^14, under load). Same operations, same result, and two chunk-sized temporaries instead of two
+    buffer-sized ones."""
 
-    CHUNK = 1 << 14  # floats per chunk: 64 KB per buffer, the six together within a core's L2
+    CHUNK = 1 << 16  # floats per chunk (256 KB per buffer): 2^12 to 2^24 measured, this the fastest
 
     def __init__(self, params: FlatParams, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.01):
