@@ -15,6 +15,7 @@ before the trainer was built (after imports, model and data).
 
     python tools/bench_training.py [--net digits|resnet18] [--threads 1] [--rounds 15] [--steps 20]
     python tools/bench_training.py --net resnet18 --memory
+    python tools/bench_training.py --net resnet18 --profile   (ORT's per-op profile, then torch.profiler's)
 
 --widths other than the fixture's 32,64,64 builds the digits architecture with those channel counts
 (random weights, same digits data).
@@ -249,6 +250,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="steps per round (default 20 digits, 2 resnet18)")
     parser.add_argument("--plain", action="store_true", help="also time ORT without IOBinding")
     parser.add_argument("--memory", action="store_true", help="peak memory instead of speed")
+    parser.add_argument("--profile", action="store_true",
+                        help="ORT's per-op profile of the training step instead (tools/profile_training.py)")
     parser.add_argument("--child", choices=("ort", "torch"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.batch = args.batch or (64 if args.net == "digits" else 16)
@@ -259,6 +262,9 @@ def main() -> None:
         return memory_child(case, args.child, args.threads, args.steps)
     if args.memory:
         return memory(args, case)
+    if args.profile:
+        import profile_training
+        return profile_training.profile_case(case, steps=3, top=30, by_shape=True, with_torch=True)
 
     import torch
     trainers = {"onnxprune/ORT (IOBinding)": OrtTrainer(case, args.threads)}

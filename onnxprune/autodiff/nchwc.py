@@ -50,6 +50,7 @@ def block_size() -> int:
     return int(optimized.graph.initializer[0].dims[0])  # one output channel, padded to a block
 
 
+FEED_PLAIN = True  # generic Convs read numpy-made flipped / tap filters too (see lower_convs_fed)
 MIN_POSITIONS = 512  # output positions (batch included) per filter element for the reorder to pay
 
 
@@ -58,9 +59,10 @@ class FedFilter:
     """A reordered filter the caller computes with numpy and feeds (see `fill_filter`)."""
 
     weight: str                # the trained weight (a graph input) it is made from
-    plan: str                  # "blocked" or "nchw"
+    plan: str                  # "blocked" or "nchw" (NCHWc layouts), "plain" (a generic Conv's filter as is)
     flipped: bool              # an input-gradient Conv's filter: channel axes swapped, spatial axes reversed
     shape: tuple[int, ...]     # the Conv's filter shape
+    taps: tuple[tuple[int, ...], ...] | None = None  # a sub-pixel phase's filter: these taps per axis, swapped
 
 
 def lower_convs(model: onnx.ModelProto, batch: int = 0, block: int | None = None) -> onnx.ModelProto:
@@ -74,9 +76,12 @@ def lower_convs_fed(model: onnx.ModelProto, batch: int, fed: Collection[str],
     """`model` with every 2-D, group-1 Conv whose weight is computed or fed at run time (not an
     initializer) in NCHWc form; other Convs are left to ORT. Returns `model` itself when none fit.
 
-    A Conv reading one of the `fed` graph inputs, or the flipped copy of one that `rules/conv_gemm`
-    makes for input gradients, reads its reordered filter from a new graph input instead; the
-    returned dict says how to fill each (numpy reorders 5-8x faster than ORT's Transpose).
+    A Conv reading one of the `fed` graph inputs, or the flipped copy or a sub-pixel phase's taps of
+    one that `rules/conv_gemm` makes for input gradients, reads its reordered filter from a new graph
+    input instead; the returned dict says how to fill each (numpy reorders 5-8x faster than ORT's
+    Transpose and Slice). Convs left on the generic kernel get their flipped or tap filters fed too
+    ("plain": ORT's 4-D Transpose and negative-step Slice took 90 ms per step on ResNet-18's 512x512
+    input-gradient filters, numpy a few).
 
     Reordering the filter costs about as much per element as 50-100 multiply-adds, so a Conv with
     few output positions per filter element (ResNet-18's 4x4 stage at batch 16: 256) is left on the
@@ -109,6 +114,17 @@ def lower_convs_fed(model: onnx.ModelProto, batch: int, fed: Collection[str],
         if plan and batch and (not out_shape or None in out_shape[2:]
                                or batch * int(np.prod(out_shape[2:])) < MIN_POSITIONS):
             plan = None
+        source = _fed_source(node.input[1], set(fed), producers, ints) if node.op_type == "Conv" else None
+        if FEED_PLAIN and plan is None and source is not None and source[1:] != (False, None) and None not in w_shape:
+            # a generic Conv reading a filter computed from a weight: numpy makes it, not ORT's Transpose
+            feed = _feed_name(source)
+            derived[feed] = FedFilter(source[0], "plain", source[1], tuple(w_shape), source[2])
+            plain = onnx.NodeProto()
+            plain.CopyFrom(node)
+            plain.input[1] = feed
+            nodes.append(plain)
+            changed = True
+            continue
         if plan is None:
             nodes.append(node)
             continue
@@ -116,11 +132,10 @@ def lower_convs_fed(model: onnx.ModelProto, batch: int, fed: Collection[str],
         if relu is not None:
             fused.add(relu)
             relu = model.graph.node[relu]
-        source = _fed_source(node.input[1], set(fed), producers, ints)
         feed = None
         if source is not None:
-            feed = f"{source[0]}::nchwc" + ("_flipped" if source[1] else "")
-            derived[feed] = FedFilter(source[0], plan, source[1], tuple(w_shape))
+            feed = _feed_name(source)
+            derived[feed] = FedFilter(source[0], plan, source[1], tuple(w_shape), source[2])
         nodes.extend(_lowered(node, plan, w_shape, relu, block, feed))
         changed = True
     if not changed:
@@ -135,10 +150,28 @@ def lower_convs_fed(model: onnx.ModelProto, batch: int, fed: Collection[str],
     return out, derived
 
 
+def _feed_name(source: tuple[str, bool, tuple | None]) -> str:
+    weight, flipped, taps = source
+    if taps is not None:
+        return f"{weight}::taps_" + "_".join("".join(map(str, t)) for t in taps)
+    return f"{weight}::nchwc" + ("_flipped" if flipped else "")
+
+
+def source_filter(spec: FedFilter, weight: np.ndarray) -> np.ndarray:
+    """The filter (O, I, kh, kw) the Conv reads, as a view of (or, for phase taps, a copy from) `weight`."""
+    if spec.taps is not None:
+        return weight[:, :, list(spec.taps[0])][:, :, :, list(spec.taps[1])].transpose(1, 0, 2, 3)
+    return weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1] if spec.flipped else weight
+
+
 def fill_filter(spec: FedFilter, weight: np.ndarray, out: np.ndarray, block: int | None = None) -> None:
-    """Write `weight`'s filter for `spec` into `out` (spec.shape, float32) in ORT's blocked layout."""
+    """Write `weight`'s filter for `spec` into `out` (spec.shape, float32), in ORT's blocked layout for
+    the NCHWc plans."""
+    w = source_filter(spec, weight)
+    if spec.plan == "plain":
+        np.copyto(out, w)
+        return
     b = block_size() if block is None else block
-    w = weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1] if spec.flipped else weight
     o, i, kh, kw = spec.shape
     if spec.plan == "blocked":
         blocked = w.reshape(o // b, b, i // b, b, kh, kw).transpose(0, 2, 4, 5, 3, 1)
@@ -147,12 +180,18 @@ def fill_filter(spec: FedFilter, weight: np.ndarray, out: np.ndarray, block: int
         np.copyto(out.reshape(o // b, i, kh, kw, b), w.reshape(o // b, b, i, kh, kw).transpose(0, 2, 3, 4, 1))
 
 
-def _fed_source(name: str, fed: set[str], producers: dict, ints: dict) -> tuple[str, bool] | None:
-    """(weight, flipped) when the Conv filter `name` is a fed weight or its flipped copy
-    (Slice(Transpose(weight, [1, 0, 2, 3]), starts -1, steps -1 on axes 2 and 3))."""
+def _fed_source(name: str, fed: set[str], producers: dict, ints: dict) -> tuple[str, bool, tuple | None] | None:
+    """(weight, flipped, taps) when the Conv filter `name` is a fed weight, its flipped copy
+    (Slice(Transpose(weight, [1, 0, 2, 3]), starts -1, steps -1 on axes 2 and 3)) or a sub-pixel
+    phase's filter (Transpose(Gather(Gather(weight, taps, axis 2), taps, axis 3), [1, 0, 2, 3]))."""
     if name in fed:
-        return name, False
-    flip = producers.get(name)
+        return name, False, None
+    swap = producers.get(name)
+    if swap is not None and swap.op_type == "Transpose" and _perm(swap) == [1, 0, 2, 3]:
+        taps = _gathered_taps(swap.input[0], fed, producers, ints)
+        if taps is not None:
+            return taps[0], False, taps[1]
+    flip = swap
     if flip is None or flip.op_type != "Slice" or len(flip.input) != 5:
         return None
     if [ints.get(t) for t in (flip.input[1], flip.input[3], flip.input[4])] != [[-1, -1], [2, 3], [-1, -1]]:
@@ -160,8 +199,25 @@ def _fed_source(name: str, fed: set[str], producers: dict, ints: dict) -> tuple[
     swap = producers.get(flip.input[0])
     if swap is None or swap.op_type != "Transpose" or swap.input[0] not in fed:
         return None
-    perm = next((list(a.ints) for a in swap.attribute if a.name == "perm"), None)
-    return (swap.input[0], True) if perm == [1, 0, 2, 3] else None
+    return (swap.input[0], True, None) if _perm(swap) == [1, 0, 2, 3] else None
+
+
+def _perm(node: onnx.NodeProto) -> list[int] | None:
+    return next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+
+
+def _gathered_taps(name: str, fed: set[str], producers: dict, ints: dict) -> tuple[str, tuple] | None:
+    """(weight, (taps along axis 2, taps along axis 3)) for Gather(Gather(weight, ., axis 2), ., axis 3)."""
+    taps = {}
+    for axis in (3, 2):
+        gather = producers.get(name)
+        if gather is None or gather.op_type != "Gather" or ints.get(gather.input[1]) is None:
+            return None
+        if next((a.i for a in gather.attribute if a.name == "axis"), 0) != axis:
+            return None
+        taps[axis] = tuple(ints[gather.input[1]])
+        name = gather.input[0]
+    return (name, (taps[2], taps[3])) if name in fed else None
 
 
 def _live(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProto]:

@@ -126,7 +126,15 @@ class SGD(Optimizer):
 
 
 class AdamW(Optimizer):
-    """Adam with decoupled weight decay (Loshchilov & Hutter)."""
+    """Adam with decoupled weight decay (Loshchilov & Hutter).
+
+    The update runs over cache-sized chunks of the flat buffers: each of its dozen numpy passes
+    then reads the chunk from cache, and memory sees one read of p, g, m, v and one write of p, m, v
+    (11M weights: 114 ms per step as whole-buffer passes, 65 ms in chunks of 2^16, 78 ms in chunks of
+    2^14, under load). Same operations, same result, and two chunk-sized temporaries instead of two
+    buffer-sized ones."""
+
+    CHUNK = 1 << 16  # floats per chunk (256 KB per buffer): 2^12 to 2^24 measured, this the fastest
 
     def __init__(self, params: FlatParams, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.01):
@@ -136,27 +144,38 @@ class AdamW(Optimizer):
         self.t = 0
         self._m = np.zeros_like(params.data)
         self._v = np.zeros_like(params.data)
-        self._tmp2 = np.empty_like(params.data)
+        size = min(self.CHUNK, params.data.size)
+        self._tmp, self._tmp2 = np.empty(size, np.float32), np.empty(size, np.float32)
 
     def _update(self, lr: float) -> None:
         self.t += 1
-        g, m, v, tmp = self.params.grad, self._m, self._v, self._tmp2
+        scale2 = 1.0 / np.sqrt(1.0 - self.b2 ** self.t)
+        step = lr / (1.0 - self.b1 ** self.t)
+        p = self.params
+        for start in range(0, p.data.size, self.CHUNK):
+            part = slice(start, start + self.CHUNK)
+            self._chunk(p.data[part], p.grad[part], self._m[part], self._v[part], p.decay[part], lr, scale2, step)
+
+    def _chunk(self, w, g, m, v, decay, lr: float, scale2: float, step: float) -> None:
+        n = w.size
+        tmp, tmp2 = self._tmp[:n], self._tmp2[:n]
         m *= self.b1
-        np.multiply(g, 1.0 - self.b1, out=tmp)
-        m += tmp
+        np.multiply(g, 1.0 - self.b1, out=tmp2)
+        m += tmp2
         v *= self.b2
-        np.multiply(g, g, out=tmp)
-        tmp *= 1.0 - self.b2
-        v += tmp
-        self._decay(lr)
-        correction1 = 1.0 - self.b1 ** self.t
-        correction2 = 1.0 - self.b2 ** self.t
-        np.sqrt(v, out=tmp)
-        tmp *= 1.0 / np.sqrt(correction2)
-        tmp += self.eps
-        np.divide(m, tmp, out=tmp)
-        tmp *= lr / correction1
-        self.params.data -= tmp
+        np.multiply(g, g, out=tmp2)
+        tmp2 *= 1.0 - self.b2
+        v += tmp2
+        if self.weight_decay:
+            np.multiply(w, decay, out=tmp)
+            tmp *= lr * self.weight_decay
+            w -= tmp
+        np.sqrt(v, out=tmp2)
+        tmp2 *= scale2
+        tmp2 += self.eps
+        np.divide(m, tmp2, out=tmp2)
+        tmp2 *= step
+        w -= tmp2
 
 
 OPTIMIZERS = {"sgd": SGD, "adamw": AdamW}
