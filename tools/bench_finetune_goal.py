@@ -90,6 +90,9 @@ def table(path: str) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for line in Path(path).read_text().splitlines():
         run = json.loads(line)
+        if not run["rows"]:  # a prune-only line (--variants none)
+            lines.append(f"| {run['model']} | {run.get('start', 'default')} | {run['dense']:.2f} | {run['pruned']:.2f} | "
+                         f"none | | | | {run['pruned'] - run['dense']:+.2f} | {run['prune_s']} | | {run['load']:.1f} |")
         for r in run["rows"]:
             lines.append(f"| {run['model']} ({run['train']} samples, {run['epochs']} epochs) | {run.get('start', 'default')} | "
                          f"{run['dense']:.2f} | {run['pruned']:.2f} | {r['variant']} | {r['lr']:g} | {r['best_epoch']} | "
