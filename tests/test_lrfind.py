@@ -24,7 +24,7 @@ def _pruned() -> onnx.ModelProto:
 
 def test_pick_prefers_the_largest_rate_near_the_lowest_loss_and_refuses_rates_that_do_not_help():
     assert pick({1e-3: 0.50, 3e-4: 0.100, 1e-4: 0.101, 3e-5: 0.2}, base=0.3) == 3e-4  # 1e-4 within 2%: larger wins
-    assert pick({1e-3: float("nan"), 3e-4: 0.2, 1e-4: 0.1, 3e-5: 0.15}, base=0.3) == 1e-4
+    assert pick({1e-3: float("nan"), 3e-4: 0.2, 1e-4: 0.1, 3e-5: 0.15}, base=0.3) == 3e-4  # 1e-4 wins, one notch up
     assert pick({1e-3: 0.5, 3e-4: 0.4, 1e-4: 0.35, 3e-5: 0.31}, base=0.3) == 3e-5  # nothing beats the start
     assert pick({1e-3: float("nan"), 3e-4: float("inf")}, base=0.3) == 3e-4
 
@@ -36,6 +36,15 @@ def test_pick_never_takes_the_largest_rate_tried():
     assert pick({1e-3: 0.100, 3e-4: 0.101, 1e-4: 0.2, 3e-5: 0.2}, base=0.3) == 3e-4  # within 2% of it too
     assert pick({1e-3: 0.100, 3e-4: float("nan"), 1e-4: 0.2}, base=0.3) == 1e-4  # the next finite one
     assert pick({1e-3: 0.1}, base=0.3) == 1e-3  # a grid of one rate has nothing below
+
+
+def test_pick_moves_a_smaller_winner_one_notch_up_but_never_to_the_largest_rate():
+    # PP-OCR cls from a good pruned start: 3e-5 lowest after 4 steps, 1e-4 the better rate over 5 epochs
+    cls = {1e-3: 0.4325, 3e-4: 0.2005, 1e-4: 0.2062, 3e-5: 0.1775}
+    assert pick(cls, base=0.2009) == 1e-4
+    assert pick({1e-3: 0.5, 3e-4: 0.1, 1e-4: 0.2, 3e-5: 0.3}, base=0.4) == 3e-4  # up would be the largest
+    assert pick({1e-3: 0.5, 3e-4: float("nan"), 1e-4: 0.2, 3e-5: 0.1}, base=0.4) == 1e-4  # skips a diverged rate
+    assert pick({3e-4: 0.2, 1e-4: 0.1}, base=0.4) == 1e-4  # two rates: the higher is the largest
 
 
 def test_a_chosen_rate_trains_exactly_as_the_same_rate_given():

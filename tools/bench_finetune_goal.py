@@ -4,8 +4,9 @@
 
     .venv/bin/python tools/bench_finetune_goal.py --model ddddocr_common --variants auto,1e-3,1e-4 [--json out.json]
 
-Each model is pruned once (data-aware defaults, 32 calibration samples, `--target-macs 0.5`) and the
-pruned model is cached under --work, so several fine-tuning variants start from the same weights. A
+Each model is pruned once (32 calibration samples, `--target-macs 0.5`, the pruned start named by --start:
+the data-aware defaults, or one of STARTS) and the pruned model is cached under --work, so several
+fine-tuning variants start from the same weights. A
 variant is a learning rate ("auto": the range test of recover/lrfind.py, the default), optionally
 followed by "+feat" or "+featW" (intermediate-feature distillation at weight W, default 1). Training data are
 `--train` unlabelled samples rendered like the calibration set (digits: the fixture's training images),
@@ -33,18 +34,19 @@ sys.path.insert(0, str(ROOT / "tools"))
 from onnxprune.api import prune  # noqa: E402
 from onnxprune.options import PruneOptions, Target  # noqa: E402
 from onnxprune.recover.finetune import finetune  # noqa: E402
-from bench_iterative import digits_case, task_case  # noqa: E402  (the same models and data)
+from bench_iterative import STARTS, digits_case, task_case  # noqa: E402  (the same models and data)
 
 
-def pruned(name: str, case, macs: float, work: Path) -> tuple[onnx.ModelProto, float]:
+def pruned(name: str, case, macs: float, work: Path, start: str = "default") -> tuple[onnx.ModelProto, float]:
     """The pruned model and the seconds pruning took (cached: later variants reuse both)."""
-    path, meta = work / f"{name}_{macs}.onnx", work / f"{name}_{macs}.json"
+    tag = f"{name}_{macs}" if start == "default" else f"{name}_{macs}_{start}"
+    path, meta = work / f"{tag}.onnx", work / f"{tag}.json"
     if path.exists() and meta.exists():
         return onnx.load(str(path)), json.loads(meta.read_text())["prune_s"]
     dense, calib, _, _, shapes = case
     started = time.perf_counter()
     result = prune(dense, calib=calib, options=PruneOptions(target=Target(macs=macs), input_shapes=shapes,
-                                                            bench_rounds=0))
+                                                            bench_rounds=0, **STARTS[start]))
     seconds = round(time.perf_counter() - started, 1)
     onnx.save(result.model, str(path))
     meta.write_text(json.dumps({"prune_s": seconds}))
@@ -52,41 +54,50 @@ def pruned(name: str, case, macs: float, work: Path) -> tuple[onnx.ModelProto, f
 
 
 def variant(spec: str) -> dict:
-    """"RATE[+featW][+probs][+aug][+mse]": probs distills the output probabilities (the old default), not
-    the logits a final Softmax reads; aug adds flip, crop and scale jitter; mse distills by squared error
-    instead of KL (outputs that are not class scores: a detector's boxes)."""
+    """"RATE[+featW][+probs][+aug][+mse][+tT][+bB][+last]": probs distills the output probabilities (the old
+    default), not the logits a final Softmax reads; aug adds flip, crop and scale jitter; mse distills by
+    squared error instead of KL (outputs that are not class scores: a detector's boxes); tT the distillation
+    temperature T (default 2); bB batch B instead of --batch; last keeps the last epoch, not the best held-out one."""
     rate, *extras = spec.split("+")
     feat = next((e for e in extras if e.startswith("feat")), None)
+    temp = next((float(e[1:]) for e in extras if e.startswith("t") and e[1:]), None)
+    batch = next((int(e[1:]) for e in extras if e.startswith("b") and e[1:].isdigit()), None)
     return {"lr": None if rate == "auto" else float(rate),
             "features": float(feat[len("feat"):] or 1.0) if feat else 0.0,
             "softmax_logits": "probs" not in extras, "augment": ("flip", "crop", "scale") if "aug" in extras else (),
-            "distill": "mse" if "mse" in extras else "kl"}
+            "distill": "mse" if "mse" in extras else "kl", "keep": "last" if "last" in extras else "best",
+            **({"temperature": temp} if temp else {}), **({"batch_size": batch} if batch else {})}
 
 
 def run_variant(model, case, spec: str, epochs: int, batch: int) -> dict:
     """The same as `prune --finetune` (stages.finetune_model) with the variant's settings."""
     dense, _, train, score, _ = case
-    v = variant(spec)
+    v = {"batch_size": batch, **variant(spec)}
     started = time.perf_counter()
-    res = finetune(model, train, epochs, teacher=dense, batch_size=batch, progress=False, **v)
+    res = finetune(model, train, epochs, teacher=dense, progress=False, **v)
     trained, info = res.model, {"history": res.history, "lr": res.lr, "best_epoch": res.best_epoch}
     seconds = round(time.perf_counter() - started, 1)
     trials = info["history"][0].get("lr_trials")
     return {"variant": spec, "score": round(score(trained), 2), "finetune_s": seconds, "lr": info["lr"],
+            "load_1min": round(os.getloadavg()[0], 1),
             "best_epoch": info["best_epoch"], "lr_trials": trials,
             "val_loss": [h.get("val_loss") for h in info["history"]]}
 
 
 def table(path: str) -> str:
     """The Markdown table of every run appended to a --json file."""
-    lines = ["| model | dense | pruned | variant | lr | kept epoch | after | vs dense | prune s | fine-tune s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | start | dense | pruned | variant | lr | kept epoch | after | vs dense | prune s | fine-tune s | load |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for line in Path(path).read_text().splitlines():
         run = json.loads(line)
+        if not run["rows"]:  # a prune-only line (--variants none)
+            lines.append(f"| {run['model']} | {run.get('start', 'default')} | {run['dense']:.2f} | {run['pruned']:.2f} | "
+                         f"none | | | | {run['pruned'] - run['dense']:+.2f} | {run['prune_s']} | | {run['load']:.1f} |")
         for r in run["rows"]:
-            lines.append(f"| {run['model']} ({run['train']} samples, {run['epochs']} epochs) | {run['dense']:.1f} | "
-                         f"{run['pruned']:.1f} | {r['variant']} | {r['lr']:g} | {r['best_epoch']} | {r['score']:.1f} | "
-                         f"{r['score'] - run['dense']:+.1f} | {run['prune_s']} | {r['finetune_s']} |")
+            lines.append(f"| {run['model']} ({run['train']} samples, {run['epochs']} epochs) | {run.get('start', 'default')} | "
+                         f"{run['dense']:.2f} | {run['pruned']:.2f} | {r['variant']} | {r['lr']:g} | {r['best_epoch']} | "
+                         f"{r['score']:.2f} | {r['score'] - run['dense']:+.2f} | {run['prune_s']} | {r['finetune_s']} | "
+                         f"{r.get('load_1min', run.get('load', ''))} |")
     return "\n".join(lines)
 
 
@@ -98,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train", type=int, default=1024, help="unlabelled training samples")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--eval-n", type=int, help="evaluation samples (default: the task harness's count)")
-    ap.add_argument("--variants", default="auto", help="comma-separated: auto, a rate (1e-4), with +feat")
+    ap.add_argument("--start", default="default", choices=sorted(STARTS), help="the pruned start (see STARTS)")
+    ap.add_argument("--variants", default="auto", help="comma-separated: auto, a rate (1e-4), with +feat, +aug, +t4, +b16, ... (see variant); none: prune only")
     ap.add_argument("--work", default="/tmp/ft_goal", help="pruned models are cached here")
     ap.add_argument("--json", help="append every figure here (one JSON line per model)")
     ap.add_argument("--table", metavar="RUNS.jsonl", help="only print the Markdown table of the runs in this file")
@@ -109,18 +121,23 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     case = digits_case(a.train) if a.model == "digits" else task_case(a.model, a.train, a.eval_n)
-    model, prune_s = pruned(a.model, case, a.macs, work)
+    model, prune_s = pruned(a.model, case, a.macs, work, a.start)
     dense_score, pruned_score = case[3](case[0]), case[3](model)
     print(f"{a.model} at {a.macs} of the MACs: dense {dense_score:.2f}, pruned {pruned_score:.2f} "
-          f"(pruning {prune_s} s), {len(case[2])} unlabelled samples, {a.epochs} epochs", flush=True)
+          f"(start {a.start}, pruning {prune_s} s), {len(case[2])} unlabelled samples, {a.epochs} epochs", flush=True)
     rows = []
-    for spec in a.variants.split(","):
+    if a.variants == "none" and a.json:  # the pruned start alone
+        with open(a.json, "a") as f:
+            f.write(json.dumps({"model": a.model, "start": a.start, "macs": a.macs, "train": len(case[2]),
+                                "eval_n": a.eval_n, "load": os.getloadavg()[0], "dense": dense_score,
+                                "pruned": pruned_score, "prune_s": prune_s, "rows": []}) + "\n")
+    for spec in ([] if a.variants == "none" else a.variants.split(",")):
         row = run_variant(model, case, spec, a.epochs, a.batch)
         rows.append(row)
         print(json.dumps(row), flush=True)
         if a.json:  # each variant as it finishes: a killed run keeps the ones done
             with open(a.json, "a") as f:
-                f.write(json.dumps({"model": a.model, "macs": a.macs, "epochs": a.epochs, "train": len(case[2]),
+                f.write(json.dumps({"model": a.model, "start": a.start, "macs": a.macs, "epochs": a.epochs, "train": len(case[2]),
                                     "eval_n": a.eval_n, "batch": a.batch, "load": os.getloadavg()[0],
                                     "dense": dense_score, "pruned": pruned_score, "prune_s": prune_s,
                                     "rows": [row]}) + "\n")

@@ -8,6 +8,10 @@ and score both on the task (digits CNN: test accuracy; ppocr_cls: 0/180 accuracy
 Training data is unlabelled: the digits training images, or --train-n rendered lines for ppocr_cls.
 
     .venv/bin/python tools/bench_iterative.py --models digits,ppocr_cls --epochs 3 --steps 3 [--json out.json]
+        [--start fisherrecon50] [--lr 1e-4] [--eval-n 400]
+
+--start names the pruning options (STARTS: criterion, scope, recovery, cap), spelled out because the
+defaults may change; each step of the iterative run uses the same ones.
 
 The same as the command line (the digits row):
     onnxprune prune fixtures/digits_cnn.onnx -o p.onnx --target-macs 0.5 --calib fixtures/digits_calib.npz \\
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -34,6 +39,19 @@ from onnxprune.iterative import prune_iteratively  # noqa: E402
 from onnxprune.load.data import Dataset, load_npz  # noqa: E402
 from onnxprune.load.runtime import session  # noqa: E402
 from onnxprune.options import FinetuneOptions, PruneOptions, Target  # noqa: E402
+
+
+# Pruned starts, spelled out (the defaults may change): the CLI flags are in the comments.
+STARTS = {
+    "default": {},
+    # --criterion reconstruction --scope global --recover sequential
+    "recon": {"criterion": "reconstruction", "scope": "global", "recover": "sequential"},
+    # --criterion fisher --max-layer-ratio 0.5 --scope global --recover sequential
+    "fisher50": {"criterion": "fisher", "scope": "global", "recover": "sequential", "max_layer_ratio": 0.5},
+    # --criterion fisher_recon --max-layer-ratio 0.5 --scope global --recover sequential
+    "fisherrecon50": {"criterion": "fisher_recon", "scope": "global", "recover": "sequential",
+                      "max_layer_ratio": 0.5},
+}
 
 
 def digits_case(train_n: int):
@@ -69,17 +87,19 @@ def task_case(name: str, train_n: int, eval_n: int | None = None):
     return dense, calib, train, score, task.input_shapes()
 
 
-def run(case, macs: float, epochs: int, steps: int, batch: int) -> dict:
+def run(case, macs: float, epochs: int, steps: int, batch: int, start: str = "default",
+        lr: float | None = None) -> dict:
     dense, calib, train, score, shapes = case
-    options = PruneOptions(target=Target(macs=macs), input_shapes=shapes, bench_rounds=0)
-    tune = FinetuneOptions(epochs=epochs, batch_size=batch)
+    options = PruneOptions(target=Target(macs=macs), input_shapes=shapes, bench_rounds=0, **STARTS[start])
+    tune = FinetuneOptions(epochs=epochs, batch_size=batch, lr=lr)
     started = time.perf_counter()
     if steps > 1:
         result = prune_iteratively(dense, steps, calib=calib, train_data=train, options=options, finetune=tune)
     else:
         result = prune(dense, calib=calib, train_data=train, options=options, finetune=tune)
     seconds = time.perf_counter() - started
-    return {"score": score(result.model), "seconds": round(seconds, 1), "macs_kept": _kept(result.report)}
+    return {"score": score(result.model), "seconds": round(seconds, 1), "macs_kept": _kept(result.report),
+            "load_1min": round(os.getloadavg()[0], 1)}
 
 
 def _kept(report: dict):
@@ -97,22 +117,28 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--train-n", type=int, default=1024)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--start", default="default", choices=sorted(STARTS), help="the pruning options (STARTS)")
+    ap.add_argument("--lr", type=float, help="fixed learning rate (default: the range test)")
+    ap.add_argument("--eval-n", type=int, help="evaluation samples of a task model (default: the task's count)")
     ap.add_argument("--only", choices=["one-shot", "steps"], help="run one of the two (the table needs both)")
     ap.add_argument("--json")
     args = ap.parse_args()
     rows = []
     for name in args.models.split(","):
-        case = digits_case(args.train_n) if name == "digits" else task_case(name, args.train_n)
+        case = digits_case(args.train_n) if name == "digits" else task_case(name, args.train_n, args.eval_n)
         dense_score = case[3](case[0])
-        row = {"model": name, "dense": dense_score}
+        row = {"model": name, "dense": dense_score, "start": args.start, "lr": args.lr, "epochs": args.epochs}
         for label, steps in (("one-shot", 1), (f"steps {args.steps}", args.steps)):
             if args.only and not label.startswith(args.only):
                 continue
-            row[label] = run(case, args.macs, args.epochs, steps, args.batch)
+            row[label] = run(case, args.macs, args.epochs, steps, args.batch, args.start, args.lr)
             print(name, label, row[label], flush=True)
         rows.append(row)
     if args.only:
         print(json.dumps(rows))
+        if args.json:  # appended: the two halves of a table can run as separate processes
+            with open(args.json, "a") as f:
+                f.write(json.dumps(rows) + "\n")
         return 0
     print(f"\n| model | dense | one-shot + {args.epochs} epochs | {args.steps} steps, {args.epochs} epochs in all |")
     print("|---|---|---|---|")
