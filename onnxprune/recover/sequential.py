@@ -17,7 +17,8 @@ Two solves:
   channels (for a conv at every kernel tap, F = C_kept * kh * kw, taken at random output positions so
   no im2col of the whole map is ever built; rows per layer ~ max(4 F, 8192), enough for a well-posed
   F-dimensional least squares at a cost of rows * F^2); the target is the dense layer's output.
-- `channel`: ConvTranspose, LSTM/GRU input weights and convs with F > MAX_FEATURES. The dense input
+- `channel`: ConvTranspose, LSTM/GRU input weights, convs with F > MAX_FEATURES (a MatMul/Gemm may
+  have up to MAX_LINEAR_FEATURES: one tap, and its output has fewer sides to solve). The dense input
   channels are regressed on the kept pruned ones (x_d ~ A x_p + b) and the map is folded into the
   weight, shared by every kernel tap (exact for 1x1, the usual approximation otherwise).
 
@@ -44,13 +45,12 @@ from onnxprune.couple.vocabulary import LinearSite, Slot
 from onnxprune.couple.plan import Plan
 from onnxprune.score.stream import Streamer, level_segments
 from onnxprune.recover.ridge_choice import add_held, best_multiple, held_out, solve
-from onnxprune.recover.sliced import constant_cuts, sliced
+from onnxprune.recover.sliced import constant_cuts, cut_into
 
 log = logging.getLogger("onnxprune")
 
 MAX_FEATURES = 2400      # per-tap features of one conv (a 256-channel 3x3 conv fits); above: channel solve
-MAX_LINEAR_FEATURES = 8192  # inputs of a MatMul/Gemm solved for its output (a Gram of 512 MB in float64): the
-                            # channel solve of a 5,734-input FFN projection had 8,192 right-hand sides, not 2,048
+MAX_LINEAR_FEATURES = 8192  # MatMul/Gemm inputs solved for the output (a 512 MB Gram); not 8,192 channel-solve sides
 MIN_ROWS = 8192          # rows sampled per layer at least (cheap layers get a well-posed problem)
 ROWS_PER_FEATURE = 4     # and at least this many per feature
 RECURRENT = {"LSTM": (2, 4), "GRU": (2, 3)}  # op -> (contracted axis of W, gates)
@@ -114,10 +114,7 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
     cuts = constant_cuts(dep, removed)
     overrides = dict(initial or {})  # dense-shaped solutions; `replace`: the same, sliced as the pruned model holds them
     replace = presliced if presliced is not None else {}
-    for name in list(overrides):
-        replace[name] = sliced(overrides[name], cuts.get(name, ()))
-        if presliced is not None:  # handed over cut: never held dense and cut at once
-            del overrides[name]
+    cut_into(list(overrides), overrides, replace, cuts, move=presliced is not None)
     from tqdm import tqdm
     steps = tqdm(range(len(waves)), desc="reconstruction", leave=False, disable=not progress)
     try:
@@ -131,13 +128,8 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
                                 held_out(b))
             deque(ys_run, maxlen=0)  # both runs cover the same batches; finish the generator's bookkeeping
             for c in wave:
-                _solve(g, c, overrides, ridge)
-                c.gram = c.cross = None  # the next wave needs only the overrides
-                for name in (c.site.weight, c.site.bias):  # each has one consumer: solved once
-                    if name in overrides:
-                        replace[name] = sliced(overrides[name], cuts.get(name, ()))
-                        if presliced is not None:
-                            del overrides[name]
+                _solve(g, c, overrides, ridge)  # frees the sums: the next wave needs only the solutions
+                cut_into((c.site.weight, c.site.bias), overrides, replace, cuts, move=presliced is not None)
     finally:
         pruned.close()
         dense.close()
