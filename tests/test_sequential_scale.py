@@ -86,3 +86,17 @@ def test_in_place_solve_equals_the_plain_solve():
     np.testing.assert_array_equal(solve(gram, cross, 50, 0.1, diag, prior, overwrite=True), plain)
     reference = np.linalg.solve(x.T @ x / 50 + 0.1 * np.diag(diag), x.T @ y / 50 + 0.1 * diag[:, None] * prior)
     np.testing.assert_allclose(plain, reference, rtol=1e-12, atol=1e-12)
+
+
+def test_dropping_grams_keeps_the_moments():
+    """Once the plan is chosen the Grams go (up to 1 GB); the norms' moments stay as they were."""
+    from onnxprune.score.calibration import ChannelStats, Statistics
+
+    st = ChannelStats(1, want_gram=True)
+    st.add(np.random.default_rng(0).standard_normal((32, 5)).astype(np.float32) + 3)
+    stats = Statistics({("x", 1): st}, samples=32)
+    before = (st.sum.copy(), st.sq_sum.copy(), st.gram)
+    stats.drop_grams()
+    assert before[2] is not None and st.gram is None and st.covariance() is None
+    np.testing.assert_array_equal(st.sum, before[0])
+    np.testing.assert_array_equal(st.sq_sum, before[1])
