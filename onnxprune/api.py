@@ -71,6 +71,8 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
         model_or_path, options, calib = depth.model, depth.options, depth.data
     prep = prepare(model_or_path, options, calib, eval_data)
     plan = choose_plan(prep)
+    if prep.stats is not None and prep.options.recover in ("sequential", "none"):
+        prep.stats.drop_grams()  # chosen: sequential recovery measures the pruned model itself (1 GB on a 1B model)
     evaluation = prep.evaluation
     dense = prep.model if depth is None else depth.dense
     reference = None  # a large dense model runs before the pruned one exists: never both in ORT and in memory

@@ -33,9 +33,9 @@ class DetachedPlan(Plan):
     """A plan that no longer holds the analysis: its summary, JSON and per-group counts were taken
     while it did (pickled, compact: a 200,000-node chain has 50,000 groups). `dep` is None."""
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, summary: dict | None = None) -> None:
         super().__init__(None, plan.removed, plan.options)
-        self._summary = pickle.dumps(plan.summary())
+        self._summary = pickle.dumps(plan.summary() if summary is None else summary)  # describe's, not made twice
         self._json = pickle.dumps(plan.to_json())
         self._kept = np.asarray(plan.kept_per_group, dtype=np.int64).reshape(-1, 2)
 
@@ -81,8 +81,9 @@ def evaluate_lean(handover: Handover) -> tuple[onnx.ModelProto, DetachedPlan, di
     dense, dense_bytes = prep.model, prep.input_bytes
     # as api.prune: the analysed graph counts the cost before, unless recovery added zero biases to it
     before = model_costs(dense, shapes, prep.graph, dense_bytes) if options.recover == "none" else None
-    header = pickle.dumps(describe(prep, plan))
-    plan = DetachedPlan(plan)
+    header = describe(prep, plan)
+    plan = DetachedPlan(plan, header["plan"])
+    header = pickle.dumps(header)
     del prep
     gc.collect()  # the analysis holds reference cycles: gone now, before the checker and the sessions
     check_valid(pruned, dense)  # apply_and_recover left it to here: the checker's copy without the analysis

@@ -38,6 +38,7 @@ from onnxprune.recover.reconstruction import METHODS as ONE_SHOT
 from onnxprune.recover.reconstruction import add_missing_biases, recover
 from onnxprune.recover.norms import norm_overrides, wanted as norm_statistics
 from onnxprune.recover.sequential import reconstruct
+from onnxprune.recover.spilled import SpilledArrays
 from onnxprune.recover.reconstruction import wanted_statistics as recovery_statistics
 from onnxprune.score.calibration import Statistics, collect_statistics, load_calibration
 from onnxprune.score.criteria import COMPARABLE, NEEDS_DATA, score, wanted_statistics
@@ -235,7 +236,7 @@ def _kept_whole(prep: Prepared, options: PruneOptions) -> set[int]:
 
 def _recovered(prep: Prepared, plan: Plan, recovery: str) -> onnx.ModelProto:
     """The plan applied, with the consumers re-solved: one-shot from the dense statistics, or sequential."""
-    presliced: dict[str, np.ndarray] = {}  # re-solved weights already cut: never a dense copy besides
+    presliced = SpilledArrays()  # re-solved weights already cut, on disk: never a dense copy besides
     if recovery == "none":
         overrides = None
     elif recovery == "sequential":
@@ -246,7 +247,10 @@ def _recovered(prep: Prepared, plan: Plan, recovery: str) -> onnx.ModelProto:
     else:
         overrides = {**norm_overrides(prep.dep, plan.removed, prep.stats),
                      **recover(prep.dep, plan.removed, prep.stats, recovery)}
-    return apply_plan(plan, overrides, presliced=presliced) if presliced else apply_plan(plan, overrides)
+    try:
+        return apply_plan(plan, overrides, presliced=presliced) if presliced else apply_plan(plan, overrides)
+    finally:
+        presliced.close()
 
 
 def apply_and_recover(prep: Prepared, plan: Plan, check: bool = True) -> onnx.ModelProto:

@@ -146,7 +146,7 @@ def _slice_constants(g: ModelGraph, model: onnx.ModelProto, kept: dict[Slot, np.
             work.add(tensor, sliced_blocks(source, cuts))
             _resize_input(graph_inputs.get(name), tensor.dims)
             continue
-        value = overrides.get(name, g.constants[name])
+        value = overrides.pop(name) if name in overrides else g.constants[name]  # held only while written
         g.constants.release() if hasattr(g.constants, "release") else None  # only `value` holds it now
         for axis, idx in (cuts if name not in cut_already else ()):
             value = np.take(value, idx, axis=axis)  # each cut drops the larger array before it

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 import numpy as np
+import onnx
 
 from onnxprune.errors import BadInputError
 from onnxprune.load.rows import Rows
@@ -159,12 +160,17 @@ def _table_length(node, table: int | str, consts: dict[str, tuple[int, ...]]) ->
     return consts[node.input[table]][axis]
 
 
+_NOT_INDICES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16,
+                onnx.TensorProto.BOOL}  # element types synthetic_feed never draws below a table length
 _VALUE_PRESERVING = {"Cast", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Identity", "Expand"}
 
 
 def index_limits(model) -> dict[str, int]:
     """For integer graph inputs used as Gather indices into constant tables (embeddings, token types):
     the smallest table length, so synthetic inputs stay in range."""
+    indexing = [inp for inp in model.graph.input if inp.type.tensor_type.elem_type not in _NOT_INDICES]
+    if not indexing:  # only integer inputs are drawn below a limit (synthetic_feed): no graph walk for the rest
+        return {}
     consts = {i.name: tuple(i.dims) for i in model.graph.initializer}
     for node in model.graph.node:
         if node.op_type == "Constant" and node.attribute and node.attribute[0].type == 4:  # TENSOR
@@ -174,7 +180,7 @@ def index_limits(model) -> dict[str, int]:
         for t in node.input:
             consumers.setdefault(t, []).append(node)
     limits = {}
-    for inp in model.graph.input:
+    for inp in indexing:
         frontier, seen, limit = [inp.name], set(), None
         while frontier:
             t = frontier.pop()

@@ -20,14 +20,13 @@ class Parked:
 
     def __init__(self, model: onnx.ModelProto) -> None:
         from onnxprune.load.data import index_limits
-        from onnxprune.load.spill import model_bytes
         self._folder = PrivateDir("parked")
         self.path = os.path.join(self._folder.name, "model.onnx")
         onnx.save_model(model, self.path)
         self.nodes = len(model.graph.node)
         self.params = sum(_elements(t) for t in model.graph.initializer)
         self.constants = len(model.graph.initializer) + sum(1 for n in model.graph.node if n.op_type == "Constant")
-        self.size = model_bytes(model)
+        self.size = os.path.getsize(self.path)  # model_bytes of a model held whole: its serialized size, here written
         self.index_limits = index_limits(model)
 
     def load(self) -> onnx.ModelProto:

@@ -17,7 +17,8 @@ Two solves:
   channels (for a conv at every kernel tap, F = C_kept * kh * kw, taken at random output positions so
   no im2col of the whole map is ever built; rows per layer ~ max(4 F, 8192), enough for a well-posed
   F-dimensional least squares at a cost of rows * F^2); the target is the dense layer's output.
-- `channel`: ConvTranspose, LSTM/GRU input weights and convs with F > MAX_FEATURES. The dense input
+- `channel`: ConvTranspose, LSTM/GRU input weights, convs with F > MAX_FEATURES (a MatMul/Gemm may
+  have up to MAX_LINEAR_FEATURES: one tap, and its output has fewer sides to solve). The dense input
   channels are regressed on the kept pruned ones (x_d ~ A x_p + b) and the map is folded into the
   weight, shared by every kernel tap (exact for 1x1, the usual approximation otherwise).
 
@@ -44,11 +45,12 @@ from onnxprune.couple.vocabulary import LinearSite, Slot
 from onnxprune.couple.plan import Plan
 from onnxprune.score.stream import Streamer, level_segments
 from onnxprune.recover.ridge_choice import add_held, best_multiple, held_out, solve
-from onnxprune.recover.sliced import constant_cuts, sliced
+from onnxprune.recover.sliced import constant_cuts, cut_into
 
 log = logging.getLogger("onnxprune")
 
 MAX_FEATURES = 2400      # per-tap features of one conv (a 256-channel 3x3 conv fits); above: channel solve
+MAX_LINEAR_FEATURES = 8192  # MatMul/Gemm inputs solved for the output (a 512 MB Gram); not 8,192 channel-solve sides
 MIN_ROWS = 8192          # rows sampled per layer at least (cheap layers get a well-posed problem)
 ROWS_PER_FEATURE = 4     # and at least this many per feature
 RECURRENT = {"LSTM": (2, 4), "GRU": (2, 3)}  # op -> (contracted axis of W, gates)
@@ -88,7 +90,8 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
 
     `direct_only` re-solves only the layers that lose input channels (enough to measure one group's
     damage). `dense_cache` is unused. `initial`: dense-shaped values set before the first wave (norms).
-    `presliced`: solved weights go there cut (for apply_plan), never held dense and sliced at once."""
+    `presliced`: solved values go there cut instead (for apply_plan), never held dense and sliced at
+    once; a SpilledArrays (spilled.py) keeps them on disk, so they never add up in memory."""
     g, data = dep.graph, data.take(max_samples) if max_samples else data
     consumers = _consumers(dep, removed)
     if direct_only:
@@ -110,7 +113,8 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
                      data, batch_size)
     cuts = constant_cuts(dep, removed)
     overrides = dict(initial or {})  # dense-shaped solutions; `replace`: the same, sliced as the pruned model holds them
-    replace = {name: sliced(value, cuts.get(name, ())) for name, value in overrides.items()}
+    replace = presliced if presliced is not None else {}
+    cut_into(list(overrides), overrides, replace, cuts, move=presliced is not None)
     from tqdm import tqdm
     steps = tqdm(range(len(waves)), desc="reconstruction", leave=False, disable=not progress)
     try:
@@ -124,13 +128,8 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
                                 held_out(b))
             deque(ys_run, maxlen=0)  # both runs cover the same batches; finish the generator's bookkeeping
             for c in wave:
-                _solve(g, c, overrides, ridge)
-                c.gram = c.cross = None  # the next wave needs only the overrides
-                for name in (c.site.weight, c.site.bias):
-                    if name in overrides:
-                        replace[name] = sliced(overrides[name], cuts.get(name, ()))
-                if presliced is not None and overrides.pop(c.site.weight, None) is not None:  # one consumer
-                    presliced[c.site.weight] = replace[c.site.weight]
+                _solve(g, c, overrides, ridge)  # frees the sums: the next wave needs only the solutions
+                cut_into((c.site.weight, c.site.bias), overrides, replace, cuts, move=presliced is not None)
     finally:
         pruned.close()
         dense.close()
@@ -191,7 +190,7 @@ def _consumers(dep: Dependency, removed: np.ndarray) -> list[Consumer]:
             kind = "channel"
         c = Consumer(node.index, node.name, site, kind, kept_in, kept_out, node.outputs[0], conv,
                      intercept=site.bias is not None)
-        if kind == "output" and c.features > MAX_FEATURES:
+        if kind == "output" and c.features > (MAX_FEATURES if conv is not None else MAX_LINEAR_FEATURES):
             kind = "channel"
         if kind == "channel":
             c.kind, c.conv, c.target, c.kept_out = "channel", None, site.x, np.arange(weight.shape[site.weight_out_axis])
@@ -318,7 +317,7 @@ def _solve(g: ModelGraph, c: Consumer, overrides: dict[str, np.ndarray], ridge: 
     if c.gram is None:
         return
     site = c.site
-    weight = overrides.get(site.weight, g.const(site.weight)).astype(np.float64)
+    weight = overrides.get(site.weight, g.const(site.weight))  # as stored: a float64 copy only where needed
     f = c.gram.shape[0] - (1 if c.intercept else 0)
     prior = _prior(c, weight, g.const(site.bias) if site.bias is not None else None, f)
     lam = _ridge(c, f, ridge)
@@ -326,7 +325,8 @@ def _solve(g: ModelGraph, c: Consumer, overrides: dict[str, np.ndarray], ridge: 
     if held is not None:  # the ridge with the least error on the held-out rows, then solved on all rows
         lam *= best_multiple((c.gram, c.cross, c.rows), tuple(held), lam, diag, prior)
         c.gram, c.cross, c.rows = (a + b for a, b in zip((c.gram, c.cross, c.rows), held))
-    theta = solve(c.gram, c.cross, c.rows, lam, diag, prior)
+    theta = solve(c.gram, c.cross, c.rows, lam, diag, prior, overwrite=True)  # the sums are not needed after
+    c.gram = c.cross = prior = None
     if not np.all(np.isfinite(theta)):
         log.warning("reconstruction of %s gave non-finite weights; its channels are only removed", c.name)
         return
@@ -352,7 +352,7 @@ def _prior(c: Consumer, weight: np.ndarray, bias: np.ndarray | None, f: int) -> 
         p[np.arange(len(c.kept_in)), c.kept_in] = 1.0
         return p
     w = _out_in(c.site, weight)[np.ix_(c.kept_out, c.kept_in)]      # [M, C, taps...]
-    p = w.reshape(len(c.kept_out), -1).T                            # [F, M]
+    p = w.reshape(len(c.kept_out), -1).T.astype(np.float64)         # [F, M]
     if c.intercept:
         b = bias[c.kept_out] if bias is not None else np.zeros(len(c.kept_out))
         p = np.concatenate([p, b[None].astype(np.float64)], axis=0)
@@ -370,11 +370,10 @@ def _from_out_in(site: LinearSite, view: np.ndarray) -> np.ndarray:
 
 def _write_output(g: ModelGraph, c: Consumer, theta: np.ndarray, weight: np.ndarray, overrides, f: int) -> None:
     site = c.site
-    view = _out_in(site, weight).copy()
+    view = np.array(_out_in(site, weight), dtype=g.const(site.weight).dtype)  # a copy in the stored type
     shape = (len(c.kept_out), len(c.kept_in)) + view.shape[2:]
-    view[np.ix_(c.kept_out, c.kept_in)] = theta[:f].T.reshape(shape)
-    dtype = g.const(site.weight).dtype
-    overrides[site.weight] = _from_out_in(site, view).astype(dtype)
+    view[np.ix_(c.kept_out, c.kept_in)] = theta[:f].T.reshape(shape)  # rounded as a float64 copy's astype rounds
+    overrides[site.weight] = np.ascontiguousarray(_from_out_in(site, view))
     if c.intercept:
         bias = overrides.get(site.bias, g.const(site.bias)).astype(np.float64).copy()
         bias[c.kept_out] = theta[f]
@@ -385,7 +384,7 @@ def _write_channel(g: ModelGraph, c: Consumer, theta: np.ndarray, weight: np.nda
     """x_d ~ A^T x_p + b folded in: W'[:, k] = sum_c W[:, c] A[k, c]; bias += sum over taps of W b."""
     site = c.site
     a = theta[:f]                                                   # [kept, C_in]
-    view = _out_in(site, weight).copy()                             # [out, in, taps...]
+    view = _out_in(site, weight).astype(np.float64)                 # [out, in, taps...]
     dense = view.copy()
     view[:, c.kept_in] = np.tensordot(dense, a, axes=([1], [1])).transpose(0, -1, *range(1, dense.ndim - 1)) \
         if dense.ndim > 2 else dense @ a.T

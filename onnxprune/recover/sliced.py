@@ -25,3 +25,11 @@ def sliced(value: np.ndarray, cuts) -> np.ndarray:
     for axis, idx in cuts:
         value = np.take(value, idx, axis=axis)
     return value
+
+
+def cut_into(names, overrides: dict, replace, cuts: dict, move: bool) -> None:
+    """Each named value of `overrides` into `replace`, cut as the pruned model holds it; `move` drops the
+    dense one (handed over cut, never held dense and cut at once: each weight has one consumer)."""
+    for name in names:
+        if name in overrides:
+            replace[name] = sliced(overrides.pop(name) if move else overrides[name], cuts.get(name, ()))

@@ -262,6 +262,11 @@ class Statistics:
     def get(self, tensor: str, axis: int) -> ChannelStats | None:
         return self.stats.get((tensor, axis))
 
+    def drop_grams(self) -> None:
+        """Free the Gram matrices (up to GRAM_BUDGET) once nothing will score or solve from them."""
+        for st in self.stats.values():
+            st.shifted_gram = None
+
 
 def collect_statistics(model: onnx.ModelProto, data: Dataset, wanted: Mapping[tuple[str, int], bool],
                        batch_size: int = 8, progress: bool = False, shapes: Mapping | None = None,

@@ -16,6 +16,8 @@ from onnxprune.score.calibration import Statistics
 from onnxprune.couple.dependency import Dependency
 from onnxprune.errors import BadInputError
 from onnxprune.couple.vocabulary import Slot
+from onnxprune.graph.constants import KEEP_ELEMENTS
+from onnxprune.score.batched import accumulate_all, power_sums
 
 Criterion = Callable[..., np.ndarray]
 CRITERIA: dict[str, Criterion] = {}
@@ -69,8 +71,10 @@ def per_index(value: np.ndarray, axis: int) -> np.ndarray:
 
 
 def magnitude(dep: Dependency, p: int) -> np.ndarray:
-    members = ((slot, _power_sums(v, slot.axis, p)) for slot, v in parameter_slots(dep))
-    return accumulate(dep, members) ** (1.0 / p)
+    """accumulate(dep, (slot, _power_sums(value, slot.axis, p)) per parameter slot) ** (1 / p), the
+    small tensors batched (score/batched.py: the same values, without numpy's per-call cost per slot)."""
+    slots, sums = power_sums(parameter_slots(dep), p, KEEP_ELEMENTS, BLOCK_ELEMENTS, _power_sums)
+    return accumulate_all(dep, slots, sums) ** (1.0 / p)
 
 
 BLOCK_ELEMENTS = 1 << 22  # float64 temporaries of at most 32 MB, however large the weight
