@@ -27,11 +27,16 @@ SCOPES = ("local", "global", "damage", "price", "cost")
 MEASURED = ("damage", "price")  # scopes that measure each group's damage on the calibration data
 
 # What runs when the user does not say: with calibration data the data-aware combination, without it
-# the data-free one. Measured on real models (docs/benchmarks.md, section 6): global + sequential beat
-# damage + sequential on ppocr_rec and ddddocr and tied on magika; damage won on ppocr_cls only.
-DATA_AWARE = {"criterion": "reconstruction", "scope": "global", "recover": "sequential"}
+# the data-free one. Measured on the real models of tools/bench_tasks.py (docs/benchmarks.md, "Defaults
+# that use the data"): output-space fisher, one global ranking, sequential recovery.
+DATA_AWARE = {"criterion": "fisher", "scope": "global", "recover": "sequential"}
 HIDDEN = ("auto", "on", "off")
 DATA_FREE = {"criterion": "l2", "scope": "local", "recover": "none"}
+# The default cap on the share of one group's channels that go. Fisher's per-channel damages add up as if
+# channels were independent, so a global ranking thins redundant groups too far (NudeNet's box branches):
+# half a group at most. Other criteria keep the looser cap they were measured with.
+MAX_LAYER_RATIO = {"fisher": 0.5, "fisher_recon": 0.5}
+DEFAULT_MAX_LAYER_RATIO = 0.9
 DEFAULT_ROUND_TO = 8
 
 
@@ -108,7 +113,7 @@ class PruneOptions:
     criterion: str | None = None
     scope: str | None = None
     recover: str | None = None
-    max_layer_ratio: float = 0.9
+    max_layer_ratio: float | None = None  # None: by criterion (MAX_LAYER_RATIO), filled in by resolved()
     min_channels: int = 1
     round_to: int = DEFAULT_ROUND_TO
     exclude: tuple[str, ...] = ()
@@ -129,7 +134,8 @@ class PruneOptions:
             raise BadInputError(f"scope must be one of {', '.join(SCOPES)}, got '{self.scope}'")
         if self.recover is not None:
             _choice("recovery", self.recover, RECOVERY)
-        _number("--max-layer-ratio", self.max_layer_ratio, 0.0, 1.0, open_low=True)
+        if self.max_layer_ratio is not None:
+            _number("--max-layer-ratio", self.max_layer_ratio, 0.0, 1.0, open_low=True)
         _number("--min-channels", self.min_channels, 1, integer=True)
         _number("--round-to", self.round_to, 1, integer=True)
         if self.calib_limit is not None:
@@ -140,13 +146,15 @@ class PruneOptions:
         object.__setattr__(self, "exclude", tuple(self.exclude or ()))
 
     def resolved(self, has_data: bool) -> "PruneOptions":
-        """A copy with criterion, scope and recovery filled in where the user left them unset: the
-        data-aware defaults when calibration data is given, the data-free ones otherwise. A latency
-        target ranks globally (by importance per unit of measured time) unless a scope is given."""
+        """A copy with criterion, scope, recovery and the per-group cap filled in where the user left
+        them unset: the data-aware defaults when calibration data is given, the data-free ones
+        otherwise; the cap follows the criterion (MAX_LAYER_RATIO). A latency target ranks globally
+        (by importance per unit of measured time) unless a scope is given."""
         defaults = dict(DATA_AWARE if has_data else DATA_FREE)
         if self.target.kind == "latency":
             defaults["scope"] = "global"
-        return with_defaults(self, **defaults)
+        filled = with_defaults(self, **defaults)
+        return with_defaults(filled, max_layer_ratio=MAX_LAYER_RATIO.get(filled.criterion, DEFAULT_MAX_LAYER_RATIO))
 
     def threads_capped(self) -> int:
         """ONNX Runtime intra-op threads: 0 (its default), or at most the machine's cores."""
@@ -219,4 +227,5 @@ def with_defaults(options: PruneOptions, **changes) -> PruneOptions:
 
 
 __all__ = ["Target", "PruneOptions", "FinetuneOptions", "options_from_keywords", "keyword_names", "with_defaults",
-           "CRITERIA", "RECOVERY", "SCOPES", "DEFAULT_ROUND_TO", "DATA_AWARE", "DATA_FREE"]
+           "CRITERIA", "RECOVERY", "SCOPES", "DEFAULT_ROUND_TO", "DATA_AWARE", "DATA_FREE",
+           "MAX_LAYER_RATIO", "DEFAULT_MAX_LAYER_RATIO"]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Iterable, Iterator, TypeVar
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 LOGGER = "onnxprune"
@@ -43,6 +44,46 @@ def configure(quiet: bool = False, verbose: int = 0) -> None:
         handler.setFormatter(logging.Formatter("onnxprune: %(levelname)s: %(message)s"))
         logger.addHandler(handler)
         logger.propagate = False
+
+
+class _Held(logging.Handler):
+    """Keeps records instead of writing them."""
+
+    def __init__(self, level: int):
+        super().__init__(level)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def held_messages() -> Iterator[Callable[[], None]]:
+    """While the block runs, the command line's stderr messages (warnings) are held back; calling the
+    yielded `release()` writes them, leaving without it drops them, so a failed command's stderr is its
+    one error line (a fallback warning met on the way is no part of it). With -v or -vv the messages
+    stay live: a verbose run is read as it goes."""
+    logger = logging.getLogger(LOGGER)
+    live = [h for h in logger.handlers if isinstance(h, _StderrHandler)]
+    if not live or logger.level < logging.WARNING:
+        yield lambda: None
+        return
+    held = _Held(live[0].level)
+    for handler in live:
+        logger.removeHandler(handler)
+    logger.addHandler(held)
+
+    def release() -> None:
+        for record in held.records:
+            live[0].handle(record)
+        held.records.clear()
+
+    try:
+        yield release
+    finally:
+        logger.removeHandler(held)
+        for handler in live:
+            logger.addHandler(handler)
 
 
 def enabled() -> bool:

@@ -16,7 +16,7 @@ import warnings
 from typing import Callable
 
 from onnxprune.errors import OnnxPruneError, one_line
-from onnxprune.progress import silence_runtime  # noqa: F401  (re-exported for the commands)
+from onnxprune.progress import held_messages, silence_runtime  # noqa: F401  (re-exported for the commands)
 
 INTERNAL = 3
 
@@ -79,7 +79,11 @@ def run(command: Callable[[], int], verbose: int = 0) -> int:
         with warnings.catch_warnings():
             if not verbose:  # library warnings (numpy, PIL, onnx) are multi-line noise around our one line
                 warnings.simplefilter("ignore")
-            return command()
+            with held_messages() as release:  # our own warnings print once the command has succeeded
+                code = command()
+                if code == 0:
+                    release()
+            return code
     except OnnxPruneError as exc:
         say(f"error: {exc}")
         return exc.exit_code
