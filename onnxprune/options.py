@@ -30,6 +30,10 @@ MEASURED = ("damage", "price")  # scopes that measure each group's damage on the
 # the data-free one. Measured on the real models of tools/bench_tasks.py (docs/benchmarks.md, "Defaults
 # that use the data"): output-space fisher, one global ranking, sequential recovery.
 DATA_AWARE = {"criterion": "fisher", "scope": "global", "recover": "sequential"}
+# Fisher's backward pass holds a gradient the size of every weight, and its probe graph a second copy of
+# the weights: above this many bytes of weights the data-aware default ranks by reconstruction instead,
+# which needs only per-layer statistics (issue 11: memory at most 1.5x the weights).
+FISHER_MAX_BYTES = 256 << 20
 HIDDEN = ("auto", "on", "off")
 DATA_FREE = {"criterion": "l2", "scope": "local", "recover": "none"}
 # The default cap on the share of one group's channels that go. Fisher's per-channel damages add up as if
@@ -145,12 +149,15 @@ class PruneOptions:
         _number("--seed", self.seed, integer=True)
         object.__setattr__(self, "exclude", tuple(self.exclude or ()))
 
-    def resolved(self, has_data: bool) -> "PruneOptions":
+    def resolved(self, has_data: bool, weight_bytes: int = 0) -> "PruneOptions":
         """A copy with criterion, scope, recovery and the per-group cap filled in where the user left
         them unset: the data-aware defaults when calibration data is given, the data-free ones
-        otherwise; the cap follows the criterion (MAX_LAYER_RATIO). A latency target ranks globally
+        otherwise (reconstruction over FISHER_MAX_BYTES of weights); the cap follows the criterion
+        (MAX_LAYER_RATIO). A latency target ranks globally
         (by importance per unit of measured time) unless a scope is given."""
         defaults = dict(DATA_AWARE if has_data else DATA_FREE)
+        if has_data and weight_bytes > FISHER_MAX_BYTES:
+            defaults["criterion"] = "reconstruction"
         if self.target.kind == "latency":
             defaults["scope"] = "global"
         filled = with_defaults(self, **defaults)

@@ -109,7 +109,8 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
     evaluation = as_dataset(eval_data, model, input_shapes=options.input_shapes)
     if evaluation is not None:
         check_fits(model, evaluation, _source_name(eval_data, "--data"))
-    options = options.resolved(has_data=data is not None)
+    input_bytes = model_bytes(model)  # the report's size before: the input as given, not as folded
+    options = options.resolved(has_data=data is not None, weight_bytes=input_bytes)
     input_shapes = options.input_shapes if options.input_shapes is not None or data is None else data.sample_shapes()
     recovery, criterion = options.recover, options.criterion
     if data is None:  # what cannot run without calibration data, named as the user would name it
@@ -122,7 +123,6 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
         check_fits(model, data, _source_name(calib, "--calib"))
     # weights built at run time from constants (ConstantOfShape, Reshape); a model loaded here is ours to
     # fold in place, so its weights are held once (the folded model computes what the input computes)
-    input_bytes = model_bytes(model)  # the report's size before: the input as given, not as folded
     working = fold_constants(model, in_place=source != IN_MEMORY)
     if source != IN_MEMORY and model_bytes(working) >= LAZY_BYTES:  # ours: its weights go to a work file,
         model = working = unload(working)  # read on demand from there on (load/external.py), held once
@@ -152,7 +152,7 @@ def choose_plan(prep: Prepared, options: PruneOptions | None = None) -> Plan:
 
 
 def _choose_plan(prep: Prepared, options: PruneOptions | None = None) -> Plan:
-    options = prep.options if options is None else options.resolved(prep.data is not None)
+    options = prep.options if options is None else options.resolved(prep.data is not None, prep.input_bytes or 0)
     dep, target = prep.dep, options.target
     if target.kind == "depth":  # --depth alone: the units are gone already, no channel is removed
         chosen = Plan(dep, np.zeros(dep.num_channels, dtype=bool), {})

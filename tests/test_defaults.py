@@ -10,6 +10,7 @@ import logging
 import pytest
 
 from conftest import FIXTURES
+from onnxprune import options as options_module
 from onnxprune import progress
 from onnxprune.cli.exits import run
 from onnxprune.cli.main import main
@@ -39,6 +40,18 @@ def test_given_options_win_and_the_cap_follows_the_criterion():
     assert _resolved(False, max_layer_ratio=0.3, scope="global") == ("l2", "global", "none", 0.3)
     assert _resolved(True, criterion="activation", scope="local", recover="lstsq", max_layer_ratio=0.8) == (
         "activation", "local", "lstsq", 0.8)
+
+
+def test_heavy_weights_rank_by_reconstruction_unless_told(tmp_path, capsys, monkeypatch):
+    # fisher's backward pass would hold a second copy of every weight: over the limit the data-aware
+    # default ranks by reconstruction (per-layer statistics only); a given criterion still wins
+    heavy = options_module.FISHER_MAX_BYTES + 1
+    assert PruneOptions(target=Target(macs=0.5)).resolved(True, heavy).criterion == "reconstruction"
+    assert PruneOptions(target=Target(macs=0.5), criterion="fisher").resolved(True, heavy).criterion == "fisher"
+    assert PruneOptions(target=Target(macs=0.5)).resolved(False, heavy).criterion == "l2"
+    monkeypatch.setattr(options_module, "FISHER_MAX_BYTES", DIGITS.stat().st_size - 1)  # the digits CNN is "heavy"
+    _, ran = _report_options(tmp_path, capsys, "--calib", CALIB, "--calib-limit", "16")
+    assert ran == {"criterion": "reconstruction", "scope": "global", "recover": "sequential", "max_layer_ratio": 0.9}
 
 
 def test_a_cap_outside_zero_one_is_refused():
