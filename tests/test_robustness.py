@@ -146,6 +146,32 @@ def test_qdq_weights_are_counted_and_targets_hold():
     assert abs(r.report["after"]["macs"] / r.report["before"]["macs"] - 0.5) <= 0.02
 
 
+def test_calibrated_pruning_reads_qdq_biases(tmp_path):
+    # ORT's quantizer stores a Gemm's bias as int32 behind DequantizeLinear: the statistics ask for the
+    # dequantized bias, a constant no segment computes from samples (was a KeyError in score/stream.py)
+    inits, nodes, width = [], [], {0: 16, 1: 32, 2: 4}
+    for i in range(2):
+        cin, cout = width[i], width[i + 1]
+        inits += [nh.from_array(RNG.integers(-127, 127, (cout, cin)).astype(np.int8), f"w{i}q"),
+                  nh.from_array(np.full(cout, 0.01, np.float32), f"w{i}s"), nh.from_array(np.zeros(cout, np.int8), f"w{i}z"),
+                  nh.from_array(RNG.integers(-500, 500, cout).astype(np.int32), f"b{i}q"),
+                  nh.from_array(np.float32(1e-3), f"b{i}s"), nh.from_array(np.int32(0), f"b{i}z")]
+        nodes += [h.make_node("DequantizeLinear", [f"w{i}q", f"w{i}s", f"w{i}z"], [f"w{i}"], axis=0),
+                  h.make_node("DequantizeLinear", [f"b{i}q", f"b{i}s", f"b{i}z"], [f"b{i}"])]
+    nodes += [h.make_node("Gemm", ["x", "w0", "b0"], ["a"], transB=1), h.make_node("Relu", ["a"], ["r"]),
+              h.make_node("Gemm", ["r", "w1", "b1"], ["y"], transB=1)]
+    m = model(nodes, [h.make_tensor_value_info("x", T.FLOAT, ["batch", 16])],
+              [h.make_tensor_value_info("y", T.FLOAT, ["batch", 4])], inits)
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, x=RNG.standard_normal((64, 16)).astype(np.float32))
+    r = onnxprune.prune(m, target_macs=0.6, round_to=1, bench_rounds=0, calib=str(calib))
+    assert r.plan.removed.sum() > 0
+    import onnxruntime as ort
+    x = RNG.standard_normal((8, 16)).astype(np.float32)
+    out = ort.InferenceSession(r.model.SerializeToString()).run(None, {"x": x})[0]
+    assert out.shape == (8, 4) and np.isfinite(out).all()
+
+
 def test_weights_inside_if_bodies_are_counted():
     then = h.make_graph([h.make_node("MatMul", ["x", "Wv"], ["t"])], "then", [],
                         [h.make_tensor_value_info("t", T.FLOAT, [1, 2])])

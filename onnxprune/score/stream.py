@@ -162,7 +162,8 @@ class Streamer:
         nodes = [self.model.graph.node[i] for i in self.segments[k]] if k < len(self.segments) else []
         produced = {t for n in nodes for t in n.output if t}
         keep = sorted(t for t in produced if self.last_read.get(t, -1) > k)
-        outputs = list(dict.fromkeys([t for t in fetch if t in produced] + keep))
+        constant = [t for t in fetch if t in self.static and t not in produced]  # e.g. a QDQ bias, dequantized
+        outputs = list(dict.fromkeys([t for t in fetch if t in produced] + constant + keep))
         feeds = sorted({t for n in nodes for t in reads(n)} - produced - self.static)
         sess = None
         reads_inputs = any(t in self.fed for t in [*feeds, *fetch])  # else no sample is read (lazy data)
@@ -186,8 +187,9 @@ def segment_model(model: onnx.ModelProto, nodes: list[onnx.NodeProto], have: Map
                   outputs: list[str], fed: Mapping[str, onnx.ValueInfoProto],
                   replace: Mapping[str, np.ndarray]) -> onnx.ModelProto:
     """A model of `nodes` (plus the constant-only nodes they need) reading `have` and computing `outputs`."""
-    needed = set().union(*(reads(n) for n in nodes)) if nodes else set()
     mine = {t for n in nodes for t in n.output}
+    needed = set().union(*(reads(n) for n in nodes)) if nodes else set()
+    needed |= {t for t in outputs if t not in mine and t not in have}  # constants asked for as they are
     static_nodes = []
     for node in reversed(model.graph.node):  # constant-only producers of what the segment reads
         if needed.intersection(node.output) and not mine.intersection(node.output) and \
