@@ -142,8 +142,8 @@ def _fisher_scores(dep: Dependency, data, probes: int, seed: int, rows: list | N
     if pg.frozen:
         log.warning("fisher: %d weights get no complete gradient (e.g. %s); their channels are kept",
                     len(pg.frozen), next(iter(pg.frozen.values())))
-    if not pg.grads:
-        return np.ones(dep.num_channels)
+    if not any(w in pg.grads for _, w, _ in sites):  # e.g. a QDQ model: DequantizeLinear outputs as weights
+        raise ValueError("no linear layer's weight is an initializer the outputs' gradient reaches")
     outputs = list(pg.probes)
     stds, shapes = _row_std(session(dep.graph.model), data, outputs)
     sess = session(pg.model)
