@@ -25,7 +25,6 @@ number of channels from each group as fisher would.
 from __future__ import annotations
 
 import logging
-import weakref
 
 import numpy as np
 
@@ -34,6 +33,7 @@ from onnxprune.couple.vocabulary import Slot
 from onnxprune.errors import BadInputError
 from onnxprune.score.calibration import Statistics
 from onnxprune.score.criteria import COMPARABLE, criterion, parameter_slots, per_index, reconstruction
+from onnxprune.score.memo import LastModel
 
 log = logging.getLogger("onnxprune")
 PROBES = 2          # random probes per calibration sample: a few backward passes each
@@ -96,19 +96,13 @@ def _channel_sums(dep: Dependency, members, grads: dict[str, np.ndarray]) -> np.
     return out
 
 
-# One model's scores, reused when several plans are chosen from it. Weak references, not ids: an id
-# can be reused by the next model once this one is freed, and its scores must not be.
-_LAST: list = [None, None, None, None]  # [dep ref, data ref, (probes, seed), scores]
+_LAST = LastModel()  # one model's scores, reused when several plans are chosen from it
 
 
 def fisher_scores(dep: Dependency, data, probes: int = PROBES, seed: int = 0,
                   stats: Statistics | None = None) -> np.ndarray:
     """E over calibration samples and random output probes of s_c^2 (module docstring), per channel."""
-    dep_ref, data_ref, options, scores = _LAST
-    if not (dep_ref is not None and dep_ref() is dep and data_ref() is data and options == (probes, seed)):
-        scores = _scores_or_fallback(dep, data, probes, seed, stats)
-        _LAST[:] = [weakref.ref(dep), weakref.ref(data), (probes, seed), scores]
-    return scores.copy()
+    return _LAST.get(dep, data, (probes, seed), lambda: _scores_or_fallback(dep, data, probes, seed, stats)).copy()
 
 
 def _scores_or_fallback(dep: Dependency, data, probes: int, seed: int, stats: Statistics | None) -> np.ndarray:

@@ -24,8 +24,6 @@ model is least trustworthy across layers, and fisher's scores compare groups alr
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 
 from onnxprune.couple.dependency import Dependency
@@ -33,22 +31,21 @@ from onnxprune.errors import BadInputError
 from onnxprune.score.calibration import Statistics
 from onnxprune.score.criteria import COMPARABLE, criterion
 from onnxprune.score.fisher import PROBES, _fisher_scores, fisher_scores
+from onnxprune.score.memo import LastModel
 
 MODES = ("positive", "signed", "abs")
-_LAST: list = [None, None, None, None]  # [dep ref, data ref, (probes, seed), rows]: one model's rows, reused
+_LAST = LastModel()  # one model's rows, reused
 
 
 def probe_rows(dep: Dependency, data, probes: int = PROBES, seed: int = 0) -> np.ndarray:
     """[runs, channels] first-order output change s_c of each (sample, probe); NaN where no gradient reaches."""
     if data is None:
         raise BadInputError("criterion 'fisher_joint' needs calibration data: pass --calib DATA.npz")
-    dep_ref, data_ref, options, rows = _LAST
-    if not (dep_ref is not None and dep_ref() is dep and data_ref() is data and options == (probes, seed)):
+    def collect() -> np.ndarray:
         collected: list = []
         _fisher_scores(dep, data, probes, seed, rows=collected)
-        rows = np.stack(collected) if collected else np.ones((1, dep.num_channels))
-        _LAST[:] = [weakref.ref(dep), weakref.ref(data), (probes, seed), rows]
-    return rows
+        return np.stack(collected) if collected else np.ones((1, dep.num_channels))
+    return _LAST.get(dep, data, (probes, seed), collect)
 
 
 def pair_damage(rows: np.ndarray, mode: str = "positive") -> np.ndarray:

@@ -16,8 +16,6 @@ Groups whose consumers are not initializers keep their first-order scores.
 
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 import onnx
 from onnx import helper
@@ -27,6 +25,7 @@ from onnxprune.score.calibration import Statistics
 from onnxprune.score.criteria import COMPARABLE, criterion
 from onnxprune.score.fisher import _row_std, _rows, _sites, fisher_scores
 from onnxprune.score.joint import group_orders, monotone_scores, probe_rows
+from onnxprune.score.memo import LastModel
 
 SHARES = (0.25, 0.5, 0.75)   # shares of a group removed for a measurement
 SAMPLES = 8                  # calibration samples per measurement
@@ -127,7 +126,7 @@ def measured_scores(dep: Dependency, data, rows: np.ndarray, shares=SHARES, samp
     return monotone_scores(dep, ordered)
 
 
-_LAST: list = [None, None, None, None]  # [dep ref, data ref, (seed, balanced), scores]: reused across plans
+_LAST = LastModel()  # one model's scores, reused across plans
 
 
 def _measured(balanced: bool):
@@ -138,11 +137,7 @@ def _measured(balanced: bool):
             if data is None:
                 raise
             return fisher_scores(dep, data, seed=seed, stats=stats)
-        dep_ref, data_ref, key, scores = _LAST
-        if not (dep_ref is not None and dep_ref() is dep and data_ref() is data and key == (seed, balanced)):
-            scores = measured_scores(dep, data, rows, balanced=balanced)
-            _LAST[:] = [weakref.ref(dep), weakref.ref(data), (seed, balanced), scores]
-        return scores.copy()
+        return _LAST.get(dep, data, (seed, balanced), lambda: measured_scores(dep, data, rows, balanced=balanced)).copy()
     score.__doc__ = "fisher_joint's orders, each group's damage curve scaled to the measured output change" + (
         ", every output row weighed by its typical damage" if balanced else "")
     return score
