@@ -9,6 +9,7 @@ from its `-q/--quiet` and `-v/--verbose` flags.
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import sys
 from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, TypeVar
@@ -46,17 +47,6 @@ def configure(quiet: bool = False, verbose: int = 0) -> None:
         logger.propagate = False
 
 
-class _Held(logging.Handler):
-    """Keeps records instead of writing them."""
-
-    def __init__(self, level: int):
-        super().__init__(level)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @contextmanager
 def held_messages() -> Iterator[Callable[[], None]]:
     """While the block runs, the command line's stderr messages (warnings) are held back; calling the
@@ -68,20 +58,19 @@ def held_messages() -> Iterator[Callable[[], None]]:
     if not live or logger.level < logging.WARNING:
         yield lambda: None
         return
-    held = _Held(live[0].level)
+    # the standard library's buffer: never flushed by size or level, only by release()
+    held = logging.handlers.MemoryHandler(capacity=sys.maxsize, flushLevel=logging.CRITICAL + 1, target=live[0],
+                                          flushOnClose=False)
+    held.setLevel(live[0].level)
     for handler in live:
         logger.removeHandler(handler)
     logger.addHandler(held)
 
-    def release() -> None:
-        for record in held.records:
-            live[0].handle(record)
-        held.records.clear()
-
     try:
-        yield release
+        yield held.flush
     finally:
         logger.removeHandler(held)
+        held.close()  # what was not released is dropped, never flushed at exit
         for handler in live:
             logger.addHandler(handler)
 
