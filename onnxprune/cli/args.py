@@ -38,6 +38,14 @@ def floats(text: str | None, flag: str) -> tuple[float, ...] | None:
         raise BadInputError(f"{flag} '{text}': expected comma-separated numbers") from None
 
 
+def add_image_flags(p: argparse.ArgumentParser) -> None:
+    """How a folder of images becomes tensors; read back by folder_source."""
+    p.add_argument("--resize", metavar="HxW", help="image folders: resize to H x W")
+    p.add_argument("--mean", metavar="M[,M,M]", help="image folders: subtract this mean (after scaling to [0, 1])")
+    p.add_argument("--std", metavar="S[,S,S]", help="image folders: divide by this std")
+    p.add_argument("--layout", choices=["NCHW", "NHWC"], default="NCHW", help="image folders: tensor layout")
+
+
 def calib_source(args):
     """The --calib argument, with image options attached when it is a folder."""
     return folder_source(args, "calib")

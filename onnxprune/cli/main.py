@@ -11,7 +11,7 @@ from pathlib import Path
 from onnxprune import __version__, progress
 from onnxprune.cli import exits
 from onnxprune.cli.commands import COMMANDS as MORE_COMMANDS
-from onnxprune.cli.args import Parser, calib_source, floats, folder_source, parse_shapes
+from onnxprune.cli.args import Parser, add_image_flags, calib_source, floats, folder_source, parse_shapes
 from onnxprune.cli.commands import add_commands
 from onnxprune.errors import BadInputError
 from onnxprune.report.outputs import add_flags as add_output_flags
@@ -42,10 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--calib", help="calibration data: .npz keyed by input names, or a folder of .npy/.npz/images")
     pr.add_argument("--calib-limit", type=int, metavar="N", help="use at most N calibration samples")
     pr.add_argument("--data", metavar="DATA.npz", help="held-out data for the fidelity/accuracy report (default: --calib)")
-    pr.add_argument("--resize", metavar="HxW", help="image folders: resize to H x W")
-    pr.add_argument("--mean", metavar="M[,M,M]", help="image folders: subtract this mean (after scaling to [0, 1])")
-    pr.add_argument("--std", metavar="S[,S,S]", help="image folders: divide by this std")
-    pr.add_argument("--layout", choices=["NCHW", "NHWC"], default="NCHW", help="image folders: tensor layout")
+    add_image_flags(pr)
     pr.add_argument("--round-to", type=int, default=None, help="keep widths a multiple of N (default 8)")
     pr.add_argument("--criterion", default=None,
                     help="importance: l1, l2, fpgm, lamp, bn_scale, random, activation, apoz, reconstruction, obs, relative, "

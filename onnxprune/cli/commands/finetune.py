@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    from onnxprune.cli.args import add_verbosity
+    from onnxprune.cli.args import add_image_flags, add_verbosity
 
     p = sub.add_parser("finetune", help="train a (pruned) model's weights in ONNX Runtime: distillation or labels")
     p.add_argument("model", help="the .onnx model to train (never modified)")
@@ -17,10 +17,7 @@ def add_parser(sub) -> None:
     p.add_argument("--minutes", type=float, metavar="M", help="training time budget in minutes")
     p.add_argument("--augment", metavar="flip,crop,scale", help="augment training images")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
-    p.add_argument("--resize", metavar="HxW", help="image folders: resize to H x W")
-    p.add_argument("--mean", metavar="M[,M,M]", help="image folders: subtract this mean (after scaling to [0, 1])")
-    p.add_argument("--std", metavar="S[,S,S]", help="image folders: divide by this std")
-    p.add_argument("--layout", choices=["NCHW", "NHWC"], default="NCHW", help="image folders: tensor layout")
+    add_image_flags(p)
     p.add_argument("--lr", type=float, default=None, help="default: chosen by a short range test")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--feature-distill", type=float, default=0.0, metavar="W",
