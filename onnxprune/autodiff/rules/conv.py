@@ -18,8 +18,8 @@ import numpy as np
 from onnxprune.autodiff.context import GradContext, attr
 from onnxprune.autodiff.rule import RuleTable
 from onnxprune.autodiff.rules.conv_gemm import (channel_first_weight_grad, flipped_conv_pads, flipped_input_grad,
-                                                kernel_windows, stacked_weight_grad, subpixel_applies,
-                                                subpixel_input_grad)
+                                                interleaved_weight_grad, kernel_windows, stacked_weight_grad,
+                                                subpixel_applies, subpixel_input_grad)
 
 GRADIENTS = RuleTable()
 
@@ -165,7 +165,10 @@ CHANNEL_FIRST_CHANNELS = 128
 # Fewer input channels than this: one GEMM over the stacked taps (ResNet-18's 3-channel 7x7 stem: 49
 # GEMMs with 3-wide outputs took 7% of its step, 2.2x slower than one (64, 147) GEMM)
 STACKED_CHANNELS = 16
-WEIGHT_GRAD_FORM = "auto"  # or "columns", "conv", "channel_first", "stacked": one form for every layer (tests)
+# Few output positions per filter row (ResNet-18's 4x4 stage: 16 per image against 512 output
+# channels): one GEMM over channel-major stacked slices, whose result is the filter as it is
+INTERLEAVED_BATCH = 32  # the batch assumed (shapes are probed at batch 2): stack <= filter below it
+WEIGHT_GRAD_FORM = "auto"  # or "columns", "conv", "channel_first", "stacked", "interleaved": one form for every layer
 SUBPIXEL = True  # strided group-1 2-D Convs: one stride-1 Conv per output phase instead of ConvTranspose
 INPUT_GRAD_FORM = "flipped"  # stride-1 group-1 Convs: a flipped Conv; "transpose": ConvTranspose always
 
@@ -182,6 +185,11 @@ def weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_shape: tup
         wide = dy_shape[-1] >= CHANNEL_FIRST_WIDTH or min(x_shape[1], dy_shape[1]) >= CHANNEL_FIRST_CHANNELS
         if group == 1 and (form == "conv" or wide):
             form = "stacked" if x_shape[1] < STACKED_CHANNELS else "channel_first"
+        if form == "channel_first" and np.prod(geo.kernel) > 1 and \
+                INTERLEAVED_BATCH * int(np.prod(dy_shape[2:])) <= dy_shape[1]:
+            form = "interleaved"
+    if form == "interleaved" and group == 1:
+        return interleaved_weight_grad(ctx, x, dy, x_shape, dy_shape, geo)
     if form == "channel_first" and group == 1:
         return channel_first_weight_grad(ctx, x, dy, x_shape, dy_shape, geo)
     if form == "stacked" and group == 1:
