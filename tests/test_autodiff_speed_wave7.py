@@ -57,3 +57,17 @@ def test_tap_filters_from_views_match_gathered_taps(taps):
     spec = FedFilter("w", "plain", False, (3, 4, len(taps[0]), len(taps[1])), taps)
     want = w[:, :, list(taps[0])][:, :, :, list(taps[1])].transpose(1, 0, 2, 3)
     np.testing.assert_array_equal(source_filter(spec, w), want)
+
+
+@pytest.mark.parametrize("attrs, shapes, transposed", [
+    (dict(strides=[2, 2]), ((2, 3, 6, 6), (4, 3, 1, 1)), True),  # 1x1/2: one tap per phase
+    (dict(strides=[2, 2], pads=[1, 1, 1, 1]), ((1, 2, 28, 28), (3, 2, 3, 3)), True),  # dY 14x14: wide enough
+    (dict(strides=[2, 2], pads=[1, 1, 1, 1]), ((2, 2, 13, 13), (3, 2, 3, 3)), False),  # dY 7x7: phases
+])
+def test_strided_input_gradient_form_by_width(attrs, shapes, transposed):
+    """ConvTranspose for 1x1 strided kernels and dY of 14x14 or more, sub-pixel phases below."""
+    m = model([node("Conv", ["x", "w"], ["c"], **attrs), node("Tanh", ["c"])], {"x": r(*shapes[0]), "w": r(*shapes[1])})
+    ops = [n.op_type for n in build_training_graph(m, loss="mse").model.graph.node]
+    assert ("ConvTranspose" in ops) == transposed and ("DepthToSpace" in ops) != transposed
+    result = check_gradients(m, coords=12)
+    assert result.worst < TOLERANCE, result.errors

@@ -3,9 +3,11 @@
 
     python tools/bench_conv_grads.py [--layers stem,s1down,...] [--forms channel_first,stacked,conv]
                                      [--rounds 7] [--steps 5]
+    python tools/bench_conv_grads.py --layers s1down,s2down,s3down --forms subpixel,transpose
 
 The layers are ResNet-18's at 112x112, batch 16 (tools/bench_training.py --net resnet18). Each form is
-`rules/conv.WEIGHT_GRAD_FORM` forced for the whole graph; the graphs run on the session
+`rules/conv.WEIGHT_GRAD_FORM` forced for the whole graph (or, for the input-gradient forms subpixel and
+transpose, `rules/conv.SUBPIXEL`, with x scaled by a trained scalar so its gradient is computed); the graphs run on the session
 bench_training's trainer uses (NCHWc forward, one thread). Prints the median milliseconds per step of
 each form and its ratio to the first. The machine is shared: read the ratios.
 """
@@ -27,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from onnxprune.autodiff import build_training_graph  # noqa: E402
 from onnxprune.autodiff.rules import conv  # noqa: E402
+from onnxprune.autodiff.nchwc import fill_filter  # noqa: E402
 from onnxprune.autodiff.runner import fast_session  # noqa: E402
 
 # name: (input shape, weight shape, stride, pad)
@@ -37,48 +40,61 @@ LAYERS = {
     "s1proj": ((16, 64, 28, 28), (128, 64, 1, 1), 2, 0),
     "s1": ((16, 128, 14, 14), (128, 128, 3, 3), 1, 1),
     "s2down": ((16, 128, 14, 14), (256, 128, 3, 3), 2, 1),
+    "s2proj": ((16, 128, 14, 14), (256, 128, 1, 1), 2, 0),
     "s2": ((16, 256, 7, 7), (256, 256, 3, 3), 1, 1),
     "s3down": ((16, 256, 7, 7), (512, 256, 3, 3), 2, 1),
+    "s3proj": ((16, 256, 7, 7), (512, 256, 1, 1), 2, 0),
     "s3": ((16, 512, 4, 4), (512, 512, 3, 3), 1, 1),
 }
 
 
-def one_conv(x_shape, w_shape, stride: int, pad: int) -> onnx.ModelProto:
+def one_conv(x_shape, w_shape, stride: int, pad: int, input_grad: bool = False) -> onnx.ModelProto:
+    """x -> Conv -> y; with `input_grad`, x is scaled by a trained scalar first, so the step computes
+    the Conv's input gradient too."""
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array((rng.standard_normal(w_shape) * 0.05).astype(np.float32), "w")
-    node = helper.make_node("Conv", ["x", "w"], ["y"], strides=[stride] * 2, pads=[pad] * 4)
-    graph = helper.make_graph([node], "one", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w])
+    inits, nodes, source = [w], [], "x"
+    if input_grad:
+        inits.append(numpy_helper.from_array(np.ones((1, x_shape[1], 1, 1), np.float32), "scale"))
+        nodes.append(helper.make_node("Mul", ["x", "scale"], ["xs"]))
+        source = "xs"
+    nodes.append(helper.make_node("Conv", [source, "w"], ["y"], strides=[stride] * 2, pads=[pad] * 4))
+    graph = helper.make_graph(nodes, "one", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
+INPUT_FORMS = {"subpixel": dict(SUBPIXEL=True), "transpose": dict(SUBPIXEL=False)}
+
+
 def runner(layer: str, form: str):
+    """The step of `layer` under weight-gradient `form`, or input-gradient form (INPUT_FORMS)."""
     x_shape, w_shape, stride, pad = LAYERS[layer]
-    conv.WEIGHT_GRAD_FORM = form
+    switches = INPUT_FORMS.get(form, dict(WEIGHT_GRAD_FORM=form))
+    saved = {k: getattr(conv, k) for k in switches}
+    for k, v in switches.items():
+        setattr(conv, k, v)
     try:
-        tg = build_training_graph(one_conv(x_shape, w_shape, stride, pad), loss="mse",
-                                  input_shapes={"x": x_shape})
+        tg = build_training_graph(one_conv(x_shape, w_shape, stride, pad, form in INPUT_FORMS), loss="mse",
+                                  input_shapes={"x": x_shape},
+                                  trainable=["w", "scale"] if form in INPUT_FORMS else ["w"])
     finally:
-        conv.WEIGHT_GRAD_FORM = "auto"
-    sess, filters = fast_session(tg.model, 1, x_shape[0], ())
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal(x_shape).astype(np.float32)
-    names = [i.name for i in sess.get_inputs()]
-    feeds = {"x": x}
-    probe = onnx.shape_inference.infer_shapes(tg.model)
-    for v in probe.graph.input:
-        if v.name == tg.target:
-            feeds[tg.target] = np.zeros([d.dim_value or x_shape[0] for d in v.type.tensor_type.shape.dim], np.float32)
-    if tg.target not in feeds:  # target shape unknown to shape inference: the conv output's
-        o = [(s + 2 * pad - k) // stride + 1 for s, k in zip(x_shape[2:], w_shape[2:])]
-        feeds[tg.target] = np.zeros([x_shape[0], w_shape[0]] + o, np.float32)
-    for name in names:
-        if name not in feeds:
-            feeds[name] = numpy_helper.to_array(next(i for i in tg.model.graph.initializer if i.name == name)) \
-                if any(i.name == name for i in tg.model.graph.initializer) else \
-                (np.random.default_rng(2).standard_normal(w_shape) * 0.05).astype(np.float32)
-    wanted = [tg.grads["w"]]
-    return lambda: sess.run(wanted, feeds)[0]
+        for k, v in saved.items():
+            setattr(conv, k, v)
+    source = one_conv(x_shape, w_shape, stride, pad, form in INPUT_FORMS)
+    values = {i.name: numpy_helper.to_array(i) for i in source.graph.initializer}
+    sess, filters = fast_session(tg.model, 1, x_shape[0], tuple(tg.trainable))
+    x = np.random.default_rng(1).standard_normal(x_shape).astype(np.float32)
+    out = [(s + 2 * pad - k) // stride + 1 for s, k in zip(x_shape[2:], w_shape[2:])]
+    feeds = {"x": x, tg.target: np.zeros([x_shape[0], w_shape[0]] + out, np.float32)}
+    for i in sess.get_inputs():
+        if i.name in values:
+            feeds[i.name] = values[i.name]
+    for name, spec in filters.items():  # numpy-made filters, as TrainStep fills them
+        feeds[name] = np.empty(spec.shape, np.float32)
+        fill_filter(spec, values[spec.weight], feeds[name])
+    wanted = [tg.grads[n] for n in tg.trainable]
+    return lambda: sess.run(wanted, feeds)[-1]
 
 
 def main() -> None:

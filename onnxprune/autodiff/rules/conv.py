@@ -170,6 +170,10 @@ STACKED_CHANNELS = 16
 INTERLEAVED_BATCH = 32  # the batch assumed (shapes are probed at batch 2): stack <= filter below it
 WEIGHT_GRAD_FORM = "auto"  # or "columns", "conv", "channel_first", "stacked", "interleaved": one form for every layer
 SUBPIXEL = True  # strided group-1 2-D Convs: one stride-1 Conv per output phase instead of ConvTranspose
+# ConvTranspose's per-image GEMM is as wide as dY's positions: from 14x14 on it beats the phases and
+# their interleave (ResNet-18's 3x3/2 at 28x28: 0.90-0.94x the time), as it does for kernels no larger
+# than the stride (1x1/2 projections: one tap per phase, three phases of zeros; 0.76-0.87x)
+SUBPIXEL_MAX_POSITIONS = 196
 INPUT_GRAD_FORM = "flipped"  # stride-1 group-1 Convs: a flipped Conv; "transpose": ConvTranspose always
 
 
@@ -198,12 +202,18 @@ def weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_shape: tup
     return fn(ctx, x, dy, x_shape, dy_shape, geo, group)
 
 
+def subpixel_wins(geo: Geometry, dy_shape: tuple) -> bool:
+    """Sub-pixel phases beat ConvTranspose: dY narrow per image, and a kernel wider than the stride."""
+    narrow = int(np.prod(dy_shape[2:])) < SUBPIXEL_MAX_POSITIONS
+    return narrow and any(k > s for k, s in zip(geo.kernel, geo.strides))
+
+
 def input_grad(ctx: GradContext, dy: str, w: str, x_shape: tuple, dy_shape: tuple, geo: Geometry, group: int) -> str:
     """Conv's input gradient: a flipped stride-1 Conv where that applies, else ConvTranspose."""
     pads = flipped_conv_pads(geo) if group == 1 and INPUT_GRAD_FORM == "flipped" else None
     if pads is not None:
         return flipped_input_grad(ctx, dy, w, geo, pads)
-    if INPUT_GRAD_FORM == "flipped" and SUBPIXEL and subpixel_applies(geo, group):
+    if INPUT_GRAD_FORM == "flipped" and SUBPIXEL and subpixel_applies(geo, group) and subpixel_wins(geo, dy_shape):
         return subpixel_input_grad(ctx, dy, w, x_shape, dy_shape, geo)
     return conv_input_grad(ctx, dy, w, list(x_shape[2:]), list(dy_shape[2:]), geo, group)
 
