@@ -7,7 +7,10 @@
 - Weight gradient: one GEMM per kernel offset with the batch folded into the reduction, over
   channel-first tensors (C, N, H, W). Moving the channel axis first keeps runs of H*W contiguous
   floats, which ORT transposes at memory speed; the batch-last layout of `im2col_weight_grad` moves
-  single floats and is the slower form once feature maps are larger than a few pixels.
+  single floats and is the slower form once feature maps are larger than a few pixels. Strided Convs
+  cut x into its stride phases once and slice each tap from its phase (stride-1 Slices: ORT's strided
+  Slice copies one float at a time). With few positions and many output channels, all taps go into
+  one GEMM over channel-major stacked slices, whose result is the filter as it is.
 
 Which form a layer gets is decided by its shapes in `rules/conv.py`.
 """
