@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
+import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 import bench_training  # noqa: E402
@@ -86,7 +87,22 @@ def torch_report(case, steps: int) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
 
 
-def profile_case(case, steps: int = 3, top: int = 25, by_shape: bool = False, with_torch: bool = False) -> None:
+def op_detail(times: dict[str, tuple[str, str, float]], ops: list[str]) -> None:
+    """Per (op, output shapes) of the given op types: node count, total ms and ns per output element
+    (a copy-bound op's speed: ORT's strided Slice, Transpose and Concat differ by 10x by shape)."""
+    rows: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for name, (op, shapes, t) in times.items():
+        if op in ops:
+            rows[(op + (" (grad)" if name.startswith("grad/") else ""), shapes)].append(t)
+    print(f"nodes of {', '.join(ops)}:")
+    for (op, shapes), ts in sorted(rows.items(), key=lambda kv: -sum(kv[1])):
+        elements = sum(int(np.prod(s)) for s in json.loads(shapes)) if shapes.startswith("[[") else 0
+        per = 1e3 * sum(ts) / (len(ts) * elements) if elements else float("nan")
+        print(f"  {sum(ts) / 1e3:7.1f} ms {len(ts):4d}x {op:24s} -> {shapes}  {per:.2f} ns/element")
+
+
+def profile_case(case, steps: int = 3, top: int = 25, by_shape: bool = False, with_torch: bool = False,
+                 ops: list[str] | None = None) -> None:
     """Profile `steps` ORT training steps of a bench_training Case (after one warm-up) and print."""
     with tempfile.TemporaryDirectory() as folder:
         made = runner.session
@@ -108,6 +124,8 @@ def profile_case(case, steps: int = 3, top: int = 25, by_shape: bool = False, wi
         print("per op and output shapes:")
         for (op, shapes), t in sorted(per_shape.items(), key=lambda kv: -kv[1])[:top]:
             print(f"  {t / 1e3:7.1f} ms {op:24s} -> {shapes}")
+    if ops:
+        op_detail(times, ops)
     if with_torch:
         torch_report(case, steps)
 
@@ -120,12 +138,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--torch", action="store_true", help="also profile PyTorch's step")
+    parser.add_argument("--ops", help="also every node of these op types (comma-separated) by output shape")
     parser.add_argument("--by-shape", action="store_true", help="also totals per (op, output shapes)")
     args = parser.parse_args()
     batch = args.batch or (64 if args.net == "digits" else 16)
     case = (bench_training.digits_case((32, 64, 64), batch) if args.net == "digits"
             else bench_training.resnet_case(batch, args.size))
-    profile_case(case, args.steps, args.top, args.by_shape, args.torch)
+    profile_case(case, args.steps, args.top, args.by_shape, args.torch, args.ops.split(",") if args.ops else None)
 
 
 if __name__ == "__main__":

@@ -159,9 +159,23 @@ def _feed_name(source: tuple[str, bool, tuple | None]) -> str:
 
 def source_filter(spec: FedFilter, weight: np.ndarray) -> np.ndarray:
     """The filter (O, I, kh, kw) the Conv reads, as a view of (or, for phase taps, a copy from) `weight`."""
-    if spec.taps is not None:
+    if spec.taps is not None:  # a view where the taps are a progression (9 ns per element copied, 2 as a view)
+        rows, cols = (_taps_slice(t) for t in spec.taps)
+        if isinstance(rows, slice) and isinstance(cols, slice):
+            return weight[:, :, rows, cols].transpose(1, 0, 2, 3)
         return weight[:, :, list(spec.taps[0])][:, :, :, list(spec.taps[1])].transpose(1, 0, 2, 3)
     return weight.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1] if spec.flipped else weight
+
+
+def _taps_slice(taps: tuple[int, ...]) -> slice | None:
+    """The taps (a sub-pixel phase's step by -stride) as a slice; None when they are no progression."""
+    if len(taps) == 1:
+        return slice(taps[0], taps[0] + 1)
+    step = taps[1] - taps[0]
+    if step == 0 or any(b - a != step for a, b in zip(taps, taps[1:])):
+        return None
+    stop = taps[-1] + step
+    return slice(taps[0], None if stop < 0 else stop, step)
 
 
 def fill_filter(spec: FedFilter, weight: np.ndarray, out: np.ndarray, block: int | None = None) -> None:

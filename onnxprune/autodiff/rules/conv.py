@@ -18,8 +18,8 @@ import numpy as np
 from onnxprune.autodiff.context import GradContext, attr
 from onnxprune.autodiff.rule import RuleTable
 from onnxprune.autodiff.rules.conv_gemm import (channel_first_weight_grad, flipped_conv_pads, flipped_input_grad,
-                                                kernel_windows, stacked_weight_grad, subpixel_applies,
-                                                subpixel_input_grad)
+                                                interleaved_weight_grad, kernel_windows, stacked_weight_grad,
+                                                subpixel_applies, subpixel_input_grad)
 
 GRADIENTS = RuleTable()
 
@@ -165,8 +165,15 @@ CHANNEL_FIRST_CHANNELS = 128
 # Fewer input channels than this: one GEMM over the stacked taps (ResNet-18's 3-channel 7x7 stem: 49
 # GEMMs with 3-wide outputs took 7% of its step, 2.2x slower than one (64, 147) GEMM)
 STACKED_CHANNELS = 16
-WEIGHT_GRAD_FORM = "auto"  # or "columns", "conv", "channel_first", "stacked": one form for every layer (tests)
+# Few output positions per filter row (ResNet-18's 4x4 stage: 16 per image against 512 output
+# channels): one GEMM over channel-major stacked slices, whose result is the filter as it is
+INTERLEAVED_BATCH = 32  # the batch assumed (shapes are probed at batch 2): stack <= filter below it
+WEIGHT_GRAD_FORM = "auto"  # or "columns", "conv", "channel_first", "stacked", "interleaved": one form for every layer
 SUBPIXEL = True  # strided group-1 2-D Convs: one stride-1 Conv per output phase instead of ConvTranspose
+# ConvTranspose's per-image GEMM is as wide as dY's positions: from 14x14 on it beats the phases and
+# their interleave (ResNet-18's 3x3/2 at 28x28: 0.90-0.94x the time), as it does for kernels no larger
+# than the stride (1x1/2 projections: one tap per phase, three phases of zeros; 0.76-0.87x)
+SUBPIXEL_MAX_POSITIONS = 196
 INPUT_GRAD_FORM = "flipped"  # stride-1 group-1 Convs: a flipped Conv; "transpose": ConvTranspose always
 
 
@@ -182,6 +189,11 @@ def weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_shape: tup
         wide = dy_shape[-1] >= CHANNEL_FIRST_WIDTH or min(x_shape[1], dy_shape[1]) >= CHANNEL_FIRST_CHANNELS
         if group == 1 and (form == "conv" or wide):
             form = "stacked" if x_shape[1] < STACKED_CHANNELS else "channel_first"
+        if form == "channel_first" and np.prod(geo.kernel) > 1 and \
+                INTERLEAVED_BATCH * int(np.prod(dy_shape[2:])) <= dy_shape[1]:
+            form = "interleaved"
+    if form == "interleaved" and group == 1:
+        return interleaved_weight_grad(ctx, x, dy, x_shape, dy_shape, geo)
     if form == "channel_first" and group == 1:
         return channel_first_weight_grad(ctx, x, dy, x_shape, dy_shape, geo)
     if form == "stacked" and group == 1:
@@ -190,12 +202,18 @@ def weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_shape: tup
     return fn(ctx, x, dy, x_shape, dy_shape, geo, group)
 
 
+def subpixel_wins(geo: Geometry, dy_shape: tuple) -> bool:
+    """Sub-pixel phases beat ConvTranspose: dY narrow per image, and a kernel wider than the stride."""
+    narrow = int(np.prod(dy_shape[2:])) < SUBPIXEL_MAX_POSITIONS
+    return narrow and any(k > s for k, s in zip(geo.kernel, geo.strides))
+
+
 def input_grad(ctx: GradContext, dy: str, w: str, x_shape: tuple, dy_shape: tuple, geo: Geometry, group: int) -> str:
     """Conv's input gradient: a flipped stride-1 Conv where that applies, else ConvTranspose."""
     pads = flipped_conv_pads(geo) if group == 1 and INPUT_GRAD_FORM == "flipped" else None
     if pads is not None:
         return flipped_input_grad(ctx, dy, w, geo, pads)
-    if INPUT_GRAD_FORM == "flipped" and SUBPIXEL and subpixel_applies(geo, group):
+    if INPUT_GRAD_FORM == "flipped" and SUBPIXEL and subpixel_applies(geo, group) and subpixel_wins(geo, dy_shape):
         return subpixel_input_grad(ctx, dy, w, x_shape, dy_shape, geo)
     return conv_input_grad(ctx, dy, w, list(x_shape[2:]), list(dy_shape[2:]), geo, group)
 

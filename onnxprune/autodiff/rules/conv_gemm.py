@@ -7,7 +7,10 @@
 - Weight gradient: one GEMM per kernel offset with the batch folded into the reduction, over
   channel-first tensors (C, N, H, W). Moving the channel axis first keeps runs of H*W contiguous
   floats, which ORT transposes at memory speed; the batch-last layout of `im2col_weight_grad` moves
-  single floats and is the slower form once feature maps are larger than a few pixels.
+  single floats and is the slower form once feature maps are larger than a few pixels. Strided Convs
+  cut x into its stride phases once and slice each tap from its phase (stride-1 Slices: ORT's strided
+  Slice copies one float at a time). With few positions and many output channels, all taps go into
+  one GEMM over channel-major stacked slices, whose result is the filter as it is.
 
 Which form a layer gets is decided by its shapes in `rules/conv.py`.
 """
@@ -73,14 +76,27 @@ def _channel_first_columns(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy
         xt = ctx.emit("Pad", [xt, ctx.ints([0, 0] + geo.begin + [0, 0] + geo.end)])
     rows = ctx.emit("Reshape", [ctx.emit("Transpose", [dy], perm=swap), ctx.ints([out_channels, -1])])  # (M, N*O)
     axes, steps = ctx.ints(list(range(2, n_sp + 2))), ctx.ints(geo.strides)
+    windows = kernel_windows(geo, spatial_out)
+    phased = max(geo.strides) > 1 and len(windows) > int(np.prod(geo.strides))
+    phases: dict[tuple[int, ...], str] = {}
+
+    def phase(residues: tuple[int, ...]) -> str:
+        """x[..., r::s] per axis, made once, when a tap first reads it."""
+        if residues not in phases:
+            phases[residues] = ctx.emit("Slice", [xt, ctx.ints(list(residues)), ctx.ints([1 << 62] * n_sp), axes, steps])
+        return phases[residues]
 
     def column(starts: list[int], ends: list[int]) -> str:
         if starts == geo.begin and set(geo.strides) == {1} and spatial_out == spatial_in:
             shifted = unpadded  # the centre of a "same" conv (and a plain 1x1 conv) reads x as it is
+        elif phased:  # a stride-1 slice of the phase the tap reads: runs of O floats, not single ones
+            first = [a // s for a, s in zip(starts, geo.strides)]
+            shifted = ctx.emit("Slice", [phase(tuple(a % s for a, s in zip(starts, geo.strides))), ctx.ints(first),
+                                         ctx.ints([f + o for f, o in zip(first, spatial_out)]), axes])
         else:
             shifted = ctx.emit("Slice", [xt, ctx.ints(starts), ctx.ints(ends), axes, steps])
         return ctx.emit("Reshape", [shifted, ctx.ints([channels, -1])])  # (C, N*O)
-    return rows, [functools.partial(column, starts, ends) for starts, ends in kernel_windows(geo, spatial_out)]
+    return rows, [functools.partial(column, starts, ends) for starts, ends in windows]
 
 
 def channel_first_weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_shape: tuple, geo) -> str:
@@ -120,6 +136,21 @@ def stacked_weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_sh
         parts.append(ctx.emit("Gemm", [rows, stacked], transB=1))  # (M, g*C)
     grad = ctx.emit("Concat", parts, axis=1) if len(parts) > 1 else parts[0]  # (M, k*C)
     return _taps_last(ctx, grad, out_channels, channels, len(cols), geo)
+
+
+def interleaved_weight_grad(ctx: GradContext, x: str, dy: str, x_shape: tuple, dy_shape: tuple, geo) -> str:
+    """The same sum as `channel_first_weight_grad` as one GEMM over the shifted slices stacked
+    channel-major, (C, k, N*O) -> (C*k, N*O): its (M, C*k) result is the filter (M, C, *kernel) as
+    it is. The per-tap form concatenates k (M, C) results and transposes taps last, two passes over
+    a filter-sized tensor with runs of one float (ResNet-18's 4x4 stage: 512x512x9 filters, against
+    columns of 256 per row); here the copies are the stack's, runs of N*O floats."""
+    channels, out_channels = x_shape[1], dy_shape[1]
+    rows, cols = _channel_first_columns(ctx, x, dy, x_shape, dy_shape, geo)
+    made = [ctx.emit("Unsqueeze", [column(), ctx.ints([1])]) for column in cols]  # (C, 1, N*O) each
+    stacked = ctx.emit("Concat", made, axis=1) if len(made) > 1 else made[0]  # (C, k, N*O)
+    flat = ctx.emit("Reshape", [stacked, ctx.ints([channels * len(cols), -1])])
+    grad = ctx.emit("Gemm", [rows, flat], transB=1)  # (M, C*k)
+    return ctx.emit("Reshape", [grad, ctx.ints([out_channels, channels] + geo.kernel)])
 
 
 def _taps_last(ctx: GradContext, grad: str, out_channels: int, channels: int, k: int, geo) -> str:
