@@ -25,12 +25,14 @@ number of channels from each group as fisher would.
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 
 from onnxprune.couple.dependency import Dependency
 from onnxprune.couple.vocabulary import Slot
 from onnxprune.errors import BadInputError
+from onnxprune.score.balance import free_channels, part_mask, part_weights, parts
 from onnxprune.score.calibration import Statistics
 from onnxprune.score.criteria import COMPARABLE, criterion, parameter_slots, per_index, reconstruction
 from onnxprune.score.memo import LastModel
@@ -38,6 +40,7 @@ from onnxprune.score.memo import LastModel
 log = logging.getLogger("onnxprune")
 PROBES = 2          # random probes per calibration sample: a few backward passes each
 STD_FLOOR = 1e-6    # a constant output row is floored at this share of the output's largest row std
+BALANCE = os.environ.get("ONNXPRUNE_EXP_BALANCE") == "1"  # output parts weighed alike (score/balance.py)
 
 
 def _sites(dep: Dependency) -> tuple[list[tuple[Slot, str, int]], list[tuple[Slot, str, int]]]:
@@ -77,12 +80,13 @@ def _row_std(sess, data, names: list[str]) -> tuple[dict[str, np.ndarray], list[
     return stds, shapes
 
 
+def _rowwise(values: np.ndarray, ndim: int) -> np.ndarray:
+    """Per-row values shaped to broadcast along axis 1 of an ndim-dimensional output (see _rows)."""
+    return values.reshape((1, -1) + (1,) * (ndim - 2)) if ndim >= 2 else values
+
+
 def _probe(shape: tuple[int, ...], std: np.ndarray, rng: np.random.Generator, dtype) -> np.ndarray:
-    v = rng.standard_normal(shape)
-    if len(shape) >= 2:
-        v /= std.reshape((1, -1) + (1,) * (len(shape) - 2))
-    else:
-        v /= std
+    v = rng.standard_normal(shape) / _rowwise(std, len(shape))
     return v.astype(dtype)
 
 
@@ -143,24 +147,32 @@ def _fisher_scores(dep: Dependency, data, probes: int, seed: int, rows: list | N
     sess = session(pg.model)
     names = list(pg.grads.values())
     dtypes = {i.name: i.type for i in sess.get_inputs()}
+    split = parts(stds) if BALANCE else []
+    split = split if len(split) > 1 else [(None, None)]  # one part: every output probed at once, as always
     rng = np.random.default_rng(seed)
-    site_sq, producer_sq = np.zeros(dep.num_channels), np.zeros(dep.num_channels)
+    site_sq, producer_sq = np.zeros((len(split), dep.num_channels)), np.zeros((len(split), dep.num_channels))
     for i in range(len(data)):
         feed = {k: np.asarray(v[i]) for k, v in data.inputs.items() if k in pg.inputs}
         for _ in range(probes):
-            for out, shape in zip(outputs, shapes[i]):
-                feed[pg.probes[out]] = _probe(shape, stds[out], rng, _np_dtype(dtypes[pg.probes[out]]))
-            grads = dict(zip(pg.grads, sess.run(names, feed)))
-            site, producer = _channel_sums(dep, sites, grads), _channel_sums(dep, producers, grads)
-            site_sq += site ** 2
-            producer_sq += producer ** 2
-            if rows is not None:
-                rows.append((site, producer))
+            for p, (part_output, part_rows) in enumerate(split):
+                for out, shape in zip(outputs, shapes[i]):
+                    v = _probe(shape, stds[out], rng, np.float64)
+                    if part_output is not None:  # this part's rows only
+                        v *= _rowwise(part_mask(stds[out], part_rows), len(shape)) if out == part_output else 0.0
+                    feed[pg.probes[out]] = v.astype(_np_dtype(dtypes[pg.probes[out]]))
+                grads = dict(zip(pg.grads, sess.run(names, feed)))
+                site, producer = _channel_sums(dep, sites, grads), _channel_sums(dep, producers, grads)
+                site_sq[p] += site ** 2
+                producer_sq[p] += producer ** 2
+                if rows is not None:
+                    rows.append((p, site, producer))
     runs = max(len(data) * probes, 1)
+    has_site, has_producer = _seen(dep, sites, producers, set(pg.grads))
+    weights = part_weights(split, [np.where(has_site, a, np.where(has_producer, b, 0.0)) for a, b in zip(site_sq, producer_sq)],
+                           free_channels(dep))
     if rows is not None:
-        has_site, has_producer = _seen(dep, sites, producers, set(pg.grads))
-        rows[:] = [np.where(has_site, a, np.where(has_producer, b, np.nan)) for a, b in rows]
-    return _combine(dep, site_sq / runs, producer_sq / runs, sites, producers, set(pg.grads))
+        rows[:] = [np.sqrt(weights[p]) * np.where(has_site, a, np.where(has_producer, b, np.nan)) for p, a, b in rows]
+    return _combine(dep, weights @ site_sq / runs, weights @ producer_sq / runs, sites, producers, set(pg.grads))
 
 
 def _np_dtype(onnx_type: str):
