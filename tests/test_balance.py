@@ -23,7 +23,7 @@ P = 10  # positions ("anchors")
 def _head(split: bool, seed: int = 0) -> onnx.ModelProto:
     """x [1, 6, P] -> Conv 1x1 -> Relu -> h [1, 12, P]; hidden channels 0-5 drive 4 box rows (pixels: a
     fixed per-position anchor offset of up to 300 plus a few pixels that depend on the data), 6-11 drive 2
-    class rows (sigmoid probabilities near 0.01). Boxes and classes concatenated along axis 1 into one
+    class rows (sigmoid probabilities near 3e-4, like a detector's classes on data without objects). Boxes and classes concatenated along axis 1 into one
     output [1, 6, P] (a YOLO head), or two outputs when `split`."""
     rng = np.random.default_rng(seed)
     w1 = rng.standard_normal((12, 6, 1)).astype(np.float32)
@@ -33,7 +33,7 @@ def _head(split: bool, seed: int = 0) -> onnx.ModelProto:
     w_cls[:, 6:, 0] = rng.standard_normal((2, 6))
     anchors = np.tile(np.linspace(0, 300, P, dtype=np.float32), (1, 4, 1))
     inits = [numpy_helper.from_array(a, n) for a, n in (
-        (w1, "w1"), (w_box, "wb"), (w_cls, "wc"), (anchors, "anchors"), (np.full(2, -5, np.float32), "bc"))]
+        (w1, "w1"), (w_box, "wb"), (w_cls, "wc"), (anchors, "anchors"), (np.full(2, -8, np.float32), "bc"))]
     nodes = [helper.make_node("Conv", ["x", "w1"], ["z"]), helper.make_node("Relu", ["z"], ["h"]),
              helper.make_node("Conv", ["h", "wb"], ["d"]), helper.make_node("Add", ["d", "anchors"], ["box"]),
              helper.make_node("Conv", ["h", "wc", "bc"], ["logit"]), helper.make_node("Sigmoid", ["logit"], ["cls"])]
@@ -66,6 +66,11 @@ def _shares(model: onnx.ModelProto, monkeypatch, balance: bool) -> float:
 def test_parts_split_rows_by_scale():
     found = parts({"y": np.array([90.0, 88.0, 40.0, 45.0, 1e-4, 3e-3, 5e-3]), "z": np.array([1.0, 2.0])})
     assert [(n, list(r)) for n, r in found] == [("y", [4, 5, 6]), ("y", [0, 1, 2, 3]), ("z", [0, 1])]
+    # constant rows (at fisher's floor) join the smallest part; a steady spread of scales is one part
+    found = parts({"p": np.array([0.3, 1e-6 * 0.3, 2e-2, 1e-3, 5e-5, 2e-6])}, floor=1e-6)
+    assert [(n, list(r)) for n, r in found] == [("p", [0, 1, 2, 3, 4, 5])]
+    found = parts({"y": np.array([90.0, 9e-5, 1e-3, 40.0])}, floor=1e-6)
+    assert [list(r) for _, r in found] == [[1, 2], [0, 3]]
 
 
 def test_one_part_weighs_one():

@@ -8,7 +8,8 @@ outputs (boxes, scores) or an output with many more rows than another have the s
 one part's first-order damage is orders of magnitude below the other's and the ranking ignores it.
 
 A *part* is one graph output's rows of one scale: rows sorted by standard deviation are split where
-consecutive rows differ by more than PART_GAP. With more than one part, every (sample, probe) runs
+consecutive rows differ by more than PART_GAP (a softmax's rare and common classes stay within it:
+magika's 214 rows never differ by more than 10x from one to the next). With more than one part, every (sample, probe) runs
 one backward pass per part, the probe zero outside it, so each channel's damage E[s_c,p^2] is known
 per part; each part's is divided by its total over the removable channels, T_p = sum_c E[s_c,p^2]
 (times the mean total, to keep the units), so every part weighs the same in the sum, and within a
@@ -23,17 +24,25 @@ import numpy as np
 
 log = logging.getLogger("onnxprune.score.balance")
 
-PART_GAP = 100.0     # rows whose standard deviations differ by more than this factor are different units
+PART_GAP = 1000.0    # rows whose standard deviations differ by more than this factor are different units
 
 
-def parts(stds: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
-    """(output, row indices) of every part: per output, its rows grouped by scale (module docstring)."""
+def parts(stds: dict[str, np.ndarray], floor: float = 0.0) -> list[tuple[str, np.ndarray]]:
+    """(output, row indices) of every part: per output, its rows grouped by scale (module docstring).
+    Rows at or under `floor` times their output's largest std are constant on the data (fisher floors
+    them): they join the smallest-scale part instead of making one of their own."""
     out = []
     for name, std in stds.items():
-        order = np.argsort(std, kind="stable")
-        logs = np.log10(std[order])
-        cuts = np.flatnonzero(np.diff(logs) > np.log10(PART_GAP)) + 1
-        out.extend((name, np.sort(rows)) for rows in np.split(order, cuts))
+        constant = std <= floor * float(std.max()) * (1 + 1e-6)
+        varying = np.flatnonzero(~constant)
+        if len(varying) == 0:
+            out.append((name, np.arange(len(std))))
+            continue
+        order = varying[np.argsort(std[varying], kind="stable")]
+        cuts = np.flatnonzero(np.diff(np.log10(std[order])) > np.log10(PART_GAP)) + 1
+        groups = np.split(order, cuts)
+        groups[0] = np.concatenate([groups[0], np.flatnonzero(constant)])
+        out.extend((name, np.sort(rows)) for rows in groups)
     return out
 
 

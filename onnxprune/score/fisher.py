@@ -147,7 +147,7 @@ def _fisher_scores(dep: Dependency, data, probes: int, seed: int, rows: list | N
     sess = session(pg.model)
     names = list(pg.grads.values())
     dtypes = {i.name: i.type for i in sess.get_inputs()}
-    split = parts(stds) if BALANCE else []
+    split = parts(stds, STD_FLOOR) if BALANCE else []
     split = split if len(split) > 1 else [(None, None)]  # one part: every output probed at once, as always
     rng = np.random.default_rng(seed)
     site_sq, producer_sq = np.zeros((len(split), dep.num_channels)), np.zeros((len(split), dep.num_channels))
