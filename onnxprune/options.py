@@ -22,8 +22,8 @@ CRITERIA = (*sorted(SCORED), "sensitivity")  # sensitivity allocates by measurem
 RECOVERY = (*ONE_SHOT, "sequential")
 # damage: each group's share from its measured damage with its consumers re-solved (select/damage.py)
 # price: the same curves, each group pruned while its damage per MAC saved stays under one price (select/allocate.py)
-# cost: global, each channel's score per MAC it saves (select/mac_costs.py)
-SCOPES = ("local", "global", "damage", "price", "cost")
+# cost: global, each channel's score per MAC it saves (select/mac_costs.py); blend: per its square root
+SCOPES = ("local", "global", "damage", "price", "cost", "blend")
 MEASURED = ("damage", "price")  # scopes that measure each group's damage on the calibration data
 
 # What runs when the user does not say: with calibration data the data-aware combination, without it
