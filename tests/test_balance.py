@@ -53,11 +53,10 @@ def _data(n: int = 12) -> Dataset:
 
 
 def _shares(model: onnx.ModelProto, monkeypatch, balance: bool) -> float:
-    """The box channels' (0-5) share of the summed fisher scores of the hidden group."""
-    monkeypatch.setattr(fisher_module, "BALANCE", balance)
+    """The box channels' (0-5) share of the summed fisher (or fisher_parts) scores of the hidden group."""
     monkeypatch.setattr(fisher_module, "_LAST", fisher_module.LastModel())
     dep = build_dependency(ModelGraph(model, {"x": (1, 6, P)}))
-    s = score(dep, "fisher", data=_data())
+    s = score(dep, "fisher_parts" if balance else "fisher", data=_data())
     grp = next(g for g in dep.groups if g.size == 12)
     s = s[grp.channels]
     return float(s[:6].sum() / s.sum())
@@ -92,6 +91,18 @@ def test_pixel_rows_with_anchor_offsets_do_not_drop_out_of_the_ranking(monkeypat
     assert 0.2 < after < 0.8  # each part weighs alike
 
 
+def test_one_part_scores_exactly_as_fisher(monkeypatch):
+    model = _head(split=False)
+    monkeypatch.setattr(fisher_module, "_LAST", fisher_module.LastModel())
+    data = _data()
+    # only the class rows as output: one part, the same probes, the same scores
+    one = onnx.helper.make_model(model.graph, opset_imports=model.opset_import, ir_version=8)
+    del one.graph.output[:]
+    one.graph.output.extend([helper.make_tensor_value_info("cls", TensorProto.FLOAT, [1, 2, P])])
+    dep = build_dependency(ModelGraph(one, {"x": (1, 6, P)}))
+    assert np.array_equal(score(dep, "fisher", data=data), score(dep, "fisher_parts", data=data))
+
+
 def test_two_outputs_weigh_alike(monkeypatch):
     model = _head(split=True)
     assert 0.2 < _shares(model, monkeypatch, True) < 0.8
@@ -101,10 +112,12 @@ def test_pruned_head_runs_with_both_parts_kept(tmp_path):
     model = _head(split=False)
     calib = tmp_path / "calib.npz"
     np.savez(calib, x=_data().inputs["x"][:, 0])
-    res = prune(model, ratio=0.5, calib=str(calib), input_shapes={"x": (1, 6, P)}, bench_rounds=0, round_to=1)
+    res = prune(model, ratio=0.5, calib=str(calib), input_shapes={"x": (1, 6, P)}, bench_rounds=0, round_to=1,
+                criterion="fisher_parts")
     x = _data(4).inputs["x"][0]
     dense, = session(model).run(None, {"x": x})
     pruned, = session(res.model).run(None, {"x": x})
     assert pruned.shape == dense.shape == (1, 6, P) and np.isfinite(pruned).all()
     w = {i.name: numpy_helper.to_array(i) for i in res.model.graph.initializer}
-    assert w["w1"].shape[0] < 12
+    assert w["w1"].shape[0] < 12 and (w["wb"] != 0).any() and (w["wc"] != 0).any()  # both parts still read h
+    assert res.report["options"]["criterion"] == "fisher_parts" and res.report["options"]["max_layer_ratio"] == 0.5

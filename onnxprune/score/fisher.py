@@ -25,7 +25,6 @@ number of channels from each group as fisher would.
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 
@@ -40,7 +39,6 @@ from onnxprune.score.memo import LastModel
 log = logging.getLogger("onnxprune")
 PROBES = 2          # random probes per calibration sample: a few backward passes each
 STD_FLOOR = 1e-6    # a constant output row is floored at this share of the output's largest row std
-BALANCE = os.environ.get("ONNXPRUNE_EXP_BALANCE") == "1"  # output parts weighed alike (score/balance.py)
 
 
 def _sites(dep: Dependency) -> tuple[list[tuple[Slot, str, int]], list[tuple[Slot, str, int]]]:
@@ -104,19 +102,21 @@ _LAST = LastModel()  # one model's scores, reused when several plans are chosen 
 
 
 def fisher_scores(dep: Dependency, data, probes: int = PROBES, seed: int = 0,
-                  stats: Statistics | None = None) -> np.ndarray:
+                  stats: Statistics | None = None, parts_alike: bool = False) -> np.ndarray:
     """E over calibration samples and random output probes of s_c^2 (module docstring), per channel."""
-    return _LAST.get(dep, data, (probes, seed), lambda: _scores_or_fallback(dep, data, probes, seed, stats)).copy()
+    return _LAST.get(dep, data, (probes, seed, parts_alike),
+                     lambda: _scores_or_fallback(dep, data, probes, seed, stats, parts_alike)).copy()
 
 
-def _scores_or_fallback(dep: Dependency, data, probes: int, seed: int, stats: Statistics | None) -> np.ndarray:
+def _scores_or_fallback(dep: Dependency, data, probes: int, seed: int, stats: Statistics | None,
+                        parts_alike: bool = False) -> np.ndarray:
     """fisher's scores; if the model cannot be back-propagated (an op the autodiff or ONNX Runtime
     refuses), the reconstruction criterion's, each group divided by its mean as global selection
     would do for it, with a warning naming the reason."""
     if data is None:
         raise BadInputError("criterion 'fisher' needs calibration data: pass --calib DATA.npz")
     try:
-        return _fisher_scores(dep, data, probes, seed)
+        return _fisher_scores(dep, data, probes, seed, parts_alike=parts_alike)
     except Exception as exc:  # noqa: BLE001  (any autodiff/runtime failure: score without gradients)
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         log.warning("fisher: no output gradients (%s); channels scored by reconstruction instead", reason)
@@ -128,9 +128,11 @@ def _scores_or_fallback(dep: Dependency, data, probes: int, seed: int, stats: St
     return fallback
 
 
-def _fisher_scores(dep: Dependency, data, probes: int, seed: int, rows: list | None = None) -> np.ndarray:
+def _fisher_scores(dep: Dependency, data, probes: int, seed: int, rows: list | None = None,
+                   parts_alike: bool = False) -> np.ndarray:
     """E[s_c^2] per channel; with `rows` (a list), also each (sample, probe)'s s_c, one array per run,
-    NaN where no gradient reaches the channel (score/joint.py reads them)."""
+    NaN where no gradient reaches the channel (score/joint.py reads them). With `parts_alike`, each
+    output part of its own scale weighs the same (score/balance.py)."""
     from onnxprune.autodiff.probe import build_probe_graph
     from onnxprune.load.runtime import session
 
@@ -147,7 +149,7 @@ def _fisher_scores(dep: Dependency, data, probes: int, seed: int, rows: list | N
     sess = session(pg.model)
     names = list(pg.grads.values())
     dtypes = {i.name: i.type for i in sess.get_inputs()}
-    split = parts(stds, STD_FLOOR) if BALANCE else []
+    split = parts(stds, STD_FLOOR) if parts_alike else []
     split = split if len(split) > 1 else [(None, None)]  # one part: every output probed at once, as always
     rng = np.random.default_rng(seed)
     site_sq, producer_sq = np.zeros((len(split), dep.num_channels)), np.zeros((len(split), dep.num_channels))
@@ -207,6 +209,13 @@ def fisher(dep: Dependency, stats: Statistics | None = None, data=None, seed: in
     return fisher_scores(dep, data, seed=seed, stats=stats)
 
 
+@criterion("fisher_parts", data=True, gram=True)
+def fisher_parts(dep: Dependency, stats: Statistics | None = None, data=None, seed: int = 0, **_) -> np.ndarray:
+    """fisher with every output part of its own scale weighed alike (score/balance.py): a detector's
+    pixel boxes count as much as its class scores, two graph outputs as much as each other."""
+    return fisher_scores(dep, data, seed=seed, stats=stats, parts_alike=True)
+
+
 @criterion("fisher_recon", data=True, gram=True)
 def fisher_recon(dep: Dependency, stats: Statistics | None = None, data=None, seed: int = 0, **options) -> np.ndarray:
     """fisher's per-group allocation, reconstruction's order within each group."""
@@ -223,4 +232,4 @@ def reorder_within_groups(dep: Dependency, values: np.ndarray, order_by: np.ndar
     return out
 
 
-COMPARABLE.update({"fisher", "fisher_recon"})
+COMPARABLE.update({"fisher", "fisher_parts", "fisher_recon"})
