@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "damage: shares from each group's measured damage with recovery; price: the same "
                          "measurements, damage per MAC saved (both need --calib); cost: global, score per MAC saved; "
                          "blend: global, score per square root of the MACs saved ("
-                         "default: blend with --calib, local without)")
+                         "default: global with --calib, local without)")
     pr.add_argument("--max-layer-ratio", type=float, default=None,
                     help="global scope: no group loses more than this share (default: 0.5 with criterion fisher, "
                          "fisher_parts or fisher_recon, so with --calib; 0.9 otherwise)")
