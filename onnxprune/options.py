@@ -29,7 +29,7 @@ MEASURED = ("damage", "price")  # scopes that measure each group's damage on the
 # What runs when the user does not say: with calibration data the data-aware combination, without it
 # the data-free one. Measured on the real models of tools/bench_tasks.py (docs/benchmarks.md, "Defaults
 # that use the data"): output-space fisher, one global ranking, sequential recovery. (`blend` does better
-# on NudeNet and PP-OCRv4 rec but loses a captcha at 0.8 and PP-OCR cls at half the MACs at one seed:
+# on NudeNet and PP-OCRv4 rec but loses a captcha at 0.8 at two seeds and PP-OCR cls at half the MACs at one:
 # "Per-output balance, a blended scope and seed noise".)
 DATA_AWARE = {"criterion": "fisher", "scope": "global", "recover": "sequential"}
 # Fisher's backward pass holds a gradient the size of every weight, and its probe graph a second copy of
