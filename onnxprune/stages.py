@@ -51,7 +51,7 @@ from onnxprune.select.latency import search_latency
 from onnxprune.select.latency_model import LatencyModel, build_latency_model
 from onnxprune.select.coverage import input_encoded_groups
 from onnxprune.select.latency_profile import build_profiled_model
-from onnxprune.select.mac_costs import mac_costs
+from onnxprune.select.mac_costs import POWERS as MAC_POWERS, mac_costs
 from onnxprune.select.plan import CostModel, excluded_groups, search_ratio, select_global, select_uniform
 from onnxprune.select.sensitivity import group_sensitivity, select_by_sensitivity
 
@@ -218,9 +218,9 @@ def _selector(prep: Prepared, options: PruneOptions, channel_costs: dict[int, fl
         return (lambda share: select_by_sensitivity(dep, rows, scores, share, options.round_to,
                                                     options.max_layer_ratio, options.min_channels)), scores
     exclude, caps["skip"] = list(options.exclude), _kept_whole(prep, options)
-    if options.scope == "cost":  # importance per MAC saved
-        channel_costs = mac_costs(dep)
-    if options.scope in ("global", "cost"):
+    if options.scope in MAC_POWERS:  # importance per MAC saved (cost), per its square root (blend)
+        channel_costs = mac_costs(dep, power=MAC_POWERS[options.scope])
+    if options.scope in ("global", *MAC_POWERS):
         return (lambda share: select_global(dep, scores, share, max_layer_ratio=options.max_layer_ratio,
                                             exclude=exclude, channel_costs=channel_costs,
                                             normalize=criterion not in COMPARABLE, **caps)), scores

@@ -37,6 +37,9 @@ def test_given_options_win_and_the_cap_follows_the_criterion():
     assert _resolved(True, criterion="reconstruction") == ("reconstruction", "global", "sequential", 0.9)
     assert _resolved(True, criterion="fisher_recon") == ("fisher_recon", "global", "sequential", 0.5)
     assert _resolved(True, max_layer_ratio=0.7) == ("fisher", "global", "sequential", 0.7)
+    assert _resolved(True, scope="blend") == ("fisher", "blend", "sequential", 0.5)
+    assert _resolved(True, criterion="fisher_parts") == ("fisher_parts", "global", "sequential", 0.5)
+    assert PruneOptions(target=Target(latency=0.5)).resolved(True).scope == "global"  # a latency target
     assert _resolved(False, max_layer_ratio=0.3, scope="global") == ("l2", "global", "none", 0.3)
     assert _resolved(True, criterion="activation", scope="local", recover="lstsq", max_layer_ratio=0.8) == (
         "activation", "local", "lstsq", 0.8)

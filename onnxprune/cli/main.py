@@ -46,15 +46,16 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--round-to", type=int, default=None, help="keep widths a multiple of N (default 8)")
     pr.add_argument("--criterion", default=None,
                     help="importance: l1, l2, fpgm, lamp, bn_scale, random, activation, apoz, reconstruction, obs, relative, "
-                         "fisher, fisher_recon, sensitivity (default: fisher with --calib, l2 without)")
-    pr.add_argument("--scope", choices=["local", "global", "damage", "price", "cost"], default=None,
+                         "fisher, fisher_parts, fisher_recon, sensitivity (default: fisher with --calib, l2 without)")
+    pr.add_argument("--scope", choices=["local", "global", "damage", "price", "cost", "blend"], default=None,
                     help="local: the same share from every group; global: one ranking across groups; "
                          "damage: shares from each group's measured damage with recovery; price: the same "
-                         "measurements, damage per MAC saved (both need --calib); cost: global, score per MAC saved ("
+                         "measurements, damage per MAC saved (both need --calib); cost: global, score per MAC saved; "
+                         "blend: global, score per square root of the MACs saved ("
                          "default: global with --calib, local without)")
     pr.add_argument("--max-layer-ratio", type=float, default=None,
-                    help="global scope: no group loses more than this share (default: 0.5 with criterion fisher "
-                         "or fisher_recon, so with --calib; 0.9 otherwise)")
+                    help="global scope: no group loses more than this share (default: 0.5 with criterion fisher, "
+                         "fisher_parts or fisher_recon, so with --calib; 0.9 otherwise)")
     pr.add_argument("--min-channels", type=int, default=1, help="no group keeps fewer channels than this")
     pr.add_argument("--exclude", action="append", metavar="PATTERN", help="leave groups touching matching node/tensor names whole")
     pr.add_argument("--recover", choices=["none", "bias", "lstsq", "sequential"], default=None,

@@ -31,6 +31,7 @@ import numpy as np
 from onnxprune.couple.dependency import Dependency
 from onnxprune.couple.vocabulary import Slot
 from onnxprune.errors import BadInputError
+from onnxprune.score.balance import free_channels, part_mask, part_weights, parts
 from onnxprune.score.calibration import Statistics
 from onnxprune.score.criteria import COMPARABLE, criterion, parameter_slots, per_index, reconstruction
 from onnxprune.score.memo import LastModel
@@ -77,12 +78,13 @@ def _row_std(sess, data, names: list[str]) -> tuple[dict[str, np.ndarray], list[
     return stds, shapes
 
 
+def _rowwise(values: np.ndarray, ndim: int) -> np.ndarray:
+    """Per-row values shaped to broadcast along axis 1 of an ndim-dimensional output (see _rows)."""
+    return values.reshape((1, -1) + (1,) * (ndim - 2)) if ndim >= 2 else values
+
+
 def _probe(shape: tuple[int, ...], std: np.ndarray, rng: np.random.Generator, dtype) -> np.ndarray:
-    v = rng.standard_normal(shape)
-    if len(shape) >= 2:
-        v /= std.reshape((1, -1) + (1,) * (len(shape) - 2))
-    else:
-        v /= std
+    v = rng.standard_normal(shape) / _rowwise(std, len(shape))
     return v.astype(dtype)
 
 
@@ -100,19 +102,21 @@ _LAST = LastModel()  # one model's scores, reused when several plans are chosen 
 
 
 def fisher_scores(dep: Dependency, data, probes: int = PROBES, seed: int = 0,
-                  stats: Statistics | None = None) -> np.ndarray:
+                  stats: Statistics | None = None, parts_alike: bool = False) -> np.ndarray:
     """E over calibration samples and random output probes of s_c^2 (module docstring), per channel."""
-    return _LAST.get(dep, data, (probes, seed), lambda: _scores_or_fallback(dep, data, probes, seed, stats)).copy()
+    return _LAST.get(dep, data, (probes, seed, parts_alike),
+                     lambda: _scores_or_fallback(dep, data, probes, seed, stats, parts_alike)).copy()
 
 
-def _scores_or_fallback(dep: Dependency, data, probes: int, seed: int, stats: Statistics | None) -> np.ndarray:
+def _scores_or_fallback(dep: Dependency, data, probes: int, seed: int, stats: Statistics | None,
+                        parts_alike: bool = False) -> np.ndarray:
     """fisher's scores; if the model cannot be back-propagated (an op the autodiff or ONNX Runtime
     refuses), the reconstruction criterion's, each group divided by its mean as global selection
     would do for it, with a warning naming the reason."""
     if data is None:
         raise BadInputError("criterion 'fisher' needs calibration data: pass --calib DATA.npz")
     try:
-        return _fisher_scores(dep, data, probes, seed)
+        return _fisher_scores(dep, data, probes, seed, parts_alike=parts_alike)
     except Exception as exc:  # noqa: BLE001  (any autodiff/runtime failure: score without gradients)
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         log.warning("fisher: no output gradients (%s); channels scored by reconstruction instead", reason)
@@ -124,9 +128,11 @@ def _scores_or_fallback(dep: Dependency, data, probes: int, seed: int, stats: St
     return fallback
 
 
-def _fisher_scores(dep: Dependency, data, probes: int, seed: int, rows: list | None = None) -> np.ndarray:
+def _fisher_scores(dep: Dependency, data, probes: int, seed: int, rows: list | None = None,
+                   parts_alike: bool = False) -> np.ndarray:
     """E[s_c^2] per channel; with `rows` (a list), also each (sample, probe)'s s_c, one array per run,
-    NaN where no gradient reaches the channel (score/joint.py reads them)."""
+    NaN where no gradient reaches the channel (score/joint.py reads them). With `parts_alike`, each
+    output part of its own scale weighs the same (score/balance.py)."""
     from onnxprune.autodiff.probe import build_probe_graph
     from onnxprune.load.runtime import session
 
@@ -143,24 +149,32 @@ def _fisher_scores(dep: Dependency, data, probes: int, seed: int, rows: list | N
     sess = session(pg.model)
     names = list(pg.grads.values())
     dtypes = {i.name: i.type for i in sess.get_inputs()}
+    split = parts(stds, STD_FLOOR) if parts_alike else []
+    split = split if len(split) > 1 else [(None, None)]  # one part: every output probed at once, as always
     rng = np.random.default_rng(seed)
-    site_sq, producer_sq = np.zeros(dep.num_channels), np.zeros(dep.num_channels)
+    site_sq, producer_sq = np.zeros((len(split), dep.num_channels)), np.zeros((len(split), dep.num_channels))
     for i in range(len(data)):
         feed = {k: np.asarray(v[i]) for k, v in data.inputs.items() if k in pg.inputs}
         for _ in range(probes):
-            for out, shape in zip(outputs, shapes[i]):
-                feed[pg.probes[out]] = _probe(shape, stds[out], rng, _np_dtype(dtypes[pg.probes[out]]))
-            grads = dict(zip(pg.grads, sess.run(names, feed)))
-            site, producer = _channel_sums(dep, sites, grads), _channel_sums(dep, producers, grads)
-            site_sq += site ** 2
-            producer_sq += producer ** 2
-            if rows is not None:
-                rows.append((site, producer))
+            for p, (part_output, part_rows) in enumerate(split):
+                for out, shape in zip(outputs, shapes[i]):
+                    v = _probe(shape, stds[out], rng, np.float64)
+                    if part_output is not None:  # this part's rows only
+                        v *= _rowwise(part_mask(stds[out], part_rows), len(shape)) if out == part_output else 0.0
+                    feed[pg.probes[out]] = v.astype(_np_dtype(dtypes[pg.probes[out]]))
+                grads = dict(zip(pg.grads, sess.run(names, feed)))
+                site, producer = _channel_sums(dep, sites, grads), _channel_sums(dep, producers, grads)
+                site_sq[p] += site ** 2
+                producer_sq[p] += producer ** 2
+                if rows is not None:
+                    rows.append((p, site, producer))
     runs = max(len(data) * probes, 1)
+    has_site, has_producer = _seen(dep, sites, producers, set(pg.grads))
+    weights = part_weights(split, [np.where(has_site, a, np.where(has_producer, b, 0.0)) for a, b in zip(site_sq, producer_sq)],
+                           free_channels(dep))
     if rows is not None:
-        has_site, has_producer = _seen(dep, sites, producers, set(pg.grads))
-        rows[:] = [np.where(has_site, a, np.where(has_producer, b, np.nan)) for a, b in rows]
-    return _combine(dep, site_sq / runs, producer_sq / runs, sites, producers, set(pg.grads))
+        rows[:] = [np.sqrt(weights[p]) * np.where(has_site, a, np.where(has_producer, b, np.nan)) for p, a, b in rows]
+    return _combine(dep, weights @ site_sq / runs, weights @ producer_sq / runs, sites, producers, set(pg.grads))
 
 
 def _np_dtype(onnx_type: str):
@@ -195,6 +209,13 @@ def fisher(dep: Dependency, stats: Statistics | None = None, data=None, seed: in
     return fisher_scores(dep, data, seed=seed, stats=stats)
 
 
+@criterion("fisher_parts", data=True, gram=True)
+def fisher_parts(dep: Dependency, stats: Statistics | None = None, data=None, seed: int = 0, **_) -> np.ndarray:
+    """fisher with every output part of its own scale weighed alike (score/balance.py): a detector's
+    pixel boxes count as much as its class scores, two graph outputs as much as each other."""
+    return fisher_scores(dep, data, seed=seed, stats=stats, parts_alike=True)
+
+
 @criterion("fisher_recon", data=True, gram=True)
 def fisher_recon(dep: Dependency, stats: Statistics | None = None, data=None, seed: int = 0, **options) -> np.ndarray:
     """fisher's per-group allocation, reconstruction's order within each group."""
@@ -211,4 +232,4 @@ def reorder_within_groups(dep: Dependency, values: np.ndarray, order_by: np.ndar
     return out
 
 
-COMPARABLE.update({"fisher", "fisher_recon"})
+COMPARABLE.update({"fisher", "fisher_parts", "fisher_recon"})

@@ -16,8 +16,15 @@ from onnxprune.couple.dependency import Dependency
 from onnxprune.select.plan import CostModel
 
 
-def mac_costs(dep: Dependency, share: float = 0.25) -> dict[int, float]:
-    """Group id -> MACs saved per channel when `share` of its channels go (the rest of the model dense)."""
+# how far each scope divides by a channel's MACs: cost by the MACs, blend by their square root (between
+# global, which ignores them, and cost: per-MAC ranking alone over-cuts the few costly groups of a
+# classifier, global alone the many cheap ones of a recognizer; docs/benchmarks.md, "Per-output balance")
+POWERS = {"cost": 1.0, "blend": 0.5}
+
+
+def mac_costs(dep: Dependency, share: float = 0.25, power: float = 1.0) -> dict[int, float]:
+    """Group id -> (MACs saved per channel when `share` of its channels go, the rest of the model dense)
+    to the `power`."""
     costs = CostModel(dep)
     total = costs.total_macs
     out = {}
@@ -28,5 +35,5 @@ def mac_costs(dep: Dependency, share: float = 0.25) -> dict[int, float]:
         n = max(1, int(round(share * len(free))))
         removed = np.zeros(dep.num_channels, dtype=bool)
         removed[free[:n]] = True
-        out[grp.id] = max(total - costs.macs_after(removed), 0.0) / n
+        out[grp.id] = (max(total - costs.macs_after(removed), 0.0) / n) ** power
     return out
