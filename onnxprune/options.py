@@ -22,16 +22,16 @@ CRITERIA = (*sorted(SCORED), "sensitivity")  # sensitivity allocates by measurem
 RECOVERY = (*ONE_SHOT, "sequential")
 # damage: each group's share from its measured damage with its consumers re-solved (select/damage.py)
 # price: the same curves, each group pruned while its damage per MAC saved stays under one price (select/allocate.py)
-# cost: global, each channel's score per MAC it saves (select/mac_costs.py); blend: per its square root
-SCOPES = ("local", "global", "damage", "price", "cost", "blend")
+# cost: global, each channel's score per MAC it saves (select/mac_costs.py); blend: per its square root;
+# auto: from cost at mild targets to global at deep ones (mac_costs.auto_power)
+SCOPES = ("local", "global", "damage", "price", "cost", "blend", "auto")
 MEASURED = ("damage", "price")  # scopes that measure each group's damage on the calibration data
 
 # What runs when the user does not say: with calibration data the data-aware combination, without it
 # the data-free one. Measured on the real models of tools/bench_tasks.py (docs/benchmarks.md, "Defaults
-# that use the data"): output-space fisher, one global ranking, sequential recovery. (`blend` does better
-# on NudeNet and PP-OCRv4 rec but loses a captcha at 0.8 at two seeds and PP-OCR cls at half the MACs at one:
-# "Per-output balance, a blended scope and seed noise".)
-DATA_AWARE = {"criterion": "fisher", "scope": "global", "recover": "sequential"}
+# that use the data"): output-space fisher, one global ranking that weighs each channel's MACs at mild
+# targets and ignores them at deep ones (`auto`; "A scope that follows the target"), sequential recovery.
+DATA_AWARE = {"criterion": "fisher", "scope": "auto", "recover": "sequential"}
 # Fisher's backward pass holds a gradient the size of every weight, and its probe graph a second copy of
 # the weights: above this many bytes of weights the data-aware default ranks by reconstruction instead,
 # which needs only per-layer statistics (issue 11: memory at most 1.5x the weights).

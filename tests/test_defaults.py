@@ -28,17 +28,17 @@ def _resolved(has_data: bool, **given) -> tuple:
 
 
 def test_data_changes_the_defaults():
-    assert _resolved(True) == ("fisher", "global", "sequential", 0.5)
+    assert _resolved(True) == ("fisher", "auto", "sequential", 0.5)
     assert _resolved(False) == ("l2", "local", "none", 0.9)
 
 
 def test_given_options_win_and_the_cap_follows_the_criterion():
     # a criterion other than fisher keeps the cap it was measured with; a given cap is kept as given
-    assert _resolved(True, criterion="reconstruction") == ("reconstruction", "global", "sequential", 0.9)
-    assert _resolved(True, criterion="fisher_recon") == ("fisher_recon", "global", "sequential", 0.5)
-    assert _resolved(True, max_layer_ratio=0.7) == ("fisher", "global", "sequential", 0.7)
+    assert _resolved(True, criterion="reconstruction") == ("reconstruction", "auto", "sequential", 0.9)
+    assert _resolved(True, criterion="fisher_recon") == ("fisher_recon", "auto", "sequential", 0.5)
+    assert _resolved(True, max_layer_ratio=0.7) == ("fisher", "auto", "sequential", 0.7)
     assert _resolved(True, scope="blend") == ("fisher", "blend", "sequential", 0.5)
-    assert _resolved(True, criterion="fisher_parts") == ("fisher_parts", "global", "sequential", 0.5)
+    assert _resolved(True, criterion="fisher_parts") == ("fisher_parts", "auto", "sequential", 0.5)
     assert PruneOptions(target=Target(latency=0.5)).resolved(True).scope == "global"  # a latency target
     assert _resolved(False, max_layer_ratio=0.3, scope="global") == ("l2", "global", "none", 0.3)
     assert _resolved(True, criterion="activation", scope="local", recover="lstsq", max_layer_ratio=0.8) == (
@@ -54,7 +54,7 @@ def test_heavy_weights_rank_by_reconstruction_unless_told(tmp_path, capsys, monk
     assert PruneOptions(target=Target(macs=0.5)).resolved(False, heavy).criterion == "l2"
     monkeypatch.setattr(options_module, "FISHER_MAX_BYTES", DIGITS.stat().st_size - 1)  # the digits CNN is "heavy"
     _, ran = _report_options(tmp_path, capsys, "--calib", CALIB, "--calib-limit", "16")
-    assert ran == {"criterion": "reconstruction", "scope": "global", "recover": "sequential", "max_layer_ratio": 0.9}
+    assert ran == {"criterion": "reconstruction", "scope": "auto", "recover": "sequential", "max_layer_ratio": 0.9}
 
 
 def test_a_cap_outside_zero_one_is_refused():
@@ -73,7 +73,7 @@ def _report_options(tmp_path, capsys, *flags) -> dict:
 
 def test_the_command_line_reports_the_defaults_it_ran(tmp_path, capsys):
     doc, with_data = _report_options(tmp_path, capsys, "--calib", CALIB, "--calib-limit", "16")
-    assert with_data == {"criterion": "fisher", "scope": "global", "recover": "sequential", "max_layer_ratio": 0.5}
+    assert with_data == {"criterion": "fisher", "scope": "auto", "recover": "sequential", "max_layer_ratio": 0.5}
     for group in doc["plan"]["per_group"]:  # the cap holds: no group loses more than half its channels
         assert group["kept"] >= group["channels"] - int(group["channels"] * 0.5), group
     _, without = _report_options(tmp_path, capsys, "--force")

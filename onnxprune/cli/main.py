@@ -47,12 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--criterion", default=None,
                     help="importance: l1, l2, fpgm, lamp, bn_scale, random, activation, apoz, reconstruction, obs, relative, "
                          "fisher, fisher_parts, fisher_recon, sensitivity (default: fisher with --calib, l2 without)")
-    pr.add_argument("--scope", choices=["local", "global", "damage", "price", "cost", "blend"], default=None,
+    pr.add_argument("--scope", choices=["local", "global", "damage", "price", "cost", "blend", "auto"], default=None,
                     help="local: the same share from every group; global: one ranking across groups; "
                          "damage: shares from each group's measured damage with recovery; price: the same "
                          "measurements, damage per MAC saved (both need --calib); cost: global, score per MAC saved; "
-                         "blend: global, score per square root of the MACs saved ("
-                         "default: global with --calib, local without)")
+                         "blend: global, score per square root of the MACs saved; auto: cost at mild targets "
+                         "(0.8 of the MACs and up), global at deep ones (0.5 and down), between in between ("
+                         "default: auto with --calib, local without)")
     pr.add_argument("--max-layer-ratio", type=float, default=None,
                     help="global scope: no group loses more than this share (default: 0.5 with criterion fisher, "
                          "fisher_parts or fisher_recon, so with --calib; 0.9 otherwise)")
