@@ -60,11 +60,14 @@ def to_dense(dense: Dependency, step: Dependency, removed: np.ndarray, step_scor
     return out, int(missing.sum())
 
 
-def prune_stepwise(model_or_path, steps: int, *, calib=None, eval_data=None, **keywords) -> PruneResult:
+def prune_stepwise(model_or_path, steps: int, *, calib=None, eval_data=None, options: PruneOptions | None = None,
+                   **keywords) -> PruneResult:
     """Prune toward `target_macs` (or `target_params`) in `steps` steps without training; the other
-    keywords are prune()'s. The report is prune()'s, with every step under "stepwise"."""
-    options, finetune = options_from_keywords(keywords)
-    if finetune.active:
+    keywords (or `options`) are prune()'s. The report is prune()'s, with every step under "stepwise"."""
+    if options is not None and keywords:
+        raise BadInputError("pass the options either as options=PruneOptions(...) or as keywords, not both")
+    options, finetune = (options, None) if options is not None else options_from_keywords(keywords)
+    if finetune is not None and finetune.active:
         raise BadInputError("multi-step pruning without training takes no fine-tuning options (see --steps)")
     targets = step_targets(options.target, steps)
     if calib is None and steps > 1:
