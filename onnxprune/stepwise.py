@@ -73,24 +73,25 @@ def prune_stepwise(model_or_path, steps: int, *, calib=None, eval_data=None, opt
     if calib is None and steps > 1:
         log.info("multi-step pruning without data re-scores by weights only")
     dense = prepare(model_or_path, options, calib, eval_data)
-    current, removed, trail, plan, model = dense, np.zeros(dense.dep.num_channels, dtype=bool), [], None, None
-    scores = None
+    removed, trail, plan, model = np.zeros(dense.dep.num_channels, dtype=bool), [], None, None
+    scores = first = None
     for k, target in enumerate(targets, start=1):
-        step_options = replace(dense.options, target=target)
+        step_options, entry = replace(dense.options, target=target), {"step": k, "target": target.value}
         if k > 1:  # the channels scored on the model of the last step
             current = prepare(model, replace(step_options, input_shapes=dense.graph.input_shapes), calib)
-            scores, fell_back = to_dense(dense.dep, current.dep, removed,
-                                         channel_scores(current, current.options), scores)
-            trail[-1]["unmapped_channels"] = fell_back
+            scores, entry["unmapped_channels"] = to_dense(dense.dep, current.dep, removed,
+                                                          channel_scores(current, current.options), scores)
         else:
-            scores = channel_scores(dense, step_options)
+            scores = first = channel_scores(dense, step_options)
         plan = choose_plan(dense, step_options, scores)
+        if k > 1:  # what re-scoring changed: channels removed here that one-shot scores would have kept
+            entry["changed_by_rescoring"] = int((plan.removed & ~choose_plan(dense, step_options, first).removed).sum())
         if k == 1 and dense.stats is not None:
             dense.stats.drop_grams()  # scored: the steps after it score their own model
         plan.removed |= removed  # a step never puts back a channel an earlier one removed
         removed = plan.removed.copy()
         model = apply_and_recover(dense, plan)
-        trail.append({"step": k, "target": target.value, "removed_channels": int(removed.sum())})
+        trail.append({**entry, "removed_channels": int(removed.sum())})
     dense_graph = dense.graph if dense.options.recover == "none" else None
     report = evaluate(dense.model, model, dense.graph.input_shapes, dense.evaluation, options.bench_rounds,
                       options.threads_capped(), dense_graph=dense_graph, dense_bytes=dense.input_bytes)

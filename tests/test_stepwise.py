@@ -72,7 +72,7 @@ def test_stepwise_ends_at_the_target_valid_and_accurate():
     assert [s["step"] for s in trail] == [1, 2, 3] and trail[-1]["target"] == 0.5
     removed = [s["removed_channels"] for s in trail]
     assert removed == sorted(removed) and removed[0] > 0
-    assert all(s.get("unmapped_channels", 0) == 0 for s in trail)
+    assert all(s["unmapped_channels"] == 0 and s["changed_by_rescoring"] >= 0 for s in trail[1:])
     assert r.report["options"]["criterion"] == "fisher" and r.report["options"]["recover"] == "sequential"
     assert _accuracy(r.model) >= 0.95  # dense 98.5; 16 unlabelled samples, no training
 
