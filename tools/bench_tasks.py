@@ -146,6 +146,8 @@ def worker(spec_path: str) -> int:
                   latency=latency_ratio(spec["dense"], pruned_path, ev.feeds[0], spec["rounds"]) if spec["rounds"] else None)
     # peak resident memory of this run (prune + scoring), for the bounded-memory goal of issue 9
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    if "stepwise" in r.report:  # each step's target and what re-scoring changed
+        result["stepwise"] = r.report["stepwise"]["trail"]
     os.unlink(pruned_path)
     Path(spec["out"]).write_text(json.dumps(result))
     return 0
