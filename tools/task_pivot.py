@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """One Markdown table from tools/bench_tasks.py JSON files: a row per model, a column per config, each
 cell the scores at the levels asked ("s1 / s2"); then, per config, how many models stay within 1 and
-within 3 points of dense at each level, and its mean rank among the configs (1 = best; per model and
-level, ties share the better rank). Usage:
+within 3 points of dense at each level, its mean rank among the configs (1 = best; per model and
+level, ties share the better rank) and its mean points lost over the models every config ran. Usage:
 
     python tools/task_pivot.py docs/bench_a.json,docs/bench_b.json --levels 0.8,0.5 [--configs a,b]
 """
@@ -66,7 +66,16 @@ def pivot(cells: dict, models: dict, configs: list[str], levels: list[str]) -> s
                      + " | ".join(" / ".join(str(within[(c, lv, bar)]) for lv in levels) for c in configs) + " |")
     lines.append("| mean rank (cells ranked) | " + " | ".join(
         f"{s / n:.2f} ({n})" if n else "–" for s, n in rank_sum.values()) + " |")
+    lines.append("| mean points lost, models every config ran | " + " | ".join(
+        " / ".join(_mean_loss(cells, models, configs, c, lv) for lv in levels) for c in configs) + " |")
     return "\n".join(lines)
+
+
+def _mean_loss(cells: dict, models: dict, configs: list[str], config: str, level: str) -> str:
+    """Mean points lost at `level` over the models where every config has a cell (so columns compare)."""
+    common = [m for m in models if all(level in cells.get((m, c), {}) for c in configs)]
+    lost = [loss(cells[(m, config)][level], models[m][1], models[m][2]) for m in common]
+    return f"{sum(lost) / len(lost):.1f} ({len(lost)})" if lost else "–"
 
 
 def main(argv: list[str] | None = None) -> int:
