@@ -17,14 +17,13 @@ import logging
 from dataclasses import replace
 
 import numpy as np
-import onnx
 
 from onnxprune.api import PruneResult
 from onnxprune.check.evaluate import evaluate
 from onnxprune.couple.dependency import Dependency
 from onnxprune.errors import BadInputError
 from onnxprune.options import PruneOptions, Target, options_from_keywords
-from onnxprune.stages import Prepared, apply_and_recover, channel_scores, choose_plan, describe, prepare
+from onnxprune.stages import apply_and_recover, channel_scores, choose_plan, describe, prepare
 
 log = logging.getLogger("onnxprune")
 
