@@ -145,13 +145,20 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
                     evaluation if evaluation is not None else data)
 
 
-def choose_plan(prep: Prepared, options: PruneOptions | None = None) -> Plan:
-    """Score the channels and select them to meet the target (or re-apply a saved plan)."""
+def choose_plan(prep: Prepared, options: PruneOptions | None = None, scores: np.ndarray | None = None) -> Plan:
+    """Score the channels (unless `scores` are given) and select them to meet the target (or re-apply a
+    saved plan)."""
     with scratch():  # the candidate models a search builds are gone when it returns a plan
-        return _choose_plan(prep, options)
+        return _choose_plan(prep, options, scores)
 
 
-def _choose_plan(prep: Prepared, options: PruneOptions | None = None) -> Plan:
+def channel_scores(prep: Prepared, options: PruneOptions) -> np.ndarray:
+    """Every channel's score under `options.criterion` (not for "sensitivity", which measures groups)."""
+    return with_stream_importance(prep.dep, prep.stats, score(prep.dep, options.criterion, stats=prep.stats,
+                                                              seed=options.seed, data=prep.data))
+
+
+def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.ndarray | None = None) -> Plan:
     options = prep.options if options is None else options.resolved(prep.data is not None, prep.input_bytes or 0)
     dep, target = prep.dep, options.target
     if target.kind == "depth":  # --depth alone: the units are gone already, no channel is removed
@@ -161,7 +168,7 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None) -> Plan:
         chosen = plan_from_json(dep, plan if isinstance(plan, dict) else load_plan_file(plan))
     else:
         latency = _latency_model(prep, options) if target.kind == "latency" else None
-        select, scores = _selector(prep, options, latency.channel_costs() if latency else None)
+        select, scores = _selector(prep, options, latency.channel_costs() if latency else None, given)
         if target.kind in ("macs", "params"):
             select = sparing(dep, select) if target.kind == "macs" else select  # cuts that buy no MACs
             costs = CostModel(dep)
@@ -198,7 +205,8 @@ def _latency_model(prep: Prepared, options: PruneOptions) -> LatencyModel:
                                    show_progress=options.progress)
 
 
-def _selector(prep: Prepared, options: PruneOptions, channel_costs: dict[int, float] | None = None):
+def _selector(prep: Prepared, options: PruneOptions, channel_costs: dict[int, float] | None = None,
+              given: np.ndarray | None = None):
     """select(share) -> Plan for the chosen criterion and scope, and the channel scores it ranks by;
     global scope ranks by importance per unit of `channel_costs` when given (latency targets)."""
     dep, criterion = prep.dep, options.criterion
@@ -207,8 +215,7 @@ def _selector(prep: Prepared, options: PruneOptions, channel_costs: dict[int, fl
         scores = score(dep, "l2")
         rows = group_sensitivity(dep, prep.data.take(64), progress=options.progress)
     else:
-        scores = with_stream_importance(dep, prep.stats, score(dep, criterion, stats=prep.stats, seed=options.seed,
-                                                               data=prep.data))
+        scores = channel_scores(prep, options) if given is None else given
         rows = group_damage(dep, prep.data, scores, progress=options.progress) if options.scope in MEASURED else None
     if rows is not None and options.scope == "price":  # one price: damage per MAC saved, from measured curves
         return PriceAllocator(dep, rows, scores, options.round_to, options.max_layer_ratio, options.min_channels), scores

@@ -3,6 +3,7 @@ and --resume after a kill, NaN stops, time budgets, bad training data, augmentat
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
 from conftest import FIXTURES
@@ -192,5 +194,16 @@ def test_steps_need_a_reachable_target_and_a_budget(tmp_path, capsys):
             "-o", str(tmp_path / "o.onnx"), "-q"]
     assert main([*base, "--target-latency", "0.5", "--finetune", "1"]) == 2
     assert "--steps" in capsys.readouterr().err
-    assert main([*base, "--target-macs", "0.5"]) == 2
-    assert "--finetune" in capsys.readouterr().err
+    assert main([*base, "--ratio", "0.3"]) == 2  # without training the steps re-score: MACs or parameters only
+    assert "--target-macs" in capsys.readouterr().err
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_steps_without_training_prune_stepwise(tmp_path):
+    out, report = tmp_path / "o.onnx", tmp_path / "r.json"
+    assert main(["prune", str(DENSE), "--calib", str(FIXTURES / "digits_calib.npz"), "--steps", "2", "--bench-rounds",
+                 "0", "--target-macs", "0.5", "-o", str(out), "--report", str(report), "-q"]) == 0
+    got = json.loads(report.read_text())
+    assert [s["step"] for s in got["stepwise"]["trail"]] == [1, 2]
+    assert got["after"]["macs"] / got["before"]["macs"] <= 0.505
+    ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])

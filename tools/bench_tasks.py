@@ -19,6 +19,9 @@ on one evaluation batch, one thread each, median of per-pair ratios). A failed r
 
 A config is a preset name (l2, recon, activation, sensitivity) or NAME=JSON with prune() keyword
 arguments, e.g. wanda='{"criterion":"activation","scope":"local","recover":"bias"}'.
+Two keys are the harness's own: "calib": false prunes without the calibration data (the data-free path;
+the task is still scored on its evaluation data), "steps": N prunes toward the level in N steps without
+training (onnxprune/stepwise.py).
 """
 
 from __future__ import annotations
@@ -120,8 +123,18 @@ def worker(spec_path: str) -> int:
     with open(spec["eval"], "rb") as fh:
         ev, dense_preds = pickle.load(fh)
     t0 = time.time()
-    r = onnxprune.prune(spec["dense"], target_macs=spec["level"], calib=spec["calib"],
-                        input_shapes=task.input_shapes(), bench_rounds=0, **spec["kwargs"])
+    kwargs = dict(spec["kwargs"])
+    # "calib": false runs the config without calibration data (the data-free path, as a user without data
+    # would); "steps": N prunes toward the level in N steps without training (onnxprune/stepwise.py)
+    calib = spec["calib"] if kwargs.pop("calib", True) else None
+    steps = kwargs.pop("steps", 1)
+    if steps > 1:
+        from onnxprune.stepwise import prune_stepwise
+        r = prune_stepwise(spec["dense"], steps, target_macs=spec["level"], calib=calib,
+                           input_shapes=task.input_shapes(), bench_rounds=0, **kwargs)
+    else:
+        r = onnxprune.prune(spec["dense"], target_macs=spec["level"], calib=calib,
+                            input_shapes=task.input_shapes(), bench_rounds=0, **kwargs)
     prune_s = time.time() - t0
     pruned_path = str(Path(spec["out"]).with_suffix(".onnx"))
     onnx.save(r.model, pruned_path)
@@ -133,6 +146,8 @@ def worker(spec_path: str) -> int:
                   latency=latency_ratio(spec["dense"], pruned_path, ev.feeds[0], spec["rounds"]) if spec["rounds"] else None)
     # peak resident memory of this run (prune + scoring), for the bounded-memory goal of issue 9
     result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    if "stepwise" in r.report:  # each step's target and what re-scoring changed
+        result["stepwise"] = r.report["stepwise"]["trail"]
     os.unlink(pruned_path)
     Path(spec["out"]).write_text(json.dumps(result))
     return 0

@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--resume", action="store_true",
                     help="continue an interrupted fine-tuning run from its checkpoint beside the output")
     ft.add_argument("--steps", type=int, default=1, metavar="N",
-                    help="prune toward the target in N steps, distilling from the dense model between them")
+                    help="prune toward the target in N steps, distilling from the dense model between them; "
+                         "without --finetune, re-scoring the channels on the pruned model at each step")
     ft.add_argument("--val", metavar="DATA.npz", help="validation data: keep the best epoch")
     ft.add_argument("--labels", action="store_true", help="train on the data's labels (default: distill from the dense model)")
     ft.add_argument("--lr", type=float, default=None, help="learning rate (AdamW, cosine schedule); default: "
@@ -179,7 +180,11 @@ def cmd_prune(args) -> int:
     tune = FinetuneOptions(epochs=args.finetune, lr=args.lr, batch_size=args.batch_size, labels=args.labels,
                            minutes=args.finetune_minutes, augment=args.augment, checkpoint=str(checkpoint),
                            resume=args.resume, features=args.feature_distill)
-    if args.steps > 1:
+    if args.steps > 1 and not tune.active:  # no training: the steps only re-score (stepwise.py)
+        from onnxprune.stepwise import prune_stepwise
+        result = prune_stepwise(args.model, args.steps, calib=calib_source(args), eval_data=args.data,
+                                options=prune_options(args))
+    elif args.steps > 1:
         from onnxprune.iterative import prune_iteratively
         result = prune_iteratively(args.model, args.steps, calib=calib_source(args), eval_data=args.data,
                                    train_data=folder_source(args, "train_data"), val_data=args.val,
