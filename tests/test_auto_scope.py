@@ -31,9 +31,9 @@ def _removed(scope: str, **target) -> np.ndarray:
     return choose_plan(prepare(str(DIGITS), options, str(CALIB), None)).removed
 
 
-@pytest.mark.parametrize("kept, same_as", [(0.85, "cost"), (0.45, "global"), (0.65, "blend")])
+@pytest.mark.parametrize("kept, same_as", [(0.85, "cost"), (0.6, "global"), ((AUTO_MILD + AUTO_DEEP) / 2, "blend")])
 def test_auto_chooses_what_the_scope_it_stands_for_chooses(kept, same_as):
-    # 0.65 is halfway between the ends: a power of one half, which is blend's
+    # halfway between the ends: a power of one half, which is blend's
     assert np.array_equal(_removed("auto", macs=kept), _removed(same_as, macs=kept))
 
 

@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "damage: shares from each group's measured damage with recovery; price: the same "
                          "measurements, damage per MAC saved (both need --calib); cost: global, score per MAC saved; "
                          "blend: global, score per square root of the MACs saved; auto: cost at mild targets "
-                         "(0.8 of the MACs and up), global at deep ones (0.5 and down), between in between ("
+                         "(0.8 of the MACs and up), global at deeper ones (0.7 and down), between in between ("
                          "default: auto with --calib, local without)")
     pr.add_argument("--max-layer-ratio", type=float, default=None,
                     help="global scope: no group loses more than this share (default: 0.5 with criterion fisher, "
