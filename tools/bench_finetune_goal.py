@@ -53,10 +53,14 @@ def pruned(name: str, case, macs: float, work: Path, start: str = "default") -> 
     return result.model, seconds
 
 
+DISTILL = {"mse": "mse", "bal": "balanced", "kl": "kl"}  # variant suffix -> TrainSettings.distill
+
+
 def variant(spec: str) -> dict:
-    """"RATE[+featW][+probs][+aug][+mse][+tT][+bB][+last]": probs distills the output probabilities (the old
-    default), not the logits a final Softmax reads; aug adds flip, crop and scale jitter; mse distills by
-    squared error instead of KL (outputs that are not class scores: a detector's boxes); tT the distillation
+    """"RATE[+featW][+probs][+aug][+mse|+bal|+kl][+tT][+bB][+last]": probs distills the output probabilities (the
+    old default), not the logits a final Softmax reads; aug adds flip, crop and scale jitter; mse distills by
+    squared error (outputs that are not class scores: a detector's boxes), bal by squared error balanced per
+    channel (recover/balance.py), kl by KL; none of the three: the library's default; tT the distillation
     temperature T (default 2); bB batch B instead of --batch; last keeps the last epoch, not the best held-out one."""
     rate, *extras = spec.split("+")
     feat = next((e for e in extras if e.startswith("feat")), None)
@@ -65,7 +69,7 @@ def variant(spec: str) -> dict:
     return {"lr": None if rate == "auto" else float(rate),
             "features": float(feat[len("feat"):] or 1.0) if feat else 0.0,
             "softmax_logits": "probs" not in extras, "augment": ("flip", "crop", "scale") if "aug" in extras else (),
-            "distill": "mse" if "mse" in extras else "kl", "keep": "last" if "last" in extras else "best",
+            **({"distill": DISTILL[e] for e in extras if e in DISTILL}), "keep": "last" if "last" in extras else "best",
             **({"temperature": temp} if temp else {}), **({"batch_size": batch} if batch else {})}
 
 
@@ -80,7 +84,8 @@ def run_variant(model, case, spec: str, epochs: int, batch: int) -> dict:
     trials = info["history"][0].get("lr_trials")
     return {"variant": spec, "score": round(score(trained), 2), "finetune_s": seconds, "lr": info["lr"],
             "load_1min": round(os.getloadavg()[0], 1),
-            "best_epoch": info["best_epoch"], "lr_trials": trials,
+            "best_epoch": info["best_epoch"], "lr_trials": trials, "distill": res.distill,
+            "trained_weights": len(res.trainable), "frozen_weights": len(res.frozen),
             "val_loss": [h.get("val_loss") for h in info["history"]]}
 
 

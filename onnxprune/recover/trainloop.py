@@ -34,7 +34,8 @@ class Loop:
 
     def __init__(self, s, tg, params, opt, batchable: bool):
         self.s, self.tg, self.params, self.opt, self.batchable = s, tg, params, opt, batchable
-        self.loss_options = {"temperature": s.temperature, "distill": s.distill, "label_smoothing": s.label_smoothing}
+        self.loss_options = {"temperature": s.temperature, "distill": s.distill, "label_smoothing": s.label_smoothing,
+                             "balance": tg.balance}
         self.history: list[dict] = []
         self.best: tuple = (None, 0, None)  # (score, epoch, weights)
         self.clock = {"steps": 0, "busy": 0.0, "elapsed": 0.0}
