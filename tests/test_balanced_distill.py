@@ -15,7 +15,7 @@ from onnxprune.autodiff.losses import numpy_loss
 from onnxprune.autodiff.weights import read_weights
 from onnxprune.load.data import Dataset
 from onnxprune.load.runtime import session
-from onnxprune.recover.balance import BALANCE_SPREAD, balance_weights, channel_axis, spread
+from onnxprune.recover.balance import BALANCE_SPREAD, balance_weights, channel_axis, spread, unbalanced
 from onnxprune.recover.finetune import finetune
 
 # a detector's head in small: two channels in "pixels", three scores
@@ -56,8 +56,10 @@ def test_the_channel_axis_is_the_one_whose_variances_spread_widest():
     assert w.shape == (1, 5, 1)
     assert np.mean(w[0, :, 0] * var) == pytest.approx(1.0, rel=1e-5)  # predicting the channel means scores 1
     assert w[0, 1, 0] / w[0, 0, 0] == pytest.approx(var[0] / var[1], rel=1e-4)
-    assert spread(out) > BALANCE_SPREAD
+    assert spread(out) > BALANCE_SPREAD and unbalanced(out)
     assert spread(RNG.normal(0, 1, (64, 10))) < BALANCE_SPREAD  # a classifier's logits: already balanced
+    rare = RNG.normal(0, 1, (64, 20, 50)) * np.geomspace(1, 1e-3, 50)  # CTC logits with rare classes, last axis
+    assert spread(rare) > BALANCE_SPREAD and not unbalanced(rare)  # KL over the classes is still the loss
 
 
 def test_a_channel_that_never_varies_is_floored_at_a_tenth_of_the_median():
@@ -95,12 +97,12 @@ def _channel_errors(model: onnx.ModelProto, teacher: onnx.ModelProto) -> np.ndar
     """Relative squared error per channel on fresh inputs."""
     x = np.random.default_rng(9).standard_normal((512, 4)).astype(np.float32)
     got, want = (session(m).run(["y"], {"x": x})[0] for m in (model, teacher))
-    return ((got - want) ** 2).mean(0) / want.var(0)
+    return ((got - want) ** 2).mean((0, 2)) / want.var((0, 2))
 
 
 def test_the_small_scale_channels_improve_under_the_balanced_loss_where_plain_squared_error_neglects_them():
-    teacher = toy(W1, W2)
-    student = toy(W1[:, :4], W2[:4])  # half the hidden units: it cannot match every channel
+    teacher = toy(W1, W2, rank3=True)
+    student = toy(W1[:, :4], W2[:4], rank3=True)  # half the hidden units: it cannot match every channel
     data = Dataset({"x": X[:, None]})
     before = _channel_errors(student, teacher)
     runs = {mode: finetune(student, data, 6, teacher=teacher, distill=mode, lr=1e-2, batch_size=32, progress=False,
@@ -110,3 +112,13 @@ def test_the_small_scale_channels_improve_under_the_balanced_loss_where_plain_sq
     assert after["balanced"] < 0.85 * before[2:].mean()   # the balanced loss improves them
     assert after["balanced"] < 0.8 * after["mse"]
     assert after["auto"] == pytest.approx(after["balanced"], rel=1e-5)  # auto picks it on this output
+
+
+def test_auto_keeps_kl_where_the_channels_are_on_the_last_axis():
+    data = Dataset({"x": X[:64, None]})
+    result = finetune(toy(W1[:, :4], W2[:4]), data, 1, teacher=toy(W1, W2), lr=1e-3, batch_size=32,
+                      progress=False, threads=1, holdout=0.0, distill="auto")
+    assert result.distill == "kl"  # (N, C) like class logits: a softmax over C is what KL means
+    detector = finetune(toy(W1[:, :4], W2[:4], True), data, 1, teacher=toy(W1, W2, True), lr=1e-3, batch_size=32,
+                        progress=False, threads=1, holdout=0.0, distill="auto")
+    assert detector.distill == "balanced"

@@ -43,6 +43,16 @@ def spread(out: np.ndarray) -> float:
     return _spread(channel_axis(out)[1])
 
 
+def unbalanced(out: np.ndarray) -> bool:
+    """True when a squared error on `out` would be dominated by a few channels and KL does not apply: the
+    channel variances spread wider than BALANCE_SPREAD on an axis that is not the last one. Class logits
+    (the channels on the last axis: a classifier's, a CTC recognizer's) spread widely too, because rare
+    classes vary little (ddddocr's 8210 classes: 666x), but KL over that axis is the loss meant for them; a
+    detector's (N, 4 + K, anchors) has its channels on axis 1 and nothing a softmax over anchors means."""
+    axis, var = channel_axis(out)
+    return np.ndim(out) >= 3 and axis != np.ndim(out) - 1 and _spread(var) > BALANCE_SPREAD
+
+
 def balance_weights(out: np.ndarray) -> np.ndarray:
     """float32 weights that broadcast against `out` (batch axis 1): w_c = 1 / var_c, normalised."""
     x = np.asarray(out, dtype=np.float64)
@@ -66,4 +76,4 @@ def _spread(var: np.ndarray) -> float:
     return float(var.max() / var.min())
 
 
-__all__ = ["balance_weights", "channel_axis", "spread", "BALANCE_SAMPLES", "BALANCE_SPREAD"]
+__all__ = ["balance_weights", "channel_axis", "spread", "unbalanced", "BALANCE_SAMPLES", "BALANCE_SPREAD"]

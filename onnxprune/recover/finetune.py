@@ -27,7 +27,7 @@ from onnxprune.autodiff.optim import AdamW, FlatParams, SGD, make_optimizer
 from onnxprune.autodiff.runner import Forward, TrainStep
 from onnxprune.autodiff.lr_schedule import cosine, step_decay
 from onnxprune.autodiff.weights import read_weights, write_weights
-from onnxprune.recover.balance import BALANCE_SAMPLES, BALANCE_SPREAD, balance_weights, spread
+from onnxprune.recover.balance import BALANCE_SAMPLES, balance_weights, spread, unbalanced
 from onnxprune.recover.batch_view import batch_view
 from onnxprune.recover.logits import logits_views
 from onnxprune.recover.microbatch import ACTIVATION_BUDGET_MB, MicroBatched, activation_bytes, micro_batch
@@ -194,8 +194,8 @@ def _on_logits(model: onnx.ModelProto, teacher: onnx.ModelProto, output: str | N
 def _distill_mode(mode: str, teacher: onnx.ModelProto | None, output: str | None, data: Dataset, batchable: bool,
                   on_logits: bool, threads: int) -> tuple[str, np.ndarray | None]:
     """The distillation loss and, for "balanced", its per-channel weights (recover/balance.py).
-    "auto": KL on the logits a final Softmax reads; otherwise "balanced" when the teacher's output
-    channels differ in variance by more than BALANCE_SPREAD (a detector's boxes beside its scores), else KL."""
+    "auto": KL on the logits a final Softmax reads; otherwise "balanced" when the teacher's output looks
+    like a detector's (balance.unbalanced: channels not on the last axis, variances spread widely), else KL."""
     if teacher is None or mode not in ("auto", "balanced") or (mode == "auto" and on_logits):
         return ("kl" if mode == "auto" else mode), None
     from onnxprune.load.runtime import session
@@ -206,7 +206,7 @@ def _distill_mode(mode: str, teacher: onnx.ModelProto | None, output: str | None
             for i in range(0, min(len(data), BALANCE_SAMPLES), step)]
     out = np.concatenate(outs)
     wide = spread(out)
-    if mode == "auto" and wide <= BALANCE_SPREAD:
+    if mode == "auto" and not unbalanced(out):
         return "kl", None
     log.info("distilling '%s' by squared error balanced per channel (variances spread %.3g x)", name, wide)
     return "balanced", balance_weights(out)
