@@ -32,9 +32,20 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from onnxprune.api import prune  # noqa: E402
+from onnxprune.load.data import Dataset  # noqa: E402
 from onnxprune.options import PruneOptions, Target  # noqa: E402
 from onnxprune.recover.finetune import finetune  # noqa: E402
 from bench_iterative import STARTS, digits_case, task_case  # noqa: E402  (the same models and data)
+
+
+def train_inputs(task_name: str, n: int) -> Dataset:
+    """`n` unlabelled inputs of another task's calibration set, stacked per sample as task_case does."""
+    import tasks
+    task = tasks.get(task_name)
+    data = task.calibration(n)
+    key = next(iter(data))
+    rank = len(task.model().graph.input[0].type.tensor_type.shape.dim)
+    return Dataset({key: data[key] if data[key].ndim == rank + 1 else data[key][:, None]})
 
 
 def pruned(name: str, case, macs: float, work: Path, start: str = "default") -> tuple[onnx.ModelProto, float]:
@@ -99,7 +110,8 @@ def table(path: str) -> str:
             lines.append(f"| {run['model']} | {run.get('start', 'default')} | {run['dense']:.2f} | {run['pruned']:.2f} | "
                          f"none | | | | {run['pruned'] - run['dense']:+.2f} | {run['prune_s']} | | {run['load']:.1f} |")
         for r in run["rows"]:
-            lines.append(f"| {run['model']} ({run['train']} samples, {run['epochs']} epochs) | {run.get('start', 'default')} | "
+            source = f"{run['train_from']} " if run.get("train_from") else ""
+            lines.append(f"| {run['model']} ({run['train']} {source}samples, {run['epochs']} epochs) | {run.get('start', 'default')} | "
                          f"{run['dense']:.2f} | {run['pruned']:.2f} | {r['variant']} | {r['lr']:g} | {r['best_epoch']} | "
                          f"{r['score']:.2f} | {r['score'] - run['dense']:+.2f} | {run['prune_s']} | {r['finetune_s']} | "
                          f"{r.get('load_1min', run.get('load', ''))} |")
@@ -114,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train", type=int, default=1024, help="unlabelled training samples")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--eval-n", type=int, help="evaluation samples (default: the task harness's count)")
+    ap.add_argument("--train-from", metavar="TASK", help="training inputs from this task's calibration set instead "
+                    "(nudenet_320n_faces: photos with faces; the start and the scoring stay --model's)")
     ap.add_argument("--start", default="default", choices=sorted(STARTS), help="the pruned start (see STARTS)")
     ap.add_argument("--variants", default="auto", help="comma-separated: auto, a rate (1e-4), with +feat, +aug, +t4, +b16, ... (see variant); none: prune only")
     ap.add_argument("--work", default="/tmp/ft_goal", help="pruned models are cached here")
@@ -126,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     case = digits_case(a.train) if a.model == "digits" else task_case(a.model, a.train, a.eval_n)
+    if a.train_from:
+        case = (*case[:2], train_inputs(a.train_from, a.train), *case[3:])
     model, prune_s = pruned(a.model, case, a.macs, work, a.start)
     dense_score, pruned_score = case[3](case[0]), case[3](model)
     print(f"{a.model} at {a.macs} of the MACs: dense {dense_score:.2f}, pruned {pruned_score:.2f} "
@@ -143,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.json:  # each variant as it finishes: a killed run keeps the ones done
             with open(a.json, "a") as f:
                 f.write(json.dumps({"model": a.model, "start": a.start, "macs": a.macs, "epochs": a.epochs, "train": len(case[2]),
+                                    "train_from": a.train_from,
                                     "eval_n": a.eval_n, "batch": a.batch, "load": os.getloadavg()[0],
                                     "dense": dense_score, "pruned": pruned_score, "prune_s": prune_s,
                                     "rows": [row]}) + "\n")
