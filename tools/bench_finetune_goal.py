@@ -72,7 +72,8 @@ def variant(spec: str) -> dict:
     old default), not the logits a final Softmax reads; aug adds flip, crop and scale jitter; mse distills by
     squared error (outputs that are not class scores: a detector's boxes), bal by squared error balanced per
     channel (recover/balance.py), kl by KL; none of the three: the library's default; tT the distillation
-    temperature T (default 2); bB batch B instead of --batch; last keeps the last epoch, not the best held-out one."""
+    temperature T (default 2); bB batch B instead of --batch; last keeps the last epoch, not the best held-out one;
+    agree keeps the epoch of best held-out top-1 agreement with the teacher."""
     rate, *extras = spec.split("+")
     feat = next((e for e in extras if e.startswith("feat")), None)
     temp = next((float(e[1:]) for e in extras if e.startswith("t") and e[1:]), None)
@@ -81,6 +82,7 @@ def variant(spec: str) -> dict:
             "features": float(feat[len("feat"):] or 1.0) if feat else 0.0,
             "softmax_logits": "probs" not in extras, "augment": ("flip", "crop", "scale") if "aug" in extras else (),
             **({"distill": DISTILL[e] for e in extras if e in DISTILL}), "keep": "last" if "last" in extras else "best",
+            "select": "agreement" if "agree" in extras else "fidelity",
             **({"temperature": temp} if temp else {}), **({"batch_size": batch} if batch else {})}
 
 
@@ -97,7 +99,8 @@ def run_variant(model, case, spec: str, epochs: int, batch: int) -> dict:
             "load_1min": round(os.getloadavg()[0], 1),
             "best_epoch": info["best_epoch"], "lr_trials": trials, "distill": res.distill,
             "trained_weights": len(res.trainable), "frozen_weights": len(res.frozen),
-            "val_loss": [h.get("val_loss") for h in info["history"]]}
+            "val_loss": [h.get("val_loss") for h in info["history"]],
+            "val_agreement": [h.get("val_agreement") for h in info["history"]]}
 
 
 def table(path: str) -> str:

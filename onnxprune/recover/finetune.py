@@ -81,6 +81,7 @@ class TrainSettings:
     resume: bool = False              # continue from `checkpoint` if it exists
     memory_mb: float = ACTIVATION_BUDGET_MB  # activations of one training step; larger batches run in parts
     keep: str = "best"                # "best": the best held-out epoch (0 included); "last": the last epoch
+    select: str = "fidelity"          # "best" by held-out loss, or "agreement": top-1 agreement with the teacher
     features: float = 0.0             # weight of intermediate-feature distillation (recover/features.py); 0: off
     softmax_logits: bool = True       # distill the logits a final Softmax reads, not its probabilities (logits.py)
 
@@ -161,6 +162,8 @@ def _checked(s: TrainSettings, epochs: int | None) -> TrainSettings:
         raise BadInputError(f"--finetune-minutes must be a positive number, got {s.minutes}")
     if not 0.0 <= s.holdout < 1.0:
         raise BadInputError(f"holdout must lie in [0, 1), got {s.holdout}")
+    if s.select not in ("fidelity", "agreement"):
+        raise BadInputError(f"select must be 'fidelity' or 'agreement', got {s.select!r}")
     if s.keep not in ("best", "last"):
         raise BadInputError(f"keep must be 'best' or 'last', got {s.keep!r}")
     if s.resume and not s.checkpoint:
