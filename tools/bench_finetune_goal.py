@@ -32,9 +32,20 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from onnxprune.api import prune  # noqa: E402
+from onnxprune.load.data import Dataset  # noqa: E402
 from onnxprune.options import PruneOptions, Target  # noqa: E402
 from onnxprune.recover.finetune import finetune  # noqa: E402
 from bench_iterative import STARTS, digits_case, task_case  # noqa: E402  (the same models and data)
+
+
+def train_inputs(task_name: str, n: int) -> Dataset:
+    """`n` unlabelled inputs of another task's calibration set, stacked per sample as task_case does."""
+    import tasks
+    task = tasks.get(task_name)
+    data = task.calibration(n)
+    key = next(iter(data))
+    rank = len(task.model().graph.input[0].type.tensor_type.shape.dim)
+    return Dataset({key: data[key] if data[key].ndim == rank + 1 else data[key][:, None]})
 
 
 def pruned(name: str, case, macs: float, work: Path, start: str = "default") -> tuple[onnx.ModelProto, float]:
@@ -53,11 +64,16 @@ def pruned(name: str, case, macs: float, work: Path, start: str = "default") -> 
     return result.model, seconds
 
 
+DISTILL = {"mse": "mse", "bal": "balanced", "kl": "kl"}  # variant suffix -> TrainSettings.distill
+
+
 def variant(spec: str) -> dict:
-    """"RATE[+featW][+probs][+aug][+mse][+tT][+bB][+last]": probs distills the output probabilities (the old
-    default), not the logits a final Softmax reads; aug adds flip, crop and scale jitter; mse distills by
-    squared error instead of KL (outputs that are not class scores: a detector's boxes); tT the distillation
-    temperature T (default 2); bB batch B instead of --batch; last keeps the last epoch, not the best held-out one."""
+    """"RATE[+featW][+probs][+aug][+mse|+bal|+kl][+tT][+bB][+last]": probs distills the output probabilities (the
+    old default), not the logits a final Softmax reads; aug adds flip, crop and scale jitter; mse distills by
+    squared error (outputs that are not class scores: a detector's boxes), bal by squared error balanced per
+    channel (recover/balance.py), kl by KL; none of the three: the library's default; tT the distillation
+    temperature T (default 2); bB batch B instead of --batch; last keeps the last epoch, not the best held-out one;
+    agree keeps the epoch of best held-out top-1 agreement with the teacher."""
     rate, *extras = spec.split("+")
     feat = next((e for e in extras if e.startswith("feat")), None)
     temp = next((float(e[1:]) for e in extras if e.startswith("t") and e[1:]), None)
@@ -65,7 +81,8 @@ def variant(spec: str) -> dict:
     return {"lr": None if rate == "auto" else float(rate),
             "features": float(feat[len("feat"):] or 1.0) if feat else 0.0,
             "softmax_logits": "probs" not in extras, "augment": ("flip", "crop", "scale") if "aug" in extras else (),
-            "distill": "mse" if "mse" in extras else "kl", "keep": "last" if "last" in extras else "best",
+            **({"distill": DISTILL[e] for e in extras if e in DISTILL}), "keep": "last" if "last" in extras else "best",
+            "select": "agreement" if "agree" in extras else "fidelity",
             **({"temperature": temp} if temp else {}), **({"batch_size": batch} if batch else {})}
 
 
@@ -80,8 +97,10 @@ def run_variant(model, case, spec: str, epochs: int, batch: int) -> dict:
     trials = info["history"][0].get("lr_trials")
     return {"variant": spec, "score": round(score(trained), 2), "finetune_s": seconds, "lr": info["lr"],
             "load_1min": round(os.getloadavg()[0], 1),
-            "best_epoch": info["best_epoch"], "lr_trials": trials,
-            "val_loss": [h.get("val_loss") for h in info["history"]]}
+            "best_epoch": info["best_epoch"], "lr_trials": trials, "distill": res.distill,
+            "trained_weights": len(res.trainable), "frozen_weights": len(res.frozen),
+            "val_loss": [h.get("val_loss") for h in info["history"]],
+            "val_agreement": [h.get("val_agreement") for h in info["history"]]}
 
 
 def table(path: str) -> str:
@@ -94,7 +113,8 @@ def table(path: str) -> str:
             lines.append(f"| {run['model']} | {run.get('start', 'default')} | {run['dense']:.2f} | {run['pruned']:.2f} | "
                          f"none | | | | {run['pruned'] - run['dense']:+.2f} | {run['prune_s']} | | {run['load']:.1f} |")
         for r in run["rows"]:
-            lines.append(f"| {run['model']} ({run['train']} samples, {run['epochs']} epochs) | {run.get('start', 'default')} | "
+            source = f"{run['train_from']} " if run.get("train_from") else ""
+            lines.append(f"| {run['model']} ({run['train']} {source}samples, {run['epochs']} epochs) | {run.get('start', 'default')} | "
                          f"{run['dense']:.2f} | {run['pruned']:.2f} | {r['variant']} | {r['lr']:g} | {r['best_epoch']} | "
                          f"{r['score']:.2f} | {r['score'] - run['dense']:+.2f} | {run['prune_s']} | {r['finetune_s']} | "
                          f"{r.get('load_1min', run.get('load', ''))} |")
@@ -109,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train", type=int, default=1024, help="unlabelled training samples")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--eval-n", type=int, help="evaluation samples (default: the task harness's count)")
+    ap.add_argument("--train-from", metavar="TASK", help="training inputs from this task's calibration set instead "
+                    "(nudenet_320n_faces: photos with faces; the start and the scoring stay --model's)")
     ap.add_argument("--start", default="default", choices=sorted(STARTS), help="the pruned start (see STARTS)")
     ap.add_argument("--variants", default="auto", help="comma-separated: auto, a rate (1e-4), with +feat, +aug, +t4, +b16, ... (see variant); none: prune only")
     ap.add_argument("--work", default="/tmp/ft_goal", help="pruned models are cached here")
@@ -121,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     case = digits_case(a.train) if a.model == "digits" else task_case(a.model, a.train, a.eval_n)
+    if a.train_from:
+        case = (*case[:2], train_inputs(a.train_from, a.train), *case[3:])
     model, prune_s = pruned(a.model, case, a.macs, work, a.start)
     dense_score, pruned_score = case[3](case[0]), case[3](model)
     print(f"{a.model} at {a.macs} of the MACs: dense {dense_score:.2f}, pruned {pruned_score:.2f} "
@@ -138,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.json:  # each variant as it finishes: a killed run keeps the ones done
             with open(a.json, "a") as f:
                 f.write(json.dumps({"model": a.model, "start": a.start, "macs": a.macs, "epochs": a.epochs, "train": len(case[2]),
+                                    "train_from": a.train_from,
                                     "eval_n": a.eval_n, "batch": a.batch, "load": os.getloadavg()[0],
                                     "dense": dense_score, "pruned": pruned_score, "prune_s": prune_s,
                                     "rows": [row]}) + "\n")

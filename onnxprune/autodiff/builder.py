@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
+import numpy as np
 import onnx
 from onnx import helper
 
@@ -44,19 +45,22 @@ class TrainingGraph:
     build_ms: float = 0.0
     frozen_summary: list[str] = field(default_factory=list)  # one line per op that freezes weights
     feature_targets: dict[str, str] = field(default_factory=dict)  # student tensor -> teacher input (features)
+    balance: np.ndarray | None = None  # the balanced distillation loss's weights (validation reuses them)
 
 
 def build_training_graph(model: onnx.ModelProto | str | os.PathLike, trainable: Iterable[str] | None = None,
                          loss: str = "cross_entropy", *, output: str | None = None,
                          input_shapes: Mapping[str, tuple[int, ...]] | None = None, temperature: float = 1.0,
                          distill: str = "kl", label_smoothing: float = 0.0,
-                         features: tuple[Sequence[str], float] = ((), 0.0)) -> TrainingGraph:
+                         features: tuple[Sequence[str], float] = ((), 0.0),
+                         balance: np.ndarray | None = None) -> TrainingGraph:
     """Differentiate `model`'s `output` (default: its first output) under `loss`.
 
     `trainable` defaults to every float weight (initializer or Constant, rank >= 1) that feeds a
     differentiable op and affects the loss; weights upstream of an op without a gradient rule are
     reported in `frozen` instead. `loss` is "cross_entropy" (int64 labels), "mse" (float targets)
-    or "distill" (teacher logits; `distill`="kl" with `temperature`, or "mse" on the logits).
+    or "distill" (teacher logits; `distill`="kl" with `temperature`, "mse" on the logits, or "balanced":
+    squared error weighted per element by `balance`, see recover/balance.py).
     `features` = (tensor names, weight) adds intermediate-feature terms (autodiff/feature_loss.py): the
     teacher's values of those tensors become inputs named in `feature_targets`.
     """
@@ -80,7 +84,8 @@ def build_training_graph(model: onnx.ModelProto | str | os.PathLike, trainable: 
     if not found.trainable:
         raise BadInputError("nothing to train: no float weight reaches the loss through ops with gradient rules"
                             + (f" ({summary[0]})" if summary else ""))
-    head = emit_loss(ctx, loss, output, temperature=temperature, distill=distill, label_smoothing=label_smoothing)
+    head = emit_loss(ctx, loss, output, temperature=temperature, distill=distill, label_smoothing=label_smoothing,
+                     balance=balance)
     terms = emit_feature_terms(ctx, list(features[0]), features[1])
     if terms.loss is not None:
         head = LossHead(ctx.emit("Add", [head.loss, terms.loss]), head.dlogits, head.target)
@@ -89,7 +94,8 @@ def build_training_graph(model: onnx.ModelProto | str | os.PathLike, trainable: 
     built = _assemble(g, ctx, found.trainable, grads, head, output, opset, terms.inputs)
     blocked = {g.nodes[i].name: reason for i, reason in found.blocked.items()}
     return TrainingGraph(built, list(g.inputs), found.trainable, grads, found.frozen, head.target.name, head.loss,
-                         output, loss, blocked, (time.perf_counter() - start) * 1e3, summary, terms.targets)
+                         output, loss, blocked, (time.perf_counter() - start) * 1e3, summary, terms.targets,
+                         balance if distill == "balanced" else None)
 
 
 def _load(model) -> onnx.ModelProto:

@@ -16,7 +16,7 @@ from onnxprune.errors import BadInputError
 from onnxprune.autodiff.context import GradContext
 
 LOSSES = ("cross_entropy", "mse", "distill")
-DISTILL_MODES = ("kl", "mse")
+DISTILL_MODES = ("kl", "mse", "balanced")
 
 
 @dataclass
@@ -27,7 +27,9 @@ class LossHead:
 
 
 def emit_loss(ctx: GradContext, kind: str, logits: str, *, temperature: float = 1.0, distill: str = "kl",
-              label_smoothing: float = 0.0) -> LossHead:
+              label_smoothing: float = 0.0, balance: np.ndarray | None = None) -> LossHead:
+    """`balance` (distill="balanced"): per-element weights of the squared error, broadcast against the
+    output with its batch axis at 1 (recover/balance.py: one over each channel's teacher variance)."""
     if kind not in LOSSES:
         raise BadInputError(f"unknown loss '{kind}'; choose one of {', '.join(LOSSES)}")
     if kind == "distill" and distill not in DISTILL_MODES:
@@ -40,6 +42,10 @@ def emit_loss(ctx: GradContext, kind: str, logits: str, *, temperature: float = 
         return _cross_entropy(ctx, logits, target, info, label_smoothing)
     target = ctx.reserve("teacher_logits" if kind == "distill" else "targets")
     info = helper.make_tensor_value_info(target, elem, ["N"] + list(shape[1:]))
+    if kind == "distill" and distill == "balanced":
+        if balance is None:
+            raise BadInputError("the balanced distillation loss needs per-channel weights (balance)")
+        return _mse(ctx, logits, target, info, np.asarray(balance, dtype=ctx.np_dtype(logits)))
     if kind == "mse" or distill == "mse":
         return _mse(ctx, logits, target, info)
     return _kl(ctx, logits, target, info, float(temperature))
@@ -70,11 +76,13 @@ def _cross_entropy(ctx, logits, labels, info, smoothing) -> LossHead:
     return LossHead(loss, ctx.reshape_like(grad, logits), info)
 
 
-def _mse(ctx, logits, targets, info) -> LossHead:
+def _mse(ctx, logits, targets, info, weights: np.ndarray | None = None) -> LossHead:
+    # loss = mean(w * (y - t)^2); dy = 2 w (y - t) / size (w = 1 without weights)
     diff = ctx.emit("Sub", [logits, targets])
     count = ctx.emit("Cast", [ctx.emit("Size", [logits])], to=ctx.elem_type(logits))
-    loss = ctx.emit("Div", [ctx.emit("ReduceSum", [ctx.emit("Mul", [diff, diff])], keepdims=0), count])
-    grad = ctx.emit("Div", [ctx.emit("Mul", [diff, ctx.scalar(2.0, logits)]), count])
+    weighted = diff if weights is None else ctx.emit("Mul", [diff, ctx.const(weights, "balance")])
+    loss = ctx.emit("Div", [ctx.emit("ReduceSum", [ctx.emit("Mul", [weighted, diff])], keepdims=0), count])
+    grad = ctx.emit("Div", [ctx.emit("Mul", [weighted, ctx.scalar(2.0, logits)]), count])
     return LossHead(loss, grad, info)
 
 
@@ -94,9 +102,11 @@ def _kl(ctx, logits, teacher, info, temperature) -> LossHead:
 
 
 def numpy_loss(kind: str, logits: np.ndarray, target: np.ndarray, temperature: float = 1.0, distill: str = "kl",
-               label_smoothing: float = 0.0) -> float:
+               label_smoothing: float = 0.0, balance: np.ndarray | None = None) -> float:
     """The same loss heads in float64 numpy (finite-difference checks, validation loss)."""
     y = np.asarray(logits, dtype=np.float64)
+    if kind == "distill" and distill == "balanced":
+        return float(np.mean(np.asarray(balance, dtype=np.float64) * (y - target) ** 2))
     if kind == "mse" or (kind == "distill" and distill == "mse"):
         return float(np.mean((y - target) ** 2))
     classes = y.shape[-1]

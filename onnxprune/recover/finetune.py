@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Mapping
 
 import numpy as np
@@ -27,6 +27,7 @@ from onnxprune.autodiff.optim import AdamW, FlatParams, SGD, make_optimizer
 from onnxprune.autodiff.runner import Forward, TrainStep
 from onnxprune.autodiff.lr_schedule import cosine, step_decay
 from onnxprune.autodiff.weights import read_weights, write_weights
+from onnxprune.recover.balance import BALANCE_SAMPLES, balance_weights, spread, unbalanced
 from onnxprune.recover.batch_view import batch_view
 from onnxprune.recover.logits import logits_views
 from onnxprune.recover.microbatch import ACTIVATION_BUDGET_MB, MicroBatched, activation_bytes, micro_batch
@@ -49,6 +50,7 @@ class FinetuneResult:
     stopped: str | None = None             # why training ended early: "nan", "time"
     resumed_from: int | None = None        # the checkpoint's epoch when a run was resumed
     lr: float | None = None                # the learning rate trained at (given or chosen)
+    distill: str | None = None             # the distillation loss used ("auto" resolved), None without a teacher
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class TrainSettings:
     warmup_steps: int = 0
     trainable: tuple[str, ...] | None = None
     temperature: float = 2.0
-    distill: str = "kl"
+    distill: str = "kl"               # "kl", "mse", "balanced" (recover/balance.py) or "auto" (_distill_mode)
     label_smoothing: float = 0.0
     output: str | None = None
     seed: int = 0
@@ -79,6 +81,7 @@ class TrainSettings:
     resume: bool = False              # continue from `checkpoint` if it exists
     memory_mb: float = ACTIVATION_BUDGET_MB  # activations of one training step; larger batches run in parts
     keep: str = "best"                # "best": the best held-out epoch (0 included); "last": the last epoch
+    select: str = "fidelity"          # "best" by held-out loss, or "agreement": top-1 agreement with the teacher
     features: float = 0.0             # weight of intermediate-feature distillation (recover/features.py); 0: off
     softmax_logits: bool = True       # distill the logits a final Softmax reads, not its probabilities (logits.py)
 
@@ -115,13 +118,17 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     batchable = data_batchable(model, data)
     if s.batch_size > 1 and len(data) > 1:  # a batch fixed at 1 or not on the outputs' axis 0: a batch view
         model, teacher_model, batchable = _batch_views(model, teacher_model, data, s.threads, batchable)
-    output = s.output
+    output, on_logits = s.output, False
     if loss == "distill" and teacher_model is not None and s.softmax_logits:
         model, teacher_model, output = _on_logits(model, teacher_model, s.output)
+        on_logits = output != s.output
+    distill, balance = _distill_mode(s.distill, teacher_model if loss == "distill" else None, output, data,
+                                     batchable, on_logits, s.threads)
+    s = replace(s, distill=distill)
     points = _feature_points(model, teacher_model, data, s, batchable and loss == "distill")
     tg = build_training_graph(model, s.trainable, loss, output=output, input_shapes=shapes,
                               temperature=s.temperature, distill=s.distill, label_smoothing=s.label_smoothing,
-                              features=(points, s.features))
+                              features=(points, s.features), balance=balance)
     targets = Targets(tg, data, teacher_model, batchable, s.threads, per_batch=bool(s.augment),
                       features={p: tg.feature_targets[p] for p in points})
     val_targets = Targets(tg, val_data, teacher_model, batchable, s.threads)
@@ -143,7 +150,7 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     trained = write_weights(exported, {n: params.values[n] for n in params.names})
     rate = loop.clock["steps"] / loop.clock["busy"] if loop.clock["busy"] else 0.0
     return FinetuneResult(trained, loop.history, loop.best[1], tg.trainable, tg.frozen, rate, tg.build_ms,
-                          loop.stopped, loop.resumed_from, loop.lr)
+                          loop.stopped, loop.resumed_from, loop.lr, s.distill if loss == "distill" else None)
 
 
 def _checked(s: TrainSettings, epochs: int | None) -> TrainSettings:
@@ -155,6 +162,8 @@ def _checked(s: TrainSettings, epochs: int | None) -> TrainSettings:
         raise BadInputError(f"--finetune-minutes must be a positive number, got {s.minutes}")
     if not 0.0 <= s.holdout < 1.0:
         raise BadInputError(f"holdout must lie in [0, 1), got {s.holdout}")
+    if s.select not in ("fidelity", "agreement"):
+        raise BadInputError(f"select must be 'fidelity' or 'agreement', got {s.select!r}")
     if s.keep not in ("best", "last"):
         raise BadInputError(f"keep must be 'best' or 'last', got {s.keep!r}")
     if s.resume and not s.checkpoint:
@@ -183,6 +192,27 @@ def _on_logits(model: onnx.ModelProto, teacher: onnx.ModelProto, output: str | N
         return model, teacher, output
     log.info("distilling the logits '%s' that the output Softmax reads", found[2])
     return found
+
+
+def _distill_mode(mode: str, teacher: onnx.ModelProto | None, output: str | None, data: Dataset, batchable: bool,
+                  on_logits: bool, threads: int) -> tuple[str, np.ndarray | None]:
+    """The distillation loss and, for "balanced", its per-channel weights (recover/balance.py).
+    "auto": KL on the logits a final Softmax reads; otherwise "balanced" when the teacher's output looks
+    like a detector's (balance.unbalanced: channels not on the last axis, variances spread widely), else KL."""
+    if teacher is None or mode not in ("auto", "balanced") or (mode == "auto" and on_logits):
+        return ("kl" if mode == "auto" else mode), None
+    from onnxprune.load.runtime import session
+    sess = session(teacher, threads)
+    name = output or sess.get_outputs()[0].name
+    step = 64 if batchable else 1
+    outs = [sess.run([name], feeds_of(data, np.arange(i, min(i + step, len(data), BALANCE_SAMPLES)), batchable))[0]
+            for i in range(0, min(len(data), BALANCE_SAMPLES), step)]
+    out = np.concatenate(outs)
+    wide = spread(out)
+    if mode == "auto" and not unbalanced(out):
+        return "kl", None
+    log.info("distilling '%s' by squared error balanced per channel (variances spread %.3g x)", name, wide)
+    return "balanced", balance_weights(out)
 
 
 def _feature_points(model: onnx.ModelProto, teacher: onnx.ModelProto | None, data: Dataset, s: TrainSettings,

@@ -34,7 +34,8 @@ class Loop:
 
     def __init__(self, s, tg, params, opt, batchable: bool):
         self.s, self.tg, self.params, self.opt, self.batchable = s, tg, params, opt, batchable
-        self.loss_options = {"temperature": s.temperature, "distill": s.distill, "label_smoothing": s.label_smoothing}
+        self.loss_options = {"temperature": s.temperature, "distill": s.distill, "label_smoothing": s.label_smoothing,
+                             "balance": tg.balance}
         self.history: list[dict] = []
         self.best: tuple = (None, 0, None)  # (score, epoch, weights)
         self.clock = {"steps": 0, "busy": 0.0, "elapsed": 0.0}
@@ -45,6 +46,7 @@ class Loop:
         self.step = self.forward = None
         self.lr: float | None = s.lr  # the rate trained at: given, or chosen by find_lr before epoch 1
         self.by_accuracy = tg.loss_kind == "cross_entropy"  # distillation ranks epochs by fidelity
+        self.by_agreement = getattr(s, "select", "fidelity") == "agreement"  # ... or by top-1 agreement
 
     def start(self, weights: np.ndarray, run_settings: dict) -> None:
         """Resume from the checkpoint if asked and present; refuse to silently overwrite one otherwise."""
@@ -89,7 +91,7 @@ class Loop:
             if self.s.lr is None and planned > 0:  # no rate given: a range test picks it (kept for --resume)
                 entry.update(self._find_lr(data, targets, val.take(LR_EVAL_SAMPLES), val_targets))
             self.history.append(entry)
-            self.best = (score(entry, self.by_accuracy), 0, self.best[2])
+            self.best = (score(entry, self.by_accuracy, self.by_agreement), 0, self.best[2])
         self.lr = self.s.lr if self.s.lr is not None else self.history[0].get("lr", LR_GRID[-1])
         lr_at = make_schedule(self.s.schedule, self.lr, max(1, planned * per_epoch), self.s.warmup_steps)
         bar = progress_bar(self.s.progress, max(0, planned - self.done) * len(data))
@@ -111,8 +113,8 @@ class Loop:
             partial = entry.pop("partial", False)
             self.done += 1
             self.history.append(entry)
-            if score(entry, self.by_accuracy) > self.best[0] or self.s.keep == "last":
-                self.best = (score(entry, self.by_accuracy), self.done, self.params.snapshot())
+            if score(entry, self.by_accuracy, self.by_agreement) > self.best[0] or self.s.keep == "last":
+                self.best = (score(entry, self.by_accuracy, self.by_agreement), self.done, self.params.snapshot())
             self.clock["elapsed"] = time.perf_counter() - started
             self._save()
             if epochs is None and self.done == 1 and budget:  # the epoch count the budget allows, now measured
@@ -210,25 +212,34 @@ def train_epoch(step, opt, lr_at, batches, clock: dict, bar, epoch: int, deadlin
 def evaluate_epoch(forward, data: Dataset, targets, tg, batch_size: int, batchable: bool, loss_options: dict) -> dict:
     """The loss against the targets, and the accuracy when integer labels exist."""
     step = batch_size if batchable else 1
-    total, count, correct = 0.0, 0, 0
+    total, count, correct, agree, rows = 0.0, 0, 0, 0, 0
     labels = _int_labels(data)
     for start in range(0, len(data), step):
         idx = np.arange(start, min(len(data), start + step))
         feeds = feeds_of(data, idx, batchable)
         out = forward(feeds)
-        total += numpy_loss(tg.loss_kind, out, _target(targets, idx, feeds, batchable), **loss_options) * len(idx)
+        target = _target(targets, idx, feeds, batchable)
+        total += numpy_loss(tg.loss_kind, out, target, **loss_options) * len(idx)
+        if tg.loss_kind == "distill" and np.shape(target) == np.shape(out) and np.shape(out)[-1] > 1:
+            same = out.argmax(-1) == np.asarray(target).argmax(-1)
+            agree, rows = agree + int(same.sum()), rows + same.size
         count += len(idx)
         if labels is not None:
             correct += int((out.argmax(-1).reshape(labels[idx].shape) == labels[idx]).sum())
     result = {"val_loss": total / max(count, 1)}
+    if rows:  # the share of positions whose top class is the teacher's (a CTC line's greedy decode reads these)
+        result["val_agreement"] = agree / rows
     if labels is not None:
         result["val_accuracy"] = correct / max(count, 1)
     return result
 
 
-def score(entry: dict, by_accuracy: bool = True) -> float:
+def score(entry: dict, by_accuracy: bool = True, by_agreement: bool = False) -> float:
     """Higher is better: validation accuracy when training on labels, else minus the validation loss
-    (fidelity to the teacher when distilling)."""
+    (fidelity to the teacher when distilling); with by_agreement the top-1 agreement with the teacher
+    first, the loss breaking ties."""
+    if by_agreement and "val_agreement" in entry:
+        return entry["val_agreement"] - 1e-9 * entry.get("val_loss", 0.0)
     return entry["val_accuracy"] if by_accuracy and "val_accuracy" in entry else -entry.get("val_loss", 0.0)
 
 

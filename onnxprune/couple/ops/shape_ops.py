@@ -151,9 +151,11 @@ def write_shape_input(ctx, node, index: int, y: str) -> None:
     """Make the shape input of `node` produce the new dims of `y`, whether constant or computed.
 
     Entries that spelled out a changed dim and will not follow it by themselves are patched: a
-    fully static shape becomes a new constant; a shape with dynamic entries (TorchScript's
-    Shape->Gather->Unsqueeze->Concat with the batch) gets the change added at run time, so the
-    dynamic entries keep following the input. -1, 0 and broadcast 1 entries are left alone.
+    constant shape becomes a new constant; a computed one (TorchScript's Shape->Gather->Unsqueeze->
+    Concat with the batch) gets the change added at run time, so its dynamic entries keep following
+    the input, even when the export fixed the input's batch at 1 (the batch entry is then known, but
+    folding it would pin an LSTM's initial state to batch 1: ddddocr's batch view needs it to follow).
+    -1, 0 and broadcast 1 entries are left alone.
     """
     from onnxprune.graph.static_values import static_value
 
@@ -179,7 +181,7 @@ def write_shape_input(ctx, node, index: int, y: str) -> None:
         target[k] = new
     if np.array_equal(target, values):
         return
-    if known.all():
+    if known.all() and ctx.g.is_const(name):
         ctx.set_input(node, index, target.astype(values.dtype))
     else:
         ctx.add_to_input(node, index, (target - values).astype(values.dtype))
