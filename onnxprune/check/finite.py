@@ -44,7 +44,8 @@ def _all_finite(model: onnx.ModelProto) -> bool:
     def flush(data_type: int) -> bool:
         parts, _ = batches.pop(data_type)
         values = np.frombuffer(b"".join(parts), dtype=_BATCHED[data_type])
-        return bool(np.isfinite(values.astype(np.float32, copy=False)).all())  # as _non_finite judges
+        with np.errstate(over="ignore"):  # a double beyond float32's range is infinite, as _non_finite judges
+            return bool(np.isfinite(values.astype(np.float32, copy=False)).all())
 
     for t in _float_tensors(model):
         dtype = _BATCHED.get(t.data_type)

@@ -81,12 +81,17 @@ class Dependency:
 
     def kept_indices(self, removed: np.ndarray) -> dict[Slot, np.ndarray]:
         """For each slot that loses elements, the sorted indices it keeps."""
-        result = {}
-        for slot in self.slots:
-            gone = removed[self.elements(slot)]
-            if gone.any():
-                result[slot] = np.flatnonzero(~gone)
-        return result
+        # in whole-array passes (a numpy call per slot took a second on 100,000-node graphs)
+        gone = np.asarray(removed, dtype=bool)[self.labels]  # per element
+        sizes = np.diff(self.offsets)
+        slot_of = np.repeat(np.arange(len(self.slots)), sizes)
+        touched = np.zeros(len(self.slots), dtype=bool)
+        touched[slot_of[gone]] = True
+        keep = ~gone & touched[slot_of]
+        within = (np.arange(len(gone)) - self.offsets[slot_of])[keep]  # index inside its slot
+        which = np.flatnonzero(touched)
+        pieces = np.split(within, np.cumsum(np.bincount(slot_of[keep], minlength=len(self.slots))[which])[:-1])
+        return {self.slots[i]: piece for i, piece in zip(which.tolist(), pieces)}
 
 
 def build_dependency(g: ModelGraph, hidden: bool = False) -> Dependency:

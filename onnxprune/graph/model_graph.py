@@ -76,16 +76,15 @@ class ModelGraph:
                 if value is not None:
                     self.constants.add(node.outputs[0], value)
                     self.constant_node[node.outputs[0]] = node.index
-        init_names = {i.name for i in model.graph.initializer}
-        self.inputs = [i.name for i in model.graph.input if i.name not in init_names]
+        self.inputs = [i.name for i in model.graph.input if i.name not in self.initializer_names]
         self.outputs = [o.name for o in model.graph.output]
         self.producer: dict[str, int] = {}
         self.consumers: dict[str, list[int]] = {}
-        for node in self.nodes:
-            for t in node.outputs:
+        for node in self.nodes:  # the proto's fields, not Node's list copies: 100,000 nodes
+            for t in node.proto.output:
                 if t:
                     self.producer[t] = node.index
-            for t in node.inputs:
+            for t in node.proto.input:
                 if t:
                     self.consumers.setdefault(t, []).append(node.index)
         self.subgraph_nodes = self._link_subgraph_reads()
