@@ -131,4 +131,4 @@ def test_floating_test_is_numpy_issubdtype_for_every_onnx_type():
             dtype = np.dtype(helper.tensor_dtype_to_np_dtype(data_type))
         except Exception:  # noqa: BLE001  (UNDEFINED, STRING-like types numpy cannot name)
             continue
-        assert cost._floating(dtype) == bool(np.issubdtype(dtype, np.floating)), dtype
+        assert cost.is_floating(dtype) == bool(np.issubdtype(dtype, np.floating)), dtype

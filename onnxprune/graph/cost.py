@@ -21,7 +21,7 @@ def count_params(g: ModelGraph) -> int:
     initializers of If/Loop/Scan bodies."""
     quantized = {n.inputs[0] for n in g.nodes if n.op == "DequantizeLinear"}
     total = sum(math.prod(shape) for name, shape, dtype in sizes(g.constants)
-                if len(shape) >= 1 and (_floating(dtype) or name in quantized))
+                if len(shape) >= 1 and (is_floating(dtype) or name in quantized))
     for node in g.nodes:
         for attr in node.proto.attribute:
             bodies = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
@@ -30,7 +30,7 @@ def count_params(g: ModelGraph) -> int:
 
 
 @lru_cache(maxsize=None)
-def _floating(dtype: np.dtype) -> bool:
+def is_floating(dtype: np.dtype) -> bool:
     """np.issubdtype(dtype, np.floating), asked once per element type (it costs 10 µs a call: a second
     on 100,000 constants)."""
     return bool(np.issubdtype(dtype, np.floating))
