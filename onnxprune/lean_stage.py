@@ -89,10 +89,8 @@ def evaluate_lean(handover: Handover) -> tuple[onnx.ModelProto, DetachedPlan, di
     check_valid(pruned, dense)  # apply_and_recover left it to here: the checker's copy without the analysis
     if before is None:
         before = model_costs(dense, shapes, ModelGraph(fold_constants(dense), shapes), dense_bytes)
-    dense = Parked(dense)  # the dense proto is gone before the pruned model's graph is built
-    parked = Parked(pruned)  # its file's size is what model_bytes counts for a model held whole
-    after = model_costs(pruned, shapes, size=parked.size)
-    pruned = parked
+    after = model_costs(pruned, shapes)
+    dense, pruned = Parked(dense), Parked(pruned)
     reference = record_dense(dense, shapes, evaluation, options.bench_rounds, options.threads_capped())
     del dense
     report = run_checks(None, pruned, shapes, evaluation, options.bench_rounds, options.threads_capped(), reference)
