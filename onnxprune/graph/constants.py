@@ -62,7 +62,7 @@ class Constants(Mapping[str, np.ndarray]):
 
     def shape(self, name: str) -> tuple[int, ...]:
         source = self._sources[name]
-        return tuple(source.shape) if isinstance(source, np.ndarray) else tuple(int(d) for d in source.dims)
+        return tuple(source.shape) if isinstance(source, np.ndarray) else tuple(source.dims)  # ints already
 
     def dtype(self, name: str) -> np.dtype:
         source = self._sources[name]

@@ -22,7 +22,7 @@ class Parked:
         from onnxprune.load.data import index_limits
         self._folder = PrivateDir("parked")
         self.path = os.path.join(self._folder.name, "model.onnx")
-        onnx.save_model(model, self.path)
+        _write(model, self.path)
         self.nodes = len(model.graph.node)
         self.params = sum(_elements(t) for t in model.graph.initializer)
         self.constants = len(model.graph.initializer) + sum(1 for n in model.graph.node if n.op_type == "Constant")
@@ -41,3 +41,13 @@ def _elements(t: onnx.TensorProto) -> int:
     for d in t.dims:
         count *= d
     return count
+
+
+def _write(model: onnx.ModelProto, path: str) -> None:
+    """onnx.save_model's bytes without its Python walk over every tensor for external data to write (a
+    model held whole has none; 0.5 s per save of a 100,000-node graph)."""
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        onnx.save_model(model, path)
+        return
+    with open(path, "wb") as f:
+        f.write(model.SerializeToString())

@@ -17,6 +17,7 @@ from onnxprune.couple.dependency import Dependency
 from onnxprune.errors import BadInputError
 from onnxprune.couple.vocabulary import Slot
 from onnxprune.graph.constants import KEEP_ELEMENTS
+from onnxprune.graph.cost import is_floating
 from onnxprune.score.batched import accumulate_all, power_sums
 
 Criterion = Callable[..., np.ndarray]
@@ -41,7 +42,7 @@ def parameter_slots(dep: Dependency):
     """(slot, array) for every floating-point constant that has a slot (BN statistics excluded)."""
     for slot in dep.slots:
         value = dep.graph.constants.get(slot.tensor)
-        if value is not None and np.issubdtype(value.dtype, np.floating) and value.ndim >= 1:
+        if value is not None and is_floating(value.dtype) and value.ndim >= 1:  # memoized per dtype
             if not _is_statistic(dep, slot):
                 yield slot, value
 
