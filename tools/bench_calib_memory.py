@@ -76,7 +76,18 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def write_source(kind: str, folder: Path, samples: int, shape: list[int]) -> str:
+def input_name(model: str) -> str:
+    """The model's first graph input that is not an initializer: the key an .npz must use."""
+    import onnx
+
+    from onnxprune.load import zoo
+
+    graph = onnx.load(zoo.fetch(model), load_external_data=False).graph
+    weights = {t.name for t in graph.initializer}
+    return next(i.name for i in graph.input if i.name not in weights)
+
+
+def write_source(kind: str, folder: Path, samples: int, shape: list[int], name: str = "x") -> str:
     """The samples as a user would give them: an .npz (its member written a sample at a time, so this
     process never holds them all) or a folder of PNG images. Empty string for `ram`."""
     import numpy as np
@@ -92,7 +103,7 @@ def write_source(kind: str, folder: Path, samples: int, shape: list[int]) -> str
         return ""
     path = folder / "calib.npz"
     method = zipfile.ZIP_DEFLATED if kind == "npz-compressed" else zipfile.ZIP_STORED
-    with zipfile.ZipFile(path, "w", method) as zf, zf.open("x.npy", "w", force_zip64=True) as f:
+    with zipfile.ZipFile(path, "w", method) as zf, zf.open(f"{name}.npy", "w", force_zip64=True) as f:
         np.lib.format.write_array_header_2_0(f, {"descr": "<f4", "fortran_order": False,
                                                  "shape": (samples, 1, *shape)})
         for _ in range(samples):
@@ -132,7 +143,8 @@ def main(argv=None) -> int:
     print("|---:|---|---|---|---:|---:|---:|---:|---:|---:|---|")
     sizes = [int(v) for v in args.samples.split(",")]
     try:
-        path = write_source(args.source, work, max(sizes), shape)  # smaller sizes read the first rows
+        # smaller sizes read the first rows; the member is named after the model's input, as --calib wants
+        path = write_source(args.source, work, max(sizes), shape, input_name(args.model))
         _table(args, sizes, shape, path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
