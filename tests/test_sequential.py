@@ -166,3 +166,29 @@ def test_greedy_obs_removes_a_redundant_channel_first():
     costs = greedy_costs(w, np.cov(x.T), ridge=1e-9)
     assert np.isfinite(costs).all()
     assert costs.argmin() in (0, 1, 5) and costs.min() < 1e-3 * np.sort(costs)[3]
+
+
+def test_a_layer_too_wide_for_bounded_memory_is_left_sliced(monkeypatch, caplog):
+    # VGG-19's 25,088-input Gemm would need a 4.7 GB Gram: past the output solve's MAX_LINEAR_FEATURES
+    # and the channel solve's MAX_CHANNEL_SIDE a layer is not re-solved (both lowered here, so the MLP's
+    # second Gemm, 16 inputs, is "too wide")
+    import onnxprune.recover.sequential as sequential
+
+    rng = np.random.default_rng(5)
+    model = _mlp(rng.standard_normal((16, 4)).astype(np.float32), rng.standard_normal(16).astype(np.float32),
+                 rng.standard_normal((3, 16)).astype(np.float32))
+    data = Dataset({"x": rng.standard_normal((64, 1, 4)).astype(np.float32)})
+    _, dep = _setup(model, data)
+    grp = next(g for g in dep.groups if any(s.tensor == "w1" for s in g.slots))
+    removed = np.zeros(dep.num_channels, dtype=bool)
+    removed[grp.channels[:4]] = True
+    assert "w2" in reconstruct(dep, removed, data)  # re-solved at the normal limit
+    monkeypatch.setattr(sequential, "MAX_LINEAR_FEATURES", 8)
+    monkeypatch.setattr(sequential, "MAX_CHANNEL_SIDE", 8)
+    with caplog.at_level(logging.INFO, logger="onnxprune"):
+        overrides = reconstruct(dep, removed, data)
+    assert "w2" not in overrides
+    assert any("too wide to re-solve" in r.getMessage() for r in caplog.records)
+    pruned = apply_plan(Plan(dep, removed), overrides)
+    out, = session(pruned).run(None, {"x": data.inputs["x"][:, 0]})
+    assert out.shape == (64, 3) and np.isfinite(out).all()

@@ -51,6 +51,7 @@ log = logging.getLogger("onnxprune")
 
 MAX_FEATURES = 2400      # per-tap features of one conv (a 256-channel 3x3 conv fits); above: channel solve
 MAX_LINEAR_FEATURES = 8192  # MatMul/Gemm inputs solved for the output (a 512 MB Gram); not 8,192 channel-solve sides
+MAX_CHANNEL_SIDE = 8192  # channel-solve inputs (dense or kept) past which a layer is left sliced: a 512 MB Gram
 MIN_ROWS = 8192          # rows sampled per layer at least (cheap layers get a well-posed problem)
 ROWS_PER_FEATURE = 4     # and at least this many per feature
 RECURRENT = {"LSTM": (2, 4), "GRU": (2, 3)}  # op -> (contracted axis of W, gates)
@@ -192,6 +193,12 @@ def _consumers(dep: Dependency, removed: np.ndarray) -> list[Consumer]:
                      intercept=site.bias is not None)
         if kind == "output" and c.features > (MAX_FEATURES if conv is not None else MAX_LINEAR_FEATURES):
             kind = "channel"
+        if kind == "channel" and max(len(kept_in), weight.shape[site.weight_axis]) > MAX_CHANNEL_SIDE:
+            # its normal equations alone would pass the run's memory bound (VGG-19's 25,088-input Gemm: a
+            # 4.7 GB float64 Gram): left as sliced, as `--recover none` leaves every layer
+            log.info("layer %s: %d inputs, too wide to re-solve in bounded memory; left as sliced",
+                     node.name, weight.shape[site.weight_axis])
+            continue
         if kind == "channel":
             c.kind, c.conv, c.target, c.kept_out = "channel", None, site.x, np.arange(weight.shape[site.weight_out_axis])
             c.intercept = site.bias is not None
