@@ -46,6 +46,7 @@ from onnxprune.couple.plan import Plan
 from onnxprune.score.stream import Streamer, level_segments
 from onnxprune.recover.ridge_choice import add_held, best_multiple, held_out, solve
 from onnxprune.recover.sliced import constant_cuts, cut_into
+from onnxprune.recover.waves import topological_waves
 
 log = logging.getLogger("onnxprune")
 
@@ -100,7 +101,7 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
     if not consumers:
         return dict(initial or {})
     from onnxprune.apply.rewrite import apply_plan
-    waves = _waves(g, consumers)
+    waves = topological_waves(g, consumers)
     outs = {g.nodes[c.node].outputs[0] for c in consumers}
     pruned_model = apply_plan(Plan(dep, removed))  # the structure; re-solved weights are swapped in per wave
     inputs = [sorted({c.site.x for c in wave}) for wave in waves]
@@ -194,10 +195,8 @@ def _consumers(dep: Dependency, removed: np.ndarray) -> list[Consumer]:
         if kind == "output" and c.features > (MAX_FEATURES if conv is not None else MAX_LINEAR_FEATURES):
             kind = "channel"
         if kind == "channel" and max(len(kept_in), weight.shape[site.weight_axis]) > MAX_CHANNEL_SIDE:
-            # its normal equations alone would pass the run's memory bound (VGG-19's 25,088-input Gemm: a
-            # 4.7 GB float64 Gram): left as sliced, as `--recover none` leaves every layer
             log.info("layer %s: %d inputs, too wide to re-solve in bounded memory; left as sliced",
-                     node.name, weight.shape[site.weight_axis])
+                     node.name, weight.shape[site.weight_axis])  # VGG-19's 25,088-input Gemm: a 4.7 GB Gram
             continue
         if kind == "channel":
             c.kind, c.conv, c.target, c.kept_out = "channel", None, site.x, np.arange(weight.shape[site.weight_out_axis])
@@ -206,22 +205,6 @@ def _consumers(dep: Dependency, removed: np.ndarray) -> list[Consumer]:
             c.extra["bias"] = g.const(site.bias)  # the Add after the MatMul: part of the dense target
         out.append(c)
     return out
-
-
-def _waves(g: ModelGraph, consumers: list[Consumer]) -> list[list[Consumer]]:
-    """Consumers grouped by longest path from the inputs, counting consumers: a wave never feeds itself."""
-    by_node = {c.node: c for c in consumers}
-    level: dict[str, int] = {}
-    waves: dict[int, list[Consumer]] = {}
-    for node in g.nodes:
-        depth = max((level.get(t, 0) for t in node.inputs if t), default=0)
-        if node.index in by_node:
-            waves.setdefault(depth, []).append(by_node[node.index])
-            depth += 1
-        for t in node.outputs:
-            if t:
-                level[t] = depth
-    return [waves[k] for k in sorted(waves)]
 
 
 # ---- conv geometry and features -----------------------------------------------------------------
