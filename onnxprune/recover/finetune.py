@@ -208,10 +208,9 @@ def _distill_mode(mode: str, teacher: onnx.ModelProto | None, output: str | None
     outs = [sess.run([name], feeds_of(data, np.arange(i, min(i + step, len(data), BALANCE_SAMPLES)), batchable))[0]
             for i in range(0, min(len(data), BALANCE_SAMPLES), step)]
     out = np.concatenate(outs)
-    wide = spread(out)
     if mode == "auto" and not unbalanced(out):
         return "kl", None
-    log.info("distilling '%s' by squared error balanced per channel (variances spread %.3g x)", name, wide)
+    log.info("distilling '%s' by squared error balanced per channel (variances spread %.3g x)", name, spread(out))
     return "balanced", balance_weights(out)
 
 

@@ -46,7 +46,7 @@ class Loop:
         self.step = self.forward = None
         self.lr: float | None = s.lr  # the rate trained at: given, or chosen by find_lr before epoch 1
         self.by_accuracy = tg.loss_kind == "cross_entropy"  # distillation ranks epochs by fidelity
-        self.by_agreement = getattr(s, "select", "fidelity") == "agreement"  # ... or by top-1 agreement
+        self.by_agreement = s.select == "agreement"  # ... or by top-1 agreement
 
     def start(self, weights: np.ndarray, run_settings: dict) -> None:
         """Resume from the checkpoint if asked and present; refuse to silently overwrite one otherwise."""
