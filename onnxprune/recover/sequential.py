@@ -23,7 +23,9 @@ Two solves:
   weight, shared by every kernel tap (exact for 1x1, the usual approximation otherwise).
 
 Ridge pulls toward the dense weights (not toward zero), its strength chosen on held-out batches
-(ridge_choice.py); fewer calibration rows than features logs a warning naming the layer.
+(ridge_choice.py); fewer calibration rows than features logs a warning naming the layer, and such a
+layer (a classifier seeing one row per image) is solved in the rows' space (few_rows.py), without its
+Gram. Solving and writing back: layer_solve.py.
 BatchNormalization kept by an export sits after its conv, whose pre-norm output is what is matched, so
 its statistics stay valid; depthwise convs follow their group and are compensated at the next dense
 layer, whose input is then the pruned depthwise output.
@@ -44,7 +46,9 @@ from onnxprune.couple.ops import REGISTRY
 from onnxprune.couple.vocabulary import LinearSite, Slot
 from onnxprune.couple.plan import Plan
 from onnxprune.score.stream import Streamer, level_segments
-from onnxprune.recover.ridge_choice import add_held, best_multiple, held_out, solve
+from onnxprune.recover import few_rows
+from onnxprune.recover.layer_solve import RECURRENT, solve_consumer
+from onnxprune.recover.ridge_choice import add_held, held_out
 from onnxprune.recover.sliced import constant_cuts, cut_into
 from onnxprune.recover.waves import topological_waves
 
@@ -55,7 +59,6 @@ MAX_LINEAR_FEATURES = 8192  # MatMul/Gemm inputs solved for the output (a 512 MB
 MAX_CHANNEL_SIDE = 8192  # channel-solve inputs (dense or kept) past which a layer is left sliced: a 512 MB Gram
 MIN_ROWS = 8192          # rows sampled per layer at least (cheap layers get a well-posed problem)
 ROWS_PER_FEATURE = 4     # and at least this many per feature
-RECURRENT = {"LSTM": (2, 4), "GRU": (2, 3)}  # op -> (contracted axis of W, gates)
 BATCH_BYTES = 16 * 2 ** 20  # the largest wave tensor of one batch: its segment's activations are a few times it
 
 
@@ -130,7 +133,7 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
                                 held_out(b))
             deque(ys_run, maxlen=0)  # both runs cover the same batches; finish the generator's bookkeeping
             for c in wave:
-                _solve(g, c, overrides, ridge)  # frees the sums: the next wave needs only the solutions
+                solve_consumer(g, c, overrides, ridge)  # frees the sums: the next wave needs only the solutions
                 cut_into((c.site.weight, c.site.bias), overrides, replace, cuts, move=presliced is not None)
     finally:
         pruned.close()
@@ -203,6 +206,7 @@ def _consumers(dep: Dependency, removed: np.ndarray) -> list[Consumer]:
             c.intercept = site.bias is not None
         elif node.op == "MatMul" and site.bias is not None:
             c.extra["bias"] = g.const(site.bias)  # the Add after the MatMul: part of the dense target
+        c.extra["few"] = few_rows.RowStore(c.features + (1 if c.intercept else 0))  # rows kept while few
         out.append(c)
     return out
 
@@ -290,6 +294,17 @@ def _accumulate(c: Consumer, x: np.ndarray, y: np.ndarray, share: float, seed: i
     feats, target = _rows(c, x, y, share, seed)
     if c.intercept:
         feats = np.concatenate([feats, np.ones((feats.shape[0], 1), feats.dtype)], axis=1)
+    store = c.extra.get("few")
+    if store is not None:
+        if store.add(feats, target, held):
+            return
+        del c.extra["few"]  # as many rows as features: into the Gram, in the order they came
+        for kept in store.batches:
+            _add_sums(c, *kept)
+    _add_sums(c, feats, target, held)
+
+
+def _add_sums(c: Consumer, feats: np.ndarray, target: np.ndarray, held: bool) -> None:
     if held:  # rows that choose the ridge (ridge_choice.py), added to the fit afterwards
         return add_held(c.extra, feats, target)
     if c.gram is None:
@@ -298,92 +313,3 @@ def _accumulate(c: Consumer, x: np.ndarray, y: np.ndarray, share: float, seed: i
     c.gram += feats.T @ feats  # float32 products of one batch (BLAS sgemm), summed in float64 across batches
     c.cross += feats.T @ target
     c.rows += feats.shape[0]
-
-
-# ---- solving and writing back ---------------------------------------------------------------------
-
-def _solve(g: ModelGraph, c: Consumer, overrides: dict[str, np.ndarray], ridge: float) -> None:
-    held = c.extra.pop("held", None)  # batch 0 is never held out: a held sum comes with a gram
-    if c.gram is None:
-        return
-    site = c.site
-    weight = overrides.get(site.weight, g.const(site.weight))  # as stored: a float64 copy only where needed
-    f = c.gram.shape[0] - (1 if c.intercept else 0)
-    prior = _prior(c, weight, g.const(site.bias) if site.bias is not None else None, f)
-    lam = _ridge(c, f, ridge)
-    diag = np.r_[np.ones(f), np.zeros(1 if c.intercept else 0)]  # the bias is not pulled anywhere
-    if held is not None:  # the ridge with the least error on the held-out rows, then solved on all rows
-        lam *= best_multiple((c.gram, c.cross, c.rows), tuple(held), lam, diag, prior)
-        c.gram, c.cross, c.rows = (a + b for a, b in zip((c.gram, c.cross, c.rows), held))
-    theta = solve(c.gram, c.cross, c.rows, lam, diag, prior, overwrite=True)  # the sums are not needed after
-    c.gram = c.cross = prior = None
-    if not np.all(np.isfinite(theta)):
-        log.warning("reconstruction of %s gave non-finite weights; its channels are only removed", c.name)
-        return
-    if c.kind == "output":
-        _write_output(g, c, theta, weight, overrides, f)
-    else:
-        _write_channel(g, c, theta, weight, overrides, f)
-
-
-def _ridge(c: Consumer, f: int, ridge: float) -> float:
-    scale = max(float(np.trace(c.gram[:f, :f])) / max(c.rows, 1) / max(f, 1), 1e-12)
-    if c.rows < f + (1 if c.intercept else 0):
-        log.warning("layer %s: %d calibration rows for %d features; ridge fallback (pulled toward the "
-                    "dense weights)", c.name, c.rows, f)
-        return max(ridge, 0.1) * scale
-    return ridge * scale
-
-
-def _prior(c: Consumer, weight: np.ndarray, bias: np.ndarray | None, f: int) -> np.ndarray:
-    """The solution with no compensation: dense weights of the kept inputs (channel solve: x_d = x_p)."""
-    if c.kind == "channel":
-        p = np.zeros((f + (1 if c.intercept else 0), c.cross.shape[1]))
-        p[np.arange(len(c.kept_in)), c.kept_in] = 1.0
-        return p
-    w = _out_in(c.site, weight)[np.ix_(c.kept_out, c.kept_in)]      # [M, C, taps...]
-    p = w.reshape(len(c.kept_out), -1).T.astype(np.float64)         # [F, M]
-    if c.intercept:
-        b = bias[c.kept_out] if bias is not None else np.zeros(len(c.kept_out))
-        p = np.concatenate([p, b[None].astype(np.float64)], axis=0)
-    return p
-
-
-def _out_in(site: LinearSite, weight: np.ndarray) -> np.ndarray:
-    """The weight viewed as [out, in, taps...]."""
-    return np.moveaxis(weight, (site.weight_out_axis, site.weight_axis), (0, 1))
-
-
-def _from_out_in(site: LinearSite, view: np.ndarray) -> np.ndarray:
-    return np.moveaxis(view, (0, 1), (site.weight_out_axis, site.weight_axis))
-
-
-def _write_output(g: ModelGraph, c: Consumer, theta: np.ndarray, weight: np.ndarray, overrides, f: int) -> None:
-    site = c.site
-    view = np.array(_out_in(site, weight), dtype=g.const(site.weight).dtype)  # a copy in the stored type
-    shape = (len(c.kept_out), len(c.kept_in)) + view.shape[2:]
-    view[np.ix_(c.kept_out, c.kept_in)] = theta[:f].T.reshape(shape)  # rounded as a float64 copy's astype rounds
-    overrides[site.weight] = np.ascontiguousarray(_from_out_in(site, view))
-    if c.intercept:
-        bias = overrides.get(site.bias, g.const(site.bias)).astype(np.float64).copy()
-        bias[c.kept_out] = theta[f]
-        overrides[site.bias] = bias.astype(g.const(site.bias).dtype)
-
-
-def _write_channel(g: ModelGraph, c: Consumer, theta: np.ndarray, weight: np.ndarray, overrides, f: int) -> None:
-    """x_d ~ A^T x_p + b folded in: W'[:, k] = sum_c W[:, c] A[k, c]; bias += sum over taps of W b."""
-    site = c.site
-    a = theta[:f]                                                   # [kept, C_in]
-    view = _out_in(site, weight).astype(np.float64)                 # [out, in, taps...]
-    dense = view.copy()
-    view[:, c.kept_in] = np.tensordot(dense, a, axes=([1], [1])).transpose(0, -1, *range(1, dense.ndim - 1)) \
-        if dense.ndim > 2 else dense @ a.T
-    overrides[site.weight] = _from_out_in(site, view).astype(g.const(site.weight).dtype)
-    if c.intercept:
-        delta = np.tensordot(dense, theta[f], axes=([1], [0]))       # [out, taps...]
-        bias = overrides.get(site.bias, g.const(site.bias)).astype(np.float64).copy()
-        if g.nodes[c.node].op in RECURRENT:  # delta is [gates*H, dirs]; B is [dirs, 2*gates*H], Wb first
-            bias[:, :delta.shape[0]] += delta.T
-        else:
-            bias += delta.reshape(delta.shape[0], -1).sum(1)
-        overrides[site.bias] = bias.astype(g.const(site.bias).dtype)

@@ -184,8 +184,9 @@ def apoz(dep: Dependency, stats: Statistics | None = None, **_) -> np.ndarray:
 
 
 def _linear_inputs(dep: Dependency, stats: Statistics | None, name: str):
-    """(slot, weight rows per input channel, input statistics, covariance or None) of every linear
-    consumer whose input is a prunable slot with statistics."""
+    """(slot, weight, weight axis, input statistics, covariance or None) of every linear consumer
+    whose input is a prunable slot with statistics. The weight stays as stored: only consumers narrow
+    enough for a Gram take its float64 rows; wider ones use `_row_energy`, a block at a time."""
     from onnxprune.couple.ops import linear_sites
     stats = _need(stats, name)
     for _, site in linear_sites(dep.graph):
@@ -193,18 +194,23 @@ def _linear_inputs(dep: Dependency, stats: Statistics | None, name: str):
         st = stats.get(site.x, site.x_axis)
         if slot not in dep.slot_index or st is None:
             continue
-        yield slot, per_index(dep.graph.const(site.weight), site.weight_axis), st, st.covariance()
+        yield slot, dep.graph.const(site.weight), site.weight_axis, st, st.covariance()
+
+
+def _row_energy(weight: np.ndarray, axis: int) -> np.ndarray:
+    """||W[c]||^2 per input channel, without a float64 copy of a 400 MB classifier weight."""
+    return _power_sums(weight, axis, 2)
 
 
 def _linear_input_scores(dep: Dependency, stats: Statistics | None, name: str, cost) -> np.ndarray:
     """Channel scores from every linear consumer: `cost(rows, cov)` per input channel from the weight
     rows and the input's covariance; inputs too wide for a Gram take the diagonal, |w|^2 E[x^2]."""
     members = []
-    for slot, rows, st, cov in _linear_inputs(dep, stats, name):
+    for slot, weight, axis, st, cov in _linear_inputs(dep, stats, name):
         if cov is None:
-            members.append((slot, (rows ** 2).sum(1) * st.sq_sum / max(st.count, 1)))
+            members.append((slot, _row_energy(weight, axis) * st.sq_sum / max(st.count, 1)))
         else:
-            members.append((slot, cost(rows, cov)))
+            members.append((slot, cost(per_index(weight, axis), cov)))
     return accumulate(dep, members) + 1e-9 * magnitude(dep, 2)  # break ties where a group has no linear consumer
 
 
@@ -333,11 +339,13 @@ def relative(dep: Dependency, stats: Statistics | None = None, ridge: float = 1e
     """Per channel, the sum over its linear consumers of (error of removing it alone, the rest
     re-solved) / (the consumer's output variance)."""
     scores = np.zeros(dep.num_channels)
-    for slot, rows, st, cov in _linear_inputs(dep, stats, "relative"):
+    for slot, weight, axis, st, cov in _linear_inputs(dep, stats, "relative"):
         if cov is None:  # too wide for a Gram: the diagonal
-            err = (rows ** 2).sum(1) * np.maximum(st.sq_sum / max(st.count, 1) - (st.sum / max(st.count, 1)) ** 2, 0)
+            mean = st.sum / max(st.count, 1)
+            err = _row_energy(weight, axis) * np.maximum(st.sq_sum / max(st.count, 1) - mean ** 2, 0)
             energy = float(err.sum())
         else:
+            rows = per_index(weight, axis)
             lam = ridge * max(float(np.trace(cov)) / len(cov), 1e-12)
             err = (rows ** 2).sum(1) / np.maximum(np.diag(np.linalg.inv(cov + lam * np.eye(len(cov)))), 1e-30)
             energy = float(np.einsum("co,cd,do->", rows, cov, rows))
