@@ -45,6 +45,7 @@ from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.couple.ops import REGISTRY
 from onnxprune.couple.vocabulary import LinearSite, Slot
 from onnxprune.couple.plan import Plan
+from onnxprune.score.passplan import BATCH_BYTES  # the largest wave tensor of one batch, as for statistics
 from onnxprune.score.stream import Streamer, level_segments
 from onnxprune.recover import few_rows
 from onnxprune.recover.layer_solve import RECURRENT, solve_consumer
@@ -59,7 +60,6 @@ MAX_LINEAR_FEATURES = 8192  # MatMul/Gemm inputs solved for the output (a 512 MB
 MAX_CHANNEL_SIDE = 8192  # channel-solve inputs (dense or kept) past which a layer is left sliced: a 512 MB Gram
 MIN_ROWS = 8192          # rows sampled per layer at least (cheap layers get a well-posed problem)
 ROWS_PER_FEATURE = 4     # and at least this many per feature
-BATCH_BYTES = 16 * 2 ** 20  # the largest wave tensor of one batch: its segment's activations are a few times it
 
 
 @dataclass
