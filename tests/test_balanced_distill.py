@@ -1,4 +1,4 @@
-"""Balanced distillation (recover/balance.py): a squared error weighted per channel by one over the teacher's
+"""Balanced distillation (recover/distill_weights.py): a squared error weighted per channel by one over the teacher's
 variance. Its channel axis and weights, its loss against float64 numpy, its gradient against float64 finite
 differences, and a toy whose output holds a large-scale and a small-scale channel: the small one improves."""
 
@@ -15,7 +15,7 @@ from onnxprune.autodiff.losses import numpy_loss
 from onnxprune.autodiff.weights import read_weights
 from onnxprune.load.data import Dataset
 from onnxprune.load.runtime import session
-from onnxprune.recover.balance import BALANCE_SPREAD, balance_weights, channel_axis, spread, unbalanced
+from onnxprune.recover.distill_weights import BALANCE_SPREAD, balance_weights, channel_axis, spread, unbalanced
 from onnxprune.recover.finetune import finetune
 
 # a detector's head in small: two channels in "pixels", three scores

@@ -71,7 +71,7 @@ def variant(spec: str) -> dict:
     """"RATE[+featW][+probs][+aug][+mse|+bal|+kl][+tT][+bB][+last]": probs distills the output probabilities (the
     old default), not the logits a final Softmax reads; aug adds flip, crop and scale jitter; mse distills by
     squared error (outputs that are not class scores: a detector's boxes), bal by squared error balanced per
-    channel (recover/balance.py), kl by KL; none of the three: the library's default; tT the distillation
+    channel (recover/distill_weights.py), kl by KL; none of the three: the library's default; tT the distillation
     temperature T (default 2); bB batch B instead of --batch; last keeps the last epoch, not the best held-out one;
     agree keeps the epoch of best held-out top-1 agreement with the teacher."""
     rate, *extras = spec.split("+")

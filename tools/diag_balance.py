@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Which distillation loss `distill="auto"` picks per model, and why: the dense model's output, the channel
-axis recover/balance.py finds, the spread of its channel variances, and whether a final Softmax is distilled
+axis recover/distill_weights.py finds, the spread of its channel variances, and whether a final Softmax is distilled
 on its logits (KL) instead.
 
     .venv/bin/python tools/diag_balance.py --models digits,ppocr_cls,ppocr_rec,ddddocr_common,nudenet_320n [--samples 64]
@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from onnxprune.load.runtime import session  # noqa: E402
-from onnxprune.recover.balance import channel_axis, spread, unbalanced  # noqa: E402
+from onnxprune.recover.distill_weights import channel_axis, spread, unbalanced  # noqa: E402
 from onnxprune.recover.logits import softmax_input  # noqa: E402
 
 

@@ -60,7 +60,7 @@ def build_training_graph(model: onnx.ModelProto | str | os.PathLike, trainable: 
     differentiable op and affects the loss; weights upstream of an op without a gradient rule are
     reported in `frozen` instead. `loss` is "cross_entropy" (int64 labels), "mse" (float targets)
     or "distill" (teacher logits; `distill`="kl" with `temperature`, "mse" on the logits, or "balanced":
-    squared error weighted per element by `balance`, see recover/balance.py).
+    squared error weighted per element by `balance`, see recover/distill_weights.py).
     `features` = (tensor names, weight) adds intermediate-feature terms (autodiff/feature_loss.py): the
     teacher's values of those tensors become inputs named in `feature_targets`.
     """

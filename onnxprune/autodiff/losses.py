@@ -29,7 +29,7 @@ class LossHead:
 def emit_loss(ctx: GradContext, kind: str, logits: str, *, temperature: float = 1.0, distill: str = "kl",
               label_smoothing: float = 0.0, balance: np.ndarray | None = None) -> LossHead:
     """`balance` (distill="balanced"): per-element weights of the squared error, broadcast against the
-    output with its batch axis at 1 (recover/balance.py: one over each channel's teacher variance)."""
+    output with its batch axis at 1 (recover/distill_weights.py: one over each channel's teacher variance)."""
     if kind not in LOSSES:
         raise BadInputError(f"unknown loss '{kind}'; choose one of {', '.join(LOSSES)}")
     if kind == "distill" and distill not in DISTILL_MODES:

@@ -27,7 +27,7 @@ from onnxprune.autodiff.optim import AdamW, FlatParams, SGD, make_optimizer
 from onnxprune.autodiff.runner import Forward, TrainStep
 from onnxprune.autodiff.lr_schedule import cosine, step_decay
 from onnxprune.autodiff.weights import read_weights, write_weights
-from onnxprune.recover.balance import BALANCE_SAMPLES, balance_weights, spread, unbalanced
+from onnxprune.recover.distill_weights import BALANCE_SAMPLES, balance_weights, spread, unbalanced
 from onnxprune.recover.batch_view import batch_view
 from onnxprune.recover.logits import logits_views
 from onnxprune.recover.microbatch import ACTIVATION_BUDGET_MB, MicroBatched, activation_bytes, micro_batch
@@ -68,7 +68,7 @@ class TrainSettings:
     warmup_steps: int = 0
     trainable: tuple[str, ...] | None = None
     temperature: float = 2.0
-    distill: str = "kl"               # "kl", "mse", "balanced" (recover/balance.py) or "auto" (_distill_mode)
+    distill: str = "kl"               # "kl", "mse", "balanced" (recover/distill_weights.py) or "auto" (_distill_mode)
     label_smoothing: float = 0.0
     output: str | None = None
     seed: int = 0
@@ -196,7 +196,7 @@ def _on_logits(model: onnx.ModelProto, teacher: onnx.ModelProto, output: str | N
 
 def _distill_mode(mode: str, teacher: onnx.ModelProto | None, output: str | None, data: Dataset, batchable: bool,
                   on_logits: bool, threads: int) -> tuple[str, np.ndarray | None]:
-    """The distillation loss and, for "balanced", its per-channel weights (recover/balance.py).
+    """The distillation loss and, for "balanced", its per-channel weights (recover/distill_weights.py).
     "auto": KL on the logits a final Softmax reads; otherwise "balanced" when the teacher's output looks
     like a detector's (balance.unbalanced: channels not on the last axis, variances spread widely), else KL."""
     if teacher is None or mode not in ("auto", "balanced") or (mode == "auto" and on_logits):

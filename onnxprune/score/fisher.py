@@ -31,7 +31,7 @@ import numpy as np
 from onnxprune.couple.dependency import Dependency
 from onnxprune.couple.vocabulary import Slot
 from onnxprune.errors import BadInputError
-from onnxprune.score.balance import free_channels, part_mask, part_weights, parts
+from onnxprune.score.output_parts import free_channels, part_mask, part_weights, parts
 from onnxprune.score.calibration import Statistics
 from onnxprune.score.criteria import COMPARABLE, criterion, parameter_slots, per_index, reconstruction
 from onnxprune.score.memo import LastModel
@@ -132,7 +132,7 @@ def _fisher_scores(dep: Dependency, data, probes: int, seed: int, rows: list | N
                    parts_alike: bool = False) -> np.ndarray:
     """E[s_c^2] per channel; with `rows` (a list), also each (sample, probe)'s s_c, one array per run,
     NaN where no gradient reaches the channel (score/joint.py reads them). With `parts_alike`, each
-    output part of its own scale weighs the same (score/balance.py)."""
+    output part of its own scale weighs the same (score/output_parts.py)."""
     from onnxprune.autodiff.probe import build_probe_graph
     from onnxprune.load.runtime import session
 
@@ -211,7 +211,7 @@ def fisher(dep: Dependency, stats: Statistics | None = None, data=None, seed: in
 
 @criterion("fisher_parts", data=True, gram=True)
 def fisher_parts(dep: Dependency, stats: Statistics | None = None, data=None, seed: int = 0, **_) -> np.ndarray:
-    """fisher with every output part of its own scale weighed alike (score/balance.py): a detector's
+    """fisher with every output part of its own scale weighed alike (score/output_parts.py): a detector's
     pixel boxes count as much as its class scores, two graph outputs as much as each other."""
     return fisher_scores(dep, data, seed=seed, stats=stats, parts_alike=True)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import numpy as np
 
-log = logging.getLogger("onnxprune.score.balance")
+log = logging.getLogger("onnxprune.score.output_parts")
 
 PART_GAP = 1000.0    # rows whose standard deviations differ by more than this factor are different units
 

@@ -1,4 +1,4 @@
-"""Output parts of equal weight for fisher (score/balance.py): rows of one output in different units (a
+"""Output parts of equal weight for fisher (score/output_parts.py): rows of one output in different units (a
 detector's pixel boxes and its probabilities) or two graph outputs must not let one of them decide the
 ranking; a model of one part scores as before; the pruned model runs in ONNX Runtime."""
 
@@ -14,7 +14,7 @@ from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.load.data import Dataset
 from onnxprune.load.runtime import session
 from onnxprune.score import fisher as fisher_module
-from onnxprune.score.balance import part_weights, parts
+from onnxprune.score.output_parts import part_weights, parts
 from onnxprune.score.criteria import score
 
 P = 10  # positions ("anchors")
