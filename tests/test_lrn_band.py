@@ -87,3 +87,10 @@ def test_latency_target_rewrites_lrn_and_measures_against_the_users_model(tmp_pa
     assert result.report["plan"]["latency"]["measured_latency_ratio"] > 0
     by_macs = onnxprune.prune(model, criterion="l2", scope="global", recover="none", bench_rounds=0, target_macs=0.6)
     assert any(n.op_type == "LRN" for n in by_macs.model.graph.node)  # a MACs target leaves LRN as it is
+
+
+def test_aims_of_a_faster_rewritten_model_may_reach_its_whole_width():
+    from onnxprune.select.latency import _next_aim
+    assert _next_aim([(0.9, 0.3)], 0.5) == pytest.approx(0.98)  # as before: the user's own model
+    assert _next_aim([(0.9, 0.3)], 0.5, scale=0.6) == pytest.approx(0.995)  # the rewrite alone nearly meets it
+    assert _next_aim([(0.5, 0.6)], 0.5, scale=0.6) == pytest.approx(0.5 * 0.5 / 0.6)
