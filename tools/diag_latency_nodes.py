@@ -9,8 +9,10 @@ then profiles dense and the pruned models in one interleaved ONNX Runtime profil
 charged back to the original node). Prints, per op type and for the nodes that cost the most dense
 time: dense microseconds, each pruned model's microseconds, the node's kept work (MACs, or output
 size for ops without) and the widths its output has; and for the latency target, what the latency
-model predicted for that node against what the profile measured. The load average is printed with
-the figures: the machine is shared.
+model predicted for that node against what the profile measured. A latency target's graph has its
+LRNs written as band Convs (graph/lrn_band.py): their kernels show under the band's ops (Conv, Mul,
+Sqrt, Div), the LRN rows of the other models under LRN. The load average is printed with the
+figures: the machine is shared.
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ def main(argv: list[str] | None = None) -> int:
                                  threads=args.threads, **{f"target_{kind}": args.target})
         plan, dep = result.plan, result.plan.dep  # the prepared (folded) model's analysis
         costs = CostModel(dep)
-        pruned[kind], plans[kind], works[kind] = result.model, plan, costs.node_work(plan.removed)
+        by_index = costs.node_work(plan.removed)  # by the node's name: a latency target's graph has LRN rewritten
+        pruned[kind], plans[kind] = result.model, plan
+        works[kind] = {n.name: by_index.get(n.index, 1.0) for n in dep.graph.nodes}
         print(f"{kind} {args.target:g}: MACs kept {costs.macs_after(plan.removed) / costs.total_macs:.3f}",
               file=sys.stderr)
     graph = dep.graph
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     names = list(pruned)
     times = profile_interleaved([dense] + [pruned[k] for k in names], args.threads, graph.input_shapes, runs=args.runs)
     base, rest = times[0], times[1:]
-    op_of = {n.name: n.op for n in graph.nodes}
+    op_of = {n.name: n.op for d in {id(p.dep): p.dep for p in plans.values()}.values() for n in d.graph.nodes}
     by_op: dict[str, list[float]] = defaultdict(lambda: [0.0] * (1 + len(names)))
     for i, t in enumerate(times):
         for name, us in t.items():
@@ -85,11 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in sorted(base, key=base.get, reverse=True)[: args.top]:
         node = index.get(name)
         shape = graph.shape(graph.nodes[node].outputs[0]) if node is not None else None
-        cells = " | ".join(f"{r.get(name, 0):.0f} ({works[k].get(node, 1.0):.2f})" if k in works else f"{r.get(name, 0):.0f}"
+        cells = " | ".join(f"{r.get(name, 0):.0f} ({works[k][name]:.2f})" if name in works[k] else f"{r.get(name, 0):.0f} (-)"
                            for k, r in zip(names, rest))
         pred = ""
-        if latency is not None and node is not None and node in latency.curves and "latency" in works:
-            pred = f" {latency.curves[node].at(works['latency'].get(node, 1.0)):.0f} |"
+        if latency is not None and node is not None and node in latency.curves and name in works["latency"]:
+            pred = f" {latency.curves[node].at(works['latency'][name]):.0f} |"
         print(f"| {name or '(unowned)'} | {op_of.get(name, '-')} | {shape} | {base[name]:.0f} | {cells} |{pred}")
     return 0
 
