@@ -42,6 +42,8 @@ def band_weight(channels: int, size: int, alpha: float, spatial: int, dtype=np.f
 def lrn_as_band(model: onnx.ModelProto, input_shapes=None) -> tuple[onnx.ModelProto, int]:
     """A copy of `model` with every LRN of known channel count and float type written as a band Conv
     (main graph only), and how many were rewritten; the model itself when there is none."""
+    if not any(n.op_type == "LRN" for n in model.graph.node):  # no shape inference for the usual model
+        return model, 0
     graph = ModelGraph(model, input_shapes)
     sites = [n for n in graph.nodes if n.op == "LRN" and n.proto.domain in ("", "ai.onnx") and _rewritable(graph, n)]
     if not sites:
