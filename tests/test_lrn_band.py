@@ -94,3 +94,4 @@ def test_aims_of_a_faster_rewritten_model_may_reach_its_whole_width():
     assert _next_aim([(0.9, 0.3)], 0.5) == pytest.approx(0.98)  # as before: the user's own model
     assert _next_aim([(0.9, 0.3)], 0.5, scale=0.6) == pytest.approx(0.995)  # the rewrite alone nearly meets it
     assert _next_aim([(0.5, 0.6)], 0.5, scale=0.6) == pytest.approx(0.5 * 0.5 / 0.6)
+

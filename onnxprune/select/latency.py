@@ -56,12 +56,14 @@ def _next_aim(aims: list[tuple[float, float]], target: float, scale: float = 1.0
     """The predicted ratio to aim at next, from (aim, measured) so far: interpolated between the
     nearest aims measured below and above the target once both exist (a secant step that cannot
     oscillate out of its bracket), else scaled by the last miss (the model's error is mostly a scale:
-    fused kernels and overheads it does not see)."""
+    fused kernels and overheads it does not see). The bracket is the nearest pair of *aims*: on a
+    loaded machine measurements are not monotone in the aim, and a bracket chosen by measured values
+    could stay the same after a step, re-trying one plan; by aims it shrinks at every step."""
     below = [a for a in aims if a[1] < target]
     above = [a for a in aims if a[1] >= target]
     if below and above:
-        (a0, m0), (a1, m1) = max(below, key=lambda a: a[1]), min(above, key=lambda a: a[1])
-        aim = a0 + (target - m0) * (a1 - a0) / (m1 - m0) if m1 > m0 else (a0 + a1) / 2
+        (a0, m0), (a1, m1) = max(below), min(above)
+        aim = a0 + (target - m0) * (a1 - a0) / (m1 - m0) if m1 > m0 and a1 > a0 else (a0 + a1) / 2
     else:
         aim, measured = aims[-1]
         aim = aim * target / measured
