@@ -21,6 +21,7 @@ from onnxprune.check.validate import check_valid
 from onnxprune.couple.dependency import Dependency
 from onnxprune.couple.plan import Plan, load_plan_file, plan_from_json
 from onnxprune.errors import BadInputError
+from onnxprune.graph.lrn_band import lrn_as_band
 from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.hidden_stage import analyse_width
 from onnxprune.apply.restore import drop_identity_restores
@@ -77,6 +78,7 @@ class Prepared:
     options: PruneOptions  # with the data-aware or data-free defaults filled in
     input_bytes: int | None = None  # the input's size as given (a model loaded here is folded in place)
     evaluation: Dataset | None = None  # held-out data for the report (the calibration data if none)
+    rewritten: int = 0  # LRNs written as band Convs for a latency target (working runs faster than model)
 
 
 def as_model(model_or_path: onnx.ModelProto | str | os.PathLike) -> tuple[onnx.ModelProto, str]:
@@ -126,6 +128,9 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
     working = fold_constants(model, in_place=source != IN_MEMORY)
     if source != IN_MEMORY and model_bytes(working) >= LAZY_BYTES:  # ours: its weights go to a work file,
         model = working = unload(working)  # read on demand from there on (load/external.py), held once
+    rewritten = 0
+    if options.target.kind == "latency":  # LRN as a band Conv: faster, and prunable (graph/lrn_band.py)
+        working, rewritten = lrn_as_band(working, input_shapes)
     if recovery != "none":
         working = add_missing_biases(working, input_shapes)
     working, dep = analyse_width(working, input_shapes, options, data is not None)  # hidden width: hidden_stage.py
@@ -142,7 +147,7 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
         wanted = within_budget(wanted, shapes)  # and of the Grams it holds (score/gram_budget.py)
         stats = collect_statistics(working, data, wanted, progress=options.progress, shapes=shapes)
     return Prepared(model, source, working, dep.graph, dep, data, stats, options, input_bytes,
-                    evaluation if evaluation is not None else data)
+                    evaluation if evaluation is not None else data, rewritten)
 
 
 def choose_plan(prep: Prepared, options: PruneOptions | None = None, scores: np.ndarray | None = None) -> Plan:
@@ -179,7 +184,8 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.
         elif target.kind == "latency":
             # recovery changes values, not shapes: candidates are timed unrecovered
             chosen = search_latency(select, latency, target.value, options.threads_capped(), apply_plan,
-                                    scores=scores, round_to=options.round_to)
+                                    scores=scores, round_to=options.round_to,
+                                    reference=prep.model if prep.rewritten else None)
         elif options.scope in MEASURED:  # the share of channels removed, spent where it does least damage
             chosen = search_ratio(select, lambda p: 1.0 - float(p.removed.mean()), 1.0 - float(target.ratio),
                                   scores=scores, round_to=options.round_to)

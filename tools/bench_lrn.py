@@ -10,6 +10,9 @@ LRN of the model, ORT's LRN against the same formula written with plain ops,
 - "slices": window_sum as `size` channel slices of the zero-padded squares added up (no cancellation);
 - "cumsum": window_sum as the difference of two slices of a cumulative sum (fewer kernels, but it
   subtracts large partial sums: not safe for inputs whose squares vary by many orders of magnitude);
+- "band": window_sum as a 1x1 Conv of the squares whose C x C weight is the window's band (alpha/size
+  inside it, the bias as the Conv's bias): the form select/lrn_band.py rewrites LRN to, which channel
+  pruning can slice (a removed channel is a zero in every window, exactly);
 with ^-0.75 as 1/(sqrt(s) * sqrt(sqrt(s))) when beta is 0.75 (Pow otherwise). Prints the fastest of
 --runs runs of each and the largest relative difference from ORT's LRN output on random inputs.
 Figures move with the machine's load: print the load next to them.
@@ -60,6 +63,13 @@ def decomposed(shape, attrs: dict, window: str) -> onnx.ModelProto:
             if total is not None:
                 nodes.append(helper.make_node("Add", [total, f"part{k}"], [f"sum{k}"]))
             total = f"part{k}" if total is None else f"sum{k}"
+    elif window == "band":  # a 1x1 Conv whose weight is the window's band (what onnxprune's LRN rewrite makes)
+        band = np.array([[1.0 if -pre <= j - i <= post else 0.0 for j in range(channels)] for i in range(channels)])
+        weight = (band * attrs.get("alpha", 1e-4) / size).astype(np.float32)[:, :, None, None]
+        inits += [numpy_helper.from_array(weight, "band"),
+                  numpy_helper.from_array(np.full(channels, attrs.get("bias", 1.0), np.float32), "band_bias")]
+        nodes.append(helper.make_node("Conv", ["sq", "band", "band_bias"], ["s"]))
+        total = None
     else:
         inits += [_ints("pads", [0, pre + 1, 0, 0, 0, post, 0, 0]), _ints("scalar_axis", 1), _ints("hi0", [size]),
                   _ints("hi1", [size + channels]), _ints("lo0", [0]), _ints("lo1", [channels])]
@@ -69,7 +79,8 @@ def decomposed(shape, attrs: dict, window: str) -> onnx.ModelProto:
                   helper.make_node("Slice", ["running", "lo0", "lo1", "axis"], ["lo"]),
                   helper.make_node("Sub", ["hi", "lo"], ["window"])]
         total = "window"
-    nodes += [helper.make_node("Mul", [total, "scale"], ["scaled"]), helper.make_node("Add", ["scaled", "bias"], ["s"])]
+    if total is not None:
+        nodes += [helper.make_node("Mul", [total, "scale"], ["scaled"]), helper.make_node("Add", ["scaled", "bias"], ["s"])]
     if abs(attrs.get("beta", 0.75) - 0.75) < 1e-9:
         nodes += [helper.make_node("Sqrt", ["s"], ["r2"]), helper.make_node("Sqrt", ["r2"], ["r4"]),
                   helper.make_node("Mul", ["r2", "r4"], ["d"]), helper.make_node("Div", ["x", "d"], ["y"])]
@@ -107,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     graph = ModelGraph(model)
     print(f"{args.model}: LRN against exact decompositions, {args.threads} threads, {args.clock} clock, "
           f"fastest of {args.runs}, load {os.getloadavg()[0]:.1f}\n")
-    print("| LRN | input | ORT LRN ms | slices ms (max rel. diff) | cumsum ms (max rel. diff) |")
-    print("|---|---|---|---|---|")
+    print("| LRN | input | ORT LRN ms | slices ms (max rel. diff) | cumsum ms (max rel. diff) | band ms (max rel. diff) |")
+    print("|---|---|---|---|---|---|")
     for node in (n for n in model.graph.node if n.op_type == "LRN"):
         shape = graph.shape(node.input[0])
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -116,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         reference = make_session(lrn_alone(shape, attrs), args.threads)
         expected = reference.run(None, feed)[0]
         cells = [f"{fastest(reference, feed, args.runs, clock):.2f}"]
-        for window in ("slices", "cumsum"):
+        for window in ("slices", "cumsum", "band"):
             sess = make_session(decomposed(shape, attrs, window), args.threads)
             diff = float(np.max(np.abs(sess.run(None, feed)[0] - expected) / (np.abs(expected) + 1e-6)))
             cells.append(f"{fastest(sess, feed, args.runs, clock):.2f} ({diff:.1e})")

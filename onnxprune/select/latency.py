@@ -22,22 +22,29 @@ ATTEMPTS = 5  # measured attempts at most
 
 def search_latency(select: Callable[[float], Plan], model: LatencyModel, target: float, threads: int,
                    build: Callable[[Plan], onnx.ModelProto], scores: np.ndarray | None = None,
-                   round_to: int = 1, rounds: int = 30) -> Plan:
+                   round_to: int = 1, rounds: int = 30, reference: onnx.ModelProto | None = None) -> Plan:
     """The plan whose model (`build(plan)`, same shapes as the recovered one) runs nearest `target`
-    x dense latency, measured; its options record the predicted and the measured ratios."""
-    dense = session(model.dep.graph.model, threads)
+    x dense latency, measured; its options record the predicted and the measured ratios. Dense is
+    `reference` when given (the user's model, when the one analysed was rewritten to run faster:
+    graph/lrn_band.py): the model's predictions are then scaled by the analysed model's measured
+    latency against it, so the first aim already allows for the rewrite."""
+    dense = session(reference if reference is not None else model.dep.graph.model, threads)
     feed = next(synthetic_dataset(dense, model.dep.graph.input_shapes, samples=1).batches(1))
-    aim, tried, aims = target, [], []
+    scale = 1.0
+    if reference is not None:  # the analysed (rewritten) model's own latency against the user's
+        _, ratios = measure_latency([dense, session(model.dep.graph.model, threads)], feed, rounds=rounds, warmup=10)
+        scale = ratios[1]
+    aim, tried, aims = min(target / scale, 0.995), [], []
     for _ in range(ATTEMPTS):
         plan = search_ratio(select, lambda p: model.kept(p.removed), aim, scores=scores, round_to=round_to)
         candidate = session(build(plan), threads)
         _, ratios = measure_latency([dense, candidate], feed, rounds=rounds, warmup=10)  # new sessions start slow
-        predicted, measured = model.kept(plan.removed), ratios[1]
+        predicted, measured = model.kept(plan.removed) * scale, ratios[1]
         tried.append((abs(measured - target), plan, predicted, measured))
         if abs(measured - target) <= TOLERANCE * target:
             break
         aims.append((aim, measured))
-        aim = _next_aim(aims, target)
+        aim = _next_aim(aims, target, scale)
     _, best, predicted, measured = min(tried, key=lambda t: t[0])
     best.options.update(target_latency=target, predicted_latency_ratio=round(predicted, 4),
                         measured_latency_ratio=round(measured, 4),
@@ -45,17 +52,20 @@ def search_latency(select: Callable[[float], Plan], model: LatencyModel, target:
     return best
 
 
-def _next_aim(aims: list[tuple[float, float]], target: float) -> float:
+def _next_aim(aims: list[tuple[float, float]], target: float, scale: float = 1.0) -> float:
     """The predicted ratio to aim at next, from (aim, measured) so far: interpolated between the
     nearest aims measured below and above the target once both exist (a secant step that cannot
     oscillate out of its bracket), else scaled by the last miss (the model's error is mostly a scale:
-    fused kernels and overheads it does not see)."""
+    fused kernels and overheads it does not see). The bracket is the nearest pair of *aims*: on a
+    loaded machine measurements are not monotone in the aim, and a bracket chosen by measured values
+    could stay the same after a step, re-trying one plan; by aims it shrinks at every step."""
     below = [a for a in aims if a[1] < target]
     above = [a for a in aims if a[1] >= target]
     if below and above:
-        (a0, m0), (a1, m1) = max(below, key=lambda a: a[1]), min(above, key=lambda a: a[1])
-        aim = a0 + (target - m0) * (a1 - a0) / (m1 - m0) if m1 > m0 else (a0 + a1) / 2
+        (a0, m0), (a1, m1) = max(below), min(above)
+        aim = a0 + (target - m0) * (a1 - a0) / (m1 - m0) if m1 > m0 and a1 > a0 else (a0 + a1) / 2
     else:
         aim, measured = aims[-1]
         aim = aim * target / measured
-    return float(np.clip(aim, 0.02, 0.98))
+    # a rewritten model may run under the target before any pruning: then its whole width is an aim
+    return float(np.clip(aim, 0.02, 0.98 if scale >= 1.0 else 0.995))
