@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "the largest of 1e-3..3e-5 that a 4-step range test finds safe")
     ft.add_argument("--batch-size", type=int, default=64)
     ft.add_argument("--feature-distill", type=float, default=0.0, metavar="W",
-                    help="also match the outputs of pruned layers' consumers to the dense model's, with weight W")
+                    help="also match the outputs of pruned layers (at their kept channels) and of their consumers to "
+                         "the dense model's, with weight W")
     add_distill_flags(ft)  # --distill, --select (args.py)
     pr.add_argument("--seed", type=int, default=0, help="seed for random choices")
     pr.add_argument("--input-shape", action="append", metavar="NAME:DxD..", help="shape for a dynamic input")

@@ -31,11 +31,12 @@ from onnxprune.recover.balance import BALANCE_SAMPLES, balance_weights, spread, 
 from onnxprune.recover.batch_view import batch_view
 from onnxprune.recover.logits import logits_views
 from onnxprune.recover.microbatch import ACTIVATION_BUDGET_MB, MicroBatched, activation_bytes, micro_batch
-from onnxprune.recover.features import feature_points
+from onnxprune.recover.features import feature_points, sliced_points
 from onnxprune.recover.targets import Targets, data_batchable, feeds_of, join
 from onnxprune.recover.trainloop import MAX_EPOCHS, Loop
 
 log = logging.getLogger("onnxprune")
+SLICE_SAMPLES = 8  # samples the kept channels of pruned layers are matched on (features.sliced_points)
 __all__ = ["finetune", "data_batchable", "MAX_EPOCHS", "FinetuneResult", "TrainSettings", "SGD", "AdamW", "cosine", "step_decay"]  # optimizers re-exported
 
 @dataclass
@@ -125,12 +126,12 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     distill, balance = _distill_mode(s.distill, teacher_model if loss == "distill" else None, output, data,
                                      batchable, on_logits, s.threads)
     s = replace(s, distill=distill)
-    points = _feature_points(model, teacher_model, data, s, batchable and loss == "distill")
+    points, slices = _feature_points(model, teacher_model, data, s, batchable and loss == "distill")
     tg = build_training_graph(model, s.trainable, loss, output=output, input_shapes=shapes,
                               temperature=s.temperature, distill=s.distill, label_smoothing=s.label_smoothing,
                               features=(points, s.features), balance=balance)
     targets = Targets(tg, data, teacher_model, batchable, s.threads, per_batch=bool(s.augment),
-                      features={p: tg.feature_targets[p] for p in points})
+                      features={p: tg.feature_targets[p] for p in points}, slices=slices)
     val_targets = Targets(tg, val_data, teacher_model, batchable, s.threads)
 
     params = FlatParams(read_weights(model, tg.trainable))
@@ -215,18 +216,22 @@ def _distill_mode(mode: str, teacher: onnx.ModelProto | None, output: str | None
 
 
 def _feature_points(model: onnx.ModelProto, teacher: onnx.ModelProto | None, data: Dataset, s: TrainSettings,
-                    usable: bool) -> list[str]:
-    """Tensors matched to the teacher's when feature distillation is on (batched distillation only)."""
+                    usable: bool) -> tuple[list[str], dict[str, tuple[int, np.ndarray]]]:
+    """Tensors matched to the teacher's when feature distillation is on (batched distillation only): the
+    pruned groups' consumers' outputs, and the pruned layers' own outputs at their kept channels (slices)."""
     if not s.features:
-        return []
+        return [], {}
     if teacher is None or not usable:
         log.warning("feature distillation skipped: it needs a teacher and samples that batch (a dynamic batch axis)")
-        return []
-    points = feature_points(model, teacher, feeds_of(data, np.arange(min(2, len(data))), True), s.threads)
+        return [], {}
+    whole = feature_points(model, teacher, feeds_of(data, np.arange(min(2, len(data))), True), s.threads)
+    slices = sliced_points(model, teacher, feeds_of(data, np.arange(min(SLICE_SAMPLES, len(data))), True), s.threads)
+    points = whole + [p for p in slices if p not in whole]
     if not points:
-        log.warning("feature distillation: no pruned layer's consumer keeps its width; output distillation only")
-    log.info("feature distillation at %d tensors: %s", len(points), ", ".join(points[:8]))
-    return points
+        log.warning("feature distillation: no pruned layer's output could be matched; output distillation only")
+    log.info("feature distillation at %d tensors (%d at kept channels): %s", len(points), len(slices),
+             ", ".join(points[:8]))
+    return points, slices
 
 
 def _trained_masks(model: onnx.ModelProto, tg: TrainingGraph, masks: Mapping[str, np.ndarray] | None) -> dict:

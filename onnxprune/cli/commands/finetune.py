@@ -21,7 +21,8 @@ def add_parser(sub) -> None:
     p.add_argument("--lr", type=float, default=None, help="default: chosen by a short range test")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--feature-distill", type=float, default=0.0, metavar="W",
-                   help="with --teacher: also match the pruned layers' consumers' outputs, with weight W")
+                   help="with --teacher: also match the outputs of pruned layers (at their kept channels) and of their "
+                        "consumers to the teacher's, with weight W")
     add_distill_flags(p)  # --distill, --select
     p.add_argument("--val", metavar="DATA.npz", help="validation data: keep the best epoch")
     p.add_argument("--seed", type=int, default=0)
