@@ -103,12 +103,26 @@ def run_variant(model, case, spec: str, epochs: int, batch: int) -> dict:
             "val_agreement": [h.get("val_agreement") for h in info["history"]]}
 
 
+def range_test(model, case, batch: int) -> dict:
+    """Only the learning-rate range test that `auto` runs before epoch 1 (recover/lrfind.py): the rate it
+    chooses and each rate's held-out loss. A run given that rate as lr trains identically to `auto`, so
+    an `auto` row equals the fixed-rate row of the rate chosen here."""
+    dense, _, train, _, _ = case
+    started = time.perf_counter()
+    res = finetune(model, train, 1, teacher=dense, progress=False, batch_size=batch, minutes=1e-4)
+    first = res.history[0]
+    return {"variant": "range-test", "lr": first.get("lr"), "lr_trials": first.get("lr_trials"),
+            "seconds": round(time.perf_counter() - started, 1), "load_1min": round(os.getloadavg()[0], 1)}
+
+
 def table(path: str) -> str:
     """The Markdown table of every run appended to a --json file."""
     lines = ["| model | start | dense | pruned | variant | lr | kept epoch | after | vs dense | prune s | fine-tune s | load |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for line in Path(path).read_text().splitlines():
         run = json.loads(line)
+        if run["rows"] and run["rows"][0]["variant"] == "range-test":
+            continue
         if not run["rows"]:  # a prune-only line (--variants none)
             lines.append(f"| {run['model']} | {run.get('start', 'default')} | {run['dense']:.2f} | {run['pruned']:.2f} | "
                          f"none | | | | {run['pruned'] - run['dense']:+.2f} | {run['prune_s']} | | {run['load']:.1f} |")
@@ -133,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
                     "(nudenet_320n_faces: photos with faces; the start and the scoring stay --model's)")
     ap.add_argument("--start", default="default", choices=sorted(STARTS), help="the pruned start (see STARTS)")
     ap.add_argument("--variants", default="auto", help="comma-separated: auto, a rate (1e-4), with +feat, +aug, +t4, +b16, ... (see variant); none: prune only")
+    ap.add_argument("--range-test", action="store_true", help="only run the learning-rate range test of `auto` "
+                    "(the rate it picks on these inputs; no training)")
     ap.add_argument("--work", default="/tmp/ft_goal", help="pruned models are cached here")
     ap.add_argument("--json", help="append every figure here (one JSON line per model)")
     ap.add_argument("--table", metavar="RUNS.jsonl", help="only print the Markdown table of the runs in this file")
@@ -150,6 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{a.model} at {a.macs} of the MACs: dense {dense_score:.2f}, pruned {pruned_score:.2f} "
           f"(start {a.start}, pruning {prune_s} s), {len(case[2])} unlabelled samples, {a.epochs} epochs", flush=True)
     rows = []
+    if a.range_test:
+        row = range_test(model, case, a.batch)
+        print(json.dumps(row), flush=True)
+        if a.json:
+            with open(a.json, "a") as f:
+                f.write(json.dumps({"model": a.model, "start": a.start, "macs": a.macs, "train": len(case[2]),
+                                    "batch": a.batch, "rows": [row]}) + "\n")
+        return 0
     if a.variants == "none" and a.json:  # the pruned start alone
         with open(a.json, "a") as f:
             f.write(json.dumps({"model": a.model, "start": a.start, "macs": a.macs, "train": len(case[2]),
