@@ -98,7 +98,7 @@ def run_variant(model, case, spec: str, epochs: int, batch: int) -> dict:
     return {"variant": spec, "score": round(score(trained), 2), "finetune_s": seconds, "lr": info["lr"],
             "load_1min": round(os.getloadavg()[0], 1),
             "best_epoch": info["best_epoch"], "lr_trials": trials, "distill": res.distill,
-            "trained_weights": len(res.trainable), "frozen_weights": len(res.frozen),
+            "trained_weights": len(res.trainable), "frozen_weights": len(res.frozen), "feature_points": len(res.features),
             "val_loss": [h.get("val_loss") for h in info["history"]],
             "val_agreement": [h.get("val_agreement") for h in info["history"]]}
 

@@ -52,6 +52,7 @@ class FinetuneResult:
     resumed_from: int | None = None        # the checkpoint's epoch when a run was resumed
     lr: float | None = None                # the learning rate trained at (given or chosen)
     distill: str | None = None             # the distillation loss used ("auto" resolved), None without a teacher
+    features: list[str] = field(default_factory=list)  # tensors matched by feature distillation
 
 
 @dataclass(frozen=True)
@@ -151,7 +152,8 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     trained = write_weights(exported, {n: params.values[n] for n in params.names})
     rate = loop.clock["steps"] / loop.clock["busy"] if loop.clock["busy"] else 0.0
     return FinetuneResult(trained, loop.history, loop.best[1], tg.trainable, tg.frozen, rate, tg.build_ms,
-                          loop.stopped, loop.resumed_from, loop.lr, s.distill if loss == "distill" else None)
+                          loop.stopped, loop.resumed_from, loop.lr, s.distill if loss == "distill" else None,
+                          list(tg.feature_targets))
 
 
 def _checked(s: TrainSettings, epochs: int | None) -> TrainSettings:
