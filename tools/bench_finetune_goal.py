@@ -127,6 +127,7 @@ def run_variant(model, case, spec: str, epochs: int, batch: int, score_epochs: b
             "trained_weights": len(res.trainable), "frozen_weights": len(res.frozen), "feature_points": len(res.features),
             "val_loss": [h.get("val_loss") for h in info["history"]],
             "val_agreement": [h.get("val_agreement") for h in info["history"]],
+            "val_exact": [h.get("val_exact") for h in info["history"]],
             **({"epoch_scores": scored.scores} if scored else {})}
 
 
