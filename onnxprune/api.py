@@ -52,7 +52,8 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     removes the K residual units (transformer layers or blocks) whose removal changes the outputs
     least, alone or before any of those but latency (MACs/params targets count it). Every other
     keyword is an option of PruneOptions (criterion, scope, recover, round_to, max_layer_ratio, ...)
-    or FinetuneOptions (finetune_epochs, finetune_minutes, lr, batch_size, labels, augment); or pass
+    or FinetuneOptions (finetune_epochs, finetune_minutes, lr, batch_size, labels, augment, distill,
+    select_epoch); or pass
     `options=` / `finetune=`.
     `calib` (a .npz, a folder, feed dicts or a CalibrationDataReader) drives data criteria, recovery
     and, unless `eval_data` (same forms; labels give accuracy) is given, the fidelity report.

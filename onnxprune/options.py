@@ -170,6 +170,10 @@ class PruneOptions:
         return min(self.threads, os.cpu_count() or 1)
 
 
+DISTILL_LOSSES = ("kl", "mse", "balanced", "auto")  # TrainSettings.distill
+EPOCH_SELECTIONS = ("fidelity", "agreement")       # TrainSettings.select
+
+
 @dataclass(frozen=True)
 class FinetuneOptions:
     """In-graph fine-tuning after pruning: epochs of distillation from the dense model (or of
@@ -184,6 +188,8 @@ class FinetuneOptions:
     checkpoint: str | None = None  # saved after every epoch (the CLI: beside the output)
     resume: bool = False           # continue from the checkpoint
     features: float = 0.0          # weight of intermediate-feature distillation at the pruned layers; 0: off
+    distill: str = "kl"            # the distillation loss (DISTILL_LOSSES; recover/finetune.py, balance.py)
+    select: str = "fidelity"       # the epoch kept: best held-out fidelity, or top-1 "agreement" with the teacher
 
     def __post_init__(self):
         _number("--finetune", self.epochs, 0, integer=True)
@@ -191,6 +197,8 @@ class FinetuneOptions:
             _number("--lr", self.lr, 0.0, open_low=True)
         _number("--batch-size", self.batch_size, 1, integer=True)
         _number("--feature-distill", self.features, 0.0)
+        _choice("--distill", self.distill, DISTILL_LOSSES)
+        _choice("--select", self.select, EPOCH_SELECTIONS)
         if self.minutes is not None:
             _number("--finetune-minutes", self.minutes, 0.0, open_low=True)
         from onnxprune.load.augment import parse_augment
@@ -210,7 +218,8 @@ class FinetuneOptions:
 _TARGET_KEYWORDS = {"ratio": "ratio", "target_macs": "macs", "target_params": "params",
                     "target_latency": "latency", "plan": "plan", "depth": "depth"}
 _FINETUNE_KEYWORDS = {"finetune_epochs": "epochs", "lr": "lr", "batch_size": "batch_size", "labels": "labels",
-                      "finetune_minutes": "minutes", "augment": "augment"}
+                      "finetune_minutes": "minutes", "augment": "augment", "distill": "distill",
+                      "select_epoch": "select"}
 _PRUNE_FIELDS = {f.name for f in fields(PruneOptions)} - {"target"}
 
 
@@ -236,5 +245,5 @@ def with_defaults(options: PruneOptions, **changes) -> PruneOptions:
 
 
 __all__ = ["Target", "PruneOptions", "FinetuneOptions", "options_from_keywords", "keyword_names", "with_defaults",
-           "CRITERIA", "RECOVERY", "SCOPES", "DEFAULT_ROUND_TO", "DATA_AWARE", "DATA_FREE",
+           "CRITERIA", "RECOVERY", "DISTILL_LOSSES", "EPOCH_SELECTIONS", "SCOPES", "DEFAULT_ROUND_TO", "DATA_AWARE", "DATA_FREE",
            "MAX_LAYER_RATIO", "DEFAULT_MAX_LAYER_RATIO"]

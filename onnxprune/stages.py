@@ -302,9 +302,11 @@ def finetune_model(model: onnx.ModelProto, tune: FinetuneOptions, train, *, teac
     result = finetune(model, train, tune.epochs or (None if tune.minutes else 0), loss=tune.loss,
                       teacher=None if tune.labels else teacher, lr=tune.lr, batch_size=tune.batch_size, val_data=val,
                       seed=seed, progress=progress, threads=threads, minutes=tune.minutes, augment=tune.augment,
-                      checkpoint=tune.checkpoint, resume=tune.resume, features=tune.features)
+                      checkpoint=tune.checkpoint, resume=tune.resume, features=tune.features,
+                      distill=tune.distill, select=tune.select)
     history = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()} for h in result.history]
     return result.model, {"epochs": len(result.history) - 1, "loss": tune.loss, "lr": result.lr, "samples": len(train),
+                          "distill": result.distill, "select": tune.select,
                           "best_epoch": result.best_epoch, "stopped": result.stopped,
                           "resumed_from": result.resumed_from, "history": history}
 

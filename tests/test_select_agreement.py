@@ -31,3 +31,19 @@ def test_agreement_ranks_first_and_the_loss_breaks_ties():
 def test_an_unknown_selection_is_bad_input():
     with pytest.raises(BadInputError, match="select"):
         finetune(toy(W1, W2), Dataset({"x": X[:8, None]}), 1, teacher=toy(W1, W2), select="accuracy", progress=False)
+
+
+def test_the_whole_sample_agreement_is_recorded_and_never_above_the_per_position_one():
+    from onnxprune.recover.trainloop import evaluate_epoch
+
+    class Fixed:  # a "student" whose output differs from the target at known positions
+        loss_kind = "distill"
+
+    target = np.zeros((4, 3, 5), np.float32)
+    target[..., 0] = 1.0
+    out = target.copy()
+    out[1, 2] = [0, 1, 0, 0, 0]  # sample 1 differs at one of its 3 positions
+    data = Dataset({"x": np.zeros((4, 1, 2), np.float32)})
+    entry = evaluate_epoch(lambda feeds: out, data, target, Fixed(), 4, True,
+                           {"temperature": 1.0, "distill": "kl", "label_smoothing": 0.0, "balance": None})
+    assert entry["val_agreement"] == pytest.approx(11 / 12) and entry["val_exact"] == pytest.approx(3 / 4)

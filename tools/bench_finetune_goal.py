@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import onnx
@@ -86,21 +87,60 @@ def variant(spec: str) -> dict:
             **({"temperature": temp} if temp else {}), **({"batch_size": batch} if batch else {})}
 
 
-def run_variant(model, case, spec: str, epochs: int, batch: int) -> dict:
+class EpochScores:
+    """Scores every epoch's weights on the task (after the loop's end-of-epoch save), so that any rule that
+    picks an epoch from the held-out history can be judged on the task from one run (`--score-epochs`)."""
+
+    def __init__(self, model, score):
+        self.model, self.score, self.scores = model, score, []
+
+    def __enter__(self):
+        from onnxprune.autodiff.weights import write_weights
+        from onnxprune.recover import trainloop
+        self.saved, original = trainloop.Loop._save, trainloop.Loop._save
+
+        def save_and_score(loop):
+            original(loop)
+            weights = {n: loop.params.values[n] for n in loop.params.names}
+            self.scores.append(round(self.score(write_weights(self.model, weights)), 2))
+        trainloop.Loop._save = save_and_score
+        return self
+
+    def __exit__(self, *exc):
+        from onnxprune.recover import trainloop
+        trainloop.Loop._save = self.saved
+
+
+def run_variant(model, case, spec: str, epochs: int, batch: int, score_epochs: bool = False) -> dict:
     """The same as `prune --finetune` (stages.finetune_model) with the variant's settings."""
     dense, _, train, score, _ = case
     v = {"batch_size": batch, **variant(spec)}
     started = time.perf_counter()
-    res = finetune(model, train, epochs, teacher=dense, progress=False, **v)
+    with EpochScores(model, score) if score_epochs else nullcontext() as scored:
+        res = finetune(model, train, epochs, teacher=dense, progress=False, **v)
     trained, info = res.model, {"history": res.history, "lr": res.lr, "best_epoch": res.best_epoch}
     seconds = round(time.perf_counter() - started, 1)
     trials = info["history"][0].get("lr_trials")
     return {"variant": spec, "score": round(score(trained), 2), "finetune_s": seconds, "lr": info["lr"],
             "load_1min": round(os.getloadavg()[0], 1),
             "best_epoch": info["best_epoch"], "lr_trials": trials, "distill": res.distill,
-            "trained_weights": len(res.trainable), "frozen_weights": len(res.frozen),
+            "trained_weights": len(res.trainable), "frozen_weights": len(res.frozen), "feature_points": len(res.features),
             "val_loss": [h.get("val_loss") for h in info["history"]],
-            "val_agreement": [h.get("val_agreement") for h in info["history"]]}
+            "val_agreement": [h.get("val_agreement") for h in info["history"]],
+            "val_exact": [h.get("val_exact") for h in info["history"]],
+            **({"epoch_scores": scored.scores} if scored else {})}
+
+
+def range_test(model, case, batch: int) -> dict:
+    """Only the learning-rate range test that `auto` runs before epoch 1 (recover/lrfind.py): the rate it
+    chooses and each rate's held-out loss. A run given that rate as lr trains identically to `auto`, so
+    an `auto` row equals the fixed-rate row of the rate chosen here."""
+    dense, _, train, _, _ = case
+    started = time.perf_counter()
+    res = finetune(model, train, 1, teacher=dense, progress=False, batch_size=batch, minutes=1e-4)
+    first = res.history[0]
+    return {"variant": "range-test", "lr": first.get("lr"), "lr_trials": first.get("lr_trials"),
+            "seconds": round(time.perf_counter() - started, 1), "load_1min": round(os.getloadavg()[0], 1)}
 
 
 def table(path: str) -> str:
@@ -109,6 +149,8 @@ def table(path: str) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for line in Path(path).read_text().splitlines():
         run = json.loads(line)
+        if run["rows"] and run["rows"][0]["variant"] == "range-test":
+            continue
         if not run["rows"]:  # a prune-only line (--variants none)
             lines.append(f"| {run['model']} | {run.get('start', 'default')} | {run['dense']:.2f} | {run['pruned']:.2f} | "
                          f"none | | | | {run['pruned'] - run['dense']:+.2f} | {run['prune_s']} | | {run['load']:.1f} |")
@@ -133,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
                     "(nudenet_320n_faces: photos with faces; the start and the scoring stay --model's)")
     ap.add_argument("--start", default="default", choices=sorted(STARTS), help="the pruned start (see STARTS)")
     ap.add_argument("--variants", default="auto", help="comma-separated: auto, a rate (1e-4), with +feat, +aug, +t4, +b16, ... (see variant); none: prune only")
+    ap.add_argument("--range-test", action="store_true", help="only run the learning-rate range test of `auto` "
+                    "(the rate it picks on these inputs; no training)")
+    ap.add_argument("--score-epochs", action="store_true", help="score every epoch's weights on the task too "
+                    "(epoch_scores: epochs 1..E; epoch 0 is the pruned score), to judge epoch-selection rules")
     ap.add_argument("--work", default="/tmp/ft_goal", help="pruned models are cached here")
     ap.add_argument("--json", help="append every figure here (one JSON line per model)")
     ap.add_argument("--table", metavar="RUNS.jsonl", help="only print the Markdown table of the runs in this file")
@@ -150,13 +196,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{a.model} at {a.macs} of the MACs: dense {dense_score:.2f}, pruned {pruned_score:.2f} "
           f"(start {a.start}, pruning {prune_s} s), {len(case[2])} unlabelled samples, {a.epochs} epochs", flush=True)
     rows = []
+    if a.range_test:
+        row = range_test(model, case, a.batch)
+        print(json.dumps(row), flush=True)
+        if a.json:
+            with open(a.json, "a") as f:
+                f.write(json.dumps({"model": a.model, "start": a.start, "macs": a.macs, "train": len(case[2]),
+                                    "batch": a.batch, "rows": [row]}) + "\n")
+        return 0
     if a.variants == "none" and a.json:  # the pruned start alone
         with open(a.json, "a") as f:
             f.write(json.dumps({"model": a.model, "start": a.start, "macs": a.macs, "train": len(case[2]),
                                 "eval_n": a.eval_n, "load": os.getloadavg()[0], "dense": dense_score,
                                 "pruned": pruned_score, "prune_s": prune_s, "rows": []}) + "\n")
     for spec in ([] if a.variants == "none" else a.variants.split(",")):
-        row = run_variant(model, case, spec, a.epochs, a.batch)
+        row = run_variant(model, case, spec, a.epochs, a.batch, a.score_epochs)
         rows.append(row)
         print(json.dumps(row), flush=True)
         if a.json:  # each variant as it finishes: a killed run keeps the ones done

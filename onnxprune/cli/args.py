@@ -46,6 +46,20 @@ def add_image_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layout", choices=["NCHW", "NHWC"], default="NCHW", help="image folders: tensor layout")
 
 
+def add_distill_flags(p) -> None:
+    """The distillation loss and the epoch kept, for prune --finetune and finetune (FinetuneOptions)."""
+    from onnxprune.options import DISTILL_LOSSES, EPOCH_SELECTIONS
+    p.add_argument("--distill", choices=DISTILL_LOSSES, default="kl",
+                   help="distillation loss: kl (default: KL at temperature 2, on the logits a final Softmax reads); "
+                        "mse: squared error on the outputs; balanced: squared error with each output channel weighted "
+                        "by one over its variance (detectors mixing pixel boxes and scores); auto: balanced when the "
+                        "output looks like a detector's, else kl")
+    p.add_argument("--select", choices=EPOCH_SELECTIONS, default="fidelity",
+                   help="the epoch kept (epoch 0 included): fidelity (default): lowest held-out distillation loss; "
+                        "agreement: highest held-out top-1 agreement with the teacher (what a greedy or CTC decode "
+                        "reads), the loss breaking ties; with --labels, accuracy either way")
+
+
 def calib_source(args):
     """The --calib argument, with image options attached when it is a folder."""
     return folder_source(args, "calib")

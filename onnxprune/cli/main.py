@@ -11,7 +11,7 @@ from pathlib import Path
 from onnxprune import __version__, progress
 from onnxprune.cli import exits
 from onnxprune.cli.commands import COMMANDS as MORE_COMMANDS
-from onnxprune.cli.args import Parser, add_image_flags, calib_source, floats, folder_source, parse_shapes
+from onnxprune.cli.args import Parser, add_distill_flags, add_image_flags, calib_source, floats, folder_source, parse_shapes
 from onnxprune.cli.commands import add_commands
 from onnxprune.errors import BadInputError
 from onnxprune.report.outputs import add_flags as add_output_flags
@@ -82,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "the largest of 1e-3..3e-5 that a 4-step range test finds safe")
     ft.add_argument("--batch-size", type=int, default=64)
     ft.add_argument("--feature-distill", type=float, default=0.0, metavar="W",
-                    help="also match the outputs of pruned layers' consumers to the dense model's, with weight W")
+                    help="also match the outputs of pruned layers (at their kept channels) and of their consumers to "
+                         "the dense model's, with weight W")
+    add_distill_flags(ft)  # --distill, --select (args.py)
     pr.add_argument("--seed", type=int, default=0, help="seed for random choices")
     pr.add_argument("--input-shape", action="append", metavar="NAME:DxD..", help="shape for a dynamic input")
     pr.add_argument("--report", help="write the JSON report here")
@@ -179,7 +181,8 @@ def cmd_prune(args) -> int:
     checkpoint = checkpoint_path(args.output)
     tune = FinetuneOptions(epochs=args.finetune, lr=args.lr, batch_size=args.batch_size, labels=args.labels,
                            minutes=args.finetune_minutes, augment=args.augment, checkpoint=str(checkpoint),
-                           resume=args.resume, features=args.feature_distill)
+                           resume=args.resume, features=args.feature_distill, distill=args.distill,
+                           select=args.select)
     if args.steps > 1 and not tune.active:  # no training: the steps only re-score (stepwise.py)
         from onnxprune.stepwise import prune_stepwise
         result = prune_stepwise(args.model, args.steps, calib=calib_source(args), eval_data=args.data,

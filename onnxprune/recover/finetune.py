@@ -31,11 +31,12 @@ from onnxprune.recover.distill_weights import BALANCE_SAMPLES, balance_weights, 
 from onnxprune.recover.batch_view import batch_view
 from onnxprune.recover.logits import logits_views
 from onnxprune.recover.microbatch import ACTIVATION_BUDGET_MB, MicroBatched, activation_bytes, micro_batch
-from onnxprune.recover.features import feature_points
+from onnxprune.recover.features import feature_points, sliced_points
 from onnxprune.recover.targets import Targets, data_batchable, feeds_of, join
 from onnxprune.recover.trainloop import MAX_EPOCHS, Loop
 
 log = logging.getLogger("onnxprune")
+SLICE_SAMPLES = 8  # samples the kept channels of pruned layers are matched on (features.sliced_points)
 __all__ = ["finetune", "data_batchable", "MAX_EPOCHS", "FinetuneResult", "TrainSettings", "SGD", "AdamW", "cosine", "step_decay"]  # optimizers re-exported
 
 @dataclass
@@ -51,6 +52,7 @@ class FinetuneResult:
     resumed_from: int | None = None        # the checkpoint's epoch when a run was resumed
     lr: float | None = None                # the learning rate trained at (given or chosen)
     distill: str | None = None             # the distillation loss used ("auto" resolved), None without a teacher
+    features: list[str] = field(default_factory=list)  # tensors matched by feature distillation
 
 
 @dataclass(frozen=True)
@@ -125,12 +127,12 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     distill, balance = _distill_mode(s.distill, teacher_model if loss == "distill" else None, output, data,
                                      batchable, on_logits, s.threads)
     s = replace(s, distill=distill)
-    points = _feature_points(model, teacher_model, data, s, batchable and loss == "distill")
+    points, slices = _feature_points(model, teacher_model, data, s, batchable and loss == "distill")
     tg = build_training_graph(model, s.trainable, loss, output=output, input_shapes=shapes,
                               temperature=s.temperature, distill=s.distill, label_smoothing=s.label_smoothing,
                               features=(points, s.features), balance=balance)
     targets = Targets(tg, data, teacher_model, batchable, s.threads, per_batch=bool(s.augment),
-                      features={p: tg.feature_targets[p] for p in points})
+                      features={p: tg.feature_targets[p] for p in points}, slices=slices)
     val_targets = Targets(tg, val_data, teacher_model, batchable, s.threads)
 
     params = FlatParams(read_weights(model, tg.trainable))
@@ -150,7 +152,8 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     trained = write_weights(exported, {n: params.values[n] for n in params.names})
     rate = loop.clock["steps"] / loop.clock["busy"] if loop.clock["busy"] else 0.0
     return FinetuneResult(trained, loop.history, loop.best[1], tg.trainable, tg.frozen, rate, tg.build_ms,
-                          loop.stopped, loop.resumed_from, loop.lr, s.distill if loss == "distill" else None)
+                          loop.stopped, loop.resumed_from, loop.lr, s.distill if loss == "distill" else None,
+                          list(tg.feature_targets))
 
 
 def _checked(s: TrainSettings, epochs: int | None) -> TrainSettings:
@@ -215,18 +218,22 @@ def _distill_mode(mode: str, teacher: onnx.ModelProto | None, output: str | None
 
 
 def _feature_points(model: onnx.ModelProto, teacher: onnx.ModelProto | None, data: Dataset, s: TrainSettings,
-                    usable: bool) -> list[str]:
-    """Tensors matched to the teacher's when feature distillation is on (batched distillation only)."""
+                    usable: bool) -> tuple[list[str], dict[str, tuple[int, np.ndarray]]]:
+    """Tensors matched to the teacher's when feature distillation is on (batched distillation only): the
+    pruned groups' consumers' outputs, and the pruned layers' own outputs at their kept channels (slices)."""
     if not s.features:
-        return []
+        return [], {}
     if teacher is None or not usable:
         log.warning("feature distillation skipped: it needs a teacher and samples that batch (a dynamic batch axis)")
-        return []
-    points = feature_points(model, teacher, feeds_of(data, np.arange(min(2, len(data))), True), s.threads)
+        return [], {}
+    whole = feature_points(model, teacher, feeds_of(data, np.arange(min(2, len(data))), True), s.threads)
+    slices = sliced_points(model, teacher, feeds_of(data, np.arange(min(SLICE_SAMPLES, len(data))), True), s.threads)
+    points = whole + [p for p in slices if p not in whole]
     if not points:
-        log.warning("feature distillation: no pruned layer's consumer keeps its width; output distillation only")
-    log.info("feature distillation at %d tensors: %s", len(points), ", ".join(points[:8]))
-    return points
+        log.warning("feature distillation: no pruned layer's output could be matched; output distillation only")
+    log.info("feature distillation at %d tensors (%d at kept channels): %s", len(points), len(slices),
+             ", ".join(points[:8]))
+    return points, slices
 
 
 def _trained_masks(model: onnx.ModelProto, tg: TrainingGraph, masks: Mapping[str, np.ndarray] | None) -> dict:

@@ -46,9 +46,11 @@ class Targets:
     """targets(idx, feeds) -> the loss target for the batch of samples `idx` fed as `feeds`."""
 
     def __init__(self, tg: TrainingGraph, data: Dataset, teacher: onnx.ModelProto | None, batchable: bool,
-                 threads: int = 0, per_batch: bool = False, features: dict[str, str] | None = None):
+                 threads: int = 0, per_batch: bool = False, features: dict[str, str] | None = None,
+                 slices: dict[str, tuple[int, np.ndarray]] | None = None):
         self.batchable, self.kept, self.sess = batchable, None, None
         self.features = dict(features or {})  # teacher tensor -> the training graph's input for it
+        self.slices = dict(slices or {})      # teacher tensor -> (axis, indices): a pruned layer's kept channels
         if tg.loss_kind != "cross_entropy" and teacher is not None:
             self.sess = session(with_outputs(teacher, list(self.features)) if self.features else teacher, threads)
             names = [o.name for o in self.sess.get_outputs()]
@@ -67,7 +69,11 @@ class Targets:
         if not self.features:
             return self.sess.run([self.name], feeds)[0].astype(np.float32, copy=False)
         out = self.sess.run([self.name, *self.features], {k: v for k, v in feeds.items() if k not in self.inputs})
-        feeds.update({self.features[n]: np.ascontiguousarray(v) for n, v in zip(self.features, out[1:])})
+        for name, value in zip(self.features, out[1:]):
+            if name in self.slices:  # the student's tensor holds the kept channels only
+                axis, kept = self.slices[name]
+                value = np.take(value, kept, axis=axis)
+            feeds[self.features[name]] = np.ascontiguousarray(value)
         return out[0].astype(np.float32, copy=False)
 
     @property

@@ -212,7 +212,7 @@ def train_epoch(step, opt, lr_at, batches, clock: dict, bar, epoch: int, deadlin
 def evaluate_epoch(forward, data: Dataset, targets, tg, batch_size: int, batchable: bool, loss_options: dict) -> dict:
     """The loss against the targets, and the accuracy when integer labels exist."""
     step = batch_size if batchable else 1
-    total, count, correct, agree, rows = 0.0, 0, 0, 0, 0
+    total, count, correct, agree, rows, whole = 0.0, 0, 0, 0, 0, 0
     labels = _int_labels(data)
     for start in range(0, len(data), step):
         idx = np.arange(start, min(len(data), start + step))
@@ -223,12 +223,14 @@ def evaluate_epoch(forward, data: Dataset, targets, tg, batch_size: int, batchab
         if tg.loss_kind == "distill" and np.shape(target) == np.shape(out) and np.shape(out)[-1] > 1:
             same = out.argmax(-1) == np.asarray(target).argmax(-1)
             agree, rows = agree + int(same.sum()), rows + same.size
+            whole += int(same.reshape(len(idx) if batchable else 1, -1).all(axis=1).sum())
         count += len(idx)
         if labels is not None:
             correct += int((out.argmax(-1).reshape(labels[idx].shape) == labels[idx]).sum())
     result = {"val_loss": total / max(count, 1)}
     if rows:  # the share of positions whose top class is the teacher's (a CTC line's greedy decode reads these)
         result["val_agreement"] = agree / rows
+        result["val_exact"] = whole / max(count, 1)  # samples whose every position agrees (a whole line)
     if labels is not None:
         result["val_accuracy"] = correct / max(count, 1)
     return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    from onnxprune.cli.args import add_image_flags, add_verbosity
+    from onnxprune.cli.args import add_distill_flags, add_image_flags, add_verbosity
 
     p = sub.add_parser("finetune", help="train a (pruned) model's weights in ONNX Runtime: distillation or labels")
     p.add_argument("model", help="the .onnx model to train (never modified)")
@@ -21,7 +21,9 @@ def add_parser(sub) -> None:
     p.add_argument("--lr", type=float, default=None, help="default: chosen by a short range test")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--feature-distill", type=float, default=0.0, metavar="W",
-                   help="with --teacher: also match the pruned layers' consumers' outputs, with weight W")
+                   help="with --teacher: also match the outputs of pruned layers (at their kept channels) and of their "
+                        "consumers to the teacher's, with weight W")
+    add_distill_flags(p)  # --distill, --select
     p.add_argument("--val", metavar="DATA.npz", help="validation data: keep the best epoch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
@@ -52,7 +54,7 @@ def run(args) -> int:
     checkpoint = checkpoint_path(out)
     tune = FinetuneOptions(epochs=epochs, lr=args.lr, batch_size=args.batch_size, labels=args.labels,
                            minutes=args.minutes, augment=args.augment, checkpoint=str(checkpoint), resume=args.resume,
-                           features=args.feature_distill)
+                           features=args.feature_distill, distill=args.distill, select=args.select)
     trained, info = finetune_model(model, tune, folder_source(args, "data"), teacher=teacher, val=args.val,
                                    seed=args.seed, threads=args.threads, progress=progress.enabled())
     from onnxprune.check.finite import check_finite
@@ -62,6 +64,7 @@ def run(args) -> int:
     if not args.quiet:
         last = info["history"][-1]
         shown = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float))
-        print(f"trained {info['epochs']} epochs ({info['loss']}) on {info['samples']} samples, kept epoch "
-              f"{info['best_epoch']}: {shown}; wrote {out}")
+        loss = f"{info['loss']} {info['distill']}" if info.get("distill") else info["loss"]
+        print(f"trained {info['epochs']} epochs ({loss}) on {info['samples']} samples, kept epoch "
+              f"{info['best_epoch']} (by {info['select']}): {shown}; wrote {out}")
     return 0
