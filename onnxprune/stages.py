@@ -250,10 +250,9 @@ def _kept_aim(target) -> float:
 
 
 def _kept_whole(prep: Prepared, options: PruneOptions) -> set[int]:
-    """Groups --exclude names, and for a data-aware criterion the input encodings the data cannot judge
-    (select/coverage.py)."""
-    encoded = input_encoded_groups(prep.dep) if options.criterion in NEEDS_DATA else set()
-    return excluded_groups(prep.dep, list(options.exclude)) | encoded
+    """Groups --exclude names, and the input encodings (select/coverage.py): neither the data nor the
+    weights can judge which input values a model may stop reading."""
+    return excluded_groups(prep.dep, list(options.exclude)) | input_encoded_groups(prep.dep)
 
 
 def _recovered(prep: Prepared, plan: Plan, recovery: str) -> onnx.ModelProto:

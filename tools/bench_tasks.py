@@ -21,7 +21,8 @@ A config is a preset name (l2, recon, activation, sensitivity) or NAME=JSON with
 arguments, e.g. wanda='{"criterion":"activation","scope":"local","recover":"bias"}'.
 Two keys are the harness's own: "calib": false prunes without the calibration data (the data-free path;
 the task is still scored on its evaluation data), "steps": N prunes toward the level in N steps without
-training (onnxprune/stepwise.py).
+training (onnxprune/stepwise.py), "calib_copies": ["crop,scale", K] appends K augmented copies of every
+calibration sample (onnxprune/load/augment.py) before pruning.
 """
 
 from __future__ import annotations
@@ -52,6 +53,18 @@ PRESETS: dict[str, dict] = {
 OOM_MARKS = ("MemoryError", "bad_alloc", "Failed to allocate", "Unable to allocate", "failed to map segment",
              "Cannot allocate memory")
 DEFAULT_MODELS = "ppocr_rec,ppocr_cls,ppocr_det,nudenet_320n,ddddocr_common,magika"
+
+
+def _augmented(calib: str, names: str, copies: int, out: str) -> str:
+    """The calibration file with `copies` augmented copies of every sample (onnxprune/load/augment.py:
+    flip, crop, scale) appended; unaugmentable inputs repeated as they are."""
+    from onnxprune.load.augment import augment_batch
+    with np.load(calib) as f:
+        base = {k: f[k] for k in f.files}
+    rng = np.random.default_rng(0)
+    parts = [base] + [augment_batch(base, tuple(names.split(",")), rng) for _ in range(copies)]
+    np.savez(out, **{k: np.concatenate([p[k] for p in parts]) for k in base})
+    return out
 
 
 def parse_configs(text: str) -> dict[str, dict]:
@@ -127,6 +140,8 @@ def worker(spec_path: str) -> int:
     # "calib": false runs the config without calibration data (the data-free path, as a user without data
     # would); "steps": N prunes toward the level in N steps without training (onnxprune/stepwise.py)
     calib = spec["calib"] if kwargs.pop("calib", True) else None
+    if "calib_copies" in kwargs and calib:  # [names, k]: k augmented copies of every sample appended
+        calib = _augmented(calib, *kwargs.pop("calib_copies"), str(Path(spec["out"]).with_suffix(".calib.npz")))
     steps = kwargs.pop("steps", 1)
     if steps > 1:
         from onnxprune.stepwise import prune_stepwise

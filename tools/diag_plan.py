@@ -60,6 +60,7 @@ def main() -> int:
     ap.add_argument("--damage-samples", type=int, default=32)
     ap.add_argument("--save-damage", help="pickle the measured damage rows here")
     ap.add_argument("--load-damage", help="reuse damage rows pickled by --save-damage")
+    ap.add_argument("--save", help="write each pruned model here as CONFIG_LEVEL.onnx (for tools/diag_detections.py)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     from onnxprune.options import PruneOptions, Target
@@ -101,6 +102,10 @@ def main() -> int:
             t0 = time.time()
             plan = choose_plan(p)
             pruned = apply_and_recover(p, plan)
+            if args.save:
+                Path(args.save).mkdir(parents=True, exist_ok=True)
+                import onnx
+                onnx.save(pruned, str(Path(args.save) / f"{name}_{level}.onnx"))
             preds = task.predict(tasks.session(pruned), ev)
             s = task.score(preds, ev, dense_preds)["score"]
             dt = time.time() - t0
