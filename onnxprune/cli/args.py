@@ -46,7 +46,7 @@ def add_image_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layout", choices=["NCHW", "NHWC"], default="NCHW", help="image folders: tensor layout")
 
 
-def add_distill_flags(p) -> None:
+def add_distill_flags(p: argparse.ArgumentParser) -> None:
     """The distillation loss and the epoch kept, for prune --finetune and finetune (FinetuneOptions)."""
     from onnxprune.options import DISTILL_LOSSES, EPOCH_SELECTIONS
     p.add_argument("--distill", choices=DISTILL_LOSSES, default="kl",
