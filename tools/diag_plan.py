@@ -18,7 +18,6 @@ import dataclasses
 import json
 import pickle
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -82,13 +81,8 @@ def main() -> int:
                 Path(args.save_damage).write_bytes(pickle.dumps(memo[key]))
         return memo[key]
     stages.group_damage = cached
-    task = tasks.get(args.model)
-    model = task.model()
-    ev = task.evaluation()
-    dense_preds = task.predict(tasks.session(model), ev)
-    dense = task.score(dense_preds, ev, dense_preds)["score"]
-    calib = str(Path(tempfile.mkdtemp()) / "calib.npz")
-    np.savez(calib, **task.calibration(args.calib_n))
+    base = tasks.baseline(args.model, args.calib_n)
+    task, model, ev, dense_preds, calib, dense = base.task, base.model, base.ev, base.dense_preds, base.calib, base.dense_score
     levels = [float(x) for x in args.levels.split(",")]
     base = PruneOptions(Target(macs=levels[0]), input_shapes=task.input_shapes(), bench_rounds=0)
     t0 = time.time()

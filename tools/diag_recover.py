@@ -15,14 +15,12 @@ import argparse
 import dataclasses
 import json
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
 
 import tasks  # noqa: E402
 
@@ -43,12 +41,8 @@ def main() -> int:
     from onnxprune.recover.sequential import reconstruct
     from onnxprune.stages import choose_plan, prepare
 
-    task = tasks.get(args.model)
-    model = task.model()
-    ev = task.evaluation()
-    dense_preds = task.predict(tasks.session(model), ev)
-    calib = str(Path(tempfile.mkdtemp()) / "calib.npz")
-    np.savez(calib, **task.calibration(args.calib_n))
+    base = tasks.baseline(args.model, args.calib_n)
+    task, model, ev, dense_preds, calib = base.task, base.model, base.ev, base.dense_preds, base.calib
     levels = [float(x) for x in args.levels.split(",")]
     base = PruneOptions(Target(macs=levels[0]), input_shapes=task.input_shapes(), bench_rounds=0, recover="lstsq",
                         **json.loads(args.select))

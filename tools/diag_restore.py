@@ -17,13 +17,11 @@ import dataclasses
 import fnmatch
 import json
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
 
 import tasks  # noqa: E402
 
@@ -42,11 +40,8 @@ def main() -> int:
     from onnxprune.select.plan import CostModel
     from onnxprune.stages import apply_and_recover, choose_plan, prepare
 
-    task = tasks.get(args.model)
-    model, ev = task.model(), task.evaluation()
-    dense_preds = task.predict(tasks.session(model), ev)
-    calib = str(Path(tempfile.mkdtemp()) / "calib.npz")
-    np.savez(calib, **task.calibration(args.calib_n))
+    base = tasks.baseline(args.model, args.calib_n)
+    task, model, ev, dense_preds, calib = base.task, base.model, base.ev, base.dense_preds, base.calib
     base = PruneOptions(Target(macs=args.level), input_shapes=task.input_shapes(), bench_rounds=0,
                         **json.loads(args.select))
     prep = prepare(model, base, calib)

@@ -14,17 +14,14 @@ unlabelled calibration samples; the final model is scored on the task of tools/t
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import numpy as np  # noqa: E402
 
 import tasks  # noqa: E402
 from bench_tasks import parse_configs  # noqa: E402
@@ -45,13 +42,9 @@ def main() -> int:
     from onnxprune.options import PruneOptions, Target
     from onnxprune.stages import apply_and_recover, choose_plan, prepare
 
-    task = tasks.get(args.model)
-    dense_model = task.model()
-    ev = task.evaluation()
-    dense_preds = task.predict(tasks.session(dense_model), ev)
-    dense = task.score(dense_preds, ev, dense_preds)["score"]
-    calib = str(Path(tempfile.mkdtemp()) / "calib.npz")
-    np.savez(calib, **task.calibration(args.calib_n))
+    base = tasks.baseline(args.model, args.calib_n)
+    task, dense_model, ev, dense_preds, calib, dense = (base.task, base.model, base.ev, base.dense_preds, base.calib,
+                                                        base.dense_score)
     shapes = task.input_shapes()
     dense_macs = count_macs(ModelGraph(dense_model, shapes))
     results = []

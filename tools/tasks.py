@@ -243,6 +243,34 @@ class Task:
         return [sess.run(None, feed) for feed in ev.feeds]
 
 
+@dataclass
+class Baseline:
+    """What the diagnostic tools start from: a task, its dense model, the evaluation set with the dense
+    predictions on it, and `calib_n` calibration samples written to an .npz (`calib`), as --calib takes."""
+
+    task: Task
+    model: onnx.ModelProto
+    ev: EvalSet
+    dense_preds: list
+    calib: str
+
+    @property
+    def dense_score(self) -> float:
+        return self.task.score(self.dense_preds, self.ev, self.dense_preds)["score"]
+
+
+def baseline(name: str, calib_n: int) -> Baseline:
+    """The task `name`, its dense predictions and a calibration file of `calib_n` samples."""
+    import tempfile
+    task = get(name)
+    model = task.model()
+    ev = task.evaluation()
+    dense_preds = task.predict(session(model), ev)
+    calib = str(Path(tempfile.mkdtemp()) / "calib.npz")
+    np.savez(calib, **task.calibration(calib_n))
+    return Baseline(task, model, ev, dense_preds, calib)
+
+
 def batched(name: str, x: np.ndarray, batch: int) -> list[dict[str, np.ndarray]]:
     return [{name: x[i:i + batch]} for i in range(0, len(x), batch)]
 
