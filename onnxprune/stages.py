@@ -126,8 +126,9 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
     # weights built at run time from constants (ConstantOfShape, Reshape); a model loaded here is ours to
     # fold in place, so its weights are held once (the folded model computes what the input computes)
     working = fold_constants(model, in_place=source != IN_MEMORY)
-    if source != IN_MEMORY and model_bytes(working) >= LAZY_BYTES:  # ours: its weights go to a work file,
-        model = working = unload(working)  # read on demand from there on (load/external.py), held once
+    ours = source != IN_MEMORY or working is not model  # a loaded file, or the copy folding made of the caller's
+    if ours and model_bytes(working) >= LAZY_BYTES:  # its weights go to a work file, read on demand from
+        model = working = unload(working)  # there on (load/external.py): held once, the caller's proto untouched
     rewritten = 0
     if options.target.kind == "latency":  # LRN as a band Conv: faster, and prunable (graph/lrn_band.py)
         working, rewritten = lrn_as_band(working, input_shapes)

@@ -77,3 +77,25 @@ def test_wide_linear_inputs_are_scored_a_block_at_a_time(monkeypatch, name):
             np.add.at(expected, dep.elements(slot), values)
         expected += 1e-9 * magnitude(dep, 2)
     np.testing.assert_allclose(criteria.score(dep, name, stats), expected, rtol=1e-12)
+
+
+def test_reconstruction_with_a_gram_equals_the_whole_tensor_formula():
+    """With covariances (narrow inputs), reconstruction scores ||W[c]||^2 / [(Cov + ridge I)^-1]_cc per
+    consumer: the lean form (row energies, one ridged copy) equals the formula on whole float64 rows."""
+    model = onnx.load(str(FIXTURES / "digits_cnn.onnx"))
+    graph = ModelGraph(model)
+    data = load_npz(FIXTURES / "digits_calib.npz", {n: len(graph.input_shapes[n]) for n in graph.inputs}).take(16)
+    dep = build_dependency(ModelGraph(model, data.sample_shapes()))
+    wanted = {(s.tensor, s.axis): True for s in dep.slots if s.tensor not in dep.graph.constants}
+    stats = collect_statistics(model, data, wanted, shapes={t: dep.graph.shape(t) for t, _ in wanted})
+    members = []
+    for _, site in linear_sites(dep.graph):
+        slot, st = Slot(site.x, site.x_axis), stats.get(site.x, site.x_axis)
+        if slot not in dep.slot_index or st is None or st.covariance() is None:
+            continue
+        rows, cov = criteria.per_index(dep.graph.const(site.weight), site.weight_axis), st.covariance()
+        lam = 1e-3 * float(np.trace(cov)) / len(cov)
+        members.append((slot, (rows ** 2).sum(1) / np.diag(np.linalg.inv(cov + lam * np.eye(len(cov))))))
+    assert members
+    expected = accumulate(dep, members) + 1e-9 * magnitude(dep, 2)
+    np.testing.assert_allclose(criteria.score(dep, "reconstruction", stats), expected, rtol=1e-9)

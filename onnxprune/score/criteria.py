@@ -203,14 +203,15 @@ def _row_energy(weight: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _linear_input_scores(dep: Dependency, stats: Statistics | None, name: str, cost) -> np.ndarray:
-    """Channel scores from every linear consumer: `cost(rows, cov)` per input channel from the weight
-    rows and the input's covariance; inputs too wide for a Gram take the diagonal, |w|^2 E[x^2]."""
+    """Channel scores from every linear consumer: `cost(weight, axis, cov)` per input channel from the
+    weight (as stored; the input channels on `axis`) and the input's covariance; inputs too wide for a
+    Gram take the diagonal, |w|^2 E[x^2]."""
     members = []
     for slot, weight, axis, st, cov in _linear_inputs(dep, stats, name):
         if cov is None:
             members.append((slot, _row_energy(weight, axis) * st.sq_sum / max(st.count, 1)))
         else:
-            members.append((slot, cost(per_index(weight, axis), cov)))
+            members.append((slot, cost(weight, axis, cov)))
     return accumulate(dep, members) + 1e-9 * magnitude(dep, 2)  # break ties where a group has no linear consumer
 
 
@@ -218,11 +219,18 @@ def _linear_input_scores(dep: Dependency, stats: Statistics | None, name: str, c
 def reconstruction(dep: Dependency, stats: Statistics | None = None, ridge: float = 1e-3, **_) -> np.ndarray:
     """OBS-style output error of removing each input channel of every linear layer on its own, when
     the remaining channels compensate optimally: ||W[:, c]||^2 / [(Cov + ridge)^-1]_cc."""
-    def cost(rows: np.ndarray, cov: np.ndarray) -> np.ndarray:
-        lam = ridge * max(float(np.trace(cov)) / len(cov), 1e-12)
-        inv = np.linalg.inv(cov + lam * np.eye(len(cov)))
-        return (rows ** 2).sum(1) / np.maximum(np.diag(inv), 1e-30)
+    def cost(weight: np.ndarray, axis: int, cov: np.ndarray) -> np.ndarray:
+        return _row_energy(weight, axis) / np.maximum(_ridged_inverse_diagonal(cov, ridge), 1e-30)
     return _linear_input_scores(dep, stats, "reconstruction", cost)
+
+
+def _ridged_inverse_diagonal(cov: np.ndarray, ridge: float) -> np.ndarray:
+    """diag((Cov + ridge * mean(diag Cov) * I)^-1), holding one ridged copy of Cov and its inverse (a
+    4,096-wide classifier input: 134 MB each; no identity matrix, no float64 copy of the weight)."""
+    n = len(cov)
+    ridged = np.array(cov, dtype=np.float64)
+    ridged.flat[::n + 1] += ridge * max(float(np.trace(cov)) / n, 1e-12)
+    return np.diag(np.linalg.inv(ridged)).copy()
 
 
 @criterion("taylor", data=True)
@@ -321,7 +329,8 @@ def greedy_costs(weight_rows: np.ndarray, cov: np.ndarray, ridge: float = 1e-3) 
 @criterion("obs", data=True, gram=True)
 def obs(dep: Dependency, stats: Statistics | None = None, ridge: float = 1e-3, **_) -> np.ndarray:
     """Greedy OBS order of each linear consumer's input channels, from the calibration covariance."""
-    return _linear_input_scores(dep, stats, "obs", lambda rows, cov: greedy_costs(rows, cov, ridge))
+    return _linear_input_scores(dep, stats, "obs",
+                                lambda weight, axis, cov: greedy_costs(per_index(weight, axis), cov, ridge))
 
 
 # ---- relative: the reconstruction error as a share of the consumer's output, comparable across groups.
