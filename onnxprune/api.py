@@ -18,6 +18,7 @@ from onnxprune.check.evaluate import evaluate, one_at_a_time, record_dense
 from onnxprune.graph.cost import count_params
 from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.load.data import synthetic_dataset
+from onnxprune.load.external import materialize
 from onnxprune.load.fold import fold_constants
 from onnxprune.load.runtime import session
 from onnxprune import lean_stage as lean
@@ -67,6 +68,7 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
         raise BadInputError("pass the options either as options=PruneOptions(...) or as keywords, not both")
     finetune = finetune or FinetuneOptions()
     asked = options.target  # as given: the report shows it, not the width stage's share of it
+    given = model_or_path
     depth = remove_depth_first(model_or_path, options, calib) if asked.depth else None
     if depth is not None:  # width pruning then runs on the shallower model, against the same data
         model_or_path, options, calib = depth.model, depth.options, depth.data
@@ -86,7 +88,7 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     if lean_graph:  # nothing of the analysis beside an ONNX Runtime session (lean_stage.py)
         handover = lean.Handover(prep, plan, pruned)
         del prep, plan, pruned, dense
-        return PruneResult(*lean.evaluate_lean(handover))
+        return _as_given(PruneResult(*lean.evaluate_lean(handover)), given)
     training = None
     if finetune.active:
         pruned, training = finetune_model(pruned, finetune, train_data if train_data is not None else prep.data,
@@ -105,7 +107,15 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
                                  target_params=asked.params)
     if training is not None:
         report["finetune"] = training
-    return PruneResult(pruned, plan, report)
+    return _as_given(PruneResult(pruned, plan, report), given)
+
+
+def _as_given(result: PruneResult, given) -> PruneResult:
+    """A model given in memory comes back in memory: weights the run kept in work files (a large
+    model's, read on demand) are read back into the result's proto."""
+    if isinstance(given, onnx.ModelProto):
+        materialize(result.model)
+    return result
 
 
 def sparsify(model_or_path, sparsity: float | dict[str, float], *, scope: str = "local", pattern: str = "unstructured",

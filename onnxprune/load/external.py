@@ -221,11 +221,7 @@ def inlined(model: onnx.ModelProto) -> Iterator[onnx.ModelProto]:
     bound = [(t, [(e.key, e.value) for e in t.external_data]) for t in model.graph.initializer if is_bound(t)]
     try:
         for t, _ in bound:
-            meta = info(t)
-            with open(meta["location"], "rb", buffering=0) as f:
-                t.raw_data = os.pread(f.fileno(), int(meta["length"]), int(meta.get("offset", 0)))
-            del t.external_data[:]
-            t.ClearField("data_location")
+            _read_back(t)
         yield model
     finally:
         for t, entries in bound:
@@ -233,6 +229,23 @@ def inlined(model: onnx.ModelProto) -> Iterator[onnx.ModelProto]:
             for key, value in entries:
                 t.external_data.add(key=key, value=value)
             t.data_location = onnx.TensorProto.EXTERNAL
+
+
+def materialize(model: onnx.ModelProto) -> onnx.ModelProto:
+    """`model` with every bound tensor's bytes back in the proto for good (in place): a model handed
+    over in memory comes back whole in memory, needing none of this process's work files."""
+    for t in model.graph.initializer:
+        if is_bound(t):
+            _read_back(t)
+    return model
+
+
+def _read_back(t: onnx.TensorProto) -> None:
+    meta = info(t)
+    with open(meta["location"], "rb", buffering=0) as f:
+        t.raw_data = os.pread(f.fileno(), int(meta["length"]), int(meta.get("offset", 0)))
+    del t.external_data[:]
+    t.ClearField("data_location")
 
 
 class WorkFile:

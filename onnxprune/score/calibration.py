@@ -249,7 +249,10 @@ class ChannelStats:
         if self.shifted_gram is None:
             return None
         m = self.shifted_sum / max(self.count, 1)  # about the shift: no cancellation against the mean
-        return self.shifted_gram / max(self.count, 1) - np.outer(m, m)
+        cov = self.shifted_gram / max(self.count, 1)
+        for start in range(0, len(m), 256):  # in place, a block of rows at a time: no n x n outer product
+            cov[start:start + 256] -= np.outer(m[start:start + 256], m)
+        return cov
 
 
 @dataclass
