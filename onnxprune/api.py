@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Mapping
 
 import onnx
@@ -35,6 +36,13 @@ class PruneResult:
     plan: Plan | None
     report: dict = field(default_factory=dict)
     masks: dict | None = None  # weight name -> keep mask, for sparsity
+
+    def save(self, path: str | os.PathLike, force: bool = False) -> Path:
+        """Write the model as the CLI does: atomically, a model over 2 GB (or pruned from a file with
+        external data) with its weights in `path`.data beside it. Use this rather than onnx.save for a
+        model pruned from a file: its weights may live in this process's work files until written."""
+        from onnxprune.load.model import save_model_atomic
+        return save_model_atomic(self.model, path, force)
 
 
 def analyse(model: onnx.ModelProto, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Dependency:

@@ -41,3 +41,22 @@ def test_in_memory_model_is_read_from_a_work_file_and_pruned_the_same(monkeypatc
     assert inline.keys() == lazy.keys()
     for name in inline:
         np.testing.assert_array_equal(inline[name], lazy[name])
+
+
+def test_a_result_pruned_from_a_file_saves_whole(tmp_path, monkeypatch):
+    """Weights read on demand from a loaded file stay in work files in `result.model`; `result.save`
+    writes a model that ONNX Runtime runs on its own, computing what the result computes."""
+    import onnxruntime as ort
+    monkeypatch.setattr(external, "LAZY_BYTES", 0)  # every loaded weight read on demand
+    monkeypatch.setattr(stages, "LAZY_BYTES", 0)
+    data = load_npz(FIXTURES / "digits_calib.npz", {"input": 4}).take(32)
+    result = onnxprune.prune(str(FIXTURES / "digits_cnn.onnx"), target_macs=0.6, calib=data, bench_rounds=0)
+    assert any(external.is_bound(t) for t in result.model.graph.initializer)
+    out = result.save(tmp_path / "small.onnx")
+    saved = onnx.load(str(out))
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in saved.graph.initializer)
+    x = data.batch(0, 4)
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    with external.inlined(result.model):
+        want = ort.InferenceSession(result.model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    np.testing.assert_array_equal(got, want)
