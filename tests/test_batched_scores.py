@@ -44,16 +44,21 @@ def test_tiny_blocks_and_the_large_path_give_the_same_sums(monkeypatch):
     np.testing.assert_array_equal(magnitude(dep, 2), _one_by_one(dep, 2))
 
 
-@pytest.mark.parametrize("name", ["reconstruction", "relative"])
-def test_wide_linear_inputs_are_scored_a_block_at_a_time(monkeypatch, name):
-    """Inputs too wide for a Gram (VGG's 25,088-input classifier) are scored from ||W[c]||^2 summed in
-    blocks, never a float64 copy of the weight: the scores equal the whole-tensor formula."""
+def _digits_statistics(grams: bool):
+    """digits_cnn's dependency and the statistics of 16 calibration samples (with covariances or not)."""
     model = onnx.load(str(FIXTURES / "digits_cnn.onnx"))
     graph = ModelGraph(model)
     data = load_npz(FIXTURES / "digits_calib.npz", {n: len(graph.input_shapes[n]) for n in graph.inputs}).take(16)
     dep = build_dependency(ModelGraph(model, data.sample_shapes()))
-    wanted = {(s.tensor, s.axis): False for s in dep.slots if s.tensor not in dep.graph.constants}
-    stats = collect_statistics(model, data, wanted, shapes={t: dep.graph.shape(t) for t, _ in wanted})
+    wanted = {(s.tensor, s.axis): grams for s in dep.slots if s.tensor not in dep.graph.constants}
+    return dep, collect_statistics(model, data, wanted, shapes={t: dep.graph.shape(t) for t, _ in wanted})
+
+
+@pytest.mark.parametrize("name", ["reconstruction", "relative"])
+def test_wide_linear_inputs_are_scored_a_block_at_a_time(monkeypatch, name):
+    """Inputs too wide for a Gram (VGG's 25,088-input classifier) are scored from ||W[c]||^2 summed in
+    blocks, never a float64 copy of the weight: the scores equal the whole-tensor formula."""
+    dep, stats = _digits_statistics(grams=False)
     monkeypatch.setattr(criteria, "BLOCK_ELEMENTS", 7)  # many blocks per weight
 
     members, errors = [], []
@@ -82,12 +87,7 @@ def test_wide_linear_inputs_are_scored_a_block_at_a_time(monkeypatch, name):
 def test_reconstruction_with_a_gram_equals_the_whole_tensor_formula():
     """With covariances (narrow inputs), reconstruction scores ||W[c]||^2 / [(Cov + ridge I)^-1]_cc per
     consumer: the lean form (row energies, one ridged copy) equals the formula on whole float64 rows."""
-    model = onnx.load(str(FIXTURES / "digits_cnn.onnx"))
-    graph = ModelGraph(model)
-    data = load_npz(FIXTURES / "digits_calib.npz", {n: len(graph.input_shapes[n]) for n in graph.inputs}).take(16)
-    dep = build_dependency(ModelGraph(model, data.sample_shapes()))
-    wanted = {(s.tensor, s.axis): True for s in dep.slots if s.tensor not in dep.graph.constants}
-    stats = collect_statistics(model, data, wanted, shapes={t: dep.graph.shape(t) for t, _ in wanted})
+    dep, stats = _digits_statistics(grams=True)
     members = []
     for _, site in linear_sites(dep.graph):
         slot, st = Slot(site.x, site.x_axis), stats.get(site.x, site.x_axis)
