@@ -59,3 +59,43 @@ def test_single_output_models_keep_one_overall_figure(data):
     model.graph.node.remove(model.graph.node[0])
     fid = compare(session(model), session(model), data)
     assert fid.cosine == pytest.approx(1.0) and fid.outputs == {} and "outputs" not in fid.as_dict()
+
+
+def packed_head(score_scale: float) -> onnx.ModelProto:
+    """x [N, 4, A] -> [N, 4 + 4, A]: rows 0-3 boxes = 1000 * x, rows 4-7 scores = sigmoid(k * x) / 1000,
+    one output as a YOLOv8 export packs them (its class rows ~1e-4 on unlabelled data, the boxes ~100)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 6])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, ["N", 8, 6])
+    inits = [numpy_helper.from_array(np.array(1000.0, np.float32), "big"),
+             numpy_helper.from_array(np.array(score_scale, np.float32), "k"),
+             numpy_helper.from_array(np.array(1e-3, np.float32), "small")]
+    nodes = [helper.make_node("Mul", ["x", "big"], ["boxes"]), helper.make_node("Mul", ["x", "k"], ["s"]),
+             helper.make_node("Sigmoid", ["s"], ["p"]), helper.make_node("Mul", ["p", "small"], ["scores"]),
+             helper.make_node("Concat", ["boxes", "scores"], ["out"], axis=1)]
+    graph = helper.make_graph(nodes, "head", [x], [out], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_packed_fields_of_different_scales_are_parts_and_the_worst_part_gates():
+    data = Dataset({"x": np.random.default_rng(1).normal(size=(20, 1, 4, 6)).astype(np.float32)})
+    fid = compare(session(packed_head(3.0)), session(packed_head(-3.0)), data, batch_size=6)
+    assert fid.cosine > 0.9999  # the box rows hide the flipped scores
+    assert [p["rows"] for p in fid.parts["out"]] == ["0-3", "4-7"]
+    x = data.inputs["x"][:, 0].astype(np.float64)
+    d, p = 1e-3 / (1 + np.exp(-3 * x)), 1e-3 / (1 + np.exp(3 * x))
+    boxes, scores = fid.parts["out"]
+    assert boxes["cosine"] == pytest.approx(1.0)
+    assert scores["cosine"] == pytest.approx((d * p).sum() / np.linalg.norm(d) / np.linalg.norm(p), rel=1e-6)
+    with pytest.raises(GateError, match="cosine of output 'out rows 4-7'"):
+        raise_if_failed(evaluate_gates(fid.as_dict(), min_cosine=0.99))
+    same = compare(session(packed_head(3.0)), session(packed_head(3.0)), data)
+    assert all(part["cosine"] == pytest.approx(1.0) for part in same.parts["out"])
+    assert evaluate_gates(same.as_dict(), min_cosine=0.99)[0].passed
+
+
+def test_fields_of_one_scale_are_not_split():
+    """A recognizer's [N, T, classes] or a transformer's [N, seq, hidden]: rows of one scale, no parts."""
+    data = Dataset({"x": np.random.default_rng(2).normal(size=(10, 1, 4, 6)).astype(np.float32)})
+    model = packed_head(3.0)
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.array(1e-3, np.float32), "big"))
+    assert compare(session(model), session(model), data).parts == {}

@@ -60,6 +60,8 @@ def test_nudenet_recipe(tmp_path, capsys):
     doc = json.loads((tmp_path / "r.json").read_text())
     schema.check(doc)
     assert doc["after"]["macs"] < 0.7 * doc["before"]["macs"]
+    boxes, classes = doc["fidelity"]["parts"]["output0"]  # the packed head, reported per part
+    assert (boxes["rows"], classes["rows"]) == ("0-3", "4-21") and classes["cosine"] < boxes["cosine"]
 
 
 def test_tools_script_runs_a_recipe(tmp_path):

@@ -3,7 +3,10 @@
 Both models run batch by batch over the same data and only running sums are kept (dot products,
 norms, the largest difference, agreement counts), so memory does not grow with the number of
 samples. Every output is reported on its own: one cosine over a detector's concatenated outputs is
-dominated by the box coordinates and says nothing about the scores.
+dominated by the box coordinates and says nothing about the scores. A YOLO-style head packs both in
+one output ([N, 4 + classes, anchors]): the fields of an output of rank 3 or more (its axis-1 rows)
+whose scales differ by more than output_parts.PART_GAP are reported as *parts*, each with its own
+cosine (a candidate with cosine 0.997 overall found a third of the faces: its class rows had moved).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 from onnxprune.errors import BadInputError, ValidationError, first_line
 from onnxprune.load.data import Dataset
 from onnxprune.load.runtime import batchable
+from onnxprune.score.output_parts import parts as scale_parts
 
 
 @dataclass
@@ -28,6 +32,7 @@ class Fidelity:
     accuracy_dense: float | None = None
     accuracy_pruned: float | None = None
     outputs: dict[str, dict] = field(default_factory=dict)
+    parts: dict[str, list[dict]] = field(default_factory=dict)  # output -> its fields' parts, if several
 
     def as_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None and v != {}}
@@ -62,6 +67,48 @@ class _Running:
         return {"cosine": float(self.dot / denom) if denom > 0 else float(self.equal),
                 "rel_l2": float(np.sqrt(self.diff_sq) / max(np.sqrt(self.dense_sq), 1e-30)),
                 "max_abs": self.max_abs}
+
+
+class _Fields:
+    """Per-row sums of one output of rank >= 3 (rows: axis 1, the fields of a packed detector head)."""
+
+    def __init__(self) -> None:
+        self.sums: np.ndarray | None = None  # rows x (dot, dense_sq, pruned_sq, diff_sq, dense_sum, count)
+
+    def add(self, d: np.ndarray, p: np.ndarray) -> None:
+        d = d.reshape(d.shape[0], d.shape[1], -1).astype(np.float64)
+        p = p.reshape(d.shape).astype(np.float64)
+        axes = (0, 2)
+        batch = np.stack([(d * p).sum(axes), (d * d).sum(axes), (p * p).sum(axes), ((d - p) ** 2).sum(axes),
+                          d.sum(axes), np.full(d.shape[1], d.shape[0] * d.shape[2], np.float64)], 1)
+        self.sums = batch if self.sums is None else self.sums + batch
+
+    def parts(self, name: str) -> list[dict]:
+        """Each part's cosine and relative error, or [] when the rows are of one scale."""
+        dot, dsq, psq, diff, total, count = self.sums.T
+        std = np.sqrt(np.maximum(dsq / count - (total / count) ** 2, 0.0))
+        found = scale_parts({name: std}, floor=1e-12) if std.max() > 0 else []
+        if len(found) < 2:
+            return []
+        out = []
+        for _, rows in sorted(found, key=lambda part: int(part[1][0])):
+            run = _Running(dot=float(dot[rows].sum()), dense_sq=float(dsq[rows].sum()),
+                           pruned_sq=float(psq[rows].sum()), diff_sq=float(diff[rows].sum()),
+                           equal=float(diff[rows].sum()) == 0.0)
+            figures = run.figures()
+            out.append({"rows": _ranges(rows), "cosine": figures["cosine"], "rel_l2": figures["rel_l2"]})
+        return out
+
+
+def _ranges(rows: np.ndarray) -> str:
+    """[0, 1, 2, 3, 7] as '0-3,7'."""
+    spans, start = [], int(rows[0])
+    for a, b in zip(rows[:-1], rows[1:]):
+        if b != a + 1:
+            spans.append((start, int(a)))
+            start = int(b)
+    spans.append((start, int(rows[-1])))
+    return ",".join(f"{a}-{b}" if b > a else f"{a}" for a, b in spans)
 
 
 def _numeric(value) -> np.ndarray | None:
@@ -115,6 +162,7 @@ def compare(dense_sess, pruned_sess, data: Dataset, batch_size: int = 32) -> Fid
     batch_size = batch_within(data, batch_size)
     names = [o.name for o in dense_sess.get_outputs()]
     per_output = {n: _Running() for n in names}
+    fields = {n: _Fields() for n in names}
     overall = _Running()
     labels = data.labels
     seen = 0
@@ -134,6 +182,8 @@ def compare(dense_sess, pruned_sess, data: Dataset, batch_size: int = 32) -> Fid
             if d.shape != p.shape:
                 raise ValidationError(f"output '{name}' changed shape from {d.shape} to {p.shape}")
             per_output[name].add(d, p)
+            if d.ndim >= 3 and np.issubdtype(d.dtype, np.floating) and d.shape[0] and d.shape[1] > 1:
+                fields[name].add(d, p)
             if np.issubdtype(d.dtype, np.floating) or not any_float:
                 overall.add(d, p)
         first, first_p = pairs[0][1], pairs[0][2]
@@ -143,6 +193,7 @@ def compare(dense_sess, pruned_sess, data: Dataset, batch_size: int = 32) -> Fid
     fid = Fidelity(**overall.figures())
     if len(numeric_names) > 1:
         fid.outputs = {n: per_output[n].figures() for n in numeric_names}
+    fid.parts = {n: found for n in numeric_names if fields[n].sums is not None and (found := fields[n].parts(n))}
     head = per_output[numeric_names[0]]
     if head.rows:
         fid.top1_agreement = head.agree / head.rows

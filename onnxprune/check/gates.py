@@ -67,8 +67,8 @@ def evaluate_gates(fidelity: dict, min_cosine: float | None = None, max_drop: fl
     """
     check_thresholds(min_cosine, max_drop, flags)
     gates = []
-    if min_cosine is not None:  # every output must follow the dense model, not just their concatenation
-        name, value = _worst_output(fidelity)
+    if min_cosine is not None:  # every output (and part) must follow the dense model, not just their concatenation
+        name, value = worst_output(fidelity)
         label = f"cosine of output '{name}'" if name else "cosine"
         gates.append(Gate("cosine", ">=", float(min_cosine), value, value >= min_cosine, flags[0], label))
     if max_drop is not None:
@@ -81,13 +81,16 @@ def evaluate_gates(fidelity: dict, min_cosine: float | None = None, max_drop: fl
     return gates
 
 
-def _worst_output(fidelity: dict) -> tuple[str, float]:
-    """(name, cosine) of the output furthest from the dense model; ("", overall) with one output."""
-    outputs = fidelity.get("outputs") or {}
-    if not outputs:
+def worst_output(fidelity: dict) -> tuple[str, float]:
+    """(name, cosine) of the output, or the part of one (fidelity.py: a packed head's score rows), furthest
+    from the dense model; ("", overall) with one output of one part."""
+    found = {name: float(figures["cosine"]) for name, figures in (fidelity.get("outputs") or {}).items()}
+    for name, parts in (fidelity.get("parts") or {}).items():
+        found.update({f"{name} rows {part['rows']}": float(part["cosine"]) for part in parts})
+    if not found:
         return "", float(fidelity["cosine"])
-    name = min(outputs, key=lambda n: outputs[n]["cosine"])
-    return name, float(outputs[name]["cosine"])
+    name = min(found, key=found.get)
+    return name, found[name]
 
 
 def failed(gates: list[Gate]) -> list[Gate]:

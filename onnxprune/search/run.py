@@ -95,6 +95,7 @@ def evaluate_candidate(job: dict) -> dict:
     """Prune (and quantize) one candidate, check it against the dense model on the evaluation data,
     write its model and summary beside the others. Runs in a worker process, one thread."""
     from onnxprune.api import prune
+    from onnxprune.check.gates import worst_output
     from onnxprune.check.validate import validate_pair
     from onnxprune.graph.cost import count_macs, count_params
     from onnxprune.graph.model_graph import ModelGraph
@@ -115,8 +116,8 @@ def evaluate_candidate(job: dict) -> dict:
     summary = {"id": spec["id"], "label": spec["label"], "spec": spec, "model_file": f"{spec['id']}.onnx",
                "macs": count_macs(graph) / max(count_macs(dense_graph), 1),
                "params": count_params(graph) / max(count_params(dense_graph), 1),
-               "fidelity": fidelity, "quality": accuracy if accuracy is not None else fidelity["cosine"],
-               "quality_name": "accuracy" if accuracy is not None else "cosine (worst output)",
+               "fidelity": fidelity, "quality": accuracy if accuracy is not None else worst_output(fidelity)[1],
+               "quality_name": "accuracy" if accuracy is not None else "cosine (worst output or part)",
                "plan": result.report.get("plan", {}).get("per_group", [])}
     save_model_atomic(model, folder / summary["model_file"], force=True)
     if job.get("metric"):  # the user's task metric ranks the front instead
