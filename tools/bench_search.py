@@ -153,7 +153,7 @@ def main() -> None:
     ap.add_argument("--model", default="nudenet_320n", help="a task name from tools/tasks.py")
     ap.add_argument("--budget", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--calib-n", type=int, default=16, help="calibration images")
     ap.add_argument("--runs", default="serial,local2,ray2", help="comma-separated: serial, localK, rayK")
     ap.add_argument("--work", default="/tmp/bench_search", help="folder for the data and the searches")
