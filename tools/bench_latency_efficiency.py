@@ -67,7 +67,7 @@ def rewritten_efficiency(dense: onnx.ModelProto, pruned: onnx.ModelProto, thread
 
 def one(name: str, target: float, threads: int, pairs: int, kinds: tuple[str, ...] = ("macs", "latency"),
         depth: int = 0, task: bool = False) -> list[dict]:
-    dense = onnx.load(zoo.fetch(name))
+    dense = load_dense(name)
     dense_macs = count_macs(ModelGraph(dense))
     rows = []
     for kind in (f"target_{k}" for k in kinds):
@@ -89,6 +89,15 @@ def one(name: str, target: float, threads: int, pairs: int, kinds: tuple[str, ..
                      "load": os.getloadavg()[0],
                      "attempts": result.report["plan"].get("latency", {}).get("latency_attempts")})
     return rows
+
+
+def load_dense(name: str) -> onnx.ModelProto:
+    """A zoo model (onnxprune/load/zoo.py), else the model of a task (tools/tasks.py, tasks_extra.py:
+    real exports that no issue names, read out of their wheels)."""
+    if name in zoo.MODELS or zoo.is_light(name):
+        return onnx.load(zoo.fetch(name))
+    import tasks
+    return tasks.get(name).model()
 
 
 def task_score(name: str, dense: onnx.ModelProto, pruned: onnx.ModelProto) -> str | None:
