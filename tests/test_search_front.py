@@ -87,3 +87,25 @@ def test_ratios_are_fastest_over_fastest_and_noise_is_half_the_odd_even_gap():
     assert t["latency_noise"] == round(abs(0.005 / 0.010 - 0.006 / 0.011) / 2, 4)
     assert t["latency_ratio_median"] == round(float(np.median(times[:, 1] / times[:, 0])), 4)
     assert pass_noise([{"latency_noise": 0.01}, {"latency_noise": 0.03}, {}]) == 0.02
+
+
+def test_the_executor_is_closed_before_the_timing_pass(tmp_path, monkeypatch):
+    from onnxprune.search import run as search_run
+    from onnxprune.search.executors import LocalExecutor
+    from test_search import CALIB, DIGITS, fake_evaluate
+
+    events = []
+
+    class Recording(LocalExecutor):
+        def close(self):
+            events.append("close")
+
+    def timing(model, points, folder, rounds, input_shapes):
+        events.append("timing")
+        for p in points:
+            p.update(latency_ratio=0.5, latency_noise=0.02)
+
+    monkeypatch.setattr(search_run, "_measure_latency", timing)
+    done = search_run.search(DIGITS, CALIB, tmp_path / "s", budget=2, workers=Recording(1), evaluate=fake_evaluate)
+    assert events == ["close", "timing"]
+    assert done["timing_noise"] == 0.02 and done["tie_width"] == round(tie_width(0.02), 4)
