@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from onnxprune.search.front import TIE_FLOOR, dominates, pareto_front, tie_width
-from onnxprune.search.timing import pass_noise, summarize, time_rounds
+from onnxprune.search.timing import MEDIAN_SE, pass_noise, summarize, time_rounds
 
 # (latency, quality): two int8-like points 0.01 apart, a slower better one, a fast poor one, a dominated one
 TRUE = {"a": (0.42, 0.9948), "b": (0.53, 0.9978), "c": (0.54, 0.9989), "d": (0.85, 0.9996), "e": (0.70, 0.9977)}
@@ -79,13 +79,15 @@ def test_one_pass_times_every_session_in_every_round():
     assert abs(ratios[0] - 0.5) < 0.15 and abs(ratios[1] - 1.5) < 0.3
 
 
-def test_ratios_are_fastest_over_fastest_and_noise_is_half_the_odd_even_gap():
-    # dense 10 ms with one slow round; candidate 5 ms, its odd rounds 6 ms fastest
+def test_ratios_are_medians_of_per_round_ratios_with_their_standard_error():
+    # dense 10 ms with one slow round; candidate 5, 6, 5, 7 ms
     times = np.array([[0.010, 0.005], [0.030, 0.006], [0.010, 0.005], [0.011, 0.007]])
     (t,) = summarize(times)
-    assert t["latency_ratio"] == 0.5  # the slow round of dense does not count
-    assert t["latency_noise"] == round(abs(0.005 / 0.010 - 0.006 / 0.011) / 2, 4)
-    assert t["latency_ratio_median"] == round(float(np.median(times[:, 1] / times[:, 0])), 4)
+    ratios = times[:, 1] / times[:, 0]
+    assert t["latency_ratio"] == round(float(np.median(ratios)), 4)
+    mad = np.median(np.abs(ratios - np.median(ratios)))
+    assert t["latency_noise"] == round(float(MEDIAN_SE * mad / 2), 4)  # sqrt(4 rounds) = 2
+    assert t["latency_ratio_fastest"] == 0.5  # fastest over fastest: the slow round of dense does not count
     assert pass_noise([{"latency_noise": 0.01}, {"latency_noise": 0.03}, {}]) == 0.02
 
 

@@ -5,8 +5,8 @@
 
 Each pass is the search's own timing pass (onnxprune/search/timing.py: every round runs the dense
 model and every candidate once, in a shuffled order, each the fastest of 2 runs). From the same raw
-times it compares latency estimators: the search's ratio of fastest runs, the median of per-round
-ratios (the search's estimator before s9), the ratio of median times and of 25th percentiles. For
+times it compares latency estimators: the search's median of per-round ratios, the ratio of the fastest
+runs, the ratio of median times and of 25th percentiles. For
 each: how far the same candidate's ratio moves between passes (median and largest range over the
 candidates) and the fronts: strict, and with the search's tie width. Quality comes from the
 search's own candidate files (it is deterministic: the same model scores the same).
@@ -32,8 +32,8 @@ from onnxprune.search.front import pareto_front, tie_width  # noqa: E402
 from onnxprune.search.timing import summarize, time_rounds  # noqa: E402
 
 ESTIMATORS = {
-    "fastest / fastest (search, s9)": lambda t: t[:, 1:].min(0) / t[:, 0].min(),
-    "median of per-round ratios (before)": lambda t: np.median(t[:, 1:] / t[:, :1], 0),
+    "median of per-round ratios (search)": lambda t: np.median(t[:, 1:] / t[:, :1], 0),
+    "fastest / fastest": lambda t: t[:, 1:].min(0) / t[:, 0].min(),
     "ratio of medians": lambda t: np.median(t[:, 1:], 0) / np.median(t[:, 0]),
     "ratio of 25th percentiles": lambda t: np.percentile(t[:, 1:], 25, 0) / np.percentile(t[:, 0], 25),
 }
@@ -86,7 +86,7 @@ def main() -> int:
                  for k in ("strict", "tied")]
         print(f"| {name} | {np.median(spread):.3f} | {spread.max():.3f} | {cells[0]} | {cells[1]} |")
         out["rows"][name] = {"ratios": ratios.tolist(), "fronts": fronts}
-    for k, f in enumerate(out["rows"]["fastest / fastest (search, s9)"]["fronts"]["tied"]):
+    for k, f in enumerate(out["rows"]["median of per-round ratios (search)"]["fronts"]["tied"]):
         print(f"\npass {k + 1}, search's front: {' '.join(f)}", end="")
     print()
     if args.json:

@@ -35,9 +35,10 @@ from onnxprune.search.space import candidates
 from onnxprune.search.timing import pass_noise, summarize, time_rounds
 
 PARETO_SCHEMA = "onnxprune.pareto/1"
-FRONT_RULE = ("latency_ratio: the candidate's fastest run over the dense model's, all timed in one interleaved "
-              "pass; a point is off the front when another has quality at least as high and latency lower by "
-              "more than tie_width, or latency within tie_width and higher quality; "
+FRONT_RULE = ("latency_ratio: median over rounds of the candidate's time over the dense model's in the same "
+              "round, all candidates timed in one interleaved pass; timing_noise: the median over candidates of "
+              "the standard error of that median; a point is off the front when another has quality at least as "
+              "high and latency lower by more than tie_width, or latency within tie_width and higher quality; "
               f"tie_width = max({TIE_K:g} x sqrt(2) x timing_noise, {TIE_FLOOR:g})")
 
 
