@@ -111,3 +111,20 @@ def test_the_executor_is_closed_before_the_timing_pass(tmp_path, monkeypatch):
     done = search_run.search(DIGITS, CALIB, tmp_path / "s", budget=2, workers=Recording(1), evaluate=fake_evaluate)
     assert events == ["close", "timing"]
     assert done["timing_noise"] == 0.02 and done["tie_width"] == round(tie_width(0.02), 4)
+
+
+def test_a_noisy_pass_times_more_rounds_up_to_a_limit(monkeypatch):
+    from onnxprune.search import timing
+
+    calls = []
+
+    def fake_rounds(sessions, feed, rounds, repeat=2, warmup=3, seed=0):
+        calls.append(rounds)
+        noisy = np.random.default_rng(seed).uniform(0.9, 1.1, (rounds, 2))  # ratio noise about 0.1
+        return np.column_stack([np.ones(rounds) * 0.01, 0.005 * noisy[:, 0]])
+
+    monkeypatch.setattr(timing, "time_rounds", fake_rounds)
+    assert timing.time_until_quiet([None, None], {}, rounds=10, goal=0.5).shape == (10, 2)  # quiet: one batch
+    calls.clear()
+    assert timing.time_until_quiet([None, None], {}, rounds=10, goal=1e-6, most=3).shape == (30, 2)
+    assert calls == [10, 10, 10]

@@ -35,7 +35,8 @@ from onnxprune.search import search  # noqa: E402
 from onnxprune.search.executors import LocalExecutor, RayExecutor  # noqa: E402
 
 
-POINT_KEYS = ("label", "latency_ratio", "latency_noise", "latency_ratio_fastest", "macs", "params", "quality")
+POINT_KEYS = ("label", "latency_ratio", "latency_noise", "latency_ratio_fastest", "latency_rounds", "macs", "params",
+              "quality")
 
 
 class Timed:

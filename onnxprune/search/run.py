@@ -32,7 +32,7 @@ from onnxprune.search.executors import Executor, LocalExecutor
 from onnxprune.search.front import TIE_FLOOR, TIE_K, pareto_front, plot_front, tie_width
 from onnxprune.search.metric import load_metric, score as score_metric
 from onnxprune.search.space import candidates
-from onnxprune.search.timing import pass_noise, summarize, time_rounds
+from onnxprune.search.timing import pass_noise, summarize, time_until_quiet
 
 PARETO_SCHEMA = "onnxprune.pareto/1"
 FRONT_RULE = ("latency_ratio: median over rounds of the candidate's time over the dense model's in the same "
@@ -151,7 +151,7 @@ def _measure_latency(model: str, points: list[dict], folder: Path, rounds: int, 
     dense = session(dense_model)
     feed = next(synthetic_dataset(dense, resolve_input_shapes(dense_model, input_shapes), samples=1).batches(1))
     sessions = [dense] + [session(str(folder / p["model_file"])) for p in points]
-    for point, timing in zip(points, summarize(time_rounds(sessions, feed, rounds=rounds))):
+    for point, timing in zip(points, summarize(time_until_quiet(sessions, feed, rounds))):
         point.update(timing)
         _write_json(folder / f"{point['id']}.json", point)
 

@@ -9,7 +9,9 @@ an order shuffled per round (seeded), so a burst slows a round of all of them.
 A candidate's `latency_ratio` is the median over rounds of its time over the dense model's time in
 the same round; its `latency_noise` is the standard error of that median, from the spread of the
 rounds (1.2533 x 1.4826 x MAD / sqrt(rounds)), and the median of that over the candidates is the
-pass's noise, which sets the front's tie width (front.py). The ratio of the fastest runs is kept too
+pass's noise, which sets the front's tie width (front.py). A pass whose noise is above NOISE_GOAL
+goes on for more rounds (up to MOST_ROUNDS x as many): under load it takes longer rather than
+hand the front noisier ratios. The ratio of the fastest runs is kept too
 (`latency_ratio_fastest`): it was tried as the estimator and dropped, because under bursty load one
 session's fastest run depends on whether it happened to meet a quiet moment (NudeNet at a load of 9:
 a 0.4-of-the-MACs candidate at 0.30 by its fastest run, 0.55 by the median; docs/benchmarks.md, s9-lat).
@@ -39,15 +41,34 @@ def time_rounds(sessions: list, feed: dict, rounds: int = 20, repeat: int = 2, w
     return times
 
 
+NOISE_GOAL = 0.01  # standard error of a ratio that a pass aims at (1% of the dense latency) ...
+MOST_ROUNDS = 4  # ... with at most this many times the rounds asked for (noise falls as 1/sqrt(rounds))
+
+
+def time_until_quiet(sessions: list, feed: dict, rounds: int = 40, goal: float = NOISE_GOAL,
+                     most: int = MOST_ROUNDS) -> np.ndarray:
+    """`time_rounds`, then `rounds` more at a time while the pass's noise (median standard error of
+    the candidates' ratios) is above `goal`, up to `most` x `rounds` in all: on a loaded machine the
+    pass times longer instead of handing the front noisier ratios."""
+    times = time_rounds(sessions, feed, rounds)
+    batch = 1
+    while batch < most and pass_noise(summarize(times)) > goal:
+        times = np.vstack([times, time_rounds(sessions, feed, rounds, warmup=0, seed=batch)])
+        batch += 1
+    return times
+
+
 def summarize(times: np.ndarray) -> list[dict]:
     """Per session after the first (the dense model): `latency_ratio` (median of per-round ratios),
-    `latency_noise` (its standard error) and `latency_ratio_fastest` (fastest over fastest)."""
+    `latency_noise` (its standard error), `latency_ratio_fastest` (fastest over fastest) and
+    `latency_rounds`."""
     ratios = times[:, 1:] / times[:, :1]
     median = np.median(ratios, axis=0)
     noise = MEDIAN_SE * np.median(np.abs(ratios - median), axis=0) / np.sqrt(len(times))
     fastest = times[:, 1:].min(axis=0) / times[:, 0].min()
     return [{"latency_ratio": round(float(m), 4), "latency_noise": round(float(n), 4),
-             "latency_ratio_fastest": round(float(f), 4)} for m, n, f in zip(median, noise, fastest)]
+             "latency_ratio_fastest": round(float(f), 4), "latency_rounds": len(times)}
+            for m, n, f in zip(median, noise, fastest)]
 
 
 def pass_noise(points: list[dict]) -> float:
