@@ -59,7 +59,8 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     scope="global"), `target_macs` / `target_params` (fraction kept), `target_latency` (fraction of
     the dense ONNX Runtime latency, searched by measurement) or `plan` (a saved plan); `depth=K` first
     removes the K residual units (transformer layers or blocks) whose removal changes the outputs
-    least, alone or before any of those but latency (MACs/params targets count it). Every other
+    least, alone or before any of those (MACs/params/latency targets count it: latency is timed
+    against the model as given). Every other
     keyword is an option of PruneOptions (criterion, scope, recover, round_to, max_layer_ratio, ...)
     or FinetuneOptions (finetune_epochs, finetune_minutes, lr, batch_size, labels, augment, distill,
     select_epoch); or pass
@@ -81,6 +82,8 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     if depth is not None:  # width pruning then runs on the shallower model, against the same data
         model_or_path, options, calib = depth.model, depth.options, depth.data
     prep = prepare(model_or_path, options, calib, eval_data)
+    if depth is not None and options.target.kind == "latency":  # a fraction of the user's model's latency
+        prep.latency_reference = depth.dense
     plan = choose_plan(prep)
     if prep.stats is not None and prep.options.recover in ("sequential", "none"):
         prep.stats.drop_grams()  # chosen: sequential recovery measures the pruned model itself (1 GB on a 1B model)

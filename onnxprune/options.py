@@ -71,7 +71,8 @@ def _choice(name: str, value, choices: tuple[str, ...]) -> None:
 class Target:
     """How much to prune: exactly one of a share of channels, a fraction of MACs, parameters or
     measured latency to keep, or a saved plan; and `depth` residual units removed first (then the
-    width target, if any, may be left out; MACs and parameter targets count the depth removal)."""
+    width target, if any, may be left out; MACs and parameter targets count the depth removal, and a
+    latency target is timed against the model as given, so it counts it too)."""
 
     ratio: float | None = None
     macs: float | None = None
@@ -90,9 +91,6 @@ class Target:
             raise BadInputError("say how much to prune with exactly one of --ratio, --target-macs, --target-params, "
                                 f"--target-latency or --plan, or with --depth "
                                 f"(got {', '.join(self.FLAGS[g] for g in given) or 'none'})")
-        if self.depth and given and given[0] == "latency":
-            raise BadInputError("--depth combines with --ratio, --target-macs, --target-params or --plan, "
-                                "not with --target-latency")
         if self.ratio is not None:
             _number("--ratio", self.ratio, 0.0, 1.0, open_low=True, open_high=True)
         for name in ("macs", "params", "latency"):

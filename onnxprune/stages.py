@@ -79,6 +79,7 @@ class Prepared:
     input_bytes: int | None = None  # the input's size as given (a model loaded here is folded in place)
     evaluation: Dataset | None = None  # held-out data for the report (the calibration data if none)
     rewritten: int = 0  # LRNs written as band Convs for a latency target (working runs faster than model)
+    latency_reference: onnx.ModelProto | None = None  # what a latency target is timed against, if not model
 
 
 def as_model(model_or_path: onnx.ModelProto | str | os.PathLike) -> tuple[onnx.ModelProto, str]:
@@ -151,6 +152,14 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
                     evaluation if evaluation is not None else data, rewritten)
 
 
+def _latency_reference(prep: Prepared) -> onnx.ModelProto | None:
+    """The model a latency target's fraction is of, when the analysed one is not it: the user's model
+    before `--depth` removed units (depth_stage.py) or before LRN became a band Conv."""
+    if prep.latency_reference is not None:
+        return prep.latency_reference
+    return prep.model if prep.rewritten else None
+
+
 def choose_plan(prep: Prepared, options: PruneOptions | None = None, scores: np.ndarray | None = None) -> Plan:
     """Score the channels (unless `scores` are given) and select them to meet the target (or re-apply a
     saved plan)."""
@@ -186,7 +195,7 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.
             # recovery changes values, not shapes: candidates are timed unrecovered
             chosen = search_latency(select, latency, target.value, options.threads_capped(), apply_plan,
                                     scores=scores, round_to=options.round_to,
-                                    reference=prep.model if prep.rewritten else None)
+                                    reference=_latency_reference(prep))
         elif options.scope in MEASURED:  # the share of channels removed, spent where it does least damage
             chosen = search_ratio(select, lambda p: 1.0 - float(p.removed.mean()), 1.0 - float(target.ratio),
                                   scores=scores, round_to=options.round_to)

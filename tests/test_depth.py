@@ -172,9 +172,6 @@ def test_cli_depth_errors_are_one_line_and_leave_input(tmp_path, capsys):
     code, _, err = run_cli(capsys, "prune", path, "-o", out, "--depth", "5", "--input-shape", "x:1x8x16")
     assert code == 2
     assert_one_line_error(err, "--depth 5", "only 4 removable layers")
-    code, _, err = run_cli(capsys, "prune", path, "-o", out, "--depth", "1", "--target-latency", "0.5")
-    assert code == 2
-    assert_one_line_error(err, "--target-latency")
     code, _, err = run_cli(capsys, "prune", FIXTURES / "mlp.onnx", "-o", out, "--depth", "1")
     assert code == 2
     assert_one_line_error(err, "no removable residual blocks")

@@ -70,7 +70,8 @@ def test_search_writes_a_front_of_runnable_models_and_resumes(tmp_path):
     assert document["schema"] == PARETO_SCHEMA and document == done and not done["failed"]
     assert len(done["candidates"]) == 4
     front = [c for c in done["candidates"] if c["id"] in done["front"]]
-    assert front == pareto_front(done["candidates"])
+    assert front == pareto_front(done["candidates"], tie=done["tie_width"])
+    assert done["tie_width"] >= 0.01 and all(p["latency_noise"] >= 0 for p in done["candidates"])
     for point in done["candidates"]:
         assert point["latency_ratio"] > 0
         session(str(out / "candidates" / point["model_file"]))

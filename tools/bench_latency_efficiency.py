@@ -13,7 +13,10 @@ efficiency = (dense latency / pruned latency) / (dense MACs / pruned MACs): 1.0 
 exactly as fast as MACs; above 1, faster than the MACs promise. A latency target writes LRN as a band
 Conv (graph/lrn_band.py), which alone runs faster than ONNX Runtime's LRN: for those models the
 table also gives the efficiency against the dense model with the same rewrite (latency paired
-against it, MACs against its MACs), the part of the speed-up that pruning made. Prints a Markdown table.
+against it, MACs against its MACs), the part of the speed-up that pruning made. `--depth K` removes K
+residual units before the latency target's widths (the target stays a fraction of the model as
+given); `--task` scores each pruned model on its task (tools/tasks.py) where one exists; the cosine
+is the report's, on synthetic inputs. Prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -62,25 +65,52 @@ def rewritten_efficiency(dense: onnx.ModelProto, pruned: onnx.ModelProto, thread
     return (1 / latency) / (count_macs(ModelGraph(rewritten)) / count_macs(ModelGraph(pruned)))
 
 
-def one(name: str, target: float, threads: int, pairs: int, kinds: tuple[str, ...] = ("macs", "latency")) -> list[dict]:
-    dense = onnx.load(zoo.fetch(name))
+def one(name: str, target: float, threads: int, pairs: int, kinds: tuple[str, ...] = ("macs", "latency"),
+        depth: int = 0, task: bool = False) -> list[dict]:
+    dense = load_dense(name)
     dense_macs = count_macs(ModelGraph(dense))
     rows = []
     for kind in (f"target_{k}" for k in kinds):
         t0 = time.time()
+        extra = {"depth": depth} if depth and kind == "target_latency" else {}
         result = onnxprune.prune(dense, criterion="l2", scope="global", recover="none", bench_rounds=0,
-                                 threads=threads, **{kind: target})
+                                 threads=threads, **{kind: target}, **extra)
         seconds = time.time() - t0
         macs = count_macs(ModelGraph(result.model)) / dense_macs
         latency = paired(dense, result.model, threads, pairs)
         same = rewritten_efficiency(dense, result.model, threads, pairs) if kind == "target_latency" else None
-        rows.append({"model": name, "target": f"{kind.replace('target_', '')} {target:g}", "macs": macs,
+        label = f"{kind.replace('target_', '')} {target:g}" + (f", depth {depth}" if extra else "")
+        rows.append({"model": name, "target": label, "macs": macs,
                      "latency": latency, "efficiency": (1 / latency) / (1 / macs), "seconds": seconds,
-                     "same_rewrite": same,
+                     "same_rewrite": same, "cosine": result.report["fidelity"].get("cosine"),
+                     "task": task_score(name, dense, result.model) if task else None,
+                     "removed_units": [u["name"] for u in result.report.get("depth", {}).get("removed", [])],
                      "predicted": result.report["plan"].get("latency", {}).get("predicted_latency_ratio"),
                      "load": os.getloadavg()[0],
                      "attempts": result.report["plan"].get("latency", {}).get("latency_attempts")})
     return rows
+
+
+def load_dense(name: str) -> onnx.ModelProto:
+    """A zoo model (onnxprune/load/zoo.py), else the model of a task (tools/tasks.py, tasks_extra.py:
+    real exports that no issue names, read out of their wheels)."""
+    if name in zoo.MODELS or zoo.is_light(name):
+        return onnx.load(zoo.fetch(name))
+    import tasks
+    return tasks.get(name).model()
+
+
+def task_score(name: str, dense: onnx.ModelProto, pruned: onnx.ModelProto) -> str | None:
+    """The pruned model's task metric against the dense model's predictions (tools/tasks.py), for the
+    models that have a task; None for the others (the light zoo's weights are constant-filled)."""
+    import tasks
+    if name not in tasks.all_tasks():
+        return None
+    task = tasks.get(name)
+    ev = task.evaluation()
+    dense_preds = task.predict(tasks.session(dense), ev)
+    score = task.score(task.predict(tasks.session(pruned), ev), ev, dense_preds)["score"]
+    return f"{task.metric} {score:.1f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,24 +120,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pairs", type=int, default=30)
     ap.add_argument("--kinds", default="macs,latency", help="which targets: macs, latency or both")
+    ap.add_argument("--depth", type=int, default=0, help="residual units removed before the latency target's widths")
+    ap.add_argument("--task", action="store_true", help="also score each pruned model on its task (tools/tasks.py)")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     rows = []
     for name in args.models.split(","):
         kinds = tuple(args.kinds.split(","))
-        rows += one(name, args.target, args.threads, args.pairs, kinds)
+        rows += one(name, args.target, args.threads, args.pairs, kinds, args.depth, args.task)
         for r in rows[-len(kinds):]:
             print(r, file=sys.stderr, flush=True)
     print(f"Speed-up per MAC removed at {args.target:g}, l2 global, no data, {args.threads} threads, "
           f"{args.pairs} interleaved pairs; onnxprune {revision()}\n")
     print("| model | target | MACs kept | latency (paired) | predicted | efficiency | vs dense with the same rewrite "
-          "| prune s | load |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| cosine | task | prune s | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         predicted = f"{r['predicted']:.3f}" if r["predicted"] is not None else "-"
         same = f"{r['same_rewrite']:.2f}" if r.get("same_rewrite") is not None else "-"
+        cosine = f"{r['cosine']:.4f}" if r.get("cosine") is not None else "-"
         print(f"| {r['model']} | {r['target']} | {r['macs']:.3f} | {r['latency']:.3f} | {predicted} | "
-              f"{r['efficiency']:.2f} | {same} | {r['seconds']:.0f} | {r['load']:.1f} |")
+              f"{r['efficiency']:.2f} | {same} | {cosine} | {r.get('task') or '-'} | {r['seconds']:.0f} | {r['load']:.1f} |")
     for kind in ("macs", "latency"):
         values = [r["efficiency"] for r in rows if r["target"].startswith(kind)]
         if values:

@@ -10,7 +10,8 @@ fidelity in the workers: the executor's `run`), the whole search, the load avera
 Every candidate is checked: the ONNX checker, an ONNX Runtime run on an evaluation image, finite
 outputs of the dense model's shapes. The front of the first run is scored by the task metric (face F1
 against dense for NudeNet, tools/tasks.py). Results are appended to --json after each run, so runs can
-be made one command at a time and compared at the end (`--report`).
+be made one command at a time and compared at the end (`--report`). `--retime` times the runs of
+--json again with the search code as it is now (each search resumed, nothing re-pruned).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ import tasks  # noqa: E402
 
 from onnxprune.search import search  # noqa: E402
 from onnxprune.search.executors import LocalExecutor, RayExecutor  # noqa: E402
+
+
+POINT_KEYS = ("label", "latency_ratio", "latency_noise", "latency_ratio_fastest", "latency_rounds", "macs", "params",
+              "quality")
 
 
 class Timed:
@@ -121,10 +126,33 @@ def one_run(args, run: str, task: tasks.Task, files: tuple[str, str, str]) -> di
            "invalid": check_models(folder, files[0], files[2], done["candidates"]),
            "sha256": {c["id"]: hashlib.sha256((folder / c["model_file"]).read_bytes()).hexdigest()[:16]
                       for c in done["candidates"]},
-           "points": {cid: {k: by_id[cid][k] for k in ("label", "latency_ratio", "macs", "params", "quality")}
-                      for cid in by_id}}
+           "timing_noise": done.get("timing_noise"), "tie_width": done.get("tie_width"),
+           "points": {cid: {k: by_id[cid].get(k) for k in POINT_KEYS} for cid in by_id}}
     if args.task_metric:
         row["task_metric"] = {"name": task.metric, "front": task_scores(task, folder, files[0], done["front"])}
+    return row
+
+
+def retime(args, row: dict, task: tasks.Task, files: tuple[str, str, str]) -> dict:
+    """The run's search timed again by the search code as it is now: its candidates' latencies are
+    dropped and the search resumed (nothing is pruned or scored again; its models stay byte for byte),
+    so a change to the timing or the front rule can be measured on the runs already made."""
+    out = Path(args.work) / row["run"]
+    for path in (out / "candidates").glob("c*.json"):
+        point = json.loads(path.read_text())
+        for key in [k for k in point if k.startswith("latency_")]:
+            del point[key]
+        path.write_text(json.dumps(point, indent=1))
+    load_before = os.getloadavg()
+    done = search(files[0], files[1], out, budget=args.budget, data=files[2], seed=args.seed, rounds=args.rounds,
+                  workers=LocalExecutor(1))
+    by_id = {c["id"]: c for c in done["candidates"]}
+    row.update(front=done["front"], timing_noise=done["timing_noise"], tie_width=done["tie_width"],
+               retimed={"load_before": [round(x, 1) for x in load_before],
+                        "load_after": [round(x, 1) for x in os.getloadavg()]},
+               points={cid: {k: by_id[cid].get(k) for k in POINT_KEYS} for cid in by_id})
+    if args.task_metric:
+        row["task_metric"] = {"name": task.metric, "front": task_scores(task, out / "candidates", files[0], done["front"])}
     return row
 
 
@@ -139,7 +167,13 @@ def report(results: list[dict]) -> None:
               f"| {r['total_seconds']:.0f} | {r['load_before'][0]:.1f} / {r['load_after'][0]:.1f} "
               f"| {r['candidates']} | {len(r['front'])} | {len(r['invalid'])} | {'yes' if same_models else 'NO'} "
               f"| {'yes' if r['front'] == base['front'] else 'no: ' + ','.join(r['front'])} |")
-    print(f"\nfront of {base['run']}:")
+    for r in results:
+        if r.get("tie_width") is not None:
+            again = f", re-timed at load {r['retimed']['load_before'][0]:.1f} / {r['retimed']['load_after'][0]:.1f}" \
+                if "retimed" in r else ""
+            print(f"\n{r['run']}: timing noise {r['timing_noise']:.4f}, tie width {r['tie_width']:.4f}{again}; "
+                  f"front {' '.join(r['front'])}", end="")
+    print(f"\n\nfront of {base['run']}:")
     scores = base.get("task_metric", {}).get("front", {})
     for cid in base["front"]:
         p = base["points"][cid]
@@ -153,19 +187,25 @@ def main() -> None:
     ap.add_argument("--model", default="nudenet_320n", help="a task name from tools/tasks.py")
     ap.add_argument("--budget", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--calib-n", type=int, default=16, help="calibration images")
     ap.add_argument("--runs", default="serial,local2,ray2", help="comma-separated: serial, localK, rayK")
     ap.add_argument("--work", default="/tmp/bench_search", help="folder for the data and the searches")
     ap.add_argument("--json", default="search_bench.json", help="results, appended run by run")
     ap.add_argument("--task-metric", action="store_true", help="score the front by the task metric")
     ap.add_argument("--report", action="store_true", help="only print the table of --json")
+    ap.add_argument("--retime", action="store_true", help="time the runs of --json again (resumed searches, "
+                                                          "nothing re-pruned) with the current timing and front rule")
     args = ap.parse_args()
     results = json.loads(Path(args.json).read_text()) if Path(args.json).exists() else []
     if not args.report:
         task = tasks.get(args.model)
         files = prepare(task, Path(args.work) / "data", args.calib_n)
         for run in args.runs.split(","):
+            if args.retime:
+                results = [retime(args, r, task, files) if r["run"] == run else r for r in results]
+                Path(args.json).write_text(json.dumps(results, indent=1))
+                continue
             results = [r for r in results if r["run"] != run] + [one_run(args, run, task, files)]
             Path(args.json).write_text(json.dumps(results, indent=1))
             print(f"# {run} done: fidelity part {results[-1]['fidelity_seconds']} s", file=sys.stderr, flush=True)

@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--plan", metavar="PLAN.json", help="apply a saved plan (see --save-plan)")
     how.add_argument("--depth", type=int, default=0, metavar="K",
                      help="first remove K whole residual units (transformer layers, or residual blocks) whose removal "
-                          "changes the outputs least on --calib; alone, or with one of the above (MACs and "
-                          "parameter targets count the removal)")
+                          "changes the outputs least on --calib; alone, or with one of the above (MACs, "
+                          "parameter and latency targets count the removal)")
     how.add_argument("--hidden", choices=["auto", "on", "off"], default="auto",
                      help="transformers: also prune the residual-stream (hidden) width through every norm (needs "
                           "--calib); auto: only when the target cannot be reached otherwise")

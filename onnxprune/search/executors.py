@@ -4,7 +4,7 @@ An executor takes the candidate jobs and the `evaluate(job)` function and, when 
 left each finished candidate's files (`cNNN.json` last, so its presence means done) in the job's
 `out` folder; it returns the candidates that failed twice, with their error. A worker that dies loses
 only its candidate, which is run once more. Latency is not measured here: the search times every
-candidate afterwards in the driver process, one at a time on one machine, so that timings stay honest.
+candidate afterwards in the driver process, all in one interleaved pass on one machine (timing.py).
 
 `RayExecutor` imports ray only when it is made (`--ray ADDRESS`; ray is the optional extra
 `onnxprune[ray]`). Its tasks get the model and data files through Ray's object store and send the

@@ -9,9 +9,11 @@ Layout of the output folder (the search resumes from it: a finished candidate is
     DIR/pareto.json            the front (schema onnxprune.pareto/1) and every candidate
     DIR/pareto.png             the front (with matplotlib)
 
-Fidelity work fans out over worker processes (`workers`) or Ray tasks (executors.py); latency is
-measured afterwards in this process, one candidate at a time against the dense model (interleaved
-pairs), so timings are not disturbed by the other candidates and all come from one machine. A worker
+Fidelity work fans out over worker processes (`workers`) or Ray tasks (executors.py); the executor is
+then closed and latency measured in this process, every candidate against the dense model in one
+interleaved pass (timing.py), so that all timings come from one machine and share its noise; the
+front treats latencies within that noise as ties (front.py), so that it does not depend on which
+executor ran the candidates. A worker
 that dies loses only its candidate, which is retried once.
 """
 
@@ -27,16 +29,22 @@ import onnx
 
 from onnxprune.errors import BadInputError
 from onnxprune.search.executors import Executor, LocalExecutor
-from onnxprune.search.front import pareto_front, plot_front
+from onnxprune.search.front import TIE_FLOOR, TIE_K, pareto_front, plot_front, tie_width
 from onnxprune.search.metric import load_metric, score as score_metric
 from onnxprune.search.space import candidates
+from onnxprune.search.timing import pass_noise, summarize, time_until_quiet
 
 PARETO_SCHEMA = "onnxprune.pareto/1"
+FRONT_RULE = ("latency_ratio: median over rounds of the candidate's time over the dense model's in the same "
+              "round, all candidates timed in one interleaved pass; timing_noise: the median over candidates of "
+              "the standard error of that median; a point is off the front when another has quality at least as "
+              "high and latency lower by more than tie_width, or latency within tie_width and higher quality; "
+              f"tie_width = max({TIE_K:g} x sqrt(2) x timing_noise, {TIE_FLOOR:g})")
 
 
 def search(model: str, calib: str, out_dir: str | os.PathLike, budget: int = 16, data: str | None = None,
            workers: int | Executor = 1, seed: int = 0, int8: bool = True, input_shapes: dict | None = None,
-           rounds: int = 20, evaluate: Callable[[dict], dict] | None = None, metric: str | None = None) -> dict:
+           rounds: int = 40, evaluate: Callable[[dict], dict] | None = None, metric: str | None = None) -> dict:
     """Run (or resume) a search; returns the pareto.json document. `evaluate(job) -> summary` makes
     and scores one candidate in a worker (default `evaluate_candidate`; a picklable function).
     `workers`: that many local worker processes, or an Executor (`RayExecutor` for Ray).
@@ -58,12 +66,15 @@ def search(model: str, calib: str, out_dir: str | os.PathLike, budget: int = 16,
             if not (out / "candidates" / f"{spec['id']}.json").exists()]
     executor = LocalExecutor(workers) if isinstance(workers, int) else workers
     failed = executor.run(jobs, evaluate or evaluate_candidate)
+    executor.close()  # before timing: a local Ray instance's processes would share the cores with it
     points = [json.loads((out / "candidates" / f"{s['id']}.json").read_text()) for s in specs
               if (out / "candidates" / f"{s['id']}.json").exists()]
     _measure_latency(settings["model"], points, out / "candidates", rounds, input_shapes)
-    front = pareto_front(points)
+    noise = pass_noise(points)
+    front = pareto_front(points, tie=tie_width(noise))
     document = {"schema": PARETO_SCHEMA, "model": settings["model"], "settings": settings,
-                "front": [p["id"] for p in front], "candidates": points, "failed": failed}
+                "front": [p["id"] for p in front], "front_rule": FRONT_RULE, "timing_noise": round(noise, 4),
+                "tie_width": round(tie_width(noise), 4), "candidates": points, "failed": failed}
     if metric:
         document["dense_quality"] = score_metric(metric, settings["model"])
     _write_json(out / "pareto.json", document)
@@ -128,22 +139,21 @@ def evaluate_candidate(job: dict) -> dict:
 
 
 def _measure_latency(model: str, points: list[dict], folder: Path, rounds: int, input_shapes: dict | None) -> None:
-    """Each untimed candidate against the dense model, interleaved, one candidate at a time."""
-    from onnxprune.check.bench import measure_latency
+    """Every candidate against the dense model in one interleaved pass (search/timing.py), unless all
+    were timed already (a resumed search keeps its figures): candidates timed in one pass share its
+    noise, so their ratios compare; a new candidate re-times them all."""
     from onnxprune.graph.model_graph import resolve_input_shapes
     from onnxprune.load.data import synthetic_dataset
     from onnxprune.load.runtime import session
 
-    todo = [p for p in points if "latency_ratio" not in p]
-    if not todo:
+    if not points or all("latency_ratio" in p and "latency_noise" in p for p in points):
         return
     dense_model = onnx.load(model)
     dense = session(dense_model)
     feed = next(synthetic_dataset(dense, resolve_input_shapes(dense_model, input_shapes), samples=1).batches(1))
-    for point in todo:
-        candidate = session(str(folder / point["model_file"]))
-        _, ratios = measure_latency([dense, candidate], feed, rounds=rounds, warmup=5)
-        point["latency_ratio"] = round(ratios[1], 4)
+    sessions = [dense] + [session(str(folder / p["model_file"])) for p in points]
+    for point, timing in zip(points, summarize(time_until_quiet(sessions, feed, rounds))):
+        point.update(timing)
         _write_json(folder / f"{point['id']}.json", point)
 
 

@@ -22,7 +22,8 @@ def add_parser(sub) -> None:
     p.add_argument("--metric", metavar="MODULE:FUNC", help="your task metric: a function of an .onnx path "
                    "returning one number, higher is better (module:function or file.py:function); ranks the front")
     p.add_argument("--no-int8", action="store_true", help="leave int8 quantization out of the search")
-    p.add_argument("--rounds", type=int, default=20, help="interleaved latency rounds per candidate (default 20)")
+    p.add_argument("--rounds", type=int, default=40,
+                   help="rounds of the latency pass, each timing dense and every candidate once (default 40)")
     p.add_argument("--seed", type=int, default=0, help="which candidates a budget picks (default 0)")
     p.add_argument("--input-shape", action="append", metavar="NAME:DxD..", help="shape for a dynamic input")
     add_verbosity(p)
