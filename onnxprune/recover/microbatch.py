@@ -32,25 +32,34 @@ def micro_batch(batch: int, per_sample: int, budget_mb: float = ACTIVATION_BUDGE
 
 class MicroBatched:
     """step(feeds, target) -> (loss, logits) like TrainStep, running at most `micro` samples at a time
-    and leaving the batch's gradient in params.grad."""
+    and leaving the batch's gradient in params.grad. A target with a `resolve(feeds)` method (targets.Pending)
+    is computed per micro-batch, so the teacher's run and its feature targets stay micro-batch sized."""
 
     def __init__(self, step, params, micro: int):
         self.step, self.params, self.micro = step, params, micro
-        self._acc = np.zeros_like(params.grad) if micro else None
+        self._acc = None
 
-    def __call__(self, feeds: Mapping[str, np.ndarray], target: np.ndarray) -> tuple[float, np.ndarray]:
+    def __call__(self, feeds: Mapping[str, np.ndarray], target) -> tuple[float, np.ndarray]:
         n = len(target)
+        resolve = getattr(target, "resolve", None)
         if n <= self.micro:
-            return self.step(feeds, target)
+            return self._resolved(dict(feeds), resolve) if resolve else self.step(feeds, target)
+        if self._acc is None:
+            self._acc = np.zeros_like(self.params.grad)
         self._acc[...] = 0.0
         loss, outs = 0.0, []
         for start in range(0, n, self.micro):
             part = slice(start, min(n, start + self.micro))
             share = (part.stop - part.start) / n
-            value, logits = self.step({k: np.ascontiguousarray(v[part]) for k, v in feeds.items()},
-                                      np.ascontiguousarray(target[part]))
+            part_feeds = {k: np.ascontiguousarray(v[part]) for k, v in feeds.items()}
+            value, logits = self._resolved(part_feeds, resolve) if resolve else \
+                self.step(part_feeds, np.ascontiguousarray(target[part]))
             self._acc += self.params.grad * np.float32(share)
             loss += value * share
             outs.append(logits)
         self.params.grad[...] = self._acc
         return loss, np.concatenate(outs)
+
+    def _resolved(self, feeds: dict[str, np.ndarray], resolve) -> tuple[float, np.ndarray]:
+        target = resolve(feeds)  # adds the feature targets to feeds
+        return self.step(feeds, target)
