@@ -81,3 +81,15 @@ def test_the_teacher_runs_on_micro_batches_with_feature_targets(student, monkeyp
     assert result.features and np.isfinite(result.history[-1]["loss"])
     training = seen[2:]  # the first runs: one sample each, to size the targets
     assert training and max(training) == most
+
+
+def test_held_out_scoring_runs_in_micro_batches_and_returns_the_whole_batch():
+    from onnxprune.recover.microbatch import Chunked
+    sizes = []
+
+    def forward(feeds):
+        sizes.append(len(feeds["x"]))
+        return feeds["x"] * 2.0
+    x = np.arange(20, dtype=np.float32).reshape(10, 2)
+    np.testing.assert_array_equal(Chunked(forward, 3)({"x": x}), x * 2.0)
+    assert sizes == [3, 3, 3, 1]

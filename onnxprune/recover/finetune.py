@@ -30,7 +30,7 @@ from onnxprune.autodiff.weights import read_weights, write_weights
 from onnxprune.recover.distill_weights import BALANCE_SAMPLES, balance_weights, spread, unbalanced
 from onnxprune.recover.batch_view import batch_view
 from onnxprune.recover.logits import logits_views
-from onnxprune.recover.microbatch import MicroBatched, micro_batch
+from onnxprune.recover.microbatch import Chunked, MicroBatched, micro_batch
 from onnxprune.recover.step_memory import STEP_BUDGET_MB, step_bytes
 from onnxprune.recover.features import feature_points, sliced_points
 from onnxprune.recover.targets import Targets, data_batchable, feeds_of, join
@@ -147,7 +147,8 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     loop = Loop(s, tg, params, opt, batchable)
     step = TrainStep(tg, params, s.threads)
     loop.step = MicroBatched(step, params, micro)
-    loop.forward = Forward(model, params, tg.logits, s.threads)
+    forward = Forward(model, params, tg.logits, s.threads)
+    loop.forward = Chunked(forward, micro) if batchable else forward
     run_settings = {k: v for k, v in asdict(s).items() if k not in ("progress", "threads", "minutes", "resume")}
     loop.start(params.snapshot(), {**run_settings, "loss": loss, "samples": len(data), "epochs": epochs})
     loop.run(data, targets, val_data, val_targets, epochs)

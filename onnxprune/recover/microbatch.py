@@ -63,3 +63,18 @@ class MicroBatched:
     def _resolved(self, feeds: dict[str, np.ndarray], resolve) -> tuple[float, np.ndarray]:
         target = resolve(feeds)  # adds the feature targets to feeds
         return self.step(feeds, target)
+
+
+class Chunked:
+    """forward(feeds) -> output like autodiff.runner.Forward, at most `micro` samples per run: held-out
+    scoring at the training batch would otherwise grow the inference arena past the step's budget."""
+
+    def __init__(self, forward, micro: int):
+        self.forward, self.micro = forward, micro
+
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+        n = len(next(iter(feeds.values())))
+        if n <= self.micro:
+            return self.forward(feeds)
+        return np.concatenate([np.array(self.forward({k: v[i:i + self.micro] for k, v in feeds.items()}))
+                               for i in range(0, n, self.micro)])
