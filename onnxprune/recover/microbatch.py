@@ -2,7 +2,8 @@
 
 A training step keeps every forward activation for the backward pass, so its memory grows with the
 batch (PP-OCRv4 rec at half the MACs: about 140 MB per 48x320 line, 5 GB at batch 32). The batch is
-split so that one micro-batch's activations fit a budget; the gradient of the mean loss is the
+split so that all one micro-batch's step holds fits a budget (counted by recover/step_memory.py: the
+activations, their gradients, the teacher and the targets); the gradient of the mean loss is the
 sample-weighted mean of the micro-batches' gradients, so the optimizer step is the batch's own.
 """
 
@@ -15,7 +16,7 @@ import onnx
 
 from onnxprune.graph.model_graph import ModelGraph
 
-ACTIVATION_BUDGET_MB = 1024  # forward activations of one micro-batch, the backward's working set aside
+ACTIVATION_BUDGET_MB = 1024  # the former budget, activations alone (step_memory.STEP_BUDGET_MB replaced it)
 
 
 def activation_bytes(model: onnx.ModelProto, sample_shapes: Mapping[str, tuple[int, ...]]) -> int:
@@ -26,7 +27,7 @@ def activation_bytes(model: onnx.ModelProto, sample_shapes: Mapping[str, tuple[i
 
 
 def micro_batch(batch: int, per_sample: int, budget_mb: float = ACTIVATION_BUDGET_MB) -> int:
-    """The largest micro-batch (at most `batch`) whose activations fit `budget_mb`."""
+    """The largest micro-batch (at most `batch`) whose `per_sample` bytes fit `budget_mb`."""
     return int(max(1, min(batch, budget_mb * 2**20 // max(per_sample, 1))))
 
 
