@@ -49,9 +49,10 @@ def train_inputs(task_name: str, n: int) -> Dataset:
     return Dataset({key: data[key] if data[key].ndim == rank + 1 else data[key][:, None]})
 
 
-def pruned(name: str, case, macs: float, work: Path, start: str = "default") -> tuple[onnx.ModelProto, float]:
+def pruned(name: str, case, macs: float, work: Path, start: str = "default", calib_n: int = 32) -> tuple[onnx.ModelProto, float]:
     """The pruned model and the seconds pruning took (cached: later variants reuse both)."""
     tag = f"{name}_{macs}" if start == "default" else f"{name}_{macs}_{start}"
+    tag += f"_calib{calib_n}" if calib_n != 32 else ""
     path, meta = work / f"{tag}.onnx", work / f"{tag}.json"
     if path.exists() and meta.exists():
         return onnx.load(str(path)), json.loads(meta.read_text())["prune_s"]
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train", type=int, default=1024, help="unlabelled training samples")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--eval-n", type=int, help="evaluation samples (default: the task harness's count)")
+    ap.add_argument("--calib-n", type=int, default=32, help="calibration samples the pruning reads (unlabelled)")
     ap.add_argument("--train-from", metavar="TASK", help="training inputs from this task's calibration set instead "
                     "(nudenet_320n_faces: photos with faces; the start and the scoring stay --model's)")
     ap.add_argument("--start", default="default", choices=sorted(STARTS), help="the pruned start (see STARTS)")
@@ -188,10 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    case = digits_case(a.train) if a.model == "digits" else task_case(a.model, a.train, a.eval_n)
+    case = digits_case(a.train) if a.model == "digits" else task_case(a.model, a.train, a.eval_n, a.calib_n)
     if a.train_from:
         case = (*case[:2], train_inputs(a.train_from, a.train), *case[3:])
-    model, prune_s = pruned(a.model, case, a.macs, work, a.start)
+    model, prune_s = pruned(a.model, case, a.macs, work, a.start, a.calib_n)
     dense_score, pruned_score = case[3](case[0]), case[3](model)
     print(f"{a.model} at {a.macs} of the MACs: dense {dense_score:.2f}, pruned {pruned_score:.2f} "
           f"(start {a.start}, pruning {prune_s} s), {len(case[2])} unlabelled samples, {a.epochs} epochs", flush=True)
@@ -207,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.variants == "none" and a.json:  # the pruned start alone
         with open(a.json, "a") as f:
             f.write(json.dumps({"model": a.model, "start": a.start, "macs": a.macs, "train": len(case[2]),
-                                "eval_n": a.eval_n, "load": os.getloadavg()[0], "dense": dense_score,
+                                "calib_n": a.calib_n, "eval_n": a.eval_n, "load": os.getloadavg()[0], "dense": dense_score,
                                 "pruned": pruned_score, "prune_s": prune_s, "rows": []}) + "\n")
     for spec in ([] if a.variants == "none" else a.variants.split(",")):
         row = run_variant(model, case, spec, a.epochs, a.batch, a.score_epochs)
@@ -216,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.json:  # each variant as it finishes: a killed run keeps the ones done
             with open(a.json, "a") as f:
                 f.write(json.dumps({"model": a.model, "start": a.start, "macs": a.macs, "epochs": a.epochs, "train": len(case[2]),
+                                    "calib_n": a.calib_n,
                                     "train_from": a.train_from,
                                     "eval_n": a.eval_n, "batch": a.batch, "load": os.getloadavg()[0],
                                     "dense": dense_score, "pruned": pruned_score, "prune_s": prune_s,

@@ -67,8 +67,9 @@ def digits_case(train_n: int):
         Dataset({"input": train.inputs["input"]}), score, None
 
 
-def task_case(name: str, train_n: int, eval_n: int | None = None):
-    """eval_n: evaluation samples (default: the task's own count; more makes a point finer than a sample)."""
+def task_case(name: str, train_n: int, eval_n: int | None = None, calib_n: int = 32):
+    """eval_n: evaluation samples (default: the task's own count; more makes a point finer than a sample);
+    calib_n: calibration samples the pruning reads."""
     import tasks
     task = tasks.get(name)
     ev = task.evaluation(eval_n)
@@ -78,7 +79,7 @@ def task_case(name: str, train_n: int, eval_n: int | None = None):
     key = next(iter(train))
     rank = len(dense.graph.input[0].type.tensor_type.shape.dim)
     per_sample = train[key].ndim == rank + 1  # some tasks stack samples as (N, 1, ...) already
-    calib = task.calibration(32)
+    calib = task.calibration(calib_n)
     calib = Dataset({k: v for k, v in calib.items()}) if per_sample else [calib]
     train = Dataset({key: train[key] if per_sample else train[key][:, None]})
 

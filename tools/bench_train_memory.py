@@ -9,13 +9,14 @@ Two fresh processes, so the figure is the fine-tuning's own:
      --epochs at --batch) on them; prints its peak resident memory (ru_maxrss), the resident memory
      before training, the trainable and frozen weight counts, and the wall time.
 
-    .venv/bin/python tools/bench_train_memory.py --model ppocr_rec --batch 32 --samples 256
+    .venv/bin/python tools/bench_train_memory.py --model ppocr_rec --batch 32 --samples 256 [--features 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -62,10 +63,13 @@ def train(args) -> None:
     data = load_npz(work / "train.npz", input_ranks(student), limit=args.samples)
     before = _rss_mb()
     started = time.perf_counter()
+    extra = {"memory_mb": args.memory_mb} if args.memory_mb else {}
     result = finetune(student, data, args.epochs, teacher=teacher, batch_size=args.batch, progress=False,
-                      threads=args.threads)
+                      threads=args.threads, features=args.features, lr=args.lr, **extra)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"model": args.model, "batch": args.batch, "samples": len(data), "epochs": args.epochs,
+                      "features": args.features, "feature_tensors": len(result.features),
+                      "memory_mb": args.memory_mb, "load_1min": round(os.getloadavg()[0], 1),
                       "peak_rss_mb": round(peak), "rss_before_training_mb": round(before),
                       "trainable_weights": len(result.trainable), "frozen_weights": len(result.frozen),
                       "frozen_by": sorted(set(result.frozen.values()))[:5], "best_epoch": result.best_epoch,
@@ -81,6 +85,9 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--features", type=float, default=0.0, help="feature distillation weight (0: outputs only)")
+    ap.add_argument("--lr", type=float, help="a fixed rate (default: the range test picks it)")
+    ap.add_argument("--memory-mb", type=float, help="TrainSettings.memory_mb (default: the library's)")
     ap.add_argument("--workdir", default="/tmp/onnxprune_train_memory")
     ap.add_argument("--stage", choices=["all", "prepare", "train"], default="all")
     args = ap.parse_args()

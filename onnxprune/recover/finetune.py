@@ -30,7 +30,8 @@ from onnxprune.autodiff.weights import read_weights, write_weights
 from onnxprune.recover.distill_weights import BALANCE_SAMPLES, balance_weights, spread, unbalanced
 from onnxprune.recover.batch_view import batch_view
 from onnxprune.recover.logits import logits_views
-from onnxprune.recover.microbatch import ACTIVATION_BUDGET_MB, MicroBatched, activation_bytes, micro_batch
+from onnxprune.recover.microbatch import Chunked, MicroBatched, micro_batch
+from onnxprune.recover.step_memory import STEP_BUDGET_MB, step_bytes
 from onnxprune.recover.features import feature_points, sliced_points
 from onnxprune.recover.targets import Targets, data_batchable, feeds_of, join
 from onnxprune.recover.trainloop import MAX_EPOCHS, Loop
@@ -81,7 +82,7 @@ class TrainSettings:
     augment: tuple[str, ...] = ()     # "flip", "crop", "scale" (load/augment.py)
     checkpoint: str | None = None     # .npz rewritten after every epoch (recover/checkpoint.py)
     resume: bool = False              # continue from `checkpoint` if it exists
-    memory_mb: float = ACTIVATION_BUDGET_MB  # activations of one training step; larger batches run in parts
+    memory_mb: float = STEP_BUDGET_MB  # all one training step holds (recover/step_memory.py); larger batches run in parts
     keep: str = "best"                # "best": the best held-out epoch (0 included); "last": the last epoch
     select: str = "fidelity"          # "best" by held-out loss, or "agreement": top-1 agreement with the teacher
     features: float = 0.0             # weight of intermediate-feature distillation (recover/features.py); 0: off
@@ -134,6 +135,9 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     targets = Targets(tg, data, teacher_model, batchable, s.threads, per_batch=bool(s.augment),
                       features={p: tg.feature_targets[p] for p in points}, slices=slices)
     val_targets = Targets(tg, val_data, teacher_model, batchable, s.threads)
+    micro = _micro(model, shapes, teacher_model, tg, targets, s) if batchable else s.batch_size
+    targets.chunk = val_targets.chunk = micro  # the teacher never runs on more samples than a training step
+    targets.lazy = True  # per-batch targets are computed per micro-batch, inside the step
 
     params = FlatParams(read_weights(model, tg.trainable))
     params.set_masks(_trained_masks(model, tg, masks))
@@ -142,9 +146,9 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     opt = make_optimizer(s.optimizer, params, **optimizer_options)
     loop = Loop(s, tg, params, opt, batchable)
     step = TrainStep(tg, params, s.threads)
-    micro = micro_batch(s.batch_size, activation_bytes(model, shapes), s.memory_mb) if batchable else s.batch_size
-    loop.step = MicroBatched(step, params, micro) if micro < s.batch_size else step
-    loop.forward = Forward(model, params, tg.logits, s.threads)
+    loop.step = MicroBatched(step, params, micro)
+    forward = Forward(model, params, tg.logits, s.threads)
+    loop.forward = Chunked(forward, micro) if batchable else forward
     run_settings = {k: v for k, v in asdict(s).items() if k not in ("progress", "threads", "minutes", "resume")}
     loop.start(params.snapshot(), {**run_settings, "loss": loss, "samples": len(data), "epochs": epochs})
     loop.run(data, targets, val_data, val_targets, epochs)
@@ -234,6 +238,16 @@ def _feature_points(model: onnx.ModelProto, teacher: onnx.ModelProto | None, dat
     log.info("feature distillation at %d tensors (%d at kept channels): %s", len(points), len(slices),
              ", ".join(points[:8]))
     return points, slices
+
+
+def _micro(model: onnx.ModelProto, shapes: Mapping[str, tuple[int, ...]], teacher: onnx.ModelProto | None,
+           tg: TrainingGraph, targets: Targets, s: TrainSettings) -> int:
+    """Samples per micro-batch: all that a step holds per sample (recover/step_memory.py) within memory_mb."""
+    need = step_bytes(model, shapes, teacher, tg.logits, list(tg.feature_targets), targets.per_batch)
+    micro = micro_batch(s.batch_size, need.per_sample, s.memory_mb)
+    log.info("training step: %d of %d samples at a time (MB per sample: %s)", micro, s.batch_size,
+             ", ".join(f"{k} {v:g}" for k, v in need.as_mb().items() if v))
+    return micro
 
 
 def _trained_masks(model: onnx.ModelProto, tg: TrainingGraph, masks: Mapping[str, np.ndarray] | None) -> dict:

@@ -17,6 +17,7 @@ from onnxprune.load.runtime import session
 from onnxprune.recover.features import with_outputs
 
 KEEP_TARGETS_BYTES = 256 << 20  # teacher outputs above this are recomputed per batch
+KEEP_CHUNK = 64  # samples per teacher run, unless the training's micro-batch plan sets `chunk`
 
 
 def join(arr: np.ndarray, idx: np.ndarray, batchable: bool) -> np.ndarray:
@@ -43,21 +44,29 @@ def data_batchable(model: onnx.ModelProto, data: Dataset) -> bool:
 
 
 class Targets:
-    """targets(idx, feeds) -> the loss target for the batch of samples `idx` fed as `feeds`."""
+    """targets(idx, feeds) -> the loss target for the batch of samples `idx` fed as `feeds`.
+
+    Teacher outputs small enough to keep are computed on first use, `chunk` samples per teacher run, and
+    the teacher's session is then let go. Otherwise (`per_batch`) the teacher runs on every batch, at most
+    `chunk` samples at a time; with `lazy` a training batch's target is a Pending that the micro-batched
+    step resolves per micro-batch (recover/microbatch.py), so neither the teacher's forward nor the
+    feature targets are ever held for more than one micro-batch.
+    """
 
     def __init__(self, tg: TrainingGraph, data: Dataset, teacher: onnx.ModelProto | None, batchable: bool,
                  threads: int = 0, per_batch: bool = False, features: dict[str, str] | None = None,
                  slices: dict[str, tuple[int, np.ndarray]] | None = None):
-        self.batchable, self.kept, self.sess = batchable, None, None
+        self.batchable, self.kept, self.sess, self.data = batchable, None, None, data
         self.features = dict(features or {})  # teacher tensor -> the training graph's input for it
         self.slices = dict(slices or {})      # teacher tensor -> (axis, indices): a pruned layer's kept channels
+        self.chunk, self.lazy, self.per_batch = KEEP_CHUNK, False, False
         if tg.loss_kind != "cross_entropy" and teacher is not None:
             self.sess = session(with_outputs(teacher, list(self.features)) if self.features else teacher, threads)
             names = [o.name for o in self.sess.get_outputs()]
             self.name = tg.logits if tg.logits in names else names[0]
             first = self.teach(feeds_of(data, np.arange(1), batchable))
-            if not per_batch and not self.features and first.nbytes * len(data) // max(1, _batch_of(first, batchable)) <= KEEP_TARGETS_BYTES:
-                self.kept = self._all(data, batchable)
+            self.per_batch = bool(per_batch or self.features or
+                                  first.nbytes * len(data) // max(1, _batch_of(first, batchable)) > KEEP_TARGETS_BYTES)
             return
         if data.labels is None:
             need = "labels" if tg.loss_kind == "cross_entropy" else "a teacher model or float targets in 'labels'"
@@ -65,7 +74,18 @@ class Targets:
         self.kept = np.asarray(data.labels).astype(np.int64 if tg.loss_kind == "cross_entropy" else np.float32)
 
     def teach(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """The teacher's output; with features, their values are added to `feeds` under their input names."""
+        """The teacher's output, `chunk` samples per run; with features, their values are added to `feeds`
+        under their input names."""
+        n = len(next(iter(feeds.values()))) if feeds else 0
+        if not self.batchable or n <= self.chunk:
+            return self._teach(feeds)
+        parts = [{k: v[i:i + self.chunk] for k, v in feeds.items()} for i in range(0, n, self.chunk)]
+        outs = [self._teach(part) for part in parts]
+        for name in self.features.values():
+            feeds[name] = np.concatenate([part[name] for part in parts])
+        return np.concatenate(outs)
+
+    def _teach(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         if not self.features:
             return self.sess.run([self.name], feeds)[0].astype(np.float32, copy=False)
         out = self.sess.run([self.name, *self.features], {k: v for k, v in feeds.items() if k not in self.inputs})
@@ -80,19 +100,36 @@ class Targets:
     def inputs(self) -> set[str]:
         return set(self.features.values())
 
-    def _all(self, data: Dataset, batchable: bool, step: int = 64) -> np.ndarray:
-        step = step if batchable else 1
+    def _all(self, data: Dataset, batchable: bool) -> np.ndarray:
+        step = self.chunk if batchable else 1
         chunks = []
         for start in range(0, len(data), step):
             out = self.teach(feeds_of(data, np.arange(start, min(len(data), start + step)), batchable))
             chunks.append(out if batchable else out[None])
         return np.concatenate(chunks)
 
-    def __call__(self, idx: np.ndarray, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        if self.kept is None:
+    def __call__(self, idx: np.ndarray, feeds: dict[str, np.ndarray]):
+        if self.per_batch:
+            if self.lazy and self.batchable:
+                return Pending(self, len(idx))
             return np.ascontiguousarray(self.teach(feeds))
+        if self.kept is None:  # first use: every target, then the teacher's session (and its arena) goes
+            self.kept, self.sess = self._all(self.data, self.batchable), None
         return np.ascontiguousarray(self.kept[idx] if self.batchable else self.kept[idx[0]])
 
+
+class Pending:
+    """A training batch's target not computed yet: the step resolves it on each micro-batch's feeds."""
+
+    def __init__(self, targets: Targets, n: int):
+        self.targets, self.n = targets, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def resolve(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """The teacher's output for `feeds` (features added to `feeds`, as Targets.teach does)."""
+        return np.ascontiguousarray(self.targets.teach(feeds))
 
 def _batch_of(out: np.ndarray, batchable: bool) -> int:
     return out.shape[0] if batchable and out.ndim else 1
