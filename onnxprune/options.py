@@ -125,6 +125,8 @@ class PruneOptions:
     exclude: tuple[str, ...] = ()
     input_shapes: Mapping[str, tuple[int, ...]] | None = None
     calib_limit: int | None = None
+    calib_views: int = 1  # views of each calibration sample (load/views.py); 1: the samples alone
+    calib_view_kinds: tuple[str, ...] = ()  # crop, scale, flip, mix; empty: load/views.DEFAULT_KINDS
     bench_rounds: int = 20
     threads: int = 0
     seed: int = 0
@@ -146,6 +148,9 @@ class PruneOptions:
         _number("--round-to", self.round_to, 1, integer=True)
         if self.calib_limit is not None:
             _number("--calib-limit", self.calib_limit, 1, integer=True)
+        _number("--calib-views", self.calib_views, 1, integer=True)
+        from onnxprune.load.views import parse_kinds
+        object.__setattr__(self, "calib_view_kinds", parse_kinds(self.calib_view_kinds))
         _number("--bench-rounds", self.bench_rounds, 0, 100_000, integer=True)
         _number("--threads", self.threads, 0, integer=True)
         _number("--seed", self.seed, integer=True)
