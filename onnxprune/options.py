@@ -37,6 +37,7 @@ DATA_AWARE = {"criterion": "fisher", "scope": "auto", "recover": "sequential"}
 # which needs only per-layer statistics (issue 11: memory at most 1.5x the weights).
 FISHER_MAX_BYTES = 256 << 20
 HIDDEN = ("auto", "on", "off")
+VIEWS_FOR = ("all", "recovery")
 DATA_FREE = {"criterion": "l2", "scope": "local", "recover": "none"}
 # The default cap on the share of one group's channels that go. Fisher's per-channel damages add up as if
 # channels were independent, so a global ranking thins redundant groups too far (NudeNet's box branches):
@@ -127,6 +128,7 @@ class PruneOptions:
     calib_limit: int | None = None
     calib_views: int = 1  # views of each calibration sample (load/views.py); 1: the samples alone
     calib_view_kinds: tuple[str, ...] = ()  # crop, scale, flip, mix; empty: load/views.DEFAULT_KINDS
+    calib_views_for: str = "all"  # what sees the views: everything, or only recovery (scoring sees the samples)
     bench_rounds: int = 20
     threads: int = 0
     seed: int = 0
@@ -149,6 +151,7 @@ class PruneOptions:
         if self.calib_limit is not None:
             _number("--calib-limit", self.calib_limit, 1, integer=True)
         _number("--calib-views", self.calib_views, 1, integer=True)
+        _choice("--calib-views-for", self.calib_views_for, VIEWS_FOR)
         from onnxprune.load.views import parse_kinds
         object.__setattr__(self, "calib_view_kinds", parse_kinds(self.calib_view_kinds))
         _number("--bench-rounds", self.bench_rounds, 0, 100_000, integer=True)

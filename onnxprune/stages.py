@@ -162,8 +162,9 @@ def choose_plan(prep: Prepared, options: PruneOptions | None = None, scores: np.
 
 def channel_scores(prep: Prepared, options: PruneOptions) -> np.ndarray:
     """Every channel's score under `options.criterion` (not for "sensitivity", which measures groups)."""
+    data = prep.data if options.calib_views_for == "all" else getattr(prep.data, "base", prep.data)  # no views
     return with_stream_importance(prep.dep, prep.stats, score(prep.dep, options.criterion, stats=prep.stats,
-                                                              seed=options.seed, data=prep.data))
+                                                              seed=options.seed, data=data))
 
 
 def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.ndarray | None = None) -> Plan:
