@@ -67,6 +67,8 @@ def test_discrete_inputs_and_one_hot_codes_are_untouched():
     got = data.batch(0, 20)
     assert got["bytes"].dtype == np.int32 and np.array_equal(got["bytes"], np.tile(tokens[:, 0], (4, 1)))
     assert np.array_equal(got["code"], np.tile(onehot[:, 0], (4, 1, 1, 1)))
+    only_tokens = Dataset({"bytes": tokens})
+    assert calibration_views(only_tokens, 4, KINDS) is only_tokens  # copies would add nothing
 
 
 def test_views_read_only_the_rows_a_batch_needs():
