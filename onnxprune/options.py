@@ -127,7 +127,7 @@ class PruneOptions:
     input_shapes: Mapping[str, tuple[int, ...]] | None = None
     calib_limit: int | None = None
     calib_views: int = 1  # views of each calibration sample (load/views.py); 1: the samples alone
-    calib_view_kinds: tuple[str, ...] = ()  # crop, scale, flip, mix; empty: load/views.DEFAULT_KINDS
+    calib_view_kinds: tuple[str, ...] = ()  # crop, scale, flip, mix; empty: load/views.DEFAULT_KINDS (mix)
     calib_views_for: str = "all"  # what sees the views: everything, or only recovery (scoring sees the samples)
     bench_rounds: int = 20
     threads: int = 0

@@ -43,9 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--calib-limit", type=int, metavar="N", help="use at most N calibration samples")
     pr.add_argument("--calib-views", type=int, default=1, metavar="K",
                     help="statistics, scoring and reconstruction see K label-free views of every calibration "
-                         "sample (the sample, then blends and shifted crops; made a batch at a time; default 1)")
+                         "sample (the sample, then blends of it with another; made a batch at a time; default 1)")
     pr.add_argument("--calib-view-kinds", default=None, metavar="KINDS",
-                    help="what the views vary: crop, scale, flip, mix, comma-separated (default crop,scale,mix)")
+                    help="what the views vary: crop, scale, flip, mix, comma-separated (default mix)")
     pr.add_argument("--data", metavar="DATA.npz", help="held-out data for the fidelity/accuracy report (default: --calib)")
     add_image_flags(pr)
     pr.add_argument("--round-to", type=int, default=None, help="keep widths a multiple of N (default 8)")
