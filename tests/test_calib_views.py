@@ -93,6 +93,8 @@ def test_few_samples_views_bring_the_pruned_model_closer_to_dense(tmp_path):
         out = ort.InferenceSession(r.model.SerializeToString()).run(None, {"input": x})[0]
         assert np.all(np.isfinite(out)) and out.shape == dense.shape
         errors[views] = float(np.mean((out - dense) ** 2) / np.var(dense))
+        assert r.report["fidelity"]["samples"] == 8  # the report measures the samples, not their views
+        assert r.report["options"].get("calib_views", 1) == views
     assert errors[4] < 0.75 * errors[1], errors
 
 
