@@ -37,6 +37,10 @@ DATA_AWARE = {"criterion": "fisher", "scope": "auto", "recover": "sequential"}
 # which needs only per-layer statistics (issue 11: memory at most 1.5x the weights).
 FISHER_MAX_BYTES = 256 << 20
 HIDDEN = ("auto", "on", "off")
+# Calibration views (load/views.py) by default with data at deep targets: at half the MACs 4 blends of each
+# of 32 samples kept or raised every model measured, at 0.8 they were a wash (docs/benchmarks.md,
+# "Calibration views"); not over FISHER_MAX_BYTES of weights (4x the passes on the biggest models).
+DEFAULT_VIEWS, VIEWS_BELOW = 4, 0.7
 VIEWS_FOR = ("all", "recovery")
 DATA_FREE = {"criterion": "l2", "scope": "local", "recover": "none"}
 # The default cap on the share of one group's channels that go. Fisher's per-channel damages add up as if
@@ -126,7 +130,7 @@ class PruneOptions:
     exclude: tuple[str, ...] = ()
     input_shapes: Mapping[str, tuple[int, ...]] | None = None
     calib_limit: int | None = None
-    calib_views: int = 1  # views of each calibration sample (load/views.py); 1: the samples alone
+    calib_views: int | None = None  # views of each calibration sample (load/views.py); None: by target
     calib_view_kinds: tuple[str, ...] = ()  # crop, scale, flip, mix; empty: load/views.DEFAULT_KINDS (mix)
     calib_views_for: str = "all"  # what sees the views: everything, or only recovery (scoring sees the samples)
     bench_rounds: int = 20
@@ -150,7 +154,8 @@ class PruneOptions:
         _number("--round-to", self.round_to, 1, integer=True)
         if self.calib_limit is not None:
             _number("--calib-limit", self.calib_limit, 1, integer=True)
-        _number("--calib-views", self.calib_views, 1, integer=True)
+        if self.calib_views is not None:
+            _number("--calib-views", self.calib_views, 1, integer=True)
         _choice("--calib-views-for", self.calib_views_for, VIEWS_FOR)
         from onnxprune.load.views import parse_kinds
         object.__setattr__(self, "calib_view_kinds", parse_kinds(self.calib_view_kinds))
@@ -170,6 +175,8 @@ class PruneOptions:
             defaults["criterion"] = "reconstruction"
         if self.target.kind == "latency":
             defaults["scope"] = "global"
+        deep = has_data and defaults["criterion"] == "fisher" and _kept_aim(self.target) <= VIEWS_BELOW
+        defaults["calib_views"] = DEFAULT_VIEWS if deep else 1
         filled = with_defaults(self, **defaults)
         return with_defaults(filled, max_layer_ratio=MAX_LAYER_RATIO.get(filled.criterion, DEFAULT_MAX_LAYER_RATIO))
 
@@ -245,6 +252,14 @@ def options_from_keywords(keywords: Mapping[str, Any]) -> tuple[PruneOptions, Fi
     tune = FinetuneOptions(**{_FINETUNE_KEYWORDS[k]: v for k, v in keywords.items() if k in _FINETUNE_KEYWORDS})
     rest = {k: v for k, v in keywords.items() if k in _PRUNE_FIELDS}
     return PruneOptions(target=target, **rest), tune
+
+
+def _kept_aim(target: Target) -> float:
+    """The share of the MACs a target means to keep (as stages._kept_aim): a MACs or parameter target's
+    value, about (1 - r)^2 for a channel ratio r; 1 for the others (latency, plan, depth)."""
+    if target.kind in ("macs", "params"):
+        return float(target.value)
+    return (1.0 - float(target.ratio)) ** 2 if target.kind == "ratio" else 1.0
 
 
 def with_defaults(options: PruneOptions, **changes) -> PruneOptions:

@@ -325,6 +325,6 @@ def describe(prep: Prepared, plan: Plan) -> dict:
                         "max_layer_ratio": options.max_layer_ratio, "recover": options.recover,
                         "exclude": list(options.exclude), "seed": options.seed, "hidden": options.hidden,
                         **({"calib_views": options.calib_views, "calib_view_kinds": list(options.calib_view_kinds),
-                            "calib_views_for": options.calib_views_for} if options.calib_views > 1 else {}),
+                            "calib_views_for": options.calib_views_for} if (options.calib_views or 1) > 1 else {}),
                         "input_shapes": {k: list(v) for k, v in prep.graph.input_shapes.items()}},
             "plan": plan.summary()}

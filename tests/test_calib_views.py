@@ -110,3 +110,16 @@ def test_bad_views_fail_with_one_line(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and not out.exists()
     assert len(proc.stderr.strip().splitlines()) == 1 and "--calib-views" in proc.stderr
+
+
+def test_views_are_the_default_with_data_at_deep_targets_only():
+    from onnxprune.options import PruneOptions, Target
+
+    def views(has_data: bool, weight_bytes: int = 0, **target) -> int:
+        return PruneOptions(target=Target(**target)).resolved(has_data, weight_bytes).calib_views
+
+    assert views(True, macs=0.5) == 4 and views(True, ratio=0.3) == 4  # (1 - 0.3)^2 = 0.49 of the MACs
+    assert views(True, macs=0.8) == 1 and views(False, macs=0.5) == 1
+    assert views(True, 1 << 30, macs=0.5) == 1  # big models rank by reconstruction, without views
+    kept = PruneOptions(target=Target(macs=0.5), calib_views=1).resolved(True)
+    assert kept.calib_views == 1

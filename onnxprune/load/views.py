@@ -101,12 +101,12 @@ class ViewDataset(Dataset):
     base: Dataset
 
 
-def calibration_views(data: Dataset | None, views: int, kinds: Sequence[str] = DEFAULT_KINDS,
+def calibration_views(data: Dataset | None, views: int | None, kinds: Sequence[str] = DEFAULT_KINDS,
                       seed: int = 0) -> Dataset | None:
     """`data` with `views` views of every sample (1: `data` itself); labels are dropped, since a
     blended view has no label. Data with no float input (token ids, bytes) is returned as it is: its
     views would be copies, which add no rows and would leak into the ridge choice's held-out rows."""
-    if data is None or views == 1 or not any(np.issubdtype(v.dtype, np.floating) for v in data.inputs.values()):
+    if data is None or views in (None, 1) or not any(np.issubdtype(v.dtype, np.floating) for v in data.inputs.values()):
         return data
     out = ViewDataset({k: ViewRows(v, views, tuple(kinds), seed) for k, v in data.inputs.items()}, None)
     out.base = data
