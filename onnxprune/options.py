@@ -39,7 +39,8 @@ FISHER_MAX_BYTES = 256 << 20
 HIDDEN = ("auto", "on", "off")
 # Calibration views (load/views.py) by default with data at deep targets: at half the MACs 4 blends of each
 # of 32 samples kept or raised every model measured, at 0.8 they were a wash (docs/benchmarks.md,
-# "Calibration views"); not over FISHER_MAX_BYTES of weights (4x the passes on the biggest models).
+# "Calibration views"); only with fisher and sequential recovery, as measured (so not by default over
+# FISHER_MAX_BYTES of weights, where reconstruction ranks).
 DEFAULT_VIEWS, VIEWS_BELOW = 4, 0.7
 VIEWS_FOR = ("all", "recovery")
 DATA_FREE = {"criterion": "l2", "scope": "local", "recover": "none"}
@@ -169,15 +170,17 @@ class PruneOptions:
         them unset: the data-aware defaults when calibration data is given, the data-free ones
         otherwise (reconstruction over FISHER_MAX_BYTES of weights); the cap follows the criterion
         (MAX_LAYER_RATIO). A latency target ranks globally
-        (by importance per unit of measured time) unless a scope is given."""
+        (by importance per unit of measured time) unless a scope is given. Calibration views: DEFAULT_VIEWS
+        with data, fisher and sequential recovery at targets keeping VIEWS_BELOW of the MACs or less."""
         defaults = dict(DATA_AWARE if has_data else DATA_FREE)
         if has_data and weight_bytes > FISHER_MAX_BYTES:
             defaults["criterion"] = "reconstruction"
         if self.target.kind == "latency":
             defaults["scope"] = "global"
-        deep = has_data and defaults["criterion"] == "fisher" and _kept_aim(self.target) <= VIEWS_BELOW
-        defaults["calib_views"] = DEFAULT_VIEWS if deep else 1
         filled = with_defaults(self, **defaults)
+        measured = filled.criterion == "fisher" and filled.recover == "sequential"  # what views were measured with
+        deep = has_data and measured and _kept_aim(self.target) <= VIEWS_BELOW
+        filled = with_defaults(filled, calib_views=DEFAULT_VIEWS if deep else 1)
         return with_defaults(filled, max_layer_ratio=MAX_LAYER_RATIO.get(filled.criterion, DEFAULT_MAX_LAYER_RATIO))
 
     def threads_capped(self) -> int:

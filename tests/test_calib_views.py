@@ -121,5 +121,7 @@ def test_views_are_the_default_with_data_at_deep_targets_only():
     assert views(True, macs=0.5) == 4 and views(True, ratio=0.3) == 4  # (1 - 0.3)^2 = 0.49 of the MACs
     assert views(True, macs=0.8) == 1 and views(False, macs=0.5) == 1
     assert views(True, 1 << 30, macs=0.5) == 1  # big models rank by reconstruction, without views
+    other = PruneOptions(target=Target(macs=0.5), criterion="activation", recover="lstsq").resolved(True)
+    assert other.calib_views == 1  # views were measured with fisher and sequential recovery only
     kept = PruneOptions(target=Target(macs=0.5), calib_views=1).resolved(True)
     assert kept.calib_views == 1
