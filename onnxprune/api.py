@@ -102,7 +102,8 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
         return _as_given(PruneResult(*lean.evaluate_lean(handover)), given)
     training = None
     if finetune.active:
-        pruned, training = finetune_model(pruned, finetune, train_data if train_data is not None else prep.data,
+        pruned, training = finetune_model(pruned, finetune, train_data if train_data is not None else
+                                          getattr(prep.data, "base", prep.data),  # the samples, not their views
                                           teacher=prep.model, val=val_data, seed=options.seed,
                                           threads=options.threads_capped(), progress=options.progress)
         check_valid(pruned, prep.model)

@@ -64,7 +64,7 @@ def prune_iteratively(model_or_path, steps: int, *, calib=None, eval_data=None, 
     dense, shapes, kind = dense_prep.model, dense_prep.graph.input_shapes, options.target.kind
     dense_cost = _cost(dense_prep.working, shapes, kind) if kind != "ratio" else 1
     current, model, prep, plan, trail = 1.0, dense, dense_prep, None, []
-    train = train_data if train_data is not None else dense_prep.data
+    train = train_data if train_data is not None else getattr(dense_prep.data, "base", dense_prep.data)  # no views
     for k, tune in enumerate(step_budgets(finetune, steps), start=1):
         step_options = replace(options, target=_step_target(options.target, k, steps, current))
         prep = dense_prep if k == 1 else prepare(model, replace(step_options, criterion=dense_prep.options.criterion,

@@ -37,6 +37,12 @@ DATA_AWARE = {"criterion": "fisher", "scope": "auto", "recover": "sequential"}
 # which needs only per-layer statistics (issue 11: memory at most 1.5x the weights).
 FISHER_MAX_BYTES = 256 << 20
 HIDDEN = ("auto", "on", "off")
+# Calibration views (load/views.py) by default with data at deep targets: at half the MACs 4 blends of each
+# of 32 samples kept or raised every model measured, at 0.8 they were a wash (docs/benchmarks.md,
+# "Calibration views"); only with fisher and sequential recovery, as measured (so not by default over
+# FISHER_MAX_BYTES of weights, where reconstruction ranks).
+DEFAULT_VIEWS, VIEWS_BELOW = 4, 0.7
+VIEWS_FOR = ("all", "recovery")
 DATA_FREE = {"criterion": "l2", "scope": "local", "recover": "none"}
 # The default cap on the share of one group's channels that go. Fisher's per-channel damages add up as if
 # channels were independent, so a global ranking thins redundant groups too far (NudeNet's box branches):
@@ -123,6 +129,9 @@ class PruneOptions:
     exclude: tuple[str, ...] = ()
     input_shapes: Mapping[str, tuple[int, ...]] | None = None
     calib_limit: int | None = None
+    calib_views: int | None = None  # views of each calibration sample (load/views.py); None: by target
+    calib_view_kinds: tuple[str, ...] = ()  # crop, scale, flip, mix; empty: load/views.DEFAULT_KINDS (mix)
+    calib_views_for: str = "all"  # what sees the views: everything, or only recovery (scoring sees the samples)
     bench_rounds: int = 20
     threads: int = 0
     seed: int = 0
@@ -144,6 +153,11 @@ class PruneOptions:
         _number("--round-to", self.round_to, 1, integer=True)
         if self.calib_limit is not None:
             _number("--calib-limit", self.calib_limit, 1, integer=True)
+        if self.calib_views is not None:
+            _number("--calib-views", self.calib_views, 1, integer=True)
+        _choice("--calib-views-for", self.calib_views_for, VIEWS_FOR)
+        from onnxprune.load.views import parse_kinds
+        object.__setattr__(self, "calib_view_kinds", parse_kinds(self.calib_view_kinds))
         _number("--bench-rounds", self.bench_rounds, 0, 100_000, integer=True)
         _number("--threads", self.threads, 0, integer=True)
         _number("--seed", self.seed, integer=True)
@@ -154,13 +168,17 @@ class PruneOptions:
         them unset: the data-aware defaults when calibration data is given, the data-free ones
         otherwise (reconstruction over FISHER_MAX_BYTES of weights); the cap follows the criterion
         (MAX_LAYER_RATIO). A latency target ranks globally
-        (by importance per unit of measured time) unless a scope is given."""
+        (by importance per unit of measured time) unless a scope is given. Calibration views: DEFAULT_VIEWS
+        with data, fisher and sequential recovery at targets keeping VIEWS_BELOW of the MACs or less."""
         defaults = dict(DATA_AWARE if has_data else DATA_FREE)
         if has_data and weight_bytes > FISHER_MAX_BYTES:
             defaults["criterion"] = "reconstruction"
         if self.target.kind == "latency":
             defaults["scope"] = "global"
         filled = with_defaults(self, **defaults)
+        measured = filled.criterion == "fisher" and filled.recover == "sequential"  # what views were measured with
+        deep = has_data and measured and _kept_aim(self.target) <= VIEWS_BELOW
+        filled = with_defaults(filled, calib_views=DEFAULT_VIEWS if deep else 1)
         return with_defaults(filled, max_layer_ratio=MAX_LAYER_RATIO.get(filled.criterion, DEFAULT_MAX_LAYER_RATIO))
 
     def threads_capped(self) -> int:
@@ -235,6 +253,14 @@ def options_from_keywords(keywords: Mapping[str, Any]) -> tuple[PruneOptions, Fi
     tune = FinetuneOptions(**{_FINETUNE_KEYWORDS[k]: v for k, v in keywords.items() if k in _FINETUNE_KEYWORDS})
     rest = {k: v for k, v in keywords.items() if k in _PRUNE_FIELDS}
     return PruneOptions(target=target, **rest), tune
+
+
+def _kept_aim(target: Target) -> float:
+    """The share of the MACs a target means to keep (as stages._kept_aim): a MACs or parameter target's
+    value, about (1 - r)^2 for a channel ratio r; 1 for the others (latency, plan, depth)."""
+    if target.kind in ("macs", "params"):
+        return float(target.value)
+    return (1.0 - float(target.ratio)) ** 2 if target.kind == "ratio" else 1.0
 
 
 def with_defaults(options: PruneOptions, **changes) -> PruneOptions:

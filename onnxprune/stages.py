@@ -26,6 +26,7 @@ from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.hidden_stage import analyse_width
 from onnxprune.apply.restore import drop_identity_restores
 from onnxprune.load.data import Dataset, input_ranks
+from onnxprune.load.views import calibration_views
 from onnxprune.load.external import LAZY_BYTES, scratch, unload
 from onnxprune.load.fit import check_fits
 from onnxprune.load.fold import fold_constants
@@ -124,6 +125,8 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
             raise BadInputError(f"{needs[0]} needs calibration data: pass --calib DATA.npz")
     if data is not None:
         check_fits(model, data, _source_name(calib, "--calib"))
+    samples = data  # the report is measured on the user's samples, the statistics on their views
+    data = calibration_views(data, options.calib_views, options.calib_view_kinds, options.seed)
     # weights built at run time from constants (ConstantOfShape, Reshape); a model loaded here is ours to
     # fold in place, so its weights are held once (the folded model computes what the input computes)
     working = fold_constants(model, in_place=source != IN_MEMORY)
@@ -149,7 +152,7 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
         wanted = within_budget(wanted, shapes)  # and of the Grams it holds (score/gram_budget.py)
         stats = collect_statistics(working, data, wanted, progress=options.progress, shapes=shapes)
     return Prepared(model, source, working, dep.graph, dep, data, stats, options, input_bytes,
-                    evaluation if evaluation is not None else data, rewritten)
+                    evaluation if evaluation is not None else samples, rewritten)
 
 
 def _latency_reference(prep: Prepared) -> onnx.ModelProto | None:
@@ -169,8 +172,9 @@ def choose_plan(prep: Prepared, options: PruneOptions | None = None, scores: np.
 
 def channel_scores(prep: Prepared, options: PruneOptions) -> np.ndarray:
     """Every channel's score under `options.criterion` (not for "sensitivity", which measures groups)."""
+    data = prep.data if options.calib_views_for == "all" else getattr(prep.data, "base", prep.data)  # no views
     return with_stream_importance(prep.dep, prep.stats, score(prep.dep, options.criterion, stats=prep.stats,
-                                                              seed=options.seed, data=prep.data))
+                                                              seed=options.seed, data=data))
 
 
 def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.ndarray | None = None) -> Plan:
@@ -330,5 +334,7 @@ def describe(prep: Prepared, plan: Plan) -> dict:
                         "criterion": options.criterion, "scope": options.scope,
                         "max_layer_ratio": options.max_layer_ratio, "recover": options.recover,
                         "exclude": list(options.exclude), "seed": options.seed, "hidden": options.hidden,
+                        **({"calib_views": options.calib_views, "calib_view_kinds": list(options.calib_view_kinds),
+                            "calib_views_for": options.calib_views_for} if (options.calib_views or 1) > 1 else {}),
                         "input_shapes": {k: list(v) for k, v in prep.graph.input_shapes.items()}},
             "plan": plan.summary()}

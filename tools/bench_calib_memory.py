@@ -67,6 +67,7 @@ if cfg["recover"] != "load-only":
     r = onnxprune.prune(model, calib=cfg["path"] or data, criterion=cfg["criterion"], scope=cfg["scope"],
                         recover=cfg["recover"], target_macs=cfg["target"], bench_rounds=0, eval_data=data.take(4),
                         input_shapes={{name: (1,) + shape}}, calib_limit=cfg["samples"],
+                        calib_views=cfg.get("views"),
                         **({{"max_layer_ratio": cfg["cap"]}} if cfg["cap"] else {{}}))
     out["macs"] = r.report["after"]["macs"] / r.report["before"]["macs"]
 out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -130,6 +131,8 @@ def main(argv=None) -> int:
     ap.add_argument("--configs", default="reconstruction:global:lstsq,reconstruction:global:sequential",
                     help="criterion:scope:recover triples, optionally :max_layer_ratio")
     ap.add_argument("--target", type=float, default=0.8, help="MACs fraction kept")
+    ap.add_argument("--calib-views", type=int, default=None, help="views of each sample (prune(calib_views=K); "
+                    "default: prune's)")
     ap.add_argument("--limit-gb", type=float, default=8.0, help="address-space cap per child (prlimit --as)")
     ap.add_argument("--source", default="ram", choices=["ram", "npz", "npz-compressed", "images"],
                     help="how the samples reach prune() (see the module doc)")
@@ -156,7 +159,7 @@ def _table(args, sizes: list[int], shape: list[int], path: str) -> None:
         for triple in args.configs.split(","):
             crit, scope, rec, *cap = triple.split(":")  # an optional fourth field: --max-layer-ratio
             r = run({"model": args.model, "shape": shape, "samples": n, "criterion": crit, "scope": scope,
-                     "recover": rec, "target": args.target, "path": path,
+                     "recover": rec, "target": args.target, "path": path, "views": args.calib_views,
                      "cap": float(cap[0]) if cap else None}, args.limit_gb)
             if "error" in r:
                 print(f"| {n} | {crit} | {scope} | {rec} | | {r['error']} | | | | {os.getloadavg()[0]:.1f} | |")

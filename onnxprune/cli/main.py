@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
                           "--calib); auto: only when the target cannot be reached otherwise")
     pr.add_argument("--calib", help="calibration data: .npz keyed by input names, or a folder of .npy/.npz/images")
     pr.add_argument("--calib-limit", type=int, metavar="N", help="use at most N calibration samples")
+    pr.add_argument("--calib-views", type=int, default=None, metavar="K",
+                    help="statistics, scoring and reconstruction see K label-free views of every calibration "
+                         "sample (the sample, then blends of it with another; made a batch at a time; default with --calib: "
+                         "4 at targets keeping 0.7 of the MACs or less, else 1)")
+    pr.add_argument("--calib-view-kinds", default=None, metavar="KINDS",
+                    help="what the views vary: crop, scale, flip, mix, comma-separated (default mix)")
     pr.add_argument("--data", metavar="DATA.npz", help="held-out data for the fidelity/accuracy report (default: --calib)")
     add_image_flags(pr)
     pr.add_argument("--round-to", type=int, default=None, help="keep widths a multiple of N (default 8)")
@@ -161,7 +167,8 @@ def prune_options(args):
                         max_layer_ratio=args.max_layer_ratio, min_channels=args.min_channels,
                         round_to=args.round_to if args.round_to is not None else DEFAULT_ROUND_TO,
                         exclude=tuple(args.exclude or ()), input_shapes=parse_shapes(args.input_shape),
-                        calib_limit=args.calib_limit, bench_rounds=args.bench_rounds, threads=args.threads,
+                        calib_limit=args.calib_limit, calib_views=args.calib_views,
+                        calib_view_kinds=args.calib_view_kinds or (), bench_rounds=args.bench_rounds, threads=args.threads,
                         seed=args.seed, progress=not args.quiet and sys.stderr.isatty(), hidden=args.hidden)
 
 
