@@ -113,6 +113,14 @@ class Target:
     def value(self):
         return getattr(self, self.kind)
 
+    def kept_share(self) -> float | None:
+        """The share of the MACs this target means to keep: a MACs or parameter target's value, about
+        (1 - r)^2 for a channel ratio r (each layer loses inputs and outputs); None for the others
+        (latency, plan, depth alone), whose share is not known before they are searched."""
+        if self.kind in ("macs", "params"):
+            return float(self.value)
+        return (1.0 - float(self.ratio)) ** 2 if self.kind == "ratio" else None
+
 
 @dataclass(frozen=True)
 class PruneOptions:
@@ -177,7 +185,8 @@ class PruneOptions:
             defaults["scope"] = "global"
         filled = with_defaults(self, **defaults)
         measured = filled.criterion == "fisher" and filled.recover == "sequential"  # what views were measured with
-        deep = has_data and measured and _kept_aim(self.target) <= VIEWS_BELOW
+        kept = self.target.kept_share()
+        deep = has_data and measured and kept is not None and kept <= VIEWS_BELOW
         filled = with_defaults(filled, calib_views=DEFAULT_VIEWS if deep else 1)
         return with_defaults(filled, max_layer_ratio=MAX_LAYER_RATIO.get(filled.criterion, DEFAULT_MAX_LAYER_RATIO))
 
@@ -253,14 +262,6 @@ def options_from_keywords(keywords: Mapping[str, Any]) -> tuple[PruneOptions, Fi
     tune = FinetuneOptions(**{_FINETUNE_KEYWORDS[k]: v for k, v in keywords.items() if k in _FINETUNE_KEYWORDS})
     rest = {k: v for k, v in keywords.items() if k in _PRUNE_FIELDS}
     return PruneOptions(target=target, **rest), tune
-
-
-def _kept_aim(target: Target) -> float:
-    """The share of the MACs a target means to keep (as stages._kept_aim): a MACs or parameter target's
-    value, about (1 - r)^2 for a channel ratio r; 1 for the others (latency, plan, depth)."""
-    if target.kind in ("macs", "params"):
-        return float(target.value)
-    return (1.0 - float(target.ratio)) ** 2 if target.kind == "ratio" else 1.0
 
 
 def with_defaults(options: PruneOptions, **changes) -> PruneOptions:

@@ -245,7 +245,7 @@ def _selector(prep: Prepared, options: PruneOptions, channel_costs: dict[int, fl
         return (lambda share: select_by_sensitivity(dep, rows, scores, share, options.round_to,
                                                     options.max_layer_ratio, options.min_channels)), scores
     exclude, caps["skip"] = list(options.exclude), _kept_whole(prep, options)
-    power = auto_power(_kept_aim(options.target)) if options.scope == "auto" else MAC_POWERS.get(options.scope)
+    power = auto_power(options.target.kept_share() or 0.0) if options.scope == "auto" else MAC_POWERS.get(options.scope)
     if power:  # importance per MAC saved (cost), per its square root (blend), between (auto)
         channel_costs = mac_costs(dep, power=power)
     if options.scope in ("global", "auto", *MAC_POWERS):
@@ -253,14 +253,6 @@ def _selector(prep: Prepared, options: PruneOptions, channel_costs: dict[int, fl
                                             exclude=exclude, channel_costs=channel_costs,
                                             normalize=criterion not in COMPARABLE, **caps)), scores
     return (lambda share: select_uniform(dep, scores, share, exclude=exclude, **caps)), scores
-
-
-def _kept_aim(target) -> float:
-    """The share of the MACs a target means to keep, for the `auto` scope: a MACs or parameter target's
-    value, about (1 - r)^2 for a channel ratio r (each layer loses inputs and outputs), 0 otherwise."""
-    if target.kind in ("macs", "params"):
-        return float(target.value)
-    return (1.0 - float(target.ratio)) ** 2 if target.kind == "ratio" else 0.0
 
 
 def _kept_whole(prep: Prepared, options: PruneOptions) -> set[int]:
