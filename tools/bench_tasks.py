@@ -106,18 +106,11 @@ def latency_ratio(dense_path: str, pruned_path: str, feed: dict, rounds: int) ->
     sd.run(None, feed)
     reps = min(50, max(3, int(0.02 / max(time.perf_counter() - t0, 1e-6))))
 
-    def fastest(s) -> float:
-        best = float("inf")
-        for _ in range(reps):
-            t = time.perf_counter()
-            s.run(None, feed)
-            best = min(best, time.perf_counter() - t)
-        return best
-
+    from onnxprune.search.timing import fastest
     ratios = []
     for _ in range(rounds):
-        d = fastest(sd)
-        ratios.append(fastest(sp) / max(d, 1e-9))
+        d = fastest(sd, feed, reps)
+        ratios.append(fastest(sp, feed, reps) / max(d, 1e-9))
     return float(np.median(ratios))
 
 

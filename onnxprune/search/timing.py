@@ -37,7 +37,7 @@ def time_rounds(sessions: list, feed: dict, rounds: int = 20, repeat: int = 2, w
     times = np.zeros((rounds, len(sessions)))
     for r in range(rounds):
         for i in order.permutation(len(sessions)):
-            times[r, i] = _fastest(sessions[i], feed, repeat)
+            times[r, i] = fastest(sessions[i], feed, repeat)
     return times
 
 
@@ -77,7 +77,8 @@ def pass_noise(points: list[dict]) -> float:
     return float(np.median(values)) if values else 0.0
 
 
-def _fastest(s, feed: dict, repeat: int) -> float:
+def fastest(s, feed: dict, repeat: int) -> float:
+    """Seconds of the fastest of `repeat` back-to-back runs of session `s` on `feed`."""
     best = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()
