@@ -78,9 +78,11 @@ class _Fields:
     def add(self, d: np.ndarray, p: np.ndarray) -> None:
         d = d.reshape(d.shape[0], d.shape[1], -1).astype(np.float64)
         p = p.reshape(d.shape).astype(np.float64)
-        axes = (0, 2)
-        batch = np.stack([(d * p).sum(axes), (d * d).sum(axes), (p * p).sum(axes), ((d - p) ** 2).sum(axes),
-                          d.sum(axes), np.full(d.shape[1], d.shape[0] * d.shape[2], np.float64)], 1)
+        diff = d - p  # the one temporary: einsum sums the products without making them
+        rows = "nrk,nrk->r"
+        batch = np.stack([np.einsum(rows, d, p), np.einsum(rows, d, d), np.einsum(rows, p, p),
+                          np.einsum(rows, diff, diff), d.sum((0, 2)),
+                          np.full(d.shape[1], d.shape[0] * d.shape[2], np.float64)], 1)
         self.sums = batch if self.sums is None else self.sums + batch
 
     def parts(self, name: str) -> list[dict]:
