@@ -44,7 +44,7 @@ def _setup(model, data):
 def _error(model, pruned, data) -> float:
     ref = np.concatenate([o.reshape(len(o), -1) for o in run_dataset(session(model), data)], 1)
     out = np.concatenate([o.reshape(len(o), -1) for o in run_dataset(session(pruned), data)], 1)
-    return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+    return float(np.linalg.norm((out - ref).astype(np.float64)) / np.linalg.norm(ref.astype(np.float64)))
 
 
 def test_affine_channel_is_recovered_exactly():
@@ -63,6 +63,28 @@ def test_affine_channel_is_recovered_exactly():
     solved = apply_plan(Plan(dep, removed), reconstruct(dep, removed, data, ridge=1e-9))
     check_valid(solved, model)
     assert _error(model, plain, data) > 1e-2
+    assert _error(model, solved, data) < 1e-5
+
+
+def test_activations_whose_squares_overflow_float32_are_still_solved(caplog):
+    """Deep stacks of untrained weights reach activations of 1e20 (a generated VGG-19's last convs): their
+    float32 Gram overflows, and the solve must redo it in float64 rather than give up on the layer."""
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((5, 4)).astype(np.float32)
+    b1 = np.zeros(5, np.float32)
+    w1[4] = 2 * w1[0] - w1[1]            # h4 = 2 h0 - h1: a linear function of kept units
+    model = _mlp(w1, b1, rng.standard_normal((3, 5)).astype(np.float32))
+    x = (1e20 * rng.standard_normal((64, 1, 4))).astype(np.float32)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(np.square(x).sum(dtype=np.float32))  # the premise: float32 sums overflow
+    data = Dataset({"x": x})
+    working, dep = _setup(model, data)
+    grp = next(g for g in dep.groups if any(s.tensor == "w1" for s in g.slots))
+    removed = np.zeros(dep.num_channels, dtype=bool)
+    removed[grp.channels[4]] = True
+    with caplog.at_level(logging.WARNING, logger="onnxprune"):
+        solved = apply_plan(Plan(dep, removed), reconstruct(dep, removed, data, ridge=1e-9))
+    assert "non-finite" not in caplog.text
     assert _error(model, solved, data) < 1e-5
 
 

@@ -21,10 +21,23 @@ def held_out(batch: int) -> bool:
     return batch % HOLD_EVERY == HOLD_EVERY - 1
 
 
+def products(feats: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """feats^T feats and feats^T target of one batch: float32 BLAS products, redone in float64 where they
+    overflow (activations past ~1e17, as deep stacks of untrained weights give; a squared 1e20 is no
+    float32). The finiteness check is O(F^2), small next to the O(rows F^2) product."""
+    with np.errstate(over="ignore"):
+        gram, cross = feats.T @ feats, feats.T @ target
+    if not (np.isfinite(gram).all() and np.isfinite(cross).all()):
+        wide = feats.astype(np.float64)
+        gram, cross = wide.T @ wide, wide.T @ target.astype(np.float64)
+    return gram, cross
+
+
 def add_held(extra: dict, feats: np.ndarray, target: np.ndarray) -> None:
     """Add one held-out batch to the sums kept in a consumer's `extra["held"]`: [gram, cross, rows]."""
     gram, cross, rows = extra.get("held", (0.0, 0.0, 0))
-    extra["held"] = [gram + feats.T @ feats, cross + feats.T @ target, rows + len(feats)]
+    batch_gram, batch_cross = products(feats, target)
+    extra["held"] = [gram + batch_gram, cross + batch_cross, rows + len(feats)]
 
 
 def solve(gram: np.ndarray, cross: np.ndarray, rows: int, lam: float, diag: np.ndarray,

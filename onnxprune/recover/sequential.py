@@ -49,7 +49,7 @@ from onnxprune.score.passplan import BATCH_BYTES  # the largest wave tensor of o
 from onnxprune.score.stream import Streamer, level_segments
 from onnxprune.recover import few_rows
 from onnxprune.recover.layer_solve import RECURRENT, solve_consumer
-from onnxprune.recover.ridge_choice import add_held, held_out
+from onnxprune.recover.ridge_choice import add_held, held_out, products
 from onnxprune.recover.sliced import constant_cuts, cut_into
 from onnxprune.recover.waves import topological_waves
 
@@ -310,6 +310,7 @@ def _add_sums(c: Consumer, feats: np.ndarray, target: np.ndarray, held: bool) ->
     if c.gram is None:
         c.gram = np.zeros((feats.shape[1], feats.shape[1]))
         c.cross = np.zeros((feats.shape[1], target.shape[1]))
-    c.gram += feats.T @ feats  # float32 products of one batch (BLAS sgemm), summed in float64 across batches
-    c.cross += feats.T @ target
+    gram, cross = products(feats, target)  # float32 products of one batch (BLAS sgemm), summed in float64
+    c.gram += gram
+    c.cross += cross
     c.rows += feats.shape[0]
