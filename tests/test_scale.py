@@ -19,6 +19,7 @@ import onnxprune.check.evaluate as stages
 from conftest import fixture_path
 from onnxprune.apply.rewrite import _set_tensor
 from onnxprune.graph.model_graph import ModelGraph
+from onnxprune.report.formats import format_summary
 from onnxprune.load import spill
 from onnxprune.load.data import synthetic_feed
 from onnxprune.score import criteria
@@ -113,6 +114,10 @@ def test_one_model_at_a_time_reports_the_same_fidelity(monkeypatch):
     assert alone.model.SerializeToString() == together.model.SerializeToString()
     assert alone.report["fidelity"] == together.report["fidelity"]
     assert alone.report["after"]["latency_ms"] > 0 and alone.report["latency_ratio"] > 0
+    # timed apart, so the report must not call the ratio paired
+    assert (together.report["latency_timing"], alone.report["latency_timing"]) == ("paired", "separate")
+    assert "latency (separate)" in format_summary(alone.report)
+    assert "latency (paired)" in format_summary(together.report)
     for key in ("params", "macs", "size_bytes"):
         assert alone.report["after"][key] == together.report["after"][key]
 

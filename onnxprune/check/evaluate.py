@@ -118,6 +118,8 @@ def run_checks(dense, pruned, input_shapes, data: Dataset | None, bench_rounds: 
         report["before"]["latency_ms"] = round(timings[0].p50_ms, 4)
         report["after"]["latency_ms"] = round(timings[1].p50_ms, 4)
         report["latency_ratio"] = round(ratios[1], 4)
+        # one model at a time: the dense model was timed before pruning, under whatever load the machine had then
+        report["latency_timing"] = "separate" if reference is not None else "paired"
     return report
 
 

@@ -12,6 +12,11 @@ def _fmt(n: float) -> str:
     return f"{n:g}"
 
 
+def _timing_label(report: dict) -> str:
+    """Paired rounds (dense and pruned interleaved) or, for models run one at a time, separate runs."""
+    return "latency (separate)" if report.get("latency_timing") == "separate" else "latency (paired)"
+
+
 def format_summary(report: dict) -> str:
     """A before/after table of params, MACs, size, latency and fidelity."""
     before, after = report["before"], report["after"]
@@ -24,7 +29,7 @@ def format_summary(report: dict) -> str:
             fmt = (lambda v: f"{v:.3f}") if key == "latency_ms" else _fmt
             lines.append(f"{label:18} {fmt(b):>12} {fmt(a):>12} {ratio:>8.3f}")
     if "latency_ratio" in report:
-        lines.append(f"{'latency (paired)':18} {'':>12} {'':>12} {report['latency_ratio']:>8.3f}")
+        lines.append(f"{_timing_label(report):18} {'':>12} {'':>12} {report['latency_ratio']:>8.3f}")
     lines.append(fidelity_line(report.get("fidelity", {})))
     tuned = report.get("finetune")
     if tuned:
@@ -95,7 +100,7 @@ def format_markdown(report: dict) -> str:
             fmt = (lambda v: f"{v:.3f}") if key == "latency_ms" else _fmt
             rows.append([label, fmt(b), fmt(a), f"{a / b:.3f}" if b else "n/a"])
     if "latency_ratio" in report:
-        rows.append(["latency (paired rounds)", "", "", f"{report['latency_ratio']:.3f}"])
+        rows.append([_timing_label(report), "", "", f"{report['latency_ratio']:.3f}"])
     lines += ["", "## Before and after", "", *_md_table(["", "dense", "pruned", "ratio"], rows)]
     fid = report.get("fidelity")
     if fid:

@@ -98,6 +98,7 @@ REPORT_SCHEMA = {
         "before": _COST,
         "after": _COST,
         "latency_ratio": _NUM,
+        "latency_timing": {"enum": ["paired", "separate"]},
         "finetune": {"type": "object", "required": ["epochs", "loss", "samples", "history"],
                      "properties": {"epochs": _COUNT, "loss": {"type": "string"}, "lr": _NUM, "samples": _COUNT,
                                     "best_epoch": {"type": ["integer", "null"]},
