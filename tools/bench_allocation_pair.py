@@ -46,9 +46,14 @@ print(json.dumps({"latency": r.report["plan"].get("latency", {}), "source": onnx
 
 def pruned_by(src: Path, model: str, out: str, target: float, threads: int) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]))
+    # run from the output's folder: `python -c` puts the working directory before PYTHONPATH, and a
+    # checkout's own onnxprune/ there would win over --before-src
     done = subprocess.run([sys.executable, "-c", PRUNE, model, out, str(target), str(threads)], env=env,
-                          capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+                          capture_output=True, text=True, check=True, cwd=os.path.dirname(out))
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    if not Path(info["source"]).resolve().is_relative_to(src.resolve()):
+        raise SystemExit(f"pruned with {info['source']}, not the code under {src}")
+    return info
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             for (code, (out, info, prune_load)), t in zip(runs.items(), timings):
                 macs = count_macs(ModelGraph(onnx.load(out))) / macs0
                 latency = info["latency"]
-                print(f"| {name} | {code} | {latency.get('allocation', 'latency ranking')} | {macs:.3f} | "
+                print(f"| {name} | {code} | {latency.get('allocation', 'latency ranking (no choice)')} | {macs:.3f} | "
                       f"{t['latency_ratio']:.3f} | {t['latency_noise']:.3f} | {macs / t['latency_ratio']:.2f} | "
                       f"{prune_load:.1f} pruning, {load:.1f} timing |", flush=True)
     return 0
