@@ -49,7 +49,7 @@ from onnxprune.score.hidden import wanted as hidden_statistics, with_stream_impo
 from onnxprune.select.allocate import PriceAllocator
 from onnxprune.select.costless import sparing
 from onnxprune.select.damage import group_damage
-from onnxprune.select.latency import search_latency
+from onnxprune.select.latency import most_macs, search_latency
 from onnxprune.select.latency_model import LatencyModel, build_latency_model
 from onnxprune.select.coverage import input_encoded_groups
 from onnxprune.select.latency_profile import build_profiled_model
@@ -196,10 +196,12 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.
             chosen = search_ratio(select, fraction, target.value, scores=scores, round_to=options.round_to,
                                   skip=_kept_whole(prep, options), normalize=options.criterion not in COMPARABLE)
         elif target.kind == "latency":
+            allocation, select, kept = _allocation(prep, options, select, scores, latency)
             # recovery changes values, not shapes: candidates are timed unrecovered
             chosen = search_latency(select, latency, target.value, options.threads_capped(), apply_plan,
                                     scores=scores, round_to=options.round_to,
                                     reference=_latency_reference(prep))
+            chosen.options.update(allocation=allocation, allocation_macs_kept=kept)
         elif options.scope in MEASURED:  # the share of channels removed, spent where it does least damage
             chosen = search_ratio(select, lambda p: 1.0 - float(p.removed.mean()), 1.0 - float(target.ratio),
                                   scores=scores, round_to=options.round_to)
@@ -211,6 +213,19 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.
         log.warning("target not met: the closest plan keeps %.3f (target %.3f); frozen channels or width rounding "
                     "limit it (see `onnxprune inspect`)", chosen.options["estimated_kept"], chosen.options["target_kept"])
     return chosen
+
+
+def _allocation(prep: Prepared, options: PruneOptions, select, scores, latency: LatencyModel):
+    """A latency target's global ranking against uniform shares of the same scores, judged on the
+    latency model by the MACs each keeps at the target (select/latency.py, most_macs); other scopes
+    are the user's choice and stay."""
+    if options.scope != "global":
+        return options.scope, select, {}
+    uniform = (lambda share: select_uniform(prep.dep, scores, share, exclude=list(options.exclude),
+                                            round_to=options.round_to, min_channels=options.min_channels,
+                                            skip=_kept_whole(prep, options)))
+    return most_macs({"latency ranking": select, "uniform": uniform}, latency, options.target.value,
+                     scores=scores, round_to=options.round_to)
 
 
 def _latency_model(prep: Prepared, options: PruneOptions) -> LatencyModel:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import test_search
@@ -62,7 +63,7 @@ def latency_from_macs(model, points, folder, rounds, input_shapes):
 @pytest.mark.ray
 def test_ray_front_equals_the_local_front(ray_cluster, tmp_path, monkeypatch):
     monkeypatch.setattr(search_run, "_measure_latency", latency_from_macs)
-    kwargs = {"budget": 2, "data": TEST, "seed": 5, "int8": False}
+    kwargs = {"budget": 2, "data": TEST, "seed": 5, "space": "targets,scopes"}
     local = search(DIGITS, CALIB, tmp_path / "local", workers=LocalExecutor(2), **kwargs)
     executor = RayExecutor("local", 2)
     assert not executor.owned  # joined the fixture's instance, leaves it running
@@ -75,6 +76,20 @@ def test_ray_front_equals_the_local_front(ray_cluster, tmp_path, monkeypatch):
         assert point["quality_name"] == "accuracy" and point["macs"] < 1
         assert filecmp.cmp(tmp_path / "local" / "candidates" / point["model_file"],
                            tmp_path / "ray" / "candidates" / point["model_file"], shallow=False)
+
+
+@pytest.mark.ray
+def test_a_depth_candidate_on_ray_is_the_local_workers_model(ray_cluster, tmp_path):
+    from onnxprune.search.run import evaluate_candidate
+    from test_search_depth import depth_jobs
+
+    calib = tmp_path / "image.npz"
+    np.savez(calib, image=np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32))
+    local, on_ray = depth_jobs(tmp_path, str(calib), ("local", "ray"))
+    assert LocalExecutor(1).run([local], evaluate_candidate) == []
+    assert RayExecutor("local", 2).run([on_ray], evaluate_candidate) == []
+    name = f"{local['spec']['id']}.onnx"
+    assert filecmp.cmp(tmp_path / "local" / name, tmp_path / "ray" / name, shallow=False)
 
 
 @pytest.mark.ray

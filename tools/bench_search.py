@@ -35,7 +35,8 @@ from onnxprune.search import search  # noqa: E402
 from onnxprune.search.executors import LocalExecutor, RayExecutor  # noqa: E402
 
 
-POINT_KEYS = ("label", "latency_ratio", "latency_noise", "latency_ratio_fastest", "latency_rounds", "macs", "params",
+POINT_KEYS = ("label", "depth_removed", "latency_ratio", "latency_noise", "latency_ratio_fastest", "latency_rounds",
+              "macs", "params",
               "quality")
 
 
@@ -112,13 +113,14 @@ def one_run(args, run: str, task: tasks.Task, files: tuple[str, str, str]) -> di
     executor = Timed(executor_for(run))
     try:
         done = search(files[0], files[1], out, budget=args.budget, data=files[2], seed=args.seed,
-                      rounds=args.rounds, workers=executor)
+                      rounds=args.rounds, workers=executor, space=args.space)
     finally:
         executor.close()
     total = time.perf_counter() - start
     folder = out / "candidates"
     by_id = {c["id"]: c for c in done["candidates"]}
     row = {"run": run, "budget": args.budget, "seed": args.seed, "calib_n": args.calib_n,
+           "space": done["settings"]["space"], "depth_levels": done["depth_levels"],
            "fidelity_seconds": round(executor.seconds, 1), "total_seconds": round(total, 1),
            "load_before": [round(x, 1) for x in load_before], "load_after": [round(x, 1) for x in os.getloadavg()],
            "cpus": os.cpu_count(), "front": done["front"], "failed": done["failed"],
@@ -145,7 +147,7 @@ def retime(args, row: dict, task: tasks.Task, files: tuple[str, str, str]) -> di
         path.write_text(json.dumps(point, indent=1))
     load_before = os.getloadavg()
     done = search(files[0], files[1], out, budget=args.budget, data=files[2], seed=args.seed, rounds=args.rounds,
-                  workers=LocalExecutor(1))
+                  workers=LocalExecutor(1), space=row.get("space"))
     by_id = {c["id"]: c for c in done["candidates"]}
     row.update(front=done["front"], timing_noise=done["timing_noise"], tie_width=done["tie_width"],
                retimed={"load_before": [round(x, 1) for x in load_before],
@@ -178,7 +180,7 @@ def report(results: list[dict]) -> None:
     for cid in base["front"]:
         p = base["points"][cid]
         extra = f"  {base['task_metric']['name']} {scores[cid]:.1f}" if cid in scores else ""
-        print(f"  {cid} {p['label']:<24} latency {p['latency_ratio']:.3f}  MACs {p['macs']:.3f}  "
+        print(f"  {cid} {p['label']:<33} latency {p['latency_ratio']:.3f}  MACs {p['macs']:.3f}  "
               f"params {p['params']:.3f}  quality {p['quality']:.4f}{extra}")
 
 
@@ -189,6 +191,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--calib-n", type=int, default=16, help="calibration images")
+    ap.add_argument("--space", help="the search's dimensions (onnxprune search --space; default: all)")
     ap.add_argument("--runs", default="serial,local2,ray2", help="comma-separated: serial, localK, rayK")
     ap.add_argument("--work", default="/tmp/bench_search", help="folder for the data and the searches")
     ap.add_argument("--json", default="search_bench.json", help="results, appended run by run")

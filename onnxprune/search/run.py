@@ -23,7 +23,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import onnx
 
@@ -31,7 +31,8 @@ from onnxprune.errors import BadInputError
 from onnxprune.search.executors import Executor, LocalExecutor
 from onnxprune.search.front import TIE_FLOOR, TIE_K, pareto_front, plot_front, tie_width
 from onnxprune.search.metric import load_metric, score as score_metric
-from onnxprune.search.space import candidates
+from onnxprune.search.depth_levels import depth_levels
+from onnxprune.search.space import candidates, parse_space
 from onnxprune.search.timing import pass_noise, summarize, time_until_quiet
 
 PARETO_SCHEMA = "onnxprune.pareto/1"
@@ -43,24 +44,29 @@ FRONT_RULE = ("latency_ratio: median over rounds of the candidate's time over th
 
 
 def search(model: str, calib: str, out_dir: str | os.PathLike, budget: int = 16, data: str | None = None,
-           workers: int | Executor = 1, seed: int = 0, int8: bool = True, input_shapes: dict | None = None,
-           rounds: int = 40, evaluate: Callable[[dict], dict] | None = None, metric: str | None = None) -> dict:
+           workers: int | Executor = 1, seed: int = 0, space: str | Sequence[str] | None = None,
+           input_shapes: dict | None = None, rounds: int = 40, evaluate: Callable[[dict], dict] | None = None,
+           metric: str | None = None) -> dict:
     """Run (or resume) a search; returns the pareto.json document. `evaluate(job) -> summary` makes
     and scores one candidate in a worker (default `evaluate_candidate`; a picklable function).
     `workers`: that many local worker processes, or an Executor (`RayExecutor` for Ray).
-    `metric`: a user's task metric, `module:function` or `file.py:function` (search/metric.py)."""
+    `space`: the dimensions explored (space.DIMENSIONS, all by default; "targets,scopes" leaves depth
+    and int8 out). `metric`: a user's task metric, `module:function` or `file.py:function` (search/metric.py)."""
     count = workers if isinstance(workers, int) else 1
     if budget < 1 or count < 1 or rounds < 1:
         raise BadInputError(f"search: --budget, --workers and --rounds must be at least 1 "
                             f"(got {budget}, {count}, {rounds})")
     out = Path(out_dir)
+    dimensions = parse_space(space)
     settings = {"model": os.path.abspath(model), "calib": os.path.abspath(calib),
-                "data": os.path.abspath(data) if data else None, "budget": budget, "seed": seed, "int8": int8}
+                "data": os.path.abspath(data) if data else None, "budget": budget, "seed": seed,
+                "space": list(dimensions)}
     if metric:  # found before any work; recorded, so a resumed search scores with the same metric
         load_metric(metric)
         settings["metric"] = metric
     _claim_folder(out, settings)
-    specs = candidates(budget, seed, int8)
+    depths = depth_levels(settings["model"], settings["calib"], input_shapes) if "depth" in dimensions else []
+    specs = candidates(budget, seed, int8="int8" in dimensions, depths=depths, scopes="scopes" in dimensions)
     jobs = [{"model": settings["model"], "calib": settings["calib"], "data": settings["data"], "spec": spec,
              "out": str(out / "candidates"), "input_shapes": input_shapes, "metric": metric} for spec in specs
             if not (out / "candidates" / f"{spec['id']}.json").exists()]
@@ -73,6 +79,7 @@ def search(model: str, calib: str, out_dir: str | os.PathLike, budget: int = 16,
     noise = pass_noise(points)
     front = pareto_front(points, tie=tie_width(noise))
     document = {"schema": PARETO_SCHEMA, "model": settings["model"], "settings": settings,
+                "depth_levels": [{"units": d.units, "macs_kept_at_most": d.macs_kept_most} for d in depths],
                 "front": [p["id"] for p in front], "front_rule": FRONT_RULE, "timing_noise": round(noise, 4),
                 "tie_width": round(tie_width(noise), 4), "candidates": points, "failed": failed}
     if metric:
@@ -97,7 +104,7 @@ def _claim_folder(out: Path, settings: dict) -> None:
             before = None
         if before != settings:
             raise BadInputError(f"{out}: holds a search with other settings ({recorded}); resume it with the same "
-                                f"model, data, --budget, --seed and --int8, or give a new -o folder")
+                                f"model, data, --budget, --seed and --space, or give a new -o folder")
     else:
         _write_json(recorded, settings)
 
@@ -130,6 +137,8 @@ def evaluate_candidate(job: dict) -> dict:
                "fidelity": fidelity, "quality": accuracy if accuracy is not None else worst_output(fidelity)[1],
                "quality_name": "accuracy" if accuracy is not None else "cosine (worst output or part)",
                "plan": result.report.get("plan", {}).get("per_group", [])}
+    if "depth" in result.report:  # the residual units this candidate's depth stage removed
+        summary["depth_removed"] = [row["name"] for row in result.report["depth"]["removed"]]
     save_model_atomic(model, folder / summary["model_file"], force=True)
     if job.get("metric"):  # the user's task metric ranks the front instead
         summary["quality"] = score_metric(job["metric"], str(folder / summary["model_file"]))

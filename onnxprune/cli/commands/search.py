@@ -21,6 +21,9 @@ def add_parser(sub) -> None:
                                                     "one with --workers CPUs); needs pip install 'onnxprune[ray]'")
     p.add_argument("--metric", metavar="MODULE:FUNC", help="your task metric: a function of an .onnx path "
                    "returning one number, higher is better (module:function or file.py:function); ranks the front")
+    p.add_argument("--space", metavar="DIMS", help="dimensions to explore, comma-separated, of targets,scopes,"
+                   "depth,int8 (default: all; depth = residual units removed before width pruning, where the "
+                   "model has any)")
     p.add_argument("--no-int8", action="store_true", help="leave int8 quantization out of the search")
     p.add_argument("--rounds", type=int, default=40,
                    help="rounds of the latency pass, each timing dense and every candidate once (default 40)")
@@ -36,16 +39,18 @@ def run(args) -> int:
     from onnxprune.errors import BadInputError
     from onnxprune.search import search
     from onnxprune.search.executors import make_executor
+    from onnxprune.search.space import parse_space
 
     if os.path.isfile(args.output):
         raise BadInputError(f"-o {args.output}: is a file; search writes a folder of candidates")
     cpus = os.cpu_count() or 1
     if args.workers > cpus:
         raise BadInputError(f"--workers {args.workers}: this machine has {cpus} cores")
+    space = [d for d in parse_space(args.space) if not (args.no_int8 and d == "int8")]
     executor = make_executor(args.ray, args.workers)  # imports ray only for --ray
     try:
         done = search(args.model, args.calib, args.output, budget=args.budget, data=args.data,
-                      workers=executor, seed=args.seed, int8=not args.no_int8,
+                      workers=executor, seed=args.seed, space=space,
                       input_shapes=parse_shapes(args.input_shape), rounds=args.rounds, metric=args.metric)
     finally:
         executor.close()
@@ -55,7 +60,7 @@ def run(args) -> int:
               f"({os.path.join(args.output, 'pareto.json')}):")
         for cid in done["front"]:
             c = by_id[cid]
-            print(f"  {cid}  {c['label']:<24} latency {c['latency_ratio']:.3f}  MACs {c['macs']:.3f}  "
+            print(f"  {cid}  {c['label']:<33} latency {c['latency_ratio']:.3f}  MACs {c['macs']:.3f}  "
                   f"{c['quality_name']} {c['quality']:.4f}")
         for failure in done["failed"]:
             print(f"  {failure['id']} failed twice: {failure['error']}")

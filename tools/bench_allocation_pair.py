@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""`--target-latency` before and after a change, timed in one interleaved pass against dense.
+
+    python tools/bench_allocation_pair.py --before-src /tmp/before --models light_densenet121,nudenet_320n
+
+For each model, `onnxprune.prune(..., target_latency=T)` runs twice in subprocesses (l2, global
+scope, no data, no recovery, --threads: the settings of tools/bench_latency_efficiency.py): once
+with the onnxprune source tree at --before-src first on PYTHONPATH (e.g. `git archive REV onnxprune
+| tar -x -C DIR`), once with this checkout's. The dense model and both pruned models are then timed
+in ONE interleaved pass (onnxprune/search/timing.py: each round runs all three in a shuffled order,
+median of per-round ratios, more rounds while the noise is above 0.01), so both sides meet the same
+load. Efficiency = MACs kept / latency kept. The load average is printed next to every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import onnx  # noqa: E402
+
+from bench_target_latency import make_session  # noqa: E402
+from onnxprune.graph.cost import count_macs  # noqa: E402
+from onnxprune.graph.model_graph import ModelGraph  # noqa: E402
+from onnxprune.load import zoo  # noqa: E402
+from onnxprune.load.data import synthetic_dataset  # noqa: E402
+from onnxprune.load.runtime import session  # noqa: E402
+from onnxprune.search.timing import summarize, time_until_quiet  # noqa: E402
+
+PRUNE = """
+import json, sys, onnxprune
+r = onnxprune.prune(sys.argv[1], criterion="l2", scope="global", recover="none", bench_rounds=0,
+                    threads=int(sys.argv[4]), target_latency=float(sys.argv[3]))
+r.save(sys.argv[2], force=True)
+print(json.dumps({"latency": r.report["plan"].get("latency", {}), "source": onnxprune.__file__}))
+"""
+
+
+def pruned_by(src: Path, model: str, out: str, target: float, threads: int) -> dict:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]))
+    # run from the output's folder: `python -c` puts the working directory before PYTHONPATH, and a
+    # checkout's own onnxprune/ there would win over --before-src
+    done = subprocess.run([sys.executable, "-c", PRUNE, model, out, str(target), str(threads)], env=env,
+                          capture_output=True, text=True, check=True, cwd=os.path.dirname(out))
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    if not Path(info["source"]).resolve().is_relative_to(src.resolve()):
+        raise SystemExit(f"pruned with {info['source']}, not the code under {src}")
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--before-src", required=True, help="a folder holding the previous onnxprune/ package")
+    ap.add_argument("--models", default="light_densenet121,nudenet_320n")
+    ap.add_argument("--target", type=float, default=0.5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=40)
+    args = ap.parse_args(argv)
+    print("| model | code | allocation | MACs kept | latency (one pass) | noise | efficiency | load (1 min) |")
+    print("|---|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            path = str(zoo.fetch(name))
+            dense = onnx.load(path)
+            macs0 = count_macs(ModelGraph(dense))
+            runs = {}
+            for code, src in (("before", Path(args.before_src)), ("after", ROOT)):
+                out = os.path.join(tmp, f"{name}-{code}.onnx")
+                runs[code] = (out, pruned_by(src, path, out, args.target, args.threads), os.getloadavg()[0])
+            sessions = [make_session(dense, args.threads)] + [make_session(onnx.load(o), args.threads)
+                                                               for o, _, _ in runs.values()]
+            feed = next(synthetic_dataset(session(dense), ModelGraph(dense).input_shapes, samples=1).batches(1))
+            load = os.getloadavg()[0]
+            timings = summarize(time_until_quiet(sessions, feed, args.rounds))
+            load = max(load, os.getloadavg()[0])
+            for (code, (out, info, prune_load)), t in zip(runs.items(), timings):
+                macs = count_macs(ModelGraph(onnx.load(out))) / macs0
+                latency = info["latency"]
+                print(f"| {name} | {code} | {latency.get('allocation', 'latency ranking (no choice)')} | {macs:.3f} | "
+                      f"{t['latency_ratio']:.3f} | {t['latency_noise']:.3f} | {macs / t['latency_ratio']:.2f} | "
+                      f"{prune_load:.1f} pruning, {load:.1f} timing |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
