@@ -66,14 +66,14 @@ def pruned(name: str, case, macs: float, work: Path, start: str = "default", cal
     return result.model, seconds
 
 
-DISTILL = {"mse": "mse", "bal": "balanced", "kl": "kl"}  # variant suffix -> TrainSettings.distill
+DISTILL = {"mse": "mse", "bal": "balanced", "kl": "kl", "det": "detect"}  # variant suffix -> TrainSettings.distill
 
 
 def variant(spec: str) -> dict:
-    """"RATE[+featW][+probs][+aug][+mse|+bal|+kl][+tT][+bB][+last]": probs distills the output probabilities (the
-    old default), not the logits a final Softmax reads; aug adds flip, crop and scale jitter; mse distills by
+    """"RATE[+featW][+probs][+aug][+mse|+bal|+det|+kl][+tT][+bB][+last]": probs distills the output probabilities
+    (the old default), not the logits a final Softmax reads; aug adds flip, crop and scale jitter; mse distills by
     squared error (outputs that are not class scores: a detector's boxes), bal by squared error balanced per
-    channel (recover/distill_weights.py), kl by KL; none of the three: the library's default; tT the distillation
+    channel (recover/distill_weights.py), det by the detect loss (autodiff/detect_loss.py), kl by KL; none of the three: the library's default; tT the distillation
     temperature T (default 2); bB batch B instead of --batch; last keeps the last epoch, not the best held-out one;
     agree keeps the epoch of best held-out top-1 agreement with the teacher."""
     rate, *extras = spec.split("+")
@@ -104,6 +104,7 @@ class EpochScores:
             original(loop)
             weights = {n: loop.params.values[n] for n in loop.params.names}
             self.scores.append(round(self.score(write_weights(self.model, weights)), 2))
+            print(f"epoch {len(self.scores)}: task score {self.scores[-1]}", flush=True)
         trainloop.Loop._save = save_and_score
         return self
 
