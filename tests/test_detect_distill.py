@@ -109,3 +109,17 @@ def test_training_with_it_improves_the_confident_scores_more_than_plain_squared_
     assert runs["detect"].distill == "detect"
     assert after["detect"] < 0.85 * before  # the shared hidden layer serves the scores too ...
     assert after["detect"] < 0.85 * after["mse"], after  # ... where squared error spends it on the pixels
+
+
+def test_the_cli_trains_with_distill_detect(tmp_path, capsys):
+    from onnxprune.cli.main import main
+    student, teacher, data, out = (tmp_path / n for n in ("student.onnx", "teacher.onnx", "data.npz", "out.onnx"))
+    onnx.save(head(W1[:, :4], W2[:4]), str(student))
+    onnx.save(TEACHER, str(teacher))
+    np.savez(data, x=X[:128])
+    flags = ["--epochs", "2", "--lr", "1e-2", "--batch-size", "32", "--threads", "1"]
+    assert main(["finetune", str(student), "--teacher", str(teacher), "--data", str(data), "-o", str(out), *flags,
+                 "--distill", "detect"]) == 0
+    trained = onnx.load(str(out))
+    assert outputs(trained).shape == outputs(TEACHER).shape
+    assert "(distill detect)" in capsys.readouterr().out
