@@ -27,19 +27,24 @@ DETECT_SAMPLES = 64     # samples the parts and scales are measured on
 SCALE_FLOOR = 1e-6      # a part's scale is at least this share of its trivial error
 
 
+def _parts_and_scores(t: np.ndarray) -> tuple[int, list, np.ndarray]:
+    """(row axis, parts, which parts hold scores in [0, 1]) of a batch-first teacher output."""
+    axis, var = channel_axis(t)
+    found = parts({"out": np.sqrt(var)})
+    score = np.asarray([np.take(t, idx, axis=axis).min() >= 0.0 and np.take(t, idx, axis=axis).max() <= 1.0
+                        for _, idx in found], dtype=bool)
+    return axis, found, score
+
+
 def spec_from_outputs(student_out: np.ndarray, teacher_out: np.ndarray) -> DetectSpec:
     """Parts, score parts and scales of a batch-first output (module docstring)."""
     t = np.asarray(teacher_out, dtype=np.float64)
     if t.ndim < 2:
         raise BadInputError("the detect distillation loss needs an output with a row axis (rank >= 2)")
-    axis, var = channel_axis(t)
-    found = parts({"out": np.sqrt(var)})
-    rows = np.zeros(len(var), dtype=np.int64)
-    score = np.zeros(len(found), dtype=bool)
+    axis, found, score = _parts_and_scores(t)
+    rows = np.zeros(t.shape[axis], dtype=np.int64)
     for p, (_, idx) in enumerate(found):
         rows[idx] = p
-        values = np.take(t, idx, axis=axis)
-        score[p] = values.min() >= 0.0 and values.max() <= 1.0
     plain = DetectSpec(axis, rows, score, np.ones(len(found)))
     start = part_terms(student_out, t, plain)
     trivial = part_terms(np.broadcast_to(t.mean(axis=tuple(i for i in range(t.ndim) if i != axis), keepdims=True),
