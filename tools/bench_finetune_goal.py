@@ -113,8 +113,10 @@ class EpochScores:
         trainloop.Loop._save = self.saved
 
 
-def run_variant(model, case, spec: str, epochs: int, batch: int, score_epochs: bool = False) -> dict:
-    """The same as `prune --finetune` (stages.finetune_model) with the variant's settings."""
+def run_variant(model, case, spec: str, epochs: int, batch: int, score_epochs: bool = False,
+                save: Path | None = None) -> dict:
+    """The same as `prune --finetune` (stages.finetune_model) with the variant's settings; `save`: a folder
+    the trained model is written to (VARIANT.onnx, for tools/diag_output_parts.py and the like)."""
     dense, _, train, score, _ = case
     v = {"batch_size": batch, **variant(spec)}
     started = time.perf_counter()
@@ -122,6 +124,9 @@ def run_variant(model, case, spec: str, epochs: int, batch: int, score_epochs: b
         res = finetune(model, train, epochs, teacher=dense, progress=False, **v)
     trained, info = res.model, {"history": res.history, "lr": res.lr, "best_epoch": res.best_epoch}
     seconds = round(time.perf_counter() - started, 1)
+    if save is not None:
+        save.mkdir(parents=True, exist_ok=True)
+        onnx.save(trained, str(save / f"{spec.replace('+', '_')}.onnx"))
     trials = info["history"][0].get("lr_trials")
     return {"variant": spec, "score": round(score(trained), 2), "finetune_s": seconds, "lr": info["lr"],
             "load_1min": round(os.getloadavg()[0], 1),
@@ -183,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--score-epochs", action="store_true", help="score every epoch's weights on the task too "
                     "(epoch_scores: epochs 1..E; epoch 0 is the pruned score), to judge epoch-selection rules")
     ap.add_argument("--work", default="/tmp/ft_goal", help="pruned models are cached here")
+    ap.add_argument("--save", metavar="DIR", help="write each variant's trained model here (VARIANT.onnx)")
     ap.add_argument("--json", help="append every figure here (one JSON line per model)")
     ap.add_argument("--table", metavar="RUNS.jsonl", help="only print the Markdown table of the runs in this file")
     a = ap.parse_args(argv)
@@ -213,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "calib_n": a.calib_n, "eval_n": a.eval_n, "load": os.getloadavg()[0], "dense": dense_score,
                                 "pruned": pruned_score, "prune_s": prune_s, "rows": []}) + "\n")
     for spec in ([] if a.variants == "none" else a.variants.split(",")):
-        row = run_variant(model, case, spec, a.epochs, a.batch, a.score_epochs)
+        row = run_variant(model, case, spec, a.epochs, a.batch, a.score_epochs, Path(a.save) if a.save else None)
         rows.append(row)
         print(json.dumps(row), flush=True)
         if a.json:  # each variant as it finishes: a killed run keeps the ones done
