@@ -195,7 +195,7 @@ class PruneOptions:
         return min(self.threads, os.cpu_count() or 1)
 
 
-DISTILL_LOSSES = ("kl", "mse", "balanced", "auto")  # TrainSettings.distill
+DISTILL_LOSSES = ("kl", "mse", "balanced", "detect", "auto")  # TrainSettings.distill
 EPOCH_SELECTIONS = ("fidelity", "agreement")       # TrainSettings.select
 
 

@@ -66,14 +66,14 @@ def pruned(name: str, case, macs: float, work: Path, start: str = "default", cal
     return result.model, seconds
 
 
-DISTILL = {"mse": "mse", "bal": "balanced", "kl": "kl"}  # variant suffix -> TrainSettings.distill
+DISTILL = {"mse": "mse", "bal": "balanced", "kl": "kl", "det": "detect"}  # variant suffix -> TrainSettings.distill
 
 
 def variant(spec: str) -> dict:
-    """"RATE[+featW][+probs][+aug][+mse|+bal|+kl][+tT][+bB][+last]": probs distills the output probabilities (the
-    old default), not the logits a final Softmax reads; aug adds flip, crop and scale jitter; mse distills by
+    """"RATE[+featW][+probs][+aug][+mse|+bal|+det|+kl][+tT][+bB][+last]": probs distills the output probabilities
+    (the old default), not the logits a final Softmax reads; aug adds flip, crop and scale jitter; mse distills by
     squared error (outputs that are not class scores: a detector's boxes), bal by squared error balanced per
-    channel (recover/distill_weights.py), kl by KL; none of the three: the library's default; tT the distillation
+    channel (recover/distill_weights.py), det by the detect loss (autodiff/detect_loss.py), kl by KL; none of the three: the library's default; tT the distillation
     temperature T (default 2); bB batch B instead of --batch; last keeps the last epoch, not the best held-out one;
     agree keeps the epoch of best held-out top-1 agreement with the teacher."""
     rate, *extras = spec.split("+")
@@ -104,6 +104,7 @@ class EpochScores:
             original(loop)
             weights = {n: loop.params.values[n] for n in loop.params.names}
             self.scores.append(round(self.score(write_weights(self.model, weights)), 2))
+            print(f"epoch {len(self.scores)}: task score {self.scores[-1]}", flush=True)
         trainloop.Loop._save = save_and_score
         return self
 
@@ -112,8 +113,10 @@ class EpochScores:
         trainloop.Loop._save = self.saved
 
 
-def run_variant(model, case, spec: str, epochs: int, batch: int, score_epochs: bool = False) -> dict:
-    """The same as `prune --finetune` (stages.finetune_model) with the variant's settings."""
+def run_variant(model, case, spec: str, epochs: int, batch: int, score_epochs: bool = False,
+                save: Path | None = None) -> dict:
+    """The same as `prune --finetune` (stages.finetune_model) with the variant's settings; `save`: a folder
+    the trained model is written to (VARIANT.onnx, for tools/diag_output_parts.py and the like)."""
     dense, _, train, score, _ = case
     v = {"batch_size": batch, **variant(spec)}
     started = time.perf_counter()
@@ -121,6 +124,9 @@ def run_variant(model, case, spec: str, epochs: int, batch: int, score_epochs: b
         res = finetune(model, train, epochs, teacher=dense, progress=False, **v)
     trained, info = res.model, {"history": res.history, "lr": res.lr, "best_epoch": res.best_epoch}
     seconds = round(time.perf_counter() - started, 1)
+    if save is not None:
+        save.mkdir(parents=True, exist_ok=True)
+        onnx.save(trained, str(save / f"{spec.replace('+', '_')}.onnx"))
     trials = info["history"][0].get("lr_trials")
     return {"variant": spec, "score": round(score(trained), 2), "finetune_s": seconds, "lr": info["lr"],
             "load_1min": round(os.getloadavg()[0], 1),
@@ -182,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--score-epochs", action="store_true", help="score every epoch's weights on the task too "
                     "(epoch_scores: epochs 1..E; epoch 0 is the pruned score), to judge epoch-selection rules")
     ap.add_argument("--work", default="/tmp/ft_goal", help="pruned models are cached here")
+    ap.add_argument("--save", metavar="DIR", help="write each variant's trained model here (VARIANT.onnx)")
     ap.add_argument("--json", help="append every figure here (one JSON line per model)")
     ap.add_argument("--table", metavar="RUNS.jsonl", help="only print the Markdown table of the runs in this file")
     a = ap.parse_args(argv)
@@ -212,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                                 "calib_n": a.calib_n, "eval_n": a.eval_n, "load": os.getloadavg()[0], "dense": dense_score,
                                 "pruned": pruned_score, "prune_s": prune_s, "rows": []}) + "\n")
     for spec in ([] if a.variants == "none" else a.variants.split(",")):
-        row = run_variant(model, case, spec, a.epochs, a.batch, a.score_epochs)
+        row = run_variant(model, case, spec, a.epochs, a.batch, a.score_epochs, Path(a.save) if a.save else None)
         rows.append(row)
         print(json.dumps(row), flush=True)
         if a.json:  # each variant as it finishes: a killed run keeps the ones done

@@ -60,7 +60,8 @@ def build_training_graph(model: onnx.ModelProto | str | os.PathLike, trainable: 
     differentiable op and affects the loss; weights upstream of an op without a gradient rule are
     reported in `frozen` instead. `loss` is "cross_entropy" (int64 labels), "mse" (float targets)
     or "distill" (teacher logits; `distill`="kl" with `temperature`, "mse" on the logits, or "balanced":
-    squared error weighted per element by `balance`, see recover/distill_weights.py).
+    squared error weighted per element by `balance`, see recover/distill_weights.py; "detect": `balance` is
+    a DetectSpec, see autodiff/detect_loss.py).
     `features` = (tensor names, weight) adds intermediate-feature terms (autodiff/feature_loss.py): the
     teacher's values of those tensors become inputs named in `feature_targets`.
     """
@@ -95,7 +96,7 @@ def build_training_graph(model: onnx.ModelProto | str | os.PathLike, trainable: 
     blocked = {g.nodes[i].name: reason for i, reason in found.blocked.items()}
     return TrainingGraph(built, list(g.inputs), found.trainable, grads, found.frozen, head.target.name, head.loss,
                          output, loss, blocked, (time.perf_counter() - start) * 1e3, summary, terms.targets,
-                         balance if distill == "balanced" else None)
+                         balance if distill in ("balanced", "detect") else None)
 
 
 def _load(model) -> onnx.ModelProto:

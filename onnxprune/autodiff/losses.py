@@ -14,9 +14,10 @@ from onnx import helper
 
 from onnxprune.errors import BadInputError
 from onnxprune.autodiff.context import GradContext
+from onnxprune.autodiff.detect_loss import emit_detect, numpy_detect_loss
 
 LOSSES = ("cross_entropy", "mse", "distill")
-DISTILL_MODES = ("kl", "mse", "balanced")
+DISTILL_MODES = ("kl", "mse", "balanced", "detect")
 
 
 @dataclass
@@ -46,6 +47,10 @@ def emit_loss(ctx: GradContext, kind: str, logits: str, *, temperature: float = 
         if balance is None:
             raise BadInputError("the balanced distillation loss needs per-channel weights (balance)")
         return _mse(ctx, logits, target, info, np.asarray(balance, dtype=ctx.np_dtype(logits)))
+    if kind == "distill" and distill == "detect":  # `balance` is a DetectSpec (autodiff/detect_loss.py)
+        if balance is None:
+            raise BadInputError("the detect distillation loss needs its output parts (a DetectSpec as balance)")
+        return LossHead(*emit_detect(ctx, logits, target, balance), info)
     if kind == "mse" or distill == "mse":
         return _mse(ctx, logits, target, info)
     return _kl(ctx, logits, target, info, float(temperature))
@@ -105,6 +110,8 @@ def numpy_loss(kind: str, logits: np.ndarray, target: np.ndarray, temperature: f
                label_smoothing: float = 0.0, balance: np.ndarray | None = None) -> float:
     """The same loss heads in float64 numpy (finite-difference checks, validation loss)."""
     y = np.asarray(logits, dtype=np.float64)
+    if kind == "distill" and distill == "detect":
+        return numpy_detect_loss(y, target, balance)
     if kind == "distill" and distill == "balanced":
         return float(np.mean(np.asarray(balance, dtype=np.float64) * (y - target) ** 2))
     if kind == "mse" or (kind == "distill" and distill == "mse"):

@@ -52,7 +52,9 @@ def add_distill_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distill", choices=DISTILL_LOSSES, default="kl",
                    help="distillation loss: kl (default: KL at temperature 2, on the logits a final Softmax reads); "
                         "mse: squared error on the outputs; balanced: squared error with each output channel weighted "
-                        "by one over its variance (detectors mixing pixel boxes and scores); auto: balanced when the "
+                        "by one over its variance (detectors mixing pixel boxes and scores); detect: binary KL on the score "
+                        "rows, boxes weighted by the teacher's confidence per anchor, each part scaled to weigh alike "
+                        "(YOLO-style heads); auto: balanced when the "
                         "output looks like a detector's, else kl")
     p.add_argument("--select", choices=EPOCH_SELECTIONS, default="fidelity",
                    help="the epoch kept (epoch 0 included): fidelity (default): lowest held-out distillation loss; "

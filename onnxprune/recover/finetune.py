@@ -27,6 +27,7 @@ from onnxprune.autodiff.optim import AdamW, FlatParams, SGD, make_optimizer
 from onnxprune.autodiff.runner import Forward, TrainStep
 from onnxprune.autodiff.lr_schedule import cosine, step_decay
 from onnxprune.autodiff.weights import read_weights, write_weights
+from onnxprune.recover.detect_distill import detect_spec
 from onnxprune.recover.distill_weights import BALANCE_SAMPLES, balance_weights, spread, unbalanced
 from onnxprune.recover.batch_view import batch_view
 from onnxprune.recover.logits import logits_views
@@ -71,7 +72,8 @@ class TrainSettings:
     warmup_steps: int = 0
     trainable: tuple[str, ...] | None = None
     temperature: float = 2.0
-    distill: str = "kl"               # "kl", "mse", "balanced" (recover/distill_weights.py) or "auto" (_distill_mode)
+    distill: str = "kl"               # "kl", "mse", "balanced" (recover/distill_weights.py), "detect"
+    #                                   (recover/detect_distill.py) or "auto" (_distill_mode)
     label_smoothing: float = 0.0
     output: str | None = None
     seed: int = 0
@@ -127,6 +129,8 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
         on_logits = output != s.output
     distill, balance = _distill_mode(s.distill, teacher_model if loss == "distill" else None, output, data,
                                      batchable, on_logits, s.threads)
+    if distill == "detect" and loss == "distill" and teacher_model is not None:  # recover/detect_distill.py
+        balance = detect_spec(model, teacher_model, output, data, batchable, s.threads)
     s = replace(s, distill=distill)
     points, slices = _feature_points(model, teacher_model, data, s, batchable and loss == "distill")
     tg = build_training_graph(model, s.trainable, loss, output=output, input_shapes=shapes,
