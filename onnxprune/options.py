@@ -138,7 +138,7 @@ class PruneOptions:
     input_shapes: Mapping[str, tuple[int, ...]] | None = None
     calib_limit: int | None = None
     calib_views: int | None = None  # views of each calibration sample (load/views.py); None: by target
-    calib_view_kinds: tuple[str, ...] = ()  # crop, scale, flip, mix; empty: load/views.DEFAULT_KINDS (mix)
+    calib_view_kinds: tuple[str, ...] = ()  # crop, scale, flip, mix, splice; empty: load/views.DEFAULT_KINDS (mix)
     calib_views_for: str = "all"  # what sees the views: everything, or only recovery (scoring sees the samples)
     bench_rounds: int = 20
     threads: int = 0

@@ -71,6 +71,30 @@ def test_discrete_inputs_and_one_hot_codes_are_untouched():
     assert calibration_views(only_tokens, 4, KINDS) is only_tokens  # copies would add nothing
 
 
+def test_splice_takes_one_span_of_the_last_axis_from_a_partner_in_every_input():
+    n, length = 6, 64
+    ids = (np.arange(n)[:, None, None] * 100 + np.arange(length)).astype(np.int64)  # (6, 1, 64): sample*100 + pos
+    mask = np.ones((n, 1, length), np.int64)
+    mask[1, 0, 40:] = 0  # sample 1 is padded: its mask travels with its ids
+    short = np.arange(n, dtype=np.int64)[:, None, None] + np.zeros((1, 1, 2), np.int64)  # (6, 1, 2): no sequence
+    data = calibration_views(Dataset({"ids": ids, "mask": mask, "len": short}), 3, ("splice",), seed=0)
+    assert data is not None and len(data) == 3 * n
+    got = data.batch(0, 3 * n)
+    assert got["ids"].dtype == np.int64 and np.array_equal(got["ids"][:n], ids[:, 0])  # view 0: the samples
+    assert np.array_equal(got["len"], np.tile(short[:, 0], (3, 1)))  # too short to splice: untouched
+    for i in range(n, 3 * n):
+        own, row = i % n, got["ids"][i]
+        sample, pos = row // 100, row % 100
+        assert np.array_equal(pos, np.arange(length))  # every position keeps its place
+        taken = np.flatnonzero(sample != own)
+        assert 0.1 * length - 1 <= len(taken) <= 0.5 * length + 1  # one span of 10-50% of the axis
+        assert np.array_equal(taken, np.arange(taken[0], taken[-1] + 1))  # contiguous
+        partner = int(sample[taken[0]])
+        assert np.all(sample[taken] == partner) and partner != own
+        assert np.array_equal(got["mask"][i], np.where(sample == own, mask[own, 0], mask[partner, 0]))
+    assert not np.array_equal(ViewRows(ids, 3, ("splice",), 0)[np.arange(18)], ViewRows(ids, 3, ("splice",), 1)[np.arange(18)])
+
+
 def test_views_read_only_the_rows_a_batch_needs():
     base = CountingRows(_images(8))
     views = ViewRows(base, 4, KINDS, seed=0)

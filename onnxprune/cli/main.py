@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "sample (the sample, then blends of it with another; made a batch at a time; default with --calib: "
                          "4 at targets keeping 0.7 of the MACs or less, else 1)")
     pr.add_argument("--calib-view-kinds", default=None, metavar="KINDS",
-                    help="what the views vary: crop, scale, flip, mix, comma-separated (default mix)")
+                    help="what the views vary: crop, scale, flip, mix (float inputs), splice (integer inputs), comma-separated (default mix)")
     pr.add_argument("--data", metavar="DATA.npz", help="held-out data for the fidelity/accuracy report (default: --calib)")
     add_image_flags(pr)
     pr.add_argument("--round-to", type=int, default=None, help="keep widths a multiple of N (default 8)")
