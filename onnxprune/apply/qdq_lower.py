@@ -87,9 +87,12 @@ def _bias_scale(scale: np.ndarray, weight: tuple[np.ndarray, np.ndarray] | None,
         return scale
     if input_scale is not None and input_scale.size == 1:
         product = (input_scale.astype(scale.dtype).reshape(()) * before).astype(scale.dtype)
-        if np.array_equal(product, scale):
+        if product.shape == scale.shape and np.array_equal(product, scale):
             return (input_scale.astype(scale.dtype).reshape(()) * after).astype(scale.dtype)
-    return (scale * (after / before)).astype(scale.dtype)
+    ratio = (after.astype(np.float64) / before.astype(np.float64))
+    if ratio.shape != np.shape(scale):  # one bias scale for channels that grew apart: the largest factor
+        ratio = np.full(np.shape(scale), ratio.max())
+    return (scale * ratio).astype(scale.dtype)
 
 
 def _added_biases(model: onnx.ModelProto, lifted: dict[str, QuantParams],
@@ -116,8 +119,7 @@ def _added_biases(model: onnx.ModelProto, lifted: dict[str, QuantParams],
             continue
         x_scale = scale_of.get(node.input[0])
         if x_scale is None or x_scale.size != 1:
-            log.warning("node %s: a re-solved float bias stays float (its input's scale is unknown)", node.name)
-            continue
+            continue  # a float activation (weight-only quantization): the node runs in float anyway
         w_scale = scales[node.input[w]][1]
         b_scale = (x_scale.astype(np.float32).reshape(()) * w_scale.astype(np.float32)).astype(np.float32)
         axis = 0 if b_scale.ndim == 1 and b_scale.size > 1 else None
