@@ -207,3 +207,15 @@ def test_per_tensor_scale_round_trips():
     back = lower(lifted_model, lifted, lambda tensor, axis: None)
     w = next(t for t in back.graph.initializer if t.name == "w_q")
     assert np.array_equal(numpy_helper.to_array(w), np.arange(-8, 8, dtype=np.int8).reshape(4, 1, 2, 2))
+
+
+def test_integers_at_the_type_minimum_round_trip():
+    """A quantizer that used -128 (full int8 range, zero point 0): lowering keeps it, scale unchanged."""
+    model = _dq_model(scale_from_input=False)
+    w = next(t for t in model.graph.initializer if t.name == "w_q")
+    values = np.array([-128, 127, 5, -3] * 4, dtype=np.int8).reshape(4, 1, 2, 2)
+    w.CopyFrom(numpy_helper.from_array(values, "w_q"))
+    lifted_model, lifted = lift(model)
+    back = lower(lifted_model, lifted, lambda tensor, axis: None)
+    inits = {t.name: numpy_helper.to_array(t) for t in back.graph.initializer}
+    assert np.array_equal(inits["w_q"], values) and inits["s"] == np.float32(0.1)

@@ -76,7 +76,7 @@ def _params(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto],
     elif scale.size != 1:
         return None
     qp = QuantParams(node.output[0], x, s, z or None, q.dtype, axis, scale, zero, node.name,
-                     [a for a in node.attribute], node.domain)
+                     [a for a in node.attribute], node.domain, bool(q.size and q.min() == np.iinfo(q.dtype).min))
     return qp, dequantize(q, scale, zero, axis)
 
 

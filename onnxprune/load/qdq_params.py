@@ -30,6 +30,8 @@ class QuantParams:
     node_name: str = ""
     attributes: list[onnx.AttributeProto] = field(default_factory=list)
     domain: str = ""
+    full_range: bool = False  # the integers reach the type's minimum (-128 for int8): allowed again
+
 
     def channels(self, kept: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """The scale and zero point of the kept channels (all of them for a per-tensor scheme)."""
@@ -38,11 +40,12 @@ class QuantParams:
         return self.scale[kept], self.zero_point[kept]
 
 
-def int_range(dtype: np.dtype, zero_point: np.ndarray) -> tuple[int, int]:
+def int_range(dtype: np.dtype, zero_point: np.ndarray, full_range: bool = False) -> tuple[int, int]:
     """The integers a weight may take. Signed with zero points all 0 is ORT's symmetric scheme:
-    [-127, 127] for int8, so -128 is never introduced where the quantizer avoided it."""
+    [-127, 127] for int8, so -128 is never introduced where the quantizer avoided it (unless the
+    original integers used it: `full_range`)."""
     info = np.iinfo(dtype)
-    if info.min < 0 and not np.any(zero_point):
+    if info.min < 0 and not np.any(zero_point) and not full_range:
         return -info.max, info.max
     return int(info.min), int(info.max)
 
@@ -55,11 +58,11 @@ def dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: i
 
 
 def quantize(w: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: int | None,
-             dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+             dtype: np.dtype, full_range: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """`w` as integers of `dtype` with the given scheme, and the scale used: each channel's scale is
     kept where its values fit the integer range and grown just enough where they do not
     (scale' = max(scale, |w| / qmax)), so re-solved weights are never clipped."""
-    lo, hi = int_range(dtype, zero_point)
+    lo, hi = int_range(dtype, zero_point, full_range)
     scale = _grown(w, scale, zero_point, axis, lo, hi)
     s, z = _along(scale, axis, w.ndim), _along(zero_point, axis, w.ndim)
     q = np.rint(w.astype(np.float64) / s.astype(np.float64)) + z.astype(np.float64)
