@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import logging
 import sys
 import tempfile
 import warnings
@@ -73,6 +74,8 @@ def main() -> int:
     ap.add_argument("--calib-n", type=int, default=32)
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("onnxprune.qdq").setLevel(logging.INFO)  # how many channel scales grew (apply/qdq_lower.py)
     import onnxprune
     import tasks
 

@@ -20,7 +20,7 @@ from onnx import numpy_helper
 from onnxprune.load.external import is_bound, read
 from onnxprune.load.qdq_params import QuantParams, quantize
 
-log = logging.getLogger("onnxprune")
+log = logging.getLogger("onnxprune.qdq")
 Kept = Callable[[str, int], "np.ndarray | None"]  # (tensor, axis) -> kept indices, None: all
 _WEIGHTED = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2)}  # op -> (weight input, bias input)
 
@@ -52,8 +52,10 @@ def lower(model: onnx.ModelProto, lifted: dict[str, QuantParams], kept: Kept) ->
         nodes[-1].attribute.extend(qp.attributes)
     for i, node in enumerate(nodes):  # their inputs are initializers: first in topological order
         model.graph.node.insert(i, node)
-    grown = sum(int(np.sum(np.asarray(after) != np.asarray(before))) for before, after in scales.values())
-    log.info("QDQ: %d weights re-quantized; %d channel scales grown to fit re-solved values", len(scales), grown)
+    weights = [pair for name, pair in scales.items() if name not in biases]
+    grown = sum(int(np.sum(np.asarray(after) != np.asarray(before))) for before, after in weights)
+    log.info("QDQ: %d weights and %d biases re-quantized; %d of %d weight scales grown to fit re-solved values",
+             len(weights), len(scales) - len(weights), grown, sum(np.size(after) for _, after in weights))
     _added_biases(model, lifted, scales)
     return model
 
