@@ -45,7 +45,8 @@ def differentiable_inputs(ctx: GradContext, node: Node, rule: Rule | None) -> li
     if node.op in NO_GRADIENT and node.proto.domain in ("", "ai.onnx"):
         return []
     slots = rule.slots(node) if rule else [i for i, t in enumerate(node.inputs) if t]
-    return [i for i in slots if ctx.is_float(node.inputs[i])]
+    straight = rule is not None and rule.straight  # DequantizeLinear reads integers a QuantizeLinear made
+    return [i for i in slots if straight or ctx.is_float(node.inputs[i])]
 
 
 def analyse(ctx: GradContext, output: str, requested: Iterable[str] | None) -> Analysis:
