@@ -27,7 +27,6 @@ class Rule:
     inputs: tuple[int, ...] | None = None  # differentiable input slots; None = all float inputs
     check: CheckFn | None = None
     layer: bool = False  # a layer op: its constant inputs are parameters even when of size 1
-    straight: bool = False  # its integer outputs carry a float gradient (straight-through QDQ: rules/quantize.py)
 
     def slots(self, node: "Node") -> list[int]:
         n = len(node.inputs)
@@ -38,12 +37,12 @@ class RuleTable(dict):
     """One rules module's gradient rules by op type; `registry` joins the tables."""
 
     def register(self, ops: str | Sequence[str], inputs: tuple[int, ...] | None = None, check: CheckFn | None = None,
-                 layer: bool = False, straight: bool = False) -> Callable[[GradFn], GradFn]:
+                 layer: bool = False) -> Callable[[GradFn], GradFn]:
         """Decorator: the function is the gradient rule of every op in `ops`."""
         names = (ops,) if isinstance(ops, str) else tuple(ops)
 
         def wrap(fn: GradFn) -> GradFn:
             for op in names:
-                self[op] = Rule(fn, inputs, check, layer, straight)
+                self[op] = Rule(fn, inputs, check, layer)
             return fn
         return wrap
