@@ -219,3 +219,30 @@ def test_integers_at_the_type_minimum_round_trip():
     back = lower(lifted_model, lifted, lambda tensor, axis: None)
     inits = {t.name: numpy_helper.to_array(t) for t in back.graph.initializer}
     assert np.array_equal(inits["w_q"], values) and inits["s"] == np.float32(0.1)
+
+
+def test_reduce_range_weights_stay_in_seven_bits(calib, tmp_path):
+    """ORT's reduce_range (the Quantize pass's AVX2 default) keeps int8 weights in [-64, 64]: re-solved
+    weights are lowered into the same range, their scales grown instead."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    x = np.load(fixture_path("digits_calib.npz"))["input"][:32]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter({"input": x[i:i + 1]} for i in range(len(x)))
+
+        def get_next(self):
+            return next(self.it, None)
+
+    path = tmp_path / "reduced.onnx"
+    quantize_static(str(fixture_path("digits_cnn.onnx")), str(path), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8)
+    dense = onnx.load(str(path))
+    _, lifted = lift(dense)
+    assert sum(qp.reduced for qp in lifted.values()) == 4  # the four int8 weights, not the int32 biases
+    pruned = onnxprune.prune(dense, target_macs=LEVEL, calib=calib, bench_rounds=0).model
+    inits, dqs = _constant_dqs(pruned)
+    weights = [inits[n.input[0]] for n in dqs if inits[n.input[0]].dtype == np.int8]
+    assert len(weights) == 4 and all(np.abs(w.astype(np.int32)).max() <= 64 for w in weights)
+    assert _error(pruned, dense) < 0.5

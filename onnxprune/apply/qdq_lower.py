@@ -43,7 +43,7 @@ def lower(model: onnx.ModelProto, lifted: dict[str, QuantParams], kept: Kept) ->
         scale, zero = qp.channels(index)
         if name in biases:
             scale = _bias_scale(scale, scales.get(biases[name][0]), biases[name][1])
-        q, new_scale = quantize(value, scale, zero, qp.axis, qp.dtype, qp.full_range)
+        q, new_scale = quantize(value, scale, zero, qp.axis, qp.dtype, qp.full_range, qp.reduced)
         scales[name] = (scale, new_scale)
         inputs = _replace(model, inits[name], [(qp.int_name, q), (qp.scale_name, new_scale)]
                           + ([(qp.zero_name, zero)] if qp.zero_name else []))

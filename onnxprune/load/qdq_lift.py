@@ -18,7 +18,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnxprune.load.external import is_bound, read
-from onnxprune.load.qdq_params import QuantParams, dequantize
+from onnxprune.load.qdq_params import QuantParams, dequantize, is_reduced
 
 _INTEGERS = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16,
              onnx.TensorProto.INT32}
@@ -76,7 +76,8 @@ def _params(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto],
     elif scale.size != 1:
         return None
     qp = QuantParams(node.output[0], x, s, z or None, q.dtype, axis, scale, zero, node.name,
-                     [a for a in node.attribute], node.domain, bool(q.size and q.min() == np.iinfo(q.dtype).min))
+                     [a for a in node.attribute], node.domain, bool(q.size and q.min() == np.iinfo(q.dtype).min),
+                     is_reduced(q, zero))
     return qp, dequantize(q, scale, zero, axis)
 
 

@@ -31,6 +31,7 @@ class QuantParams:
     attributes: list[onnx.AttributeProto] = field(default_factory=list)
     domain: str = ""
     full_range: bool = False  # the integers reach the type's minimum (-128 for int8): allowed again
+    reduced: bool = False  # 8-bit integers kept in 7 bits (ORT's reduce_range: int8 in [-64, 64]): kept so
 
 
     def channels(self, kept: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -40,14 +41,29 @@ class QuantParams:
         return self.scale[kept], self.zero_point[kept]
 
 
-def int_range(dtype: np.dtype, zero_point: np.ndarray, full_range: bool = False) -> tuple[int, int]:
+def int_range(dtype: np.dtype, zero_point: np.ndarray, full_range: bool = False,
+              reduced: bool = False) -> tuple[int, int]:
     """The integers a weight may take. Signed with zero points all 0 is ORT's symmetric scheme:
     [-127, 127] for int8, so -128 is never introduced where the quantizer avoided it (unless the
-    original integers used it: `full_range`)."""
+    original integers used it: `full_range`); `reduced` 8-bit weights stay in 7 bits as ORT's
+    reduce_range put them ([-64, 64] for int8, [0, 127] for uint8: AVX2's u8s8 kernels saturate beyond)."""
     info = np.iinfo(dtype)
+    if reduced and info.bits == 8:
+        return (-64, 64) if info.min < 0 else (0, 127)
     if info.min < 0 and not np.any(zero_point) and not full_range:
         return -info.max, info.max
     return int(info.min), int(info.max)
+
+
+def is_reduced(q: np.ndarray, zero_point: np.ndarray) -> bool:
+    """8-bit integers that never leave 7 bits: ORT's reduce_range ([-64, 64] int8 with zero point 0,
+    [0, 127] uint8); a full-range quantizer maps each channel's largest value to 127 or 255."""
+    info = np.iinfo(q.dtype)
+    if info.bits != 8 or q.size == 0:
+        return False
+    if info.min < 0:
+        return not np.any(zero_point) and int(np.abs(q.astype(np.int16)).max()) <= 64
+    return int(q.max()) <= 127
 
 
 def dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: int | None) -> np.ndarray:
@@ -58,11 +74,11 @@ def dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: i
 
 
 def quantize(w: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: int | None,
-             dtype: np.dtype, full_range: bool = False) -> tuple[np.ndarray, np.ndarray]:
+             dtype: np.dtype, full_range: bool = False, reduced: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """`w` as integers of `dtype` with the given scheme, and the scale used: each channel's scale is
     kept where its values fit the integer range and grown just enough where they do not
     (scale' = max(scale, |w| / qmax)), so re-solved weights are never clipped."""
-    lo, hi = int_range(dtype, zero_point, full_range)
+    lo, hi = int_range(dtype, zero_point, full_range, reduced)
     scale = _grown(w, scale, zero_point, axis, lo, hi)
     s, z = _along(scale, axis, w.ndim), _along(zero_point, axis, w.ndim)
     q = np.rint(w.astype(np.float64) / s.astype(np.float64)) + z.astype(np.float64)
