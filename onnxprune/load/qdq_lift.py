@@ -65,7 +65,8 @@ def _params(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto],
         return None
     q, scale = _value(inits[x]), _value(inits[s])
     zero = _value(inits[z]) if z else np.zeros(scale.shape, q.dtype)
-    if zero.dtype != q.dtype or zero.shape != scale.shape or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+    same_shape = zero.shape == scale.shape or zero.size == scale.size == 1  # a [1] scale with a scalar zero point
+    if zero.dtype != q.dtype or not same_shape or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
         return None
     axis = None
     if scale.ndim == 1 and scale.size > 1:  # per channel along `axis`
