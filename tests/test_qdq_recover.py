@@ -26,8 +26,8 @@ from conftest import fixture_path
 LEVEL = 0.6
 
 
-@pytest.fixture(scope="module")
-def qdq(tmp_path_factory) -> onnx.ModelProto:
+def _quantized(float_model: onnx.ModelProto, path, **options) -> onnx.ModelProto:
+    """`float_model` through ONNX Runtime's quantize_static (QDQ, per channel), calibrated on 32 digits."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
     x = np.load(fixture_path("digits_calib.npz"))["input"][:32]
@@ -39,10 +39,15 @@ def qdq(tmp_path_factory) -> onnx.ModelProto:
         def get_next(self):
             return next(self.it, None)
 
-    out = tmp_path_factory.mktemp("qdq") / "digits_qdq.onnx"
-    quantize_static(str(fixture_path("digits_cnn.onnx")), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True)
-    return onnx.load(str(out))
+    onnx.save(float_model, str(path.with_suffix(".float.onnx")))
+    quantize_static(str(path.with_suffix(".float.onnx")), str(path), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, **options)
+    return onnx.load(str(path))
+
+
+@pytest.fixture(scope="module")
+def qdq(tmp_path_factory) -> onnx.ModelProto:
+    return _quantized(onnx.load(str(fixture_path("digits_cnn.onnx"))), tmp_path_factory.mktemp("qdq") / "digits_qdq.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -224,25 +229,39 @@ def test_integers_at_the_type_minimum_round_trip():
 def test_reduce_range_weights_stay_in_seven_bits(calib, tmp_path):
     """ORT's reduce_range (the Quantize pass's AVX2 default) keeps int8 weights in [-64, 64]: re-solved
     weights are lowered into the same range, their scales grown instead."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import QuantType
 
-    x = np.load(fixture_path("digits_calib.npz"))["input"][:32]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter({"input": x[i:i + 1]} for i in range(len(x)))
-
-        def get_next(self):
-            return next(self.it, None)
-
-    path = tmp_path / "reduced.onnx"
-    quantize_static(str(fixture_path("digits_cnn.onnx")), str(path), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8)
-    dense = onnx.load(str(path))
+    dense = _quantized(onnx.load(str(fixture_path("digits_cnn.onnx"))), tmp_path / "reduced.onnx",
+                       reduce_range=True, activation_type=QuantType.QUInt8)
     _, lifted = lift(dense)
     assert sum(qp.reduced for qp in lifted.values()) == 4  # the four int8 weights, not the int32 biases
     pruned = onnxprune.prune(dense, target_macs=LEVEL, calib=calib, bench_rounds=0).model
     inits, dqs = _constant_dqs(pruned)
     weights = [inits[n.input[0]] for n in dqs if inits[n.input[0]].dtype == np.int8]
     assert len(weights) == 4 and all(np.abs(w.astype(np.int32)).max() <= 64 for w in weights)
+    assert _error(pruned, dense) < 0.5
+
+
+def test_a_bias_recovery_adds_to_a_bias_free_conv_is_quantized(calib, tmp_path):
+    """Recovery gives bias-free Convs a bias and re-solves it: lowered to int32 at input x weight scale,
+    so no float bias sits in the QDQ graph (ONNX Runtime would not fuse that Conv)."""
+    float_model = onnx.load(str(fixture_path("digits_cnn.onnx")))
+    dropped = set()
+    for node in float_model.graph.node:
+        if node.op_type == "Conv" and len(node.input) == 3:
+            dropped.add(node.input[2])
+            del node.input[2]
+    kept = [t for t in float_model.graph.initializer if t.name not in dropped]
+    del float_model.graph.initializer[:]
+    float_model.graph.initializer.extend(kept)
+    dense = _quantized(float_model, tmp_path / "nobias.onnx")
+    assert all(len(n.input) == 2 for n in dense.graph.node if n.op_type == "Conv")
+    pruned = onnxprune.prune(dense, target_macs=LEVEL, calib=calib, bench_rounds=0).model
+    inits = {t.name for t in pruned.graph.initializer}
+    produced = {n.output[0]: n.op_type for n in pruned.graph.node}
+    convs = [n for n in pruned.graph.node if n.op_type == "Conv"]
+    assert any(len(n.input) == 3 for n in convs)  # recovery used a bias somewhere
+    for node in convs:
+        assert all(t not in inits and produced.get(t) == "DequantizeLinear" for t in node.input)
+    assert all(np.array_equal(b, want) for b, want in _bias_checks(pruned))
     assert _error(pruned, dense) < 0.5
