@@ -24,6 +24,7 @@ from onnxprune.options import options_from_keywords
 from conftest import fixture_path
 
 LEVEL = 0.6
+RNG_W = np.random.default_rng(0)
 
 
 def _quantized(float_model: onnx.ModelProto, path, **options) -> onnx.ModelProto:
@@ -265,3 +266,26 @@ def test_a_bias_recovery_adds_to_a_bias_free_conv_is_quantized(calib, tmp_path):
         assert all(t not in inits and produced.get(t) == "DequantizeLinear" for t in node.input)
     assert all(np.array_equal(b, want) for b, want in _bias_checks(pruned))
     assert _error(pruned, dense) < 0.5
+
+
+def test_weights_quantized_at_run_time_are_lifted():
+    """A Constant weight behind QuantizeLinear -> DequantizeLinear (ORT's quantizer on paddle2onnx exports)
+    is lifted like an integer one; lowered, it is int8 behind a DequantizeLinear and computes the same."""
+    w = RNG_W.standard_normal((4, 1, 2, 2)).astype(np.float32)
+    nodes = [helper.make_node("Constant", [], ["w"], value=numpy_helper.from_array(w, "w")),
+             helper.make_node("QuantizeLinear", ["w", "s", "z"], ["w_q"]),
+             helper.make_node("DequantizeLinear", ["w_q", "s", "z"], ["w_dq"]),
+             helper.make_node("Conv", ["x", "w_dq"], ["y"])]
+    inits = [numpy_helper.from_array(np.float32(np.abs(w).max() / 127), "s"), numpy_helper.from_array(np.int8(0), "z")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 4, 4])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    lifted_model, lifted = lift(model)
+    assert list(lifted) == ["w_dq"] and len(model.graph.node) == 4  # the input is untouched
+    assert [n.op_type for n in lifted_model.graph.node] == ["Conv"]
+    back = lower(lifted_model, lifted, lambda tensor, axis: None)
+    assert [n.op_type for n in back.graph.node] == ["DequantizeLinear", "Conv"]
+    assert numpy_helper.to_array(next(t for t in back.graph.initializer if t.name == "w_q")).dtype == np.int8
+    x = RNG_W.standard_normal((1, 1, 4, 4)).astype(np.float32)
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.array_equal(run(back), run(model))

@@ -18,6 +18,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnxprune.load.external import is_bound, read
+from onnxprune.load.qdq_fold import fold_runtime_weights, runtime_weights
 from onnxprune.load.qdq_params import QuantParams, dequantize, is_reduced
 
 _INTEGERS = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16,
@@ -30,17 +31,15 @@ def lift(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, QuantParams
     and each lifted weight's scheme; `model` itself (not copied) and {} when there is none."""
     if model.ir_version < 4:  # IR 3 lists every initializer among the inputs: not worth the bookkeeping
         return model, {}
-    inits = {t.name: t for t in model.graph.initializer}
-    outputs = {o.name for o in model.graph.output}
-    found = {}
-    for i, node in enumerate(model.graph.node):
-        params = _params(node, inits, outputs)
-        if params is not None:
-            found[i] = params
-    if not found:
+    runtime = runtime_weights(model)  # float constants quantized at run time: integers first (load/qdq_fold.py)
+    found = _liftable(model)
+    if not found and not runtime:
         return model, {}
     out = onnx.ModelProto()
     out.CopyFrom(model)
+    if runtime:
+        fold_runtime_weights(out, runtime)
+        found = _liftable(out)
     lifted: dict[str, QuantParams] = {}
     for i in sorted(found, reverse=True):  # from the back: earlier indices stay valid
         qp, weight = found[i]
@@ -49,6 +48,17 @@ def lift(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, QuantParams
         lifted[qp.name] = qp
     _drop_unused(out, {n for qp in lifted.values() for n in (qp.int_name, qp.scale_name, qp.zero_name) if n})
     return out, lifted
+
+
+def _liftable(model: onnx.ModelProto) -> dict[int, tuple[QuantParams, np.ndarray]]:
+    inits = {t.name: t for t in model.graph.initializer}
+    outputs = {o.name for o in model.graph.output}
+    found = {}
+    for i, node in enumerate(model.graph.node):
+        params = _params(node, inits, outputs)
+        if params is not None:
+            found[i] = params
+    return found
 
 
 def _params(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto],
