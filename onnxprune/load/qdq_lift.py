@@ -4,7 +4,8 @@ ONNX Runtime's `quantize_static` stores each weight as integers behind a Dequant
 int8 weights, int32 biases with scale = input scale x weight scale). Every such DequantizeLinear whose
 integers, scale and zero point are all initializers becomes one float initializer holding its output
 (exactly as the node computes it), and its scheme is remembered by the weight's name. Activation
-QuantizeLinear/DequantizeLinear pairs stay: they read activations, not initializers.
+QuantizeLinear/DequantizeLinear pairs stay: they read activations, not initializers. A weight quantized at
+run time (float constant -> QuantizeLinear -> DequantizeLinear) is first made integers (load/qdq_fold.py).
 apply/qdq_lower.py puts the integers back after pruning.
 
 Left alone (never lifted): a scale or zero point that is not an initializer, blocked quantization,
