@@ -106,9 +106,11 @@ def _added_biases(model: onnx.ModelProto, lifted: dict[str, QuantParams],
     inits = {t.name: t for t in model.graph.initializer}
     scale_of = _activation_scales(model)
     readers: dict[str, int] = {}
+    kinds: dict[str, set[str]] = {}
     for node in model.graph.node:
         for name in node.input:
             readers[name] = readers.get(name, 0) + 1
+            kinds.setdefault(name, set()).add(node.op_type)
     for node in list(model.graph.node):
         w, b = _WEIGHTED.get(node.op_type, (None, None))
         if w is None or len(node.input) <= b or node.input[w] not in scales or node.input[b] not in inits:
@@ -122,8 +124,8 @@ def _added_biases(model: onnx.ModelProto, lifted: dict[str, QuantParams],
             model.graph.initializer.remove(tensor)
             continue
         x_scale = scale_of.get(node.input[0])
-        if x_scale is None or x_scale.size != 1:
-            continue  # a float activation (weight-only quantization): the node runs in float anyway
+        if x_scale is None or x_scale.size != 1 or kinds.get(node.output[0]) != {"QuantizeLinear"}:
+            continue  # a float input or output: ORT runs this node in float, a float bias is what it reads
         w_scale = scales[node.input[w]][1]
         b_scale = (x_scale.astype(np.float32).reshape(()) * w_scale.astype(np.float32)).astype(np.float32)
         axis = 0 if b_scale.ndim == 1 and b_scale.size > 1 else None
