@@ -196,7 +196,7 @@ class PruneOptions:
 
 
 DISTILL_LOSSES = ("kl", "mse", "balanced", "detect", "auto")  # TrainSettings.distill
-EPOCH_SELECTIONS = ("fidelity", "agreement")       # TrainSettings.select
+EPOCH_SELECTIONS = ("fidelity", "agreement", "parts", "confident")  # TrainSettings.select (recover/trainloop.py)
 
 
 @dataclass(frozen=True)

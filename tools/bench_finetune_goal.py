@@ -67,6 +67,7 @@ def pruned(name: str, case, macs: float, work: Path, start: str = "default", cal
 
 
 DISTILL = {"mse": "mse", "bal": "balanced", "kl": "kl", "det": "detect"}  # variant suffix -> TrainSettings.distill
+SELECT = {"agree": "agreement", "parts": "parts", "conf": "confident"}  # variant suffix -> TrainSettings.select
 
 
 def variant(spec: str) -> dict:
@@ -75,7 +76,8 @@ def variant(spec: str) -> dict:
     squared error (outputs that are not class scores: a detector's boxes), bal by squared error balanced per
     channel (recover/distill_weights.py), det by the detect loss (autodiff/detect_loss.py), kl by KL; none of the three: the library's default; tT the distillation
     temperature T (default 2); bB batch B instead of --batch; last keeps the last epoch, not the best held-out one;
-    agree keeps the epoch of best held-out top-1 agreement with the teacher."""
+    agree keeps the epoch of best held-out top-1 agreement with the teacher, parts the best worst-part cosine, conf the
+    best confident-anchor F1 (recover/epoch_measures.py; all three are recorded in every run, see `kept`)."""
     rate, *extras = spec.split("+")
     feat = next((e for e in extras if e.startswith("feat")), None)
     temp = next((float(e[1:]) for e in extras if e.startswith("t") and e[1:]), None)
@@ -84,7 +86,7 @@ def variant(spec: str) -> dict:
             "features": float(feat[len("feat"):] or 1.0) if feat else 0.0,
             "softmax_logits": "probs" not in extras, "augment": ("flip", "crop", "scale") if "aug" in extras else (),
             **({"distill": DISTILL[e] for e in extras if e in DISTILL}), "keep": "last" if "last" in extras else "best",
-            "select": "agreement" if "agree" in extras else "fidelity",
+            "select": next((SELECT[e] for e in extras if e in SELECT), "fidelity"),
             **({"temperature": temp} if temp else {}), **({"batch_size": batch} if batch else {})}
 
 
@@ -135,7 +137,18 @@ def run_variant(model, case, spec: str, epochs: int, batch: int, score_epochs: b
             "val_loss": [h.get("val_loss") for h in info["history"]],
             "val_agreement": [h.get("val_agreement") for h in info["history"]],
             "val_exact": [h.get("val_exact") for h in info["history"]],
+            "val_parts": [h.get("val_parts") for h in info["history"]],
+            "val_confident": [h.get("val_confident") for h in info["history"]],
+            "kept": kept_by_rule(info["history"]),
             **({"epoch_scores": scored.scores} if scored else {})}
+
+
+def kept_by_rule(history: list[dict]) -> dict:
+    """The epoch each label-free selection rule would keep from this run's held-out history (epoch 0 included)."""
+    from onnxprune.recover.trainloop import SELECT_KEYS, score
+    rules = {"fidelity": (False, None), "agreement": (True, None), **{k: (False, v) for k, v in SELECT_KEYS.items()}}
+    return {rule: max(range(len(history)), key=lambda e: (score(history[e], False, agree, key), -e))
+            for rule, (agree, key) in rules.items()}
 
 
 def range_test(model, case, batch: int) -> dict:

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 
 from onnxprune.load.augment import parse_augment
+from onnxprune.options import EPOCH_SELECTIONS
 from onnxprune.load.data import Dataset
 from onnxprune.load.train_data import split_holdout
 from onnxprune.errors import BadInputError
@@ -86,7 +87,8 @@ class TrainSettings:
     resume: bool = False              # continue from `checkpoint` if it exists
     memory_mb: float = STEP_BUDGET_MB  # all one training step holds (recover/step_memory.py); larger batches run in parts
     keep: str = "best"                # "best": the best held-out epoch (0 included); "last": the last epoch
-    select: str = "fidelity"          # "best" by held-out loss, or "agreement": top-1 agreement with the teacher
+    select: str = "fidelity"          # by held-out loss, "agreement": top-1 agreement with the teacher, "parts": a
+    #                                   packed head's worst part cosine, "confident": its confident anchors' F1
     features: float = 0.0             # weight of intermediate-feature distillation (recover/features.py); 0: off
     softmax_logits: bool = True       # distill the logits a final Softmax reads, not its probabilities (logits.py)
 
@@ -173,8 +175,8 @@ def _checked(s: TrainSettings, epochs: int | None) -> TrainSettings:
         raise BadInputError(f"--finetune-minutes must be a positive number, got {s.minutes}")
     if not 0.0 <= s.holdout < 1.0:
         raise BadInputError(f"holdout must lie in [0, 1), got {s.holdout}")
-    if s.select not in ("fidelity", "agreement"):
-        raise BadInputError(f"select must be 'fidelity' or 'agreement', got {s.select!r}")
+    if s.select not in EPOCH_SELECTIONS:
+        raise BadInputError(f"select must be one of {', '.join(EPOCH_SELECTIONS)}, got {s.select!r}")
     if s.keep not in ("best", "last"):
         raise BadInputError(f"keep must be 'best' or 'last', got {s.keep!r}")
     if s.resume and not s.checkpoint:
