@@ -21,6 +21,8 @@ import numpy as np
 from onnxprune.score.output_parts import parts as scale_parts
 
 CONFIDENT = 0.5  # a score at or above this counts as a detection for `confident`
+SELECT_KEYS = {"parts": "val_worst_part", "confident": "val_confident"}  # TrainSettings.select -> history entry
+EPOCH_SELECTIONS = ("fidelity", "agreement", *SELECT_KEYS)  # fidelity, agreement: recover/trainloop.py's score
 
 
 class PartMeasures:
@@ -91,4 +93,4 @@ def _cosine(dot: float, tsq: float, osq: float) -> float:
     return float(dot / denom) if denom > 0 else float(tsq == osq)
 
 
-__all__ = ["CONFIDENT", "PartMeasures"]
+__all__ = ["CONFIDENT", "EPOCH_SELECTIONS", "PartMeasures", "SELECT_KEYS"]

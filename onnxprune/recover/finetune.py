@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from onnxprune.load.augment import parse_augment
-from onnxprune.options import EPOCH_SELECTIONS
+from onnxprune.recover.epoch_measures import EPOCH_SELECTIONS
 from onnxprune.load.data import Dataset
 from onnxprune.load.train_data import split_holdout
 from onnxprune.errors import BadInputError

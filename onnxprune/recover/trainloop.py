@@ -20,7 +20,7 @@ from onnxprune.autodiff.lr_schedule import make_schedule
 from onnxprune.errors import ValidationError
 from onnxprune.load.augment import augment_batch
 from onnxprune.load.data import Dataset
-from onnxprune.recover.epoch_measures import PartMeasures
+from onnxprune.recover.epoch_measures import SELECT_KEYS, PartMeasures
 from onnxprune.recover.checkpoint import (fingerprint, load_checkpoint, optimizer_state, restore_optimizer,
                                           save_checkpoint)
 from onnxprune.recover.lrfind import LR_EVAL_SAMPLES, LR_GRID, find_lr
@@ -28,7 +28,6 @@ from onnxprune.recover.targets import Targets, data_batchable, feeds_of
 
 log = logging.getLogger("onnxprune")
 MAX_EPOCHS = 1000  # the cap when only a time budget is given
-SELECT_KEYS = {"parts": "val_worst_part", "confident": "val_confident"}  # TrainSettings.select -> history entry
 
 
 class Loop:
