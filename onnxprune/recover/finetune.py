@@ -35,7 +35,7 @@ from onnxprune.recover.logits import logits_views
 from onnxprune.recover.microbatch import Chunked, MicroBatched, micro_batch
 from onnxprune.recover.step_memory import STEP_BUDGET_MB, step_bytes
 from onnxprune.recover.features import feature_points, sliced_points
-from onnxprune.recover.targets import Targets, data_batchable, feeds_of, join
+from onnxprune.recover.targets import Targets, data_batchable, feeds_of, first_outputs, join
 from onnxprune.recover.trainloop import MAX_EPOCHS, Loop
 
 log = logging.getLogger("onnxprune")
@@ -214,16 +214,11 @@ def _distill_mode(mode: str, teacher: onnx.ModelProto | None, output: str | None
     like a detector's (balance.unbalanced: channels not on the last axis, variances spread widely), else KL."""
     if teacher is None or mode not in ("auto", "balanced") or (mode == "auto" and on_logits):
         return ("kl" if mode == "auto" else mode), None
-    from onnxprune.load.runtime import session
-    sess = session(teacher, threads)
-    name = output or sess.get_outputs()[0].name
-    step = 64 if batchable else 1
-    outs = [sess.run([name], feeds_of(data, np.arange(i, min(i + step, len(data), BALANCE_SAMPLES)), batchable))[0]
-            for i in range(0, min(len(data), BALANCE_SAMPLES), step)]
-    out = np.concatenate(outs)
+    out = first_outputs(teacher, output, data, BALANCE_SAMPLES, batchable, threads, step=64)
     if mode == "auto" and not unbalanced(out):
         return "kl", None
-    log.info("distilling '%s' by squared error balanced per channel (variances spread %.3g x)", name, spread(out))
+    log.info("distilling '%s' by squared error balanced per channel (variances spread %.3g x)",
+             output or teacher.graph.output[0].name, spread(out))
     return "balanced", balance_weights(out)
 
 
