@@ -183,6 +183,26 @@ def table(path: str) -> str:
     return "\n".join(lines)
 
 
+def selection_table(path: str) -> str:
+    """Per run with --score-epochs: the task score of every epoch, and the epoch each selection rule keeps
+    (`kept`) with its score: which label-free rule follows the task."""
+    rules = ("fidelity", "agreement", "parts", "confident")
+    lines = ["| model, training inputs | variant | task score, epochs 0.. | worst part cosine, epochs 0.. | confident F1, epochs 0.. | "
+             + " | ".join(f"kept by {r}" for r in rules) + " |", "|---" * (5 + len(rules)) + "|"]
+    for line in Path(path).read_text().splitlines():
+        run = json.loads(line)
+        for r in run["rows"]:
+            if "epoch_scores" not in r or "kept" not in r:
+                continue
+            scores = [run["pruned"], *r["epoch_scores"]]
+            parts = [min(p) if p else None for p in r["val_parts"]]
+            fmt = lambda xs: ", ".join("-" if x is None else f"{x:.4g}" for x in xs)  # noqa: E731
+            lines.append(f"| {run['model']}, {run.get('train_from') or 'own'} | {r['variant']} | {fmt(scores)} | {fmt(parts)} | "
+                         f"{fmt(r['val_confident'])} | "
+                         + " | ".join(f"{r['kept'][k]} ({scores[r['kept'][k]]:.2f})" for k in rules) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="digits", help="digits, ppocr_cls, ddddocr_common, ppocr_rec, nudenet_320n")
@@ -204,9 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save", metavar="DIR", help="write each variant's trained model here (VARIANT.onnx)")
     ap.add_argument("--json", help="append every figure here (one JSON line per model)")
     ap.add_argument("--table", metavar="RUNS.jsonl", help="only print the Markdown table of the runs in this file")
+    ap.add_argument("--selection-table", metavar="RUNS.jsonl", help="only print, per run with --score-epochs, each "
+                    "epoch's task score and the epoch each selection rule keeps")
     a = ap.parse_args(argv)
-    if a.table:
-        print(table(a.table))
+    if a.table or a.selection_table:
+        print(table(a.table) if a.table else selection_table(a.selection_table))
         return 0
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
