@@ -75,19 +75,21 @@ def variant(spec: str) -> dict:
     (the old default), not the logits a final Softmax reads; aug adds flip, crop and scale jitter; mse distills by
     squared error (outputs that are not class scores: a detector's boxes), bal by squared error balanced per
     channel (recover/distill_weights.py), det by the detect loss (autodiff/detect_loss.py), kl by KL; none of the three: the library's default; tT the distillation
-    temperature T (default 2); bB batch B instead of --batch; last keeps the last epoch, not the best held-out one;
+    temperature T (default 2); bB batch B instead of --batch; seedN the shuffling seed (default 0); last keeps the last epoch, not the best held-out one;
     agree keeps the epoch of best held-out top-1 agreement with the teacher, parts the best worst-part cosine, conf the
     best confident-anchor F1 (recover/epoch_measures.py; all three are recorded in every run, see `kept`)."""
     rate, *extras = spec.split("+")
     feat = next((e for e in extras if e.startswith("feat")), None)
     temp = next((float(e[1:]) for e in extras if e.startswith("t") and e[1:]), None)
     batch = next((int(e[1:]) for e in extras if e.startswith("b") and e[1:].isdigit()), None)
+    seed = next((int(e[4:]) for e in extras if e.startswith("seed") and e[4:].isdigit()), None)
     return {"lr": None if rate == "auto" else float(rate),
             "features": float(feat[len("feat"):] or 1.0) if feat else 0.0,
             "softmax_logits": "probs" not in extras, "augment": ("flip", "crop", "scale") if "aug" in extras else (),
             **({"distill": DISTILL[e] for e in extras if e in DISTILL}), "keep": "last" if "last" in extras else "best",
             "select": next((SELECT[e] for e in extras if e in SELECT), "fidelity"),
-            **({"temperature": temp} if temp else {}), **({"batch_size": batch} if batch else {})}
+            **({"temperature": temp} if temp else {}), **({"batch_size": batch} if batch else {}),
+            **({"seed": seed} if seed is not None else {})}
 
 
 class EpochScores:
