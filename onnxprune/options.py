@@ -196,7 +196,7 @@ class PruneOptions:
 
 
 DISTILL_LOSSES = ("kl", "mse", "balanced", "detect", "auto")  # TrainSettings.distill
-EPOCH_SELECTIONS = ("fidelity", "agreement")       # TrainSettings.select
+from onnxprune.recover.epoch_measures import EPOCH_SELECTIONS  # noqa: E402  TrainSettings.select
 
 
 @dataclass(frozen=True)

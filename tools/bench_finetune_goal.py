@@ -67,6 +67,7 @@ def pruned(name: str, case, macs: float, work: Path, start: str = "default", cal
 
 
 DISTILL = {"mse": "mse", "bal": "balanced", "kl": "kl", "det": "detect"}  # variant suffix -> TrainSettings.distill
+SELECT = {"agree": "agreement", "parts": "parts", "conf": "confident"}  # variant suffix -> TrainSettings.select
 
 
 def variant(spec: str) -> dict:
@@ -74,18 +75,21 @@ def variant(spec: str) -> dict:
     (the old default), not the logits a final Softmax reads; aug adds flip, crop and scale jitter; mse distills by
     squared error (outputs that are not class scores: a detector's boxes), bal by squared error balanced per
     channel (recover/distill_weights.py), det by the detect loss (autodiff/detect_loss.py), kl by KL; none of the three: the library's default; tT the distillation
-    temperature T (default 2); bB batch B instead of --batch; last keeps the last epoch, not the best held-out one;
-    agree keeps the epoch of best held-out top-1 agreement with the teacher."""
+    temperature T (default 2); bB batch B instead of --batch; seedN the shuffling seed (default 0); last keeps the last epoch, not the best held-out one;
+    agree keeps the epoch of best held-out top-1 agreement with the teacher, parts the best worst-part cosine, conf the
+    best confident-anchor F1 (recover/epoch_measures.py; all three are recorded in every run, see `kept`)."""
     rate, *extras = spec.split("+")
     feat = next((e for e in extras if e.startswith("feat")), None)
     temp = next((float(e[1:]) for e in extras if e.startswith("t") and e[1:]), None)
     batch = next((int(e[1:]) for e in extras if e.startswith("b") and e[1:].isdigit()), None)
+    seed = next((int(e[4:]) for e in extras if e.startswith("seed") and e[4:].isdigit()), None)
     return {"lr": None if rate == "auto" else float(rate),
             "features": float(feat[len("feat"):] or 1.0) if feat else 0.0,
             "softmax_logits": "probs" not in extras, "augment": ("flip", "crop", "scale") if "aug" in extras else (),
             **({"distill": DISTILL[e] for e in extras if e in DISTILL}), "keep": "last" if "last" in extras else "best",
-            "select": "agreement" if "agree" in extras else "fidelity",
-            **({"temperature": temp} if temp else {}), **({"batch_size": batch} if batch else {})}
+            "select": next((SELECT[e] for e in extras if e in SELECT), "fidelity"),
+            **({"temperature": temp} if temp else {}), **({"batch_size": batch} if batch else {}),
+            **({"seed": seed} if seed is not None else {})}
 
 
 class EpochScores:
@@ -135,7 +139,18 @@ def run_variant(model, case, spec: str, epochs: int, batch: int, score_epochs: b
             "val_loss": [h.get("val_loss") for h in info["history"]],
             "val_agreement": [h.get("val_agreement") for h in info["history"]],
             "val_exact": [h.get("val_exact") for h in info["history"]],
+            "val_parts": [h.get("val_parts") for h in info["history"]],
+            "val_confident": [h.get("val_confident") for h in info["history"]],
+            "kept": kept_by_rule(info["history"]),
             **({"epoch_scores": scored.scores} if scored else {})}
+
+
+def kept_by_rule(history: list[dict]) -> dict:
+    """The epoch each label-free selection rule would keep from this run's held-out history (epoch 0 included)."""
+    from onnxprune.recover.trainloop import SELECT_KEYS, score
+    rules = {"fidelity": (False, None), "agreement": (True, None), **{k: (False, v) for k, v in SELECT_KEYS.items()}}
+    return {rule: max(range(len(history)), key=lambda e: (score(history[e], False, agree, key), -e))
+            for rule, (agree, key) in rules.items()}
 
 
 def range_test(model, case, batch: int) -> dict:
@@ -170,6 +185,26 @@ def table(path: str) -> str:
     return "\n".join(lines)
 
 
+def selection_table(path: str) -> str:
+    """Per run with --score-epochs: the task score of every epoch, and the epoch each selection rule keeps
+    (`kept`) with its score: which label-free rule follows the task."""
+    rules = ("fidelity", "agreement", "parts", "confident")
+    lines = ["| model, training inputs | variant | task score, epochs 0.. | worst part cosine, epochs 0.. | confident F1, epochs 0.. | "
+             + " | ".join(f"kept by {r}" for r in rules) + " |", "|---" * (5 + len(rules)) + "|"]
+    for line in Path(path).read_text().splitlines():
+        run = json.loads(line)
+        for r in run["rows"]:
+            if "epoch_scores" not in r or "kept" not in r:
+                continue
+            scores = [run["pruned"], *r["epoch_scores"]]
+            parts = [min(p) if p else None for p in r["val_parts"]]
+            fmt = lambda xs: ", ".join("-" if x is None else f"{x:.4g}" for x in xs)  # noqa: E731
+            lines.append(f"| {run['model']}, {run.get('train_from') or 'own'} | {r['variant']} | {fmt(scores)} | {fmt(parts)} | "
+                         f"{fmt(r['val_confident'])} | "
+                         + " | ".join(f"{r['kept'][k]} ({scores[r['kept'][k]]:.2f})" for k in rules) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="digits", help="digits, ppocr_cls, ddddocr_common, ppocr_rec, nudenet_320n")
@@ -191,9 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save", metavar="DIR", help="write each variant's trained model here (VARIANT.onnx)")
     ap.add_argument("--json", help="append every figure here (one JSON line per model)")
     ap.add_argument("--table", metavar="RUNS.jsonl", help="only print the Markdown table of the runs in this file")
+    ap.add_argument("--selection-table", metavar="RUNS.jsonl", help="only print, per run with --score-epochs, each "
+                    "epoch's task score and the epoch each selection rule keeps")
     a = ap.parse_args(argv)
-    if a.table:
-        print(table(a.table))
+    if a.table or a.selection_table:
+        print(table(a.table) if a.table else selection_table(a.selection_table))
         return 0
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)

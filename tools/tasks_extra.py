@@ -291,3 +291,13 @@ class PPOCRClsQDQ(tasks.PPOCRCls):
 
 
 EXTRA_TASKS["ppocr_cls_qdq"] = PPOCRClsQDQ
+
+
+def _nudenet_photos():
+    """NudeNet with training inputs from real colour face photos that wheels ship (tools/face_photos.py)."""
+    import face_photos  # imports tasks: loaded on demand
+
+    return face_photos.NudeNetPhotos()
+
+
+EXTRA_TASKS["nudenet_320n_photos"] = _nudenet_photos

@@ -59,7 +59,9 @@ def add_distill_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--select", choices=EPOCH_SELECTIONS, default="fidelity",
                    help="the epoch kept (epoch 0 included): fidelity (default): lowest held-out distillation loss; "
                         "agreement: highest held-out top-1 agreement with the teacher (what a greedy or CTC decode "
-                        "reads), the loss breaking ties; with --labels, accuracy either way")
+                        "reads), the loss breaking ties; parts: a packed detector head's (boxes and scores in one "
+                        "output) worst per-part held-out cosine; confident: the F1 of its confident anchors agreeing "
+                        "with the teacher's; with --labels, accuracy either way")
 
 
 def calib_source(args):

@@ -19,7 +19,7 @@ from onnxprune.autodiff.detect_loss import DetectSpec, part_terms
 from onnxprune.errors import BadInputError
 from onnxprune.load.data import Dataset
 from onnxprune.recover.distill_weights import channel_axis
-from onnxprune.recover.targets import feeds_of
+from onnxprune.recover.targets import first_outputs
 from onnxprune.score.output_parts import parts
 
 log = logging.getLogger("onnxprune")
@@ -60,16 +60,8 @@ def spec_from_outputs(student_out: np.ndarray, teacher_out: np.ndarray) -> Detec
 def detect_spec(student: onnx.ModelProto, teacher: onnx.ModelProto, output: str | None, data: Dataset,
                 batchable: bool, threads: int) -> DetectSpec:
     """spec_from_outputs on the first DETECT_SAMPLES samples of `data`."""
-    from onnxprune.load.runtime import session
-    n = min(len(data), DETECT_SAMPLES)
-    step = 16 if batchable else 1
-    outs = []
-    for model in (student, teacher):
-        sess = session(model, threads)
-        name = output or sess.get_outputs()[0].name
-        outs.append(np.concatenate([sess.run([name], feeds_of(data, np.arange(i, min(i + step, n)), batchable))[0]
-                                    for i in range(0, n, step)]))
-    return spec_from_outputs(*outs)
+    return spec_from_outputs(*(first_outputs(m, output, data, DETECT_SAMPLES, batchable, threads)
+                               for m in (student, teacher)))
 
 
 __all__ = ["DETECT_SAMPLES", "detect_spec", "spec_from_outputs"]

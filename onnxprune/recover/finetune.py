@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 
 from onnxprune.load.augment import parse_augment
+from onnxprune.recover.epoch_measures import EPOCH_SELECTIONS
 from onnxprune.load.data import Dataset
 from onnxprune.load.train_data import split_holdout
 from onnxprune.errors import BadInputError
@@ -34,7 +35,7 @@ from onnxprune.recover.logits import logits_views
 from onnxprune.recover.microbatch import Chunked, MicroBatched, micro_batch
 from onnxprune.recover.step_memory import STEP_BUDGET_MB, step_bytes
 from onnxprune.recover.features import feature_points, sliced_points
-from onnxprune.recover.targets import Targets, data_batchable, feeds_of, join
+from onnxprune.recover.targets import Targets, data_batchable, feeds_of, first_outputs, join
 from onnxprune.recover.trainloop import MAX_EPOCHS, Loop
 
 log = logging.getLogger("onnxprune")
@@ -86,7 +87,8 @@ class TrainSettings:
     resume: bool = False              # continue from `checkpoint` if it exists
     memory_mb: float = STEP_BUDGET_MB  # all one training step holds (recover/step_memory.py); larger batches run in parts
     keep: str = "best"                # "best": the best held-out epoch (0 included); "last": the last epoch
-    select: str = "fidelity"          # "best" by held-out loss, or "agreement": top-1 agreement with the teacher
+    select: str = "fidelity"          # by held-out loss, "agreement": top-1 agreement with the teacher, "parts": a
+    #                                   packed head's worst part cosine, "confident": its confident anchors' F1
     features: float = 0.0             # weight of intermediate-feature distillation (recover/features.py); 0: off
     softmax_logits: bool = True       # distill the logits a final Softmax reads, not its probabilities (logits.py)
 
@@ -173,8 +175,8 @@ def _checked(s: TrainSettings, epochs: int | None) -> TrainSettings:
         raise BadInputError(f"--finetune-minutes must be a positive number, got {s.minutes}")
     if not 0.0 <= s.holdout < 1.0:
         raise BadInputError(f"holdout must lie in [0, 1), got {s.holdout}")
-    if s.select not in ("fidelity", "agreement"):
-        raise BadInputError(f"select must be 'fidelity' or 'agreement', got {s.select!r}")
+    if s.select not in EPOCH_SELECTIONS:
+        raise BadInputError(f"select must be one of {', '.join(EPOCH_SELECTIONS)}, got {s.select!r}")
     if s.keep not in ("best", "last"):
         raise BadInputError(f"keep must be 'best' or 'last', got {s.keep!r}")
     if s.resume and not s.checkpoint:
@@ -212,16 +214,11 @@ def _distill_mode(mode: str, teacher: onnx.ModelProto | None, output: str | None
     like a detector's (balance.unbalanced: channels not on the last axis, variances spread widely), else KL."""
     if teacher is None or mode not in ("auto", "balanced") or (mode == "auto" and on_logits):
         return ("kl" if mode == "auto" else mode), None
-    from onnxprune.load.runtime import session
-    sess = session(teacher, threads)
-    name = output or sess.get_outputs()[0].name
-    step = 64 if batchable else 1
-    outs = [sess.run([name], feeds_of(data, np.arange(i, min(i + step, len(data), BALANCE_SAMPLES)), batchable))[0]
-            for i in range(0, min(len(data), BALANCE_SAMPLES), step)]
-    out = np.concatenate(outs)
+    out = first_outputs(teacher, output, data, BALANCE_SAMPLES, batchable, threads, step=64)
     if mode == "auto" and not unbalanced(out):
         return "kl", None
-    log.info("distilling '%s' by squared error balanced per channel (variances spread %.3g x)", name, spread(out))
+    log.info("distilling '%s' by squared error balanced per channel (variances spread %.3g x)",
+             output or teacher.graph.output[0].name, spread(out))
     return "balanced", balance_weights(out)
 
 

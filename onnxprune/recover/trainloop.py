@@ -20,6 +20,7 @@ from onnxprune.autodiff.lr_schedule import make_schedule
 from onnxprune.errors import ValidationError
 from onnxprune.load.augment import augment_batch
 from onnxprune.load.data import Dataset
+from onnxprune.recover.epoch_measures import SELECT_KEYS, PartMeasures
 from onnxprune.recover.checkpoint import (fingerprint, load_checkpoint, optimizer_state, restore_optimizer,
                                           save_checkpoint)
 from onnxprune.recover.lrfind import LR_EVAL_SAMPLES, LR_GRID, find_lr
@@ -47,6 +48,7 @@ class Loop:
         self.lr: float | None = s.lr  # the rate trained at: given, or chosen by find_lr before epoch 1
         self.by_accuracy = tg.loss_kind == "cross_entropy"  # distillation ranks epochs by fidelity
         self.by_agreement = s.select == "agreement"  # ... or by top-1 agreement
+        self.by_key = SELECT_KEYS.get(s.select)  # ... or by a packed head's parts (recover/epoch_measures.py)
 
     def start(self, weights: np.ndarray, run_settings: dict) -> None:
         """Resume from the checkpoint if asked and present; refuse to silently overwrite one otherwise."""
@@ -91,7 +93,7 @@ class Loop:
             if self.s.lr is None and planned > 0:  # no rate given: a range test picks it (kept for --resume)
                 entry.update(self._find_lr(data, targets, val.take(LR_EVAL_SAMPLES), val_targets))
             self.history.append(entry)
-            self.best = (score(entry, self.by_accuracy, self.by_agreement), 0, self.best[2])
+            self.best = (score(entry, self.by_accuracy, self.by_agreement, self.by_key), 0, self.best[2])
         self.lr = self.s.lr if self.s.lr is not None else self.history[0].get("lr", LR_GRID[-1])
         lr_at = make_schedule(self.s.schedule, self.lr, max(1, planned * per_epoch), self.s.warmup_steps)
         bar = progress_bar(self.s.progress, max(0, planned - self.done) * len(data))
@@ -113,8 +115,8 @@ class Loop:
             partial = entry.pop("partial", False)
             self.done += 1
             self.history.append(entry)
-            if score(entry, self.by_accuracy, self.by_agreement) > self.best[0] or self.s.keep == "last":
-                self.best = (score(entry, self.by_accuracy, self.by_agreement), self.done, self.params.snapshot())
+            if score(entry, self.by_accuracy, self.by_agreement, self.by_key) > self.best[0] or self.s.keep == "last":
+                self.best = (score(entry, self.by_accuracy, self.by_agreement, self.by_key), self.done, self.params.snapshot())
             self.clock["elapsed"] = time.perf_counter() - started
             self._save()
             if epochs is None and self.done == 1 and budget:  # the epoch count the budget allows, now measured
@@ -214,12 +216,15 @@ def evaluate_epoch(forward, data: Dataset, targets, tg, batch_size: int, batchab
     step = batch_size if batchable else 1
     total, count, correct, agree, rows, whole = 0.0, 0, 0, 0, 0, 0
     labels = _int_labels(data)
+    packed = PartMeasures()  # a detector head's parts and confident anchors (batch-first outputs only)
     for start in range(0, len(data), step):
         idx = np.arange(start, min(len(data), start + step))
         feeds = feeds_of(data, idx, batchable)
         out = forward(feeds)
         target = _target(targets, idx, feeds, batchable)
         total += numpy_loss(tg.loss_kind, out, target, **loss_options) * len(idx)
+        if tg.loss_kind == "distill" and batchable and PartMeasures.applies(out, target):
+            packed.add(out, target)
         if tg.loss_kind == "distill" and np.shape(target) == np.shape(out) and np.shape(out)[-1] > 1:
             same = out.argmax(-1) == np.asarray(target).argmax(-1)
             agree, rows = agree + int(same.sum()), rows + same.size
@@ -227,7 +232,7 @@ def evaluate_epoch(forward, data: Dataset, targets, tg, batch_size: int, batchab
         count += len(idx)
         if labels is not None:
             correct += int((out.argmax(-1).reshape(labels[idx].shape) == labels[idx]).sum())
-    result = {"val_loss": total / max(count, 1)}
+    result = {"val_loss": total / max(count, 1), **packed.result()}
     if rows:  # the share of positions whose top class is the teacher's (a CTC line's greedy decode reads these)
         result["val_agreement"] = agree / rows
         result["val_exact"] = whole / max(count, 1)  # samples whose every position agrees (a whole line)
@@ -236,10 +241,13 @@ def evaluate_epoch(forward, data: Dataset, targets, tg, batch_size: int, batchab
     return result
 
 
-def score(entry: dict, by_accuracy: bool = True, by_agreement: bool = False) -> float:
+def score(entry: dict, by_accuracy: bool = True, by_agreement: bool = False, by_key: str | None = None) -> float:
     """Higher is better: validation accuracy when training on labels, else minus the validation loss
     (fidelity to the teacher when distilling); with by_agreement the top-1 agreement with the teacher
-    first, the loss breaking ties."""
+    first, with by_key that entry (val_worst_part, val_confident) first, the loss breaking ties; where
+    the entry is missing (an output of one part), fidelity."""
+    if by_key and by_key in entry and not (by_accuracy and "val_accuracy" in entry):
+        return entry[by_key] - 1e-9 * entry.get("val_loss", 0.0)
     if by_agreement and "val_agreement" in entry:
         return entry["val_agreement"] - 1e-9 * entry.get("val_loss", 0.0)
     return entry["val_accuracy"] if by_accuracy and "val_accuracy" in entry else -entry.get("val_loss", 0.0)
