@@ -101,14 +101,17 @@ def main() -> int:
                 import onnx
                 onnx.save(pruned, str(Path(args.save) / f"{name}_{level}.onnx"))
             preds = task.predict(tasks.session(pruned), ev)
-            s = task.score(preds, ev, dense_preds)["score"]
+            figures = task.score(preds, ev, dense_preds)
+            s = figures["score"]
             dt = time.time() - t0
             kept = plan.options.get("estimated_kept")
-            print(f"{name:>12} {level:.2f}: score {s:6.1f} ({s - dense:+.1f}) macs {kept:.3f}  {dt:.0f} s", flush=True)
+            more = "  ".join(f"{k} {v:g}" for k, v in figures.items() if k != "score")  # e.g. a wide task's first-N score
+            print(f"{name:>12} {level:.2f}: score {s:6.1f} ({s - dense:+.1f}) macs {kept:.3f}  {dt:.0f} s  {more}", flush=True)
             if args.groups:
                 print(group_table(p, plan), flush=True)
             results.append({"model": args.model, "config": name, "kwargs": kw, "level": level, "score": s,
-                            "dense": dense, "macs": kept, "seconds": dt})
+                            "dense": dense, "macs": kept, "seconds": dt, "figures": figures,
+                            "calib_n": args.calib_n, "eval": ev.info})
             if args.json:
                 Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

