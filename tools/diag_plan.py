@@ -85,14 +85,25 @@ def main() -> int:
     task, model, ev, dense_preds, calib, dense = base.task, base.model, base.ev, base.dense_preds, base.calib, base.dense_score
     levels = [float(x) for x in args.levels.split(",")]
     base = PruneOptions(Target(macs=levels[0]), input_shapes=task.input_shapes(), bench_rounds=0)
-    t0 = time.time()
-    prep = prepare(model, base, calib)
-    print(f"{args.model}: dense {dense:.1f}; prepared in {time.time() - t0:.0f} s", flush=True)
+    preps: dict = {}
+
+    def prepared(opts):
+        """The preparation these options need: calibration views are made in prepare() (with the seed),
+        so a config asking for other views, or views with another seed, is prepared anew (one kept)."""
+        views = opts.calib_views or 1
+        key = (views, tuple(opts.calib_view_kinds), opts.seed if views > 1 else 0)
+        if key not in preps:
+            preps.clear()
+            t0 = time.time()
+            preps[key] = prepare(model, dataclasses.replace(base, calib_views=views, calib_view_kinds=opts.calib_view_kinds,
+                                                            seed=key[2]), calib)
+            print(f"{args.model}: dense {dense:.1f}; prepared ({views} views) in {time.time() - t0:.0f} s", flush=True)
+        return preps[key]
     results = []
     for name, kw in parse_configs(args.configs).items():
         for level in levels:
             opts = dataclasses.replace(base, target=Target(macs=level), **kw).resolved(True)
-            p = dataclasses.replace(prep, options=opts)
+            p = dataclasses.replace(prepared(opts), options=opts)
             t0 = time.time()
             plan = choose_plan(p)
             pruned = apply_and_recover(p, plan)
@@ -101,14 +112,17 @@ def main() -> int:
                 import onnx
                 onnx.save(pruned, str(Path(args.save) / f"{name}_{level}.onnx"))
             preds = task.predict(tasks.session(pruned), ev)
-            s = task.score(preds, ev, dense_preds)["score"]
+            figures = task.score(preds, ev, dense_preds)
+            s = figures["score"]
             dt = time.time() - t0
             kept = plan.options.get("estimated_kept")
-            print(f"{name:>12} {level:.2f}: score {s:6.1f} ({s - dense:+.1f}) macs {kept:.3f}  {dt:.0f} s", flush=True)
+            more = "  ".join(f"{k} {v:g}" for k, v in figures.items() if k != "score")  # e.g. a wide task's first-N score
+            print(f"{name:>12} {level:.2f}: score {s:6.1f} ({s - dense:+.1f}) macs {kept:.3f}  {dt:.0f} s  {more}", flush=True)
             if args.groups:
                 print(group_table(p, plan), flush=True)
             results.append({"model": args.model, "config": name, "kwargs": kw, "level": level, "score": s,
-                            "dense": dense, "macs": kept, "seconds": dt})
+                            "dense": dense, "macs": kept, "seconds": dt, "figures": figures,
+                            "calib_n": args.calib_n, "eval": ev.info})
             if args.json:
                 Path(args.json).write_text(json.dumps(results, indent=1))
     return 0

@@ -530,25 +530,35 @@ class NudeNet(Task):
     def _images(self, n: int) -> list[np.ndarray]:
         """Whole photos (astronaut, cameraman, flipped) then composites: 1-3 face crops at random scales,
         sides and positions pasted on a background photo."""
-        from PIL import Image
-
         rng = np.random.default_rng(31)
         astro, cam = skimage_photo("astronaut"), skimage_photo("camera")
-        heads = [astro[20:230, 130:300], cam[40:200, 200:360]]  # the two faces with some hair and neck
+        heads = self.heads()
         out = [astro, astro[:, ::-1], cam, cam[:, ::-1]]
         while len(out) < n:
             bg = skimage_photo(self.BACKGROUNDS[len(out) % len(self.BACKGROUNDS)]).copy()
-            bh, bw = bg.shape[:2]
-            for _ in range(int(rng.integers(1, 4))):
-                head = heads[int(rng.integers(0, 2))]
-                head = head[:, ::-1] if rng.random() < 0.5 else head
-                s = rng.uniform(0.5, 1.3)
-                hh, hw = min(bh - 1, int(head.shape[0] * s)), min(bw - 1, int(head.shape[1] * s))
-                crop = np.asarray(Image.fromarray(np.ascontiguousarray(head)).resize((hw, hh), Image.BILINEAR))
-                y0, x0 = int(rng.integers(0, bh - hh)), int(rng.integers(0, bw - hw))
-                bg[y0:y0 + hh, x0:x0 + hw] = crop
-            out.append(bg)
+            out.append(self.paste_heads(bg, heads, rng))
         return out[:n]
+
+    @staticmethod
+    def heads() -> list[np.ndarray]:
+        astro, cam = skimage_photo("astronaut"), skimage_photo("camera")
+        return [astro[20:230, 130:300], cam[40:200, 200:360]]  # the two faces with some hair and neck
+
+    @staticmethod
+    def paste_heads(bg: np.ndarray, heads: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+        """1-3 of the heads, each flipped or not and rescaled 0.5-1.3x, pasted at random places on bg (in place)."""
+        from PIL import Image
+
+        bh, bw = bg.shape[:2]
+        for _ in range(int(rng.integers(1, 4))):
+            head = heads[int(rng.integers(0, 2))]
+            head = head[:, ::-1] if rng.random() < 0.5 else head
+            s = rng.uniform(0.5, 1.3)
+            hh, hw = min(bh - 1, int(head.shape[0] * s)), min(bw - 1, int(head.shape[1] * s))
+            crop = np.asarray(Image.fromarray(np.ascontiguousarray(head)).resize((hw, hh), Image.BILINEAR))
+            y0, x0 = int(rng.integers(0, bh - hh)), int(rng.integers(0, bw - hw))
+            bg[y0:y0 + hh, x0:x0 + hw] = crop
+        return bg
 
     def evaluation(self, n=None):
         x = np.stack([self.letterbox(im) for im in self._images(n or self.default_eval_n)])
@@ -813,8 +823,9 @@ TASKS: dict[str, Callable[[], Task]] = {
 def all_tasks() -> dict[str, Callable[[], Task]]:
     """The named models' tasks, then those of models no issue names (tools/tasks_extra.py)."""
     import tasks_extra  # imports this module: loaded on demand
+    import tasks_wide  # wider test sets of the coarse tasks (tools/tasks_wide.py)
 
-    return {**TASKS, **tasks_extra.EXTRA_TASKS}
+    return {**TASKS, **tasks_extra.EXTRA_TASKS, **tasks_wide.WIDE_TASKS}
 
 
 def get(name: str) -> Task:
