@@ -9,7 +9,10 @@ with the onnxprune source tree at --before-src first on PYTHONPATH (e.g. `git ar
 | tar -x -C DIR`), once with this checkout's. The dense model and both pruned models are then timed
 in ONE interleaved pass (onnxprune/search/timing.py: each round runs all three in a shuffled order,
 median of per-round ratios, more rounds while the noise is above 0.01), so both sides meet the same
-load. Efficiency = MACs kept / latency kept. The load average is printed next to every row.
+load. Efficiency = MACs kept / latency kept. Models: zoo names, `survey:KEY` (an export of
+tools/survey_exports.py) or .onnx paths, with their own input shapes. "inside" is the ratio the
+latency search measured for its plan (its own pass, a minute earlier). The load average is printed
+next to every row.
 """
 
 from __future__ import annotations
@@ -56,6 +59,17 @@ def pruned_by(src: Path, model: str, out: str, target: float, threads: int) -> d
     return info
 
 
+def model_file(name: str) -> str:
+    """A zoo name's cached file, a survey export's file, or the path given."""
+    if name.startswith("survey:"):
+        import survey_exports
+        entry = survey_exports.BY_KEY.get(name[len("survey:"):])
+        if entry is None:
+            raise SystemExit(f"unknown survey model {name!r} (python tools/survey_exports.py --list)")
+        return str(survey_exports.model_path(entry))
+    return name if name.endswith(".onnx") else str(zoo.fetch(name))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--before-src", required=True, help="a folder holding the previous onnxprune/ package")
@@ -64,11 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=40)
     args = ap.parse_args(argv)
-    print("| model | code | allocation | MACs kept | latency (one pass) | noise | efficiency | load (1 min) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | code | allocation | MACs kept | latency (one pass) | noise | inside | efficiency | load (1 min) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
-            path = str(zoo.fetch(name))
+            path = model_file(name)
             dense = onnx.load(path)
             macs0 = count_macs(ModelGraph(dense))
             runs = {}
@@ -85,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
                 macs = count_macs(ModelGraph(onnx.load(out))) / macs0
                 latency = info["latency"]
                 print(f"| {name} | {code} | {latency.get('allocation', 'latency ranking (no choice)')} | {macs:.3f} | "
-                      f"{t['latency_ratio']:.3f} | {t['latency_noise']:.3f} | {macs / t['latency_ratio']:.2f} | "
+                      f"{t['latency_ratio']:.3f} | {t['latency_noise']:.3f} | {latency.get('measured_latency_ratio', '-')} | "
+                      f"{macs / t['latency_ratio']:.2f} | "
                       f"{prune_load:.1f} pruning, {load:.1f} timing |", flush=True)
     return 0
 
