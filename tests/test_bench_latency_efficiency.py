@@ -50,3 +50,15 @@ def test_survey_names_take_the_entry_shapes_unless_given(monkeypatch, tmp_path):
     assert shapes is None  # the model's own
     with pytest.raises(SystemExit, match="unknown survey model"):
         ble.load_dense("survey:nope")
+
+
+def test_allocation_pair_takes_survey_names_and_refuses_bad_options(monkeypatch, tmp_path, capsys):
+    import bench_allocation_pair as bap
+    import survey_exports
+    monkeypatch.setattr(survey_exports, "model_path", lambda entry: tmp_path / f"{entry.key}.onnx")
+    assert bap.model_file("survey:orinet") == str(tmp_path / "orinet.onnx")
+    assert bap.model_file("some/where/model.onnx") == "some/where/model.onnx"
+    with pytest.raises(SystemExit, match="unknown survey model"):
+        bap.model_file("survey:nope")
+    assert bap.main(["--models", "survey:orinet", "--after-opts", "[16]"]) == 2
+    assert capsys.readouterr().err.startswith("error: bad options")

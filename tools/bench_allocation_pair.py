@@ -2,11 +2,13 @@
 """`--target-latency` before and after a change, timed in one interleaved pass against dense.
 
     python tools/bench_allocation_pair.py --before-src /tmp/before --models light_densenet121,nudenet_320n
+    python tools/bench_allocation_pair.py --kind macs --after-opts '{"round_to": 16}' --models survey:opennsfw
 
 For each model, `onnxprune.prune(..., target_latency=T)` runs twice in subprocesses (l2, global
 scope, no data, no recovery, --threads: the settings of tools/bench_latency_efficiency.py): once
 with the onnxprune source tree at --before-src first on PYTHONPATH (e.g. `git archive REV onnxprune
-| tar -x -C DIR`), once with this checkout's. The dense model and both pruned models are then timed
+| tar -x -C DIR`), once with this checkout's; or both with this checkout's and different options (--before-opts,
+--after-opts, e.g. a width rounding), or a MACs target (--kind macs). The dense model and both pruned models are then timed
 in ONE interleaved pass (onnxprune/search/timing.py: each round runs all three in a shuffled order,
 median of per-round ratios, more rounds while the noise is above 0.01), so both sides meet the same
 load. Efficiency = MACs kept / latency kept. Models: zoo names, `survey:KEY` (an export of
@@ -41,17 +43,18 @@ from onnxprune.search.timing import summarize, time_until_quiet  # noqa: E402
 PRUNE = """
 import json, sys, onnxprune
 r = onnxprune.prune(sys.argv[1], criterion="l2", scope="global", recover="none", bench_rounds=0,
-                    threads=int(sys.argv[4]), target_latency=float(sys.argv[3]))
+                    threads=int(sys.argv[4]), **{sys.argv[6]: float(sys.argv[3])}, **json.loads(sys.argv[5]))
 r.save(sys.argv[2], force=True)
 print(json.dumps({"latency": r.report["plan"].get("latency", {}), "source": onnxprune.__file__}))
 """
 
 
-def pruned_by(src: Path, model: str, out: str, target: float, threads: int) -> dict:
+def pruned_by(src: Path, model: str, out: str, target: float, threads: int, opts: str = "{}",
+              kind: str = "target_latency") -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]))
     # run from the output's folder: `python -c` puts the working directory before PYTHONPATH, and a
     # checkout's own onnxprune/ there would win over --before-src
-    done = subprocess.run([sys.executable, "-c", PRUNE, model, out, str(target), str(threads)], env=env,
+    done = subprocess.run([sys.executable, "-c", PRUNE, model, out, str(target), str(threads), opts, kind], env=env,
                           capture_output=True, text=True, check=True, cwd=os.path.dirname(out))
     info = json.loads(done.stdout.strip().splitlines()[-1])
     if not Path(info["source"]).resolve().is_relative_to(src.resolve()):
@@ -72,12 +75,23 @@ def model_file(name: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--before-src", required=True, help="a folder holding the previous onnxprune/ package")
+    ap.add_argument("--before-src", default=str(ROOT), help="a folder holding the previous onnxprune/ package "
+                    "(default: this checkout's, to compare options only)")
+    ap.add_argument("--before-opts", default="{}", help='prune() options of the "before" side, JSON')
+    ap.add_argument("--after-opts", default="{}", help='prune() options of the "after" side, JSON')
+    ap.add_argument("--kind", default="latency", choices=("latency", "macs"), help="the target's kind")
     ap.add_argument("--models", default="light_densenet121,nudenet_320n")
     ap.add_argument("--target", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=40)
     args = ap.parse_args(argv)
+    for opts in (args.before_opts, args.after_opts):
+        try:
+            if not isinstance(json.loads(opts), dict):
+                raise ValueError("not an object")
+        except ValueError as e:
+            print(f"error: bad options {opts!r}: {e}", file=sys.stderr)
+            return 2
     print("| model | code | allocation | MACs kept | latency (one pass) | noise | inside | efficiency | load (1 min) |")
     print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,9 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             dense = onnx.load(path)
             macs0 = count_macs(ModelGraph(dense))
             runs = {}
-            for code, src in (("before", Path(args.before_src)), ("after", ROOT)):
+            sides = (("before", Path(args.before_src), args.before_opts), ("after", ROOT, args.after_opts))
+            for code, src, opts in sides:
                 out = os.path.join(tmp, f"{name}-{code}.onnx")
-                runs[code] = (out, pruned_by(src, path, out, args.target, args.threads), os.getloadavg()[0])
+                runs[code] = (out, pruned_by(src, path, out, args.target, args.threads, opts, f"target_{args.kind}"),
+                              os.getloadavg()[0])
             sessions = [make_session(dense, args.threads)] + [make_session(onnx.load(o), args.threads)
                                                                for o, _, _ in runs.values()]
             feed = next(synthetic_dataset(session(dense), ModelGraph(dense).input_shapes, samples=1).batches(1))
