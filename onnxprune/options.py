@@ -261,7 +261,18 @@ def options_from_keywords(keywords: Mapping[str, Any]) -> tuple[PruneOptions, Fi
     target = Target(**{_TARGET_KEYWORDS[k]: v for k, v in keywords.items() if k in _TARGET_KEYWORDS})
     tune = FinetuneOptions(**{_FINETUNE_KEYWORDS[k]: v for k, v in keywords.items() if k in _FINETUNE_KEYWORDS})
     rest = {k: v for k, v in keywords.items() if k in _PRUNE_FIELDS}
+    rest.setdefault("round_to", default_round_to(target))
     return PruneOptions(target=target, **rest), tune
+
+
+def default_round_to(target: Target) -> int:
+    """The width rounding when none is given: DEFAULT_ROUND_TO, and for a latency target at least the
+    channel block ONNX Runtime's CPU convolutions compute in (16 with AVX-512: a width between blocks
+    is padded, so the MACs removed below the block buy no time; select/kernel_block.py)."""
+    if target.kind != "latency":
+        return DEFAULT_ROUND_TO
+    from onnxprune.select.kernel_block import nchwc_block
+    return max(DEFAULT_ROUND_TO, nchwc_block() or 1)
 
 
 def with_defaults(options: PruneOptions, **changes) -> PruneOptions:
@@ -270,5 +281,5 @@ def with_defaults(options: PruneOptions, **changes) -> PruneOptions:
 
 
 __all__ = ["Target", "PruneOptions", "FinetuneOptions", "options_from_keywords", "keyword_names", "with_defaults",
-           "CRITERIA", "RECOVERY", "DISTILL_LOSSES", "EPOCH_SELECTIONS", "SCOPES", "DEFAULT_ROUND_TO", "DATA_AWARE", "DATA_FREE",
+           "CRITERIA", "RECOVERY", "DISTILL_LOSSES", "EPOCH_SELECTIONS", "SCOPES", "DEFAULT_ROUND_TO", "default_round_to", "DATA_AWARE", "DATA_FREE",
            "MAX_LAYER_RATIO", "DEFAULT_MAX_LAYER_RATIO"]
