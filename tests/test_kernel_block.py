@@ -27,25 +27,36 @@ def test_the_block_follows_the_widest_vector_flag():
 @pytest.mark.parametrize("block, expected", [(16, 16), (8, DEFAULT_ROUND_TO), (None, DEFAULT_ROUND_TO)])
 def test_only_a_latency_target_takes_the_block_and_never_below_the_default(monkeypatch, block, expected):
     monkeypatch.setattr(kernel_block, "nchwc_block", lambda: block)
-    assert default_round_to(Target(latency=0.5)) == expected
-    assert default_round_to(Target(macs=0.5)) == DEFAULT_ROUND_TO
-    assert default_round_to(Target(ratio=0.3)) == DEFAULT_ROUND_TO
-    options, _ = options_from_keywords({"target_latency": 0.5})
-    assert options.round_to == expected
-    options, _ = options_from_keywords({"target_latency": 0.5, "round_to": 4})
-    assert options.round_to == 4  # the user's rounding stays
-    options, _ = options_from_keywords({"target_macs": 0.5})
-    assert options.round_to == DEFAULT_ROUND_TO
+    widths = [32, 64, 64, 128]
+    assert default_round_to(Target(latency=0.5), widths) == expected
+    assert default_round_to(Target(macs=0.5), widths) == DEFAULT_ROUND_TO
+    assert default_round_to(Target(ratio=0.3), widths) == DEFAULT_ROUND_TO
 
 
-def test_the_cli_rounds_a_latency_target_to_the_block_unless_told(monkeypatch):
-    from onnxprune.cli.main import build_parser, prune_options
+def test_widths_off_the_block_keep_the_default(monkeypatch):
     monkeypatch.setattr(kernel_block, "nchwc_block", lambda: 16)
+    assert default_round_to(Target(latency=0.5), [17, 34, 34, 17]) == DEFAULT_ROUND_TO  # ShuffleNet's groups
+    assert default_round_to(Target(latency=0.5), [64, 64, 64, 64, 24]) == 16  # 256 of 280 channels aligned
+    assert default_round_to(Target(latency=0.5), [64, 40, 40]) == DEFAULT_ROUND_TO  # 64 of 144
+    assert default_round_to(Target(latency=0.5), []) == DEFAULT_ROUND_TO
+
+
+def test_unset_rounding_is_filled_when_the_model_is_analysed_and_a_given_one_stays(monkeypatch, tmp_path):
+    import onnxprune
+    from conftest import FIXTURES
+    from onnxprune.cli.main import build_parser, prune_options
+    monkeypatch.setenv("ONNXPRUNE_CACHE", str(tmp_path))
+    monkeypatch.setattr(kernel_block, "nchwc_block", lambda: 16)
+    assert options_from_keywords({"target_latency": 0.5})[0].round_to is None
     parser = build_parser()
-    assert prune_options(parser.parse_args(["prune", "m.onnx", "--target-latency", "0.5", "-o", "o.onnx"])).round_to == 16
-    assert prune_options(parser.parse_args(["prune", "m.onnx", "--target-latency", "0.5", "--round-to", "8",
-                                            "-o", "o.onnx"])).round_to == 8
-    assert prune_options(parser.parse_args(["prune", "m.onnx", "--target-macs", "0.5", "-o", "o.onnx"])).round_to == 8
+    assert prune_options(parser.parse_args(["prune", "m.onnx", "--target-latency", "0.5", "-o", "o"])).round_to is None
+    assert prune_options(parser.parse_args(["prune", "m.onnx", "--target-latency", "0.5", "--round-to", "4",
+                                            "-o", "o"])).round_to == 4
+    model = onnx.load(str(FIXTURES / "digits_cnn.onnx"))  # groups of 32, 64 and 64 channels
+    common = dict(criterion="l2", scope="global", recover="none", bench_rounds=0, threads=1)
+    assert onnxprune.prune(model, target_latency=0.7, **common).plan.options["round_to"] == 16
+    assert onnxprune.prune(model, target_latency=0.7, round_to=4, **common).plan.options["round_to"] == 4
+    assert onnxprune.prune(model, target_macs=0.7, **common).plan.options["round_to"] == DEFAULT_ROUND_TO
 
 
 def test_onnx_runtime_pads_a_width_between_blocks_instead_of_leaving_its_blocked_kernels():

@@ -159,13 +159,13 @@ def _run_command(args) -> int:
 
 def prune_options(args):
     """PruneOptions from the `prune` flags (validated: one message per bad option)."""
-    from onnxprune.options import PruneOptions, Target, default_round_to
+    from onnxprune.options import PruneOptions, Target
 
     target = Target(ratio=args.ratio, macs=args.target_macs, params=args.target_params, latency=args.target_latency,
                     plan=args.plan, depth=args.depth)
     return PruneOptions(target=target, criterion=args.criterion, scope=args.scope, recover=args.recover,
                         max_layer_ratio=args.max_layer_ratio, min_channels=args.min_channels,
-                        round_to=args.round_to if args.round_to is not None else default_round_to(target),
+                        round_to=args.round_to,
                         exclude=tuple(args.exclude or ()), input_shapes=parse_shapes(args.input_shape),
                         calib_limit=args.calib_limit, calib_views=args.calib_views,
                         calib_view_kinds=args.calib_view_kinds or (), bench_rounds=args.bench_rounds, threads=args.threads,
