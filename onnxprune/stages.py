@@ -38,7 +38,7 @@ from onnxprune.load.qdq_lift import lift
 from onnxprune.load.qdq_params import QuantParams
 from onnxprune.load.spill import model_bytes
 from onnxprune.load.zoo import cache_dir
-from onnxprune.options import MEASURED, FinetuneOptions, PruneOptions
+from onnxprune.options import MEASURED, FinetuneOptions, PruneOptions, default_round_to, with_defaults
 from onnxprune.recover.finetune import finetune
 from onnxprune.recover.reconstruction import METHODS as ONE_SHOT
 from onnxprune.recover.reconstruction import add_missing_biases, recover
@@ -147,6 +147,8 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
     if recovery != "none":
         working = add_missing_biases(working, input_shapes)
     working, dep = analyse_width(working, input_shapes, options, data is not None)  # hidden width: hidden_stage.py
+    widths = [len(g.channels) for g in dep.groups if (~g.frozen).sum() >= 2]  # the prunable groups' widths
+    options = with_defaults(options, round_to=default_round_to(options.target, widths))
     wanted = wanted_statistics(dep, criterion) if criterion != "sensitivity" else {}
     extra = ({**hidden_statistics(dep), **(norm_statistics(dep) if recovery != "none" else {})}  # hidden width
              if data is not None else {})

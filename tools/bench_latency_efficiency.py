@@ -2,8 +2,11 @@
 """Speed-up per MAC removed: a MACs target against a latency target (the measured latency model).
 
     python tools/bench_latency_efficiency.py --models light_resnet50,light_squeezenet --target 0.5
+    python tools/bench_latency_efficiency.py --models survey:anime_or_not,path/to/model.onnx \
+        --shape "input=1x3x224x224"
 
-For each model (zoo names; fetched and cached), two prunings without data (l2, global scope):
+For each model (zoo names and task models, fetched and cached; `survey:KEY` for an export of
+tools/survey_exports.py, with the input shapes its entry gives; or a path to an .onnx file), two prunings without data (l2, global scope):
 - `target_macs=T`: the MACs cost model decides;
 - `target_latency=T`: the per-node latency table decides (select/latency_model.py), searched and
   corrected by measurement inside onnxprune.
@@ -48,37 +51,39 @@ from onnxprune.load.runtime import session  # noqa: E402
 DEFAULT_MODELS = "light_resnet50,light_densenet121,light_inception_v1,light_squeezenet,light_shufflenet,nudenet_320n,ppocr_det"
 
 
-def paired(dense: onnx.ModelProto, pruned: onnx.ModelProto, threads: int, pairs: int) -> float:
+def paired(dense: onnx.ModelProto, pruned: onnx.ModelProto, threads: int, pairs: int, shapes=None) -> float:
     """bench_target_latency's paired measurement (sessions without spinning, fastest of 3 per side)."""
     sd, sp = make_session(dense, threads), make_session(pruned, threads)
-    feed = next(synthetic_dataset(session(dense), ModelGraph(dense).input_shapes, samples=1).batches(1))
+    feed = next(synthetic_dataset(session(dense), ModelGraph(dense, shapes).input_shapes, samples=1).batches(1))
     return paired_ratio(sd, sp, feed, pairs)["ratio"]
 
 
-def rewritten_efficiency(dense: onnx.ModelProto, pruned: onnx.ModelProto, threads: int, pairs: int) -> float | None:
+def rewritten_efficiency(dense: onnx.ModelProto, pruned: onnx.ModelProto, threads: int, pairs: int,
+                         shapes=None) -> float | None:
     """Efficiency against the dense model with the same rewrite a latency target makes (LRN as a band
     Conv, graph/lrn_band.py), so that the rewrite's own speed-up is not counted; None without LRN."""
     rewritten, count = lrn_as_band(fold_constants(dense))
     if not count:
         return None
-    latency = paired(rewritten, pruned, threads, pairs)
-    return (1 / latency) / (count_macs(ModelGraph(rewritten)) / count_macs(ModelGraph(pruned)))
+    latency = paired(rewritten, pruned, threads, pairs, shapes)
+    return (1 / latency) / (count_macs(ModelGraph(rewritten, shapes)) / count_macs(ModelGraph(pruned, shapes)))
 
 
 def one(name: str, target: float, threads: int, pairs: int, kinds: tuple[str, ...] = ("macs", "latency"),
-        depth: int = 0, task: bool = False) -> list[dict]:
-    dense = load_dense(name)
-    dense_macs = count_macs(ModelGraph(dense))
+        depth: int = 0, task: bool = False, shapes: dict | None = None, round_to: int | None = None) -> list[dict]:
+    dense, shapes = load_dense(name, shapes)
+    dense_macs = count_macs(ModelGraph(dense, shapes))
     rows = []
     for kind in (f"target_{k}" for k in kinds):
         t0 = time.time()
         extra = {"depth": depth} if depth and kind == "target_latency" else {}
+        extra.update({"input_shapes": shapes} if shapes else {}, **({"round_to": round_to} if round_to else {}))
         result = onnxprune.prune(dense, criterion="l2", scope="global", recover="none", bench_rounds=0,
                                  threads=threads, **{kind: target}, **extra)
         seconds = time.time() - t0
-        macs = count_macs(ModelGraph(result.model)) / dense_macs
-        latency = paired(dense, result.model, threads, pairs)
-        same = rewritten_efficiency(dense, result.model, threads, pairs) if kind == "target_latency" else None
+        macs = count_macs(ModelGraph(result.model, shapes)) / dense_macs
+        latency = paired(dense, result.model, threads, pairs, shapes)
+        same = rewritten_efficiency(dense, result.model, threads, pairs, shapes) if kind == "target_latency" else None
         label = f"{kind.replace('target_', '')} {target:g}" + (f", depth {depth}" if extra else "")
         rows.append({"model": name, "target": label, "macs": macs,
                      "latency": latency, "efficiency": (1 / latency) / (1 / macs), "seconds": seconds,
@@ -91,13 +96,43 @@ def one(name: str, target: float, threads: int, pairs: int, kinds: tuple[str, ..
     return rows
 
 
-def load_dense(name: str) -> onnx.ModelProto:
-    """A zoo model (onnxprune/load/zoo.py), else the model of a task (tools/tasks.py, tasks_extra.py:
-    real exports that no issue names, read out of their wheels)."""
+def load_dense(name: str, shapes: dict | None = None) -> tuple[onnx.ModelProto, dict | None]:
+    """The model and its input shapes (`shapes` when given, else the survey entry's, else None: the
+    model's own, symbolic dims resolved by ModelGraph). A zoo model (onnxprune/load/zoo.py);
+    `survey:KEY`, an export of tools/survey_exports.py; an existing .onnx path; else the model of a
+    task (tools/tasks.py, tasks_extra.py: real exports, read out of their wheels)."""
     if name in zoo.MODELS or zoo.is_light(name):
-        return onnx.load(zoo.fetch(name))
+        return onnx.load(zoo.fetch(name)), shapes
+    if name.startswith("survey:"):
+        import survey_exports
+        entry = survey_exports.BY_KEY.get(name[len("survey:"):])
+        if entry is None:
+            raise SystemExit(f"unknown survey model {name!r} (python tools/survey_exports.py --list)")
+        given = {k: tuple(v) for k, v in entry.input_shapes.items()} or None
+        return onnx.load(str(survey_exports.model_path(entry))), shapes or given
+    if name.endswith(".onnx"):
+        if not Path(name).is_file():
+            raise SystemExit(f"no such model file: {name}")
+        return onnx.load(name), shapes
     import tasks
-    return tasks.get(name).model()
+    return tasks.get(name).model(), shapes
+
+
+def parse_shapes(text: str | None) -> dict[str, tuple[int, ...]] | None:
+    """`--shape "a=1x3x224x224;b=1x8"` -> {"a": (1, 3, 224, 224), "b": (1, 8)}; None for none given."""
+    if not text:
+        return None
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, sep, dims = part.rpartition("=")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or min(shape) < 1:
+            raise ValueError(f"bad --shape {part!r}: expected NAME=1x3x224x224")
+        out[name] = shape
+    return out
 
 
 def task_score(name: str, dense: onnx.ModelProto, pruned: onnx.ModelProto) -> str | None:
@@ -122,12 +157,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kinds", default="macs,latency", help="which targets: macs, latency or both")
     ap.add_argument("--depth", type=int, default=0, help="residual units removed before the latency target's widths")
     ap.add_argument("--task", action="store_true", help="also score each pruned model on its task (tools/tasks.py)")
+    ap.add_argument("--shape", help='input shapes for every model, "NAME=1x3x224x224;NAME2=1x8" (default: the '
+                    "survey entry's, else the model's own with symbolic dims resolved)")
+    ap.add_argument("--round-to", type=int, help="channel multiple of the pruned widths (default: onnxprune's)")
     args = ap.parse_args(argv)
+    try:
+        shapes = parse_shapes(args.shape)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     warnings.filterwarnings("ignore")
     rows = []
     for name in args.models.split(","):
         kinds = tuple(args.kinds.split(","))
-        rows += one(name, args.target, args.threads, args.pairs, kinds, args.depth, args.task)
+        rows += one(name, args.target, args.threads, args.pairs, kinds, args.depth, args.task, shapes, args.round_to)
         for r in rows[-len(kinds):]:
             print(r, file=sys.stderr, flush=True)
     print(f"Speed-up per MAC removed at {args.target:g}, l2 global, no data, {args.threads} threads, "

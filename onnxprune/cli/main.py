@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="what the views vary: crop, scale, flip, mix (float inputs), splice (integer inputs), comma-separated (default mix)")
     pr.add_argument("--data", metavar="DATA.npz", help="held-out data for the fidelity/accuracy report (default: --calib)")
     add_image_flags(pr)
-    pr.add_argument("--round-to", type=int, default=None, help="keep widths a multiple of N (default 8)")
+    pr.add_argument("--round-to", type=int, default=None, help="keep widths a multiple of N (default 8; for --target-latency the CPU convolutions' channel block when larger: 16 with AVX-512)")
     pr.add_argument("--criterion", default=None,
                     help="importance: l1, l2, fpgm, lamp, bn_scale, random, activation, apoz, reconstruction, obs, relative, "
                          "fisher, fisher_parts, fisher_recon, sensitivity (default: fisher with --calib, l2 without)")
@@ -159,13 +159,13 @@ def _run_command(args) -> int:
 
 def prune_options(args):
     """PruneOptions from the `prune` flags (validated: one message per bad option)."""
-    from onnxprune.options import DEFAULT_ROUND_TO, PruneOptions, Target
+    from onnxprune.options import PruneOptions, Target
 
     target = Target(ratio=args.ratio, macs=args.target_macs, params=args.target_params, latency=args.target_latency,
                     plan=args.plan, depth=args.depth)
     return PruneOptions(target=target, criterion=args.criterion, scope=args.scope, recover=args.recover,
                         max_layer_ratio=args.max_layer_ratio, min_channels=args.min_channels,
-                        round_to=args.round_to if args.round_to is not None else DEFAULT_ROUND_TO,
+                        round_to=args.round_to,
                         exclude=tuple(args.exclude or ()), input_shapes=parse_shapes(args.input_shape),
                         calib_limit=args.calib_limit, calib_views=args.calib_views,
                         calib_view_kinds=args.calib_view_kinds or (), bench_rounds=args.bench_rounds, threads=args.threads,
