@@ -123,17 +123,3 @@ def test_the_cli_trains_with_distill_detect(tmp_path, capsys):
     trained = onnx.load(str(out))
     assert outputs(trained).shape == outputs(TEACHER).shape
     assert "(distill detect)" in capsys.readouterr().out
-
-
-def test_the_loss_spec_reads_samples_spread_over_ordered_data():
-    """Data is often ordered (a folder sorted by class; plain crops before composites): the spec's and
-    the balance weights' samples must come from all of it, not its first rows."""
-    from onnxprune.recover.targets import sample_outputs, spread_indices
-
-    assert spread_indices(1024, 64)[[0, -1]].tolist() == [0, 1023] and len(spread_indices(1024, 64)) == 64
-    assert spread_indices(10, 64).tolist() == list(range(10))
-    ordered = np.concatenate([np.zeros((192, 4, A), np.float32), X[:64]])  # 3/4 blank, then the real inputs
-    got = sample_outputs(TEACHER, "y", Dataset({"x": ordered[:, None]}), 64, batchable=True)  # sample i: (1, 4, A)
-    want = outputs(TEACHER, ordered[spread_indices(len(ordered), 64)])
-    np.testing.assert_allclose(got, want, rtol=1e-6)
-    assert np.abs(got[-16:, :2]).sum() > 0  # the last quarter's box rows are not the blank inputs' zeros

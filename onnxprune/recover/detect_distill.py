@@ -19,7 +19,7 @@ from onnxprune.autodiff.detect_loss import DetectSpec, part_terms
 from onnxprune.errors import BadInputError
 from onnxprune.load.data import Dataset
 from onnxprune.recover.distill_weights import channel_axis
-from onnxprune.recover.targets import sample_outputs
+from onnxprune.recover.targets import first_outputs
 from onnxprune.score.output_parts import parts
 
 log = logging.getLogger("onnxprune")
@@ -59,8 +59,8 @@ def spec_from_outputs(student_out: np.ndarray, teacher_out: np.ndarray) -> Detec
 
 def detect_spec(student: onnx.ModelProto, teacher: onnx.ModelProto, output: str | None, data: Dataset,
                 batchable: bool, threads: int) -> DetectSpec:
-    """spec_from_outputs on DETECT_SAMPLES samples spread over `data`."""
-    return spec_from_outputs(*(sample_outputs(m, output, data, DETECT_SAMPLES, batchable, threads)
+    """spec_from_outputs on the first DETECT_SAMPLES samples of `data`."""
+    return spec_from_outputs(*(first_outputs(m, output, data, DETECT_SAMPLES, batchable, threads)
                                for m in (student, teacher)))
 
 

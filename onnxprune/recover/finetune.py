@@ -35,7 +35,7 @@ from onnxprune.recover.logits import logits_views
 from onnxprune.recover.microbatch import Chunked, MicroBatched, micro_batch
 from onnxprune.recover.step_memory import STEP_BUDGET_MB, step_bytes
 from onnxprune.recover.features import feature_points, sliced_points
-from onnxprune.recover.targets import Targets, data_batchable, feeds_of, sample_outputs, join
+from onnxprune.recover.targets import Targets, data_batchable, feeds_of, first_outputs, join
 from onnxprune.recover.trainloop import MAX_EPOCHS, Loop
 
 log = logging.getLogger("onnxprune")
@@ -214,7 +214,7 @@ def _distill_mode(mode: str, teacher: onnx.ModelProto | None, output: str | None
     like a detector's (balance.unbalanced: channels not on the last axis, variances spread widely), else KL."""
     if teacher is None or mode not in ("auto", "balanced") or (mode == "auto" and on_logits):
         return ("kl" if mode == "auto" else mode), None
-    out = sample_outputs(teacher, output, data, BALANCE_SAMPLES, batchable, threads, step=64)
+    out = first_outputs(teacher, output, data, BALANCE_SAMPLES, batchable, threads, step=64)
     if mode == "auto" and not unbalanced(out):
         return "kl", None
     log.info("distilling '%s' by squared error balanced per channel (variances spread %.3g x)",

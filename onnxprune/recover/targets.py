@@ -43,23 +43,15 @@ def data_batchable(model: onnx.ModelProto, data: Dataset) -> bool:
     return True
 
 
-def spread_indices(size: int, n: int) -> np.ndarray:
-    """`n` sample indices spread evenly over `size` samples (all of them when n >= size): data is often
-    ordered (a folder sorted by class, plain crops before composites), so its first samples are not a sample."""
-    if n >= size:
-        return np.arange(size)
-    return np.unique(np.linspace(0, size - 1, n).round().astype(np.int64))
-
-
-def sample_outputs(model: onnx.ModelProto, output: str | None, data: Dataset, n: int, batchable: bool,
-                   threads: int = 0, step: int = 16) -> np.ndarray:
-    """A model's output `output` (None: its first) on `n` samples spread over `data` (spread_indices),
-    `step` samples per run (one at a time when the samples do not batch), joined on the batch axis."""
+def first_outputs(model: onnx.ModelProto, output: str | None, data: Dataset, n: int, batchable: bool,
+                  threads: int = 0, step: int = 16) -> np.ndarray:
+    """A model's output `output` (None: its first) on the first `n` samples of `data`, `step` samples per
+    run (one at a time when the samples do not batch), joined on the batch axis."""
     sess = session(model, threads)
     name = output or sess.get_outputs()[0].name
-    idx, step = spread_indices(len(data), n), step if batchable else 1
-    return np.concatenate([sess.run([name], feeds_of(data, idx[i:i + step], batchable))[0]
-                           for i in range(0, len(idx), step)])
+    n, step = min(n, len(data)), step if batchable else 1
+    return np.concatenate([sess.run([name], feeds_of(data, np.arange(i, min(i + step, n)), batchable))[0]
+                           for i in range(0, n, step)])
 
 
 class Targets:
