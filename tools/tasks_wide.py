@@ -70,7 +70,9 @@ def _more_composites(task: tasks.NudeNet, n: int) -> list[np.ndarray]:
     return out
 
 
-class NudeNetWide(_Wide, tasks.NudeNet):
+class _NudeNetWideTest(_Wide):
+    """The wide NudeNet test set (the narrow one as its first 16 images) and face counts in the score."""
+
     default_eval_n = 96
     narrow_n = 16
 
@@ -81,15 +83,12 @@ class NudeNetWide(_Wide, tasks.NudeNet):
         return _face_counts(super().score(preds, ev, dense_preds))
 
 
-class NudeNetFacesWide(_Wide, tasks.NudeNetFaces):
-    default_eval_n = 96
-    narrow_n = 16
+class NudeNetWide(_NudeNetWideTest, tasks.NudeNet):
+    pass
 
-    def _images(self, n):
-        return _more_composites(super(), n) if n > self.narrow_n else super()._images(n)
 
-    def score(self, preds, ev, dense_preds):
-        return _face_counts(super().score(preds, ev, dense_preds))
+class NudeNetFacesWide(_NudeNetWideTest, tasks.NudeNetFaces):
+    pass
 
 
 class NudeNetSkinWide(NudeNetWide):
