@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Mapping, Sequence
 
 from onnxprune.errors import BadInputError
+from onnxprune.recover.epoch_measures import EPOCH_SELECTIONS  # TrainSettings.select
 from onnxprune.recover.reconstruction import METHODS as ONE_SHOT
 from onnxprune.score import fisher as _fisher  # noqa: F401  (registers the fisher criteria)
 from onnxprune.score import measured as _measured  # noqa: F401  (registers fisher_joint* and fisher_measured)
@@ -197,7 +198,6 @@ class PruneOptions:
 
 
 DISTILL_LOSSES = ("kl", "mse", "balanced", "detect", "auto")  # TrainSettings.distill
-from onnxprune.recover.epoch_measures import EPOCH_SELECTIONS  # noqa: E402  TrainSettings.select
 
 
 @dataclass(frozen=True)
