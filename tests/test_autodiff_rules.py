@@ -370,3 +370,32 @@ def test_maxpool_ties_share_the_gradient():
     dy = 2 * (y - target) / y.size
     np.testing.assert_allclose(grad[0, 0, :2, :2], np.full((2, 2), dy[0, 0, 0, 0] / 4), rtol=1e-6)
     np.testing.assert_allclose(grad.reshape(2, 2, 2, 2).sum(axis=(1, 3)), dy[0, 0], rtol=1e-5)
+
+
+def test_gather_gradient_runs_at_a_batch_other_than_the_analysed_one():
+    """An unrolled recurrent export reads time step t of a time-major (T, N, C) tensor with Gather on
+    axis 0: the batch N sits after the gathered axis. Training graphs are analysed at a probe batch of 2
+    and run at any batch, so the rule must not write the analysed N into its shapes (captcha_crnn's
+    fisher scoring failed in ONNX Runtime on exactly this and fell back)."""
+    import onnxruntime as ort
+
+    from onnxprune.autodiff.builder import build_training_graph
+    from onnxprune.autodiff.weights import read_weights
+
+    steps, width, out = 5, 4, 3
+    nodes = [node("Mul", ["x", "a"], ["s"]), node("Transpose", ["s"], ["t"], perm=[2, 0, 1]),
+             node("Gather", ["t", "step"], ["g"], axis=0), node("MatMul", ["g", "w"])]
+    graph = helper.make_graph(nodes, "unrolled", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width, steps])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", out])],
+                              [numpy_helper.from_array(r(1, width, 1), "a"), numpy_helper.from_array(r(width, out), "w"),
+                               numpy_helper.from_array(np.int64(3), "step")])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    probed = build_training_graph(m, loss="mse")  # analysed at the probe batch
+    assert "a" in probed.trainable  # the Gather's backward is on a weight's path
+    for batch in (1, 3):
+        x, target = r(batch, width, steps), r(batch, out)
+        fed = build_training_graph(m, loss="mse", input_shapes={"x": x.shape})  # analysed at this batch
+        got = [ort.InferenceSession(tg.model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+            [tg.grads["a"]], {"x": x, tg.target: target, **read_weights(m, tg.trainable)})[0] for tg in (probed, fed)]
+        np.testing.assert_allclose(got[0], got[1], rtol=1e-5, atol=1e-7)
+        assert np.abs(got[0]).sum() > 0

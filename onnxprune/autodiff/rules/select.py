@@ -86,9 +86,10 @@ def gather(ctx, node, dys, needs):
     data, indices = node.inputs
     rank = ctx.rank(data)
     axis = int(attr(node, "axis", 0)) % rank
-    tail = list(ctx.shape(data)[axis + 1:])
-    updates = ctx.emit("Reshape", [dys[0], ctx.ints([0] * axis + [-1] + tail)])
-    flat = ctx.emit("Reshape", [indices, ctx.ints([1] * axis + [-1] + [1] * len(tail))])
+    tail = ctx.emit("Slice", [ctx.shape_of(data), ctx.ints([axis + 1]), ctx.ints([rank])])  # at run time: the
+    # dims after `axis` may hold the batch, and the graph may be analysed at another batch than it runs
+    updates = ctx.emit("Reshape", [dys[0], ctx.emit("Concat", [ctx.ints([0] * axis + [-1]), tail], axis=0)])
+    flat = ctx.emit("Reshape", [indices, ctx.ints([1] * axis + [-1] + [1] * (rank - axis - 1))])
     if ctx.elem_type(indices) != onnx.TensorProto.INT64:
         flat = ctx.emit("Cast", [flat], to=onnx.TensorProto.INT64)
     spread = ctx.emit("Expand", [flat, ctx.shape_of(updates)])
