@@ -195,3 +195,20 @@ def test_fisher_scores_lifted_qdq_weights(caplog):
     assert result.plan.removed.any()
     ints = {i.name for i in result.model.graph.initializer if i.data_type == onnx.TensorProto.INT8}
     assert {f"{name}_q" for name in ("w1", "wb", "ws")} <= ints
+
+
+def test_an_output_constant_on_the_data_leaves_the_scores_finite():
+    """An output that does not vary over the calibration data (here `score`: _two_outputs with its tiny
+    score-driving weights zeroed, as int8 quantization does) ranks nothing. It used to be probed at
+    1 / 1e-36, and the overflowing gradients turned every channel's score into NaN."""
+    model = _two_outputs()
+    w1 = next(i for i in model.graph.initializer if i.name == "w1")
+    value = numpy_helper.to_array(w1).copy()
+    value[:4] = 0.0  # the score units now output their bias alone, whatever x is
+    w1.CopyFrom(numpy_helper.from_array(value, "w1"))
+    data = _data()
+    dep = build_dependency(ModelGraph(model, data.sample_shapes()))
+    scores = score(dep, "fisher", data=data)
+    assert np.all(np.isfinite(scores)) and scores.max() < 1e6  # before: 9e70 in most channels
+    hidden = scores[:12]  # the hidden layer's group: units 4-7 drive `box`, 8-11 are read by nothing
+    assert hidden[4:8].min() > hidden[8:12].max()

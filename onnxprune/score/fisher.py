@@ -39,6 +39,7 @@ from onnxprune.score.memo import LastModel
 log = logging.getLogger("onnxprune")
 PROBES = 2          # random probes per calibration sample: a few backward passes each
 STD_FLOOR = 1e-6    # a constant output row is floored at this share of the output's largest row std
+CONSTANT_STD = 1e-20  # an output whose largest row std is at most this is constant on the data
 
 
 def _sites(dep: Dependency) -> tuple[list[tuple[Slot, str, int]], list[tuple[Slot, str, int]]]:
@@ -74,7 +75,9 @@ def _row_std(sess, data, names: list[str]) -> tuple[dict[str, np.ndarray], list[
         total, squares, count = acc[name]
         mean = total / count
         std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
-        stds[name] = np.maximum(std, STD_FLOOR * max(float(std.max()), 1e-30))
+        # an output that does not vary over the data ranks nothing: probed with zeros (a floor of ~1e-36
+        # made probes of ~1e36, whose gradients overflowed to inf and NaN in every channel's score)
+        stds[name] = np.maximum(std, STD_FLOOR * float(std.max())) if std.max() > CONSTANT_STD else np.zeros_like(std)
     return stds, shapes
 
 
@@ -84,7 +87,8 @@ def _rowwise(values: np.ndarray, ndim: int) -> np.ndarray:
 
 
 def _probe(shape: tuple[int, ...], std: np.ndarray, rng: np.random.Generator, dtype) -> np.ndarray:
-    v = rng.standard_normal(shape) / _rowwise(std, len(shape))
+    inverse = np.divide(1.0, std, out=np.zeros_like(std), where=std > 0)  # a constant output: zeros
+    v = rng.standard_normal(shape) * _rowwise(inverse, len(shape))
     return v.astype(dtype)
 
 
