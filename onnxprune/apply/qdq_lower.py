@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxprune.load.external import is_bound, read
+from onnxprune.load.constants import constant_value
 from onnxprune.load.qdq_params import QuantParams, quantize
 
 log = logging.getLogger("onnxprune.qdq")
@@ -38,7 +38,7 @@ def lower(model: onnx.ModelProto, lifted: dict[str, QuantParams], kept: Kept) ->
         if name not in inits:
             continue  # pruned away whole, or folded out
         qp = lifted[name]
-        value = _value(inits[name])
+        value = constant_value(inits[name])
         index = kept(name, qp.axis) if qp.axis is not None else None
         scale, zero = qp.channels(index)
         if name in biases:
@@ -76,7 +76,7 @@ def _bias_links(model: onnx.ModelProto, lifted: dict[str, QuantParams]) -> dict[
 def _activation_scales(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     """DequantizeLinear outputs that remain (activations) -> their scale, when it is an initializer."""
     inits = {t.name: t for t in model.graph.initializer}
-    return {n.output[0]: _value(inits[n.input[1]]) for n in model.graph.node
+    return {n.output[0]: constant_value(inits[n.input[1]]) for n in model.graph.node
             if n.op_type == "DequantizeLinear" and len(n.input) > 1 and n.input[1] in inits}
 
 
@@ -118,7 +118,7 @@ def _added_biases(model: onnx.ModelProto, lifted: dict[str, QuantParams],
         bias, tensor = node.input[b], inits[node.input[b]]
         if tensor.data_type != onnx.TensorProto.FLOAT or readers.get(bias, 0) != 1:
             continue
-        value = _value(tensor)
+        value = constant_value(tensor)
         if not value.any():
             del node.input[b:]  # the bias was optional and is the last input of Conv and Gemm
             model.graph.initializer.remove(tensor)
@@ -147,7 +147,8 @@ def _replace(model: onnx.ModelProto, tensor: onnx.TensorProto, new: list[tuple[s
     for name, value in new:
         value, base, k = np.asarray(value), name, 0
         while name in present:
-            if np.array_equal(_value(present[name]), value) and _value(present[name]).dtype == value.dtype:
+            held = constant_value(present[name])
+            if np.array_equal(held, value) and held.dtype == value.dtype:
                 break  # the same values under the same name: shared, read as they are
             k += 1
             name = f"{base}_{k}"
@@ -156,7 +157,3 @@ def _replace(model: onnx.ModelProto, tensor: onnx.TensorProto, new: list[tuple[s
             present[name] = model.graph.initializer[-1]
         names.append(name)
     return names
-
-
-def _value(t: onnx.TensorProto) -> np.ndarray:
-    return np.array(read(t)) if is_bound(t) else numpy_helper.to_array(t)

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxprune.load.external import is_bound, read
+from onnxprune.load.constants import constant_value
 from onnxprune.load.qdq_fold import fold_runtime_weights, runtime_weights
 from onnxprune.load.qdq_params import QuantParams, dequantize, is_reduced
 
@@ -74,8 +74,8 @@ def _params(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto],
         return None
     if (z and z not in inits) or inits[x].data_type not in _INTEGERS or inits[s].data_type not in _FLOATS:
         return None
-    q, scale = _value(inits[x]), _value(inits[s])
-    zero = _value(inits[z]) if z else np.zeros(scale.shape, q.dtype)
+    q, scale = constant_value(inits[x]), constant_value(inits[s])
+    zero = constant_value(inits[z]) if z else np.zeros(scale.shape, q.dtype)
     same_shape = zero.shape == scale.shape or zero.size == scale.size == 1  # a [1] scale with a scalar zero point
     if zero.dtype != q.dtype or not same_shape or not np.all(np.isfinite(scale)) or np.any(scale <= 0):
         return None
@@ -91,10 +91,6 @@ def _params(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto],
                      [a for a in node.attribute], node.domain, bool(q.size and q.min() == np.iinfo(q.dtype).min),
                      is_reduced(q, zero))
     return qp, dequantize(q, scale, zero, axis)
-
-
-def _value(t: onnx.TensorProto) -> np.ndarray:
-    return np.array(read(t)) if is_bound(t) else numpy_helper.to_array(t)
 
 
 def _drop_unused(model: onnx.ModelProto, candidates: set[str]) -> None:
