@@ -43,17 +43,21 @@ def most_macs(selectors: dict[str, Callable[[float], Plan]], model: LatencyModel
 
 def search_latency(select: Callable[[float], Plan], model: LatencyModel, target: float, threads: int,
                    build: Callable[[Plan], onnx.ModelProto], scores: np.ndarray | None = None,
-                   round_to: int = 1, rounds: int = 30, reference: onnx.ModelProto | None = None) -> Plan:
+                   round_to: int = 1, rounds: int = 30, reference: onnx.ModelProto | None = None,
+                   analysed: onnx.ModelProto | None = None) -> Plan:
     """The plan whose model (`build(plan)`, same shapes as the recovered one) runs nearest `target`
     x dense latency, measured; its options record the predicted and the measured ratios. Dense is
     `reference` when given (the user's model, when the one analysed was rewritten to run faster:
     graph/lrn_band.py): the model's predictions are then scaled by the analysed model's measured
-    latency against it, so the first aim already allows for the rewrite."""
-    dense = session(reference if reference is not None else model.dep.graph.model, threads)
+    latency against it, so the first aim already allows for the rewrite. `analysed` is the analysed
+    model as it will run, when that is not the analysed model itself (a QDQ model's lifted weights
+    lowered back to integers, as `build` lowers each candidate: apply/as_run.py)."""
+    analysed = model.dep.graph.model if analysed is None else analysed
+    dense = session(reference if reference is not None else analysed, threads)
     feed = next(synthetic_dataset(dense, model.dep.graph.input_shapes, samples=1).batches(1))
     scale = 1.0
     if reference is not None:  # the analysed (rewritten) model's own latency against the user's
-        scale = paired_ratio(dense, session(model.dep.graph.model, threads), feed, rounds)
+        scale = paired_ratio(dense, session(analysed, threads), feed, rounds)
     aim, tried, aims = min(target / scale, 0.995), [], []
     for _ in range(ATTEMPTS):
         plan = search_ratio(select, lambda p: model.kept(p.removed), aim, scores=scores, round_to=round_to)
