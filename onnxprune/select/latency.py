@@ -4,12 +4,12 @@ miss corrects the model's aim and searches again, so the measured ratio lands on
 
 from __future__ import annotations
 
-import time
 from typing import Callable
 
 import numpy as np
 import onnx
 
+from onnxprune.check.run_timing import back_to_back, warm_up
 from onnxprune.couple.plan import Plan
 from onnxprune.load.data import synthetic_dataset
 from onnxprune.load.runtime import session
@@ -78,17 +78,11 @@ def search_latency(select: Callable[[float], Plan], model: LatencyModel, target:
 def paired_ratio(dense, candidate, feed: dict, rounds: int, repeat: int = REPEAT) -> float:
     """Candidate over dense latency: per round each side runs `repeat` times back to back (order
     alternating by round), and the median over rounds of the ratio of each side's fastest run."""
-    for _ in range(WARMUP):
-        dense.run(None, feed)
-        candidate.run(None, feed)
+    warm_up([dense, candidate], feed, WARMUP)
     times = np.zeros((rounds, 2, repeat))
     for r in range(rounds):
         for side in ((0, 1) if r % 2 == 0 else (1, 0)):
-            sess = (dense, candidate)[side]
-            for k in range(repeat):
-                start = time.perf_counter()
-                sess.run(None, feed)
-                times[r, side, k] = time.perf_counter() - start
+            times[r, side] = back_to_back((dense, candidate)[side], feed, repeat)
     return ratio_of_fastest(times)
 
 
