@@ -32,6 +32,7 @@ from onnxprune.apply.as_run import Build
 from onnxprune.apply.rewrite import apply_plan
 from onnxprune.couple.dependency import Dependency
 from onnxprune.load.data import synthetic_dataset
+from onnxprune.load.spill import needs_spill, spilled
 from onnxprune.select.latency_model import GRID, LatencyModel, NodeCurve, monotone, save_cache
 from onnxprune.select.plan import CostModel, select_uniform
 
@@ -123,7 +124,11 @@ class _Profiled:
         opts.optimized_model_filepath = os.path.join(folder, "optimized.onnx")
         opts.enable_profiling = True
         opts.profile_file_prefix = os.path.join(folder, "profile")
-        self.sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        if needs_spill(model):  # weights read from files (absolute locations, which ORT refuses) or large
+            with spilled(model) as path:
+                self.sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        else:
+            self.sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         self.optimized = onnx.load(opts.optimized_model_filepath, load_external_data=False).graph
         self.feed = next(synthetic_dataset(self.sess, input_shapes or {}, samples=1).batches(1))
 
