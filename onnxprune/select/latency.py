@@ -4,6 +4,7 @@ miss corrects the model's aim and searches again, so the measured ratio lands on
 
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 import numpy as np
@@ -15,6 +16,8 @@ from onnxprune.load.data import synthetic_dataset
 from onnxprune.load.runtime import session
 from onnxprune.select.latency_model import LatencyModel
 from onnxprune.select.plan import search_ratio
+
+log = logging.getLogger("onnxprune")
 
 TOLERANCE = 0.05  # relative: a measured ratio within 5% of the target is a hit
 ATTEMPTS = 5  # measured attempts at most
@@ -66,6 +69,8 @@ def search_latency(select: Callable[[float], Plan], model: LatencyModel, target:
     aim, tried, aims = min(target / scale, 0.995), [], []
     for _ in range(ATTEMPTS):
         plan = search_ratio(select, lambda p: model.kept(p.removed), aim, scores=scores, round_to=round_to)
+        if any(np.array_equal(plan.removed, t[1].removed) for t in tried):
+            break  # a new aim, the same plan (the per-layer cap or the rounding): timing it again picks noise
         candidate = session(build(plan), threads)
         predicted, measured = model.kept(plan.removed) * scale, paired_ratio(dense, candidate, feed, rounds)
         tried.append((abs(measured - target), plan, predicted, measured))
@@ -73,7 +78,11 @@ def search_latency(select: Callable[[float], Plan], model: LatencyModel, target:
             break
         aims.append((aim, measured))
         aim = _next_aim(aims, target, scale)
-    _, best, predicted, measured = min(tried, key=lambda t: t[0])
+    miss, best, predicted, measured = min(tried, key=lambda t: t[0])
+    if miss > TOLERANCE * target:
+        log.warning("latency target %.3f missed: the nearest plan measured %.3f after %d attempt(s)%s", target, measured,
+                    len(tried), "; no deeper plan within --max-layer-ratio and the rounding: --depth K removes units"
+                    " first" if measured > target else "")
     best.options.update(target_latency=target, predicted_latency_ratio=round(predicted, 4),
                         measured_latency_ratio=round(measured, 4),
                         latency_attempts=[{"predicted": round(p, 4), "measured": round(m, 4)} for _, _, p, m in tried])
