@@ -134,7 +134,7 @@ class PruneOptions:
     recover: str | None = None
     max_layer_ratio: float | None = None  # None: by criterion (MAX_LAYER_RATIO), filled in by resolved()
     min_channels: int = 1
-    round_to: int | None = None  # None: DEFAULT_ROUND_TO; a latency target chooses (latency_roundings, select/rounding.py)
+    round_to: int | None = None  # None: DEFAULT_ROUND_TO, or a latency target's kernel block (default_round_to)
     exclude: tuple[str, ...] = ()
     input_shapes: Mapping[str, tuple[int, ...]] | None = None
     calib_limit: int | None = None
@@ -284,22 +284,11 @@ def default_round_to(target: Target, widths: Sequence[int] = ()) -> int:
     return block if block > DEFAULT_ROUND_TO and total and aligned >= BLOCK_ALIGNED * total else DEFAULT_ROUND_TO
 
 
-def latency_roundings(target: Target, widths: Sequence[int] = ()) -> tuple[int, ...]:
-    """The width roundings a latency target chooses among on its latency model when none is given
-    (stages.py, select/rounding.py): `default_round_to` first, then DEFAULT_ROUND_TO or the kernel
-    block, whichever it is not; one rounding where there is no block above DEFAULT_ROUND_TO."""
-    if target.kind != "latency":
-        return (DEFAULT_ROUND_TO,)
-    from onnxprune.select.kernel_block import nchwc_block
-    first, block = default_round_to(target, widths), nchwc_block() or 1
-    return tuple(dict.fromkeys((first, DEFAULT_ROUND_TO, block if block > DEFAULT_ROUND_TO else DEFAULT_ROUND_TO)))
-
-
 def with_defaults(options: PruneOptions, **changes) -> PruneOptions:
     """A copy with `changes` applied only where the user left the option unset (None)."""
     return replace(options, **{k: v for k, v in changes.items() if getattr(options, k) is None})
 
 
 __all__ = ["Target", "PruneOptions", "FinetuneOptions", "options_from_keywords", "keyword_names", "with_defaults",
-           "CRITERIA", "RECOVERY", "DISTILL_LOSSES", "EPOCH_SELECTIONS", "SCOPES", "DEFAULT_ROUND_TO", "default_round_to", "latency_roundings", "DATA_AWARE", "DATA_FREE",
+           "CRITERIA", "RECOVERY", "DISTILL_LOSSES", "EPOCH_SELECTIONS", "SCOPES", "DEFAULT_ROUND_TO", "default_round_to", "DATA_AWARE", "DATA_FREE",
            "MAX_LAYER_RATIO", "DEFAULT_MAX_LAYER_RATIO"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -39,7 +39,7 @@ from onnxprune.load.qdq_lift import lift
 from onnxprune.load.qdq_params import QuantParams
 from onnxprune.load.spill import model_bytes
 from onnxprune.load.zoo import cache_dir
-from onnxprune.options import MEASURED, FinetuneOptions, PruneOptions, default_round_to, latency_roundings, with_defaults
+from onnxprune.options import MEASURED, FinetuneOptions, PruneOptions, default_round_to, with_defaults
 from onnxprune.recover.finetune import finetune
 from onnxprune.recover.reconstruction import METHODS as ONE_SHOT
 from onnxprune.recover.reconstruction import add_missing_biases, recover
@@ -54,12 +54,11 @@ from onnxprune.score.hidden import wanted as hidden_statistics, with_stream_impo
 from onnxprune.select.allocate import PriceAllocator
 from onnxprune.select.costless import sparing
 from onnxprune.select.damage import group_damage
-from onnxprune.select.latency import TOLERANCE, at_target, most_macs, search_latency
+from onnxprune.select.latency import most_macs, search_latency
 from onnxprune.select.latency_model import LatencyModel, build_latency_model
 from onnxprune.select.coverage import input_encoded_groups
 from onnxprune.select.latency_profile import build_profiled_model
 from onnxprune.select.mac_costs import POWERS as MAC_POWERS, auto_power, mac_costs
-from onnxprune.select.rounding import Rounding, choose
 from onnxprune.select.plan import CostModel, excluded_groups, search_ratio, select_global, select_uniform
 from onnxprune.select.sensitivity import group_sensitivity, select_by_sensitivity
 
@@ -88,7 +87,6 @@ class Prepared:
     rewritten: int = 0  # LRNs written as band Convs for a latency target (working runs faster than model)
     latency_reference: onnx.ModelProto | None = None  # what a latency target is timed against, if not model
     lifted: dict[str, QuantParams] = field(default_factory=dict)  # QDQ weights working holds as floats
-    round_choices: tuple[int, ...] = ()  # widths roundings a latency target chooses among (none given)
 
 
 def as_model(model_or_path: onnx.ModelProto | str | os.PathLike) -> tuple[onnx.ModelProto, str]:
@@ -151,7 +149,6 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
         working = add_missing_biases(working, input_shapes)
     working, dep = analyse_width(working, input_shapes, options, data is not None)  # hidden width: hidden_stage.py
     widths = [len(g.channels) for g in dep.groups if (~g.frozen).sum() >= 2]  # the prunable groups' widths
-    choices = latency_roundings(options.target, widths) if options.round_to is None else ()  # chosen on the latency model
     options = with_defaults(options, round_to=default_round_to(options.target, widths))
     wanted = wanted_statistics(dep, criterion) if criterion != "sensitivity" else {}
     extra = ({**hidden_statistics(dep), **(norm_statistics(dep) if recovery != "none" else {})}  # hidden width
@@ -166,8 +163,7 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
         wanted = within_budget(wanted, shapes)  # and of the Grams it holds (score/gram_budget.py)
         stats = collect_statistics(working, data, wanted, progress=options.progress, shapes=shapes)
     return Prepared(model, source, working, dep.graph, dep, data, stats, options, input_bytes,
-                    evaluation if evaluation is not None else samples, rewritten, lifted=lifted,
-                    round_choices=choices if len(choices) > 1 else ())
+                    evaluation if evaluation is not None else samples, rewritten, lifted=lifted)
 
 
 def _latency_reference(prep: Prepared) -> onnx.ModelProto | None:
@@ -200,10 +196,10 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.
     elif target.kind == "plan":
         plan = target.plan
         chosen = plan_from_json(dep, plan if isinstance(plan, dict) else load_plan_file(plan))
-    elif target.kind == "latency":
-        chosen, options = _latency_plan(prep, options, given)
     else:
-        select, scores = _selector(prep, options, None, given)
+        analysed = dense_as_run(dep, prep.lifted) if target.kind == "latency" else None  # timed as it will run
+        latency = _latency_model(prep, options, analysed) if target.kind == "latency" else None
+        select, scores = _selector(prep, options, latency.channel_costs() if latency else None, given)
         if target.kind in ("macs", "params"):
             select = sparing(dep, select) if target.kind == "macs" else select  # cuts that buy no MACs
             costs = CostModel(dep)
@@ -211,6 +207,13 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.
                         else (lambda p: costs.params_after(p.removed) / costs.total_params))
             chosen = search_ratio(select, fraction, target.value, scores=scores, round_to=options.round_to,
                                   skip=_kept_whole(prep, options), normalize=options.criterion not in COMPARABLE)
+        elif target.kind == "latency":
+            allocation, select, kept = _allocation(prep, options, select, scores, latency)
+            # recovery changes values, not shapes: candidates are timed unrecovered
+            chosen = search_latency(select, latency, target.value, options.threads_capped(), as_run(prep.lifted),
+                                    scores=scores, round_to=options.round_to,
+                                    reference=_latency_reference(prep), analysed=analysed)
+            chosen.options.update(allocation=allocation, allocation_macs_kept=kept)
         elif options.scope in MEASURED:  # the share of channels removed, spent where it does least damage
             chosen = search_ratio(select, lambda p: 1.0 - float(p.removed.mean()), 1.0 - float(target.ratio),
                                   scores=scores, round_to=options.round_to)
@@ -222,29 +225,6 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.
         log.warning("target not met: the closest plan keeps %.3f (target %.3f); frozen channels or width rounding "
                     "limit it (see `onnxprune inspect`)", chosen.options["estimated_kept"], chosen.options["target_kept"])
     return chosen
-
-
-def _latency_plan(prep: Prepared, options: PruneOptions, given: np.ndarray | None) -> tuple[Plan, PruneOptions]:
-    """Each candidate rounding (prep.round_choices: the user's own alone) profiled on the model as it
-    will run and allocated on its latency model; the one keeping the most MACs at the predicted target
-    (select/rounding.py) is searched on measured time. The options with the rounding chosen."""
-    analysed, target, tried = dense_as_run(prep.dep, prep.lifted), options.target.value, []
-    for round_to in prep.round_choices if options.round_to in prep.round_choices else (options.round_to,):
-        opts = replace(options, round_to=round_to)
-        latency = _latency_model(prep, opts, analysed)
-        select, given = _selector(prep, opts, latency.channel_costs(), given)  # scores: the same for every rounding
-        allocation, select, kept = _allocation(prep, opts, select, given, latency)
-        tried.append((Rounding(round_to, *at_target(select, latency, target, given, round_to)),
-                      opts, latency, select, allocation, kept))
-    pick = choose([t[0] for t in tried], target, TOLERANCE)
-    _, options, latency, select, allocation, kept = next(t for t in tried if t[0] == pick)
-    prep.options = replace(prep.options, round_to=pick.round_to)  # the report's options: as pruned
-    # recovery changes values, not shapes: candidates are timed unrecovered
-    chosen = search_latency(select, latency, target, options.threads_capped(), as_run(prep.lifted), scores=given,
-                            round_to=pick.round_to, reference=_latency_reference(prep), analysed=analysed)
-    chosen.options.update(allocation=allocation, allocation_macs_kept=kept,
-                          rounding_at_target={str(t[0].round_to): [t[0].predicted, t[0].macs] for t in tried})
-    return chosen, options
 
 
 def _allocation(prep: Prepared, options: PruneOptions, select, scores, latency: LatencyModel):

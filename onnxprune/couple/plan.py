@@ -43,7 +43,7 @@ class Plan:
         if "measured_latency_ratio" in self.options:  # a latency target: what the model predicted, what was measured
             summary["latency"] = {k: self.options[k] for k in ("target_latency", "predicted_latency_ratio",
                                                                "measured_latency_ratio", "latency_attempts",
-                                                               "allocation", "allocation_macs_kept", "rounding_at_target")
+                                                               "allocation", "allocation_macs_kept")
                                   if k in self.options}
         return summary
 

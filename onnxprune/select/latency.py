@@ -34,19 +34,14 @@ def most_macs(selectors: dict[str, Callable[[float], Plan]], model: LatencyModel
     measured once, at half of each group with the rest dense, can cut the groups whose time falls
     least as the cuts deepen (DenseNet's bottlenecks: its latency ranking kept 0.265 of the MACs
     at a predicted 0.5, uniform shares 0.328). Predictions only: nothing is built or timed."""
-    kept = {name: at_target(select, model, target, scores, round_to)[1] for name, select in selectors.items()}
+    kept = {}
+    for name, select in selectors.items():
+        plan = search_ratio(select, lambda p: model.kept(p.removed), target, scores=scores, round_to=round_to)
+        kept[name] = round(model.costs.macs_after(plan.removed) / max(model.costs.total_macs, 1), 4)
     first = next(iter(selectors))
     best = max(kept, key=lambda name: kept[name])
     chosen = best if kept[best] >= SWITCH_GAIN * kept[first] else first
     return chosen, selectors[chosen], kept
-
-
-def at_target(select: Callable[[float], Plan], model: LatencyModel, target: float,
-              scores: np.ndarray | None = None, round_to: int = 1) -> tuple[float, float]:
-    """The plan searched to `target` of the predicted latency: its predicted latency and the MACs it
-    keeps, as fractions of dense (rounded to 4 places). Predictions only."""
-    plan = search_ratio(select, lambda p: model.kept(p.removed), target, scores=scores, round_to=round_to)
-    return round(model.kept(plan.removed), 4), round(model.costs.macs_after(plan.removed) / max(model.costs.total_macs, 1), 4)
 
 
 def search_latency(select: Callable[[float], Plan], model: LatencyModel, target: float, threads: int,
