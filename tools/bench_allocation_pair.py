@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 macs = count_macs(ModelGraph(onnx.load(out))) / macs0
                 latency = info["latency"]
                 print(f"| {name} | {code} | {latency.get('allocation', 'latency ranking (no choice)')} | "
-                      f"{info.get('round_to', '-')} {latency.get('rounding_at_target', '')} | {macs:.3f} | "
+                      f"{info.get('round_to', '-')} | {macs:.3f} | "
                       f"{t['latency_ratio']:.3f} | {t['latency_noise']:.3f} | {latency.get('measured_latency_ratio', '-')} | "
                       f"{macs / t['latency_ratio']:.2f} | "
                       f"{prune_load:.1f} pruning, {load:.1f} timing |", flush=True)
