@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from onnxprune.apply.as_run import as_run, dense_as_run
 from onnxprune.apply.qdq_lower import lower
 from onnxprune.apply.rewrite import apply_plan
 from onnxprune.check.validate import check_valid
@@ -196,7 +197,8 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.
         plan = target.plan
         chosen = plan_from_json(dep, plan if isinstance(plan, dict) else load_plan_file(plan))
     else:
-        latency = _latency_model(prep, options) if target.kind == "latency" else None
+        analysed = dense_as_run(dep, prep.lifted) if target.kind == "latency" else None  # timed as it will run
+        latency = _latency_model(prep, options, analysed) if target.kind == "latency" else None
         select, scores = _selector(prep, options, latency.channel_costs() if latency else None, given)
         if target.kind in ("macs", "params"):
             select = sparing(dep, select) if target.kind == "macs" else select  # cuts that buy no MACs
@@ -208,9 +210,9 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.
         elif target.kind == "latency":
             allocation, select, kept = _allocation(prep, options, select, scores, latency)
             # recovery changes values, not shapes: candidates are timed unrecovered
-            chosen = search_latency(select, latency, target.value, options.threads_capped(), apply_plan,
+            chosen = search_latency(select, latency, target.value, options.threads_capped(), as_run(prep.lifted),
                                     scores=scores, round_to=options.round_to,
-                                    reference=_latency_reference(prep))
+                                    reference=_latency_reference(prep), analysed=analysed)
             chosen.options.update(allocation=allocation, allocation_macs_kept=kept)
         elif options.scope in MEASURED:  # the share of channels removed, spent where it does least damage
             chosen = search_ratio(select, lambda p: 1.0 - float(p.removed.mean()), 1.0 - float(target.ratio),
@@ -238,14 +240,17 @@ def _allocation(prep: Prepared, options: PruneOptions, select, scores, latency: 
                      scores=scores, round_to=options.round_to)
 
 
-def _latency_model(prep: Prepared, options: PruneOptions) -> LatencyModel:
-    """Every node timed at each width on this machine (cached beside the model zoo)."""
+def _latency_model(prep: Prepared, options: PruneOptions, analysed: onnx.ModelProto) -> LatencyModel:
+    """Every node timed at each width on this machine (cached beside the model zoo), in the model as it
+    will run (`analysed`: a QDQ model's integer kernels, not its lifted float weights')."""
     log.info("profiling latency per node at each width (cached in %s)", cache_dir() / "latency")
     try:
         return build_profiled_model(prep.dep, options.threads_capped(), cache_dir() / "latency",
-                                    round_to=options.round_to, show_progress=options.progress)
+                                    round_to=options.round_to, show_progress=options.progress,
+                                    build=as_run(prep.lifted), dense=analysed)
     except Exception as exc:  # noqa: BLE001  (a graph ORT cannot profile or save: each node timed alone instead)
-        log.warning("latency profile failed (%s); timing each node alone", str(exc).splitlines()[0] if str(exc) else exc)
+        log.warning("latency profile failed (%s); timing each node alone%s", str(exc).splitlines()[0] if str(exc) else exc,
+                    " (in float: the lifted weights, not the integer kernels)" if prep.lifted else "")
         return build_latency_model(prep.dep, options.threads_capped(), cache_dir() / "latency",
                                    show_progress=options.progress)
 

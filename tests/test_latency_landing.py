@@ -38,3 +38,23 @@ def test_each_round_runs_both_sides_repeat_times_after_the_warmup():
     ratio = latency.paired_ratio(dense, candidate, {}, rounds=4, repeat=3)
     assert dense.runs == candidate.runs == latency.WARMUP + 4 * 3
     assert np.isfinite(ratio) and ratio > 0
+
+
+def test_an_aim_that_gives_a_plan_already_timed_ends_the_search(monkeypatch, caplog):
+    """ShuffleNet: the per-layer cap stops the plan above the target, every lower aim gives the same
+    deepest plan; it is built and timed once, and the miss is reported."""
+    from types import SimpleNamespace
+
+    from onnxprune.couple.plan import Plan
+
+    deepest = np.array([True, False])
+    model = SimpleNamespace(kept=lambda removed: 0.64, dep=SimpleNamespace(graph=SimpleNamespace(model="dense",
+                                                                                                input_shapes={})))
+    built = []
+    monkeypatch.setattr(latency, "session", lambda m, threads: m)
+    monkeypatch.setattr(latency, "synthetic_dataset", lambda s, shapes, samples: SimpleNamespace(batches=lambda n: iter([{}])))
+    monkeypatch.setattr(latency, "search_ratio", lambda select, cost, aim, **kw: Plan(None, deepest.copy(), {}))
+    monkeypatch.setattr(latency, "paired_ratio", lambda dense, candidate, feed, rounds: 0.57)
+    plan = latency.search_latency(None, model, 0.5, 2, lambda p: built.append(p) or "pruned")
+    assert len(built) == 1 and plan.options["measured_latency_ratio"] == 0.57
+    assert "missed" in caplog.text and "--depth" in caplog.text

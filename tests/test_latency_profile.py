@@ -137,3 +137,29 @@ def test_a_profile_taken_under_load_is_measured_again_once_the_machine_is_quiet(
     monkeypatch.setattr(latency_profile, "machine_load", lambda: 0.2)
     assert build_profiled_model(dep, threads=1, cache=tmp_path, round_to=2).measured == len(GRID)  # quiet: again
     assert build_profiled_model(dep, threads=1, cache=tmp_path, round_to=2).measured == 0  # a quiet profile is kept
+
+
+def test_a_model_whose_weights_are_read_from_a_work_file_is_profiled_not_timed_node_by_node(tmp_path, monkeypatch):
+    """Weights held in work files have absolute locations, which ONNX Runtime refuses in a serialized
+    proto: the profile reads such a model from a spilled file (light_resnet50 fell back to isolated
+    node timing under ORT 1.32 before)."""
+    from onnxprune import stages
+    from onnxprune.load import external
+
+    def fail(*args, **kwargs):
+        raise AssertionError("fell back to timing each node alone")
+
+    monkeypatch.setattr(stages, "LAZY_BYTES", 0)
+    monkeypatch.setattr(stages, "build_latency_model", fail)
+    monkeypatch.setenv("ONNXPRUNE_CACHE", str(tmp_path))
+    bound = []
+    real = latency_profile.profile_interleaved
+
+    def watched(models, *args, **kwargs):
+        bound.append(any(external.is_bound(t) for t in models[0].graph.initializer))
+        return real(models, *args, **{**kwargs, "runs": 1})
+
+    monkeypatch.setattr(latency_profile, "profile_interleaved", watched)
+    import onnxprune
+    onnxprune.prune(onnx.load(str(DIGITS)), target_latency=0.7, bench_rounds=0)
+    assert bound and bound[0]  # the dense model profiled was the one read from its work file

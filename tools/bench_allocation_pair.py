@@ -45,7 +45,8 @@ import json, sys, onnxprune
 r = onnxprune.prune(sys.argv[1], criterion="l2", scope="global", recover="none", bench_rounds=0,
                     threads=int(sys.argv[4]), **{sys.argv[6]: float(sys.argv[3])}, **json.loads(sys.argv[5]))
 r.save(sys.argv[2], force=True)
-print(json.dumps({"latency": r.report["plan"].get("latency", {}), "source": onnxprune.__file__}))
+print(json.dumps({"latency": r.report["plan"].get("latency", {}), "round_to": r.report["options"].get("round_to"),
+                  "source": onnxprune.__file__}))
 """
 
 
@@ -92,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"error: bad options {opts!r}: {e}", file=sys.stderr)
             return 2
-    print("| model | code | allocation | MACs kept | latency (one pass) | noise | inside | efficiency | load (1 min) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| model | code | allocation | round_to | MACs kept | latency (one pass) | noise | inside | efficiency | load (1 min) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             path = model_file(name)
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             for (code, (out, info, prune_load)), t in zip(runs.items(), timings):
                 macs = count_macs(ModelGraph(onnx.load(out))) / macs0
                 latency = info["latency"]
-                print(f"| {name} | {code} | {latency.get('allocation', 'latency ranking (no choice)')} | {macs:.3f} | "
+                print(f"| {name} | {code} | {latency.get('allocation', 'latency ranking (no choice)')} | "
+                      f"{info.get('round_to', '-')} | {macs:.3f} | "
                       f"{t['latency_ratio']:.3f} | {t['latency_noise']:.3f} | {latency.get('measured_latency_ratio', '-')} | "
                       f"{macs / t['latency_ratio']:.2f} | "
                       f"{prune_load:.1f} pruning, {load:.1f} timing |", flush=True)

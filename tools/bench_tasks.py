@@ -106,7 +106,7 @@ def latency_ratio(dense_path: str, pruned_path: str, feed: dict, rounds: int) ->
     sd.run(None, feed)
     reps = min(50, max(3, int(0.02 / max(time.perf_counter() - t0, 1e-6))))
 
-    from onnxprune.search.timing import fastest
+    from onnxprune.check.run_timing import fastest
     ratios = []
     for _ in range(rounds):
         d = fastest(sd, feed, reps)

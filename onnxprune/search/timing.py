@@ -19,9 +19,9 @@ a 0.4-of-the-MACs candidate at 0.30 by its fastest run, 0.55 by the median; docs
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
+
+from onnxprune.check.run_timing import fastest, warm_up  # noqa: F401  (fastest: also read from here)
 
 MEDIAN_SE = 1.2533 * 1.4826  # standard error of a median, in units of MAD / sqrt(n), for normal noise
 
@@ -31,9 +31,7 @@ def time_rounds(sessions: list, feed: dict, rounds: int = 20, repeat: int = 2, w
     """Seconds, (rounds, sessions): each round runs every session once (the fastest of `repeat`
     back-to-back runs) in a seeded random order."""
     order = np.random.default_rng(seed)
-    for _ in range(warmup):
-        for s in sessions:
-            s.run(None, feed)
+    warm_up(sessions, feed, warmup)
     times = np.zeros((rounds, len(sessions)))
     for r in range(rounds):
         for i in order.permutation(len(sessions)):
@@ -75,13 +73,3 @@ def pass_noise(points: list[dict]) -> float:
     """The timing pass's noise: the median of its candidates' `latency_noise` (0 if none has one)."""
     values = [p["latency_noise"] for p in points if "latency_noise" in p]
     return float(np.median(values)) if values else 0.0
-
-
-def fastest(s, feed: dict, repeat: int) -> float:
-    """Seconds of the fastest of `repeat` back-to-back runs of session `s` on `feed`."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        s.run(None, feed)
-        best = min(best, time.perf_counter() - start)
-    return best

@@ -4,17 +4,20 @@ miss corrects the model's aim and searches again, so the measured ratio lands on
 
 from __future__ import annotations
 
-import time
+import logging
 from typing import Callable
 
 import numpy as np
 import onnx
 
+from onnxprune.check.run_timing import back_to_back, warm_up
 from onnxprune.couple.plan import Plan
 from onnxprune.load.data import synthetic_dataset
 from onnxprune.load.runtime import session
 from onnxprune.select.latency_model import LatencyModel
 from onnxprune.select.plan import search_ratio
+
+log = logging.getLogger("onnxprune")
 
 TOLERANCE = 0.05  # relative: a measured ratio within 5% of the target is a hit
 ATTEMPTS = 5  # measured attempts at most
@@ -43,20 +46,26 @@ def most_macs(selectors: dict[str, Callable[[float], Plan]], model: LatencyModel
 
 def search_latency(select: Callable[[float], Plan], model: LatencyModel, target: float, threads: int,
                    build: Callable[[Plan], onnx.ModelProto], scores: np.ndarray | None = None,
-                   round_to: int = 1, rounds: int = 30, reference: onnx.ModelProto | None = None) -> Plan:
+                   round_to: int = 1, rounds: int = 30, reference: onnx.ModelProto | None = None,
+                   analysed: onnx.ModelProto | None = None) -> Plan:
     """The plan whose model (`build(plan)`, same shapes as the recovered one) runs nearest `target`
     x dense latency, measured; its options record the predicted and the measured ratios. Dense is
     `reference` when given (the user's model, when the one analysed was rewritten to run faster:
     graph/lrn_band.py): the model's predictions are then scaled by the analysed model's measured
-    latency against it, so the first aim already allows for the rewrite."""
-    dense = session(reference if reference is not None else model.dep.graph.model, threads)
+    latency against it, so the first aim already allows for the rewrite. `analysed` is the analysed
+    model as it will run, when that is not the analysed model itself (a QDQ model's lifted weights
+    lowered back to integers, as `build` lowers each candidate: apply/as_run.py)."""
+    analysed = model.dep.graph.model if analysed is None else analysed
+    dense = session(reference if reference is not None else analysed, threads)
     feed = next(synthetic_dataset(dense, model.dep.graph.input_shapes, samples=1).batches(1))
     scale = 1.0
     if reference is not None:  # the analysed (rewritten) model's own latency against the user's
-        scale = paired_ratio(dense, session(model.dep.graph.model, threads), feed, rounds)
+        scale = paired_ratio(dense, session(analysed, threads), feed, rounds)
     aim, tried, aims = min(target / scale, 0.995), [], []
     for _ in range(ATTEMPTS):
         plan = search_ratio(select, lambda p: model.kept(p.removed), aim, scores=scores, round_to=round_to)
+        if any(np.array_equal(plan.removed, t[1].removed) for t in tried):
+            break  # a new aim, the same plan (the per-layer cap or the rounding): timing it again picks noise
         candidate = session(build(plan), threads)
         predicted, measured = model.kept(plan.removed) * scale, paired_ratio(dense, candidate, feed, rounds)
         tried.append((abs(measured - target), plan, predicted, measured))
@@ -64,7 +73,11 @@ def search_latency(select: Callable[[float], Plan], model: LatencyModel, target:
             break
         aims.append((aim, measured))
         aim = _next_aim(aims, target, scale)
-    _, best, predicted, measured = min(tried, key=lambda t: t[0])
+    miss, best, predicted, measured = min(tried, key=lambda t: t[0])
+    if miss > TOLERANCE * target:
+        log.warning("latency target %.3f missed: the nearest plan measured %.3f after %d attempt(s)%s", target, measured,
+                    len(tried), "; no deeper plan within --max-layer-ratio and the rounding: --depth K removes units"
+                    " first" if measured > target else "")
     best.options.update(target_latency=target, predicted_latency_ratio=round(predicted, 4),
                         measured_latency_ratio=round(measured, 4),
                         latency_attempts=[{"predicted": round(p, 4), "measured": round(m, 4)} for _, _, p, m in tried])
@@ -74,17 +87,11 @@ def search_latency(select: Callable[[float], Plan], model: LatencyModel, target:
 def paired_ratio(dense, candidate, feed: dict, rounds: int, repeat: int = REPEAT) -> float:
     """Candidate over dense latency: per round each side runs `repeat` times back to back (order
     alternating by round), and the median over rounds of the ratio of each side's fastest run."""
-    for _ in range(WARMUP):
-        dense.run(None, feed)
-        candidate.run(None, feed)
+    warm_up([dense, candidate], feed, WARMUP)
     times = np.zeros((rounds, 2, repeat))
     for r in range(rounds):
         for side in ((0, 1) if r % 2 == 0 else (1, 0)):
-            sess = (dense, candidate)[side]
-            for k in range(repeat):
-                start = time.perf_counter()
-                sess.run(None, feed)
-                times[r, side, k] = time.perf_counter() - start
+            times[r, side] = back_to_back((dense, candidate)[side], feed, repeat)
     return ratio_of_fastest(times)
 
 

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import platform
+import re
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -27,9 +28,11 @@ import onnx
 import onnxruntime as ort
 
 from onnxprune import progress
+from onnxprune.apply.as_run import Build
 from onnxprune.apply.rewrite import apply_plan
 from onnxprune.couple.dependency import Dependency
 from onnxprune.load.data import synthetic_dataset
+from onnxprune.load.spill import needs_spill, spilled
 from onnxprune.select.latency_model import GRID, LatencyModel, NodeCurve, monotone, save_cache
 from onnxprune.select.plan import CostModel, select_uniform
 
@@ -40,6 +43,7 @@ WARMUP = 3
 REST = -1  # curve index of the kernels no original node owns (a fixed cost)
 FUSED_INTO = ("Conv", "Gemm", "MatMul")  # kernel op types that absorb the activations/Adds after them
 FUSION_DEPTH = 3  # Conv -> BatchNormalization -> Add -> Relu
+TOKEN = re.compile(r"_token_\d+$")  # ORT's suffix on a kernel that replaced a QDQ node group
 NCHWC = "_nchwc"  # suffix ORT gives an NCHWc node: the original output tensor's name + this
 INTERLEAVE_BYTES = 256 << 20  # weights up to this size: every width profiled at once, runs interleaved
 BUSY = 1.0  # load average per core above which the machine counts as busy
@@ -47,11 +51,15 @@ LAYOUT = "interleaved-load"  # in the cache file name: older profiles (one width
 
 
 def build_profiled_model(dep: Dependency, threads: int = 1, cache: str | os.PathLike | None = None,
-                         grid: tuple[float, ...] = GRID, round_to: int = 1,
-                         show_progress: bool = False) -> LatencyModel:
-    """Profile `dep`'s model at each GRID uniform width (cached) and fit every node's curve."""
+                         grid: tuple[float, ...] = GRID, round_to: int = 1, show_progress: bool = False,
+                         build: Build = apply_plan, dense: onnx.ModelProto | None = None) -> LatencyModel:
+    """Profile `dep`'s model at each GRID uniform width (cached) and fit every node's curve. `build`
+    (plan -> model) and `dense` give the model as it will run when that is not the analysed one (a
+    QDQ model's lifted weights lowered back to integers: apply/as_run.py); kernels are charged to the
+    analysed nodes by name."""
     costs = CostModel(dep)
-    store = ProfileCache(cache, threads, dep.graph.model, round_to)
+    dense = dep.graph.model if dense is None else dense
+    store = ProfileCache(cache, threads, dense, round_to)
     points: dict[int, list[tuple[float, float]]] = defaultdict(list)
     index = {node.name: node.index for node in dep.graph.nodes}
     weighted = {dep.graph.nodes[i].name for i in costs.term_nodes}
@@ -64,7 +72,7 @@ def build_profiled_model(dep: Dependency, threads: int = 1, cache: str | os.Path
     batches = [missing] if together and missing else [[share] for share in missing]
     steps = progress.bar(batches, "latency profile", total=len(batches), unit="batch") if show_progress else batches
     for batch in steps:
-        models = [dep.graph.model if share == 0 else apply_plan(plans[share]) for share in batch]
+        models = [dense if share == 0 else build(plans[share]) for share in batch]
         for share, times in zip(batch, profile_interleaved(models, threads, dep.graph.input_shapes, weighted)):
             store.put(share, times)
     for share in grid:
@@ -116,7 +124,11 @@ class _Profiled:
         opts.optimized_model_filepath = os.path.join(folder, "optimized.onnx")
         opts.enable_profiling = True
         opts.profile_file_prefix = os.path.join(folder, "profile")
-        self.sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        if needs_spill(model):  # weights read from files (absolute locations, which ORT refuses) or large
+            with spilled(model) as path:
+                self.sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        else:
+            self.sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         self.optimized = onnx.load(opts.optimized_model_filepath, load_external_data=False).graph
         self.feed = next(synthetic_dataset(self.sess, input_shapes or {}, samples=1).batches(1))
 
@@ -175,6 +187,9 @@ def _weighted_before(name: str, inputs: dict, producer: dict, weighted: set[str]
 def _owner(node, names: set, producer: dict, made_by: dict) -> str | None:
     if node.name in names:
         return node.name
+    untokened = TOKEN.sub("", node.name)  # a QDQ group fused into one kernel (QLinearConv, NhwcMaxPool)
+    if untokened in names:
+        return untokened
     if node.name.endswith(NCHWC) and node.name[: -len(NCHWC)] in producer:
         return producer[node.name[: -len(NCHWC)]]
     parts = node.name.rstrip("/").split("/")
