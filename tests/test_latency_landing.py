@@ -4,6 +4,8 @@ No timing is asserted: the estimator runs on given times, the sessions are stubs
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -55,6 +57,8 @@ def test_an_aim_that_gives_a_plan_already_timed_ends_the_search(monkeypatch, cap
     monkeypatch.setattr(latency, "synthetic_dataset", lambda s, shapes, samples: SimpleNamespace(batches=lambda n: iter([{}])))
     monkeypatch.setattr(latency, "search_ratio", lambda select, cost, aim, **kw: Plan(None, deepest.copy(), {}))
     monkeypatch.setattr(latency, "paired_ratio", lambda dense, candidate, feed, rounds: 0.57)
-    plan = latency.search_latency(None, model, 0.5, 2, lambda p: built.append(p) or "pruned")
+    monkeypatch.setattr(logging.getLogger("onnxprune"), "propagate", True)  # a CLI test earlier may have stopped it
+    with caplog.at_level(logging.WARNING, logger="onnxprune"):
+        plan = latency.search_latency(None, model, 0.5, 2, lambda p: built.append(p) or "pruned")
     assert len(built) == 1 and plan.options["measured_latency_ratio"] == 0.57
     assert "missed" in caplog.text and "--depth" in caplog.text

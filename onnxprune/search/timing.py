@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.check.run_timing import fastest, warm_up  # noqa: F401  (fastest: also read from here)
+from onnxprune.check.run_timing import fastest, warm_up
 
 MEDIAN_SE = 1.2533 * 1.4826  # standard error of a median, in units of MAD / sqrt(n), for normal noise
 
