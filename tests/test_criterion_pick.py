@@ -44,13 +44,15 @@ def test_every_output_counts_alike_whatever_its_scale():
 
 
 def test_a_data_ranking_beats_a_random_one_on_the_held_half():
-    pick = pick_criterion(str(DIGITS), _options(), _data(), candidates=("random", "reconstruction"))
+    from onnxprune.api import prune
+
+    pick = pick_criterion(str(DIGITS), _options(), _data(), prune, candidates=("random", "reconstruction"))
     assert pick.criterion == "reconstruction"
     assert pick.errors["reconstruction"] < pick.errors["random"]
     assert (pick.fit_samples, pick.held_samples) == (16, 16)
 
 
-def test_the_pick_is_the_candidate_with_the_smaller_error_and_a_tie_keeps_the_first(monkeypatch):
+def test_the_pick_is_the_candidate_with_the_smaller_error_and_a_tie_keeps_the_first():
     errors = {"fisher": 0.3, "reconstruction": 0.2}
 
     class Result:
@@ -63,15 +65,14 @@ def test_the_pick_is_the_candidate_with_the_smaller_error_and_a_tie_keeps_the_fi
         seen.append((options.criterion, len(calib), len(eval_data), options.bench_rounds))
         return Result(errors[options.criterion])
 
-    monkeypatch.setattr("onnxprune.api.prune", fake_prune)
-    pick = pick_criterion("m.onnx", _options(bench_rounds=20), _data(10))
+    pick = pick_criterion("m.onnx", _options(bench_rounds=20), _data(10), fake_prune)
     assert pick.criterion == "reconstruction"
     assert seen == [("fisher", 5, 5, 0), ("reconstruction", 5, 5, 0)]
     errors["fisher"] = 0.2
-    assert pick_criterion("m.onnx", _options(), _data(10)).criterion == "fisher"
+    assert pick_criterion("m.onnx", _options(), _data(10), fake_prune).criterion == "fisher"
 
 
-def test_a_candidate_that_cannot_run_loses_and_too_few_samples_skip_the_check(monkeypatch):
+def test_a_candidate_that_cannot_run_loses_and_too_few_samples_skip_the_check():
     from onnxprune.errors import BadInputError
 
     class Result:
@@ -82,8 +83,7 @@ def test_a_candidate_that_cannot_run_loses_and_too_few_samples_skip_the_check(mo
             raise BadInputError("no gradients")
         return Result()
 
-    monkeypatch.setattr("onnxprune.api.prune", fake_prune)
-    pick = pick_criterion("m.onnx", _options(), _data(8))
+    pick = pick_criterion("m.onnx", _options(), _data(8), fake_prune)
     assert pick.criterion == "reconstruction" and pick.errors["fisher"] == math.inf
-    few = pick_criterion("m.onnx", _options(), _data(criterion_pick.MIN_SAMPLES - 1))
+    few = pick_criterion("m.onnx", _options(), _data(criterion_pick.MIN_SAMPLES - 1), fake_prune)
     assert few.criterion == "fisher" and few.errors == {} and few.held_samples == 0

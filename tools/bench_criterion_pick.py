@@ -29,6 +29,7 @@ def one(name: str, level: float, seed: int, calib_n: int, work: Path) -> dict:
     """Run the held-out check for one task, level and probe seed."""
     import onnx
 
+    import onnxprune.api
     import tasks
     from onnxprune.options import options_from_keywords
     from onnxprune.select.criterion_pick import pick_criterion
@@ -45,7 +46,7 @@ def one(name: str, level: float, seed: int, calib_n: int, work: Path) -> dict:
     model = onnx.load(str(model_path))
     data = as_dataset(str(calib_path), model, None, options.input_shapes)
     t0 = time.time()
-    pick = pick_criterion(str(model_path), options, data)
+    pick = pick_criterion(str(model_path), options, data, onnxprune.api.prune)
     return {"model": name, "level": level, "seed": seed, "calib_n": calib_n, **pick.as_dict(),
             "check_s": time.time() - t0}
 

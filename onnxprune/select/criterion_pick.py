@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 
@@ -56,12 +57,12 @@ def held_out_error(fidelity: dict) -> float:
     return float(fidelity.get("rel_l2", math.inf))
 
 
-def pick_criterion(model, options, data: Dataset, candidates: tuple[str, ...] = CANDIDATES) -> Pick:
+def pick_criterion(model, options, data: Dataset, prune: Callable,
+                   candidates: tuple[str, ...] = CANDIDATES) -> Pick:
     """Prune `model` with each candidate criterion on half of `data` and keep the criterion whose plan
     has the smaller output error on the other half. `options` are the user's PruneOptions; only the
-    criterion changes between candidates (each takes its own defaults for the rest, as it would alone)."""
-    from onnxprune.api import prune  # the api module imports the stages that import this one
-
+    criterion changes between candidates (each takes its own defaults for the rest, as it would alone).
+    `prune` is onnxprune.api.prune (passed in: the api sits above this module)."""
     if not candidates:
         raise BadInputError("the held-out check needs at least one candidate criterion")
     if len(data) < MIN_SAMPLES or len(candidates) == 1:
