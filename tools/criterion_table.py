@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", required=True, help="glob of bench_tasks JSONs")
     ap.add_argument("--picks", help="bench_criterion_pick JSON")
+    ap.add_argument("--halves", help="diag_score_halves JSON: print its table too")
     args = ap.parse_args(argv)
     table, dense = cells(sorted(glob.glob(args.runs)))
     picks = json.loads(Path(args.picks).read_text()) if args.picks and Path(args.picks).is_file() else []
@@ -59,6 +60,20 @@ def main(argv: list[str] | None = None) -> int:
         d, higher = dense[model]
         print(f"| {model} ({d:.1f}{'' if higher else ', lower is better'}) | {fmt(row.get('f0'))} | "
               f"{fmt(row.get('f1'))} | {fmt(row.get('r0'))} | {fmt(row.get('rv0'))} | {'; '.join(got) or '–'} |")
+    if any("held_out_rel_l2" in p for p in picks):
+        print("\n| model | seed | held-out rel. L2: fisher | reconstruction | pick | check s | fisher's prune s |")
+        print("|---|---|---|---|---|---|---|")
+        for p in (p for p in picks if "held_out_rel_l2" in p):
+            e, f = p["held_out_rel_l2"], table.get(p["model"], {}).get(f"f{p['seed']}", {})
+            print(f"| {p['model']} | {p['seed']} | {e.get('fisher', float('nan')):.3f} | "
+                  f"{e.get('reconstruction', float('nan')):.3f} | {p['criterion']} | {p['check_s']:.0f} | "
+                  f"{f.get('prune_s', float('nan')):.0f} |")
+    if args.halves:
+        print("\n| model | criterion | Spearman | within groups | lower-half overlap | channels |")
+        print("|---|---|---|---|---|---|")
+        for h in (h for h in json.loads(Path(args.halves).read_text()) if "spearman" in h):
+            print(f"| {h['model']} | {h['criterion']} | {h['spearman']:.3f} | {h['within_groups']:.3f} | "
+                  f"{h['lower_half_overlap']:.3f} | {h['channels']} |")
     return 0
 
 
