@@ -49,3 +49,24 @@ def test_merge_rows_later_cells_win():
     got = bench_tasks.merge_rows([a, other, b])
     assert [r["model"] for r in got] == ["m", "n"]
     assert got[0]["levels"] == {"0.9": {"score": 1}, "0.8": {"score": 3}}
+
+
+def test_output_error_is_the_mean_relative_error_of_the_float_outputs(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    def model(scale: float, path):  # y = x * scale, plus an integer output the error skips
+        g = helper.make_graph(
+            [helper.make_node("Mul", ["x", "s"], ["y"]), helper.make_node("Cast", ["x"], ["k"], to=TensorProto.INT64)],
+            "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3]),
+             helper.make_tensor_value_info("k", TensorProto.INT64, [None, 3])],
+            [helper.make_tensor("s", TensorProto.FLOAT, [], [scale])])
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+        return str(path)
+
+    dense, pruned = model(1.0, tmp_path / "d.onnx"), model(1.1, tmp_path / "p.onnx")
+    feeds = [{"x": np.ones((2, 3), np.float32)}, {"x": np.full((1, 3), 5.0, np.float32)}]
+    assert bench_tasks.output_error(dense, pruned, feeds) == pytest.approx(0.1, rel=1e-5)
+    assert bench_tasks.output_error(dense, dense, feeds) == 0.0

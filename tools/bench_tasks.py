@@ -148,6 +148,7 @@ def worker(spec_path: str) -> int:
     onnx.save(r.model, pruned_path)
     preds = task.predict(tasks.session(pruned_path), ev)
     result = {k: float(v) for k, v in task.score(preds, ev, dense_preds).items()}
+    result["output_rel_err"] = output_error(spec["dense"], pruned_path, ev.feeds)
     result.update(macs=r.report["after"]["macs"] / r.report["before"]["macs"],
                   params=r.report["after"]["params"] / r.report["before"]["params"],
                   prune_s=prune_s,
@@ -159,6 +160,25 @@ def worker(spec_path: str) -> int:
     os.unlink(pruned_path)
     Path(spec["out"]).write_text(json.dumps(result))
     return 0
+
+
+def output_error(dense_path: str, pruned_path: str, feeds: list[dict]) -> float:
+    """Label-free fidelity: mean over float outputs of ||pruned - dense|| / ||dense|| on the evaluation
+    feeds (a diagnostic: does output error rank two plans as the task metric does?)."""
+    import tasks
+
+    sd, sp = tasks.session(dense_path), tasks.session(pruned_path)
+    num: dict[int, float] = {}
+    den: dict[int, float] = {}
+    for feed in feeds:
+        for i, (d, p) in enumerate(zip(sd.run(None, feed), sp.run(None, feed))):
+            d, p = np.asarray(d), np.asarray(p)
+            if d.dtype.kind != "f" or d.shape != p.shape:
+                continue
+            num[i] = num.get(i, 0.0) + float(np.sum((p.astype(np.float64) - d) ** 2))
+            den[i] = den.get(i, 0.0) + float(np.sum(d.astype(np.float64) ** 2))
+    errs = [np.sqrt(num[i] / den[i]) for i in num if den[i] > 0]
+    return float(np.mean(errs)) if errs else float("nan")
 
 
 def _cap(mem_bytes: int):

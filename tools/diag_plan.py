@@ -103,7 +103,10 @@ def main() -> int:
     for name, kw in parse_configs(args.configs).items():
         for level in levels:
             opts = dataclasses.replace(base, target=Target(macs=level), **kw).resolved(True)
-            p = dataclasses.replace(prepared(opts), options=opts)
+            prep = prepared(opts)
+            if opts.round_to is None:  # prepare() fills the rounding default; resolved() does not
+                opts = dataclasses.replace(opts, round_to=prep.options.round_to)
+            p = dataclasses.replace(prep, options=opts)
             t0 = time.time()
             plan = choose_plan(p)
             pruned = apply_and_recover(p, plan)
