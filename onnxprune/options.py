@@ -43,7 +43,9 @@ HIDDEN = ("auto", "on", "off")
 # "Calibration views"); only with fisher and sequential recovery, as measured (so not by default over
 # FISHER_MAX_BYTES of weights, where reconstruction ranks).
 DEFAULT_VIEWS, VIEWS_BELOW = 4, 0.7
-VIEWS_FOR = ("all", "recovery")
+# what sees the views: everything, only recovery (scoring sees the samples), or only the channel scores
+# (recovery is solved on the samples)
+VIEWS_FOR = ("all", "recovery", "scoring")
 DATA_FREE = {"criterion": "l2", "scope": "local", "recover": "none"}
 # The default cap on the share of one group's channels that go. Fisher's per-channel damages add up as if
 # channels were independent, so a global ranking thins redundant groups too far (NudeNet's box branches):
@@ -140,7 +142,7 @@ class PruneOptions:
     calib_limit: int | None = None
     calib_views: int | None = None  # views of each calibration sample (load/views.py); None: by target
     calib_view_kinds: tuple[str, ...] = ()  # crop, scale, flip, mix, splice; empty: load/views.DEFAULT_KINDS (mix)
-    calib_views_for: str = "all"  # what sees the views: everything, or only recovery (scoring sees the samples)
+    calib_views_for: str = "all"  # what sees the views (VIEWS_FOR)
     bench_rounds: int = 20
     threads: int = 0
     seed: int = 0

@@ -60,7 +60,12 @@ def main() -> int:
     ap.add_argument("--save-damage", help="pickle the measured damage rows here")
     ap.add_argument("--load-damage", help="reuse damage rows pickled by --save-damage")
     ap.add_argument("--save", help="write each pruned model here as CONFIG_LEVEL.onnx (for tools/diag_detections.py)")
+    ap.add_argument("--ridge-multiples", help="comma list replacing recover/ridge_choice.MULTIPLES (the ridges the "
+                    "held-out batches choose from; e.g. 100,1e3,1e6 pulls every re-solve harder toward the dense weights)")
     args = ap.parse_args()
+    if args.ridge_multiples:
+        from onnxprune.recover import few_rows, ridge_choice
+        ridge_choice.MULTIPLES = few_rows.MULTIPLES = tuple(float(m) for m in args.ridge_multiples.split(","))
     warnings.filterwarnings("ignore")
     from onnxprune.options import PruneOptions, Target
     from onnxprune.stages import apply_and_recover, choose_plan, prepare
@@ -103,7 +108,9 @@ def main() -> int:
     for name, kw in parse_configs(args.configs).items():
         for level in levels:
             opts = dataclasses.replace(base, target=Target(macs=level), **kw).resolved(True)
-            p = dataclasses.replace(prepared(opts), options=opts)
+            prep = prepared(opts)  # prepare() fills the rounding once the model is analysed (options.default_round_to)
+            opts = dataclasses.replace(opts, round_to=opts.round_to or prep.options.round_to)
+            p = dataclasses.replace(prep, options=opts)
             t0 = time.time()
             plan = choose_plan(p)
             pruned = apply_and_recover(p, plan)

@@ -45,7 +45,7 @@ def main() -> int:
     base = PruneOptions(Target(macs=args.level), input_shapes=task.input_shapes(), bench_rounds=0,
                         **json.loads(args.select))
     prep = prepare(model, base, calib)
-    prep = dataclasses.replace(prep, options=base.resolved(True))
+    prep = dataclasses.replace(prep, options=dataclasses.replace(base.resolved(True), round_to=prep.options.round_to))
     plan = choose_plan(prep)
     dep, costs = prep.dep, CostModel(prep.dep)
     for text in ["", *args.patterns]:
