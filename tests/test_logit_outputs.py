@@ -38,6 +38,7 @@ def test_the_output_sigmoid_is_bypassed_and_the_inner_one_kept():
     view = logit_view(model)
     assert view is not None
     assert [n.op_type for n in view.graph.node].count("Sigmoid") == 1  # SiLU's stays
+    assert [n.op_type for n in view.graph.node].count("Identity") == 1
     x = np.random.default_rng(1).standard_normal((1, 3, 4, 4)).astype(np.float32)
     dense, logits = _run(model, x), _run(view, x)
     assert np.allclose(logits[:, :2], dense[:, :2])  # boxes untouched
@@ -53,3 +54,19 @@ def test_prune_with_fisher_logit_runs(tmp_path):
     r = onnxprune.prune(str(FIXTURES / "digits_cnn.onnx"), target_macs=0.8, calib=str(FIXTURES / "digits_calib.npz"),
                         bench_rounds=0, criterion="fisher_logit")
     assert r.report["options"]["criterion"] == "fisher_logit" and r.report["options"]["max_layer_ratio"] == 0.5
+
+
+def test_a_softmax_output_becomes_its_log_probabilities():
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 6)).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Softmax", ["z"], ["p"], axis=-1),
+             helper.make_node("Reshape", ["p", "shape"], ["y"])]
+    shape = numpy_helper.from_array(np.array([2, 9, 2], np.int64), "shape")
+    graph = helper.make_graph(nodes, "cls", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 9, 2])], [w, shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    x = rng.standard_normal((2, 3, 4)).astype(np.float32)
+    view = logit_view(model)
+    assert view is not None and [n.op_type for n in view.graph.node] == ["MatMul", "LogSoftmax", "Reshape"]
+    out = _run(view, x)
+    assert np.allclose(np.exp(out), _run(model, x), atol=1e-6)

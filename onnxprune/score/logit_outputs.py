@@ -1,14 +1,18 @@
-"""fisher_logit: fisher with each sigmoid output probed as its logit.
+"""fisher_logit: fisher with each sigmoid output probed as its logit, each softmax output as its log.
 
 A detector or multi-label head ends in Sigmoid, and fisher probes the probabilities. On calibration data
 where a class never fires (a face class on face-free crops) its probabilities sit near 0, where a logit
 shift moves them by p(1 - p) of it: removing channels that lower every face logit by ~1.7 barely shows
 (docs/benchmarks.md, s12-nude), and the re-solve then compensates a shift it learned on the samples,
-overshooting where faces are. Probing the logit sees that damage at its size everywhere.
+overshooting where faces are. Probing the logit sees that damage at its size everywhere. A softmax
+classifier saturates the same way: at a confident sample the top class's probability hardly moves, so
+the pages near a decision weigh almost alone; its log-probabilities (LogSoftmax: the logits up to the
+shift softmax ignores) do not saturate.
 
 `logit_view` is the model with every Sigmoid whose output reaches a graph output only through layout ops
-(LAYOUT: Concat, Reshape, Transpose, ...) bypassed: the graph outputs carry the logits instead, the
-weights are the same tensors, so fisher's channel sums apply as they are.
+(LAYOUT: Concat, Reshape, Transpose, ...) made an Identity and every such Softmax a LogSoftmax (same axis):
+the graph outputs carry logits instead, the weights are the same tensors, so fisher's channel sums apply
+as they are.
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ from onnxprune.score.criteria import COMPARABLE, criterion
 from onnxprune.score.fisher import fisher_scores
 
 LAYOUT = {"Concat", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity"}  # move values, don't change them
-SQUASH = {"Sigmoid"}
+LOGIT = {"Sigmoid": "Identity", "Softmax": "LogSoftmax"}  # squashing op -> the op giving its logits
+SQUASH = set(LOGIT)
 
 
 def logit_view(model: onnx.ModelProto) -> onnx.ModelProto | None:
-    """A copy of `model` whose squashed outputs are logits (module doc); None when no Sigmoid feeds an output so."""
+    """A copy of `model` whose squashed outputs are logits (module doc); None when no Sigmoid or Softmax
+    feeds an output so."""
     g = model.graph
     readers: dict[str, list[onnx.NodeProto]] = {}
     for node in g.node:
@@ -42,21 +48,14 @@ def logit_view(model: onnx.ModelProto) -> onnx.ModelProto | None:
             return tensor in outputs
         return all(n.op_type in LAYOUT and all(only_layout_to_outputs(o, seen) for o in n.output if o) for n in users)
 
-    bypass = [n for n in g.node if n.op_type in SQUASH and n.output[0] not in outputs
-              and readers.get(n.output[0]) and only_layout_to_outputs(n.output[0], set())]
-    if not bypass:
+    squashed = [i for i, n in enumerate(g.node) if n.op_type in SQUASH and only_layout_to_outputs(n.output[0], set())]
+    if not squashed:
         return None
     view = onnx.ModelProto()
     view.CopyFrom(model)
-    rename = {n.output[0]: n.input[0] for n in bypass}
-    gone = {n.output[0] for n in bypass}
-    kept = [n for n in view.graph.node if not (n.op_type in SQUASH and n.output[0] in gone)]
-    for node in kept:
-        for i, t in enumerate(node.input):
-            node.input[i] = rename.get(t, t)
-    del view.graph.node[:]
-    view.graph.node.extend(kept)
-    del view.graph.value_info[:]  # shapes are unchanged, but stale entries would name removed tensors
+    for i in squashed:  # same inputs, outputs and attributes (Softmax's axis is LogSoftmax's, in every opset)
+        node = view.graph.node[i]
+        node.op_type = LOGIT[node.op_type]
     return view
 
 
