@@ -70,3 +70,13 @@ def test_a_softmax_output_becomes_its_log_probabilities():
     assert view is not None and [n.op_type for n in view.graph.node] == ["MatMul", "LogSoftmax", "Reshape"]
     out = _run(view, x)
     assert np.allclose(np.exp(out), _run(model, x), atol=1e-6)
+
+
+def test_a_floor_raises_the_logits_of_unlikely_scores_only():
+    model = _head()
+    x = 3 * np.random.default_rng(2).standard_normal((1, 3, 4, 4)).astype(np.float32)
+    logits, floored = _run(logit_view(model), x), _run(logit_view(model, 0.01), x)
+    low = float(np.log(0.01 / 0.99))
+    assert np.allclose(floored[:, 2:], np.maximum(logits[:, 2:], low), atol=1e-6)
+    assert (logits[:, 2:] < low).any() and (logits[:, 2:] > low).any()  # the case tests both sides
+    assert np.allclose(floored[:, :2], logits[:, :2])

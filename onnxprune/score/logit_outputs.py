@@ -17,7 +17,11 @@ as they are.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import onnx
+from onnx import helper, numpy_helper
 
 from onnxprune.couple.dependency import Dependency
 from onnxprune.score.calibration import Statistics
@@ -29,9 +33,9 @@ LOGIT = {"Sigmoid": "Identity", "Softmax": "LogSoftmax"}  # squashing op -> the 
 SQUASH = set(LOGIT)
 
 
-def logit_view(model: onnx.ModelProto) -> onnx.ModelProto | None:
-    """A copy of `model` whose squashed outputs are logits (module doc); None when no Sigmoid or Softmax
-    feeds an output so."""
+def logit_view(model: onnx.ModelProto, floor: float | None = None) -> onnx.ModelProto | None:
+    """A copy of `model` whose squashed outputs are logits (module doc), raised to at least the logit of
+    probability `floor` when given; None when no Sigmoid or Softmax feeds an output so."""
     g = model.graph
     readers: dict[str, list[onnx.NodeProto]] = {}
     for node in g.node:
@@ -53,15 +57,31 @@ def logit_view(model: onnx.ModelProto) -> onnx.ModelProto | None:
         return None
     view = onnx.ModelProto()
     view.CopyFrom(model)
+    floors = []
     for i in squashed:  # same inputs, outputs and attributes (Softmax's axis is LogSoftmax's, in every opset)
         node = view.graph.node[i]
+        if floor is not None:  # the logit to a new name, then Max(logit, floor) under the output's name
+            low = math.log(floor / (1 - floor)) if node.op_type == "Sigmoid" else math.log(floor)
+            name = f"{node.output[0]}/logit"
+            floors.append(helper.make_node("Max", [name, f"{name}/floor"], [node.output[0]]))
+            view.graph.initializer.append(numpy_helper.from_array(np.array(low, np.float32), f"{name}/floor"))
+            node.output[0] = name
         node.op_type = LOGIT[node.op_type]
+    if floors:  # each after its logit: the nodes stay in topological order
+        nodes = list(view.graph.node)
+        for i, max_node in sorted(zip(squashed, floors), reverse=True):
+            nodes.insert(i + 1, max_node)
+        del view.graph.node[:]
+        view.graph.node.extend(nodes)
     return view
 
 
-def _logit_view(dep: Dependency) -> tuple[str, onnx.ModelProto] | None:
-    view = logit_view(dep.graph.model)
-    return ("logit", view) if view is not None else None
+FLOOR = 0.01  # fisher_logit_floor: probabilities below this count as this (a detector's far background)
+
+
+def _logit_view(dep: Dependency, floor: float | None = None) -> tuple[str, onnx.ModelProto] | None:
+    view = logit_view(dep.graph.model, floor)
+    return (f"logit{floor}", view) if view is not None else None
 
 
 @criterion("fisher_logit", data=True, gram=True)  # Grams: fisher's reconstruction fallback
@@ -70,4 +90,11 @@ def fisher_logit(dep: Dependency, stats: Statistics | None = None, data=None, se
     return fisher_scores(dep, data, seed=seed, stats=stats, view=_logit_view(dep))
 
 
-COMPARABLE.add("fisher_logit")
+@criterion("fisher_logit_floor", data=True, gram=True)
+def fisher_logit_floor(dep: Dependency, stats: Statistics | None = None, data=None, seed: int = 0, **_):
+    """fisher_logit with each logit raised to at least that of probability FLOOR: far-below-threshold
+    scores, which no decision reads, no longer steer the ranking."""
+    return fisher_scores(dep, data, seed=seed, stats=stats, view=_logit_view(dep, FLOOR))
+
+
+COMPARABLE.update({"fisher_logit", "fisher_logit_floor"})
