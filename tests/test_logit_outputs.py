@@ -70,6 +70,9 @@ def test_a_softmax_output_becomes_its_log_probabilities():
     assert view is not None and [n.op_type for n in view.graph.node] == ["MatMul", "LogSoftmax", "Reshape"]
     out = _run(view, x)
     assert np.allclose(np.exp(out), _run(model, x), atol=1e-6)
+    floored = logit_view(model, 0.2)
+    assert [n.op_type for n in floored.graph.node] == ["MatMul", "LogSoftmax", "Max", "Reshape"]
+    assert np.allclose(_run(floored, x), np.maximum(out, np.log(0.2)), atol=1e-6)
 
 
 def test_a_floor_raises_the_logits_of_unlikely_scores_only():
