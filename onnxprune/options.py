@@ -15,6 +15,8 @@ from onnxprune.errors import BadInputError
 from onnxprune.recover.epoch_measures import EPOCH_SELECTIONS  # TrainSettings.select
 from onnxprune.recover.reconstruction import METHODS as ONE_SHOT
 from onnxprune.score import fisher as _fisher  # noqa: F401  (registers the fisher criteria)
+from onnxprune.score import fisher_prior as _fisher_prior  # noqa: F401  (registers fisher_prior)
+from onnxprune.score import logit_outputs as _logit_outputs  # noqa: F401  (registers fisher_logit)
 from onnxprune.score import measured as _measured  # noqa: F401  (registers fisher_joint* and fisher_measured)
 from onnxprune.score.criteria import CRITERIA as SCORED
 
@@ -43,12 +45,14 @@ HIDDEN = ("auto", "on", "off")
 # "Calibration views"); only with fisher and sequential recovery, as measured (so not by default over
 # FISHER_MAX_BYTES of weights, where reconstruction ranks).
 DEFAULT_VIEWS, VIEWS_BELOW = 4, 0.7
-VIEWS_FOR = ("all", "recovery")
+# what sees the views: everything, only recovery (scoring sees the samples), or only the channel scores
+# (recovery is solved on the samples)
+VIEWS_FOR = ("all", "recovery", "scoring")
 DATA_FREE = {"criterion": "l2", "scope": "local", "recover": "none"}
 # The default cap on the share of one group's channels that go. Fisher's per-channel damages add up as if
 # channels were independent, so a global ranking thins redundant groups too far (NudeNet's box branches):
 # half a group at most. Other criteria keep the looser cap they were measured with.
-MAX_LAYER_RATIO = {"fisher": 0.5, "fisher_parts": 0.5, "fisher_recon": 0.5}
+MAX_LAYER_RATIO = {"fisher": 0.5, "fisher_parts": 0.5, "fisher_recon": 0.5, "fisher_prior": 0.5, "fisher_logit": 0.5, "fisher_logit_floor": 0.5}
 DEFAULT_MAX_LAYER_RATIO = 0.9
 DEFAULT_ROUND_TO = 8
 
@@ -140,7 +144,7 @@ class PruneOptions:
     calib_limit: int | None = None
     calib_views: int | None = None  # views of each calibration sample (load/views.py); None: by target
     calib_view_kinds: tuple[str, ...] = ()  # crop, scale, flip, mix, splice; empty: load/views.DEFAULT_KINDS (mix)
-    calib_views_for: str = "all"  # what sees the views: everything, or only recovery (scoring sees the samples)
+    calib_views_for: str = "all"  # what sees the views (VIEWS_FOR)
     bench_rounds: int = 20
     threads: int = 0
     seed: int = 0

@@ -183,7 +183,7 @@ def choose_plan(prep: Prepared, options: PruneOptions | None = None, scores: np.
 
 def channel_scores(prep: Prepared, options: PruneOptions) -> np.ndarray:
     """Every channel's score under `options.criterion` (not for "sensitivity", which measures groups)."""
-    data = prep.data if options.calib_views_for == "all" else getattr(prep.data, "base", prep.data)  # no views
+    data = _views_or_samples(prep, options.calib_views_for, "scoring")
     return with_stream_importance(prep.dep, prep.stats, score(prep.dep, options.criterion, stats=prep.stats,
                                                               seed=options.seed, data=data))
 
@@ -291,6 +291,14 @@ def _kept_whole(prep: Prepared, options: PruneOptions) -> set[int]:
     return excluded_groups(prep.dep, list(options.exclude)) | input_encoded_groups(prep.dep)
 
 
+def _views_or_samples(prep: Prepared, views_for: str, step: str):
+    """The calibration data `step` ("scoring" or "recovery") reads: the views where `views_for`
+    (options.calib_views_for) gives them to it, else the user's samples alone."""
+    if views_for in ("all", step):
+        return prep.data
+    return getattr(prep.data, "base", prep.data)
+
+
 def _recovered(prep: Prepared, plan: Plan, recovery: str) -> onnx.ModelProto:
     """The plan applied, with the consumers re-solved: one-shot from the dense statistics, or sequential."""
     presliced = SpilledArrays()  # re-solved weights already cut, on disk: never a dense copy besides
@@ -298,8 +306,9 @@ def _recovered(prep: Prepared, plan: Plan, recovery: str) -> onnx.ModelProto:
         overrides = None
     elif recovery == "sequential":
         norms = norm_overrides(prep.dep, plan.removed, prep.stats)  # hidden width: first the norms' scale
+        data = _views_or_samples(prep, prep.options.calib_views_for, "recovery")
         with scratch():  # the prefix models it runs are gone when it returns the weights
-            overrides = reconstruct(prep.dep, plan.removed, prep.data, progress=prep.options.progress, initial=norms,
+            overrides = reconstruct(prep.dep, plan.removed, data, progress=prep.options.progress, initial=norms,
                                     presliced=presliced)
     else:
         overrides = {**norm_overrides(prep.dep, plan.removed, prep.stats),

@@ -149,3 +149,28 @@ def test_views_are_the_default_with_data_at_deep_targets_only():
     assert other.calib_views == 1  # views were measured with fisher and sequential recovery only
     kept = PruneOptions(target=Target(macs=0.5), calib_views=1).resolved(True)
     assert kept.calib_views == 1
+
+
+@pytest.mark.parametrize("views_for, scored, solved", [("all", 32, 32), ("recovery", 8, 32), ("scoring", 32, 8)])
+def test_views_for_decides_which_step_reads_the_views(monkeypatch, tmp_path, views_for, scored, solved):
+    """`calib_views_for`: the channel scores and the sequential re-solve each read the 4 views of the 8
+    samples (32 rows) or the samples alone (8), as asked."""
+    import onnxprune.stages as stages
+    seen: dict[str, int] = {}
+    real_score, real_reconstruct = stages.score, stages.reconstruct
+
+    def score(dep, name, data=None, **kw):
+        seen["scored"] = len(data)
+        return real_score(dep, name, data=data, **kw)
+
+    def reconstruct(dep, removed, data, **kw):
+        seen["solved"] = len(data)
+        return real_reconstruct(dep, removed, data, **kw)
+
+    monkeypatch.setattr(stages, "score", score)
+    monkeypatch.setattr(stages, "reconstruct", reconstruct)
+    with np.load(FIXTURES / "digits_calib.npz") as f:
+        np.savez(tmp_path / "c8.npz", input=f["input"][:8])
+    onnxprune.prune(str(FIXTURES / "digits_cnn.onnx"), target_macs=0.8, calib=str(tmp_path / "c8.npz"), bench_rounds=0,
+                    calib_views=4, calib_views_for=views_for)
+    assert seen == {"scored": scored, "solved": solved}

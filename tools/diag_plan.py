@@ -60,7 +60,17 @@ def main() -> int:
     ap.add_argument("--save-damage", help="pickle the measured damage rows here")
     ap.add_argument("--load-damage", help="reuse damage rows pickled by --save-damage")
     ap.add_argument("--save", help="write each pruned model here as CONFIG_LEVEL.onnx (for tools/diag_detections.py)")
+    ap.add_argument("--ridge-multiples", help="comma list replacing recover/ridge_choice.MULTIPLES (the ridges the "
+                    "held-out batches choose from; e.g. 100,1e3,1e6 pulls every re-solve harder toward the dense weights)")
+    ap.add_argument("--logit-floor", type=float, help="the probability fisher_logit_floor floors logits at "
+                    "(score/logit_outputs.FLOOR, 0.01)")
     args = ap.parse_args()
+    if args.logit_floor:
+        from onnxprune.score import logit_outputs
+        logit_outputs.FLOOR = args.logit_floor
+    if args.ridge_multiples:
+        from onnxprune.recover import few_rows, ridge_choice
+        ridge_choice.MULTIPLES = few_rows.MULTIPLES = tuple(float(m) for m in args.ridge_multiples.split(","))
     warnings.filterwarnings("ignore")
     from onnxprune.options import PruneOptions, Target
     from onnxprune.stages import apply_and_recover, choose_plan, prepare

@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--round-to", type=int, default=None, help="keep widths a multiple of N (default 8; for --target-latency the CPU convolutions' channel block when larger: 16 with AVX-512)")
     pr.add_argument("--criterion", default=None,
                     help="importance: l1, l2, fpgm, lamp, bn_scale, random, activation, apoz, reconstruction, obs, relative, "
-                         "fisher, fisher_parts, fisher_recon, sensitivity (default: fisher with --calib, l2 without)")
+                         "fisher, fisher_parts, fisher_recon, fisher_logit (sigmoid/softmax outputs probed as logits), fisher_prior "
+                         "(fisher plus a weight-norm floor), sensitivity (default: fisher with --calib, l2 without)")
     pr.add_argument("--scope", choices=["local", "global", "damage", "price", "cost", "blend", "auto"], default=None,
                     help="local: the same share from every group; global: one ranking across groups; "
                          "damage: shares from each group's measured damage with recovery; price: the same "
@@ -61,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(0.8 of the MACs and up), global at deeper ones (0.7 and down), between in between ("
                          "default: auto with --calib, local without)")
     pr.add_argument("--max-layer-ratio", type=float, default=None,
-                    help="global scope: no group loses more than this share (default: 0.5 with criterion fisher, "
-                         "fisher_parts or fisher_recon, so with --calib; 0.9 otherwise)")
+                    help="global scope: no group loses more than this share (default: 0.5 with the fisher criteria, "
+                         "so with --calib; 0.9 otherwise)")
     pr.add_argument("--min-channels", type=int, default=1, help="no group keeps fewer channels than this")
     pr.add_argument("--exclude", action="append", metavar="PATTERN", help="leave groups touching matching node/tensor names whole")
     pr.add_argument("--recover", choices=["none", "bias", "lstsq", "sequential"], default=None,

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import onnx
 
 from onnxprune.couple.dependency import Dependency
 from onnxprune.couple.vocabulary import Slot
@@ -106,21 +107,25 @@ _LAST = LastModel()  # one model's scores, reused when several plans are chosen 
 
 
 def fisher_scores(dep: Dependency, data, probes: int = PROBES, seed: int = 0,
-                  stats: Statistics | None = None, parts_alike: bool = False) -> np.ndarray:
-    """E over calibration samples and random output probes of s_c^2 (module docstring), per channel."""
-    return _LAST.get(dep, data, (probes, seed, parts_alike),
-                     lambda: _scores_or_fallback(dep, data, probes, seed, stats, parts_alike)).copy()
+                  stats: Statistics | None = None, parts_alike: bool = False,
+                  view: tuple[str, onnx.ModelProto] | None = None) -> np.ndarray:
+    """E over calibration samples and random output probes of s_c^2 (module docstring), per channel.
+    `view`: (its name, a model with the same weights whose outputs are probed instead of the analysed
+    model's; score/logit_outputs.py)."""
+    return _LAST.get(dep, data, (probes, seed, parts_alike, view[0] if view else None),
+                     lambda: _scores_or_fallback(dep, data, probes, seed, stats, parts_alike,
+                                                 view[1] if view else None)).copy()
 
 
 def _scores_or_fallback(dep: Dependency, data, probes: int, seed: int, stats: Statistics | None,
-                        parts_alike: bool = False) -> np.ndarray:
+                        parts_alike: bool = False, model: onnx.ModelProto | None = None) -> np.ndarray:
     """fisher's scores; if the model cannot be back-propagated (an op the autodiff or ONNX Runtime
     refuses), the reconstruction criterion's, each group divided by its mean as global selection
     would do for it, with a warning naming the reason."""
     if data is None:
         raise BadInputError("criterion 'fisher' needs calibration data: pass --calib DATA.npz")
     try:
-        return _fisher_scores(dep, data, probes, seed, parts_alike=parts_alike)
+        return _fisher_scores(dep, data, probes, seed, parts_alike=parts_alike, model=model)
     except Exception as exc:  # noqa: BLE001  (any autodiff/runtime failure: score without gradients)
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         log.warning("fisher: no output gradients (%s); channels scored by reconstruction instead", reason)
@@ -133,7 +138,7 @@ def _scores_or_fallback(dep: Dependency, data, probes: int, seed: int, stats: St
 
 
 def _fisher_scores(dep: Dependency, data, probes: int, seed: int, rows: list | None = None,
-                   parts_alike: bool = False) -> np.ndarray:
+                   parts_alike: bool = False, model: onnx.ModelProto | None = None) -> np.ndarray:
     """E[s_c^2] per channel; with `rows` (a list), also each (sample, probe)'s s_c, one array per run,
     NaN where no gradient reaches the channel (score/joint.py reads them). With `parts_alike`, each
     output part of its own scale weighs the same (score/output_parts.py)."""
@@ -142,14 +147,15 @@ def _fisher_scores(dep: Dependency, data, probes: int, seed: int, rows: list | N
 
     sites, producers = _sites(dep)
     weights = list(dict.fromkeys([w for _, w, _ in sites] + [w for _, w, _ in producers]))
-    pg = build_probe_graph(dep.graph.model, weights, input_shapes=data.sample_shapes())
+    model = dep.graph.model if model is None else model
+    pg = build_probe_graph(model, weights, input_shapes=data.sample_shapes())
     if pg.frozen:
         log.warning("fisher: %d weights get no complete gradient (e.g. %s); their channels are kept",
                     len(pg.frozen), next(iter(pg.frozen.values())))
     if not any(w in pg.grads for _, w, _ in sites):  # e.g. a QDQ model: DequantizeLinear outputs as weights
         raise ValueError("no linear layer's weight is an initializer the outputs' gradient reaches")
     outputs = list(pg.probes)
-    stds, shapes = _row_std(session(dep.graph.model), data, outputs)
+    stds, shapes = _row_std(session(model), data, outputs)
     sess = session(pg.model)
     names = list(pg.grads.values())
     dtypes = {i.name: i.type for i in sess.get_inputs()}

@@ -1,0 +1,100 @@
+"""fisher_logit: fisher with each sigmoid output probed as its logit, each softmax output as its log.
+
+A detector or multi-label head ends in Sigmoid, and fisher probes the probabilities. On calibration data
+where a class never fires (a face class on face-free crops) its probabilities sit near 0, where a logit
+shift moves them by p(1 - p) of it: removing channels that lower every face logit by ~1.7 barely shows
+(docs/benchmarks.md, s12-nude), and the re-solve then compensates a shift it learned on the samples,
+overshooting where faces are. Probing the logit sees that damage at its size everywhere. A softmax
+classifier saturates the same way: at a confident sample the top class's probability hardly moves, so
+the pages near a decision weigh almost alone; its log-probabilities (LogSoftmax: the logits up to the
+shift softmax ignores) do not saturate.
+
+`logit_view` is the model with every Sigmoid whose output reaches a graph output only through layout ops
+(LAYOUT: Concat, Reshape, Transpose, ...) made an Identity and every such Softmax a LogSoftmax (same axis):
+the graph outputs carry logits instead, the weights are the same tensors, so fisher's channel sums apply
+as they are.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnxprune.couple.dependency import Dependency
+from onnxprune.score.calibration import Statistics
+from onnxprune.score.criteria import COMPARABLE, criterion
+from onnxprune.score.fisher import fisher_scores
+
+LAYOUT = {"Concat", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Identity"}  # move values, don't change them
+LOGIT = {"Sigmoid": "Identity", "Softmax": "LogSoftmax"}  # squashing op -> the op giving its logits
+SQUASH = set(LOGIT)
+
+
+def logit_view(model: onnx.ModelProto, floor: float | None = None) -> onnx.ModelProto | None:
+    """A copy of `model` whose squashed outputs are logits (module doc), raised to at least the logit of
+    probability `floor` when given; None when no Sigmoid or Softmax feeds an output so."""
+    g = model.graph
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in g.node:
+        for t in node.input:
+            readers.setdefault(t, []).append(node)
+    outputs = {o.name for o in g.output}
+
+    def only_layout_to_outputs(tensor: str, seen: set[str]) -> bool:
+        if tensor in seen:
+            return True
+        seen.add(tensor)
+        users = readers.get(tensor, [])
+        if not users:
+            return tensor in outputs
+        return all(n.op_type in LAYOUT and all(only_layout_to_outputs(o, seen) for o in n.output if o) for n in users)
+
+    squashed = [i for i, n in enumerate(g.node) if n.op_type in SQUASH and only_layout_to_outputs(n.output[0], set())]
+    if not squashed:
+        return None
+    view = onnx.ModelProto()
+    view.CopyFrom(model)
+    floors = []
+    for i in squashed:  # same inputs, outputs and attributes (Softmax's axis is LogSoftmax's, in every opset)
+        node = view.graph.node[i]
+        if floor is not None:  # the logit to a new name, then Max(logit, floor) under the output's name
+            low = math.log(floor / (1 - floor)) if node.op_type == "Sigmoid" else math.log(floor)
+            name = f"{node.output[0]}/logit"
+            floors.append(helper.make_node("Max", [name, f"{name}/floor"], [node.output[0]]))
+            view.graph.initializer.append(numpy_helper.from_array(np.array(low, np.float32), f"{name}/floor"))
+            node.output[0] = name
+        node.op_type = LOGIT[node.op_type]
+    if floors:  # each after its logit: the nodes stay in topological order
+        nodes = list(view.graph.node)
+        for i, max_node in sorted(zip(squashed, floors), reverse=True):
+            nodes.insert(i + 1, max_node)
+        del view.graph.node[:]
+        view.graph.node.extend(nodes)
+    return view
+
+
+FLOOR = 0.01  # fisher_logit_floor: probabilities below this count as this (a detector's far background)
+
+
+def _logit_view(dep: Dependency, floor: float | None = None) -> tuple[str, onnx.ModelProto] | None:
+    view = logit_view(dep.graph.model, floor)
+    return (f"logit{floor}", view) if view is not None else None
+
+
+@criterion("fisher_logit", data=True, gram=True)  # Grams: fisher's reconstruction fallback
+def fisher_logit(dep: Dependency, stats: Statistics | None = None, data=None, seed: int = 0, **_):
+    """fisher with sigmoid outputs probed as logits (the model's own outputs where it has none)."""
+    return fisher_scores(dep, data, seed=seed, stats=stats, view=_logit_view(dep))
+
+
+@criterion("fisher_logit_floor", data=True, gram=True)
+def fisher_logit_floor(dep: Dependency, stats: Statistics | None = None, data=None, seed: int = 0, **_):
+    """fisher_logit with each logit raised to at least that of probability FLOOR: far-below-threshold
+    scores, which no decision reads, no longer steer the ranking."""
+    return fisher_scores(dep, data, seed=seed, stats=stats, view=_logit_view(dep, FLOOR))
+
+
+COMPARABLE.update({"fisher_logit", "fisher_logit_floor"})
