@@ -32,6 +32,22 @@ def test_data_changes_the_defaults():
     assert _resolved(False) == ("l2", "local", "none", 0.9)
 
 
+def test_mild_targets_probe_squashed_outputs_as_logits():
+    # above VIEWS_BELOW of the MACs (no views) fisher probes sigmoid/softmax outputs as logits; at and
+    # below it, and for targets whose share is unknown (latency), plain fisher; a given criterion wins
+    mild = options_module.VIEWS_BELOW + 0.1
+    resolved = PruneOptions(target=Target(macs=mild)).resolved(True)
+    assert (resolved.criterion, resolved.calib_views, resolved.max_layer_ratio) == ("fisher_logit", 1, 0.5)
+    assert PruneOptions(target=Target(ratio=0.1)).resolved(True).criterion == "fisher_logit"  # keeps ~0.81
+    deep = PruneOptions(target=Target(macs=options_module.VIEWS_BELOW)).resolved(True)
+    assert (deep.criterion, deep.calib_views) == ("fisher", options_module.DEFAULT_VIEWS)
+    assert PruneOptions(target=Target(latency=0.9)).resolved(True).criterion == "fisher"
+    assert PruneOptions(target=Target(macs=mild), criterion="fisher").resolved(True).criterion == "fisher"
+    assert PruneOptions(target=Target(macs=mild)).resolved(False).criterion == "l2"
+    heavy = options_module.FISHER_MAX_BYTES + 1
+    assert PruneOptions(target=Target(macs=mild)).resolved(True, heavy).criterion == "reconstruction"
+
+
 def test_given_options_win_and_the_cap_follows_the_criterion():
     # a criterion other than fisher keeps the cap it was measured with; a given cap is kept as given
     assert _resolved(True, criterion="reconstruction") == ("reconstruction", "auto", "sequential", 0.9)
