@@ -71,10 +71,11 @@ SELECT = {"agree": "agreement", "parts": "parts", "conf": "confident"}  # varian
 
 
 def variant(spec: str) -> dict:
-    """"RATE[+featW][+probs][+aug][+mse|+bal|+det|+kl][+tT][+bB][+last]": probs distills the output probabilities
+    """"RATE[+featW][+probs][+aug][+mse|+bal|+det|+kl][+swW][+fgW][+tT][+bB][+last]": probs distills the output probabilities
     (the old default), not the logits a final Softmax reads; aug adds flip, crop and scale jitter; mse distills by
     squared error (outputs that are not class scores: a detector's boxes), bal by squared error balanced per
-    channel (recover/distill_weights.py), det by the detect loss (autodiff/detect_loss.py), kl by KL; none of the three: the library's default; tT the distillation
+    channel (recover/distill_weights.py), det by the detect loss (autodiff/detect_loss.py), kl by KL; none of the three: the library's default;
+    swW (det) the score rows' term at weight W, fgW (det) the score rows' confident-anchor term at weight W; tT the distillation
     temperature T (default 2); bB batch B instead of --batch; seedN the shuffling seed (default 0); last keeps the last epoch, not the best held-out one;
     agree keeps the epoch of best held-out top-1 agreement with the teacher, parts the best worst-part cosine, conf the
     best confident-anchor F1 (recover/epoch_measures.py; all three are recorded in every run, see `kept`)."""
@@ -83,13 +84,15 @@ def variant(spec: str) -> dict:
     temp = next((float(e[1:]) for e in extras if e.startswith("t") and e[1:]), None)
     batch = next((int(e[1:]) for e in extras if e.startswith("b") and e[1:].isdigit()), None)
     seed = next((int(e[4:]) for e in extras if e.startswith("seed") and e[4:].isdigit()), None)
+    detect = {key: float(e[2:]) for e in extras for tag, key in (("sw", "score_weight"), ("fg", "score_focus"))
+              if e.startswith(tag) and e[2:]}
     return {"lr": None if rate == "auto" else float(rate),
             "features": float(feat[len("feat"):] or 1.0) if feat else 0.0,
             "softmax_logits": "probs" not in extras, "augment": ("flip", "crop", "scale") if "aug" in extras else (),
             **({"distill": DISTILL[e] for e in extras if e in DISTILL}), "keep": "last" if "last" in extras else "best",
             "select": next((SELECT[e] for e in extras if e in SELECT), "fidelity"),
             **({"temperature": temp} if temp else {}), **({"batch_size": batch} if batch else {}),
-            **({"seed": seed} if seed is not None else {})}
+            **({"seed": seed} if seed is not None else {}), **detect}
 
 
 class EpochScores:

@@ -13,7 +13,11 @@ where no detection is decided. This loss, given a DetectSpec (recover/detect_dis
   (the largest score over the score rows: foreground-weighted distillation), normalised by the total
   weight of the batch, so boxes count where the teacher sees an object;
 - each part p is divided by its scale s_p (its error at the start of training), so every part starts at
-  1 and weighs alike: L = sum_p L_p / s_p.
+  1 and weighs alike: L = sum_p L_p / s_p;
+- options for the score rows (DetectSpec.score_weight, .focus): the score term times score_weight, and a
+  confident-anchor term, the score rows' KL weighted per anchor by the teacher's largest score (as the box
+  rows are), divided by its own start value and weighted by focus (0: off). Where a pruned head loses its
+  detections is the few anchors the teacher fires on; the all-anchor mean also answers to the background.
 
 Without score rows every anchor weighs 1 and the loss is squared error balanced per part.
 """
@@ -37,6 +41,9 @@ class DetectSpec:
     rows: np.ndarray           # (R,) int: part of each row
     score: np.ndarray          # (P,) bool: the part holds scores in [0, 1]
     scale: np.ndarray          # (P,) float: divides each part's term
+    score_weight: float = 1.0  # multiplies the score rows' all-anchor KL term
+    focus: float = 0.0         # weight of the score rows' confident-anchor KL term (focus_term); 0: off
+    focus_scale: float = 1.0   # divides focus_term (its value at the start of training)
 
     def masks(self, rank: int, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
         """(score mask, regression coefficients), each shaped to broadcast on the row axis: 1 on score
@@ -53,7 +60,13 @@ class DetectSpec:
         if not self.score.any():
             return 0.0
         n = int(self.score[self.rows].sum())
-        return float(1.0 / (n * float(np.mean(self.scale[self.score]))))
+        return float(self.score_weight / (n * float(np.mean(self.scale[self.score]))))
+
+    def focus_coef(self) -> float:
+        """focus / (score rows * focus_scale): the confident-anchor term's factor (0 without it)."""
+        if not self.score.any() or not self.focus:
+            return 0.0
+        return float(self.focus / (int(self.score[self.rows].sum()) * self.focus_scale))
 
 
 def anchor_weights(target: np.ndarray, spec: DetectSpec) -> np.ndarray:
@@ -82,6 +95,18 @@ def part_terms(y: np.ndarray, target: np.ndarray, spec: DetectSpec) -> np.ndarra
     return out
 
 
+def focus_term(y: np.ndarray, target: np.ndarray, spec: DetectSpec) -> float:
+    """The score rows' binary KL weighted per anchor by the teacher's largest score, per score row and
+    normalised by the total weight (float64; 0 without score rows), before focus and focus_scale."""
+    if not spec.score.any():
+        return 0.0
+    y, t = np.asarray(y, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    score, _ = spec.masks(y.ndim, np.float64)
+    w = anchor_weights(t, spec)
+    kl = np.sum(score * w * binary_kl(np.clip(y, 0.0, 1.0), t))
+    return float(kl / int(spec.score[spec.rows].sum()) / (np.sum(w) + WEIGHT_EPS))
+
+
 def binary_kl(y: np.ndarray, t: np.ndarray) -> np.ndarray:
     """t log(t / y) + (1 - t) log((1 - t) / (1 - y)), elementwise, logs floored at TINY."""
     return (t * (np.log(np.maximum(t, TINY)) - np.log(np.maximum(y, TINY)))
@@ -96,7 +121,8 @@ def numpy_detect_loss(y: np.ndarray, target: np.ndarray, spec: DetectSpec) -> fl
     w = anchor_weights(t, spec)
     reg = float(np.sum(coef * w * (y - t) ** 2) / (np.sum(w) + WEIGHT_EPS))
     cls = float(np.sum(score * binary_kl(np.clip(y, 0.0, 1.0), t)) / (y.size / y.shape[spec.axis])) * spec.score_coef()
-    return reg + cls
+    focus = focus_term(y, t, spec) * spec.focus / spec.focus_scale if spec.focus_coef() else 0.0
+    return reg + cls + focus
 
 
 def emit_detect(ctx, logits: str, target: str, spec: DetectSpec) -> tuple[str, str]:
@@ -133,8 +159,14 @@ def emit_detect(ctx, logits: str, target: str, spec: DetectSpec) -> tuple[str, s
     cls = ctx.emit("Mul", [ctx.emit("ReduceSum", [ctx.emit("Mul", [kl, score_rows])], keepdims=0), factor])
     # d/dy = (y - t) / (y (1 - y)), floored; times the head's Sigmoid derivative y (1 - y) it is y - t
     dcls = ctx.emit("Div", [ctx.emit("Sub", [y, target]), ctx.emit("Max", [ctx.emit("Mul", [y, not_y]), tiny])])
-    dcls = ctx.emit("Mul", [ctx.emit("Mul", [dcls, score_rows]), factor])
-    return ctx.emit("Add", [reg, cls]), ctx.emit("Add", [grad, dcls])
+    dkl = ctx.emit("Mul", [dcls, score_rows])
+    loss, dy = ctx.emit("Add", [reg, cls]), ctx.emit("Add", [grad, ctx.emit("Mul", [dkl, factor])])
+    if spec.focus_coef():  # the confident-anchor term: KL and its gradient weighted by w / sum(w)
+        fw = ctx.emit("Div", [ctx.emit("Mul", [w, ctx.scalar(spec.focus_coef(), logits)]), total_w])
+        fkl = ctx.emit("ReduceSum", [ctx.emit("Mul", [ctx.emit("Mul", [kl, score_rows]), fw])], keepdims=0)
+        loss, dy = ctx.emit("Add", [loss, fkl]), ctx.emit("Add", [dy, ctx.emit("Mul", [dkl, fw])])
+    return loss, dy
 
 
-__all__ = ["DetectSpec", "anchor_weights", "binary_kl", "emit_detect", "numpy_detect_loss", "part_terms", "TINY"]
+__all__ = ["DetectSpec", "anchor_weights", "binary_kl", "emit_detect", "focus_term", "numpy_detect_loss", "part_terms",
+           "TINY"]

@@ -91,6 +91,8 @@ class TrainSettings:
     #                                   packed head's worst part cosine, "confident": its confident anchors' F1
     features: float = 0.0             # weight of intermediate-feature distillation (recover/features.py); 0: off
     softmax_logits: bool = True       # distill the logits a final Softmax reads, not its probabilities (logits.py)
+    score_weight: float = 1.0         # distill="detect": weight of the score rows' term (autodiff/detect_loss.py)
+    score_focus: float = 0.0          # distill="detect": weight of the score rows' confident-anchor term; 0: off
 
 
 def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: int | None = 3, *,
@@ -132,7 +134,7 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     distill, balance = _distill_mode(s.distill, teacher_model if loss == "distill" else None, output, data,
                                      batchable, on_logits, s.threads)
     if distill == "detect" and loss == "distill" and teacher_model is not None:  # recover/detect_distill.py
-        balance = detect_spec(model, teacher_model, output, data, batchable, s.threads)
+        balance = detect_spec(model, teacher_model, output, data, batchable, s.threads, s.score_weight, s.score_focus)
     s = replace(s, distill=distill)
     points, slices = _feature_points(model, teacher_model, data, s, batchable and loss == "distill")
     tg = build_training_graph(model, s.trainable, loss, output=output, input_shapes=shapes,
