@@ -11,8 +11,6 @@ run with the same samples and seed (the check only decides; the final prune is t
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import sys
 import tempfile
 import time
@@ -23,6 +21,8 @@ TOOLS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TOOLS))
 
 import numpy as np  # noqa: E402
+
+from benchlib import run_queue  # noqa: E402
 
 
 def one(name: str, level: float, seed: int, calib_n: int, work: Path) -> dict:
@@ -61,20 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="append each result here (a JSON list, rewritten after each run)")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
-    cap = int(args.mem_gb * 2**30)
-    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    out = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).is_file() else []
     with tempfile.TemporaryDirectory(prefix="pick_") as tmp:
-        for name in args.models.split(","):
-            for seed in (int(s) for s in args.seeds.split(",")):
-                try:
-                    res = one(name, args.level, seed, args.calib_n, Path(tmp))
-                except Exception as exc:  # one model's failure is a row, not the end of the queue
-                    res = {"model": name, "level": args.level, "seed": seed, "error": f"{type(exc).__name__}: {exc}"[:200]}
-                out.append(res)
-                print(json.dumps(res), flush=True)
-                if args.json:
-                    Path(args.json).write_text(json.dumps(out, indent=1))
+        jobs = [(name, seed) for name in args.models.split(",") for seed in (int(s) for s in args.seeds.split(","))]
+        run_queue(jobs, lambda name, seed: one(name, args.level, seed, args.calib_n, Path(tmp)), args.json, args.mem_gb)
     return 0
 
 

@@ -19,3 +19,26 @@ def revision() -> str:
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def run_queue(jobs, run, json_path: str | None, mem_gb: float) -> list[dict]:
+    """Run `run(*job)` for each job under an address-space cap of `mem_gb`, one result dict per job (a
+    failure is a row with its error, not the end of the queue), each printed and appended to the JSON
+    list at `json_path` (rewritten after every row, so a killed queue keeps what it measured)."""
+    import json
+    import resource
+
+    cap = int(mem_gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    path = Path(json_path) if json_path else None
+    out = json.loads(path.read_text()) if path and path.is_file() else []
+    for job in jobs:
+        try:
+            res = run(*job)
+        except Exception as exc:  # noqa: BLE001  (one model's failure is a row)
+            res = {"job": [str(j) for j in job], "error": f"{type(exc).__name__}: {exc}"[:200]}
+        out.append(res)
+        print(json.dumps(res), flush=True)
+        if path:
+            path.write_text(json.dumps(out, indent=1))
+    return out

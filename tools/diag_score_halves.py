@@ -12,8 +12,6 @@ for the model. Usage:
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import sys
 import tempfile
 import time
@@ -23,6 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
+
+from benchlib import run_queue  # noqa: E402
 
 
 def ranks(x: np.ndarray) -> np.ndarray:
@@ -96,21 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
-    cap = int(args.mem_gb * 2**30)
-    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    out = json.loads(Path(args.json).read_text()) if args.json and Path(args.json).is_file() else []
     with tempfile.TemporaryDirectory(prefix="halves_") as tmp:
-        for name in args.models.split(","):
-            for criterion in args.criteria.split(","):
-                for seed in (int(s) for s in args.seeds.split(",")):
-                    try:
-                        res = one(name, criterion, seed, args.level, args.calib_n, Path(tmp))
-                    except Exception as exc:  # a row, not the end of the queue
-                        res = {"model": name, "criterion": criterion, "seed": seed, "error": f"{type(exc).__name__}: {exc}"[:200]}
-                    out.append(res)
-                    print(json.dumps(res), flush=True)
-                    if args.json:
-                        Path(args.json).write_text(json.dumps(out, indent=1))
+        jobs = [(name, criterion, seed) for name in args.models.split(",") for criterion in args.criteria.split(",")
+                for seed in (int(s) for s in args.seeds.split(","))]
+        run_queue(jobs, lambda name, criterion, seed: one(name, criterion, seed, args.level, args.calib_n, Path(tmp)),
+                  args.json, args.mem_gb)
     return 0
 
 
