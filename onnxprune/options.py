@@ -58,7 +58,8 @@ DATA_FREE = {"criterion": "l2", "scope": "local", "recover": "none"}
 # The default cap on the share of one group's channels that go. Fisher's per-channel damages add up as if
 # channels were independent, so a global ranking thins redundant groups too far (NudeNet's box branches):
 # half a group at most. Other criteria keep the looser cap they were measured with.
-MAX_LAYER_RATIO = {"fisher": 0.5, "fisher_parts": 0.5, "fisher_recon": 0.5, "fisher_prior": 0.5, "fisher_logit": 0.5, "fisher_logit_floor": 0.5}
+MAX_LAYER_RATIO = dict.fromkeys(("fisher", "fisher_parts", "fisher_recon", "fisher_prior", "fisher_logit",
+                                 "fisher_logit_floor"), 0.5)
 DEFAULT_MAX_LAYER_RATIO = 0.9
 DEFAULT_ROUND_TO = 8
 
