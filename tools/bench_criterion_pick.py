@@ -20,9 +20,8 @@ from pathlib import Path
 TOOLS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TOOLS))
 
-import numpy as np  # noqa: E402
 
-from benchlib import run_queue  # noqa: E402
+from benchlib import run_queue, task_files  # noqa: E402
 
 
 def one(name: str, level: float, seed: int, calib_n: int, work: Path) -> dict:
@@ -36,12 +35,7 @@ def one(name: str, level: float, seed: int, calib_n: int, work: Path) -> dict:
     from onnxprune.stages import as_dataset
 
     task = tasks.get(name)
-    model_path = work / f"{name}.onnx"
-    if not model_path.is_file():
-        onnx.save(task.model(), model_path)
-    calib_path = work / f"{name}_calib{calib_n}.npz"
-    if not calib_path.is_file():
-        np.savez(calib_path, **task.calibration(calib_n))
+    model_path, calib_path = task_files(task, name, work, calib_n)
     options, _ = options_from_keywords({"target_macs": level, "input_shapes": task.input_shapes(), "seed": seed})
     model = onnx.load(str(model_path))
     data = as_dataset(str(calib_path), model, None, options.input_shapes)

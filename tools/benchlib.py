@@ -42,3 +42,17 @@ def run_queue(jobs, run, json_path: str | None, mem_gb: float) -> list[dict]:
         if path:
             path.write_text(json.dumps(out, indent=1))
     return out
+
+
+def task_files(task, name: str, work: Path, calib_n: int) -> tuple[Path, Path]:
+    """The task's dense model and its first `calib_n` calibration samples as files in `work` (written
+    once, reused by later jobs of the same queue): (model.onnx, calib.npz)."""
+    import numpy as np
+    import onnx
+
+    model_path, calib_path = work / f"{name}.onnx", work / f"{name}_calib{calib_n}.npz"
+    if not model_path.is_file():
+        onnx.save(task.model(), model_path)
+    if not calib_path.is_file():
+        np.savez(calib_path, **task.calibration(calib_n))
+    return model_path, calib_path

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from benchlib import run_queue  # noqa: E402
+from benchlib import run_queue, task_files  # noqa: E402
 
 
 def ranks(x: np.ndarray) -> np.ndarray:
@@ -66,12 +66,7 @@ def one(name: str, criterion: str, seed: int, level: float, calib_n: int, work: 
     from onnxprune.stages import as_dataset, channel_scores, prepare
 
     task = tasks.get(name)
-    model_path = work / f"{name}.onnx"
-    if not model_path.is_file():
-        onnx.save(task.model(), model_path)
-    calib = work / f"{name}_calib{calib_n}.npz"
-    if not calib.is_file():
-        np.savez(calib, **task.calibration(calib_n))
+    model_path, calib = task_files(task, name, work, calib_n)
     options, _ = options_from_keywords({"target_macs": level, "input_shapes": task.input_shapes(), "seed": seed,
                                         "criterion": criterion, "bench_rounds": 0})
     data = as_dataset(str(calib), onnx.load(str(model_path)), None, options.input_shapes)
