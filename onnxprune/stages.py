@@ -31,7 +31,7 @@ from onnxprune.apply.restore import drop_identity_restores
 from onnxprune.load.data import Dataset, input_ranks
 from onnxprune.load.views import calibration_views
 from onnxprune.load.external import LAZY_BYTES, scratch, unload
-from onnxprune.load.fit import check_fits
+from onnxprune.load.fit import PROBE_BYTES, check_fits, joins
 from onnxprune.load.fold import fold_constants
 from onnxprune.load.train_data import check_sample_shapes
 from onnxprune.load.model import check_supported, load_model
@@ -104,6 +104,15 @@ def as_dataset(source, model: onnx.ModelProto, limit: int | None = None, input_s
     return load_calibration(source, input_ranks(model, input_shapes), limit=limit)
 
 
+def _join_or_not(model: onnx.ModelProto, size: int, *datasets: Dataset | None) -> None:
+    """Feed the data one sample at a time when the model fails on two joined (load/fit.joins)."""
+    given = [d for d in datasets if d is not None]
+    if given and size <= PROBE_BYTES and not joins(model, given[0]):
+        log.info("the model declares a batch axis but fails on two samples joined: feeding one at a time")
+        for d in given:
+            d.joinable = False
+
+
 def _source_name(source, default: str) -> str:
     """How messages name a data source: its path, or what it is for."""
     if isinstance(source, (str, os.PathLike)):
@@ -131,6 +140,7 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
             raise BadInputError(f"{needs[0]} needs calibration data: pass --calib DATA.npz")
     if data is not None:
         check_fits(model, data, _source_name(calib, "--calib"))
+    _join_or_not(model, input_bytes, data, evaluation)
     samples = data  # the report is measured on the user's samples, the statistics on their views
     data = calibration_views(data, options.calib_views, options.calib_view_kinds, options.seed)
     # weights built at run time from constants (ConstantOfShape, Reshape); a model loaded here is ours to

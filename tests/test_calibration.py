@@ -74,3 +74,46 @@ def test_streaming_statistics_match_full_pass():
     gram = rows.T @ rows / len(rows)  # Grams are float32 products summed in float64: float32 rounding of the scale
     np.testing.assert_allclose(st.gram / st.count, gram, rtol=1e-5, atol=1e-6 * np.abs(gram).max())
     np.testing.assert_allclose(st.apoz, (rows == 0).mean(0))
+
+
+def test_feeds_whose_leading_axes_differ_are_one_sample_each():
+    """A sequence model fed (frames, F) beside a (1, 1, H) state: the leading axes are no shared batch
+    axis, so each feed is one sample (before, the frames were split into samples and the state was not,
+    and the columns disagreed in length)."""
+    ranks = {"frames": 2, "state": 3}
+    feeds = [{"frames": np.full((4, 6), i, np.float32), "state": np.full((1, 1, 3), i, np.float32)} for i in range(5)]
+    data = load_calibration(feeds, ranks)
+    assert len(data) == 5
+    assert data.inputs["frames"].shape == (5, 4, 6) and data.inputs["state"].shape == (5, 1, 1, 3)
+    assert data.batch(2, 3)["frames"][0, 0] == 2 and data.batch(2, 3)["state"].shape == (1, 1, 3)
+    batched = load_calibration([{"frames": np.zeros((4, 6), np.float32), "state": np.zeros((4, 1, 3), np.float32)}],
+                               ranks)
+    assert len(batched) == 4 and batched.inputs["frames"].shape == (4, 1, 6)  # a shared batch axis: split
+
+
+def test_prune_with_sequence_feeds():
+    """End to end: a model whose first input axis is a sequence of frames beside a fixed-size state prunes
+    with such feeds and its outputs keep their shape."""
+    import onnxprune
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((6, 16)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((16, 3)).astype(np.float32), "w2")]
+    nodes = [helper.make_node("MatMul", ["frames", "w1"], ["a"]), helper.make_node("Relu", ["a"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["m"]), helper.make_node("Reshape", ["state", "shape"], ["s"]),
+             helper.make_node("Add", ["m", "s"], ["y"])]
+    inits.append(numpy_helper.from_array(np.array([1, 3], np.int64), "shape"))
+    graph = helper.make_graph(nodes, "seq", [helper.make_tensor_value_info("frames", TensorProto.FLOAT, ["T", 6]),
+                                             helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, 1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", 3])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = [{"frames": rng.standard_normal((4, 6)).astype(np.float32),
+              "state": rng.standard_normal((1, 1, 3)).astype(np.float32)} for _ in range(8)]
+    result = onnxprune.prune(model, calib=feeds, ratio=0.5, bench_rounds=0)
+    pruned = result.model
+    w1 = {i.name: numpy_helper.to_array(i) for i in pruned.graph.initializer}["w1"]
+    assert w1.shape == (6, 8)
+    import onnxruntime as ort
+    out = ort.InferenceSession(pruned.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds[0])[0]
+    assert out.shape == (4, 3)

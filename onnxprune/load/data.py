@@ -50,6 +50,8 @@ class Dataset:
 
     inputs: dict[str, np.ndarray]
     labels: np.ndarray | None = None
+    joinable: bool = True  # False: the model runs one sample at a time though it declares a batch axis
+
 
     def __len__(self) -> int:
         return len(next(iter(self.inputs.values())))
@@ -57,7 +59,7 @@ class Dataset:
     def spans(self, batch_size: int, batchable: bool = True) -> Iterator[tuple[int, int]]:
         """(start, stop) of each batch `batches` yields, without reading any sample."""
         scalar = any(v.ndim == 1 for v in self.inputs.values())  # rank-0 inputs (a sample rate) go one by one
-        step = batch_size if batchable and not scalar else 1
+        step = batch_size if batchable and self.joinable and not scalar else 1
         for start in range(0, len(self), step):
             yield start, min(start + step, len(self))
 
@@ -83,7 +85,7 @@ class Dataset:
 
     def take(self, n: int) -> "Dataset":
         return Dataset({k: v.head(n) if isinstance(v, Rows) else v[:n] for k, v in self.inputs.items()},
-                       None if self.labels is None else self.labels[:n])
+                       None if self.labels is None else self.labels[:n], self.joinable)
 
     @property
     def lazy(self) -> bool:

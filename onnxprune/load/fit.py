@@ -66,3 +66,28 @@ def check_labels(model: onnx.ModelProto, labels: np.ndarray, source: object) -> 
             and labels.max() >= dims[1].dim_value:
         raise BadInputError(f"{source}: 'labels' holds {int(labels.max())}; the model's output "
                             f"'{model.graph.output[0].name}' has {dims[1].dim_value} classes")
+
+
+PROBE_BYTES = 256 << 20  # above this a model is taken to batch as it declares: a second session costs too much
+
+
+def joins(model: onnx.ModelProto, data: Dataset) -> bool:
+    """Whether the model runs two samples joined on its declared batch axis. An export can declare a
+    dynamic batch and still bake batch 1 into a Reshape (a PyTorch `view(seq, 1, 3, 192)`); such a model
+    must be fed one sample at a time. False only when one sample runs and two joined do not."""
+    from onnxprune.load.runtime import batchable, session
+
+    if len(data) < 2 or any(v.ndim < 2 for v in data.inputs.values()):
+        return True
+    sess = session(model, optimize=False, arena=False)
+    if not batchable(sess):
+        return True  # fed one at a time already
+    try:
+        sess.run(None, data.batch(0, 2))
+        return True
+    except Exception:  # noqa: BLE001  (ONNX Runtime's errors have no common type)
+        try:
+            sess.run(None, data.batch(0, 1))
+        except Exception:  # noqa: BLE001  (a model that fails on one sample: later steps report it)
+            return True
+        return False

@@ -132,7 +132,7 @@ def calibration_views(data: Dataset | None, views: int | None, kinds: Sequence[s
         return data
     if "splice" not in kinds and not any(np.issubdtype(v.dtype, np.floating) for v in data.inputs.values()):
         return data
-    out = ViewDataset({k: ViewRows(v, views, tuple(kinds), seed) for k, v in data.inputs.items()}, None)
+    out = ViewDataset({k: ViewRows(v, views, tuple(kinds), seed) for k, v in data.inputs.items()}, None, data.joinable)
     out.base = data
     return out
 

@@ -32,7 +32,10 @@ def feeds_of(data: Dataset, idx: np.ndarray, batchable: bool) -> dict[str, np.nd
 
 
 def data_batchable(model: onnx.ModelProto, data: Dataset) -> bool:
-    """Samples can be joined along axis 0 when every data input has a dynamic first axis."""
+    """Samples can be joined along axis 0 when every data input has a dynamic first axis (and the model
+    was not found to fail on a joined batch: load/fit.joins)."""
+    if not data.joinable:
+        return False
     inits = {i.name for i in model.graph.initializer}
     for inp in model.graph.input:
         if inp.name in inits or inp.name not in data.inputs:

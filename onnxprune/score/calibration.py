@@ -70,17 +70,24 @@ def _reader_feeds(reader):
 
 
 def _from_feeds(feeds: Iterable[Mapping[str, np.ndarray]], input_ranks: Mapping[str, int]) -> Dataset:
-    """Each feed is one batch; it is split into samples along the batch axis when it has one."""
+    """Each feed is one batch; it is split into samples along the batch axis when every input has one of
+    the same length. Otherwise the leading axes are not a shared batch axis (a sequence model's frames
+    beside its (1, 1, H) state) and the feed is one sample as it is."""
     columns: dict[str, list[np.ndarray]] = {name: [] for name in input_ranks}
     for feed in feeds:
         missing = [n for n in input_ranks if n not in feed]
         if missing:
             raise BadInputError(f"calibration feed lacks input(s) {missing}; it has {sorted(feed)}")
+        arrays = {name: np.asarray(feed[name]) for name in input_ranks}
         for name, rank in input_ranks.items():
-            arr = np.asarray(feed[name])
-            if arr.ndim != rank:
-                raise BadInputError(f"calibration feed '{name}' has rank {arr.ndim}; the input has rank {rank}")
-            columns[name].extend(arr[i:i + 1] for i in range(arr.shape[0]))
+            if arrays[name].ndim != rank:
+                raise BadInputError(f"calibration feed '{name}' has rank {arrays[name].ndim}; the input has rank {rank}")
+        leading = {a.shape[0] if a.ndim else 1 for a in arrays.values()}
+        for name, arr in arrays.items():
+            if len(leading) > 1 or arr.ndim == 0:
+                columns[name].append(arr)
+            else:
+                columns[name].extend(arr[i:i + 1] for i in range(arr.shape[0]))
     if not any(columns.values()):
         raise BadInputError("calibration data yielded no samples")
     return Dataset({k: np.stack(v) for k, v in columns.items()})
