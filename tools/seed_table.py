@@ -63,7 +63,11 @@ def main() -> int:
     ap.add_argument("--lower", default="ppocr_rec", help="comma list of models whose metric is lower-is-better (CER)")
     ap.add_argument("--wins", type=int, default=8, help="models on which the candidate must be at least as good")
     args = ap.parse_args()
-    models = load(args.json)
+    try:
+        models = load(args.json)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # unreadable file, not JSON, not diag_plan rows
+        print(f"error: cannot read the runs: {exc!r}", file=sys.stderr)
+        return 2
     missing = [m for m, e in models.items() if args.a not in e["runs"] or args.b not in e["runs"]]
     if missing:
         print(f"error: no {args.a} or {args.b} runs for {', '.join(missing)}", file=sys.stderr)
