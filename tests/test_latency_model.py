@@ -18,7 +18,7 @@ from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.load.runtime import session
 from onnxprune.report import schema
 from onnxprune.select.latency import _next_aim
-from onnxprune.select.latency_model import GRID, build_latency_model, single_node_model
+from onnxprune.select.latency_model import GRID, NodeCurve, build_latency_model, single_node_model
 from onnxprune.select.plan import select_global, select_uniform
 
 DIGITS = FIXTURES / "digits_cnn.onnx"
@@ -102,3 +102,17 @@ def test_a_latency_target_reports_predicted_and_measured_ratios(tmp_path, monkey
     assert 0 < latency["predicted_latency_ratio"] <= 1 and latency["measured_latency_ratio"] > 0
     assert 1 <= len(latency["latency_attempts"]) <= 5
     assert list(tmp_path.glob("latency/*.json"))  # the per-node table was cached
+
+
+def test_a_cut_deeper_than_the_grid_still_saves_time_and_keeps_the_fixed_cost():
+    # measured at 0.25 / 0.5 / 1.0 of the work: 40 us fixed + 100 us per unit of work
+    curve = NodeCurve(np.array([0.25, 0.5, 1.0]), np.array([65.0, 90.0, 140.0]))
+    assert curve.at(0.5) == pytest.approx(90.0) and curve.at(0.75) == pytest.approx(115.0)
+    assert curve.at(0.1) == pytest.approx(50.0)  # the lowest segment extended: not held at 65
+    assert curve.at(0.0) == pytest.approx(40.0)  # the fixed cost stays
+    # a curve steeper than proportional never extends below proportional time (nor below zero)
+    steep = NodeCurve(np.array([0.25, 0.5]), np.array([10.0, 100.0]))
+    assert steep.at(0.1) == pytest.approx(4.0) and steep.at(0.0) == 0.0
+    # flat below the grid where nothing is known: one point, or a flat lowest segment
+    assert NodeCurve(np.array([1.0]), np.array([7.0])).at(0.2) == 7.0
+    assert NodeCurve(np.array([0.25, 1.0]), np.array([30.0, 30.0])).at(0.1) == pytest.approx(30.0)

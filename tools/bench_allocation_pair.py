@@ -12,7 +12,7 @@ with the onnxprune source tree at --before-src first on PYTHONPATH (e.g. `git ar
 in ONE interleaved pass (onnxprune/search/timing.py: each round runs all three in a shuffled order,
 median of per-round ratios, more rounds while the noise is above 0.01), so both sides meet the same
 load. Efficiency = MACs kept / latency kept. Models: zoo names, `survey:KEY` (an export of
-tools/survey_exports.py) or .onnx paths, with their own input shapes. "inside" is the ratio the
+tools/survey_exports.py), `arch:NAME` (tools/make_arch_exports.py) or .onnx paths, with their own input shapes. "inside" is the ratio the
 latency search measured for its plan (its own pass, a minute earlier). The load average is printed
 next to every row.
 """
@@ -64,13 +64,17 @@ def pruned_by(src: Path, model: str, out: str, target: float, threads: int, opts
 
 
 def model_file(name: str) -> str:
-    """A zoo name's cached file, a survey export's file, or the path given."""
+    """A zoo name's cached file, a survey export's file, an `arch:NAME` export's
+    (tools/make_arch_exports.py), or the path given."""
     if name.startswith("survey:"):
         import survey_exports
         entry = survey_exports.BY_KEY.get(name[len("survey:"):])
         if entry is None:
             raise SystemExit(f"unknown survey model {name!r} (python tools/survey_exports.py --list)")
         return str(survey_exports.model_path(entry))
+    if name.startswith("arch:"):
+        import make_arch_exports
+        return str(make_arch_exports.arch_path(name[len("arch:"):]))
     return name if name.endswith(".onnx") else str(zoo.fetch(name))
 
 

@@ -6,7 +6,8 @@
         --shape "input=1x3x224x224"
 
 For each model (zoo names and task models, fetched and cached; `survey:KEY` for an export of
-tools/survey_exports.py, with the input shapes its entry gives; or a path to an .onnx file), two prunings without data (l2, global scope):
+tools/survey_exports.py, with the input shapes its entry gives; `arch:NAME` for a random-weight export
+of tools/make_arch_exports.py; or a path to an .onnx file), two prunings without data (l2, global scope):
 - `target_macs=T`: the MACs cost model decides;
 - `target_latency=T`: the per-node latency table decides (select/latency_model.py), searched and
   corrected by measurement inside onnxprune.
@@ -99,7 +100,8 @@ def one(name: str, target: float, threads: int, pairs: int, kinds: tuple[str, ..
 def load_dense(name: str, shapes: dict | None = None) -> tuple[onnx.ModelProto, dict | None]:
     """The model and its input shapes (`shapes` when given, else the survey entry's, else None: the
     model's own, symbolic dims resolved by ModelGraph). A zoo model (onnxprune/load/zoo.py);
-    `survey:KEY`, an export of tools/survey_exports.py; an existing .onnx path; else the model of a
+    `survey:KEY`, an export of tools/survey_exports.py; `arch:NAME`, a random-weight export of
+    tools/make_arch_exports.py (built beforehand with torch); an existing .onnx path; else the model of a
     task (tools/tasks.py, tasks_extra.py: real exports, read out of their wheels)."""
     if name in zoo.MODELS or zoo.is_light(name):
         return onnx.load(zoo.fetch(name)), shapes
@@ -110,6 +112,9 @@ def load_dense(name: str, shapes: dict | None = None) -> tuple[onnx.ModelProto, 
             raise SystemExit(f"unknown survey model {name!r} (python tools/survey_exports.py --list)")
         given = {k: tuple(v) for k, v in entry.input_shapes.items()} or None
         return onnx.load(str(survey_exports.model_path(entry))), shapes or given
+    if name.startswith("arch:"):
+        import make_arch_exports
+        return onnx.load(str(make_arch_exports.arch_path(name[len("arch:"):]))), shapes
     if name.endswith(".onnx"):
         if not Path(name).is_file():
             raise SystemExit(f"no such model file: {name}")

@@ -49,7 +49,17 @@ class NodeCurve:
     micros: np.ndarray
 
     def at(self, work: float) -> float:
-        return float(np.interp(work, self.work, self.micros))
+        """Interpolated; below the narrowest width measured, the lowest segment's line extended (the
+        node's fixed cost stays its intercept), never under proportional time. Held flat there, a
+        cut deeper than the grid's deepest (a depthwise conv or an SE Mul at 0.17 of its work when
+        the grid reached 0.25) was predicted to save nothing more: EfficientNet's latency plan read
+        0.94 ms in such nodes that extend to 0.52 ms (docs/benchmarks.md, s13-lat)."""
+        w0 = self.work[0]
+        if work >= w0 or len(self.work) < 2 or w0 <= 0:
+            return float(np.interp(work, self.work, self.micros))
+        t0, w1, t1 = self.micros[0], self.work[1], self.micros[1]
+        line = t0 - (w0 - work) * (t1 - t0) / (w1 - w0) if w1 > w0 else t0
+        return float(max(line, t0 * max(work, 0.0) / w0))
 
 
 class LatencyModel:
