@@ -81,3 +81,45 @@ def test_mark_finds_the_class_conv_and_not_the_box_conv():
     x = np.random.default_rng(4).standard_normal((1, 3, 4, 4)).astype(np.float32)
     assert lw.mark(_head(), cons, {"x": x}) == ["cls"]
     assert cons[1].extra[lw.KEY].all() and lw.KEY not in cons[0].extra
+
+
+def _mlp_sigmoid() -> onnx.ModelProto:
+    """x [n, 4] -> Gemm (8 hidden) -> Relu -> Gemm (3 logits, biased far below 0) -> Sigmoid -> y."""
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b1"),
+             numpy_helper.from_array(rng.standard_normal((3, 8)).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.full(3, -4.0, np.float32), "b2")]
+    nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "w2", "b2"], ["z"], transB=1), helper.make_node("Sigmoid", ["z"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_sequential_logit_lowers_the_weighted_logit_error_of_a_pruned_head():
+    from onnxprune.apply.rewrite import apply_plan
+    from onnxprune.couple.dependency import build_dependency
+    from onnxprune.graph.model_graph import ModelGraph
+    from onnxprune.load.data import Dataset
+    from onnxprune.load.runtime import session
+    from onnxprune.recover.reconstruction import add_missing_biases
+    from onnxprune.recover.sequential import reconstruct
+    from onnxprune.score.criteria import score
+    from onnxprune.score.logit_outputs import logit_view
+    from onnxprune.select.plan import select_uniform
+
+    model = _mlp_sigmoid()
+    x = np.random.default_rng(6).standard_normal((600, 4)).astype(np.float32)
+    data = Dataset({"x": x[:, None]})
+    working = add_missing_biases(model, data.sample_shapes())
+    dep = build_dependency(ModelGraph(working, data.sample_shapes()))
+    plan = select_uniform(dep, score(dep, "l2"), 0.5)
+    dense = session(logit_view(working)).run(None, {"x": x})[0].astype(np.float64)
+    w = lw.weights(dense)
+    errors = {}
+    for weighted in (False, True):
+        pruned = apply_plan(plan, reconstruct(dep, plan.removed, data, logit_weighted=weighted))
+        z = session(logit_view(pruned)).run(None, {"x": x})[0]
+        errors[weighted] = float(np.sum(w * (z - dense) ** 2))
+    assert errors[True] < errors[False]

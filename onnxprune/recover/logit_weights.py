@@ -35,10 +35,10 @@ def weights(logits: np.ndarray) -> np.ndarray:
 
 
 def matching_columns(values: np.ndarray, axis: int, logits: np.ndarray) -> np.ndarray:
-    """Mask over `values`' `axis`: columns (not constant) whose every value occurs in `logits`."""
+    """Mask over `values`' `axis`: columns (not all zero) whose every value occurs in `logits`."""
     cols = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
     pool = np.unique(logits.ravel())
-    return np.array([np.ptp(c) > 0 and bool(np.isin(c, pool).all()) for c in cols], dtype=bool)
+    return np.array([bool(np.any(c != 0)) and bool(np.isin(c, pool).all()) for c in cols], dtype=bool)
 
 
 def mark(model, consumers, feed: dict[str, np.ndarray]) -> list[str]:

@@ -88,13 +88,13 @@ class Consumer:
 
 def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: float = 1e-2, batch_size: int = 8,
                 max_samples: int | None = None, seed: int = 0, progress: bool = False, direct_only: bool = False,
-                dense_cache: dict | None = None, initial: dict[str, np.ndarray] | None = None,
+                initial: dict[str, np.ndarray] | None = None,
                 presliced: dict[str, np.ndarray] | None = None, logit_weighted: bool = False) -> dict[str, np.ndarray]:
     """Replacement values (dense shapes) for the weights and biases of every linear layer downstream
     of a removed channel, solved wave by wave on the pruned-so-far model (see the module doc).
 
     `direct_only` re-solves only the layers that lose input channels (enough to measure one group's
-    damage). `dense_cache` is unused. `initial`: dense-shaped values set before the first wave (norms).
+    damage). `initial`: dense-shaped values set before the first wave (norms).
     `presliced`: solved values go there cut instead (for apply_plan), never held dense and sliced at
     once; a SpilledArrays (spilled.py) keeps them on disk, so they never add up in memory.
     `logit_weighted`: the layers giving an output Sigmoid's logits are fit weighted (logit_weights.py)."""
