@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.recover import logit_weights as lw
@@ -83,21 +84,25 @@ def test_mark_finds_the_class_conv_and_not_the_box_conv():
     assert cons[1].extra[lw.KEY].all() and lw.KEY not in cons[0].extra
 
 
-def _mlp_sigmoid() -> onnx.ModelProto:
-    """x [n, 4] -> Gemm (8 hidden) -> Relu -> Gemm (3 logits, biased far below 0) -> Sigmoid -> y."""
+def _mlp_sigmoid(matmul: bool = False) -> onnx.ModelProto:
+    """x [n, 4] -> Gemm (8 hidden) -> Relu -> Gemm, or MatMul + Add (3 logits, biased far below 0) -> Sigmoid -> y."""
     rng = np.random.default_rng(5)
+    w2 = rng.standard_normal((3, 8)).astype(np.float32)
     inits = [numpy_helper.from_array(rng.standard_normal((8, 4)).astype(np.float32), "w1"),
              numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b1"),
-             numpy_helper.from_array(rng.standard_normal((3, 8)).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.ascontiguousarray(w2.T) if matmul else w2, "w2"),
              numpy_helper.from_array(np.full(3, -4.0, np.float32), "b2")]
+    head = ([helper.make_node("MatMul", ["r", "w2"], ["m"]), helper.make_node("Add", ["m", "b2"], ["z"])] if matmul
+            else [helper.make_node("Gemm", ["r", "w2", "b2"], ["z"], transB=1)])
     nodes = [helper.make_node("Gemm", ["x", "w1", "b1"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["r"]),
-             helper.make_node("Gemm", ["r", "w2", "b2"], ["z"], transB=1), helper.make_node("Sigmoid", ["z"], ["y"])]
+             *head, helper.make_node("Sigmoid", ["z"], ["y"])]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-def test_sequential_logit_lowers_the_weighted_logit_error_of_a_pruned_head():
+@pytest.mark.parametrize("matmul", [False, True])
+def test_sequential_logit_lowers_the_weighted_logit_error_of_a_pruned_head(matmul):
     from onnxprune.apply.rewrite import apply_plan
     from onnxprune.couple.dependency import build_dependency
     from onnxprune.graph.model_graph import ModelGraph
@@ -109,7 +114,7 @@ def test_sequential_logit_lowers_the_weighted_logit_error_of_a_pruned_head():
     from onnxprune.score.logit_outputs import logit_view
     from onnxprune.select.plan import select_uniform
 
-    model = _mlp_sigmoid()
+    model = _mlp_sigmoid(matmul)
     x = np.random.default_rng(6).standard_normal((600, 4)).astype(np.float32)
     data = Dataset({"x": x[:, None]})
     working = add_missing_biases(model, data.sample_shapes())

@@ -67,6 +67,8 @@ def mark(model, consumers, feed: dict[str, np.ndarray]) -> list[str]:
     for c in cands:
         y = got[c.target]
         axis = 1 if c.conv is not None or y.ndim == 2 else y.ndim - 1
+        if "bias" in c.extra:  # a MatMul's Add: its target (and the logit) is the sum (sequential._rows)
+            y = y + np.reshape(c.extra["bias"], [-1 if a == axis else 1 for a in range(y.ndim)]).astype(y.dtype)
         mask = matching_columns(y, axis, pool)[c.kept_out]
         if mask.any() and mask.sum() * (c.features + 1) ** 2 * 8 <= MAX_BYTES:
             c.extra[KEY] = mask
