@@ -85,7 +85,7 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     if depth is not None and options.target.kind == "latency":  # a fraction of the user's model's latency
         prep.latency_reference = depth.dense
     plan = choose_plan(prep)
-    if prep.stats is not None and prep.options.recover in ("sequential", "none"):
+    if prep.stats is not None and prep.options.recover in ("sequential", "sequential_logit", "none"):
         prep.stats.drop_grams()  # chosen: sequential recovery measures the pruned model itself (1 GB on a 1B model)
     evaluation = prep.evaluation
     dense = prep.model if depth is None else depth.dense

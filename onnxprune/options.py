@@ -22,7 +22,7 @@ from onnxprune.score.criteria import CRITERIA as SCORED
 
 CRITERIA = (*sorted(SCORED), "sensitivity")  # sensitivity allocates by measurement (select/sensitivity.py)
 # sequential: every layer downstream re-solved on the pruned model's own activations (recover/sequential.py)
-RECOVERY = (*ONE_SHOT, "sequential")
+RECOVERY = (*ONE_SHOT, "sequential", "sequential_logit")  # the last: recover/logit_weights.py
 # damage: each group's share from its measured damage with its consumers re-solved (select/damage.py)
 # price: the same curves, each group pruned while its damage per MAC saved stays under one price (select/allocate.py)
 # cost: global, each channel's score per MAC it saves (select/mac_costs.py); blend: per its square root;

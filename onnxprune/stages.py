@@ -314,12 +314,12 @@ def _recovered(prep: Prepared, plan: Plan, recovery: str) -> onnx.ModelProto:
     presliced = SpilledArrays()  # re-solved weights already cut, on disk: never a dense copy besides
     if recovery == "none":
         overrides = None
-    elif recovery == "sequential":
+    elif recovery in ("sequential", "sequential_logit"):
         norms = norm_overrides(prep.dep, plan.removed, prep.stats)  # hidden width: first the norms' scale
         data = _views_or_samples(prep, prep.options.calib_views_for, "recovery")
         with scratch():  # the prefix models it runs are gone when it returns the weights
             overrides = reconstruct(prep.dep, plan.removed, data, progress=prep.options.progress, initial=norms,
-                                    presliced=presliced)
+                                    presliced=presliced, logit_weighted=recovery == "sequential_logit")
     else:
         overrides = {**norm_overrides(prep.dep, plan.removed, prep.stats),
                      **recover(prep.dep, plan.removed, prep.stats, recovery)}

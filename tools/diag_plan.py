@@ -64,7 +64,12 @@ def main() -> int:
                     "held-out batches choose from; e.g. 100,1e3,1e6 pulls every re-solve harder toward the dense weights)")
     ap.add_argument("--logit-floor", type=float, help="the probability fisher_logit_floor floors logits at "
                     "(score/logit_outputs.FLOOR, 0.01)")
+    ap.add_argument("--logit-weight-floor", type=float, help="recover/logit_weights.FLOOR: the weight of a row far "
+                    "from any decision in the sequential_logit re-solve")
     args = ap.parse_args()
+    if args.logit_weight_floor is not None:
+        from onnxprune.recover import logit_weights
+        logit_weights.FLOOR = args.logit_weight_floor
     if args.logit_floor:
         from onnxprune.score import logit_outputs
         logit_outputs.FLOOR = args.logit_floor

@@ -66,9 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "so with --calib; 0.9 otherwise)")
     pr.add_argument("--min-channels", type=int, default=1, help="no group keeps fewer channels than this")
     pr.add_argument("--exclude", action="append", metavar="PATTERN", help="leave groups touching matching node/tensor names whole")
-    pr.add_argument("--recover", choices=["none", "bias", "lstsq", "sequential"], default=None,
+    pr.add_argument("--recover", choices=["none", "bias", "lstsq", "sequential", "sequential_logit"], default=None,
                     help="re-solve consumers of removed channels from calibration data (no training); "
-                         "sequential: every layer downstream, on the pruned model's own activations "
+                         "sequential: every layer downstream, on the pruned model's own activations; "
+                         "sequential_logit: the same, the layers giving an output Sigmoid's logits fit with rows "
+                         "weighted by p(1-p) of the dense probability "
                          "(default: sequential with --calib, none without)")
     pr.add_argument("--save-plan", metavar="PLAN.json", help="write the chosen plan (groups and kept channels) as JSON")
     ft = pr.add_argument_group("fine-tuning in ONNX Runtime (after pruning and recovery)")

@@ -14,7 +14,7 @@ import numpy as np
 
 from onnxprune.couple.vocabulary import LinearSite
 from onnxprune.graph.model_graph import ModelGraph
-from onnxprune.recover import few_rows
+from onnxprune.recover import few_rows, logit_weights
 from onnxprune.recover.ridge_choice import best_multiple, solve
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,6 +51,8 @@ def solve_consumer(g: ModelGraph, c: Consumer, overrides: dict[str, np.ndarray],
             lam *= best_multiple((c.gram, c.cross, c.rows), tuple(held), lam, diag, prior)
             c.gram, c.cross, c.rows = (a + b for a, b in zip((c.gram, c.cross, c.rows), held))
         theta = solve(c.gram, c.cross, c.rows, lam, diag, prior, overwrite=True)  # the sums are not needed after
+        if logit_weights.KEY in c.extra:  # an output Sigmoid's logit columns, fit weighted (logit_weights.py)
+            theta = logit_weights.resolve(c.extra, theta, lam, diag, prior)
     c.gram = c.cross = prior = None
     if not np.all(np.isfinite(theta)):
         log.warning("reconstruction of %s gave non-finite weights; its channels are only removed", c.name)

@@ -47,7 +47,7 @@ from onnxprune.couple.vocabulary import LinearSite, Slot
 from onnxprune.couple.plan import Plan
 from onnxprune.score.passplan import BATCH_BYTES  # the largest wave tensor of one batch, as for statistics
 from onnxprune.score.stream import Streamer, level_segments
-from onnxprune.recover import few_rows
+from onnxprune.recover import few_rows, logit_weights
 from onnxprune.recover.layer_solve import RECURRENT, solve_consumer
 from onnxprune.recover.ridge_choice import add_held, held_out, products
 from onnxprune.recover.sliced import constant_cuts, cut_into
@@ -88,15 +88,16 @@ class Consumer:
 
 def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: float = 1e-2, batch_size: int = 8,
                 max_samples: int | None = None, seed: int = 0, progress: bool = False, direct_only: bool = False,
-                dense_cache: dict | None = None, initial: dict[str, np.ndarray] | None = None,
-                presliced: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                initial: dict[str, np.ndarray] | None = None,
+                presliced: dict[str, np.ndarray] | None = None, logit_weighted: bool = False) -> dict[str, np.ndarray]:
     """Replacement values (dense shapes) for the weights and biases of every linear layer downstream
     of a removed channel, solved wave by wave on the pruned-so-far model (see the module doc).
 
     `direct_only` re-solves only the layers that lose input channels (enough to measure one group's
-    damage). `dense_cache` is unused. `initial`: dense-shaped values set before the first wave (norms).
+    damage). `initial`: dense-shaped values set before the first wave (norms).
     `presliced`: solved values go there cut instead (for apply_plan), never held dense and sliced at
-    once; a SpilledArrays (spilled.py) keeps them on disk, so they never add up in memory."""
+    once; a SpilledArrays (spilled.py) keeps them on disk, so they never add up in memory.
+    `logit_weighted`: the layers giving an output Sigmoid's logits are fit weighted (logit_weights.py)."""
     g, data = dep.graph, data.take(max_samples) if max_samples else data
     consumers = _consumers(dep, removed)
     if direct_only:
@@ -104,6 +105,9 @@ def reconstruct(dep: Dependency, removed: np.ndarray, data: Dataset, ridge: floa
     if not consumers:
         return dict(initial or {})
     from onnxprune.apply.rewrite import apply_plan
+    if logit_weighted:
+        marked = logit_weights.mark(g.model, consumers, data.batch(0, 1))
+        log.info("logit-weighted re-solve of %s", ", ".join(marked) or "no layer")
     waves = topological_waves(g, consumers)
     outs = {g.nodes[c.node].outputs[0] for c in consumers}
     pruned_model = apply_plan(Plan(dep, removed))  # the structure; re-solved weights are swapped in per wave
@@ -305,6 +309,8 @@ def _accumulate(c: Consumer, x: np.ndarray, y: np.ndarray, share: float, seed: i
 
 
 def _add_sums(c: Consumer, feats: np.ndarray, target: np.ndarray, held: bool) -> None:
+    if logit_weights.KEY in c.extra:  # weighted sums of the logit columns, beside the plain ones
+        logit_weights.add(c.extra, feats, target, held)
     if held:  # rows that choose the ridge (ridge_choice.py), added to the fit afterwards
         return add_held(c.extra, feats, target)
     if c.gram is None:

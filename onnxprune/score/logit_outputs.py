@@ -33,9 +33,8 @@ LOGIT = {"Sigmoid": "Identity", "Softmax": "LogSoftmax"}  # squashing op -> the 
 SQUASH = set(LOGIT)
 
 
-def logit_view(model: onnx.ModelProto, floor: float | None = None) -> onnx.ModelProto | None:
-    """A copy of `model` whose squashed outputs are logits (module doc), raised to at least the logit of
-    probability `floor` when given; None when no Sigmoid or Softmax feeds an output so."""
+def squashed_nodes(model: onnx.ModelProto) -> list[int]:
+    """Indices of the Sigmoid / Softmax nodes whose output reaches a graph output only through LAYOUT ops."""
     g = model.graph
     readers: dict[str, list[onnx.NodeProto]] = {}
     for node in g.node:
@@ -52,7 +51,13 @@ def logit_view(model: onnx.ModelProto, floor: float | None = None) -> onnx.Model
             return tensor in outputs
         return all(n.op_type in LAYOUT and all(only_layout_to_outputs(o, seen) for o in n.output if o) for n in users)
 
-    squashed = [i for i, n in enumerate(g.node) if n.op_type in SQUASH and only_layout_to_outputs(n.output[0], set())]
+    return [i for i, n in enumerate(g.node) if n.op_type in SQUASH and only_layout_to_outputs(n.output[0], set())]
+
+
+def logit_view(model: onnx.ModelProto, floor: float | None = None) -> onnx.ModelProto | None:
+    """A copy of `model` whose squashed outputs are logits (module doc), raised to at least the logit of
+    probability `floor` when given; None when no Sigmoid or Softmax feeds an output so."""
+    squashed = squashed_nodes(model)
     if not squashed:
         return None
     view = onnx.ModelProto()

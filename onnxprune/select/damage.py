@@ -76,7 +76,6 @@ def group_damage(dep: Dependency, data: Dataset, scores: np.ndarray, ratios=DAMA
     for grp in groups:
         free = grp.channels[~grp.frozen]
         order = free[np.argsort(scores[free], kind="stable")]
-        dense: dict = {}  # the group's consumers are the same at every share: one dense session
         row = {"group": grp.id, "channels": grp.size, "cosine": {}, "damage": {}, "channel_errors": {},
                "accuracy": {},
                "params": [s.tensor for s in grp.slots if s.tensor in dep.graph.constants][:3]}
@@ -85,7 +84,7 @@ def group_damage(dep: Dependency, data: Dataset, scores: np.ndarray, ratios=DAMA
             removed = np.zeros(dep.num_channels, dtype=bool)
             removed[order[:drop]] = True
             with _quiet():  # trial solves: their too-few-rows warnings would repeat per share
-                overrides = reconstruct(dep, removed, data, direct_only=True, dense_cache=dense)
+                overrides = reconstruct(dep, removed, data, direct_only=True)
             outputs = _run(session(apply_plan(Plan(dep, removed), overrides)), data)
             row["cosine"][r] = 1.0 - output_drop(reference, outputs)
             row["channel_errors"][r] = channel_errors(reference, outputs)
