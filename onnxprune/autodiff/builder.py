@@ -139,7 +139,7 @@ def _backward(ctx: GradContext, trainable: list[str], seeds: Mapping[str, str]) 
     for node in g.nodes:
         rule, _ = rule_for(ctx, node)
         if rule and any(node.inputs[i] in wants for i in rule.slots(node)):
-            wants.update(t for t in node.outputs if t and ctx.is_float(t))
+            wants.update(t for t in node.outputs if t and (ctx.is_float(t) or rule.integer))
     pending: dict[str, list[str]] = {t: [d] for t, d in seeds.items()}
 
     def total(tensor: str) -> str | None:
