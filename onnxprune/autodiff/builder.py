@@ -120,10 +120,14 @@ def _upgrade(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _probe_shapes(model: onnx.ModelProto, given) -> dict[str, tuple[int, ...]]:
-    """Concrete input shapes for analysis, with a dynamic batch axis set to PROBE_BATCH."""
+    """Concrete input shapes for analysis, with a dynamic batch axis set to PROBE_BATCH unless the caller gave
+    it larger than 1: a leading axis that is a sequence inside the model (silero_vad_seq's frames become the
+    LSTM's time steps) must keep its length, or rules unrolled over it split the wrong number of steps."""
     shapes = resolve_input_shapes(model, given)
     for inp in model.graph.input:
         if inp.name not in shapes or not inp.type.tensor_type.shape.dim:
+            continue
+        if given and inp.name in given and len(given[inp.name]) and int(given[inp.name][0]) > 1:
             continue
         first = inp.type.tensor_type.shape.dim[0]
         if not (first.HasField("dim_value") and first.dim_value > 0):
