@@ -70,7 +70,7 @@ def build_training_graph(model: onnx.ModelProto | str | os.PathLike, trainable: 
     opset = _opset(model)
     if opset < TRAINING_OPSET:
         model, opset = _upgrade(model), TRAINING_OPSET
-    g = ModelGraph(model, _probe_shapes(model, input_shapes))
+    g = analysed_graph(model, input_shapes)
     output = output or g.outputs[0]
     if output not in g.outputs:
         raise BadInputError(f"'{output}' is not an output of the model; its outputs are {g.outputs}")
@@ -117,6 +117,30 @@ def _upgrade(model: onnx.ModelProto) -> onnx.ModelProto:
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise BadInputError(f"cannot raise the model to opset {TRAINING_OPSET} for training ({first})") from None
+
+
+def analysed_graph(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]] | None) -> ModelGraph:
+    """The model's graph at the probe shapes (_probe_shapes); at the given shapes instead when the probe batch
+    leaves tensor shapes unknown that the given ones resolve: a view with batch 1 baked in (khmersm's dynamo
+    export) cannot run at 2, and a rule needing the shape of a tensor after it would refuse the model."""
+    probe = _probe_shapes(model, given)
+    g = ModelGraph(model, probe)
+    unknown = _unknown_shapes(g)
+    if not unknown or not given:
+        return g
+    resolved = resolve_input_shapes(model, given)
+    if resolved == probe:
+        return g
+    other = ModelGraph(model, resolved)
+    if len(_unknown_shapes(other)) >= len(unknown):
+        return g
+    log.info("autodiff: analysed at the given input shapes %s: at a batch of %d the shapes of %d tensors are "
+             "unknown (e.g. '%s')", dict(resolved), PROBE_BATCH, len(unknown), unknown[0])
+    return other
+
+
+def _unknown_shapes(g: ModelGraph) -> list[str]:
+    return [t for n in g.nodes if n.op != "Constant" for t in n.outputs if t and g.shape(t) is None]
 
 
 def _probe_shapes(model: onnx.ModelProto, given) -> dict[str, tuple[int, ...]]:
