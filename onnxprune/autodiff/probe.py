@@ -21,7 +21,7 @@ from onnx import helper
 
 from onnxprune.autodiff.analysis import analyse
 from onnxprune.autodiff.builder import (TRAINING_OPSET, _backward, _live, _load, _name_gradients, _opset,
-                                        _probe_shapes, _upgrade)
+                                        _upgrade, analysed_graph)
 from onnxprune.autodiff.context import GradContext
 from onnxprune.errors import BadInputError
 from onnxprune.graph.model_graph import ModelGraph
@@ -44,7 +44,7 @@ def build_probe_graph(model: onnx.ModelProto | str | os.PathLike, weights: Itera
     opset = _opset(model)
     if opset < TRAINING_OPSET:
         model, opset = _upgrade(model), TRAINING_OPSET
-    g = ModelGraph(model, _probe_shapes(model, input_shapes))
+    g = analysed_graph(model, input_shapes)
     forward = [copy.deepcopy(n.proto) for n in g.nodes]
     ctx = GradContext(g, forward, opset)
     outputs = [o for o in g.outputs if ctx.is_float(o)]

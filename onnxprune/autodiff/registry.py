@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from onnxprune.autodiff.rule import CheckFn, GradFn, Rule, RuleTable
-from onnxprune.autodiff.rules import (activation, attention, conv, elementwise, fused, linear, norm, pool, recurrent,
-                                      reduce, resize, select, shape)
+from onnxprune.autodiff.rules import (activation, attention, conv, elementwise, fused, linear, norm, pool, quantize,
+                                      recurrent, reduce, resize, select, shape)
 
 # every rules module, explicitly: adding an op family is one file in rules/ and one entry here
-RULE_MODULES = (activation, attention, conv, elementwise, fused, linear, norm, pool, recurrent, reduce, resize, select,
-                shape)
+RULE_MODULES = (activation, attention, conv, elementwise, fused, linear, norm, pool, quantize, recurrent, reduce, resize,
+                select, shape)
 RULES: dict[str, Rule] = {op: rule for module in RULE_MODULES for op, rule in module.GRADIENTS.items()}
 
 # Ops whose outputs carry no gradient: shape arithmetic, comparisons, piecewise-constant functions.

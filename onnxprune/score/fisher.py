@@ -32,6 +32,7 @@ import onnx
 from onnxprune.couple.dependency import Dependency
 from onnxprune.couple.vocabulary import Slot
 from onnxprune.errors import BadInputError
+from onnxprune.score.branch_outputs import branch_view
 from onnxprune.score.output_parts import free_channels, part_mask, part_weights, parts
 from onnxprune.score.calibration import Statistics
 from onnxprune.score.criteria import COMPARABLE, criterion, parameter_slots, per_index, reconstruction
@@ -148,6 +149,7 @@ def _fisher_scores(dep: Dependency, data, probes: int, seed: int, rows: list | N
     sites, producers = _sites(dep)
     weights = list(dict.fromkeys([w for _, w, _ in sites] + [w for _, w, _ in producers]))
     model = dep.graph.model if model is None else model
+    model = branch_view(model) or model  # an output If: both branches probed (score/branch_outputs.py)
     pg = build_probe_graph(model, weights, input_shapes=data.sample_shapes())
     if pg.frozen:
         log.warning("fisher: %d weights get no complete gradient (e.g. %s); their channels are kept",
