@@ -59,7 +59,7 @@ DATA_FREE = {"criterion": "l2", "scope": "local", "recover": "none"}
 # channels were independent, so a global ranking thins redundant groups too far (NudeNet's box branches):
 # half a group at most. Other criteria keep the looser cap they were measured with.
 MAX_LAYER_RATIO = dict.fromkeys(("fisher", "fisher_parts", "fisher_recon", "fisher_prior", "fisher_logit",
-                                 "fisher_logit_floor"), 0.5)
+                                 "fisher_logit_floor", "fisher_bernoulli"), 0.5)
 DEFAULT_MAX_LAYER_RATIO = 0.9
 DEFAULT_ROUND_TO = 8
 

@@ -110,6 +110,7 @@ ACTIVATION = {
     "clip_max_only": ([node("Clip", ["x", "", "hi"])], {"x": r(4, 5), "hi": np.float32(0.3)}),
     "erf": unary("Erf", r(3, 4)),
     "softplus": unary("Softplus", r(3, 4)),
+    "atan": unary("Atan", r(3, 4, low=-3, high=3)),
     "softsign": unary("Softsign", r(3, 4)),
     "elu": unary("Elu", r(3, 4), alpha=0.7),
     "exp": unary("Exp", r(3, 4)),

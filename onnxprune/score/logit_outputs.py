@@ -81,6 +81,36 @@ def logit_view(model: onnx.ModelProto, floor: float | None = None) -> onnx.Model
     return view
 
 
+def bernoulli_view(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """A copy of `model` whose squashed Sigmoid outputs are f(z) = 2 atan(tanh(z / 4)) of their logit z
+    (Softmax outputs: LogSoftmax, as in `logit_view`); None when nothing is squashed. f'(z) = sqrt(p (1 - p))
+    with p = sigmoid(z), so a probe back-propagated through f weighs each cell's logit damage by the Fisher
+    information of a Bernoulli output: between the probability's p (1 - p) (fisher), which hides a detector's
+    background, and the logit's 1 (fisher_logit), which lets the far background, where no decision is read,
+    steer the ranking. Only the slope at the dense point matters; the values are not read."""
+    squashed = squashed_nodes(model)
+    if not squashed:
+        return None
+    view = onnx.ModelProto()
+    view.CopyFrom(model)
+    nodes = list(view.graph.node)
+    for i in sorted(squashed, reverse=True):
+        node = nodes[i]
+        if node.op_type == "Softmax":
+            node.op_type = "LogSoftmax"
+            continue
+        z, out, base = node.input[0], node.output[0], f"{node.output[0]}/bernoulli"
+        for name, value in (("quarter", 0.25), ("two", 2.0)):
+            view.graph.initializer.append(numpy_helper.from_array(np.array(value, np.float32), f"{base}/{name}"))
+        nodes[i:i + 1] = [helper.make_node("Mul", [z, f"{base}/quarter"], [f"{base}/q"]),
+                          helper.make_node("Tanh", [f"{base}/q"], [f"{base}/t"]),
+                          helper.make_node("Atan", [f"{base}/t"], [f"{base}/a"]),
+                          helper.make_node("Mul", [f"{base}/a", f"{base}/two"], [out])]
+    del view.graph.node[:]
+    view.graph.node.extend(nodes)
+    return view
+
+
 FLOOR = 0.01  # fisher_logit_floor: probabilities below this count as this (a detector's far background)
 
 
@@ -102,4 +132,11 @@ def fisher_logit_floor(dep: Dependency, stats: Statistics | None = None, data=No
     return fisher_scores(dep, data, seed=seed, stats=stats, view=_logit_view(dep, FLOOR))
 
 
-COMPARABLE.update({"fisher_logit", "fisher_logit_floor"})
+@criterion("fisher_bernoulli", data=True, gram=True)
+def fisher_bernoulli(dep: Dependency, stats: Statistics | None = None, data=None, seed: int = 0, **_):
+    """fisher with sigmoid outputs probed through `bernoulli_view` (each logit weighed by sqrt(p (1 - p)))."""
+    view = bernoulli_view(dep.graph.model)
+    return fisher_scores(dep, data, seed=seed, stats=stats, view=("bernoulli", view) if view is not None else None)
+
+
+COMPARABLE.update({"fisher_logit", "fisher_logit_floor", "fisher_bernoulli"})

@@ -182,6 +182,7 @@ SLOPES = {
     "Abs": lambda ctx, x, y: ctx.emit("Sign", [x]),
     "Sin": lambda ctx, x, y: ctx.emit("Cos", [x]),
     "Cos": lambda ctx, x, y: ctx.emit("Neg", [ctx.emit("Sin", [x])]),
+    "Atan": lambda ctx, x, y: ctx.emit("Reciprocal", [ctx.emit("Add", [ctx.scalar(1.0, x), ctx.emit("Mul", [x, x])])]),
 }
 
 
