@@ -45,8 +45,8 @@ def mark(model, consumers, feed: dict[str, np.ndarray]) -> list[str]:
     """Set extra[KEY] on each `output` consumer whose kept columns include logits of an output Sigmoid
     (module doc), by one dense run on `feed`; returns the names of the layers marked."""
     import onnx
-    import onnxruntime as ort
 
+    from onnxprune.load.runtime import session
     from onnxprune.score.logit_outputs import squashed_nodes
 
     sigmoid_in = [model.graph.node[i].input[0] for i in squashed_nodes(model) if model.graph.node[i].op_type == "Sigmoid"]
@@ -58,9 +58,7 @@ def mark(model, consumers, feed: dict[str, np.ndarray]) -> list[str]:
     have = {o.name for o in probe.graph.output}
     fetch = list(dict.fromkeys(sigmoid_in + [c.target for c in cands]))
     probe.graph.output.extend(onnx.ValueInfoProto(name=t) for t in fetch if t not in have)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess = session(probe, arena=False)  # one run: parks a large model's weights as any other session does
     got = dict(zip(fetch, sess.run(fetch, feed)))
     pool = np.concatenate([got[t].ravel() for t in sigmoid_in])
     marked = []
