@@ -77,6 +77,12 @@ def test_loss_matches_numpy_and_the_gradient_matches_float64_finite_differences(
     spec = spec_from_outputs(outputs(STUDENT)[:64], outputs(TEACHER)[:64])
     if not weighted:  # no score rows: every anchor weighs 1, squared error balanced per part
         spec.score[:] = False
+    assert_loss_and_gradient(spec, teacher_out)
+
+
+def assert_loss_and_gradient(spec, teacher_out) -> None:
+    """The detect loss in the training graph equals numpy's, and its gradient matches float64 finite
+    differences, on the student's first 16 samples (test_detect_focus.py uses it too)."""
     tg = build_training_graph(STUDENT, None, "distill", distill="detect", balance=spec)
     weights = read_weights(STUDENT, tg.trainable)
     got = session(tg.model).run([tg.loss, tg.logits], {"x": X[:16], tg.target: teacher_out, **weights})

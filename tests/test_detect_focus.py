@@ -8,16 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxprune.autodiff.builder import build_training_graph
 from onnxprune.autodiff.detect_loss import anchor_weights, focus_term, numpy_detect_loss
 from onnxprune.autodiff.gradcheck import check_gradients
-from onnxprune.autodiff.losses import numpy_loss
-from onnxprune.autodiff.weights import read_weights
 from onnxprune.errors import BadInputError
-from onnxprune.load.runtime import session
 from onnxprune.recover.detect_distill import spec_from_outputs
 
-from test_detect_distill import STUDENT, TEACHER, X, outputs
+from test_detect_distill import STUDENT, TEACHER, X, assert_loss_and_gradient, outputs
 
 S_OUT, T_OUT = outputs(STUDENT), outputs(TEACHER)
 
@@ -49,13 +45,7 @@ def test_the_focus_term_is_zero_at_the_target_and_weighs_confident_anchors():
 def test_loss_matches_numpy_and_the_gradient_matches_float64_finite_differences(score_weight, focus):
     teacher_out = T_OUT[:16]
     spec = spec_from_outputs(S_OUT[:64], T_OUT[:64], score_weight, focus)
-    tg = build_training_graph(STUDENT, None, "distill", distill="detect", balance=spec)
-    weights = read_weights(STUDENT, tg.trainable)
-    got = session(tg.model).run([tg.loss, tg.logits], {"x": X[:16], tg.target: teacher_out, **weights})
-    expected = numpy_loss("distill", got[1], teacher_out, distill="detect", balance=spec)
-    assert float(got[0]) == pytest.approx(expected, rel=1e-4)
-    check = check_gradients(STUDENT, {"x": X[:16]}, loss="distill", target=teacher_out, distill="detect", balance=spec)
-    assert check.errors and check.worst < 1e-3, check.errors
+    assert_loss_and_gradient(spec, teacher_out)
 
 
 def _score_gradient(spec) -> np.ndarray:

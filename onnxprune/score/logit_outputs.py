@@ -54,31 +54,41 @@ def squashed_nodes(model: onnx.ModelProto) -> list[int]:
     return [i for i, n in enumerate(g.node) if n.op_type in SQUASH and only_layout_to_outputs(n.output[0], set())]
 
 
-def logit_view(model: onnx.ModelProto, floor: float | None = None) -> onnx.ModelProto | None:
-    """A copy of `model` whose squashed outputs are logits (module doc), raised to at least the logit of
-    probability `floor` when given; None when no Sigmoid or Softmax feeds an output so."""
+def _rewrite_squashed(model: onnx.ModelProto, rewrite) -> onnx.ModelProto | None:
+    """A copy of `model` with each squashed node (squashed_nodes) replaced by `rewrite(node, initializers)`'s
+    nodes, in order; None when nothing is squashed. `rewrite` may add constants to the initializers."""
     squashed = squashed_nodes(model)
     if not squashed:
         return None
     view = onnx.ModelProto()
     view.CopyFrom(model)
-    floors = []
-    for i in squashed:  # same inputs, outputs and attributes (Softmax's axis is LogSoftmax's, in every opset)
-        node = view.graph.node[i]
-        if floor is not None:  # the logit to a new name, then Max(logit, floor) under the output's name
-            low = math.log(floor / (1 - floor)) if node.op_type == "Sigmoid" else math.log(floor)
-            name = f"{node.output[0]}/logit"
-            floors.append(helper.make_node("Max", [name, f"{name}/floor"], [node.output[0]]))
-            view.graph.initializer.append(numpy_helper.from_array(np.array(low, np.float32), f"{name}/floor"))
-            node.output[0] = name
-        node.op_type = LOGIT[node.op_type]
-    if floors:  # each after its logit: the nodes stay in topological order
-        nodes = list(view.graph.node)
-        for i, max_node in sorted(zip(squashed, floors), reverse=True):
-            nodes.insert(i + 1, max_node)
-        del view.graph.node[:]
-        view.graph.node.extend(nodes)
+    nodes = list(view.graph.node)
+    for i in sorted(squashed, reverse=True):  # from the back: earlier indices stay valid
+        nodes[i:i + 1] = rewrite(nodes[i], view.graph.initializer)
+    del view.graph.node[:]
+    view.graph.node.extend(nodes)
     return view
+
+
+def _constant(initializers, name: str, value: float) -> str:
+    initializers.append(numpy_helper.from_array(np.array(value, np.float32), name))
+    return name
+
+
+def logit_view(model: onnx.ModelProto, floor: float | None = None) -> onnx.ModelProto | None:
+    """A copy of `model` whose squashed outputs are logits (module doc), raised to at least the logit of
+    probability `floor` when given; None when no Sigmoid or Softmax feeds an output so."""
+    def as_logit(node, initializers):  # same inputs, outputs and attributes (Softmax's axis is LogSoftmax's)
+        squash, node.op_type = node.op_type, LOGIT[node.op_type]
+        if floor is None:
+            return [node]
+        # the logit to a new name, then Max(logit, floor) under the output's name
+        low = math.log(floor / (1 - floor)) if squash == "Sigmoid" else math.log(floor)
+        out, node.output[0] = node.output[0], f"{node.output[0]}/logit"
+        bound = _constant(initializers, f"{node.output[0]}/floor", low)
+        return [node, helper.make_node("Max", [node.output[0], bound], [out])]
+
+    return _rewrite_squashed(model, as_logit)
 
 
 def bernoulli_view(model: onnx.ModelProto) -> onnx.ModelProto | None:
@@ -88,27 +98,16 @@ def bernoulli_view(model: onnx.ModelProto) -> onnx.ModelProto | None:
     information of a Bernoulli output: between the probability's p (1 - p) (fisher), which hides a detector's
     background, and the logit's 1 (fisher_logit), which lets the far background, where no decision is read,
     steer the ranking. Only the slope at the dense point matters; the values are not read."""
-    squashed = squashed_nodes(model)
-    if not squashed:
-        return None
-    view = onnx.ModelProto()
-    view.CopyFrom(model)
-    nodes = list(view.graph.node)
-    for i in sorted(squashed, reverse=True):
-        node = nodes[i]
+    def through_f(node, initializers):
         if node.op_type == "Softmax":
             node.op_type = "LogSoftmax"
-            continue
+            return [node]
         z, out, base = node.input[0], node.output[0], f"{node.output[0]}/bernoulli"
-        for name, value in (("quarter", 0.25), ("two", 2.0)):
-            view.graph.initializer.append(numpy_helper.from_array(np.array(value, np.float32), f"{base}/{name}"))
-        nodes[i:i + 1] = [helper.make_node("Mul", [z, f"{base}/quarter"], [f"{base}/q"]),
-                          helper.make_node("Tanh", [f"{base}/q"], [f"{base}/t"]),
-                          helper.make_node("Atan", [f"{base}/t"], [f"{base}/a"]),
-                          helper.make_node("Mul", [f"{base}/a", f"{base}/two"], [out])]
-    del view.graph.node[:]
-    view.graph.node.extend(nodes)
-    return view
+        quarter, two = _constant(initializers, f"{base}/quarter", 0.25), _constant(initializers, f"{base}/two", 2.0)
+        return [helper.make_node("Mul", [z, quarter], [f"{base}/q"]), helper.make_node("Tanh", [f"{base}/q"], [f"{base}/t"]),
+                helper.make_node("Atan", [f"{base}/t"], [f"{base}/a"]), helper.make_node("Mul", [f"{base}/a", two], [out])]
+
+    return _rewrite_squashed(model, through_f)
 
 
 FLOOR = 0.01  # fisher_logit_floor: probabilities below this count as this (a detector's far background)
