@@ -66,7 +66,12 @@ def main() -> int:
                     "(score/logit_outputs.FLOOR, 0.01)")
     ap.add_argument("--logit-weight-floor", type=float, help="recover/logit_weights.FLOOR: the weight of a row far "
                     "from any decision in the sequential_logit re-solve")
+    ap.add_argument("--fisher-probes", type=int, help="random output probes per calibration sample in fisher's "
+                    "scores (score/fisher.PROBES, 2)")
     args = ap.parse_args()
+    if args.fisher_probes:
+        from onnxprune.score import fisher
+        fisher.PROBES = args.fisher_probes
     if args.logit_weight_floor is not None:
         from onnxprune.recover import logit_weights
         logit_weights.FLOOR = args.logit_weight_floor

@@ -107,12 +107,13 @@ def _channel_sums(dep: Dependency, members, grads: dict[str, np.ndarray]) -> np.
 _LAST = LastModel()  # one model's scores, reused when several plans are chosen from it
 
 
-def fisher_scores(dep: Dependency, data, probes: int = PROBES, seed: int = 0,
+def fisher_scores(dep: Dependency, data, probes: int | None = None, seed: int = 0,
                   stats: Statistics | None = None, parts_alike: bool = False,
                   view: tuple[str, onnx.ModelProto] | None = None) -> np.ndarray:
     """E over calibration samples and random output probes of s_c^2 (module docstring), per channel.
     `view`: (its name, a model with the same weights whose outputs are probed instead of the analysed
-    model's; score/logit_outputs.py)."""
+    model's; score/logit_outputs.py). `probes`: per sample, PROBES when None (read at the call)."""
+    probes = PROBES if probes is None else probes
     return _LAST.get(dep, data, (probes, seed, parts_alike, view[0] if view else None),
                      lambda: _scores_or_fallback(dep, data, probes, seed, stats, parts_alike,
                                                  view[1] if view else None)).copy()
