@@ -27,6 +27,7 @@ DENSE = {
     "ppocr_cls": (24, "min", 90.0),       # 0/180 accuracy %
     "ppocr_det": (4, "min", 100.0),       # F1 vs dense, trivially 100: the box count is checked below
     "nudenet_320n": (16, "min", 100.0),   # same; at least 10 faces are checked below
+    "ddddocr_det": (16, "min", 100.0),    # same; the glyphs drawn are checked below
     "ddddocr_common": (24, "min", 80.0),  # exact match % against the drawn strings
     "magika": (4, "min", 80.0),           # file-type accuracy % (4 files per type, about half kept)
 }
@@ -90,6 +91,10 @@ def test_detectors_find_what_was_drawn():
     faces = nude.predict(tasks.session(nude.model()), ev)
     assert sum(map(len, faces)) >= 10
     assert sum(1 for f in faces[:4] if f) == 4  # the whole astronaut and cameraman photos, both ways round
+    glyphs = tasks.get("ddddocr_det")
+    ev = glyphs.evaluation(16)
+    boxes = glyphs.predict(tasks.session(glyphs.model()), ev)
+    assert tasks.match_f1([[(0, b) for b in d] for d in ev.labels], boxes) >= 0.8  # 0.92 on the 64 of the bench
 
 
 def test_calibration_and_evaluation_are_disjoint():

@@ -822,10 +822,11 @@ TASKS: dict[str, Callable[[], Task]] = {
 
 def all_tasks() -> dict[str, Callable[[], Task]]:
     """The named models' tasks, then those of models no issue names (tools/tasks_extra.py)."""
+    import tasks_det  # ddddocr's character detector (tools/tasks_det.py)
     import tasks_extra  # imports this module: loaded on demand
     import tasks_wide  # wider test sets of the coarse tasks (tools/tasks_wide.py)
 
-    return {**TASKS, **tasks_extra.EXTRA_TASKS, **tasks_wide.WIDE_TASKS}
+    return {**TASKS, **tasks_det.DET_TASKS, **tasks_extra.EXTRA_TASKS, **tasks_wide.WIDE_TASKS}
 
 
 def get(name: str) -> Task:
