@@ -127,7 +127,7 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
     data = as_dataset(calib, model, options.calib_limit, options.input_shapes)
     evaluation = as_dataset(eval_data, model, input_shapes=options.input_shapes)
     if evaluation is not None:
-        check_fits(model, evaluation, _source_name(eval_data, "--data"))
+        check_fits(model, evaluation, _source_name(eval_data, "--data"), shapes=options.input_shapes)
     input_bytes = model_bytes(model)  # the report's size before: the input as given, not as folded
     options = options.resolved(has_data=data is not None, weight_bytes=input_bytes)
     input_shapes = options.input_shapes if options.input_shapes is not None or data is None else data.sample_shapes()
@@ -139,7 +139,7 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
         if needs:
             raise BadInputError(f"{needs[0]} needs calibration data: pass --calib DATA.npz")
     if data is not None:
-        check_fits(model, data, _source_name(calib, "--calib"))
+        check_fits(model, data, _source_name(calib, "--calib"), shapes=options.input_shapes)
     _join_or_not(model, input_bytes, data, evaluation)
     samples = data  # the report is measured on the user's samples, the statistics on their views
     data = calibration_views(data, options.calib_views, options.calib_view_kinds, options.seed)
