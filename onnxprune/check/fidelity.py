@@ -127,6 +127,12 @@ def _is_classifier(value: np.ndarray) -> bool:
     return value.ndim == 2 and value.shape[1] > 1 and np.issubdtype(value.dtype, np.floating)
 
 
+def run_explained(sess, feed: dict, what: str) -> list:
+    """`sess` on `feed`; a failure says whose: the dense model's is bad input (exit 2), the pruned
+    model's a failed validation (exit 1), never a bare ONNX Runtime error."""
+    return _run(sess, feed, what)
+
+
 def _run(sess, feed: dict, what: str) -> list:
     try:
         return sess.run(None, feed)
