@@ -234,6 +234,9 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.
     if chosen.options.get("target_met") is False:
         log.warning("target not met: the closest plan keeps %.3f (target %.3f); frozen channels or width rounding "
                     "limit it (see `onnxprune inspect`)", chosen.options["estimated_kept"], chosen.options["target_kept"])
+    if not chosen.removed.any() and target.kind not in ("plan", "depth"):  # an unchanged model must not pass for a pruned one
+        from onnxprune.report.inspect import why_nothing_removed
+        log.warning("removed no channels: %s", why_nothing_removed(prep.dep, options.round_to))
     return chosen
 
 
