@@ -213,6 +213,7 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.
         if target.kind in ("macs", "params"):
             select = sparing(dep, select) if target.kind == "macs" else select  # cuts that buy no MACs
             costs = CostModel(dep)
+            _check_countable(prep, costs, target.kind)
             fraction = ((lambda p: costs.macs_after(p.removed) / costs.total_macs) if target.kind == "macs"
                         else (lambda p: costs.params_after(p.removed) / costs.total_params))
             chosen = search_ratio(select, fraction, target.value, scores=scores, round_to=options.round_to,
@@ -238,6 +239,16 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.
         from onnxprune.report.inspect import why_nothing_removed
         log.warning("removed no channels: %s", why_nothing_removed(prep.dep, options.round_to))
     return chosen
+
+
+def _check_countable(prep: Prepared, costs: CostModel, kind: str) -> None:
+    """A MACs or parameter target is a fraction of what the analysis counts; with nothing counted (the
+    whole network inside If branches, which are not analysed) no fraction means anything: bad input."""
+    if (costs.total_macs if kind == "macs" else costs.total_params) > 0:
+        return
+    why = next((n for n in prep.dep.notes if "not analysed" in n), "")
+    raise BadInputError(f"--target-{kind}: the analysed graph has no {'MACs' if kind == 'macs' else 'parameters'} "
+                        f"to keep a fraction of{' (' + why + ')' if why else ''}; see `onnxprune inspect`")
 
 
 def _allocation(prep: Prepared, options: PruneOptions, select, scores, latency: LatencyModel):
