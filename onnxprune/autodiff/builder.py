@@ -188,6 +188,9 @@ def _backward(ctx: GradContext, trainable: list[str], seeds: Mapping[str, str]) 
         dys = [total(t) if t else None for t in node.outputs]
         if not any(dys):
             continue
+        for t, dy in zip(node.outputs, dys):  # a gradient has its tensor's type (float16 models)
+            if dy:
+                ctx.grad_types[dy] = ctx.elem_type(t)
         grads = rule.fn(ctx, node, dys, needs)
         for i, (t, need) in enumerate(zip(node.inputs, needs)):
             if not need:
