@@ -196,3 +196,33 @@ def main(keys: list[str], paths: str, out: str | None, timeout: int, samples: in
             if out:
                 Path(out).write_text(json.dumps(rows, indent=1))
     return 0
+
+
+def _cell(row: dict | None) -> str:
+    """One table cell: exit code, then what the report says (MACs kept, cosine, latency ratio) or the
+    promise kept (bad input), then wall seconds."""
+    if row is None:
+        return "-"
+    rc = row.get("rc")
+    if row["path"] in BAD:
+        return f"{rc} {'ok' if row.get('as_promised') else 'BROKEN'}"
+    if rc != 0:
+        return f"**{rc}** ({row.get('wall_s', '?')} s)"
+    bits = [f"{row['macs_ratio']:.2f}"]
+    if row.get("cosine") is not None:
+        bits.append(f"cos {row['cosine']:.3f}")
+    if row["path"] == "latency" and row.get("latency_ratio") is not None:
+        bits.append(f"lat {row['latency_ratio']:.2f}")
+    if not row.get("removed"):
+        bits.append("0 removed")
+    return f"0: {', '.join(bits)} ({row['wall_s']:.0f} s)"
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: a row per model, a column per path."""
+    paths = [p for p in PATHS if any(r["path"] == p for r in rows)]
+    by = {(r["model"], r["path"]): r for r in rows}
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    lines = ["| model | " + " | ".join(paths) + " |", "|---|" + "---|" * len(paths)]
+    lines += [f"| {m} | " + " | ".join(_cell(by.get((m, p))) for p in paths) + " |" for m in models]
+    return "\n".join(lines)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import logging
 import sys
 from pathlib import Path
@@ -54,14 +55,18 @@ def random_feeds(model: onnx.ModelProto, shapes: dict, n: int, seed: int = 0) ->
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", required=True, help="comma-separated survey keys")
+    ap.add_argument("--models", default="all", help="comma-separated survey keys, or all")
     ap.add_argument("--macs", type=float, default=0.8)
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--path", help="CLI paths to run instead of the library default (comma-separated): "
                     + ", ".join(smoke_cli.PATHS) + ", or all")
     ap.add_argument("--out", help="--path: append the rows to this JSON file")
     ap.add_argument("--timeout", type=int, default=900, help="--path: seconds per run")
+    ap.add_argument("--table", help="print the Markdown table of a --path JSON file and stop")
     args = ap.parse_args()
+    if args.table:
+        print(smoke_cli.table(json.loads(Path(args.table).read_text())))
+        return 0
     if args.models == "all":
         args.models = ",".join(e.key for e in survey_exports.ENTRIES)
     if args.path:
