@@ -69,6 +69,9 @@ def batch_axes(model: onnx.ModelProto, feeds: list[Mapping[str, np.ndarray]],
     axes = []
     for k, out in enumerate(joined):
         one = singles[0][k]
+        if not isinstance(out, np.ndarray) or not isinstance(one, np.ndarray):  # a ZipMap's list of maps
+            log.info("batch view: output %d is not a tensor (%s)", k, type(out).__name__)
+            return None
         axis = next((a for a in range(out.ndim) if out.ndim == one.ndim and one.shape[a] == 1
                      and out.shape[a] == len(feeds) and _matches(out, [s[k] for s in singles], a)), None)
         if axis is None:
