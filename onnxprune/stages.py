@@ -370,6 +370,7 @@ def finetune_model(model: onnx.ModelProto, tune: FinetuneOptions, train, *, teac
     if val is not None:
         check_fits(model, val, val_source)
     check_sample_shapes(model, train, source)
+    _join_or_not(model, model_bytes(model), train, val)  # --train-data is read here: a baked batch 1 feeds it singly
     result = finetune(model, train, tune.epochs or (None if tune.minutes else 0), loss=tune.loss,
                       teacher=None if tune.labels else teacher, lr=tune.lr, batch_size=tune.batch_size, val_data=val,
                       seed=seed, progress=progress, threads=threads, minutes=tune.minutes, augment=tune.augment,
