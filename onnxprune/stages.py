@@ -59,7 +59,8 @@ from onnxprune.select.latency_model import LatencyModel, build_latency_model
 from onnxprune.select.coverage import input_encoded_groups
 from onnxprune.select.latency_profile import build_profiled_model
 from onnxprune.select.mac_costs import POWERS as MAC_POWERS, auto_power, mac_costs
-from onnxprune.select.plan import CostModel, excluded_groups, search_ratio, select_global, select_uniform
+from onnxprune.select.plan import (CostModel, check_countable, excluded_groups, search_ratio, select_global,
+                                   select_uniform)
 from onnxprune.select.sensitivity import group_sensitivity, select_by_sensitivity
 
 REPORT_SCHEMA = "onnxprune.report/1"
@@ -213,7 +214,7 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.
         if target.kind in ("macs", "params"):
             select = sparing(dep, select) if target.kind == "macs" else select  # cuts that buy no MACs
             costs = CostModel(dep)
-            _check_countable(prep, costs, target.kind)
+            check_countable(costs, target.kind, prep.dep.notes)
             fraction = ((lambda p: costs.macs_after(p.removed) / costs.total_macs) if target.kind == "macs"
                         else (lambda p: costs.params_after(p.removed) / costs.total_params))
             chosen = search_ratio(select, fraction, target.value, scores=scores, round_to=options.round_to,
@@ -222,7 +223,7 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.
             allocation, select, kept = _allocation(prep, options, select, scores, latency)
             # recovery changes values, not shapes: candidates are timed unrecovered
             chosen = search_latency(select, latency, target.value, options.threads_capped(), as_run(prep.lifted),
-                                    scores=scores, round_to=options.round_to,
+                                    feed=_one_sample(prep),                                    scores=scores, round_to=options.round_to,
                                     reference=_latency_reference(prep), analysed=analysed)
             chosen.options.update(allocation=allocation, allocation_macs_kept=kept)
         elif options.scope in MEASURED:  # the share of channels removed, spent where it does least damage
@@ -241,16 +242,6 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.
     return chosen
 
 
-def _check_countable(prep: Prepared, costs: CostModel, kind: str) -> None:
-    """A MACs or parameter target is a fraction of what the analysis counts; with nothing counted (the
-    whole network inside If branches, which are not analysed) no fraction means anything: bad input."""
-    if (costs.total_macs if kind == "macs" else costs.total_params) > 0:
-        return
-    why = next((n for n in prep.dep.notes if "not analysed" in n), "")
-    raise BadInputError(f"--target-{kind}: the analysed graph has no {'MACs' if kind == 'macs' else 'parameters'} "
-                        f"to keep a fraction of{' (' + why + ')' if why else ''}; see `onnxprune inspect`")
-
-
 def _allocation(prep: Prepared, options: PruneOptions, select, scores, latency: LatencyModel):
     """A latency target's global ranking against uniform shares of the same scores, judged on the
     latency model by the MACs each keeps at the target (select/latency.py, most_macs); other scopes
@@ -262,6 +253,12 @@ def _allocation(prep: Prepared, options: PruneOptions, select, scores, latency: 
                                             skip=_kept_whole(prep, options)))
     return most_macs({"latency ranking": select, "uniform": uniform}, latency, options.target.value,
                      scores=scores, round_to=options.round_to)
+
+
+def _one_sample(prep: Prepared) -> dict | None:
+    """The first calibration sample, timed as the user's data is (a sample rate must be one)."""
+    data = getattr(prep.data, "base", prep.data)
+    return None if data is None else next(data.take(1).batches(1))
 
 
 def _latency_model(prep: Prepared, options: PruneOptions, analysed: onnx.ModelProto) -> LatencyModel:

@@ -37,3 +37,17 @@ def test_data_free_prune_of_a_model_failing_on_synthetic_inputs_is_bad_input(tmp
     assert code == 2, err
     assert len(err) == 1 and "dense model fails" in err[0] and "internal error" not in err[0]
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_latency_target_times_the_calibration_sample(tmp_path, capsys):
+    """The latency search timed a synthetic sample even with --calib given; a model that runs only on
+    its real inputs (the rate) crashed there (exit 3)."""
+    path, calib = tmp_path / "m.onnx", tmp_path / "c.npz"
+    path.write_bytes(_rate_model().SerializeToString())
+    rng = np.random.default_rng(1)
+    np.savez(calib, x=rng.standard_normal((8, 1, 4)).astype(np.float32), rate=np.full((8,), 16000, np.int64))
+    code = main(["prune", str(path), "-o", str(tmp_path / "out.onnx"), "--target-latency", "0.9", "--calib", str(calib),
+                 "--bench-rounds", "0"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert (tmp_path / "out.onnx").exists()

@@ -51,3 +51,15 @@ def test_a_real_cut_warns_nothing(caplog):
         result = onnxprune.prune(_mlp(norm=False, width=16), ratio=0.5, bench_rounds=0, round_to=1)
     assert result.plan.summary()["removed"] == 8
     assert "removed no channels" not in _warnings(caplog)
+
+
+def test_no_groups_at_all_is_said_with_the_analysis_note(caplog):
+    """A model whose layers all sit in If branches has no groups: the warning says so (and why), not
+    'every channel of the 0 groups is frozen ()'."""
+    from test_macs_inside_branches import _branched_model
+    rng = np.random.default_rng(1)
+    feeds = [{"x": rng.standard_normal((1, 4)).astype(np.float32), "use": np.array([True])} for _ in range(4)]
+    with caplog.at_level(logging.WARNING, logger="onnxprune"):
+        onnxprune.prune(_branched_model(), calib=feeds, ratio=0.3, bench_rounds=0)
+    said = _warnings(caplog)
+    assert "removed no channels: the analysis found no layers" in said and "If" in said

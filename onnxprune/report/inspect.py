@@ -71,6 +71,9 @@ def why_nothing_removed(dep: Dependency, round_to: int) -> str:
     """Why a plan removed no channel, for a warning: every channel frozen (and by what), or prunable
     groups too narrow for the target once widths keep a multiple of `round_to`."""
     prunable = sum(g.prunable for g in dep.groups)
+    if not dep.groups:
+        note = next(iter(dep.notes), "")
+        return "the analysis found no layers with channels to remove" + (f" ({note})" if note else "")
     if not prunable:
         top = "; ".join(f"{r['op']} '{r['node']}': {r['reason']} ({r['channels']} channels)"
                         for r in barrier_table(dep)[:2])

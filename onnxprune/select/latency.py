@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
+from onnxprune.check.fidelity import run_explained
 from onnxprune.check.run_timing import back_to_back, warm_up
 from onnxprune.couple.plan import Plan
 from onnxprune.load.data import synthetic_dataset
@@ -47,7 +48,7 @@ def most_macs(selectors: dict[str, Callable[[float], Plan]], model: LatencyModel
 def search_latency(select: Callable[[float], Plan], model: LatencyModel, target: float, threads: int,
                    build: Callable[[Plan], onnx.ModelProto], scores: np.ndarray | None = None,
                    round_to: int = 1, rounds: int = 30, reference: onnx.ModelProto | None = None,
-                   analysed: onnx.ModelProto | None = None) -> Plan:
+                   analysed: onnx.ModelProto | None = None, feed: dict | None = None) -> Plan:
     """The plan whose model (`build(plan)`, same shapes as the recovered one) runs nearest `target`
     x dense latency, measured; its options record the predicted and the measured ratios. Dense is
     `reference` when given (the user's model, when the one analysed was rewritten to run faster:
@@ -57,7 +58,9 @@ def search_latency(select: Callable[[float], Plan], model: LatencyModel, target:
     lowered back to integers, as `build` lowers each candidate: apply/as_run.py)."""
     analysed = model.dep.graph.model if analysed is None else analysed
     dense = session(reference if reference is not None else analysed, threads)
-    feed = next(synthetic_dataset(dense, model.dep.graph.input_shapes, samples=1).batches(1))
+    if feed is None:  # no calibration data: a synthetic sample (`feed`: the user's first one)
+        feed = next(synthetic_dataset(dense, model.dep.graph.input_shapes, samples=1).batches(1))
+    run_explained(dense, feed, "dense")  # a model failing on the sample: bad input, not a crash of the timing
     scale = 1.0
     if reference is not None:  # the analysed (rewritten) model's own latency against the user's
         scale = paired_ratio(dense, session(analysed, threads), feed, rounds)
