@@ -57,6 +57,7 @@ def test_an_aim_that_gives_a_plan_already_timed_ends_the_search(monkeypatch, cap
     monkeypatch.setattr(latency, "synthetic_dataset", lambda s, shapes, samples: SimpleNamespace(batches=lambda n: iter([{}])))
     monkeypatch.setattr(latency, "search_ratio", lambda select, cost, aim, **kw: Plan(None, deepest.copy(), {}))
     monkeypatch.setattr(latency, "paired_ratio", lambda dense, candidate, feed, rounds: 0.57)
+    monkeypatch.setattr(latency, "run_explained", lambda sess, feed, what: [])  # the sessions here are stand-ins
     monkeypatch.setattr(logging.getLogger("onnxprune"), "propagate", True)  # a CLI test earlier may have stopped it
     with caplog.at_level(logging.WARNING, logger="onnxprune"):
         plan = latency.search_latency(None, model, 0.5, 2, lambda p: built.append(p) or "pruned")
