@@ -5,6 +5,7 @@ on --calib, so fine-tuning khmersm on --train-data crashed in ONNX Runtime at ba
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxprune
@@ -27,8 +28,9 @@ def _samples(n: int, seed: int) -> list[dict]:
     return [{"x": rng.standard_normal((1, 6)).astype(np.float32)} for _ in range(n)]
 
 
-def test_finetune_on_separate_training_data_feeds_one_sample_at_a_time():
-    result = onnxprune.prune(_baked_batch_model(), calib=_samples(12, 1), train_data=_samples(16, 2), ratio=0.5,
+@pytest.mark.parametrize("samples", [16, 64])  # 64: enough to hold some out, which kept the flag only since
+def test_finetune_on_separate_training_data_feeds_one_sample_at_a_time(samples):
+    result = onnxprune.prune(_baked_batch_model(), calib=_samples(12, 1), train_data=_samples(samples, 2), ratio=0.5,
                              finetune_epochs=1, bench_rounds=0)
     assert result.report["finetune"]["epochs"] == 1
     assert np.isfinite(result.report["fidelity"]["cosine"])
