@@ -59,7 +59,8 @@ from onnxprune.select.latency_model import LatencyModel, build_latency_model
 from onnxprune.select.coverage import input_encoded_groups
 from onnxprune.select.latency_profile import build_profiled_model
 from onnxprune.select.mac_costs import POWERS as MAC_POWERS, auto_power, mac_costs
-from onnxprune.select.plan import CostModel, excluded_groups, search_ratio, select_global, select_uniform
+from onnxprune.select.plan import (CostModel, check_countable, excluded_groups, search_ratio, select_global,
+                                   select_uniform)
 from onnxprune.select.sensitivity import group_sensitivity, select_by_sensitivity
 
 REPORT_SCHEMA = "onnxprune.report/1"
@@ -127,7 +128,7 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
     data = as_dataset(calib, model, options.calib_limit, options.input_shapes)
     evaluation = as_dataset(eval_data, model, input_shapes=options.input_shapes)
     if evaluation is not None:
-        check_fits(model, evaluation, _source_name(eval_data, "--data"))
+        check_fits(model, evaluation, _source_name(eval_data, "--data"), shapes=options.input_shapes)
     input_bytes = model_bytes(model)  # the report's size before: the input as given, not as folded
     options = options.resolved(has_data=data is not None, weight_bytes=input_bytes)
     input_shapes = options.input_shapes if options.input_shapes is not None or data is None else data.sample_shapes()
@@ -139,7 +140,7 @@ def prepare(model_or_path, options: PruneOptions, calib=None, eval_data=None) ->
         if needs:
             raise BadInputError(f"{needs[0]} needs calibration data: pass --calib DATA.npz")
     if data is not None:
-        check_fits(model, data, _source_name(calib, "--calib"))
+        check_fits(model, data, _source_name(calib, "--calib"), shapes=options.input_shapes)
     _join_or_not(model, input_bytes, data, evaluation)
     samples = data  # the report is measured on the user's samples, the statistics on their views
     data = calibration_views(data, options.calib_views, options.calib_view_kinds, options.seed)
@@ -213,6 +214,7 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.
         if target.kind in ("macs", "params"):
             select = sparing(dep, select) if target.kind == "macs" else select  # cuts that buy no MACs
             costs = CostModel(dep)
+            check_countable(costs, target.kind, prep.dep.notes)
             fraction = ((lambda p: costs.macs_after(p.removed) / costs.total_macs) if target.kind == "macs"
                         else (lambda p: costs.params_after(p.removed) / costs.total_params))
             chosen = search_ratio(select, fraction, target.value, scores=scores, round_to=options.round_to,
@@ -221,7 +223,7 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.
             allocation, select, kept = _allocation(prep, options, select, scores, latency)
             # recovery changes values, not shapes: candidates are timed unrecovered
             chosen = search_latency(select, latency, target.value, options.threads_capped(), as_run(prep.lifted),
-                                    scores=scores, round_to=options.round_to,
+                                    feed=_one_sample(prep),                                    scores=scores, round_to=options.round_to,
                                     reference=_latency_reference(prep), analysed=analysed)
             chosen.options.update(allocation=allocation, allocation_macs_kept=kept)
         elif options.scope in MEASURED:  # the share of channels removed, spent where it does least damage
@@ -234,6 +236,9 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.
     if chosen.options.get("target_met") is False:
         log.warning("target not met: the closest plan keeps %.3f (target %.3f); frozen channels or width rounding "
                     "limit it (see `onnxprune inspect`)", chosen.options["estimated_kept"], chosen.options["target_kept"])
+    if not chosen.removed.any() and target.kind not in ("plan", "depth"):  # an unchanged model must not pass for a pruned one
+        from onnxprune.report.inspect import why_nothing_removed
+        log.warning("removed no channels: %s", why_nothing_removed(prep.dep, options.round_to))
     return chosen
 
 
@@ -248,6 +253,12 @@ def _allocation(prep: Prepared, options: PruneOptions, select, scores, latency: 
                                             skip=_kept_whole(prep, options)))
     return most_macs({"latency ranking": select, "uniform": uniform}, latency, options.target.value,
                      scores=scores, round_to=options.round_to)
+
+
+def _one_sample(prep: Prepared) -> dict | None:
+    """The first calibration sample, timed as the user's data is (a sample rate must be one)."""
+    data = getattr(prep.data, "base", prep.data)
+    return None if data is None else next(data.take(1).batches(1))
 
 
 def _latency_model(prep: Prepared, options: PruneOptions, analysed: onnx.ModelProto) -> LatencyModel:
@@ -356,6 +367,7 @@ def finetune_model(model: onnx.ModelProto, tune: FinetuneOptions, train, *, teac
     if val is not None:
         check_fits(model, val, val_source)
     check_sample_shapes(model, train, source)
+    _join_or_not(model, model_bytes(model), train, val)  # --train-data is read here: a baked batch 1 feeds it singly
     result = finetune(model, train, tune.epochs or (None if tune.minutes else 0), loss=tune.loss,
                       teacher=None if tune.labels else teacher, lr=tune.lr, batch_size=tune.batch_size, val_data=val,
                       seed=seed, progress=progress, threads=threads, minutes=tune.minutes, augment=tune.augment,

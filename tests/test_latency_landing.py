@@ -57,8 +57,35 @@ def test_an_aim_that_gives_a_plan_already_timed_ends_the_search(monkeypatch, cap
     monkeypatch.setattr(latency, "synthetic_dataset", lambda s, shapes, samples: SimpleNamespace(batches=lambda n: iter([{}])))
     monkeypatch.setattr(latency, "search_ratio", lambda select, cost, aim, **kw: Plan(None, deepest.copy(), {}))
     monkeypatch.setattr(latency, "paired_ratio", lambda dense, candidate, feed, rounds: 0.57)
+    monkeypatch.setattr(latency, "run_explained", lambda sess, feed, what: [])  # the sessions here are stand-ins
     monkeypatch.setattr(logging.getLogger("onnxprune"), "propagate", True)  # a CLI test earlier may have stopped it
     with caplog.at_level(logging.WARNING, logger="onnxprune"):
         plan = latency.search_latency(None, model, 0.5, 2, lambda p: built.append(p) or "pruned")
     assert len(built) == 1 and plan.options["measured_latency_ratio"] == 0.57
     assert "missed" in caplog.text and "--depth" in caplog.text
+
+
+def test_a_flat_latency_model_hands_the_aim_to_the_macs(monkeypatch):
+    """orinet's float16 copy: the profile predicted 0.995 of the latency kept at every plan, so each aim
+    gave the deepest plan, which measured 0.225 for a target of 0.6, and the search stopped there. When
+    the repeated plan lands far under a target the model says is far over, the aim goes by MACs."""
+    from types import SimpleNamespace
+
+    from onnxprune.couple.plan import Plan
+
+    width = 20
+    costs = SimpleNamespace(total_macs=100, macs_after=lambda removed: 100 * (1 - removed.mean()))
+    model = SimpleNamespace(kept=lambda removed: 0.995, costs=costs,
+                            dep=SimpleNamespace(graph=SimpleNamespace(model="dense", input_shapes={})))
+
+    def select(share):  # the first round(share * width) channels, at most 18 (a per-layer cap)
+        removed = np.zeros(width, bool)
+        removed[:min(int(round(share * width)), 18)] = True
+        return Plan(None, removed, {})
+
+    monkeypatch.setattr(latency, "session", lambda m, threads: m)
+    monkeypatch.setattr(latency, "run_explained", lambda sess, feed, what: [])
+    monkeypatch.setattr(latency, "synthetic_dataset", lambda s, shapes, samples: SimpleNamespace(batches=lambda n: iter([{}])))
+    monkeypatch.setattr(latency, "paired_ratio", lambda dense, candidate, feed, rounds: 1 - candidate.removed.mean())
+    plan = latency.search_latency(select, model, 0.6, 2, lambda p: p)
+    assert plan.options["measured_latency_ratio"] == pytest.approx(0.6, abs=0.03)

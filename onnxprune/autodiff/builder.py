@@ -83,8 +83,9 @@ def build_training_graph(model: onnx.ModelProto | str | os.PathLike, trainable: 
     for line in summary:  # said before any training step, once per stopping op
         log.warning("frozen weights: %s", line)
     if not found.trainable:
+        why = summary[0] if summary else _subgraph_stop(g, found.reach)
         raise BadInputError("nothing to train: no float weight reaches the loss through ops with gradient rules"
-                            + (f" ({summary[0]})" if summary else ""))
+                            + (f" ({why})" if why else ""))
     head = emit_loss(ctx, loss, output, temperature=temperature, distill=distill, label_smoothing=label_smoothing,
                      balance=balance)
     terms = emit_feature_terms(ctx, list(features[0]), features[1])
@@ -97,6 +98,16 @@ def build_training_graph(model: onnx.ModelProto | str | os.PathLike, trainable: 
     return TrainingGraph(built, list(g.inputs), found.trainable, grads, found.frozen, head.target.name, head.loss,
                          output, loss, blocked, (time.perf_counter() - start) * 1e3, summary, terms.targets,
                          balance if distill in ("balanced", "detect") else None)
+
+
+def _subgraph_stop(g: ModelGraph, reach) -> str:
+    """An If/Loop/Scan on the way to the loss: its branches read the layers' outputs from outside, not
+    through inputs, so no gradient reaches them (and no weight upstream counts as frozen by it)."""
+    for node in reversed(g.nodes):
+        if any(o in reach for o in node.outputs if o) and any(
+                a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.proto.attribute):
+            return f"{node.op} '{node.name}' has no gradient rule: the layers its branches read stay frozen"
+    return ""
 
 
 def _load(model) -> onnx.ModelProto:
@@ -188,6 +199,9 @@ def _backward(ctx: GradContext, trainable: list[str], seeds: Mapping[str, str]) 
         dys = [total(t) if t else None for t in node.outputs]
         if not any(dys):
             continue
+        for t, dy in zip(node.outputs, dys):  # a gradient has its tensor's type (float16 models)
+            if dy:
+                ctx.grad_types[dy] = ctx.elem_type(t)
         grads = rule.fn(ctx, node, dys, needs)
         for i, (t, need) in enumerate(zip(node.inputs, needs)):
             if not need:

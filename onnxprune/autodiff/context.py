@@ -36,6 +36,7 @@ class GradContext:
         self._consts: dict[tuple, str] = {}
         self._shape_of: dict[str, str] = {}
         self._counter = 0
+        self.grad_types: dict[str, int] = {}  # gradient tensor -> element type of the tensor it is the gradient of
 
     # ---- names and nodes --------------------------------------------------------------------
 
@@ -115,7 +116,7 @@ class GradContext:
     def elem_type(self, tensor: str) -> int:
         if tensor in self.g.constants:
             return helper.np_dtype_to_tensor_dtype(self.g.constants[tensor].dtype)
-        return self.g.dtypes.get(tensor, onnx.TensorProto.FLOAT)
+        return self.g.dtypes.get(tensor) or self.grad_types.get(tensor, onnx.TensorProto.FLOAT)
 
     def np_dtype(self, tensor: str) -> np.dtype:
         return helper.tensor_dtype_to_np_dtype(self.elem_type(tensor))

@@ -15,7 +15,7 @@ from onnxprune.errors import BadInputError
 def read_weights(model: onnx.ModelProto, names: Iterable[str]) -> dict[str, np.ndarray]:
     """Copies of the named weights."""
     wanted = set(names)
-    found = {i.name: numpy_helper.to_array(i).copy() for i in model.graph.initializer if i.name in wanted}
+    found = {i.name: _array(i).copy() for i in model.graph.initializer if i.name in wanted}
     for node in model.graph.node:
         if node.op_type == "Constant" and node.output and node.output[0] in wanted:
             found[node.output[0]] = _constant_value(node)
@@ -25,16 +25,23 @@ def read_weights(model: onnx.ModelProto, names: Iterable[str]) -> dict[str, np.n
     return found
 
 
+def _array(t: onnx.TensorProto) -> np.ndarray:
+    """A weight's value; a large model's weights are parked in a work file by absolute path (load/external.py),
+    which onnx's own reader refuses."""
+    from onnxprune.load.external import is_bound, read
+    return np.asarray(read(t)) if is_bound(t) else numpy_helper.to_array(t)
+
+
 def write_weights(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> onnx.ModelProto:
     """A copy of `model` with the named weights replaced (same name, shape and element type)."""
     out = copy.deepcopy(model)
     left = dict(values)
     for i, init in enumerate(out.graph.initializer):
         if init.name in left:
-            old = numpy_helper.to_array(init)
             new = np.asarray(left.pop(init.name))
-            _same_shape(init.name, old.shape, new.shape)
-            out.graph.initializer[i].CopyFrom(numpy_helper.from_array(new.astype(old.dtype), init.name))
+            _same_shape(init.name, tuple(init.dims), new.shape)
+            dtype = helper.tensor_dtype_to_np_dtype(init.data_type)
+            out.graph.initializer[i].CopyFrom(numpy_helper.from_array(new.astype(dtype), init.name))
     for node in out.graph.node:
         if node.op_type == "Constant" and node.output and node.output[0] in left:
             name = node.output[0]

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import onnx
 
 from onnxprune.check.bench import Timing, fitted_rounds, measure_latency_within
+from onnxprune.check.fidelity import run_explained
 from onnxprune.check.replay import REPLAY_SAMPLES, Recorded
 from onnxprune.check.timed_runs import TimedRuns, latency_with
 from onnxprune.check.validate import compare, load_in_runtime
@@ -46,6 +47,7 @@ def record_dense(dense: onnx.ModelProto | Parked, input_shapes, data: Dataset | 
     feed = next(data.take(1).batches(1)) if bench_rounds > 0 else None
     if feed is None:
         return Reference(Recorded(sess, data), data, data_kind, None, None)
+    run_explained(sess, feed, "dense")  # a failure is the inputs' (exit 2), not a crash of the timing
     rounds, warmup = fitted_rounds([sess], feed, bench_rounds, 1 if big else 3)
     for _ in range(warmup):
         sess.run(None, feed)
@@ -93,6 +95,7 @@ def run_checks(dense, pruned, input_shapes, data: Dataset | None, bench_rounds: 
         pruned_sess = timed = load_in_runtime(pruned, threads)
         if feed:
             rounds = reference.timing.samples  # as many as the dense model had (fewer for big models)
+            run_explained(pruned_sess, feed, "pruned")
             for _ in range(1 if rounds < 20 else 3):
                 pruned_sess.run(None, feed)
             timed = TimedRuns(pruned_sess, feed)
@@ -109,6 +112,8 @@ def run_checks(dense, pruned, input_shapes, data: Dataset | None, bench_rounds: 
         feed = next(data.take(1).batches(1)) if bench_rounds > 0 else None
         pruned_sess = load_in_runtime(pruned, threads)
         if feed:  # timed before the batched fidelity runs, which leave the sessions' memory unevenly grown
+            for sess, what in ((dense_sess, "dense"), (pruned_sess, "pruned")):  # failures said as compare says them
+                run_explained(sess, feed, what)
             timings, ratios = measure_latency_within([dense_sess, pruned_sess], feed, rounds=bench_rounds)
         fidelity = compare(dense_sess, pruned_sess, data)
     report = {"before": {}, "after": {},

@@ -83,10 +83,16 @@ class _Fields:
         batch = np.stack([np.einsum(rows, d, p), np.einsum(rows, d, d), np.einsum(rows, p, p),
                           np.einsum(rows, diff, diff), d.sum((0, 2)),
                           np.full(d.shape[1], d.shape[0] * d.shape[2], np.float64)], 1)
-        self.sums = batch if self.sums is None else self.sums + batch
+        if self.sums is not None and self.sums.shape != batch.shape:  # axis 1 is the batch (a time-major
+            self.mixed = True  # CRNN's (T, N, C)), not fields: its size follows each batch's
+        self.sums = batch if self.sums is None or self.mixed else self.sums + batch
+
+    mixed = False  # rows of different counts met: axis 1 is no field axis, no parts
 
     def parts(self, name: str) -> list[dict]:
         """Each part's cosine and relative error, or [] when the rows are of one scale."""
+        if self.mixed:
+            return []
         dot, dsq, psq, diff, total, count = self.sums.T
         std = np.sqrt(np.maximum(dsq / count - (total / count) ** 2, 0.0))
         found = scale_parts({name: std}, floor=1e-12) if std.max() > 0 else []
@@ -125,6 +131,12 @@ def _numeric(value) -> np.ndarray | None:
 
 def _is_classifier(value: np.ndarray) -> bool:
     return value.ndim == 2 and value.shape[1] > 1 and np.issubdtype(value.dtype, np.floating)
+
+
+def run_explained(sess, feed: dict, what: str) -> list:
+    """`sess` on `feed`; a failure says whose: the dense model's is bad input (exit 2), the pruned
+    model's a failed validation (exit 1), never a bare ONNX Runtime error."""
+    return _run(sess, feed, what)
 
 
 def _run(sess, feed: dict, what: str) -> list:

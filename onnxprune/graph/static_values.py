@@ -46,6 +46,13 @@ def _shape(g, node, args):
     return np.array(shape, dtype=np.int64)[sl], np.array(static, dtype=bool)[sl]
 
 
+def _size(g, node, args):
+    shape = g.shape(node.inputs[0])
+    if shape is None:
+        return None
+    return np.array(int(np.prod(shape)), dtype=np.int64), np.array(all(g.static_dims(node.inputs[0])))
+
+
 def _gather(g, node, args):
     (data, known), (idx, kidx) = args
     if not kidx.all():
@@ -117,13 +124,13 @@ EVALUATORS: dict[str, Callable] = {
     "Shape": _shape, "Gather": _gather, "Unsqueeze": _reshaping, "Squeeze": _reshaping,
     "Reshape": _reshaping, "Flatten": _reshaping, "Concat": _concat, "Slice": _slice, "Cast": _cast,
     "Identity": _unary(lambda a: a), "Neg": _unary(np.negative), "Abs": _unary(np.abs),
-    "Floor": _unary(np.floor), "Ceil": _unary(np.ceil), "Sqrt": _unary(np.sqrt),
+    "Not": _unary(np.logical_not), "Size": _size, "Floor": _unary(np.floor), "Ceil": _unary(np.ceil), "Sqrt": _unary(np.sqrt),
     "Add": _binary(np.add), "Sub": _binary(np.subtract), "Mul": _binary(np.multiply), "Div": _binary(_int_div),
     "Mod": _binary(np.mod), "Max": _binary(np.maximum), "Min": _binary(np.minimum),
     "Equal": _binary(np.equal), "Less": _binary(np.less), "Greater": _binary(np.greater), "Where": _where,
     "ConstantOfShape": _constant_of_shape,
 }
-_INPUTS_ONLY_SHAPE = {"Shape"}  # ops whose data input need not itself be static
+_INPUTS_ONLY_SHAPE = {"Shape", "Size"}  # ops whose data input need not itself be static
 
 
 def static_value(g: "ModelGraph", tensor: str, memo: dict[str, Value | None]) -> Value | None:

@@ -11,9 +11,11 @@ from onnxprune.load.rows import Rows
 from onnxprune.errors import BadInputError
 
 
-def check_fits(model: onnx.ModelProto, data: Dataset, source: object, labels: bool = False) -> None:
+def check_fits(model: onnx.ModelProto, data: Dataset, source: object, labels: bool = False,
+               shapes: dict | None = None) -> None:
     """BadInputError naming the input, the data's type or shape and what the model takes; with
-    `labels`, also labels that are not class indices of the model's first output."""
+    `labels`, also labels that are not class indices of the model's first output; with `shapes`
+    (--input-shape), also samples whose non-batch dimensions differ from them."""
     if labels and data.labels is not None:
         check_labels(model, data.labels, source)
     initializers = {i.name for i in model.graph.initializer}
@@ -45,6 +47,20 @@ def check_fits(model: onnx.ModelProto, data: Dataset, source: object, labels: bo
                         if axis in (1, len(dims) - 1) and len(dims) == 4 and {got, want} <= {1, 3, 4} else "")
                 raise BadInputError(f"{source}: samples of '{inp.name}' are {'x'.join(map(str, sample))}, the model's "
                                     f"input takes {declared} (axis {axis}: {got}, not {want}){hint}")
+        _check_given_shape(inp.name, sample, (shapes or {}).get(inp.name), source)
+
+
+def _check_given_shape(name: str, sample: tuple, given, source: object) -> None:
+    """The analysis runs at --input-shape; samples of another size along a dynamic axis would reach
+    tensors the analysis never sized (a crash deep in the statistics pass), so they are bad input.
+    The batch axis may differ: samples are joined along it."""
+    if given is None or len(given) != len(sample):
+        return
+    for axis, (want, got) in enumerate(zip(given, sample)):
+        if axis > 0 and want != got:
+            have, told = "x".join(map(str, sample)), "x".join(map(str, given))
+            raise BadInputError(f"{source}: samples of '{name}' are {have}, --input-shape gives {name}:{told} "
+                                f"(axis {axis}: {got}, not {want}); make them agree")
 
 
 def _finite(arr) -> bool:

@@ -27,7 +27,7 @@ def split_holdout(data: Dataset, share: float = HOLDOUT_SHARE, seed: int = 0) ->
 def subset(data: Dataset, idx: np.ndarray) -> Dataset:
     from onnxprune.load.rows import Rows
     return Dataset({k: v.pick(idx) if isinstance(v, Rows) else v[idx] for k, v in data.inputs.items()},
-                   None if data.labels is None else data.labels[idx])
+                   None if data.labels is None else data.labels[idx], data.joinable)  # a baked batch stays one per step
 
 
 def check_sample_shapes(model, data: Dataset, source: str) -> None:

@@ -69,6 +69,9 @@ def batch_axes(model: onnx.ModelProto, feeds: list[Mapping[str, np.ndarray]],
     axes = []
     for k, out in enumerate(joined):
         one = singles[0][k]
+        if not isinstance(out, np.ndarray) or not isinstance(one, np.ndarray):  # a ZipMap's list of maps
+            log.info("batch view: output %d is not a tensor (%s)", k, type(out).__name__)
+            return None
         axis = next((a for a in range(out.ndim) if out.ndim == one.ndim and one.shape[a] == 1
                      and out.shape[a] == len(feeds) and _matches(out, [s[k] for s in singles], a)), None)
         if axis is None:
@@ -97,6 +100,13 @@ def _batch_first(model: onnx.ModelProto, axes: list[tuple[int, int]]) -> onnx.Mo
         perm = [axis] + [a for a in range(rank) if a != axis]
         model.graph.node.append(helper.make_node("Transpose", [inner], [out.name], perm=perm,
                                                  name=out.name + "__batch_first"))
+        tensor = out.type.tensor_type
+        if tensor.HasField("shape") and len(tensor.shape.dim) == rank:  # the declared shape moves too: left as
+            dims = [onnx.TensorShapeProto.Dimension() for _ in range(rank)]  # it was, ONNX Runtime unified the
+            for d, a in zip(dims, perm):  # batch with the first axis (captcha_crnn's (20, batch, 37) ran as 20)
+                d.CopyFrom(tensor.shape.dim[a])
+            del tensor.shape.dim[:]
+            tensor.shape.dim.extend(dims)
     return model
 
 

@@ -65,3 +65,19 @@ def format_inspect(dep: Dependency, limit: int = 200) -> str:
         lines.append(f"  {where}: {row['reason']} -> froze {row['channels']} channels in {row['groups']} group(s), "
                      f"e.g. {row['slots'][0]}")
     return "\n".join(lines)
+
+
+def why_nothing_removed(dep: Dependency, round_to: int) -> str:
+    """Why a plan removed no channel, for a warning: every channel frozen (and by what), or prunable
+    groups too narrow for the target once widths keep a multiple of `round_to`."""
+    prunable = sum(g.prunable for g in dep.groups)
+    if not dep.groups:
+        note = next(iter(dep.notes), "")
+        return "the analysis found no layers with channels to remove" + (f" ({note})" if note else "")
+    if not prunable:
+        top = "; ".join(f"{r['op']} '{r['node']}': {r['reason']} ({r['channels']} channels)"
+                        for r in barrier_table(dep)[:2])
+        return f"every channel of the {len(dep.groups)} groups is frozen ({top}); `onnxprune inspect` lists the barriers"
+    widest = max(g.prunable for g in dep.groups)
+    return (f"{prunable} channels are prunable (at most {widest} in a group), but the target leaves every group whole "
+            f"with widths kept a multiple of {round_to}; try --round-to 1 or a deeper target")

@@ -10,6 +10,7 @@ are graph outputs read by nothing else, and whose branches hold no nested subgra
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 from onnx import helper
 
@@ -90,3 +91,48 @@ def _inline(branch: onnx.GraphProto, prefix: str) -> tuple[list[onnx.NodeProto],
             values.append(f"{prefix}/{o.name}")
             nodes.append(helper.make_node("Identity", [o.name], [values[-1]]))
     return nodes, values, inits
+
+
+ROUNDS = 4  # nesting depth of decided Ifs followed (a branch may hold Ifs of its own)
+
+
+def decided_view(model: onnx.ModelProto, input_shapes) -> onnx.ModelProto | None:
+    """A copy of `model` with each If whose condition the analysed shapes decide (PyTorch's `squeeze(0)` and
+    batch checks: Equal(Shape(x)[0], 1)) replaced by the branch it takes; None if there is none. For
+    probing only: at other shapes the other branch may run, so the pruned model keeps its Ifs."""
+    from onnxprune.graph.model_graph import ModelGraph
+
+    view = None
+    for _ in range(ROUNDS):
+        current = view or model
+        if not any(n.op_type == "If" for n in current.graph.node):
+            break
+        g = ModelGraph(current, input_shapes)
+        taken = {}
+        for i, node in enumerate(current.graph.node):
+            value = g.static_value(node.input[0]) if node.op_type == "If" else None
+            if value is not None and np.asarray(value[0]).size == 1:
+                taken[i] = "then_branch" if bool(np.asarray(value[0]).reshape(-1)[0]) else "else_branch"
+        if not taken:
+            break
+        view = _replace_ifs(current, taken)
+    return view
+
+
+def _replace_ifs(model: onnx.ModelProto, taken: dict[int, str]) -> onnx.ModelProto:
+    view = onnx.ModelProto()
+    view.CopyFrom(model)
+    nodes = []
+    for i, node in enumerate(view.graph.node):
+        if i not in taken:
+            nodes.append(node)
+            continue
+        # one branch, its names as they are: ONNX names are unique across scopes, and nested
+        # subgraphs keep reading this branch's tensors by those names
+        branch = next(a.g for a in node.attribute if a.name == taken[i])
+        nodes.extend(branch.node)
+        view.graph.initializer.extend(branch.initializer)
+        nodes.extend(helper.make_node("Identity", [v.name], [o]) for v, o in zip(branch.output, node.output) if o)
+    del view.graph.node[:]
+    view.graph.node.extend(nodes)
+    return view

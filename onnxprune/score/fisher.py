@@ -32,7 +32,7 @@ import onnx
 from onnxprune.couple.dependency import Dependency
 from onnxprune.couple.vocabulary import Slot
 from onnxprune.errors import BadInputError
-from onnxprune.score.branch_outputs import branch_view
+from onnxprune.score.branch_outputs import branch_view, decided_view
 from onnxprune.score.output_parts import free_channels, part_mask, part_weights, parts
 from onnxprune.score.calibration import Statistics
 from onnxprune.score.criteria import COMPARABLE, criterion, parameter_slots, per_index, reconstruction
@@ -65,8 +65,9 @@ def _row_std(sess, data, names: list[str]) -> tuple[dict[str, np.ndarray], list[
     instead did worse on NudeNet: 34.4 against 40.5 face F1, docs/benchmarks.md.)"""
     shapes = []
     acc: dict[str, list] = {}
+    taken = {i.name for i in sess.get_inputs()}  # a view may read fewer inputs (a decided If's condition)
     for i in range(len(data)):
-        outs = sess.run(names, {k: np.asarray(v[i]) for k, v in data.inputs.items()})
+        outs = sess.run(names, {k: np.asarray(v[i]) for k, v in data.inputs.items() if k in taken})
         shapes.append([o.shape for o in outs])
         for name, out in zip(names, outs):
             rows = _rows(out)
@@ -150,6 +151,7 @@ def _fisher_scores(dep: Dependency, data, probes: int, seed: int, rows: list | N
     sites, producers = _sites(dep)
     weights = list(dict.fromkeys([w for _, w, _ in sites] + [w for _, w, _ in producers]))
     model = dep.graph.model if model is None else model
+    model = decided_view(model, data.sample_shapes()) or model  # Ifs the shapes decide: the branch taken
     model = branch_view(model) or model  # an output If: both branches probed (score/branch_outputs.py)
     pg = build_probe_graph(model, weights, input_shapes=data.sample_shapes())
     if pg.frozen:
@@ -167,7 +169,7 @@ def _fisher_scores(dep: Dependency, data, probes: int, seed: int, rows: list | N
     rng = np.random.default_rng(seed)
     site_sq, producer_sq = np.zeros((len(split), dep.num_channels)), np.zeros((len(split), dep.num_channels))
     for i in range(len(data)):
-        feed = {k: np.asarray(v[i]) for k, v in data.inputs.items() if k in pg.inputs}
+        feed = {k: np.asarray(v[i]) for k, v in data.inputs.items() if k in pg.inputs and k in dtypes}
         for _ in range(probes):
             for p, (part_output, part_rows) in enumerate(split):
                 for out, shape in zip(outputs, shapes[i]):

@@ -75,13 +75,16 @@ class ActivationStore:
 
 
 def reads(node: onnx.NodeProto) -> set[str]:
-    """Every tensor a node reads, including those its subgraphs (If/Loop bodies) read from outside."""
+    """Every tensor a node reads, including those its subgraphs (If/Loop bodies) read from outside;
+    not the tensors a body makes for itself (a branch's own Constant is no input of the segment)."""
     names = {t for t in node.input if t}
     for attr in node.attribute:
         graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
         for body in graphs:
+            local = {i.name for i in body.input} | {i.name for i in body.initializer}
+            local |= {t for inner in body.node for t in inner.output}
             for inner in body.node:
-                names |= reads(inner)
+                names |= reads(inner) - local
     return names
 
 

@@ -10,6 +10,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
+from onnxprune.check.fidelity import run_explained
 from onnxprune.check.run_timing import back_to_back, warm_up
 from onnxprune.couple.plan import Plan
 from onnxprune.load.data import synthetic_dataset
@@ -47,7 +48,7 @@ def most_macs(selectors: dict[str, Callable[[float], Plan]], model: LatencyModel
 def search_latency(select: Callable[[float], Plan], model: LatencyModel, target: float, threads: int,
                    build: Callable[[Plan], onnx.ModelProto], scores: np.ndarray | None = None,
                    round_to: int = 1, rounds: int = 30, reference: onnx.ModelProto | None = None,
-                   analysed: onnx.ModelProto | None = None) -> Plan:
+                   analysed: onnx.ModelProto | None = None, feed: dict | None = None) -> Plan:
     """The plan whose model (`build(plan)`, same shapes as the recovered one) runs nearest `target`
     x dense latency, measured; its options record the predicted and the measured ratios. Dense is
     `reference` when given (the user's model, when the one analysed was rewritten to run faster:
@@ -57,15 +58,25 @@ def search_latency(select: Callable[[float], Plan], model: LatencyModel, target:
     lowered back to integers, as `build` lowers each candidate: apply/as_run.py)."""
     analysed = model.dep.graph.model if analysed is None else analysed
     dense = session(reference if reference is not None else analysed, threads)
-    feed = next(synthetic_dataset(dense, model.dep.graph.input_shapes, samples=1).batches(1))
+    if feed is None:  # no calibration data: a synthetic sample (`feed`: the user's first one)
+        feed = next(synthetic_dataset(dense, model.dep.graph.input_shapes, samples=1).batches(1))
+    run_explained(dense, feed, "dense")  # a model failing on the sample: bad input, not a crash of the timing
     scale = 1.0
     if reference is not None:  # the analysed (rewritten) model's own latency against the user's
         scale = paired_ratio(dense, session(analysed, threads), feed, rounds)
     aim, tried, aims = min(target / scale, 0.995), [], []
+    cost, switched = (lambda p: model.kept(p.removed)), False  # the predicted latency kept
     for _ in range(ATTEMPTS):
-        plan = search_ratio(select, lambda p: model.kept(p.removed), aim, scores=scores, round_to=round_to)
+        plan = search_ratio(select, cost, aim, scores=scores, round_to=round_to)
         if any(np.array_equal(plan.removed, t[1].removed) for t in tried):
-            break  # a new aim, the same plan (the per-layer cap or the rounding): timing it again picks noise
+            if switched or not _flat(tried[-1], target):
+                break  # a new aim, the same plan (the per-layer cap or the rounding): timing it again picks noise
+            # the model sees no gain where the runtime finds plenty (float16 kernels it did not profile): aim by
+            # the MACs kept instead, from the target on, or the deepest plan stands however far under it lands
+            log.info("latency model flat (predicted %.3f, measured %.3f): aiming by MACs", tried[-1][2], tried[-1][3])
+            cost, aims, aim = (lambda p: model.costs.macs_after(p.removed) / max(model.costs.total_macs, 1)), [], target
+            switched = True
+            continue
         candidate = session(build(plan), threads)
         predicted, measured = model.kept(plan.removed) * scale, paired_ratio(dense, candidate, feed, rounds)
         tried.append((abs(measured - target), plan, predicted, measured))
@@ -82,6 +93,13 @@ def search_latency(select: Callable[[float], Plan], model: LatencyModel, target:
                         measured_latency_ratio=round(measured, 4),
                         latency_attempts=[{"predicted": round(p, 4), "measured": round(m, 4)} for _, _, p, m in tried])
     return best
+
+
+def _flat(last: tuple, target: float) -> bool:
+    """Whether the latency model's aim is useless: the plan it repeats measured far under the target
+    while it predicted far over it."""
+    _, _, predicted, measured = last
+    return measured < target * (1 - TOLERANCE) and predicted > target * (1 + TOLERANCE)
 
 
 def paired_ratio(dense, candidate, feed: dict, rounds: int, repeat: int = REPEAT) -> float:

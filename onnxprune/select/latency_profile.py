@@ -31,7 +31,7 @@ from onnxprune import progress
 from onnxprune.apply.as_run import Build
 from onnxprune.apply.rewrite import apply_plan
 from onnxprune.couple.dependency import Dependency
-from onnxprune.load.data import synthetic_dataset
+from onnxprune.load.data import index_limits, synthetic_dataset
 from onnxprune.load.spill import needs_spill, spilled
 from onnxprune.select.latency_model import GRID, LatencyModel, NodeCurve, monotone, save_cache
 from onnxprune.select.plan import CostModel, select_uniform
@@ -130,6 +130,7 @@ class _Profiled:
         else:
             self.sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         self.optimized = onnx.load(opts.optimized_model_filepath, load_external_data=False).graph
+        self.sess.index_limits = index_limits(model)  # token types index a 2-row table: synthetic ids stay in it
         self.feed = next(synthetic_dataset(self.sess, input_shapes or {}, samples=1).batches(1))
 
     def run(self) -> None:

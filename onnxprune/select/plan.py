@@ -235,3 +235,13 @@ def search_ratio(select, cost, target: float, tolerance: float = 0.005, steps: i
     best.options["estimated_kept"] = cost(best)
     best.options["target_met"] = abs(best.options["estimated_kept"] - target) <= TARGET_TOLERANCE
     return best
+
+
+def check_countable(costs: CostModel, kind: str, notes: list[str]) -> None:
+    """A MACs or parameter target is a fraction of what the analysis counts; with nothing counted (the
+    whole network inside If branches, which are not analysed) no fraction means anything: bad input."""
+    if (costs.total_macs if kind == "macs" else costs.total_params) > 0:
+        return
+    why = next((n for n in notes if "not analysed" in n), "")
+    raise BadInputError(f"--target-{kind}: the analysed graph has no {'MACs' if kind == 'macs' else 'parameters'} "
+                        f"to keep a fraction of{' (' + why + ')' if why else ''}; see `onnxprune inspect`")
