@@ -80,3 +80,20 @@ def test_a_batchable_model_with_a_time_first_output_is_trained_batch_first():
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])]), opset_imports=[helper.make_opsetid("", 17)])
     one = np.ones((1, 3), np.float32)
     assert batch_view(batch_first, [{"x": one}, {"x": -one}]) is batch_first  # nothing to change
+
+
+def test_a_time_first_output_that_names_the_batch_symbol_trains_batch_first():
+    """captcha_crnn: input (N, ...), output declared (T, N, classes). The view's Transpose must not keep the
+    stale (T, N, ...) claim: ONNX Runtime then unifies N with T and folds the loss gradient's Shape to
+    (T, T, ...), so every step whose batch is not T failed in a Reshape."""
+    teacher, student, x = _time_first(seed=0), _time_first(seed=3), _samples(40)
+    for model in (teacher, student):
+        model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
+        model.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "N"
+    view = batch_view(student, [{"x": x[0]}, {"x": x[1]}])
+    assert view is not None and session(view).run(None, {"x": x[:4].reshape(4, 2, 4, 6)})[0].shape == (4, 6, 3, 4)
+    res = finetune(student, Dataset({"x": x}), 2, teacher=teacher, lr=3e-2, batch_size=8, progress=False,
+                   loss="distill", distill="kl")  # KL: its gradient is reshaped back to Shape(output)
+    losses = [h["val_loss"] for h in res.history]
+    assert min(losses[1:]) < losses[0]
+    assert [d.dim_param or d.dim_value for d in res.model.graph.output[0].type.tensor_type.shape.dim] == [6, "N", 3, 4]

@@ -39,11 +39,18 @@ from onnxprune.recover.finetune import finetune  # noqa: E402
 from bench_iterative import STARTS, digits_case, task_case  # noqa: E402  (the same models and data)
 
 
-def train_inputs(task_name: str, n: int) -> Dataset:
-    """`n` unlabelled inputs of another task's calibration set, stacked per sample as task_case does."""
+def own_training(task_name: str) -> bool:
+    """Whether the task makes training inputs of their own (`training(n)`: no source shared with its test set)."""
+    import tasks
+    return task_name != "digits" and hasattr(tasks.get(task_name), "training")
+
+
+def train_inputs(task_name: str, n: int, source: str = "calibration") -> Dataset:
+    """`n` unlabelled inputs of a task's calibration set (or of its `training` set), stacked per sample as
+    task_case does."""
     import tasks
     task = tasks.get(task_name)
-    data = task.calibration(n)
+    data = task.training(n) if source == "training" else task.calibration(n)
     key = next(iter(data))
     rank = len(task.model().graph.input[0].type.tensor_type.shape.dim)
     return Dataset({key: data[key] if data[key].ndim == rank + 1 else data[key][:, None]})
@@ -219,6 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib-n", type=int, default=32, help="calibration samples the pruning reads (unlabelled)")
     ap.add_argument("--train-from", metavar="TASK", help="training inputs from this task's calibration set instead "
                     "(nudenet_320n_faces: photos with faces; the start and the scoring stay --model's)")
+    ap.add_argument("--train-source", choices=("auto", "calibration"), default="auto", help="auto: the task's own "
+                    "training inputs where it makes them (orientation tasks: no test photo among their sources), "
+                    "else its calibration set")
     ap.add_argument("--start", default="default", choices=sorted(STARTS), help="the pruned start (see STARTS)")
     ap.add_argument("--variants", default="auto", help="comma-separated: auto, a rate (1e-4), with +feat, +aug, +t4, +b16, ... (see variant); none: prune only")
     ap.add_argument("--range-test", action="store_true", help="only run the learning-rate range test of `auto` "
@@ -237,9 +247,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    case = digits_case(a.train) if a.model == "digits" else task_case(a.model, a.train, a.eval_n, a.calib_n)
-    if a.train_from:
-        case = (*case[:2], train_inputs(a.train_from, a.train), *case[3:])
+    source = "training" if a.train_source == "auto" and own_training(a.train_from or a.model) else "calibration"
+    own_n = 1 if a.train_from or source == "training" else a.train  # replaced below: not rendered twice
+    case = digits_case(a.train) if a.model == "digits" else task_case(a.model, own_n, a.eval_n, a.calib_n)
+    if a.train_from or source == "training":
+        case = (*case[:2], train_inputs(a.train_from or a.model, a.train, source), *case[3:])
     model, prune_s = pruned(a.model, case, a.macs, work, a.start, a.calib_n)
     dense_score, pruned_score = case[3](case[0]), case[3](model)
     print(f"{a.model} at {a.macs} of the MACs: dense {dense_score:.2f}, pruned {pruned_score:.2f} "
@@ -266,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             with open(a.json, "a") as f:
                 f.write(json.dumps({"model": a.model, "start": a.start, "macs": a.macs, "epochs": a.epochs, "train": len(case[2]),
                                     "calib_n": a.calib_n,
-                                    "train_from": a.train_from,
+                                    "train_from": a.train_from, "train_source": source,
                                     "eval_n": a.eval_n, "batch": a.batch, "load": os.getloadavg()[0],
                                     "dense": dense_score, "pruned": pruned_score, "prune_s": prune_s,
                                     "rows": [row]}) + "\n")

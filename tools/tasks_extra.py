@@ -116,17 +116,28 @@ class CaptchaCRNN(WheelTask):
 
 # ----------------------------------------------------------------------------- orientation classifiers
 
-def rotated_pages(n: int, seed: int) -> tuple[list[np.ndarray], list[int]]:
-    """`n` HxWx3 uint8 images, text pages and sample photos, rotated by k*90 degrees clockwise (label k)."""
+TEST_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "camera")
+
+
+def training_photos() -> list[np.ndarray]:
+    """Colour photos for training inputs that share no source with the test photos (scikit-image's six):
+    the wheel sample photos of tools/face_photos.py (a group photo, portraits, a street, a football scene)."""
+    import face_photos  # imports tasks: loaded on demand
+
+    return [face_photos.photo(*key) for key in face_photos.PHOTOS]
+
+
+def rotated_pages(n: int, seed: int, photos: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], list[int]]:
+    """`n` HxWx3 uint8 images, text pages and sample photos, rotated by k*90 degrees clockwise (label k);
+    `photos`: the photos cropped for every third image (default scikit-image's TEST_PHOTOS)."""
     from PIL import Image, ImageDraw, ImageFont
 
     rng = random.Random(seed)
     fonts = tasks.find_fonts()
-    photos = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "camera")
     images, labels = [], []
     for i in range(n):
         if i % 3 == 2:  # every third image a photo crop
-            ph = tasks.skimage_photo(photos[rng.randrange(len(photos))])
+            ph = photos[rng.randrange(len(photos))] if photos else tasks.skimage_photo(TEST_PHOTOS[rng.randrange(6)])
             h, w = ph.shape[:2]
             ch, cw = int(h * rng.uniform(0.6, 1)), int(w * rng.uniform(0.6, 1))
             y0, x0 = rng.randint(0, h - ch), rng.randint(0, w - cw)
@@ -183,6 +194,12 @@ class OriNet(WheelTask):
 
     def calibration(self, n=32):
         return {self.input_name(): self._set(n, 62)[0]}
+
+    def training(self, n: int) -> dict[str, np.ndarray]:
+        """Unlabelled training inputs: pages from a seed of their own, photos from training_photos (none of
+        the test photos), so no training image is a crop of a scene the test set holds."""
+        images, _ = rotated_pages(n, 63, training_photos())
+        return {self.input_name(): np.stack([self.prep(im) for im in images])}
 
     def predict(self, sess, ev):
         return [int(k) for (p,) in self.run(sess, ev) for k in p.argmax(1)]

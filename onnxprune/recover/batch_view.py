@@ -100,14 +100,24 @@ def _batch_first(model: onnx.ModelProto, axes: list[tuple[int, int]]) -> onnx.Mo
         perm = [axis] + [a for a in range(rank) if a != axis]
         model.graph.node.append(helper.make_node("Transpose", [inner], [out.name], perm=perm,
                                                  name=out.name + "__batch_first"))
-        tensor = out.type.tensor_type
-        if tensor.HasField("shape") and len(tensor.shape.dim) == rank:  # the declared shape moves too: left as
-            dims = [onnx.TensorShapeProto.Dimension() for _ in range(rank)]  # it was, ONNX Runtime unified the
-            for d, a in zip(dims, perm):  # batch with the first axis (captcha_crnn's (20, batch, 37) ran as 20)
-                d.CopyFrom(tensor.shape.dim[a])
-            del tensor.shape.dim[:]
-            tensor.shape.dim.extend(dims)
+        _permute_claim(out, perm)
     return model
+
+
+def _permute_claim(out: onnx.ValueInfoProto, perm: list[int]) -> None:
+    """The output's declared shape in the Transpose's order. Left as exported ((T, N, C) on a (N, T, C)
+    tensor), ONNX Runtime unifies the two and reads N as T: captcha_crnn's loss gradient was reshaped
+    to a folded (T, T, C) and every step whose batch was not T failed."""
+    shape = out.type.tensor_type.shape if out.type.HasField("tensor_type") else None
+    if shape is None or len(shape.dim) != len(perm):
+        if shape is not None:
+            out.type.tensor_type.ClearField("shape")
+        return
+    dims = [onnx.TensorShapeProto.Dimension() for _ in perm]
+    for new, old in zip(dims, perm):
+        new.CopyFrom(shape.dim[old])
+    del shape.dim[:]
+    shape.dim.extend(dims)
 
 
 def batch_view(model: onnx.ModelProto, feeds: list[Mapping[str, np.ndarray]], threads: int = 0) -> onnx.ModelProto | None:
