@@ -1,0 +1,92 @@
+"""fisher_comp: fisher's output damage, times the share of the channel that recovery cannot put back.
+
+`fisher` scores the damage of *zeroing* channel c. The default recovery (`sequential`) then re-solves
+every linear consumer on the kept channels, so what is left of that damage is roughly the part of x_c
+that the other inputs of the same consumer (and its bias) cannot predict. `reconstruction` measures
+that compensated error at the consumer, but not how much the outputs care about it; fisher measures the
+latter, not the former. Here each channel's fisher score is multiplied by
+
+    u_c = E[(x_c - best fit of x_c from the other inputs)^2] / E[x_c^2]      in [0, 1]
+
+from the Grams the statistics pass already gathers for `reconstruction` (no second pass). The residual
+is the Schur complement 1 / [(M + lam I)^-1]_cc - lam of the consumer's input moment matrix M with the
+same ridge as `reconstruction` (the ridged fit's residual: never below 0, never above M_cc). Centering:
+a consumer with a bias (recovery gives every Conv/Gemm one, recover/reconstruction.add_missing_biases;
+its re-solve has an intercept) absorbs the channel's mean, so M is the centered covariance there; a
+consumer without one (a bare MatMul) can only use the other channels, so M is the raw second moment.
+The denominator is always the raw E[x_c^2]: fisher's damage is that of removing all of x_c, mean
+included, so a channel that is nearly constant on the data costs nearly nothing once the bias takes
+its mean. A group read by several consumers takes each site's u_c weighted by the channel's energy
+there, ||W[c]||^2 E[x_c^2]; a site without a Gram (too wide, or over the Gram budget) and a channel
+with no linear consumer count u_c = 1 (fisher as it is). The scores stay in fisher's units, so the
+global ranking compares them as they are (COMPARABLE).
+
+One-at-a-time, like `reconstruction`: two copies of a channel each look free. The per-group cap
+(options.MAX_LAYER_RATIO, half a group) bounds how far that can go.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxprune.couple.dependency import Dependency
+from onnxprune.couple.vocabulary import Slot
+from onnxprune.score.calibration import ChannelStats, Statistics
+from onnxprune.score.criteria import COMPARABLE, _need, _row_energy, criterion
+from onnxprune.score.fisher import fisher_scores
+from onnxprune.score.logit_outputs import _logit_view
+
+RIDGE = 1e-3  # as `reconstruction`: a share of the mean diagonal
+
+
+def unexplained(moment: np.ndarray, second: np.ndarray, ridge: float = RIDGE) -> np.ndarray:
+    """Per channel, the share of E[x_c^2] (`second`) left by the ridged linear fit of x_c from the other
+    channels under the moment matrix `moment` (overwritten); 1 where E[x_c^2] is 0."""
+    n = len(moment)
+    lam = ridge * max(float(np.trace(moment)) / max(n, 1), 1e-12)
+    moment.flat[::n + 1] += lam
+    residual = 1.0 / np.maximum(np.diag(np.linalg.inv(moment)), 1e-300) - lam
+    share = np.divide(residual, second, out=np.ones(n), where=second > 0)
+    return np.clip(share, 0.0, 1.0)
+
+
+def _moment(st: ChannelStats, centered: bool) -> np.ndarray | None:
+    if centered:
+        return st.covariance()
+    gram = st.gram
+    return None if gram is None else gram / max(st.count, 1)
+
+
+def compensable_shares(dep: Dependency, stats: Statistics | None, ridge: float = RIDGE) -> np.ndarray:
+    """u_c per channel (module docstring): each linear consumer's unexplained share, energy-weighted."""
+    from onnxprune.couple.ops import linear_sites
+    stats = _need(stats, "fisher_comp")
+    total, weight_sum = np.zeros(dep.num_channels), np.zeros(dep.num_channels)
+    for _, site in linear_sites(dep.graph):
+        slot = Slot(site.x, site.x_axis)
+        st = stats.get(site.x, site.x_axis)
+        if slot not in dep.slot_index or st is None:
+            continue
+        second = st.sq_sum / max(st.count, 1)
+        energy = _row_energy(dep.graph.const(site.weight), site.weight_axis) * second
+        moment = _moment(st, centered=site.bias is not None)
+        share = np.ones(len(second)) if moment is None else unexplained(moment, second, ridge)
+        np.add.at(total, dep.elements(slot), energy * share)
+        np.add.at(weight_sum, dep.elements(slot), energy)
+    return np.divide(total, weight_sum, out=np.ones(dep.num_channels), where=weight_sum > 0)
+
+
+@criterion("fisher_comp", data=True, gram=True)
+def fisher_comp(dep: Dependency, stats: Statistics | None = None, data=None, seed: int = 0, **_) -> np.ndarray:
+    """fisher times the share of each channel its consumers' re-solve cannot recover."""
+    return fisher_scores(dep, data, seed=seed, stats=stats) * compensable_shares(dep, stats) + 1e-30
+
+
+@criterion("fisher_logit_comp", data=True, gram=True)
+def fisher_logit_comp(dep: Dependency, stats: Statistics | None = None, data=None, seed: int = 0, **_) -> np.ndarray:
+    """fisher_logit (sigmoid/softmax outputs probed as logits) times the same unrecoverable share."""
+    scores = fisher_scores(dep, data, seed=seed, stats=stats, view=_logit_view(dep))
+    return scores * compensable_shares(dep, stats) + 1e-30
+
+
+COMPARABLE.update({"fisher_comp", "fisher_logit_comp"})
