@@ -61,6 +61,11 @@ def test_unexplained_share_of_copies_and_of_an_independent_channel():
     assert np.isclose(u[2], 1.0)
     # a channel with a large mean: the bias takes the mean, only the spread is left to lose
     assert np.isclose(unexplained(np.array([[1.0]]), np.array([10.0]))[0], 0.1)
+    # in-sample fits flatter: over 4 rows per input the share counts (1 - 1/4)^-2 times more
+    cov = np.array([[1.0, 0.9], [0.9, 1.0]])
+    assert np.isclose(unexplained(cov.copy(), np.ones(2), rows=8)[0], unexplained(cov.copy(), np.ones(2))[0] / 0.75 ** 2)
+    # no more rows than inputs (copies included): nothing measured, fisher stands
+    assert np.allclose(unexplained(np.array([[1.0, 1.0], [1.0, 1.0]]), np.ones(2), rows=2), 1.0)
 
 
 def test_copies_lose_their_fisher_score_and_an_independent_channel_keeps_it():

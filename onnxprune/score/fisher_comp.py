@@ -21,6 +21,12 @@ there, ||W[c]||^2 E[x_c^2]; a site without a Gram (too wide, or over the Gram bu
 with no linear consumer count u_c = 1 (fisher as it is). The scores stay in fisher's units, so the
 global ranking compares them as they are (COMPARABLE).
 
+The fit is in-sample: with p inputs and n rows (positions times samples) its residual understates what a
+re-solve leaves on new data by about (1 - p/n)^2 (generalised cross-validation's factor), and with p >= n
+(a 200-wide squeeze-excitation FC fed by 32 pooled samples) every input is "predicted" exactly from the
+others while the re-solve only memorises the samples. So the share is divided by (1 - p/n)^2, and is 1
+when p >= n: there, compensation is not measured, fisher stands.
+
 One-at-a-time, like `reconstruction`: two copies of a channel each look free. The per-group cap
 (options.MAX_LAYER_RATIO, half a group) bounds how far that can go.
 """
@@ -39,14 +45,19 @@ from onnxprune.score.logit_outputs import _logit_view
 RIDGE = 1e-3  # as `reconstruction`: a share of the mean diagonal
 
 
-def unexplained(moment: np.ndarray, second: np.ndarray, ridge: float = RIDGE) -> np.ndarray:
+def unexplained(moment: np.ndarray, second: np.ndarray, ridge: float = RIDGE, rows: int | None = None) -> np.ndarray:
     """Per channel, the share of E[x_c^2] (`second`) left by the ridged linear fit of x_c from the other
-    channels under the moment matrix `moment` (overwritten); 1 where E[x_c^2] is 0."""
+    channels under the moment matrix `moment` (overwritten), over `rows` rows (None: as many as it takes,
+    no correction; module docstring); 1 where E[x_c^2] is 0."""
     n = len(moment)
+    if rows is not None and n >= rows:
+        return np.ones(n)
     lam = ridge * max(float(np.trace(moment)) / max(n, 1), 1e-12)
     moment.flat[::n + 1] += lam
     residual = 1.0 / np.maximum(np.diag(np.linalg.inv(moment)), 1e-300) - lam
     share = np.divide(residual, second, out=np.ones(n), where=second > 0)
+    if rows is not None:
+        share /= (1.0 - n / rows) ** 2
     return np.clip(share, 0.0, 1.0)
 
 
@@ -70,7 +81,7 @@ def compensable_shares(dep: Dependency, stats: Statistics | None, ridge: float =
         second = st.sq_sum / max(st.count, 1)
         energy = _row_energy(dep.graph.const(site.weight), site.weight_axis) * second
         moment = _moment(st, centered=site.bias is not None)
-        share = np.ones(len(second)) if moment is None else unexplained(moment, second, ridge)
+        share = np.ones(len(second)) if moment is None else unexplained(moment, second, ridge, st.count)
         np.add.at(total, dep.elements(slot), energy * share)
         np.add.at(weight_sum, dep.elements(slot), energy)
     return np.divide(total, weight_sum, out=np.ones(dep.num_channels), where=weight_sum > 0)
