@@ -39,7 +39,7 @@ from onnxprune.couple.dependency import Dependency
 from onnxprune.couple.vocabulary import Slot
 from onnxprune.score.calibration import ChannelStats, Statistics
 from onnxprune.score.criteria import COMPARABLE, _need, _row_energy, criterion
-from onnxprune.score.fisher import fisher_scores
+from onnxprune.score.fisher import fisher_scores, reorder_within_groups
 from onnxprune.score.logit_outputs import _logit_view
 
 RIDGE = 1e-3  # as `reconstruction`: a share of the mean diagonal
@@ -68,8 +68,10 @@ def _moment(st: ChannelStats, centered: bool) -> np.ndarray | None:
     return None if gram is None else gram / max(st.count, 1)
 
 
-def compensable_shares(dep: Dependency, stats: Statistics | None, ridge: float = RIDGE) -> np.ndarray:
-    """u_c per channel (module docstring): each linear consumer's unexplained share, energy-weighted."""
+def compensable_shares(dep: Dependency, stats: Statistics | None, ridge: float = RIDGE, of_spread: bool = False) -> np.ndarray:
+    """u_c per channel (module docstring): each linear consumer's unexplained share, energy-weighted.
+    `of_spread`: the share of the channel's variance instead of its E[x^2] where the consumer has a bias
+    (1 - R^2: the mean is neither lost nor credited)."""
     from onnxprune.couple.ops import linear_sites
     stats = _need(stats, "fisher_comp")
     total, weight_sum = np.zeros(dep.num_channels), np.zeros(dep.num_channels)
@@ -81,7 +83,8 @@ def compensable_shares(dep: Dependency, stats: Statistics | None, ridge: float =
         second = st.sq_sum / max(st.count, 1)
         energy = _row_energy(dep.graph.const(site.weight), site.weight_axis) * second
         moment = _moment(st, centered=site.bias is not None)
-        share = np.ones(len(second)) if moment is None else unexplained(moment, second, ridge, st.count)
+        of = np.diag(moment).copy() if (of_spread and moment is not None and site.bias is not None) else second
+        share = np.ones(len(second)) if moment is None else unexplained(moment, of, ridge, st.count)
         np.add.at(total, dep.elements(slot), energy * share)
         np.add.at(weight_sum, dep.elements(slot), energy)
     return np.divide(total, weight_sum, out=np.ones(dep.num_channels), where=weight_sum > 0)
@@ -100,4 +103,17 @@ def fisher_logit_comp(dep: Dependency, stats: Statistics | None = None, data=Non
     return scores * compensable_shares(dep, stats) + 1e-30
 
 
-COMPARABLE.update({"fisher_comp", "fisher_logit_comp"})
+@criterion("fisher_comp_spread", data=True, gram=True)
+def fisher_comp_spread(dep: Dependency, stats: Statistics | None = None, data=None, seed: int = 0, **_) -> np.ndarray:
+    """fisher times 1 - R^2 of each channel from the others at its consumers (the mean not credited)."""
+    return fisher_scores(dep, data, seed=seed, stats=stats) * compensable_shares(dep, stats, of_spread=True) + 1e-30
+
+
+@criterion("fisher_comp_within", data=True, gram=True)
+def fisher_comp_within(dep: Dependency, stats: Statistics | None = None, data=None, seed: int = 0, **_) -> np.ndarray:
+    """fisher's per-group counts, fisher_comp's order within each group (as fisher_recon, with fisher_comp)."""
+    fisher = fisher_scores(dep, data, seed=seed, stats=stats)
+    return reorder_within_groups(dep, fisher, fisher * compensable_shares(dep, stats))
+
+
+COMPARABLE.update({"fisher_comp", "fisher_logit_comp", "fisher_comp_spread", "fisher_comp_within"})
