@@ -54,7 +54,7 @@ DEFAULT_VIEWS, VIEWS_BELOW = 4, 0.7
 MILD_CRITERION = "fisher_logit"
 # criteria that get the calibration views at deep targets: fisher, as measured, and fisher_comp, which is
 # fisher's damage times a share from the same statistics (score/fisher_comp.py)
-VIEWED = ("fisher", "fisher_comp", "fisher_comp_spread", "fisher_comp_within")
+VIEWED = ("fisher", "fisher_comp", "fisher_comp_spread", "fisher_comp_within", "fisher_comp_ordered")
 # what sees the views: everything, only recovery (scoring sees the samples), or only the channel scores
 # (recovery is solved on the samples)
 VIEWS_FOR = ("all", "recovery", "scoring")
@@ -64,7 +64,8 @@ DATA_FREE = {"criterion": "l2", "scope": "local", "recover": "none"}
 # half a group at most. Other criteria keep the looser cap they were measured with.
 MAX_LAYER_RATIO = dict.fromkeys(("fisher", "fisher_parts", "fisher_recon", "fisher_prior", "fisher_logit",
                                  "fisher_logit_floor", "fisher_bernoulli", "fisher_comp",
-                                 "fisher_logit_comp", "fisher_comp_spread", "fisher_comp_within"), 0.5)
+                                 "fisher_logit_comp", "fisher_comp_spread", "fisher_comp_within",
+                                 "fisher_comp_ordered", "fisher_logit_comp_ordered"), 0.5)
 DEFAULT_MAX_LAYER_RATIO = 0.9
 DEFAULT_ROUND_TO = 8
 

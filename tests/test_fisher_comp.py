@@ -15,7 +15,7 @@ from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.load.data import Dataset, load_npz
 from onnxprune.score.calibration import collect_statistics
 from onnxprune.score.criteria import COMPARABLE, score, wanted_statistics
-from onnxprune.score.fisher_comp import compensable_shares, unexplained
+from onnxprune.score.fisher_comp import compensable_shares, ordered_shares, ordered_unexplained, unexplained
 from onnxprune.select.plan import select_global
 
 
@@ -107,3 +107,25 @@ def test_prune_with_fisher_comp_end_to_end():
               bench_rounds=0, criterion="fisher_logit_comp")
     assert r.report["options"]["criterion"] == "fisher_logit_comp"
     assert r.report["fidelity"]["top1_agreement"] > 0.9
+
+
+def test_ordered_share_frees_only_the_later_copy():
+    cov = np.array([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 4.0]])
+    u = ordered_unexplained(cov.copy(), np.diag(cov), order=np.array([1, 2, 0]))
+    assert u[0] < 0.01  # channel 1 ranks above it and is its copy
+    assert np.isclose(u[1], 1.0) and np.isclose(u[2], 1.0)
+    # the last in the order reads every other channel: the one-at-a-time share
+    cov = np.array([[2.0, 0.7, 0.3], [0.7, 1.0, 0.2], [0.3, 0.2, 1.5]])
+    assert np.isclose(ordered_unexplained(cov.copy(), np.diag(cov), np.array([1, 2, 0]))[0],
+                      unexplained(cov.copy(), np.diag(cov))[0])
+
+
+def test_ordered_criterion_keeps_the_copy_fisher_ranks_higher():
+    dep, stats, data = _scored("fisher_comp_ordered")
+    (group,) = [g for g in dep.groups if len(g.channels) == 6]
+    ch = group.channels
+    fisher = score(dep, "fisher", stats=stats, data=data)
+    u = ordered_shares(dep, stats, fisher)
+    first, second = (ch[0], ch[1]) if fisher[ch[0]] >= fisher[ch[1]] else (ch[1], ch[0])
+    assert u[second] < 0.01 and u[first] > 0.5
+    assert np.isclose(score(dep, "fisher_comp_ordered", stats=stats, data=data)[ch[5]], fisher[ch[5]], rtol=1e-4)

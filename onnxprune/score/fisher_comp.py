@@ -103,6 +103,64 @@ def fisher_logit_comp(dep: Dependency, stats: Statistics | None = None, data=Non
     return scores * compensable_shares(dep, stats) + 1e-30
 
 
+def ordered_unexplained(moment: np.ndarray, second: np.ndarray, order: np.ndarray, ridge: float = RIDGE,
+                        rows: int | None = None) -> np.ndarray:
+    """Per channel, the share of E[x_c^2] (`second`) left by the ridged fit of x_c from only the channels
+    before it in `order` (most important first): the pivots of the Cholesky factor of `moment` (in place)
+    taken in that order. Of two copies the later one is free (u ~ 0), the earlier keeps u = 1: the copy
+    that stays is what compensates. The k-th fit has k - 1 inputs, corrected as in `unexplained`."""
+    n = len(moment)
+    lam = ridge * max(float(np.trace(moment)) / max(n, 1), 1e-12)
+    moment.flat[::n + 1] += lam
+    try:
+        pivots = np.diag(np.linalg.cholesky(moment[np.ix_(order, order)])) ** 2
+    except np.linalg.LinAlgError:  # not positive definite even with the ridge: nothing measured
+        return np.ones(n)
+    share = np.ones(n)
+    share[order] = np.divide(pivots - lam, second[order], out=np.ones(n), where=second[order] > 0)
+    if rows is not None:
+        inputs = np.empty(n)
+        inputs[order] = np.arange(n)  # how many channels each fit reads
+        share = np.where(inputs < rows, share / np.maximum(1.0 - inputs / rows, 1e-12) ** 2, 1.0)
+    return np.clip(share, 0.0, 1.0)
+
+
+def ordered_shares(dep: Dependency, stats: Statistics | None, importance: np.ndarray, ridge: float = RIDGE) -> np.ndarray:
+    """As `compensable_shares`, each channel fitted only from the channels `importance` ranks above it
+    at the same consumer (those still there when it goes)."""
+    from onnxprune.couple.ops import linear_sites
+    stats = _need(stats, "fisher_comp")
+    total, weight_sum = np.zeros(dep.num_channels), np.zeros(dep.num_channels)
+    for _, site in linear_sites(dep.graph):
+        slot = Slot(site.x, site.x_axis)
+        st = stats.get(site.x, site.x_axis)
+        if slot not in dep.slot_index or st is None:
+            continue
+        channels = dep.elements(slot)
+        second = st.sq_sum / max(st.count, 1)
+        energy = _row_energy(dep.graph.const(site.weight), site.weight_axis) * second
+        moment = _moment(st, centered=site.bias is not None)
+        order = np.argsort(-importance[channels], kind="stable")
+        share = np.ones(len(second)) if moment is None else ordered_unexplained(moment, second, order, ridge, st.count)
+        np.add.at(total, channels, energy * share)
+        np.add.at(weight_sum, channels, energy)
+    return np.divide(total, weight_sum, out=np.ones(dep.num_channels), where=weight_sum > 0)
+
+
+@criterion("fisher_comp_ordered", data=True, gram=True)
+def fisher_comp_ordered(dep: Dependency, stats: Statistics | None = None, data=None, seed: int = 0, **_) -> np.ndarray:
+    """fisher times the share of each channel that the channels fisher ranks above it cannot predict."""
+    fisher = fisher_scores(dep, data, seed=seed, stats=stats)
+    return fisher * ordered_shares(dep, stats, fisher) + 1e-30
+
+
+@criterion("fisher_logit_comp_ordered", data=True, gram=True)
+def fisher_logit_comp_ordered(dep: Dependency, stats: Statistics | None = None, data=None, seed: int = 0, **_) -> np.ndarray:
+    """fisher_logit times the share the channels it ranks above each one cannot predict."""
+    fisher = fisher_scores(dep, data, seed=seed, stats=stats, view=_logit_view(dep))
+    return fisher * ordered_shares(dep, stats, fisher) + 1e-30
+
+
 @criterion("fisher_comp_spread", data=True, gram=True)
 def fisher_comp_spread(dep: Dependency, stats: Statistics | None = None, data=None, seed: int = 0, **_) -> np.ndarray:
     """fisher times 1 - R^2 of each channel from the others at its consumers (the mean not credited)."""
@@ -116,4 +174,5 @@ def fisher_comp_within(dep: Dependency, stats: Statistics | None = None, data=No
     return reorder_within_groups(dep, fisher, fisher * compensable_shares(dep, stats))
 
 
-COMPARABLE.update({"fisher_comp", "fisher_logit_comp", "fisher_comp_spread", "fisher_comp_within"})
+COMPARABLE.update({"fisher_comp", "fisher_logit_comp", "fisher_comp_spread", "fisher_comp_within", "fisher_comp_ordered",
+                   "fisher_logit_comp_ordered"})
