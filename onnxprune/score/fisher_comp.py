@@ -110,6 +110,8 @@ def ordered_unexplained(moment: np.ndarray, second: np.ndarray, order: np.ndarra
     taken in that order. Of two copies the later one is free (u ~ 0), the earlier keeps u = 1: the copy
     that stays is what compensates. The k-th fit has k - 1 inputs, corrected as in `unexplained`."""
     n = len(moment)
+    if rows is not None and n >= rows:  # recovery falls back to a ridge toward the dense weights there
+        return np.ones(n)
     lam = ridge * max(float(np.trace(moment)) / max(n, 1), 1e-12)
     moment.flat[::n + 1] += lam
     try:
@@ -121,7 +123,7 @@ def ordered_unexplained(moment: np.ndarray, second: np.ndarray, order: np.ndarra
     if rows is not None:
         inputs = np.empty(n)
         inputs[order] = np.arange(n)  # how many channels each fit reads
-        share = np.where(inputs < rows, share / np.maximum(1.0 - inputs / rows, 1e-12) ** 2, 1.0)
+        share /= (1.0 - inputs / rows) ** 2
     return np.clip(share, 0.0, 1.0)
 
 
