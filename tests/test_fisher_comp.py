@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import FIXTURES, analyse, oracle_gap
@@ -96,16 +97,18 @@ def test_fisher_comp_plan_on_digits_is_valid_and_matches_the_oracle():
     assert oracle_gap(model, plan) < 1e-4
 
 
-def test_prune_with_fisher_comp_end_to_end():
+@pytest.mark.parametrize("deep, mild", [("fisher_comp", "fisher_logit_comp"),
+                                         ("fisher_comp_ordered", "fisher_logit_comp_ordered")])
+def test_prune_with_fisher_comp_end_to_end(deep, mild):
     r = prune(str(FIXTURES / "digits_cnn.onnx"), target_macs=0.5, calib=str(FIXTURES / "digits_calib.npz"),
-              bench_rounds=0, criterion="fisher_comp")
+              bench_rounds=0, criterion=deep)
     opts = r.report["options"]
-    assert opts["criterion"] == "fisher_comp" and opts["max_layer_ratio"] == 0.5
+    assert opts["criterion"] == deep and opts["max_layer_ratio"] == 0.5
     assert opts["calib_views"] == 4  # the views fisher gets at deep targets
     assert r.report["fidelity"]["top1_agreement"] > 0.9
     r = prune(str(FIXTURES / "digits_cnn.onnx"), target_macs=0.8, calib=str(FIXTURES / "digits_calib.npz"),
-              bench_rounds=0, criterion="fisher_logit_comp")
-    assert r.report["options"]["criterion"] == "fisher_logit_comp"
+              bench_rounds=0, criterion=mild)
+    assert r.report["options"]["criterion"] == mild and r.report["options"]["max_layer_ratio"] == 0.5
     assert r.report["fidelity"]["top1_agreement"] > 0.9
 
 
