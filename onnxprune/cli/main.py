@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--criterion", default=None,
                     help="importance: l1, l2, fpgm, lamp, bn_scale, random, activation, apoz, reconstruction, obs, relative, "
                          "fisher, fisher_parts, fisher_recon, fisher_logit (sigmoid/softmax outputs probed as logits), fisher_prior "
-                         "(fisher plus a weight-norm floor), sensitivity (default with --calib: fisher_logit at targets keeping more than 0.7 of the MACs, fisher at deeper ones; l2 without)")
+                         "(fisher plus a weight-norm floor), fisher_comp / fisher_logit_comp (times the share recovery cannot re-solve; _ordered: only from the channels ranked above), sensitivity (default with --calib: fisher_logit at targets keeping more than 0.7 of the MACs, fisher at deeper ones; l2 without)")
     pr.add_argument("--scope", choices=["local", "global", "damage", "price", "cost", "blend", "auto"], default=None,
                     help="local: the same share from every group; global: one ranking across groups; "
                          "damage: shares from each group's measured damage with recovery; price: the same "
