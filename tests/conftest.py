@@ -62,3 +62,18 @@ def analyse(path, input_shapes=None) -> tuple[onnx.ModelProto, Dependency]:
 @pytest.fixture(scope="session")
 def tmp_out(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("out")
+
+
+def baked_batch_model() -> onnx.ModelProto:
+    """x (N, 6) declared with a dynamic batch, reshaped to (1, 6) inside: a PyTorch `x.view(1, ...)` export
+    that runs on one sample at a time only (tests/test_unjoinable_*.py)."""
+    rng = np.random.default_rng(0)
+    inits = [onnx.numpy_helper.from_array(np.array([1, 6], np.int64), "one_row"),
+             onnx.numpy_helper.from_array(rng.standard_normal((6, 16)).astype(np.float32), "w1"),
+             onnx.numpy_helper.from_array(rng.standard_normal((16, 3)).astype(np.float32), "w2")]
+    nodes = [onnx.helper.make_node("Reshape", ["x", "one_row"], ["r"]), onnx.helper.make_node("MatMul", ["r", "w1"], ["a"]),
+             onnx.helper.make_node("Relu", ["a"], ["h"]), onnx.helper.make_node("MatMul", ["h", "w2"], ["y"])]
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 6])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3])
+    graph = onnx.helper.make_graph(nodes, "baked", [x], [y], inits)
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])

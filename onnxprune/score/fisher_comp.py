@@ -75,10 +75,10 @@ def _moment(st: ChannelStats, centered: bool) -> np.ndarray | None:
     return None if gram is None else gram / max(st.count, 1)
 
 
-def compensable_shares(dep: Dependency, stats: Statistics | None, ridge: float = RIDGE, of_spread: bool = False) -> np.ndarray:
-    """u_c per channel (module docstring): each linear consumer's unexplained share, energy-weighted.
-    `of_spread`: the share of the channel's variance instead of its E[x^2] where the consumer has a bias
-    (1 - R^2: the mean is neither lost nor credited)."""
+def _energy_weighted(dep: Dependency, stats: Statistics | None, site_share) -> np.ndarray:
+    """Per channel, the mean over its linear consumers of `site_share(site, channels, moment, second, st)`
+    (a share per consumer input channel; `moment` None when the statistics kept no Gram), each consumer
+    weighted by the output energy the channel gives it, |W[:, c]|^2 E[x_c^2]; 1 where nothing was measured."""
     from onnxprune.couple.ops import linear_sites
     stats = _need(stats, "fisher_comp")
     total, weight_sum = np.zeros(dep.num_channels), np.zeros(dep.num_channels)
@@ -87,14 +87,24 @@ def compensable_shares(dep: Dependency, stats: Statistics | None, ridge: float =
         st = stats.get(site.x, site.x_axis)
         if slot not in dep.slot_index or st is None:
             continue
+        channels = dep.elements(slot)
         second = st.sq_sum / max(st.count, 1)
         energy = _row_energy(dep.graph.const(site.weight), site.weight_axis) * second
         moment = _moment(st, centered=site.bias is not None)
-        of = np.diag(moment).copy() if (of_spread and moment is not None and site.bias is not None) else second
-        share = np.ones(len(second)) if moment is None else unexplained(moment, of, ridge, st.count)
-        np.add.at(total, dep.elements(slot), energy * share)
-        np.add.at(weight_sum, dep.elements(slot), energy)
+        share = np.ones(len(second)) if moment is None else site_share(site, channels, moment, second, st)
+        np.add.at(total, channels, energy * share)
+        np.add.at(weight_sum, channels, energy)
     return np.divide(total, weight_sum, out=np.ones(dep.num_channels), where=weight_sum > 0)
+
+
+def compensable_shares(dep: Dependency, stats: Statistics | None, ridge: float = RIDGE, of_spread: bool = False) -> np.ndarray:
+    """u_c per channel (module docstring): each linear consumer's unexplained share, energy-weighted.
+    `of_spread`: the share of the channel's variance instead of its E[x^2] where the consumer has a bias
+    (1 - R^2: the mean is neither lost nor credited)."""
+    def share(site, channels, moment, second, st):
+        of = np.diag(moment).copy() if of_spread and site.bias is not None else second
+        return unexplained(moment, of, ridge, st.count)
+    return _energy_weighted(dep, stats, share)
 
 
 @criterion("fisher_comp", data=True, gram=True)
@@ -137,23 +147,10 @@ def ordered_unexplained(moment: np.ndarray, second: np.ndarray, order: np.ndarra
 def ordered_shares(dep: Dependency, stats: Statistics | None, importance: np.ndarray, ridge: float = RIDGE) -> np.ndarray:
     """As `compensable_shares`, each channel fitted only from the channels `importance` ranks above it
     at the same consumer (those still there when it goes)."""
-    from onnxprune.couple.ops import linear_sites
-    stats = _need(stats, "fisher_comp")
-    total, weight_sum = np.zeros(dep.num_channels), np.zeros(dep.num_channels)
-    for _, site in linear_sites(dep.graph):
-        slot = Slot(site.x, site.x_axis)
-        st = stats.get(site.x, site.x_axis)
-        if slot not in dep.slot_index or st is None:
-            continue
-        channels = dep.elements(slot)
-        second = st.sq_sum / max(st.count, 1)
-        energy = _row_energy(dep.graph.const(site.weight), site.weight_axis) * second
-        moment = _moment(st, centered=site.bias is not None)
+    def share(site, channels, moment, second, st):
         order = np.argsort(-importance[channels], kind="stable")
-        share = np.ones(len(second)) if moment is None else ordered_unexplained(moment, second, order, ridge, st.count)
-        np.add.at(total, channels, energy * share)
-        np.add.at(weight_sum, channels, energy)
-    return np.divide(total, weight_sum, out=np.ones(dep.num_channels), where=weight_sum > 0)
+        return ordered_unexplained(moment, second, order, ridge, st.count)
+    return _energy_weighted(dep, stats, share)
 
 
 @criterion("fisher_comp_ordered", data=True, gram=True)
