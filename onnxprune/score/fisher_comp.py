@@ -45,7 +45,7 @@ import numpy as np
 from onnxprune.couple.dependency import Dependency
 from onnxprune.couple.vocabulary import Slot
 from onnxprune.score.calibration import ChannelStats, Statistics
-from onnxprune.score.criteria import COMPARABLE, _need, _row_energy, criterion
+from onnxprune.score.criteria import COMPARABLE, _row_energy, criterion
 from onnxprune.score.fisher import fisher_scores, reorder_within_groups
 from onnxprune.score.logit_outputs import _logit_view
 
@@ -80,7 +80,8 @@ def _energy_weighted(dep: Dependency, stats: Statistics | None, site_share) -> n
     (a share per consumer input channel; `moment` None when the statistics kept no Gram), each consumer
     weighted by the output energy the channel gives it, |W[:, c]|^2 E[x_c^2]; 1 where nothing was measured."""
     from onnxprune.couple.ops import linear_sites
-    stats = _need(stats, "fisher_comp")
+    if stats is None:  # none gathered (no channel to prune): fisher alone, which has said if data is missing
+        return np.ones(dep.num_channels)
     total, weight_sum = np.zeros(dep.num_channels), np.zeros(dep.num_channels)
     for _, site in linear_sites(dep.graph):
         slot = Slot(site.x, site.x_axis)
