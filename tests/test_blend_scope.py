@@ -52,7 +52,7 @@ def test_blend_from_the_command_line_runs_in_onnx_runtime(tmp_path, capsys):
                  "--calib-limit", "16", "--round-to", "1", "--bench-rounds", "0", "--report", str(report), "-q"])
     assert code == 0, capsys.readouterr().err
     doc = json.loads(report.read_text())
-    assert doc["options"]["scope"] == "blend" and doc["options"]["criterion"] == "fisher"
+    assert doc["options"]["scope"] == "blend" and doc["options"]["criterion"] == "fisher_comp_ordered"
     calib = np.load(CALIB)
     x = calib[calib.files[0]][:1].astype(np.float32)
     dense, = session(str(DIGITS)).run(None, {onnx.load(DIGITS).graph.input[0].name: x})

@@ -28,19 +28,20 @@ def _resolved(has_data: bool, **given) -> tuple:
 
 
 def test_data_changes_the_defaults():
-    assert _resolved(True) == ("fisher", "auto", "sequential", 0.5)
+    assert _resolved(True) == ("fisher_comp_ordered", "auto", "sequential", 0.5)
     assert _resolved(False) == ("l2", "local", "none", 0.9)
 
 
 def test_mild_targets_probe_squashed_outputs_as_logits():
     # above VIEWS_BELOW of the MACs (no views) fisher probes sigmoid/softmax outputs as logits; at and
-    # below it, and for targets whose share is unknown (latency), plain fisher; a given criterion wins
+    # below it fisher_comp_ordered (with views), for targets whose share is unknown (latency) plain fisher;
+    # a given criterion wins
     mild = options_module.VIEWS_BELOW + 0.1
     resolved = PruneOptions(target=Target(macs=mild)).resolved(True)
     assert (resolved.criterion, resolved.calib_views, resolved.max_layer_ratio) == ("fisher_logit", 1, 0.5)
     assert PruneOptions(target=Target(ratio=0.1)).resolved(True).criterion == "fisher_logit"  # keeps ~0.81
     deep = PruneOptions(target=Target(macs=options_module.VIEWS_BELOW)).resolved(True)
-    assert (deep.criterion, deep.calib_views) == ("fisher", options_module.DEFAULT_VIEWS)
+    assert (deep.criterion, deep.calib_views) == ("fisher_comp_ordered", options_module.DEFAULT_VIEWS)
     assert PruneOptions(target=Target(latency=0.9)).resolved(True).criterion == "fisher"
     assert PruneOptions(target=Target(macs=mild), criterion="fisher").resolved(True).criterion == "fisher"
     assert PruneOptions(target=Target(macs=mild)).resolved(False).criterion == "l2"
@@ -52,8 +53,8 @@ def test_given_options_win_and_the_cap_follows_the_criterion():
     # a criterion other than fisher keeps the cap it was measured with; a given cap is kept as given
     assert _resolved(True, criterion="reconstruction") == ("reconstruction", "auto", "sequential", 0.9)
     assert _resolved(True, criterion="fisher_recon") == ("fisher_recon", "auto", "sequential", 0.5)
-    assert _resolved(True, max_layer_ratio=0.7) == ("fisher", "auto", "sequential", 0.7)
-    assert _resolved(True, scope="blend") == ("fisher", "blend", "sequential", 0.5)
+    assert _resolved(True, max_layer_ratio=0.7) == ("fisher_comp_ordered", "auto", "sequential", 0.7)
+    assert _resolved(True, scope="blend") == ("fisher_comp_ordered", "blend", "sequential", 0.5)
     assert _resolved(True, criterion="fisher_parts") == ("fisher_parts", "auto", "sequential", 0.5)
     assert PruneOptions(target=Target(latency=0.5)).resolved(True).scope == "global"  # a latency target
     assert _resolved(False, max_layer_ratio=0.3, scope="global") == ("l2", "global", "none", 0.3)
@@ -89,7 +90,7 @@ def _report_options(tmp_path, capsys, *flags) -> dict:
 
 def test_the_command_line_reports_the_defaults_it_ran(tmp_path, capsys):
     doc, with_data = _report_options(tmp_path, capsys, "--calib", CALIB, "--calib-limit", "16")
-    assert with_data == {"criterion": "fisher", "scope": "auto", "recover": "sequential", "max_layer_ratio": 0.5}
+    assert with_data == {"criterion": "fisher_comp_ordered", "scope": "auto", "recover": "sequential", "max_layer_ratio": 0.5}
     for group in doc["plan"]["per_group"]:  # the cap holds: no group loses more than half its channels
         assert group["kept"] >= group["channels"] - int(group["channels"] * 0.5), group
     _, without = _report_options(tmp_path, capsys, "--force")

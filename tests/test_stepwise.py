@@ -13,7 +13,7 @@ from onnxprune.apply.rewrite import apply_plan
 from onnxprune.couple.dependency import Dependency, build_dependency
 from onnxprune.errors import BadInputError
 from onnxprune.graph.model_graph import ModelGraph
-from onnxprune.options import Target
+from onnxprune.options import DEEP_CRITERION, Target
 from onnxprune.stepwise import prune_stepwise, step_targets, to_dense
 
 CALIB = str(fixture_path("digits_calib.npz"))
@@ -73,7 +73,7 @@ def test_stepwise_ends_at_the_target_valid_and_accurate():
     removed = [s["removed_channels"] for s in trail]
     assert removed == sorted(removed) and removed[0] > 0
     assert all(s["unmapped_channels"] == 0 and s["changed_by_rescoring"] >= 0 for s in trail[1:])
-    assert r.report["options"]["criterion"] == "fisher" and r.report["options"]["recover"] == "sequential"
+    assert r.report["options"]["criterion"] == DEEP_CRITERION and r.report["options"]["recover"] == "sequential"
     assert _accuracy(r.model) >= 0.95  # dense 98.5; 16 unlabelled samples, no training
 
 
