@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def append_line(path: str | None, row) -> None:
+    """`row` as one JSON line at the end of `path` (nothing when None): a killed run keeps the rows done."""
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
 
 
 def revision() -> str:

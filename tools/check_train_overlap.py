@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
+import benchlib  # noqa: E402
 import tasks  # noqa: E402
 from bench_finetune_goal import own_training  # noqa: E402
 
@@ -77,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     row = overlap(a.model, a.train, a.source)
     print(json.dumps(row))
-    if a.json:
-        with open(a.json, "a") as f:
-            f.write(json.dumps(row) + "\n")
+    benchlib.append_line(a.json, row)
     return 0
 
 

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
+import benchlib  # noqa: E402
 from onnxprune.load.runtime import session  # noqa: E402
 
 
@@ -45,9 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         line = {"task": a.task, "model": path, "load_1min": round(os.getloadavg()[0], 1),
                 **{k: (round(v, 2) if isinstance(v, float) else v) for k, v in figures.items()}}
         print(json.dumps(line), flush=True)
-        if a.json:
-            with open(a.json, "a") as f:
-                f.write(json.dumps(line) + "\n")
+        benchlib.append_line(a.json, line)
     return 0
 
 
