@@ -18,6 +18,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
 import tasks  # noqa: E402
+import tasks_magika  # noqa: E402
+import tasks_ocr  # noqa: E402
 
 pytestmark = pytest.mark.real
 
@@ -99,11 +101,11 @@ def test_detectors_find_what_was_drawn():
 
 def test_calibration_and_evaluation_are_disjoint():
     rec = tasks.get("ppocr_rec")
-    calib_texts = set(tasks.text_lines(32, 2, rec.H, rec.W, None, frozenset(rec.evaluation().labels))[0])
+    calib_texts = set(tasks_ocr.text_lines(32, 2, rec.H, rec.W, None, frozenset(rec.evaluation().labels))[0])
     assert not calib_texts & set(rec.evaluation().labels)
     mag = tasks.get("magika")
     ev_paths = set(mag.evaluation().extra["paths"])
-    calib_paths = {p for p, _ in tasks.magika_files(5, seed=1) if not mag._is_eval(p)}
+    calib_paths = {p for p, _ in tasks_magika.magika_files(5, seed=1) if not mag._is_eval(p)}
     assert ev_paths and calib_paths and not ev_paths & calib_paths
 
 
@@ -112,7 +114,7 @@ def test_db_boxes_and_f1():
     prob[5:12, 4:30] = 0.9   # a line
     prob[20:27, 10:50] = 0.8  # another
     prob[33:35, 2:4] = 0.9    # a speck, below min_side
-    boxes = tasks.db_boxes(prob)
+    boxes = tasks_ocr.db_boxes(prob)
     assert len(boxes) == 2
     ref = [[(0, b) for b in boxes]]
     assert tasks.match_f1(ref, ref) == 1.0

@@ -87,9 +87,10 @@ def shallower(model: onnx.ModelProto, depth: int, threads: int) -> onnx.ModelPro
 def task_score(name: str, dense: onnx.ModelProto, pruned: onnx.ModelProto) -> float | None:
     """The task metric of tools/tasks.py (face F1 vs dense for NudeNet, line F1 for PP-OCR det), or None."""
     import tasks
-    if name not in tasks.TASKS:
+    named = tasks.named_tasks()
+    if name not in named:
         return None
-    task = tasks.TASKS[name]()
+    task = named[name]()
     ev = task.evaluation()
     dense_preds = task.predict(tasks.session(dense), ev)
     return float(task.score(task.predict(tasks.session(pruned), ev), ev, dense_preds)["score"])

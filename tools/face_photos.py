@@ -23,6 +23,7 @@ import io
 import numpy as np
 
 import tasks
+import tasks_nudenet
 
 PHOTOS = {  # (package, version, member) -> face boxes found by the dense model
     ("insightface", "2.1", "insightface/data/images/t1.jpg"):
@@ -56,8 +57,8 @@ def heads(photos: dict[tuple, np.ndarray]) -> list[np.ndarray]:
     return out
 
 
-class NudeNetPhotos(tasks.NudeNet):
-    """NudeNet scored as tasks.NudeNet (the astronaut's and cameraman's faces), trained on real colour face
+class NudeNetPhotos(tasks_nudenet.NudeNet):
+    """NudeNet scored as tasks_nudenet.NudeNet (the astronaut's and cameraman's faces), trained on real colour face
     photos (module docstring). Registered as "nudenet_320n_photos"; the zoo model stays nudenet_320n."""
 
     def calibration(self, n=32):

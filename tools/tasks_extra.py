@@ -28,6 +28,7 @@ import numpy as np
 import onnx
 
 import tasks
+import tasks_ocr
 from onnxprune.load import zoo
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32).reshape(3, 1, 1)
@@ -298,13 +299,13 @@ def _digits_cnn():
 EXTRA_TASKS["digits_cnn"] = _digits_cnn
 
 
-class PPOCRClsQDQ(tasks.PPOCRCls):
+class PPOCRClsQDQ(tasks_ocr.PPOCRCls):
     """PP-OCR's text-direction classifier quantized with orinet_qdq's recipe (its QDQ form no issue names)."""
 
     name = "ppocr_cls_qdq"
 
     def model(self) -> onnx.ModelProto:
-        return qdq_copy(tasks.PPOCRCls().model(), self.name, tasks.PPOCRCls().calibration(16)["x"])
+        return qdq_copy(tasks_ocr.PPOCRCls().model(), self.name, tasks_ocr.PPOCRCls().calibration(16)["x"])
 
 
 EXTRA_TASKS["ppocr_cls_qdq"] = PPOCRClsQDQ

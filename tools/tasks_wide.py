@@ -30,6 +30,7 @@ import numpy as np
 
 import tasks
 import tasks_extra
+import tasks_nudenet
 
 
 def _prefix(ev: tasks.EvalSet, n: int) -> tasks.EvalSet:
@@ -55,7 +56,7 @@ def _face_counts(out: dict[str, float]) -> dict[str, float]:
     return {**out, "found": float(tp), "extra": out["faces"] - tp, "missed": out["dense faces"] - tp}
 
 
-def _more_composites(task: tasks.NudeNet, n: int) -> list[np.ndarray]:
+def _more_composites(task: tasks_nudenet.NudeNet, n: int) -> list[np.ndarray]:
     """The narrow task's first 16 images, then composites on random crops and flips of its backgrounds
     (a stream of its own: the first 16 stay the narrow set)."""
     out = task._images(min(n, 16))  # noqa: SLF001 - the narrow generator, same module family
@@ -84,11 +85,11 @@ class _NudeNetWideTest(_Wide):
         return _face_counts(super().score(preds, ev, dense_preds))
 
 
-class NudeNetWide(_NudeNetWideTest, tasks.NudeNet):
+class NudeNetWide(_NudeNetWideTest, tasks_nudenet.NudeNet):
     pass
 
 
-class NudeNetFacesWide(_NudeNetWideTest, tasks.NudeNetFaces):
+class NudeNetFacesWide(_NudeNetWideTest, tasks_nudenet.NudeNetFaces):
     pass
 
 
@@ -98,7 +99,7 @@ class NudeNetSkinWide(NudeNetWide):
 
         from PIL import Image
 
-        plain = tasks.NudeNet.calibration(self, n - n // 2)["images"]
+        plain = tasks_nudenet.NudeNet.calibration(self, n - n // 2)["images"]
         lfw = np.load(io.BytesIO(tasks.wheel_member(*tasks.SKIMAGE_WHEEL, "skimage/data/lfw_subset.npy")))[:100]
         rng, out = np.random.default_rng(9), []
         for i in range(n // 2):
