@@ -37,22 +37,3 @@ def test_split_gradients_equal_the_whole_graphs(name, shape):
         got = runner.gradients(names, probes)
         for a, b in zip(want, got):
             np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * float(np.abs(a).max() or 1.0))
-
-
-def test_too_much_to_save_runs_the_whole_graph(monkeypatch):
-    import onnxprune.autodiff.probe_split as split_module
-    monkeypatch.setattr(split_module, "SPLIT_BYTES", 0)
-    model = onnx.load(str(FIXTURES / "digits_cnn.onnx"))
-    inp = model.graph.input[0]
-    dims = tuple(d.dim_value if d.dim_value > 0 else 1 for d in inp.type.tensor_type.shape.dim)
-    pg = build_probe_graph(model, input_shapes={inp.name: dims})
-    x = np.random.default_rng(0).standard_normal(dims).astype(np.float32)
-    out = session(model).run(None, {inp.name: x})[0]
-    probes = {pg.probes[model.graph.output[0].name]: np.ones_like(out)}
-    runner = ProbeRunner(pg)
-    runner.forward({inp.name: x})
-    assert runner.split is None  # the saved tensors were over the bound
-    names = list(pg.grads.values())
-    want = session(pg.model).run(names, {inp.name: x, **probes})
-    for a, b in zip(want, runner.gradients(names, probes)):
-        np.testing.assert_array_equal(a, b)

@@ -82,31 +82,21 @@ def _value(name: str, elem_type: int) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, elem_type, None)
 
 
-SPLIT_BYTES = 2 << 30  # saved tensors of one sample above this: the whole graph per probe (memory first)
-
-
 class ProbeRunner:
     """Sessions for a probe graph: `forward(feed)` once per sample, then `gradients(names, probes)` per
-    probe, on the saved tensors. Falls back to the whole probe graph when it does not split, or when a
-    sample's saved tensors exceed SPLIT_BYTES (held beside the backward's own memory)."""
+    probe, on the saved tensors. Falls back to the whole probe graph when it does not split."""
 
     def __init__(self, pg: ProbeGraph, threads: int = 0):
-        self.pg, self.threads = pg, threads
+        from onnxprune.load.runtime import session
         self.split = split_probe_graph(pg)
         if self.split is None:
-            self._whole()
+            self.whole = session(pg.model, threads)
+            self.inputs = {i.name: i.type for i in self.whole.get_inputs()}
         else:
-            from onnxprune.load.runtime import session
             # no arena for the forward: its outputs are copied out, its memory need not stay held
             self.fwd, self.bwd = session(self.split.forward, threads, arena=False), session(self.split.backward, threads)
             self.inputs = {i.name: i.type for i in [*self.fwd.get_inputs(), *self.bwd.get_inputs()]}
         self._fed: dict[str, np.ndarray] = {}
-
-    def _whole(self) -> None:
-        from onnxprune.load.runtime import session
-        self.split, self.fwd, self.bwd = None, None, None
-        self.whole = session(self.pg.model, self.threads)
-        self.inputs = {i.name: i.type for i in self.whole.get_inputs()}
 
     def forward(self, feed: dict[str, np.ndarray]) -> None:
         """Run the forward half on a sample's data inputs (kept for the gradients that follow)."""
@@ -116,11 +106,6 @@ class ProbeRunner:
         taken = [i.name for i in self.fwd.get_inputs()]
         made = [o.name for o in self.fwd.get_outputs()]
         values = dict(zip(made, self.fwd.run(made, {k: feed[k] for k in taken}))) if made else {}
-        if sum(v.nbytes for v in values.values()) > SPLIT_BYTES:
-            del values
-            self._whole()
-            self._fed = dict(feed)
-            return
         self._fed = {t: values[t] if t in values else feed[t] for t in self.split.saved}
 
     def gradients(self, names: list[str], probes: dict[str, np.ndarray]) -> list[np.ndarray]:
