@@ -146,7 +146,6 @@ def _fisher_scores(dep: Dependency, data, probes: int, seed: int, rows: list | N
     NaN where no gradient reaches the channel (score/joint.py reads them). With `parts_alike`, each
     output part of its own scale weighs the same (score/output_parts.py)."""
     from onnxprune.autodiff.probe import build_probe_graph
-    from onnxprune.autodiff.probe_split import ProbeRunner
     from onnxprune.load.runtime import session
 
     sites, producers = _sites(dep)
@@ -162,16 +161,15 @@ def _fisher_scores(dep: Dependency, data, probes: int, seed: int, rows: list | N
         raise ValueError("no linear layer's weight is an initializer the outputs' gradient reaches")
     outputs = list(pg.probes)
     stds, shapes = _row_std(session(model), data, outputs)
-    runner = ProbeRunner(pg)  # the forward once per sample, the backward per probe (autodiff/probe_split.py)
+    sess = session(pg.model)
     names = list(pg.grads.values())
-    dtypes = runner.inputs
+    dtypes = {i.name: i.type for i in sess.get_inputs()}
     split = parts(stds, STD_FLOOR) if parts_alike else []
     split = split if len(split) > 1 else [(None, None)]  # one part: every output probed at once, as always
     rng = np.random.default_rng(seed)
     site_sq, producer_sq = np.zeros((len(split), dep.num_channels)), np.zeros((len(split), dep.num_channels))
     for i in range(len(data)):
-        runner.forward({k: np.asarray(v[i]) for k, v in data.inputs.items() if k in pg.inputs and k in dtypes})
-        feed = {}
+        feed = {k: np.asarray(v[i]) for k, v in data.inputs.items() if k in pg.inputs and k in dtypes}
         for _ in range(probes):
             for p, (part_output, part_rows) in enumerate(split):
                 for out, shape in zip(outputs, shapes[i]):
@@ -179,7 +177,7 @@ def _fisher_scores(dep: Dependency, data, probes: int, seed: int, rows: list | N
                     if part_output is not None:  # this part's rows only
                         v *= _rowwise(part_mask(stds[out], part_rows), len(shape)) if out == part_output else 0.0
                     feed[pg.probes[out]] = v.astype(_np_dtype(dtypes[pg.probes[out]]))
-                grads = dict(zip(pg.grads, runner.gradients(names, feed)))
+                grads = dict(zip(pg.grads, sess.run(names, feed)))
                 site, producer = _channel_sums(dep, sites, grads), _channel_sums(dep, producers, grads)
                 site_sq[p] += site ** 2
                 producer_sq[p] += producer ** 2
