@@ -19,6 +19,7 @@ import onnx
 from onnxprune.apply.as_run import as_run, dense_as_run
 from onnxprune.apply.qdq_lower import lower
 from onnxprune.apply.rewrite import apply_plan
+from onnxprune.select.rewritable import unrewritable_groups
 from onnxprune.check.validate import check_valid
 from onnxprune.couple.dependency import Dependency
 from onnxprune.couple.plan import Plan, load_plan_file, plan_from_json
@@ -41,8 +42,7 @@ from onnxprune.load.spill import model_bytes
 from onnxprune.load.zoo import cache_dir
 from onnxprune.options import MEASURED, FinetuneOptions, PruneOptions, default_round_to, with_defaults
 from onnxprune.recover.finetune import finetune
-from onnxprune.recover.reconstruction import METHODS as ONE_SHOT
-from onnxprune.recover.reconstruction import add_missing_biases, recover
+from onnxprune.recover.reconstruction import METHODS as ONE_SHOT, add_missing_biases, recover
 from onnxprune.recover.norms import norm_overrides, wanted as norm_statistics
 from onnxprune.recover.sequential import reconstruct
 from onnxprune.recover.spilled import SpilledArrays
@@ -88,6 +88,7 @@ class Prepared:
     rewritten: int = 0  # LRNs written as band Convs for a latency target (working runs faster than model)
     latency_reference: onnx.ModelProto | None = None  # what a latency target is timed against, if not model
     lifted: dict[str, QuantParams] = field(default_factory=dict)  # QDQ weights working holds as floats
+    unrewritable: set[int] = field(default_factory=set)  # groups the rewrite cannot follow (select/rewritable.py)
 
 
 def as_model(model_or_path: onnx.ModelProto | str | os.PathLike) -> tuple[onnx.ModelProto, str]:
@@ -208,6 +209,8 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.
         plan = target.plan
         chosen = plan_from_json(dep, plan if isinstance(plan, dict) else load_plan_file(plan))
     else:
+        prep.unrewritable |= unrewritable_groups(dep, _kept_whole(prep, options), options.round_to,  # kept whole
+                                                 always=target.kind == "latency")
         analysed = dense_as_run(dep, prep.lifted) if target.kind == "latency" else None  # timed as it will run
         latency = _latency_model(prep, options, analysed) if target.kind == "latency" else None
         select, scores = _selector(prep, options, latency.channel_costs() if latency else None, given)
@@ -223,8 +226,8 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.
             allocation, select, kept = _allocation(prep, options, select, scores, latency)
             # recovery changes values, not shapes: candidates are timed unrecovered
             chosen = search_latency(select, latency, target.value, options.threads_capped(), as_run(prep.lifted),
-                                    feed=_one_sample(prep),                                    scores=scores, round_to=options.round_to,
-                                    reference=_latency_reference(prep), analysed=analysed)
+                                    feed=_one_sample(prep), scores=scores, round_to=options.round_to,
+                                    reference=_latency_reference(prep), analysed=analysed, skip=_kept_whole(prep, options))
             chosen.options.update(allocation=allocation, allocation_macs_kept=kept)
         elif options.scope in MEASURED:  # the share of channels removed, spent where it does least damage
             chosen = search_ratio(select, lambda p: 1.0 - float(p.removed.mean()), 1.0 - float(target.ratio),
@@ -252,7 +255,7 @@ def _allocation(prep: Prepared, options: PruneOptions, select, scores, latency: 
                                             round_to=options.round_to, min_channels=options.min_channels,
                                             skip=_kept_whole(prep, options)))
     return most_macs({"latency ranking": select, "uniform": uniform}, latency, options.target.value,
-                     scores=scores, round_to=options.round_to)
+                     scores=scores, round_to=options.round_to, skip=_kept_whole(prep, options))
 
 
 def _one_sample(prep: Prepared) -> dict | None:
@@ -265,15 +268,16 @@ def _latency_model(prep: Prepared, options: PruneOptions, analysed: onnx.ModelPr
     """Every node timed at each width on this machine (cached beside the model zoo), in the model as it
     will run (`analysed`: a QDQ model's integer kernels, not its lifted float weights')."""
     log.info("profiling latency per node at each width (cached in %s)", cache_dir() / "latency")
+    skip = _kept_whole(prep, options)  # the uniform widths timed are those a selection can reach
     try:
         return build_profiled_model(prep.dep, options.threads_capped(), cache_dir() / "latency",
                                     round_to=options.round_to, show_progress=options.progress,
-                                    build=as_run(prep.lifted), dense=analysed)
+                                    build=as_run(prep.lifted), dense=analysed, skip=skip)
     except Exception as exc:  # noqa: BLE001  (a graph ORT cannot profile or save: each node timed alone instead)
         log.warning("latency profile failed (%s); timing each node alone%s", str(exc).splitlines()[0] if str(exc) else exc,
                     " (in float: the lifted weights, not the integer kernels)" if prep.lifted else "")
         return build_latency_model(prep.dep, options.threads_capped(), cache_dir() / "latency",
-                                   show_progress=options.progress)
+                                   show_progress=options.progress, skip=skip)
 
 
 def _selector(prep: Prepared, options: PruneOptions, channel_costs: dict[int, float] | None = None,
@@ -309,7 +313,7 @@ def _selector(prep: Prepared, options: PruneOptions, channel_costs: dict[int, fl
 def _kept_whole(prep: Prepared, options: PruneOptions) -> set[int]:
     """Groups --exclude names, and the input encodings (select/coverage.py): neither the data nor the
     weights can judge which input values a model may stop reading."""
-    return excluded_groups(prep.dep, list(options.exclude)) | input_encoded_groups(prep.dep)
+    return excluded_groups(prep.dep, list(options.exclude)) | input_encoded_groups(prep.dep) | prep.unrewritable
 
 
 def _views_or_samples(prep: Prepared, views_for: str, step: str):

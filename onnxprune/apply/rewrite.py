@@ -22,6 +22,15 @@ from onnxprune.load.external import INLINE, WorkFile, has_bound, is_bound, keeps
 from onnxprune.load.spill import EXTERNAL_MIN_BYTES
 
 
+class RewriteError(OnnxPruneError):
+    """A node the rewrite cannot follow for this plan; `node` names it, so a caller can keep the
+    groups around it whole (select/rewritable.py) instead of failing the run."""
+
+    def __init__(self, message: str, node: str):
+        super().__init__(message)
+        self.node = node
+
+
 class RewriteContext:
     """What an op rule's `update` may read (old and new sizes) and change (attributes, inputs)."""
 
@@ -101,7 +110,7 @@ def apply_plan(plan: Plan, overrides: dict[str, np.ndarray] | None = None,
         try:
             rule.update(ctx, node)
         except Barrier as exc:
-            raise OnnxPruneError(f"cannot rewrite {g.where(node)}: {exc}") from None
+            raise RewriteError(f"cannot rewrite {g.where(node)}: {exc}", node.name) from None
     return _tidy(model, g.model)
 
 

@@ -33,16 +33,33 @@ def _array(t: onnx.TensorProto) -> np.ndarray:
 
 
 def write_weights(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> onnx.ModelProto:
-    """A copy of `model` with the named weights replaced (same name, shape and element type)."""
+    """A copy of `model` with the named weights replaced (same name, shape and element type), in the
+    main graph or in an If's or Loop's branch (a decided If trained through the branch it takes)."""
     out = copy.deepcopy(model)
     left = dict(values)
-    for i, init in enumerate(out.graph.initializer):
+    for graph in _graphs(out.graph):
+        _write_graph(graph, left)
+    if left:
+        raise BadInputError(f"weights not found in the model: {sorted(left)}")
+    return out
+
+
+def _graphs(graph: onnx.GraphProto):
+    yield graph
+    for node in graph.node:
+        for a in node.attribute:
+            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                yield from _graphs(sub)
+
+
+def _write_graph(graph: onnx.GraphProto, left: dict) -> None:
+    for i, init in enumerate(graph.initializer):
         if init.name in left:
             new = np.asarray(left.pop(init.name))
             _same_shape(init.name, tuple(init.dims), new.shape)
             dtype = helper.tensor_dtype_to_np_dtype(init.data_type)
-            out.graph.initializer[i].CopyFrom(numpy_helper.from_array(new.astype(dtype), init.name))
-    for node in out.graph.node:
+            graph.initializer[i].CopyFrom(numpy_helper.from_array(new.astype(dtype), init.name))
+    for node in graph.node:
         if node.op_type == "Constant" and node.output and node.output[0] in left:
             name = node.output[0]
             new = np.asarray(left.pop(name))
@@ -50,9 +67,6 @@ def write_weights(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> o
             _same_shape(name, old.shape, new.shape)
             del node.attribute[:]
             node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(new.astype(old.dtype))))
-    if left:
-        raise BadInputError(f"weights not found in the model: {sorted(left)}")
-    return out
 
 
 def weights_as_inputs(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProto:

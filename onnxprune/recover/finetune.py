@@ -28,6 +28,8 @@ from onnxprune.autodiff.optim import AdamW, FlatParams, SGD, make_optimizer
 from onnxprune.autodiff.runner import Forward, TrainStep
 from onnxprune.autodiff.lr_schedule import cosine, step_decay
 from onnxprune.autodiff.weights import read_weights, write_weights
+from onnxprune.recover.as_float32 import float32_twin
+from onnxprune.score.branch_outputs import decided_view
 from onnxprune.recover.detect_distill import detect_spec
 from onnxprune.recover.distill_weights import BALANCE_SAMPLES, balance_weights, spread, unbalanced
 from onnxprune.recover.batch_view import batch_view
@@ -123,7 +125,11 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     shapes = data.sample_shapes()
     check_ranks(model, shapes)
     teacher_model = _load(teacher) if teacher is not None else None
-    exported = model  # the trained weights are written back into the model as given
+    exported = model  # the trained weights are written back into the model as given (float16 ones cast back)
+    # Ifs the samples' shapes decide: trained through the branch taken (written back into it: write_weights)
+    model = decided_view(model, shapes) or model
+    model = float32_twin(model) or model  # float16 weights train in float32 (recover/as_float32.py)
+    teacher_model = None if teacher_model is None else float32_twin(teacher_model, "the teacher") or teacher_model
     batchable = data_batchable(model, data)
     if s.batch_size > 1 and len(data) > 1:  # a batch fixed at 1 or not on the outputs' axis 0: a batch view
         model, teacher_model, batchable = _batch_views(model, teacher_model, data, s.threads, batchable)

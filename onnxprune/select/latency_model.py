@@ -102,15 +102,17 @@ class LatencyModel:
 
 
 def build_latency_model(dep: Dependency, threads: int = 1, cache: str | os.PathLike | None = None,
-                        grid: tuple[float, ...] = GRID, show_progress: bool = False) -> LatencyModel:
-    """Time every node of `dep`'s model at each GRID width (cached) and fit its curve."""
+                        grid: tuple[float, ...] = GRID, show_progress: bool = False,
+                        skip: set[int] = frozenset()) -> LatencyModel:
+    """Time every node of `dep`'s model at each GRID width (cached) and fit its curve; the groups in
+    `skip` (kept whole by every selection) stay whole at every width."""
     costs = CostModel(dep)
     table = TimingCache(cache, threads)
     points: dict[int, list[tuple[float, float]]] = {}
     zeros = np.zeros(dep.num_channels)
     steps = progress.bar(grid, "latency table", total=len(grid), unit="width") if show_progress else grid
     for share in steps:
-        plan = select_uniform(dep, zeros, share)
+        plan = select_uniform(dep, zeros, share, skip=skip)
         model = dep.graph.model if share == 0 else apply_plan(plan)
         graph = dep.graph if share == 0 else ModelGraph(model, dep.graph.input_shapes)
         work = costs.node_work(plan.removed)

@@ -52,18 +52,19 @@ LAYOUT = "interleaved-load"  # in the cache file name: older profiles (one width
 
 def build_profiled_model(dep: Dependency, threads: int = 1, cache: str | os.PathLike | None = None,
                          grid: tuple[float, ...] = GRID, round_to: int = 1, show_progress: bool = False,
-                         build: Build = apply_plan, dense: onnx.ModelProto | None = None) -> LatencyModel:
+                         build: Build = apply_plan, dense: onnx.ModelProto | None = None,
+                         skip: set[int] = frozenset()) -> LatencyModel:
     """Profile `dep`'s model at each GRID uniform width (cached) and fit every node's curve. `build`
     (plan -> model) and `dense` give the model as it will run when that is not the analysed one (a
     QDQ model's lifted weights lowered back to integers: apply/as_run.py); kernels are charged to the
-    analysed nodes by name."""
+    analysed nodes by name. The groups in `skip` (kept whole by every selection) stay whole at every width."""
     costs = CostModel(dep)
     dense = dep.graph.model if dense is None else dense
-    store = ProfileCache(cache, threads, dense, round_to)
+    store = ProfileCache(cache, threads, dense, round_to, skip)
     points: dict[int, list[tuple[float, float]]] = defaultdict(list)
     index = {node.name: node.index for node in dep.graph.nodes}
     weighted = {dep.graph.nodes[i].name for i in costs.term_nodes}
-    plans = {share: select_uniform(dep, np.zeros(dep.num_channels), share, round_to) for share in grid}
+    plans = {share: select_uniform(dep, np.zeros(dep.num_channels), share, round_to, skip=skip) for share in grid}
     missing = [share for share in grid if store.get(share) is None]
     together = _weight_bytes(dep.graph.model) <= INTERLEAVE_BYTES  # else one width at a time (memory)
     if missing and store.load > BUSY:
@@ -222,11 +223,14 @@ class ProfileCache:
     BUSY) is re-measured once the machine is quiet: under load the profiler's wall-clock kernel
     times overstate long kernels (preempted mid-run) against short ones, which skews the curves."""
 
-    def __init__(self, cache: str | os.PathLike | None, threads: int, model: onnx.ModelProto, round_to: int):
+    def __init__(self, cache: str | os.PathLike | None, threads: int, model: onnx.ModelProto, round_to: int,
+                 skip: set[int] = frozenset()):
         machine = f"{platform.processor() or platform.machine()}-{os.cpu_count()}"
         name = f"profile-{LAYOUT}-cpu-ort{ort.__version__}-t{threads}-{hashlib.sha1(machine.encode()).hexdigest()[:8]}.json"
         self.path = Path(cache) / name if cache is not None else None
         self.model_key = hashlib.sha1(model.SerializeToString()).hexdigest()[:16] + f"-r{round_to}"
+        if skip:  # other uniform plans than those of the same model without skipped groups
+            self.model_key += "-s" + hashlib.sha1(repr(sorted(skip)).encode()).hexdigest()[:8]
         self.entries: dict[str, dict] = {}
         if self.path is not None and self.path.exists():
             try:

@@ -19,6 +19,7 @@ from onnxprune.couple.vocabulary import Slot
 from onnxprune.graph.constants import sizes
 from onnxprune.graph.cost import count_macs
 from onnxprune.select.refine import refine_weighted
+from onnxprune.select.slot_fractions import SlotFractions, SlotView
 
 TARGET_TOLERANCE = 0.02  # a target is met when the kept fraction lands within this of it
 
@@ -175,8 +176,14 @@ class CostModel:
         self.total_params = sum(self.params.values())
         self.total_macs = sum(m for m, _, _ in self.terms)
 
-    def _fractions(self, removed: np.ndarray) -> dict[Slot, float]:
-        return {s: 1.0 - float(removed[self.dep.elements(s)].mean()) for s in self.dep.slots}
+    def _fractions(self, removed: np.ndarray) -> SlotView:
+        """Kept fraction per slot, read as a dict (select/slot_fractions.py: whole-array passes)."""
+        return SlotView(self._vectors().fractions(removed), self._vectors().position)
+
+    def _vectors(self) -> SlotFractions:
+        if getattr(self, "_slot_fractions", None) is None:
+            self._slot_fractions = SlotFractions(self.dep, self.slots_of)
+        return self._slot_fractions
 
     def _scale(self, tensor: str, frac: dict[Slot, float]) -> float:
         return float(np.prod([frac[s] for s in self.slots_of.get(tensor, [])])) if tensor in self.slots_of else 1.0
@@ -197,8 +204,9 @@ class CostModel:
 
     def node_work(self, removed: np.ndarray) -> dict[int, float]:
         """Per node, the kept share of its work: of its MACs, or of its first output for ops without."""
-        frac = self._fractions(removed)
-        work = {n.index: self._scale(n.outputs[0], frac) for n in self.dep.graph.nodes if n.outputs}
+        vectors = self._vectors()
+        frac = SlotView(vectors.fractions(removed), vectors.position)
+        work = vectors.node_scales(vectors.scales(frac.frac))
         work.update({index: self._kept(term, frac) for index, term in zip(self.term_nodes, self.terms)})
         return work
 
