@@ -9,6 +9,7 @@ untouched (ORT works on files: the model goes through a temporary folder that is
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import os
@@ -78,6 +79,7 @@ def quantize_static_model(model: onnx.ModelProto, data: Dataset, settings: Quant
     settings = settings or QuantizeSettings()
     if len(data) == 0:
         raise BadInputError("quantize: the calibration data is empty; give --calib samples for the quantizer")
+    model, settings = _per_channel_opset(model, settings)
     large = model_bytes(model) > SPILL_BYTES
     with PrivateDir("quant") as folder:
         source, prepared, output = (os.path.join(folder, n) for n in ("in.onnx", "prep.onnx", "out.onnx"))
@@ -105,8 +107,42 @@ def quantize_static_model(model: onnx.ModelProto, data: Dataset, settings: Quant
                                 use_external_data_format=large)
         except Exception as exc:  # noqa: BLE001  (ORT raises plain Exceptions for unsupported graphs)
             raise BadInputError(f"quantize: ONNX Runtime's quantizer failed: {first_line(exc)}") from exc
+        _loads_in_ort(output)
         quantized = onnx.load(output, load_external_data=True)
     return quantized
+
+
+PER_CHANNEL_OPSET = 13  # DequantizeLinear's `axis` (per-channel scales) exists from opset 13 on
+
+
+def _per_channel_opset(model: onnx.ModelProto, settings: QuantizeSettings) -> tuple[onnx.ModelProto, QuantizeSettings]:
+    """ORT's quantizer writes per-channel DequantizeLinear nodes with `axis` into a model of any opset,
+    which ONNX Runtime then refuses to load below opset 13 (PaddleOCR's and ddddocr's exports are
+    opset 11-12). Such a model is converted to opset 13 first; where the converter fails, the
+    weights are quantized per tensor instead, with a warning."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), PER_CHANNEL_OPSET)
+    if not settings.per_channel or opset >= PER_CHANNEL_OPSET:
+        return model, settings
+    from onnx import version_converter
+    try:
+        converted = version_converter.convert_version(model, PER_CHANNEL_OPSET)
+        onnx.checker.check_model(converted)
+    except Exception as exc:  # noqa: BLE001  (the converter raises plain errors for ops it cannot adapt)
+        log.warning("quantize: opset %d has no per-channel DequantizeLinear and converting to opset %d failed "
+                    "(%s); quantizing the weights per tensor", opset, PER_CHANNEL_OPSET, first_line(exc))
+        return model, dataclasses.replace(settings, per_channel=False)
+    log.info("quantize: opset %d converted to %d for per-channel weights", opset, PER_CHANNEL_OPSET)
+    return converted, settings
+
+
+def _loads_in_ort(path: str) -> None:
+    """Refuse rather than emit a quantized model ONNX Runtime cannot load."""
+    import onnxruntime as ort
+    try:
+        ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001
+        raise BadInputError(f"quantize: ONNX Runtime cannot load the quantized model ({first_line(exc)}); "
+                            "try per_channel = false or exclude_ops for the op named") from exc
 
 
 def _op_types(path: str, exclude: tuple[str, ...]) -> list[str] | None:
