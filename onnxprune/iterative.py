@@ -75,7 +75,9 @@ def prune_iteratively(model_or_path, steps: int, *, calib=None, eval_data=None, 
         fragment = None
         if tune.active:
             model, fragment = finetune_model(model, tune, train, teacher=dense, val=val_data, seed=options.seed,
-                                             threads=options.threads_capped(), progress=options.progress)
+                                             threads=options.threads_capped(), progress=options.progress,
+                                             guard=None if train_data is None else getattr(dense_prep.data, "base",
+                                                                                           dense_prep.data))
             check_valid(model, dense)
         if kind != "ratio":
             current = _cost(model, shapes, kind) / dense_cost
