@@ -206,9 +206,9 @@ def table(path: str) -> str:
 def selection_table(path: str) -> str:
     """Per run with --score-epochs: the task score of every epoch, and the epoch each selection rule keeps
     (`kept`) with its score: which label-free rule follows the task."""
-    rules = ("fidelity", "agreement", "parts", "confident")
+    rules = ("fidelity", "agreement", "parts", "confident", "guarded")  # guarded: fidelity within the guard (s15 on)
     lines = ["| model, training inputs | variant | task score, epochs 0.. | worst part cosine, epochs 0.. | confident F1, epochs 0.. | "
-             + " | ".join(f"kept by {r}" for r in rules) + " |", "|---" * (5 + len(rules)) + "|"]
+             "guard KL, epochs 0.. | " + " | ".join(f"kept by {r}" for r in rules) + " |", "|---" * (6 + len(rules)) + "|"]
     for line in Path(path).read_text().splitlines():
         run = json.loads(line)
         for r in run["rows"]:
@@ -218,8 +218,9 @@ def selection_table(path: str) -> str:
             parts = [min(p) if p else None for p in r["val_parts"]]
             fmt = lambda xs: ", ".join("-" if x is None else f"{x:.4g}" for x in xs)  # noqa: E731
             lines.append(f"| {run['model']}, {run.get('train_from') or 'own'} | {r['variant']} | {fmt(scores)} | {fmt(parts)} | "
-                         f"{fmt(r['val_confident'])} | "
-                         + " | ".join(f"{r['kept'][k]} ({scores[r['kept'][k]]:.2f})" for k in rules) + " |")
+                         f"{fmt(r['val_confident'])} | {fmt(r.get('guard_loss') or [None])} | "
+                         + " | ".join(f"{r['kept'][k]} ({scores[r['kept'][k]]:.2f})" if k in r['kept'] else "-"
+                                      for k in rules) + " |")
     return "\n".join(lines)
 
 
