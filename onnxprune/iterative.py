@@ -66,7 +66,8 @@ def prune_iteratively(model_or_path, steps: int, *, calib=None, eval_data=None, 
     current, model, prep, plan, trail = 1.0, dense, dense_prep, None, []
     train = train_data if train_data is not None else getattr(dense_prep.data, "base", dense_prep.data)  # no views
     for k, tune in enumerate(step_budgets(finetune, steps), start=1):
-        step_options = replace(options, target=_step_target(options.target, k, steps, current))
+        step_options = replace(options, target=_step_target(options.target, k, steps, current),
+                               round_to=dense_prep.options.round_to)  # resolved by prepare (None: the default)
         prep = dense_prep if k == 1 else prepare(model, replace(step_options, criterion=dense_prep.options.criterion,
                                                                 scope=dense_prep.options.scope,
                                                                 recover=dense_prep.options.recover), calib)
