@@ -78,6 +78,10 @@ def test_eligible_needs_no_worse_guard_fidelity_and_ignores_runs_without_a_guard
     assert eligible({"guard_loss": 0.1}, {"guard_loss": 0.1})
     assert not eligible({"guard_loss": 0.11}, {"guard_loss": 0.1})
     assert eligible({"val_loss": 9.0}, {"val_loss": 1.0})
+    first = {"guard_loss": 0.16, "guard_agreement": 0.94}
+    assert not eligible({"guard_loss": 0.15, "guard_agreement": 0.91}, first)  # less KL, fewer top-1 agreeing
+    assert not eligible({"guard_loss": 0.17, "guard_agreement": 0.97}, first)
+    assert eligible({"guard_loss": 0.15, "guard_agreement": 0.94}, first)
 
 
 def test_prune_guards_with_the_calibration_data_when_training_reads_other_inputs(monkeypatch):

@@ -215,6 +215,10 @@ def selection_table(path: str) -> str:
             if "epoch_scores" not in r or "kept" not in r:
                 continue
             scores = [run["pruned"], *r["epoch_scores"]]
+            if r.get("guard_loss") and r["guard_loss"][0] is not None:  # the guard's epoch by the current rule
+                keys = ("val_loss", "val_agreement", "guard_loss", "guard_agreement")
+                r["kept"]["guarded"] = kept_by_rule([{k: r[k][e] for k in keys if r[k][e] is not None}
+                                                     for e in range(len(r["val_loss"]))])["guarded"]
             parts = [min(p) if p else None for p in r["val_parts"]]
             fmt = lambda xs: ", ".join("-" if x is None else f"{x:.4g}" for x in xs)  # noqa: E731
             lines.append(f"| {run['model']}, {run.get('train_from') or 'own'} | {r['variant']} | {fmt(scores)} | {fmt(parts)} | "

