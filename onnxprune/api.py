@@ -67,7 +67,8 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
     `options=` / `finetune=`.
     `calib` (a .npz, a folder, feed dicts or a CalibrationDataReader) drives data criteria, recovery
     and, unless `eval_data` (same forms; labels give accuracy) is given, the fidelity report.
-    Fine-tuning trains on `train_data` (default: `calib`) and keeps the best epoch on `val_data`.
+    Fine-tuning trains on `train_data` (default: `calib`) and keeps the best epoch on `val_data`; with
+    `train_data` given, an epoch whose fidelity on `calib` is worse than the pruned model's is not kept.
     Raises BadInputError for unusable input and ValidationError if the pruned model is invalid.
     """
     if options is None:
@@ -102,10 +103,11 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
         return _as_given(PruneResult(*lean.evaluate_lean(handover)), given)
     training = None
     if finetune.active:
-        pruned, training = finetune_model(pruned, finetune, train_data if train_data is not None else
-                                          getattr(prep.data, "base", prep.data),  # the samples, not their views
+        calib_samples = getattr(prep.data, "base", prep.data)  # the samples, not their views
+        pruned, training = finetune_model(pruned, finetune, train_data if train_data is not None else calib_samples,
                                           teacher=prep.model, val=val_data, seed=options.seed,
-                                          threads=options.threads_capped(), progress=options.progress)
+                                          threads=options.threads_capped(), progress=options.progress,
+                                          guard=calib_samples if train_data is not None else None)
         check_valid(pruned, prep.model)
     # the dense graph counts the cost before, unless recovery added zero biases or depth removed units
     dense_graph = prep.graph if prep.options.recover == "none" and depth is None else None

