@@ -24,8 +24,8 @@ from onnxprune.load.fold import fold_constants
 from onnxprune.load.runtime import session
 from onnxprune import lean_stage as lean
 from onnxprune.options import DEFAULT_ROUND_TO, FinetuneOptions, PruneOptions, options_from_keywords
-from onnxprune.stages import (REPORT_SCHEMA, as_dataset, as_model, apply_and_recover, choose_plan, describe,
-                              finetune_model, prepare)
+from onnxprune.finetune_stage import finetune_model
+from onnxprune.stages import REPORT_SCHEMA, as_dataset, as_model, apply_and_recover, choose_plan, describe, prepare
 
 __all__ = ["prune", "sparsify", "analyse", "PruneResult", "as_model", "evaluate", "DEFAULT_ROUND_TO", "REPORT_SCHEMA"]
 

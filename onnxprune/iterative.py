@@ -21,7 +21,8 @@ from onnxprune.errors import BadInputError
 from onnxprune.graph.cost import count_macs, count_params
 from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.options import FinetuneOptions, PruneOptions, Target
-from onnxprune.stages import apply_and_recover, choose_plan, describe, finetune_model, prepare
+from onnxprune.finetune_stage import finetune_model
+from onnxprune.stages import apply_and_recover, choose_plan, describe, prepare
 
 
 def step_checkpoint(checkpoint: str | os.PathLike, step: int) -> str:

@@ -31,7 +31,7 @@ class FineTune(Pass):
 
     def call(self, model: onnx.ModelProto, context: PassContext) -> PassResult:
         from onnxprune.options import FinetuneOptions
-        from onnxprune.stages import finetune_model
+        from onnxprune.finetune_stage import finetune_model
 
         train = self.train if self.train is not None else context.calib
         tune = FinetuneOptions(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, labels=self.labels,

@@ -38,7 +38,8 @@ def run(args) -> int:
     from onnxprune.errors import BadInputError
     from onnxprune.load.model import load_model, save_model_atomic
     from onnxprune.options import FinetuneOptions
-    from onnxprune.stages import as_model, finetune_model
+    from onnxprune.finetune_stage import finetune_model
+    from onnxprune.stages import as_model
 
     out = Path(args.output)
     if out.exists() and not args.force:
