@@ -724,7 +724,7 @@ def test_signal_during_the_save_leaves_nothing(tmp_path, sig):
 
 def test_nan_weights_are_never_written(tmp_path, capsys, monkeypatch):
     """A fine-tune that diverged: exit 1 naming the tensor, no model written."""
-    import onnxprune.stages as api
+    import onnxprune.finetune_stage as api
 
     def diverged(model, *args, **kwargs):
         broken = onnx.ModelProto()
