@@ -41,6 +41,7 @@ import onnxruntime as ort  # noqa: E402
 
 import onnxprune  # noqa: E402
 from benchlib import revision  # noqa: E402
+from tasks_nudenet import yolo_nms  # noqa: E402
 from onnxprune.load import zoo  # noqa: E402
 
 SIZE = 320
@@ -76,21 +77,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def decode(out: np.ndarray, scale: float, conf: float = 0.2, nms_iou: float = 0.45) -> list[tuple[int, float, np.ndarray]]:
     """(class, score, box x1 y1 x2 y2 in image pixels) after per-class NMS, best first."""
-    rows = out[0].T  # (N, 4 + C)
-    scores = rows[:, 4:].max(1)
-    classes = rows[:, 4:].argmax(1)
-    keep = scores >= conf
-    rows, scores, classes = rows[keep], scores[keep], classes[keep]
-    cx, cy, w, h = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
-    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1) * scale
-    found = []
-    for c in np.unique(classes):
-        idx = np.flatnonzero(classes == c)
-        idx = idx[np.argsort(-scores[idx])]
-        while len(idx):
-            i = idx[0]
-            found.append((int(c), float(scores[i]), boxes[i]))
-            idx = idx[1:][iou(boxes[i], boxes[idx[1:]]) <= nms_iou]
+    found = [(c, score, box * scale) for c, score, box in yolo_nms(out, conf, nms_iou)]
     return sorted(found, key=lambda d: -d[1])
 
 

@@ -14,6 +14,26 @@ from onnxprune.load import zoo
 from tasks import SKIMAGE_WHEEL, EvalSet, Task, batched, iou_matrix, match_f1, skimage_photo, wheel_member, with_static_dims
 
 
+def yolo_nms(out: np.ndarray, conf: float = 0.2, nms_iou: float = 0.45) -> list[tuple[int, float, np.ndarray]]:
+    """A YOLOv8 output (1, 4 + classes, anchors) as (class, score, box x1 y1 x2 y2 in input pixels) after
+    per-class NMS, class by class, best first within a class (nudenet: score 0.2, IoU 0.45)."""
+    rows = out[0].T
+    scores, classes = rows[:, 4:].max(1), rows[:, 4:].argmax(1)
+    keep = scores >= conf
+    rows, scores, classes = rows[keep], scores[keep], classes[keep]
+    cx, cy, w, h = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+    found = []
+    for c in np.unique(classes):
+        idx = np.flatnonzero(classes == c)
+        idx = idx[np.argsort(-scores[idx])]
+        while len(idx):
+            i = idx[0]
+            found.append((int(c), float(scores[i]), boxes[i]))
+            idx = idx[1:][iou_matrix(boxes[i], boxes[idx[1:]])[0] <= nms_iou]
+    return found
+
+
 class NudeNet(Task):
     """Faces of scikit-image's astronaut and cameraman, whole and as crops, flips and rescales pasted on
     other sample photos; detections decoded as nudenet does; F1 of the face detections against the
@@ -105,21 +125,7 @@ class NudeNet(Task):
     @staticmethod
     def decode(out: np.ndarray, conf: float = 0.2, nms_iou: float = 0.45) -> list[tuple[int, np.ndarray]]:
         """(class, box x1 y1 x2 y2 in input pixels) after per-class NMS (nudenet: score 0.2, IoU 0.45)."""
-        rows = out[0].T
-        scores, classes = rows[:, 4:].max(1), rows[:, 4:].argmax(1)
-        keep = scores >= conf
-        rows, scores, classes = rows[keep], scores[keep], classes[keep]
-        cx, cy, w, h = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
-        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
-        found = []
-        for c in np.unique(classes):
-            idx = np.flatnonzero(classes == c)
-            idx = idx[np.argsort(-scores[idx])]
-            while len(idx):
-                i = idx[0]
-                found.append((int(c), boxes[i]))
-                idx = idx[1:][iou_matrix(boxes[i], boxes[idx[1:]])[0] <= nms_iou]
-        return found
+        return [(c, box) for c, _, box in yolo_nms(out, conf, nms_iou)]
 
     def predict(self, sess, ev):
         faces = self.face_ids()
