@@ -103,11 +103,10 @@ def prune(model_or_path: onnx.ModelProto | str | os.PathLike, ratio: float | Non
         return _as_given(PruneResult(*lean.evaluate_lean(handover)), given)
     training = None
     if finetune.active:
-        calib_samples = getattr(prep.data, "base", prep.data)  # the samples, not their views
-        pruned, training = finetune_model(pruned, finetune, train_data if train_data is not None else calib_samples,
+        pruned, training = finetune_model(pruned, finetune, train_data if train_data is not None else prep.samples,
                                           teacher=prep.model, val=val_data, seed=options.seed,
                                           threads=options.threads_capped(), progress=options.progress,
-                                          guard=calib_samples if train_data is not None else None)
+                                          guard=prep.samples if train_data is not None else None)
         check_valid(pruned, prep.model)
     # the dense graph counts the cost before, unless recovery added zero biases or depth removed units
     dense_graph = prep.graph if prep.options.recover == "none" and depth is None else None

@@ -65,7 +65,7 @@ def prune_iteratively(model_or_path, steps: int, *, calib=None, eval_data=None, 
     dense, shapes, kind = dense_prep.model, dense_prep.graph.input_shapes, options.target.kind
     dense_cost = _cost(dense_prep.working, shapes, kind) if kind != "ratio" else 1
     current, model, prep, plan, trail = 1.0, dense, dense_prep, None, []
-    train = train_data if train_data is not None else getattr(dense_prep.data, "base", dense_prep.data)  # no views
+    train = train_data if train_data is not None else dense_prep.samples
     for k, tune in enumerate(step_budgets(finetune, steps), start=1):
         step_options = replace(options, target=_step_target(options.target, k, steps, current),
                                round_to=dense_prep.options.round_to)  # resolved by prepare (None: the default)
@@ -78,8 +78,7 @@ def prune_iteratively(model_or_path, steps: int, *, calib=None, eval_data=None, 
         if tune.active:
             model, fragment = finetune_model(model, tune, train, teacher=dense, val=val_data, seed=options.seed,
                                              threads=options.threads_capped(), progress=options.progress,
-                                             guard=None if train_data is None else getattr(dense_prep.data, "base",
-                                                                                           dense_prep.data))
+                                             guard=None if train_data is None else dense_prep.samples)
             check_valid(model, dense)
         if kind != "ratio":
             current = _cost(model, shapes, kind) / dense_cost

@@ -19,7 +19,6 @@ import onnx
 from onnxprune.apply.as_run import as_run, dense_as_run
 from onnxprune.apply.qdq_lower import lower
 from onnxprune.apply.rewrite import apply_plan
-from onnxprune.select.rewritable import unrewritable_groups
 from onnxprune.check.validate import check_valid
 from onnxprune.couple.dependency import Dependency
 from onnxprune.couple.plan import Plan, load_plan_file, plan_from_json
@@ -59,6 +58,7 @@ from onnxprune.select.latency_profile import build_profiled_model
 from onnxprune.select.mac_costs import POWERS as MAC_POWERS, auto_power, mac_costs
 from onnxprune.select.plan import (CostModel, check_countable, excluded_groups, search_ratio, select_global,
                                    select_uniform)
+from onnxprune.select.rewritable import unrewritable_groups
 from onnxprune.select.sensitivity import group_sensitivity, select_by_sensitivity
 
 REPORT_SCHEMA = "onnxprune.report/1"
@@ -87,6 +87,11 @@ class Prepared:
     latency_reference: onnx.ModelProto | None = None  # what a latency target is timed against, if not model
     lifted: dict[str, QuantParams] = field(default_factory=dict)  # QDQ weights working holds as floats
     unrewritable: set[int] = field(default_factory=set)  # groups the rewrite cannot follow (select/rewritable.py)
+
+    @property
+    def samples(self) -> Dataset | None:
+        """The user's calibration samples, not their views (load/views.py)."""
+        return getattr(self.data, "base", self.data)
 
 
 def as_model(model_or_path: onnx.ModelProto | str | os.PathLike) -> tuple[onnx.ModelProto, str]:
@@ -258,8 +263,7 @@ def _allocation(prep: Prepared, options: PruneOptions, select, scores, latency: 
 
 def _one_sample(prep: Prepared) -> dict | None:
     """The first calibration sample, timed as the user's data is (a sample rate must be one)."""
-    data = getattr(prep.data, "base", prep.data)
-    return None if data is None else next(data.take(1).batches(1))
+    return None if prep.samples is None else next(prep.samples.take(1).batches(1))
 
 
 def _latency_model(prep: Prepared, options: PruneOptions, analysed: onnx.ModelProto) -> LatencyModel:
@@ -319,7 +323,7 @@ def _views_or_samples(prep: Prepared, views_for: str, step: str):
     (options.calib_views_for) gives them to it, else the user's samples alone."""
     if views_for in ("all", step):
         return prep.data
-    return getattr(prep.data, "base", prep.data)
+    return prep.samples
 
 
 def _recovered(prep: Prepared, plan: Plan, recovery: str) -> onnx.ModelProto:

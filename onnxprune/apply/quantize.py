@@ -20,6 +20,7 @@ import onnx
 
 from onnxprune.errors import BadInputError, first_line
 from onnxprune.load.data import Dataset
+from onnxprune.load.runtime import session
 from onnxprune.load.workdirs import PrivateDir
 from onnxprune.load.spill import SPILL_BYTES, model_bytes, write_with_external_data
 
@@ -137,12 +138,11 @@ def _per_channel_opset(model: onnx.ModelProto, settings: QuantizeSettings) -> tu
 
 def _loads_in_ort(path: str) -> None:
     """Refuse rather than emit a quantized model ONNX Runtime cannot load."""
-    import onnxruntime as ort
     try:
-        ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001
-        raise BadInputError(f"quantize: ONNX Runtime cannot load the quantized model ({first_line(exc)}); "
-                            "try per_channel = false or exclude_ops for the op named") from exc
+        session(path)
+    except BadInputError as exc:
+        raise BadInputError(f"quantize: the quantized model: {exc}; try per_channel = false or exclude_ops "
+                            "for the op named") from None
 
 
 def _op_types(path: str, exclude: tuple[str, ...]) -> list[str] | None:

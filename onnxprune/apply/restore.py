@@ -15,7 +15,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from onnxprune.couple.dependency import Dependency
-from onnxprune.load.external import is_bound, read
+from onnxprune.load.external import tensor_value
 from onnxprune.couple.hidden import stream_groups
 from onnxprune.couple.ops import Slot
 
@@ -71,7 +71,7 @@ def drop_identity_restores(model: onnx.ModelProto) -> onnx.ModelProto:
         add = next((n for n in model.graph.node if n.name == f"{PREFIX}{k}/Add"), None)
         if weight is None or bias is None or add is None:
             continue
-        w, b = (read(t) if is_bound(t) else numpy_helper.to_array(t) for t in (weight, bias))  # maybe in a work file
+        w, b = (tensor_value(t) for t in (weight, bias))  # maybe in a work file
         if w.shape[0] != w.shape[1] or not np.array_equal(w, np.eye(len(w), dtype=w.dtype)) or b.any():
             continue
         model.graph.node.remove(node)

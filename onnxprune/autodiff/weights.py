@@ -10,12 +10,14 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxprune.errors import BadInputError
+from onnxprune.load.external import tensor_value
+from onnxprune.load.tensors import all_graphs
 
 
 def read_weights(model: onnx.ModelProto, names: Iterable[str]) -> dict[str, np.ndarray]:
     """Copies of the named weights."""
     wanted = set(names)
-    found = {i.name: _array(i).copy() for i in model.graph.initializer if i.name in wanted}
+    found = {i.name: tensor_value(i).copy() for i in model.graph.initializer if i.name in wanted}
     for node in model.graph.node:
         if node.op_type == "Constant" and node.output and node.output[0] in wanted:
             found[node.output[0]] = _constant_value(node)
@@ -25,31 +27,16 @@ def read_weights(model: onnx.ModelProto, names: Iterable[str]) -> dict[str, np.n
     return found
 
 
-def _array(t: onnx.TensorProto) -> np.ndarray:
-    """A weight's value; a large model's weights are parked in a work file by absolute path (load/external.py),
-    which onnx's own reader refuses."""
-    from onnxprune.load.external import is_bound, read
-    return np.asarray(read(t)) if is_bound(t) else numpy_helper.to_array(t)
-
-
 def write_weights(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> onnx.ModelProto:
     """A copy of `model` with the named weights replaced (same name, shape and element type), in the
     main graph or in an If's or Loop's branch (a decided If trained through the branch it takes)."""
     out = copy.deepcopy(model)
     left = dict(values)
-    for graph in _graphs(out.graph):
+    for graph in all_graphs(out.graph):
         _write_graph(graph, left)
     if left:
         raise BadInputError(f"weights not found in the model: {sorted(left)}")
     return out
-
-
-def _graphs(graph: onnx.GraphProto):
-    yield graph
-    for node in graph.node:
-        for a in node.attribute:
-            for sub in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
-                yield from _graphs(sub)
 
 
 def _write_graph(graph: onnx.GraphProto, left: dict) -> None:

@@ -23,6 +23,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from onnxprune.errors import BadInputError, one_line
 from onnxprune.load.tensors import all_tensors
@@ -114,6 +115,12 @@ def _set(t: onnx.TensorProto, **values: str) -> None:
 def set_reference(t: onnx.TensorProto, location: str, offset: int, length: int) -> None:
     """Point `t` at `length` bytes at `offset` of `location`."""
     _set(t, location=location, offset=str(offset), length=str(length))
+
+
+def tensor_value(t: onnx.TensorProto) -> np.ndarray:
+    """A tensor's value wherever it lives: inline, or bound to a work file by absolute path (which onnx's
+    own reader refuses)."""
+    return np.asarray(read(t)) if is_bound(t) else numpy_helper.to_array(t)
 
 
 def read(t: onnx.TensorProto) -> np.ndarray:

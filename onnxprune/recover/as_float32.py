@@ -15,8 +15,9 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, numpy_helper
 
-from onnxprune.autodiff.weights import _array
 from onnxprune.errors import BadInputError
+from onnxprune.load.external import tensor_value
+from onnxprune.load.tensors import all_graphs, all_tensors
 
 HALF, FULL = TensorProto.FLOAT16, TensorProto.FLOAT
 TYPE_ATTRIBUTES = ("to", "dtype")  # Cast's target; RandomNormal, EyeLike, ... output types
@@ -40,29 +41,14 @@ def float32_twin(model: onnx.ModelProto, what: str = "the model") -> onnx.ModelP
                             "in float32 behind a float32 interface (onnxconverter-common's keep_io_types=True)")
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    _to_full(out.graph)
-    return out
-
-
-def _tensor(t: onnx.TensorProto) -> None:
-    if t.data_type == HALF:
-        t.CopyFrom(numpy_helper.from_array(_array(t).astype("float32"), t.name))
-
-
-def _to_full(graph: onnx.GraphProto) -> None:
-    for init in graph.initializer:
-        _tensor(init)
-    for info in [*graph.input, *graph.output, *graph.value_info]:
-        if info.type.tensor_type.elem_type == HALF:
-            info.type.tensor_type.elem_type = FULL
-    for node in graph.node:
-        for a in node.attribute:
-            if a.type == onnx.AttributeProto.TENSOR:
-                _tensor(a.t)
-            elif a.type == onnx.AttributeProto.INT and a.name in TYPE_ATTRIBUTES and a.i == HALF:
+    for t in all_tensors(out):
+        if t.data_type == HALF:
+            t.CopyFrom(numpy_helper.from_array(tensor_value(t).astype("float32"), t.name))
+    for graph in all_graphs(out.graph):
+        for info in [*graph.input, *graph.output, *graph.value_info]:
+            if info.type.tensor_type.elem_type == HALF:
+                info.type.tensor_type.elem_type = FULL
+        for a in (a for node in graph.node for a in node.attribute):
+            if a.type == onnx.AttributeProto.INT and a.name in TYPE_ATTRIBUTES and a.i == HALF:
                 a.i = FULL
-            elif a.type == onnx.AttributeProto.GRAPH:
-                _to_full(a.g)
-            elif a.type == onnx.AttributeProto.GRAPHS:
-                for sub in a.graphs:
-                    _to_full(sub)
+    return out

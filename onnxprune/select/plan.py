@@ -9,6 +9,7 @@ each slot, so a search step costs microseconds, not a rewrite.
 from __future__ import annotations
 
 import fnmatch
+import functools
 
 import numpy as np
 
@@ -178,12 +179,11 @@ class CostModel:
 
     def _fractions(self, removed: np.ndarray) -> SlotView:
         """Kept fraction per slot, read as a dict (select/slot_fractions.py: whole-array passes)."""
-        return SlotView(self._vectors().fractions(removed), self._vectors().position)
+        return SlotView(self._vectors.fractions(removed), self._vectors.position)
 
+    @functools.cached_property
     def _vectors(self) -> SlotFractions:
-        if getattr(self, "_slot_fractions", None) is None:
-            self._slot_fractions = SlotFractions(self.dep, self.slots_of)
-        return self._slot_fractions
+        return SlotFractions(self.dep, self.slots_of)
 
     def _scale(self, tensor: str, frac: dict[Slot, float]) -> float:
         return float(np.prod([frac[s] for s in self.slots_of.get(tensor, [])])) if tensor in self.slots_of else 1.0
@@ -204,9 +204,8 @@ class CostModel:
 
     def node_work(self, removed: np.ndarray) -> dict[int, float]:
         """Per node, the kept share of its work: of its MACs, or of its first output for ops without."""
-        vectors = self._vectors()
-        frac = SlotView(vectors.fractions(removed), vectors.position)
-        work = vectors.node_scales(vectors.scales(frac.frac))
+        frac = self._fractions(removed)
+        work = self._vectors.node_scales(self._vectors.scales(frac.frac))
         work.update({index: self._kept(term, frac) for index, term in zip(self.term_nodes, self.terms)})
         return work
 
