@@ -3,7 +3,8 @@
 Step k prunes the current model to the k-th of N geometrically spaced targets (a share of the dense
 model's MACs or parameters, or of its channels for --ratio), re-solving consumers as one-shot
 pruning does, then fine-tunes on its share of the epoch (or minute) budget with the dense model as
-the teacher. The report compares the final model with the dense one, as `prune` does, and lists
+the teacher. The per-layer cap counts against the dense model's groups (`dense_floors`): counted
+against each step's model, three steps at a 0.5 cap may leave an eighth of a layer. The report compares the final model with the dense one, as `prune` does, and lists
 every step under "iterative".
 """
 
@@ -17,11 +18,13 @@ import onnx
 from onnxprune.api import PruneResult
 from onnxprune.check.evaluate import evaluate
 from onnxprune.check.validate import check_valid
+from onnxprune.couple.dependency import Dependency
 from onnxprune.errors import BadInputError
 from onnxprune.graph.cost import count_macs, count_params
 from onnxprune.graph.model_graph import ModelGraph
 from onnxprune.options import FinetuneOptions, PruneOptions, Target
 from onnxprune.finetune_stage import finetune_model
+from onnxprune.select.refine import least_widths
 from onnxprune.stages import apply_and_recover, choose_plan, describe, prepare
 
 
@@ -37,6 +40,21 @@ def step_budgets(tune: FinetuneOptions, steps: int) -> list[FinetuneOptions]:
     return [replace(tune, epochs=e, minutes=minutes,
                     checkpoint=step_checkpoint(tune.checkpoint, k) if tune.checkpoint else None)
             for k, e in enumerate(epochs)]
+
+
+def dense_floors(step: Dependency, dense: Dependency, least: dict[int, int]) -> dict[int, int]:
+    """Per group of a step's (pruned) model, the least width `least` gives the dense group it came
+    from, matched through the weights, which keep their names through pruning and training."""
+    floors: dict[int, int] = {}
+    constants = step.graph.constants
+    for slot in step.slots:
+        if slot.tensor not in constants or slot not in dense.slot_index:
+            continue
+        ours, theirs = step.elements(slot), dense.elements(slot)
+        if len(ours) and len(theirs):
+            gid = int(step.channel_group[ours[0]])
+            floors[gid] = max(floors.get(gid, 0), least[int(dense.channel_group[theirs[0]])])
+    return floors
 
 
 def _cost(model: onnx.ModelProto, shapes, kind: str) -> int:
@@ -66,12 +84,15 @@ def prune_iteratively(model_or_path, steps: int, *, calib=None, eval_data=None, 
     dense_cost = _cost(dense_prep.working, shapes, kind) if kind != "ratio" else 1
     current, model, prep, plan, trail = 1.0, dense, dense_prep, None, []
     train = train_data if train_data is not None else dense_prep.samples
+    dense_least = least_widths(dense_prep.dep, dense_prep.options.max_layer_ratio, dense_prep.options.min_channels)
     for k, tune in enumerate(step_budgets(finetune, steps), start=1):
         step_options = replace(options, target=_step_target(options.target, k, steps, current),
                                round_to=dense_prep.options.round_to)  # resolved by prepare (None: the default)
         prep = dense_prep if k == 1 else prepare(model, replace(step_options, criterion=dense_prep.options.criterion,
                                                                 scope=dense_prep.options.scope,
                                                                 recover=dense_prep.options.recover), calib)
+        if k > 1:
+            prep.floors = dense_floors(prep.dep, dense_prep.dep, dense_least)
         plan = choose_plan(prep, step_options)
         model = apply_and_recover(prep, plan)
         fragment = None

@@ -58,6 +58,7 @@ from onnxprune.select.latency_profile import build_profiled_model
 from onnxprune.select.mac_costs import POWERS as MAC_POWERS, auto_power, mac_costs
 from onnxprune.select.plan import (CostModel, check_countable, excluded_groups, search_ratio, select_global,
                                    select_uniform)
+from onnxprune.select.refine import WidthLimits, least_widths
 from onnxprune.select.rewritable import unrewritable_groups
 from onnxprune.select.sensitivity import group_sensitivity, select_by_sensitivity
 
@@ -87,6 +88,7 @@ class Prepared:
     latency_reference: onnx.ModelProto | None = None  # what a latency target is timed against, if not model
     lifted: dict[str, QuantParams] = field(default_factory=dict)  # QDQ weights working holds as floats
     unrewritable: set[int] = field(default_factory=set)  # groups the rewrite cannot follow (select/rewritable.py)
+    floors: dict[int, int] = field(default_factory=dict)  # group -> least width past the cap's (iterative.py)
 
     @property
     def samples(self) -> Dataset | None:
@@ -224,24 +226,27 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.
             fraction = ((lambda p: costs.macs_after(p.removed) / costs.total_macs) if target.kind == "macs"
                         else (lambda p: costs.params_after(p.removed) / costs.total_params))
             chosen = search_ratio(select, fraction, target.value, scores=scores, round_to=options.round_to,
-                                  skip=_kept_whole(prep, options), normalize=options.criterion not in COMPARABLE)
+                                  skip=_kept_whole(prep, options), normalize=options.criterion not in COMPARABLE,
+                                  least=_least(prep, options))
         elif target.kind == "latency":
             allocation, select, kept = _allocation(prep, options, select, scores, latency)
             # recovery changes values, not shapes: candidates are timed unrecovered
             chosen = search_latency(select, latency, target.value, options.threads_capped(), as_run(prep.lifted),
                                     feed=_one_sample(prep), scores=scores, round_to=options.round_to,
-                                    reference=_latency_reference(prep), analysed=analysed, skip=_kept_whole(prep, options))
+                                    reference=_latency_reference(prep), analysed=analysed,
+                                    limits=WidthLimits(_kept_whole(prep, options), _least(prep, options)))
             chosen.options.update(allocation=allocation, allocation_macs_kept=kept)
         elif options.scope in MEASURED:  # the share of channels removed, spent where it does least damage
             chosen = search_ratio(select, lambda p: 1.0 - float(p.removed.mean()), 1.0 - float(target.ratio),
-                                  scores=scores, round_to=options.round_to)
+                                  scores=scores, round_to=options.round_to, least=_least(prep, options))
         else:
             chosen = select(float(target.ratio))
     chosen.options.update({"criterion": options.criterion, "scope": options.scope, "recover": options.recover,
                            "round_to": options.round_to})
     if chosen.options.get("target_met") is False:
-        log.warning("target not met: the closest plan keeps %.3f (target %.3f); frozen channels or width rounding "
-                    "limit it (see `onnxprune inspect`)", chosen.options["estimated_kept"], chosen.options["target_kept"])
+        log.warning("target not met: the closest plan keeps %.3f (target %.3f); frozen channels, width rounding or "
+                    "the per-layer cap (--max-layer-ratio) limit it (see `onnxprune inspect`)",
+                    chosen.options["estimated_kept"], chosen.options["target_kept"])
     if not chosen.removed.any() and target.kind not in ("plan", "depth"):  # an unchanged model must not pass for a pruned one
         from onnxprune.report.inspect import why_nothing_removed
         log.warning("removed no channels: %s", why_nothing_removed(prep.dep, options.round_to))
@@ -258,7 +263,8 @@ def _allocation(prep: Prepared, options: PruneOptions, select, scores, latency: 
                                             round_to=options.round_to, min_channels=options.min_channels,
                                             skip=_kept_whole(prep, options)))
     return most_macs({"latency ranking": select, "uniform": uniform}, latency, options.target.value,
-                     scores=scores, round_to=options.round_to, skip=_kept_whole(prep, options))
+                     scores=scores, round_to=options.round_to,
+                     limits=WidthLimits(_kept_whole(prep, options), _least(prep, options)))
 
 
 def _one_sample(prep: Prepared) -> dict | None:
@@ -308,8 +314,13 @@ def _selector(prep: Prepared, options: PruneOptions, channel_costs: dict[int, fl
     if options.scope in ("global", "auto", *MAC_POWERS):
         return (lambda share: select_global(dep, scores, share, max_layer_ratio=options.max_layer_ratio,
                                             exclude=exclude, channel_costs=channel_costs,
-                                            normalize=criterion not in COMPARABLE, **caps)), scores
+                                            normalize=criterion not in COMPARABLE, floors=prep.floors, **caps)), scores
     return (lambda share: select_uniform(dep, scores, share, exclude=exclude, **caps)), scores
+
+
+def _least(prep: Prepared, options: PruneOptions) -> dict[int, int]:
+    """Per group, the fewest channels the search's last width steps may leave (the selection's cap)."""
+    return least_widths(prep.dep, options.max_layer_ratio, options.min_channels, prep.floors)
 
 
 def _kept_whole(prep: Prepared, options: PruneOptions) -> set[int]:

@@ -25,7 +25,8 @@ X = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
 @pytest.fixture(scope="module")
 def student() -> onnx.ModelProto:
     # no recovery: the student's features must differ from the teacher's for the loss to be tested
-    return prune(TEACHER, target_macs=0.5, calib=[{"input": X[:2]}], recover="none", bench_rounds=0).model
+    # 0.6: at 0.5 every free group loses its capped half, and no consumer keeps its width to match at
+    return prune(TEACHER, target_macs=0.6, calib=[{"input": X[:2]}], recover="none", bench_rounds=0).model
 
 
 def test_points_are_outputs_of_consumers_whose_width_did_not_change(student):

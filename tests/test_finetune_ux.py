@@ -202,7 +202,8 @@ def test_steps_need_a_reachable_target_and_a_budget(tmp_path, capsys):
 def test_steps_without_training_prune_stepwise(tmp_path):
     out, report = tmp_path / "o.onnx", tmp_path / "r.json"
     assert main(["prune", str(DENSE), "--calib", str(FIXTURES / "digits_calib.npz"), "--steps", "2", "--bench-rounds",
-                 "0", "--target-macs", "0.5", "-o", str(out), "--report", str(report), "-q"]) == 0
+                 "0", "--target-macs", "0.5", "--max-layer-ratio", "0.75", "-o", str(out), "--report", str(report),
+                 "-q"]) == 0
     got = json.loads(report.read_text())
     assert [s["step"] for s in got["stepwise"]["trail"]] == [1, 2]
     assert got["after"]["macs"] / got["before"]["macs"] <= 0.505

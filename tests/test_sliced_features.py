@@ -61,4 +61,6 @@ def test_a_run_with_features_brings_the_kept_channels_closer(student):
                           features=weight, holdout=0.0)
         after[weight] = numpy_feature_loss(_values(result.model, names), targets, 1.0)
     before = numpy_feature_loss(_values(student, names), targets, 1.0)
-    assert after[1.0] < 0.5 * min(before, after[0.0])  # measured: 0.066 before, 0.061 outputs only, 0.013
+    # measured: 0.103 before, 0.057 outputs only, 0.031 with the features (0.066, 0.061, 0.013 on the plan that
+    # broke the per-layer cap, before wave 16)
+    assert after[1.0] < 0.65 * min(before, after[0.0])

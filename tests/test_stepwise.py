@@ -65,7 +65,8 @@ def _accuracy(model) -> float:
 
 
 def test_stepwise_ends_at_the_target_valid_and_accurate():
-    r = prune_stepwise(DIGITS, 3, target_macs=0.5, calib=CALIB, calib_limit=16, bench_rounds=0)
+    # a cap of 0.75: the default's 0.5 stops the three-group digits CNN at 0.526 of the MACs (target not met)
+    r = prune_stepwise(DIGITS, 3, target_macs=0.5, calib=CALIB, calib_limit=16, bench_rounds=0, max_layer_ratio=0.75)
     kept = r.report["after"]["macs"] / r.report["before"]["macs"]
     assert 0.45 <= kept <= 0.505
     trail = r.report["stepwise"]["trail"]

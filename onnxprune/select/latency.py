@@ -17,6 +17,7 @@ from onnxprune.load.data import synthetic_dataset
 from onnxprune.load.runtime import session
 from onnxprune.select.latency_model import LatencyModel
 from onnxprune.select.plan import search_ratio
+from onnxprune.select.refine import WidthLimits
 
 log = logging.getLogger("onnxprune")
 
@@ -29,7 +30,7 @@ WARMUP = 10  # untimed rounds: new sessions start slow
 
 def most_macs(selectors: dict[str, Callable[[float], Plan]], model: LatencyModel, target: float,
               scores: np.ndarray | None = None, round_to: int = 1,
-              skip: set[int] | None = None) -> tuple[str, Callable[[float], Plan], dict]:
+              limits: WidthLimits = WidthLimits()) -> tuple[str, Callable[[float], Plan], dict]:
     """Of several allocations (name -> select(share)), the one whose plan at `target` of the
     *predicted* latency keeps the most MACs, and each one's MACs kept there. The first is the
     default and stays unless another keeps SWITCH_GAIN times its MACs: a ranking by time per MAC
@@ -39,7 +40,7 @@ def most_macs(selectors: dict[str, Callable[[float], Plan]], model: LatencyModel
     kept = {}
     for name, select in selectors.items():
         plan = search_ratio(select, lambda p: model.kept(p.removed), target, scores=scores, round_to=round_to,
-                            skip=skip)
+                            skip=limits.skip, least=limits.least)
         kept[name] = round(model.costs.macs_after(plan.removed) / max(model.costs.total_macs, 1), 4)
     first = next(iter(selectors))
     best = max(kept, key=lambda name: kept[name])
@@ -51,7 +52,7 @@ def search_latency(select: Callable[[float], Plan], model: LatencyModel, target:
                    build: Callable[[Plan], onnx.ModelProto], scores: np.ndarray | None = None,
                    round_to: int = 1, rounds: int = 30, reference: onnx.ModelProto | None = None,
                    analysed: onnx.ModelProto | None = None, feed: dict | None = None,
-                   skip: set[int] | None = None) -> Plan:
+                   limits: WidthLimits = WidthLimits()) -> Plan:
     """The plan whose model (`build(plan)`, same shapes as the recovered one) runs nearest `target`
     x dense latency, measured; its options record the predicted and the measured ratios. Dense is
     `reference` when given (the user's model, when the one analysed was rewritten to run faster:
@@ -59,8 +60,8 @@ def search_latency(select: Callable[[float], Plan], model: LatencyModel, target:
     latency against it, so the first aim already allows for the rewrite. `analysed` is the analysed
     model as it will run, when that is not the analysed model itself (a QDQ model's lifted weights
     lowered back to integers, as `build` lowers each candidate: apply/as_run.py). The refinement of a
-    rounded plan leaves the groups in `skip` whole, as every selection does (the MACs path's search
-    too): without it a latency target cut a head of khmersm's attention, which the rewrite cannot follow."""
+    rounded plan leaves the groups in `limits.skip` whole and none under its least width, as every
+    selection does (the MACs path's search too): without it a latency target cut a head of khmersm's attention, which the rewrite cannot follow."""
     analysed = model.dep.graph.model if analysed is None else analysed
     dense = session(reference if reference is not None else analysed, threads)
     if feed is None:  # no calibration data: a synthetic sample (`feed`: the user's first one)
@@ -72,7 +73,7 @@ def search_latency(select: Callable[[float], Plan], model: LatencyModel, target:
     aim, tried, aims = min(target / scale, 0.995), [], []
     cost, switched = (lambda p: model.kept(p.removed)), False  # the predicted latency kept
     for _ in range(ATTEMPTS):
-        plan = search_ratio(select, cost, aim, scores=scores, round_to=round_to, skip=skip)
+        plan = search_ratio(select, cost, aim, scores=scores, round_to=round_to, skip=limits.skip, least=limits.least)
         if any(np.array_equal(plan.removed, t[1].removed) for t in tried):
             if switched or not _flat(tried[-1], target):
                 break  # a new aim, the same plan (the per-layer cap or the rounding): timing it again picks noise

@@ -19,7 +19,7 @@ from onnxprune.errors import BadInputError
 from onnxprune.couple.vocabulary import Slot
 from onnxprune.graph.constants import sizes
 from onnxprune.graph.cost import count_macs
-from onnxprune.select.refine import refine_weighted
+from onnxprune.select.refine import least_widths, refine_weighted
 from onnxprune.select.slot_fractions import SlotFractions, SlotView
 
 TARGET_TOLERANCE = 0.02  # a target is met when the kept fraction lands within this of it
@@ -83,12 +83,12 @@ def select_uniform(dep: Dependency, scores: np.ndarray, ratio: float, round_to: 
 def select_global(dep: Dependency, scores: np.ndarray, ratio: float, round_to: int = 1,
                   max_layer_ratio: float = 0.9, exclude: list[str] | None = None, min_channels: int = 1,
                   normalize: bool = True, channel_costs: dict[int, float] | None = None,
-                  skip: set[int] = frozenset()) -> Plan:
+                  skip: set[int] = frozenset(), floors: dict[int, int] | None = None) -> Plan:
     """Global scope: one ranking of all prunable channels (each group's scores divided by the
     group's mean), the lowest `ratio` of them removed, no group losing more than `max_layer_ratio`;
     then each group's kept width is rounded to `round_to`. With `channel_costs` (group -> time a
     channel costs) the ranking is importance per unit of cost, so pruning goes where the time is.
-    Groups in `skip` keep every channel."""
+    Groups in `skip` keep every channel; `floors` raises a group's least width (refine.least_widths)."""
     _check(ratio, round_to)
     skip = excluded_groups(dep, exclude) | set(skip)
     normalised = np.zeros(dep.num_channels)
@@ -108,7 +108,8 @@ def select_global(dep: Dependency, scores: np.ndarray, ratio: float, round_to: i
     budget = int(round(ratio * len(pool)))
     order = pool[np.argsort(normalised[pool], kind="stable")]
     taken = {grp.id: 0 for grp in dep.groups}
-    caps = {grp.id: min(int(grp.size * max_layer_ratio), grp.size - max(min_channels, 1)) for grp in dep.groups}
+    least = least_widths(dep, max_layer_ratio, min_channels, floors)
+    caps = {grp.id: grp.size - least[grp.id] for grp in dep.groups}
     for c in order:
         if budget <= 0:
             break
@@ -212,12 +213,13 @@ class CostModel:
 
 def search_ratio(select, cost, target: float, tolerance: float = 0.005, steps: int = 40,
                  scores: np.ndarray | None = None, round_to: int = 1, skip: set[int] | None = None,
-                 normalize: bool = True) -> Plan:
+                 normalize: bool = True, least: dict[int, int] | None = None) -> Plan:
     """Bisect the share removed so that `cost(plan)` (a kept fraction) lands on `target`.
 
     `select(ratio)` builds a plan; rounding makes the cost a step function, so when no share hits
     the target the closest plan is refined a width step at a time (select/refine.py: each
-    step the least damaging per unit of cost among those that shrink the gap; groups in `skip` untouched).
+    step the least damaging per unit of cost among those that shrink the gap; groups in `skip` untouched,
+    none under its `least` width).
     """
     if not 0.0 < target < 1.0:
         raise BadInputError(f"targets are fractions kept, strictly between 0 and 1; got {target}")
@@ -237,7 +239,8 @@ def search_ratio(select, cost, target: float, tolerance: float = 0.005, steps: i
         else:
             hi = mid
     if best_gap > tolerance and scores is not None:
-        best = refine_weighted(best, scores, cost, target, round_to, tolerance, skip=skip, normalize=normalize)
+        best = refine_weighted(best, scores, cost, target, round_to, tolerance, skip=skip, normalize=normalize,
+                               least=least)
     best.options["target_kept"] = target
     best.options["estimated_kept"] = cost(best)
     best.options["target_met"] = abs(best.options["estimated_kept"] - target) <= TARGET_TOLERANCE
