@@ -243,10 +243,11 @@ def _choose_plan(prep: Prepared, options: PruneOptions | None = None, given: np.
             chosen = select(float(target.ratio))
     chosen.options.update({"criterion": options.criterion, "scope": options.scope, "recover": options.recover,
                            "round_to": options.round_to})
-    if chosen.options.get("target_met") is False:
-        log.warning("target not met: the closest plan keeps %.3f (target %.3f); frozen channels, width rounding or "
-                    "the per-layer cap (--max-layer-ratio) limit it (see `onnxprune inspect`)",
-                    chosen.options["estimated_kept"], chosen.options["target_kept"])
+    if chosen.options.get("target_met") is False and target.kind != "latency":  # search_latency says it in time
+        log.warning("target not met: the closest plan keeps %.3f of the %s (target %.3f); frozen channels, width "
+                    "rounding or the per-layer cap (--max-layer-ratio) limit it (see `onnxprune inspect`)",
+                    chosen.options["estimated_kept"], KEPT_WHAT.get(target.kind, "channels"),
+                    chosen.options["target_kept"])
     if not chosen.removed.any() and target.kind not in ("plan", "depth"):  # an unchanged model must not pass for a pruned one
         from onnxprune.report.inspect import why_nothing_removed
         log.warning("removed no channels: %s", why_nothing_removed(prep.dep, options.round_to))
@@ -316,6 +317,9 @@ def _selector(prep: Prepared, options: PruneOptions, channel_costs: dict[int, fl
                                             exclude=exclude, channel_costs=channel_costs,
                                             normalize=criterion not in COMPARABLE, floors=prep.floors, **caps)), scores
     return (lambda share: select_uniform(dep, scores, share, exclude=exclude, **caps)), scores
+
+
+KEPT_WHAT = {"macs": "MACs", "params": "parameters"}  # what a target's kept fraction counts
 
 
 def _least(prep: Prepared, options: PruneOptions) -> dict[int, int]:

@@ -48,8 +48,10 @@ def test_least_widths_follow_the_cap_min_channels_and_floors():
     assert least_widths(dep, 0.5, 1, {free[0].id: 30})[free[0].id] == 30  # a floor wins where it is higher
 
 
-def test_a_macs_target_keeps_every_conv_within_the_default_cap():
+def test_a_macs_target_keeps_every_conv_within_the_default_cap(caplog):
     pruned = prune(DIGITS, target_macs=0.5, calib=CALIB, calib_limit=16, bench_rounds=0).model
+    said = [r.getMessage() for r in caplog.records if "target not met" in r.getMessage()]
+    assert said and "of the MACs (target 0.500)" in said[0] and "--max-layer-ratio" in said[0]
     dense, kept = _conv_widths(DENSE), _conv_widths(pruned)
     assert all(kept[w] >= dense[w] - int(dense[w] * 0.5) for w in dense), (dense, kept)  # fisher's cap: 0.5
     assert sum(kept.values()) < sum(dense.values())
