@@ -20,6 +20,7 @@ from onnx import helper
 
 from onnxprune.errors import BadInputError
 from onnxprune.graph.model_graph import ModelGraph, resolve_input_shapes
+from onnxprune.load.tensors import bodies
 from onnxprune.autodiff.analysis import analyse, frozen_summary, rule_for
 from onnxprune.autodiff.context import GradContext
 from onnxprune.autodiff.feature_loss import emit_feature_terms
@@ -104,8 +105,7 @@ def _subgraph_stop(g: ModelGraph, reach) -> str:
     """An If/Loop/Scan on the way to the loss: its branches read the layers' outputs from outside, not
     through inputs, so no gradient reaches them (and no weight upstream counts as frozen by it)."""
     for node in reversed(g.nodes):
-        if any(o in reach for o in node.outputs if o) and any(
-                a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.proto.attribute):
+        if any(o in reach for o in node.outputs if o) and bodies(node.proto):
             return f"{node.op} '{node.name}' has no gradient rule: the layers its branches read stay frozen"
     return ""
 

@@ -13,6 +13,7 @@ import onnx
 
 from onnxprune.graph.constants import sizes
 from onnxprune.graph.model_graph import ModelGraph
+from onnxprune.load.tensors import bodies
 
 
 def count_params(g: ModelGraph) -> int:
@@ -23,9 +24,7 @@ def count_params(g: ModelGraph) -> int:
     total = sum(math.prod(shape) for name, shape, dtype in sizes(g.constants)
                 if len(shape) >= 1 and (is_floating(dtype) or name in quantized))
     for node in g.nodes:
-        for attr in node.proto.attribute:
-            bodies = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-            total += sum(_body_params(body) for body in bodies)
+        total += sum(_body_params(body) for body in bodies(node.proto))
     return int(total)
 
 
@@ -40,9 +39,7 @@ def _body_params(graph: onnx.GraphProto) -> int:
     count = sum(int(np.prod(t.dims)) for t in graph.initializer
                 if len(t.dims) >= 1 and t.data_type in _FLOAT_TYPES)
     for node in graph.node:
-        for attr in node.attribute:
-            bodies = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-            count += sum(_body_params(b) for b in bodies)
+        count += sum(_body_params(b) for b in bodies(node))
     return count
 
 

@@ -21,6 +21,7 @@ import onnx
 from onnxprune.errors import BadInputError, first_line
 
 from onnxprune.graph.constants import Constants
+from onnxprune.load.tensors import bodies
 
 Shape = tuple[int, ...]
 DEFAULT_BATCH = 1
@@ -101,12 +102,11 @@ class ModelGraph:
         names, so the node (which has no rule) freezes them instead of being invisible."""
         found = []
         for node in self.nodes:
-            bodies = [a.g for a in node.proto.attribute if a.type == onnx.AttributeProto.GRAPH]
-            bodies += [g for a in node.proto.attribute if a.type == onnx.AttributeProto.GRAPHS for g in a.graphs]
-            if not bodies:
+            held = bodies(node.proto)
+            if not held:
                 continue
             found.append(node.index)
-            for name in sorted(set().union(*(_outer_reads(b) for b in bodies))):
+            for name in sorted(set().union(*(_outer_reads(b) for b in held))):
                 users = self.consumers.setdefault(name, [])
                 if node.index not in users:
                     users.append(node.index)
@@ -166,12 +166,8 @@ def _outer_reads(graph: onnx.GraphProto) -> set[str]:
     reads = set()
     for n in graph.node:
         reads.update(t for t in n.input if t)
-        for a in n.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
-                reads |= _outer_reads(a.g)
-            elif a.type == onnx.AttributeProto.GRAPHS:
-                for sub in a.graphs:
-                    reads |= _outer_reads(sub)
+        for sub in bodies(n):
+            reads |= _outer_reads(sub)
     reads.update(o.name for o in graph.output)
     return reads - defined
 

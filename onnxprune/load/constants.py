@@ -7,6 +7,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxprune.load.tensors import bodies
+
 # ops whose output differs from run to run even with constant inputs
 NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
                     "Bernoulli"}
@@ -27,7 +29,7 @@ def constant_values(model: onnx.ModelProto) -> dict[str, onnx.TensorProto | onnx
 def foldable(node: onnx.NodeProto, constant: set[str]) -> bool:
     if node.domain not in ("", "ai.onnx") or node.op_type in NEVER_FOLD:
         return False
-    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+    if bodies(node):
         return False
     inputs = [t for t in node.input if t]
     return bool(inputs) and all(t in constant for t in inputs)

@@ -20,6 +20,7 @@ from onnx import numpy_helper
 
 from onnxprune.load.fold_limit import check_fold_size
 from onnxprune.load.constants import MIN_IR_VERSION, constant_value, constant_values, foldable
+from onnxprune.load.tensors import bodies
 
 
 def _evaluate(model: onnx.ModelProto, nodes: list[onnx.NodeProto], feeds: dict[str, np.ndarray],
@@ -114,10 +115,9 @@ def _add_initializer(graph: onnx.GraphProto, name: str, value: np.ndarray) -> on
 def _names_read(node: onnx.NodeProto) -> set[str]:
     """Inputs of `node`, and outer-scope names its subgraphs (If/Loop bodies) read."""
     names = {t for t in node.input if t}
-    for attr in node.attribute:
-        for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-            for inner in sub.node:
-                names |= _names_read(inner)
+    for sub in bodies(node):
+        for inner in sub.node:
+            names |= _names_read(inner)
     return names
 
 

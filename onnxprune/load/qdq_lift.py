@@ -21,6 +21,7 @@ from onnx import numpy_helper
 from onnxprune.load.constants import constant_value
 from onnxprune.load.qdq_fold import fold_runtime_weights, runtime_weights
 from onnxprune.load.qdq_params import QuantParams, dequantize, is_reduced
+from onnxprune.load.tensors import bodies
 
 _INTEGERS = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT16, onnx.TensorProto.UINT16,
              onnx.TensorProto.INT32}
@@ -98,9 +99,8 @@ def _drop_unused(model: onnx.ModelProto, candidates: set[str]) -> None:
     used = {o.name for o in model.graph.output}
     for node in model.graph.node:
         used.update(node.input)
-        for attr in node.attribute:  # a subgraph may read an outer initializer by name
-            for body in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                used.update(i for n in body.node for i in n.input)
+        for body in bodies(node):  # a subgraph may read an outer initializer by name
+            used.update(i for n in body.node for i in n.input)
     for i in reversed(range(len(model.graph.initializer))):  # by index: no copy of what stays
         name = model.graph.initializer[i].name
         if name in candidates and name not in used:

@@ -23,6 +23,7 @@ from onnx import helper, numpy_helper
 
 from onnxprune.load.data import Dataset
 from onnxprune.load.runtime import session
+from onnxprune.load.tensors import bodies
 from onnxprune.load.workdirs import PrivateDir
 
 STORE_BUDGET = 64 * 2 ** 20   # bytes of frontier tensors held in memory before spilling to disk
@@ -78,13 +79,11 @@ def reads(node: onnx.NodeProto) -> set[str]:
     """Every tensor a node reads, including those its subgraphs (If/Loop bodies) read from outside;
     not the tensors a body makes for itself (a branch's own Constant is no input of the segment)."""
     names = {t for t in node.input if t}
-    for attr in node.attribute:
-        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-        for body in graphs:
-            local = {i.name for i in body.input} | {i.name for i in body.initializer}
-            local |= {t for inner in body.node for t in inner.output}
-            for inner in body.node:
-                names |= reads(inner) - local
+    for body in bodies(node):
+        local = {i.name for i in body.input} | {i.name for i in body.initializer}
+        local |= {t for inner in body.node for t in inner.output}
+        for inner in body.node:
+            names |= reads(inner) - local
     return names
 
 

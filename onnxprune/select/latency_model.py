@@ -33,6 +33,7 @@ from onnxprune import progress
 from onnxprune.apply.rewrite import apply_plan
 from onnxprune.couple.dependency import Dependency
 from onnxprune.graph.model_graph import ModelGraph
+from onnxprune.load.tensors import bodies
 from onnxprune.select.plan import CostModel, select_uniform
 
 GRID = (0.0, 0.25, 0.5, 0.75)  # uniform shares removed at which every node is timed
@@ -186,7 +187,7 @@ def save_cache(path: Path, entries: dict) -> None:
 def signature(graph: ModelGraph, node) -> str | None:
     """What a node's time depends on; None for nodes that are not timed (subgraphs, unknown shapes,
     all-constant inputs that ORT folds away)."""
-    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.proto.attribute):
+    if bodies(node.proto):
         return None
     inputs = [t for t in node.inputs if t]
     if not inputs or all(graph.is_const(t) for t in inputs):
