@@ -115,10 +115,15 @@ class EpochScores:
         from onnxprune.recover import trainloop
         self.saved, original = trainloop.Loop._save, trainloop.Loop._save
 
+        from onnxprune.apply.qdq_lower import lower
+        from onnxprune.load.qdq_lift import lift
+        lifted_model, lifted = lift(self.model)  # a QDQ model trains its weights lifted (recover/finetune.py)
+
         def save_and_score(loop):
             original(loop)
             weights = {n: loop.params.values[n] for n in loop.params.names}
-            self.scores.append(round(self.score(write_weights(self.model, weights)), 2))
+            scored = write_weights(lifted_model, weights)
+            self.scores.append(round(self.score(lower(scored, lifted, lambda t, a: None) if lifted else scored), 2))
             print(f"epoch {len(self.scores)}: task score {self.scores[-1]}", flush=True)
         trainloop.Loop._save = save_and_score
         return self
