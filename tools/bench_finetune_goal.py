@@ -74,12 +74,13 @@ def pruned(name: str, case, macs: float, work: Path, start: str = "default", cal
 
 
 DISTILL = {"mse": "mse", "bal": "balanced", "kl": "kl", "det": "detect"}  # variant suffix -> TrainSettings.distill
+AUGMENT = {"aug": ("flip", "crop", "scale"), "augcs": ("crop", "scale")}  # variant suffix -> augment (augcs: no flip, for digits)
 SELECT = {"agree": "agreement", "parts": "parts", "conf": "confident"}  # variant suffix -> TrainSettings.select
 
 
 def variant(spec: str) -> dict:
     """"RATE[+featW][+probs][+aug][+mse|+bal|+det|+kl][+swW][+fgW][+tT][+bB][+last]": probs distills the output probabilities
-    (the old default), not the logits a final Softmax reads; aug adds flip, crop and scale jitter; mse distills by
+    (the old default), not the logits a final Softmax reads; aug adds flip, crop and scale jitter, augcs crop and scale only; mse distills by
     squared error (outputs that are not class scores: a detector's boxes), bal by squared error balanced per
     channel (recover/distill_weights.py), det by the detect loss (autodiff/detect_loss.py), kl by KL; none of the three: the library's default;
     swW (det) the score rows' term at weight W, fgW (det) the score rows' confident-anchor term at weight W; tT the distillation
@@ -95,7 +96,7 @@ def variant(spec: str) -> dict:
               if e.startswith(tag) and e[2:]}
     return {"lr": None if rate == "auto" else float(rate),
             "features": float(feat[len("feat"):] or 1.0) if feat else 0.0,
-            "softmax_logits": "probs" not in extras, "augment": ("flip", "crop", "scale") if "aug" in extras else (),
+            "softmax_logits": "probs" not in extras, "augment": AUGMENT.get(next((e for e in extras if e in AUGMENT), ""), ()),
             **({"distill": DISTILL[e] for e in extras if e in DISTILL}), "keep": "last" if "last" in extras else "best",
             "select": next((SELECT[e] for e in extras if e in SELECT), "fidelity"),
             **({"temperature": temp} if temp else {}), **({"batch_size": batch} if batch else {}),
@@ -114,10 +115,15 @@ class EpochScores:
         from onnxprune.recover import trainloop
         self.saved, original = trainloop.Loop._save, trainloop.Loop._save
 
+        from onnxprune.apply.qdq_lower import lower
+        from onnxprune.load.qdq_lift import lift
+        lifted_model, lifted = lift(self.model)  # a QDQ model trains its weights lifted (recover/finetune.py)
+
         def save_and_score(loop):
             original(loop)
             weights = {n: loop.params.values[n] for n in loop.params.names}
-            self.scores.append(round(self.score(write_weights(self.model, weights)), 2))
+            scored = write_weights(lifted_model, weights)
+            self.scores.append(round(self.score(lower(scored, lifted, lambda t, a: None) if lifted else scored), 2))
             print(f"epoch {len(self.scores)}: task score {self.scores[-1]}", flush=True)
         trainloop.Loop._save = save_and_score
         return self

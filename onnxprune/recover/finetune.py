@@ -28,6 +28,8 @@ from onnxprune.autodiff.optim import AdamW, FlatParams, SGD, make_optimizer
 from onnxprune.autodiff.runner import Forward, TrainStep
 from onnxprune.autodiff.lr_schedule import cosine, step_decay
 from onnxprune.autodiff.weights import read_weights, write_weights
+from onnxprune.apply.qdq_lower import lower
+from onnxprune.load.qdq_lift import lift
 from onnxprune.recover.as_float32 import float32_twin
 from onnxprune.score.branch_outputs import decided_view
 from onnxprune.recover.detect_distill import detect_spec
@@ -129,6 +131,11 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     shapes = data.sample_shapes()
     check_ranks(model, shapes)
     teacher_model = _load(teacher) if teacher is not None else None
+    # a QDQ model's integer weights (int8 weights, int32 biases behind a DequantizeLinear) have no gradient:
+    # they train as the floats they stand for and are re-quantized with their own scheme after (the
+    # lift/lower pair pruning uses); without this only its float leftovers trained (PP-OCR cls QDQ: 35 BN
+    # offsets of 107 weights), and a model quantized throughout (orinet QDQ) had nothing to train
+    model, lifted = lift(model)
     exported = model  # the trained weights are written back into the model as given (float16 ones cast back)
     # Ifs the samples' shapes decide: trained through the branch taken (written back into it: write_weights)
     model = decided_view(model, shapes) or model
@@ -174,6 +181,8 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     loop.run(data, targets, val_data, val_targets, epochs)
     params.restore(loop.best[2])
     trained = write_weights(exported, {n: params.values[n] for n in params.names})
+    if lifted:  # all channels kept: the lifted scheme is the given model's own
+        trained = lower(trained, lifted, lambda tensor, axis: None)
     rate = loop.clock["steps"] / loop.clock["busy"] if loop.clock["busy"] else 0.0
     return FinetuneResult(trained, loop.history, loop.best[1], tg.trainable, tg.frozen, rate, tg.build_ms,
                           loop.stopped, loop.resumed_from, loop.lr, s.distill if loss == "distill" else None,
