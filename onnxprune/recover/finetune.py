@@ -163,6 +163,9 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     micro = _micro(model, shapes, teacher_model, tg, targets, s) if batchable else s.batch_size
     targets.chunk = val_targets.chunk = micro  # the teacher never runs on more samples than a training step
     guard = _guard(guard_data, model, tg, teacher_model, batchable, s.threads, micro) if loss == "distill" else None
+    # a detector's packed rows (channels off the last axis) have no top-1 class: its argmax over anchors
+    # is noise there (NudeNet: 0.16-0.19), so the guard judges them by the loss alone
+    agreement = guard is None or not unbalanced(first_outputs(teacher_model, output, guard[0], 8, batchable, s.threads))
     targets.lazy = True  # per-batch targets are computed per micro-batch, inside the step
 
     params = FlatParams(read_weights(model, tg.trainable))
@@ -171,7 +174,7 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     optimizer_options = {"weight_decay": weight_decay, **({"momentum": s.momentum} if s.optimizer == "sgd" else {})}
     opt = make_optimizer(s.optimizer, params, **optimizer_options)
     loop = Loop(s, tg, params, opt, batchable)
-    loop.guard = guard
+    loop.guard, loop.guard_agreement = guard, agreement
     step = TrainStep(tg, params, s.threads)
     loop.step = MicroBatched(step, params, micro)
     forward = Forward(model, params, tg.logits, s.threads)

