@@ -4,8 +4,8 @@ Step k prunes the current model to the k-th of N geometrically spaced targets (a
 model's MACs or parameters, or of its channels for --ratio), re-solving consumers as one-shot
 pruning does, then fine-tunes on its share of the epoch (or minute) budget with the dense model as
 the teacher. The per-layer cap counts against the dense model's groups (`dense_floors`): counted
-against each step's model, three steps at a 0.5 cap may leave an eighth of a layer. The report compares the final model with the dense one, as `prune` does, and lists
-every step under "iterative".
+against each step's model, three steps at a 0.5 cap may leave an eighth of a layer. The report
+compares the final model with the dense one, as `prune` does, and lists every step under "iterative".
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from onnxprune.options import FinetuneOptions, PruneOptions, Target
 from onnxprune.finetune_stage import finetune_model
 from onnxprune.select.refine import least_widths
 from onnxprune.stages import apply_and_recover, choose_plan, describe, prepare
+from onnxprune.stepwise import shared_weight_slots
 
 
 def step_checkpoint(checkpoint: str | os.PathLike, step: int) -> str:
@@ -46,11 +47,7 @@ def dense_floors(step: Dependency, dense: Dependency, least: dict[int, int]) -> 
     """Per group of a step's (pruned) model, the least width `least` gives the dense group it came
     from, matched through the weights, which keep their names through pruning and training."""
     floors: dict[int, int] = {}
-    constants = step.graph.constants
-    for slot in step.slots:
-        if slot.tensor not in constants or slot not in dense.slot_index:
-            continue
-        ours, theirs = step.elements(slot), dense.elements(slot)
+    for ours, theirs in shared_weight_slots(step, dense):
         if len(ours) and len(theirs):
             gid = int(step.channel_group[ours[0]])
             floors[gid] = max(floors.get(gid, 0), least[int(dense.channel_group[theirs[0]])])

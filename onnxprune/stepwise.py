@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from typing import Iterator
 
 import numpy as np
 
@@ -37,6 +38,16 @@ def step_targets(target: Target, steps: int) -> list[Target]:
     return [Target(**{target.kind: float(target.value) ** (k / steps)}) for k in range(1, steps + 1)]
 
 
+def shared_weight_slots(step: Dependency, dense: Dependency) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(the step model's elements, the dense model's elements) of every weight slot both models hold:
+    weights keep their names through pruning and training, so they tie a pruned model's channels to
+    the dense ones'."""
+    constants = step.graph.constants
+    for slot in step.slots:
+        if slot.tensor in constants and slot in dense.slot_index:
+            yield step.elements(slot), dense.elements(slot)
+
+
 def to_dense(dense: Dependency, step: Dependency, removed: np.ndarray, step_scores: np.ndarray,
              fallback: np.ndarray) -> tuple[np.ndarray, int]:
     """`step_scores` (channels of the pruned model `step`) as scores of the dense model's channels.
@@ -45,13 +56,8 @@ def to_dense(dense: Dependency, step: Dependency, removed: np.ndarray, step_scor
     index i to the i-th kept index of the dense slot. Removed channels score 0 (selected again first);
     kept channels no slot maps keep their `fallback` score. Returns the scores and how many fell back."""
     out = np.where(removed, 0.0, np.nan)
-    constants = step.graph.constants
-    for slot in step.slots:
-        if slot.tensor not in constants or slot not in dense.slot_index:
-            continue
-        elements = dense.elements(slot)
+    for ours, elements in shared_weight_slots(step, dense):
         kept = elements[~removed[elements]]
-        ours = step.elements(slot)
         if len(kept) == len(ours):
             out[kept] = step_scores[ours]
     missing = np.isnan(out)
@@ -99,4 +105,4 @@ def prune_stepwise(model_or_path, steps: int, *, calib=None, eval_data=None, opt
     return PruneResult(model, plan, report)
 
 
-__all__ = ["prune_stepwise", "step_targets", "to_dense"]
+__all__ = ["prune_stepwise", "shared_weight_slots", "step_targets", "to_dense"]

@@ -165,7 +165,7 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     guard = _guard(guard_data, model, tg, teacher_model, batchable, s.threads, micro) if loss == "distill" else None
     # a detector's packed rows (channels off the last axis) have no top-1 class: its argmax over anchors
     # is noise there (NudeNet: 0.16-0.19), so the guard judges them by the loss alone
-    agreement = guard is None or not unbalanced(first_outputs(teacher_model, output, guard[0], 8, batchable, s.threads))
+    agreement = guard is None or not unbalanced(guard[1].first(8))
     targets.lazy = True  # per-batch targets are computed per micro-batch, inside the step
 
     params = FlatParams(read_weights(model, tg.trainable))

@@ -110,6 +110,10 @@ class Targets:
             feeds[self.features[name]] = np.ascontiguousarray(value)
         return out[0].astype(np.float32, copy=False)
 
+    def first(self, n: int) -> np.ndarray:
+        """The teacher's output on the first `n` samples, from this session (no second one)."""
+        return self._all(self.data.take(min(n, len(self.data))), self.batchable)
+
     @property
     def inputs(self) -> set[str]:
         return set(self.features.values())
