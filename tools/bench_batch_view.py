@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 from onnxprune.load.data import Dataset  # noqa: E402
 from onnxprune.recover.finetune import finetune  # noqa: E402
 from bench_finetune_goal import pruned  # noqa: E402
-from bench_iterative import task_case  # noqa: E402
+from finetune_cases import task_case  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

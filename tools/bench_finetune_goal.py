@@ -36,7 +36,7 @@ from onnxprune.api import prune  # noqa: E402
 from onnxprune.load.data import Dataset  # noqa: E402
 from onnxprune.options import PruneOptions, Target  # noqa: E402
 from onnxprune.recover.finetune import finetune  # noqa: E402
-from bench_iterative import STARTS, digits_case, task_case  # noqa: E402  (the same models and data)
+from finetune_cases import STARTS, digits_case, task_case  # noqa: E402
 
 
 def own_training(task_name: str) -> bool:
@@ -84,7 +84,7 @@ def variant(spec: str) -> dict:
     squared error (outputs that are not class scores: a detector's boxes), bal by squared error balanced per
     channel (recover/distill_weights.py), det by the detect loss (autodiff/detect_loss.py), kl by KL; none of the three: the library's default;
     swW (det) the score rows' term at weight W, fgW (det) the score rows' confident-anchor term at weight W; tT the distillation
-    temperature T (default 2); bB batch B instead of --batch; seedN the shuffling seed (default 0); last keeps the last epoch, not the best held-out one;
+    temperature T (default 2); bB batch B instead of --batch; wN N warm-up steps; seedN the shuffling seed (default 0); last keeps the last epoch, not the best held-out one;
     agree keeps the epoch of best held-out top-1 agreement with the teacher, parts the best worst-part cosine, conf the
     best confident-anchor F1 (recover/epoch_measures.py; all three are recorded in every run, see `kept`)."""
     rate, *extras = spec.split("+")
@@ -92,6 +92,7 @@ def variant(spec: str) -> dict:
     temp = next((float(e[1:]) for e in extras if e.startswith("t") and e[1:]), None)
     batch = next((int(e[1:]) for e in extras if e.startswith("b") and e[1:].isdigit()), None)
     seed = next((int(e[4:]) for e in extras if e.startswith("seed") and e[4:].isdigit()), None)
+    warmup = next((int(e[1:]) for e in extras if e.startswith("w") and e[1:].isdigit()), None)
     detect = {key: float(e[2:]) for e in extras for tag, key in (("sw", "score_weight"), ("fg", "score_focus"))
               if e.startswith(tag) and e[2:]}
     return {"lr": None if rate == "auto" else float(rate),
@@ -100,7 +101,8 @@ def variant(spec: str) -> dict:
             **({"distill": DISTILL[e] for e in extras if e in DISTILL}), "keep": "last" if "last" in extras else "best",
             "select": next((SELECT[e] for e in extras if e in SELECT), "fidelity"),
             **({"temperature": temp} if temp else {}), **({"batch_size": batch} if batch else {}),
-            **({"seed": seed} if seed is not None else {}), **detect}
+            **({"seed": seed} if seed is not None else {}), **({"warmup_steps": warmup} if warmup is not None else {}),
+            **detect}
 
 
 class EpochScores:
