@@ -91,3 +91,16 @@ def test_three_steps_keep_the_cap_of_the_dense_model():
     dense, kept = _conv_widths(DENSE), _conv_widths(result.model)
     assert all(kept[w] >= dense[w] - int(dense[w] * 0.5) for w in dense), (dense, kept)
     assert [s["step"] for s in result.report["iterative"]["trail"]] == [1, 2, 3]
+
+
+def test_global_rounding_rounds_up_where_nearest_would_pass_the_cap():
+    from onnxprune.select.plan import select_global
+    dep = _dep(DENSE)
+    scores = np.arange(dep.num_channels, dtype=float) + 1.0
+    plan = select_global(dep, scores, 0.9, round_to=24, max_layer_ratio=0.5)  # every group taken to its cap
+    least = least_widths(dep, 0.5, 1)
+    kept = {g.id: g.size - int(plan.removed[g.channels].sum()) for g in _free(dep)}
+    # a 64-wide group capped at 32 rounds to 24 by nearest: up to 48 instead
+    assert all(kept[g.id] >= least[g.id] for g in _free(dep)), kept
+    assert all(kept[g.id] % 24 == 0 or kept[g.id] == g.size for g in _free(dep)), kept
+    assert plan.removed.any()

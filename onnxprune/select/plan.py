@@ -35,6 +35,13 @@ def rounded_keep(total: int, ratio: float, round_to: int) -> int:
     return int(min(max(keep, step, 1), total))
 
 
+def rounded_up(total: int, least: int, round_to: int) -> int:
+    """The fewest channels of `total`, a multiple of `round_to` (as rounded_keep steps), that are at
+    least `least`: rounding never takes a group past its cap."""
+    step = round_to if total > round_to else 1
+    return int(min(-(-least // step) * step, total))
+
+
 def _check(ratio: float, round_to: int) -> None:
     if not 0.0 <= ratio < 1.0:
         raise BadInputError(f"ratio must be in [0, 1), got {ratio}")
@@ -86,7 +93,7 @@ def select_global(dep: Dependency, scores: np.ndarray, ratio: float, round_to: i
                   skip: set[int] = frozenset(), floors: dict[int, int] | None = None) -> Plan:
     """Global scope: one ranking of all prunable channels (each group's scores divided by the
     group's mean), the lowest `ratio` of them removed, no group losing more than `max_layer_ratio`;
-    then each group's kept width is rounded to `round_to`. With `channel_costs` (group -> time a
+    then each group's kept width is rounded to `round_to` (up where rounding would pass the cap). With `channel_costs` (group -> time a
     channel costs) the ranking is importance per unit of cost, so pruning goes where the time is.
     Groups in `skip` keep every channel; `floors` raises a group's least width (refine.least_widths)."""
     _check(ratio, round_to)
@@ -122,7 +129,8 @@ def select_global(dep: Dependency, scores: np.ndarray, ratio: float, round_to: i
     for grp in dep.groups:
         if taken.get(grp.id, 0) == 0:
             continue
-        keep = max(rounded_keep(grp.size, taken[grp.id] / grp.size, round_to), min(min_channels, grp.size))
+        keep = max(rounded_keep(grp.size, taken[grp.id] / grp.size, round_to), min(min_channels, grp.size),
+                   rounded_up(grp.size, least[grp.id], round_to))
         _drop_lowest(final, grp, normalised, keep)
     return Plan(dep, final, {"ratio": ratio, "round_to": round_to, "scope": "global", "max_layer_ratio": max_layer_ratio})
 
