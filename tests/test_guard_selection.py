@@ -62,6 +62,13 @@ def test_the_guard_keeps_epoch_0_when_fidelity_on_the_users_data_gets_worse():
     guard = [h["guard_loss"] for h in result.history]
     assert guard[0] < 1e-6 and min(guard[1:]) > guard[0]  # exact before training, worse after every epoch
     assert result.best_epoch == 0
+    refused = [h["epoch"] for h in result.history if h.get("guard_refused")]
+    assert refused and refused[0] == 1  # epoch 1 ranked higher on held-out data: the report says why it went
+    from onnxprune.report.formats import finetune_line
+    fragment = {"epochs": len(result.history) - 1, "loss": "distill", "samples": 8, "best_epoch": 0,
+                "history": result.history}
+    said = "epochs " + ", ".join(map(str, refused)) if len(refused) > 1 else f"epoch {refused[0]}"
+    assert f"{said} ranked higher there but fit the calibration samples worse" in finetune_line(fragment)
     student = shifted()[0]
     kept = numpy_helper.to_array(result.model.graph.initializer[0])
     assert np.array_equal(kept, numpy_helper.to_array(student.graph.initializer[0]))

@@ -118,7 +118,10 @@ class Loop:
             self.done += 1
             self.history.append(entry)
             better = score(entry, self.by_accuracy, self.by_agreement, self.by_key) > self.best[0]
-            if (better and eligible(entry, self.history[0])) or self.s.keep == "last":
+            allowed = eligible(entry, self.history[0])
+            if better and not allowed:  # said in the report: why training seemed to change nothing
+                entry["guard_refused"] = True
+            if (better and allowed) or self.s.keep == "last":
                 self.best = (score(entry, self.by_accuracy, self.by_agreement, self.by_key), self.done, self.params.snapshot())
             self.clock["elapsed"] = time.perf_counter() - started
             self._save()

@@ -31,11 +31,8 @@ def format_summary(report: dict) -> str:
     if "latency_ratio" in report:
         lines.append(f"{_timing_label(report):18} {'':>12} {'':>12} {report['latency_ratio']:>8.3f}")
     lines.append(fidelity_line(report.get("fidelity", {})))
-    tuned = report.get("finetune")
-    if tuned:
-        stop = {"nan": "; stopped: the loss became NaN", "time": "; stopped: time budget"}.get(tuned.get("stopped"), "")
-        lines.append(f"fine-tuned {tuned['epochs']} epochs in ONNX Runtime ({tuned['loss']}) on {tuned['samples']} samples, "
-                     f"kept epoch {tuned.get('best_epoch')} (best on held-out data; 0 = before training){stop}")
+    if report.get("finetune"):
+        lines.append(finetune_line(report["finetune"]))
     depth = report.get("depth")
     if depth:
         names = ", ".join(r["name"] for r in depth["removed"])
@@ -49,6 +46,16 @@ def format_summary(report: dict) -> str:
     if report.get("gates"):
         lines.append("gates: " + ", ".join(gate_text(g) for g in report["gates"]))
     return "\n".join(lines)
+
+
+def finetune_line(tuned: dict) -> str:
+    """What training did and which epoch was kept; the epochs the calibration guard refused, by number."""
+    stop = {"nan": "; stopped: the loss became NaN", "time": "; stopped: time budget"}.get(tuned.get("stopped"), "")
+    refused = [str(h["epoch"]) for h in tuned.get("history", []) if h.get("guard_refused")]
+    guard = (f"; epoch{'s' if len(refused) > 1 else ''} {', '.join(refused)} ranked higher there but fit the "
+             "calibration samples worse than epoch 0 (the guard)") if refused else ""
+    return (f"fine-tuned {tuned['epochs']} epochs in ONNX Runtime ({tuned['loss']}) on {tuned['samples']} samples, "
+            f"kept epoch {tuned.get('best_epoch')} (best on held-out data; 0 = before training{guard}){stop}")
 
 
 def fidelity_line(fid: dict) -> str:
