@@ -240,7 +240,7 @@ class FinetuneOptions:
     checkpoint: str | None = None  # saved after every epoch (the CLI: beside the output)
     resume: bool = False           # continue from the checkpoint
     features: float = 0.0          # weight of intermediate-feature distillation at the pruned layers; 0: off
-    distill: str = "kl"            # the distillation loss (DISTILL_LOSSES; recover/finetune.py, distill_weights.py)
+    distill: str = "auto"          # the distillation loss (DISTILL_LOSSES; recover/finetune.py, distill_weights.py)
     select: str = "fidelity"       # the epoch kept: best held-out fidelity, or top-1 "agreement" with the teacher
 
     def __post_init__(self):

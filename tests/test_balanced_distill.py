@@ -106,19 +106,20 @@ def test_the_small_scale_channels_improve_under_the_balanced_loss_where_plain_sq
     data = Dataset({"x": X[:, None]})
     before = _channel_errors(student, teacher)
     runs = {mode: finetune(student, data, 6, teacher=teacher, distill=mode, lr=1e-2, batch_size=32, progress=False,
-                           trainable=("w1",), threads=1, holdout=0.0, keep="last") for mode in ("mse", "balanced", "auto")}
+                           trainable=("w1",), threads=1, holdout=0.0, keep="last") for mode in ("mse", "balanced")}
     after = {mode: _channel_errors(r.model, teacher)[2:].mean() for mode, r in runs.items()}  # the scores
     assert after["mse"] > before[2:].mean()               # plain squared error trades the scores for the boxes
     assert after["balanced"] < 0.85 * before[2:].mean()   # the balanced loss improves them
     assert after["balanced"] < 0.8 * after["mse"]
-    assert after["auto"] == pytest.approx(after["balanced"], rel=1e-5)  # auto picks it on this output
 
 
-def test_auto_keeps_kl_where_the_channels_are_on_the_last_axis():
+def test_auto_keeps_kl_unless_the_output_packs_score_rows():
     data = Dataset({"x": X[:64, None]})
     result = finetune(toy(W1[:, :4], W2[:4]), data, 1, teacher=toy(W1, W2), lr=1e-3, batch_size=32,
                       progress=False, threads=1, holdout=0.0, distill="auto")
     assert result.distill == "kl"  # (N, C) like class logits: a softmax over C is what KL means
     detector = finetune(toy(W1[:, :4], W2[:4], True), data, 1, teacher=toy(W1, W2, True), lr=1e-3, batch_size=32,
                         progress=False, threads=1, holdout=0.0, distill="auto")
-    assert detector.distill == "balanced"
+    # channels of unlike scales off the last axis but no score rows in [0, 1]: not a detector's head for
+    # auto (which picks "detect" only there: tests/test_detect_distill.py); "balanced" is asked for by name
+    assert detector.distill == "kl"

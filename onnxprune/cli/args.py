@@ -49,13 +49,13 @@ def add_image_flags(p: argparse.ArgumentParser) -> None:
 def add_distill_flags(p: argparse.ArgumentParser) -> None:
     """The distillation loss and the epoch kept, for prune --finetune and finetune (FinetuneOptions)."""
     from onnxprune.options import DISTILL_LOSSES, EPOCH_SELECTIONS
-    p.add_argument("--distill", choices=DISTILL_LOSSES, default="kl",
-                   help="distillation loss: kl (default: KL at temperature 2, on the logits a final Softmax reads); "
+    p.add_argument("--distill", choices=DISTILL_LOSSES, default="auto",
+                   help="distillation loss: kl: KL at temperature 2, on the logits a final Softmax reads; "
                         "mse: squared error on the outputs; balanced: squared error with each output channel weighted "
                         "by one over its variance (detectors mixing pixel boxes and scores); detect: binary KL on the score "
                         "rows, boxes weighted by the teacher's confidence per anchor, each part scaled to weigh alike "
-                        "(YOLO-style heads); auto: balanced when the "
-                        "output looks like a detector's, else kl")
+                        "(YOLO-style heads); auto (default): detect where the output packs score rows beside box rows, "
+                        "else kl")
     p.add_argument("--select", choices=EPOCH_SELECTIONS, default="fidelity",
                    help="the epoch kept (epoch 0 included): fidelity (default): lowest held-out distillation loss; "
                         "agreement: highest held-out top-1 agreement with the teacher (what a greedy or CTC decode "

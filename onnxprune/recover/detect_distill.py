@@ -37,6 +37,19 @@ def _parts_and_scores(t: np.ndarray) -> tuple[int, list, np.ndarray]:
     return axis, found, score
 
 
+def packed_scores(t: np.ndarray) -> bool:
+    """True when a batch-first output packs a detector's rows: the rows (an axis that is not the last,
+    distill_weights.unbalanced) split into parts of which some hold scores in [0, 1] and some do not
+    (YOLOv8's (N, 4 + K, anchors): pixel boxes beside class scores). What `distill="auto"` reads as a
+    detector's head, for which KL over the last axis (a softmax over anchors) means nothing."""
+    from onnxprune.recover.distill_weights import unbalanced
+    t = np.asarray(t, dtype=np.float64)
+    if not unbalanced(t):
+        return False
+    _, _, score = _parts_and_scores(t)
+    return bool(score.any() and not score.all())
+
+
 def spec_from_outputs(student_out: np.ndarray, teacher_out: np.ndarray, score_weight: float = 1.0,
                       focus: float = 0.0) -> DetectSpec:
     """Parts, score parts and scales of a batch-first output (module docstring); score_weight and focus as
@@ -72,4 +85,4 @@ def detect_spec(student: onnx.ModelProto, teacher: onnx.ModelProto, output: str 
     return spec_from_outputs(*outs, score_weight, focus)
 
 
-__all__ = ["DETECT_SAMPLES", "detect_spec", "spec_from_outputs"]
+__all__ = ["DETECT_SAMPLES", "detect_spec", "packed_scores", "spec_from_outputs"]
