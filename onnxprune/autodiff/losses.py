@@ -106,28 +106,42 @@ def _kl(ctx, logits, teacher, info, temperature) -> LossHead:
     return LossHead(loss, ctx.reshape_like(grad, logits), info)
 
 
+# float64 values per row block of the class-score losses below: their temporaries (about ten arrays of the block)
+# stay near 80 MB, where a whole batch of a CTC line reader (32 x 40 x 6625) took 390 MB above training's bound
+BLOCK_ELEMENTS = 1 << 20
+
+
 def numpy_loss(kind: str, logits: np.ndarray, target: np.ndarray, temperature: float = 1.0, distill: str = "kl",
                label_smoothing: float = 0.0, balance: np.ndarray | None = None) -> float:
     """The same loss heads in float64 numpy (finite-difference checks, validation loss)."""
-    y = np.asarray(logits, dtype=np.float64)
     if kind == "distill" and distill == "detect":
-        return numpy_detect_loss(y, target, balance)
+        return numpy_detect_loss(np.asarray(logits, dtype=np.float64), target, balance)
     if kind == "distill" and distill == "balanced":
+        y = np.asarray(logits, dtype=np.float64)
         return float(np.mean(np.asarray(balance, dtype=np.float64) * (y - target) ** 2))
     if kind == "mse" or (kind == "distill" and distill == "mse"):
-        return float(np.mean((y - target) ** 2))
-    classes = y.shape[-1]
-    z = y.reshape(-1, classes)
+        return float(np.mean((np.asarray(logits, dtype=np.float64) - target) ** 2))
+    classes = np.shape(logits)[-1]
+    z = np.asarray(logits).reshape(-1, classes)
+    target = np.asarray(target).reshape(-1) if kind == "cross_entropy" else np.asarray(target).reshape(-1, classes)
+    step = max(1, BLOCK_ELEMENTS // classes)  # the rows' sum taken a block at a time: the same loss, bounded memory
+    total = sum(_rows_loss(kind, z[i:i + step].astype(np.float64), target[i:i + step], temperature, label_smoothing)
+                for i in range(0, len(z), step))
+    return float(total / len(z)) if len(z) else float("nan")
+
+
+def _rows_loss(kind: str, z: np.ndarray, target: np.ndarray, t: float, label_smoothing: float) -> float:
+    """The summed loss of these rows (class scores per row); numpy_loss divides by all rows."""
+    classes = z.shape[-1]
     if kind == "cross_entropy":
         log_p = z - _logsumexp(z)
         hot = np.full(z.shape, label_smoothing / classes)
-        hot[np.arange(len(z)), np.asarray(target).reshape(-1)] += 1.0 - label_smoothing
-        return float(-np.sum(hot * log_p) / len(z))
-    t = temperature
+        hot[np.arange(len(z)), target] += 1.0 - label_smoothing
+        return float(-np.sum(hot * log_p))
     log_s = z / t - _logsumexp(z / t)
-    zt = np.asarray(target, dtype=np.float64).reshape(-1, classes) / t
+    zt = target.astype(np.float64) / t
     log_t = zt - _logsumexp(zt)
-    return float(t * t * np.sum(np.exp(log_t) * (log_t - log_s)) / len(z))
+    return float(t * t * np.sum(np.exp(log_t) * (log_t - log_s)))
 
 
 def _logsumexp(z: np.ndarray) -> np.ndarray:
