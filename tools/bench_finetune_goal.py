@@ -84,7 +84,7 @@ def variant(spec: str) -> dict:
     squared error (outputs that are not class scores: a detector's boxes), bal by squared error balanced per
     channel (recover/distill_weights.py), det by the detect loss (autodiff/detect_loss.py), kl by KL; none of the three: the library's default;
     swW (det) the score rows' term at weight W, fgW (det) the score rows' confident-anchor term at weight W; tT the distillation
-    temperature T (default 2); bB batch B instead of --batch; wN N warm-up steps; seedN the shuffling seed (default 0); last keeps the last epoch, not the best held-out one;
+    temperature T (default 2); bB batch B instead of --batch; wN N warm-up steps; lrw the range test ramps its rates up (lrfind.py); seedN the shuffling seed (default 0); last keeps the last epoch, not the best held-out one;
     agree keeps the epoch of best held-out top-1 agreement with the teacher, parts the best worst-part cosine, conf the
     best confident-anchor F1 (recover/epoch_measures.py; all three are recorded in every run, see `kept`)."""
     rate, *extras = spec.split("+")
@@ -102,6 +102,7 @@ def variant(spec: str) -> dict:
             "select": next((SELECT[e] for e in extras if e in SELECT), "fidelity"),
             **({"temperature": temp} if temp else {}), **({"batch_size": batch} if batch else {}),
             **({"seed": seed} if seed is not None else {}), **({"warmup_steps": warmup} if warmup is not None else {}),
+            **({"lr_test_warmup": True} if "lrw" in extras else {}),
             **detect}
 
 
@@ -179,15 +180,15 @@ def kept_by_rule(history: list[dict]) -> dict:
     return {**kept, "guarded": max(allowed, key=lambda e: (score(history[e], False), -e))}
 
 
-def range_test(model, case, batch: int) -> dict:
+def range_test(model, case, batch: int, spec: str = "auto") -> dict:
     """Only the learning-rate range test that `auto` runs before epoch 1 (recover/lrfind.py): the rate it
     chooses and each rate's held-out loss. A run given that rate as lr trains identically to `auto`, so
     an `auto` row equals the fixed-rate row of the rate chosen here."""
     dense, _, train, _, _ = case
     started = time.perf_counter()
-    res = finetune(model, train, 1, teacher=dense, progress=False, batch_size=batch, minutes=1e-4)
+    res = finetune(model, train, 1, teacher=dense, progress=False, **{"batch_size": batch, **variant(spec)}, minutes=1e-4)
     first = res.history[0]
-    return {"variant": "range-test", "lr": first.get("lr"), "lr_trials": first.get("lr_trials"),
+    return {"variant": "range-test" + spec[len("auto"):], "lr": first.get("lr"), "lr_trials": first.get("lr_trials"),
             "seconds": round(time.perf_counter() - started, 1), "load_1min": round(os.getloadavg()[0], 1)}
 
 
@@ -197,7 +198,7 @@ def table(path: str) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for line in Path(path).read_text().splitlines():
         run = json.loads(line)
-        if run["rows"] and run["rows"][0]["variant"] == "range-test":
+        if run["rows"] and run["rows"][0]["variant"].startswith("range-test"):
             continue
         if not run["rows"]:  # a prune-only line (--variants none)
             lines.append(f"| {run['model']} | {run.get('start', 'default')} | {run['dense']:.2f} | {run['pruned']:.2f} | "
@@ -281,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(start {a.start}, pruning {prune_s} s), {len(case[2])} unlabelled samples, {a.epochs} epochs", flush=True)
     rows = []
     if a.range_test:
-        row = range_test(model, case, a.batch)
+        row = range_test(model, case, a.batch, a.variants.split(",")[0])
         print(json.dumps(row), flush=True)
         if a.json:
             with open(a.json, "a") as f:
