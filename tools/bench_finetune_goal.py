@@ -237,6 +237,24 @@ def selection_table(path: str) -> str:
     return "\n".join(lines)
 
 
+def epoch_table(path: str) -> str:
+    """Per scored run: the rate, the task score before training and after each epoch, the epoch kept and its
+    score, and whether the guard let the best held-out epoch through (no: it kept an earlier one)."""
+    lines = ["| model | variant | rate | start | task score, epochs 1.. | guard KL, epochs 0.. | kept epoch | kept score | "
+             "guard kept best held-out? |", "|---|---|---|---|---|---|---|---|---|"]
+    for line in Path(path).read_text().splitlines():
+        run = json.loads(line)
+        for r in run["rows"]:
+            if "epoch_scores" not in r:
+                continue
+            scores, fidelity = [run["pruned"], *r["epoch_scores"]], r["kept"]["fidelity"]
+            guard = ", ".join(f"{x:.3g}" for x in r.get("guard_loss") or [] if x is not None) or "-"
+            lines.append(f"| {run['model']} | {r['variant']} | {r['lr']:g} | {run['pruned']:.2f} | "
+                         f"{', '.join(f'{x:.2f}' for x in r['epoch_scores'])} | {guard} | {r['best_epoch']} | {r['score']:.2f} | "
+                         f"{'yes' if r['best_epoch'] == fidelity else f'no ({fidelity}: {scores[fidelity]:.2f})'} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="digits", help="digits, ppocr_cls, ddddocr_common, ppocr_rec, nudenet_320n")
@@ -265,9 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table", metavar="RUNS.jsonl", help="only print the Markdown table of the runs in this file")
     ap.add_argument("--selection-table", metavar="RUNS.jsonl", help="only print, per run with --score-epochs, each "
                     "epoch's task score and the epoch each selection rule keeps")
+    ap.add_argument("--epoch-table", metavar="RUNS.jsonl", help="only print, per run with --score-epochs, the rate, "
+                    "each epoch's task score, the epoch kept and whether the guard kept the best held-out one")
     a = ap.parse_args(argv)
-    if a.table or a.selection_table:
-        print(table(a.table) if a.table else selection_table(a.selection_table))
+    if a.table or a.selection_table or a.epoch_table:
+        print(table(a.table) if a.table else selection_table(a.selection_table) if a.selection_table
+              else epoch_table(a.epoch_table))
         return 0
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
