@@ -29,3 +29,10 @@ def test_digits_run_writes_a_scored_line(tmp_path):
     assert line["model"] == "digits" and line["dense"] > 95 and 0 < line["pruned"] <= 100
     assert row["variant"] == "1e-3+w4" and len(row["epoch_scores"]) == 1 and len(row["val_loss"]) == 2
     assert row["best_epoch"] in (0, 1) and 0 < row["score"] <= 100
+    table = goal.epoch_table(str(out)).splitlines()
+    assert len(table) == 3 and table[2].startswith("| digits | 1e-3+w4 | 0.001 |")
+
+
+def test_lrw_suffix_asks_for_a_ramped_range_test():
+    assert goal.variant("auto+lrw+w15")["lr_test_warmup"] is True
+    assert "lr_test_warmup" not in goal.variant("auto+w15")

@@ -59,3 +59,44 @@ def test_a_chosen_rate_trains_exactly_as_the_same_rate_given():
     b = {i.name: onnx.numpy_helper.to_array(i) for i in given.model.graph.initializer}
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)  # the range test left no trace
     assert chosen.history[1:] == given.history[1:]
+
+
+class _Params:
+    """The least find_lr reads of FlatParams: a snapshot and its restore."""
+
+    def snapshot(self):
+        return None
+
+    def restore(self, _):
+        pass
+
+
+class _Opt:
+    def __init__(self):
+        self.rates: list[float] = []
+
+    def step(self, lr: float) -> None:
+        self.rates.append(lr)
+
+
+def _rates_tried(warmup: bool) -> list[float]:
+    from onnxprune.recover.lrfind import LR_STEPS, find_lr
+    opt = _Opt()
+    find_lr(lambda feeds, target: (1.0, None), opt, _Params(), lambda: iter([(None, None, None)] * 10),
+            lambda: 1.0, warmup=warmup)
+    assert len(opt.rates) == LR_STEPS * len(LR_GRID)
+    return opt.rates[:LR_STEPS]
+
+
+def test_the_range_test_ramps_each_rate_up_only_with_warmup():
+    first = LR_GRID[0]
+    assert _rates_tried(False) == [first] * 4
+    assert np.allclose(_rates_tried(True), [first / 4, first / 2, 3 * first / 4, first])
+
+
+def test_lr_test_warmup_reaches_the_range_test():
+    model = _pruned()
+    plain, ramped = (finetune(model, DATA, 1, teacher=str(DENSE), progress=False, threads=1, batch_size=32,
+                              lr_test_warmup=w, minutes=1e-4) for w in (False, True))
+    a, b = plain.history[0]["lr_trials"], ramped.history[0]["lr_trials"]
+    assert a.keys() == b.keys() and a != b  # smaller first steps reach other losses

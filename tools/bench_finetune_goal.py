@@ -84,7 +84,7 @@ def variant(spec: str) -> dict:
     squared error (outputs that are not class scores: a detector's boxes), bal by squared error balanced per
     channel (recover/distill_weights.py), det by the detect loss (autodiff/detect_loss.py), kl by KL; none of the three: the library's default;
     swW (det) the score rows' term at weight W, fgW (det) the score rows' confident-anchor term at weight W; tT the distillation
-    temperature T (default 2); bB batch B instead of --batch; wN N warm-up steps; seedN the shuffling seed (default 0); last keeps the last epoch, not the best held-out one;
+    temperature T (default 2); bB batch B instead of --batch; wN N warm-up steps; lrw the range test ramps its rates up (lrfind.py); seedN the shuffling seed (default 0); last keeps the last epoch, not the best held-out one;
     agree keeps the epoch of best held-out top-1 agreement with the teacher, parts the best worst-part cosine, conf the
     best confident-anchor F1 (recover/epoch_measures.py; all three are recorded in every run, see `kept`)."""
     rate, *extras = spec.split("+")
@@ -102,6 +102,7 @@ def variant(spec: str) -> dict:
             "select": next((SELECT[e] for e in extras if e in SELECT), "fidelity"),
             **({"temperature": temp} if temp else {}), **({"batch_size": batch} if batch else {}),
             **({"seed": seed} if seed is not None else {}), **({"warmup_steps": warmup} if warmup is not None else {}),
+            **({"lr_test_warmup": True} if "lrw" in extras else {}),
             **detect}
 
 
@@ -179,15 +180,15 @@ def kept_by_rule(history: list[dict]) -> dict:
     return {**kept, "guarded": max(allowed, key=lambda e: (score(history[e], False), -e))}
 
 
-def range_test(model, case, batch: int) -> dict:
+def range_test(model, case, batch: int, spec: str = "auto") -> dict:
     """Only the learning-rate range test that `auto` runs before epoch 1 (recover/lrfind.py): the rate it
     chooses and each rate's held-out loss. A run given that rate as lr trains identically to `auto`, so
     an `auto` row equals the fixed-rate row of the rate chosen here."""
     dense, _, train, _, _ = case
     started = time.perf_counter()
-    res = finetune(model, train, 1, teacher=dense, progress=False, batch_size=batch, minutes=1e-4)
+    res = finetune(model, train, 1, teacher=dense, progress=False, **{"batch_size": batch, **variant(spec)}, minutes=1e-4)
     first = res.history[0]
-    return {"variant": "range-test", "lr": first.get("lr"), "lr_trials": first.get("lr_trials"),
+    return {"variant": "range-test" + spec[len("auto"):], "lr": first.get("lr"), "lr_trials": first.get("lr_trials"),
             "seconds": round(time.perf_counter() - started, 1), "load_1min": round(os.getloadavg()[0], 1)}
 
 
@@ -197,7 +198,7 @@ def table(path: str) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for line in Path(path).read_text().splitlines():
         run = json.loads(line)
-        if run["rows"] and run["rows"][0]["variant"] == "range-test":
+        if run["rows"] and run["rows"][0]["variant"].startswith("range-test"):
             continue
         if not run["rows"]:  # a prune-only line (--variants none)
             lines.append(f"| {run['model']} | {run.get('start', 'default')} | {run['dense']:.2f} | {run['pruned']:.2f} | "
@@ -236,6 +237,24 @@ def selection_table(path: str) -> str:
     return "\n".join(lines)
 
 
+def epoch_table(path: str) -> str:
+    """Per scored run: the rate, the task score before training and after each epoch, the epoch kept and its
+    score, and whether the guard let the best held-out epoch through (no: it kept an earlier one)."""
+    lines = ["| model | variant | rate | start | task score, epochs 1.. | guard KL, epochs 0.. | kept epoch | kept score | "
+             "guard kept best held-out? |", "|---|---|---|---|---|---|---|---|---|"]
+    for line in Path(path).read_text().splitlines():
+        run = json.loads(line)
+        for r in run["rows"]:
+            if "epoch_scores" not in r:
+                continue
+            scores, fidelity = [run["pruned"], *r["epoch_scores"]], r["kept"]["fidelity"]
+            guard = ", ".join(f"{x:.3g}" for x in r.get("guard_loss") or [] if x is not None) or "-"
+            lines.append(f"| {run['model']} | {r['variant']} | {r['lr']:g} | {run['pruned']:.2f} | "
+                         f"{', '.join(f'{x:.2f}' for x in r['epoch_scores'])} | {guard} | {r['best_epoch']} | {r['score']:.2f} | "
+                         f"{'yes' if r['best_epoch'] == fidelity else f'no ({fidelity}: {scores[fidelity]:.2f})'} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="digits", help="digits, ppocr_cls, ddddocr_common, ppocr_rec, nudenet_320n")
@@ -264,9 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--table", metavar="RUNS.jsonl", help="only print the Markdown table of the runs in this file")
     ap.add_argument("--selection-table", metavar="RUNS.jsonl", help="only print, per run with --score-epochs, each "
                     "epoch's task score and the epoch each selection rule keeps")
+    ap.add_argument("--epoch-table", metavar="RUNS.jsonl", help="only print, per run with --score-epochs, the rate, "
+                    "each epoch's task score, the epoch kept and whether the guard kept the best held-out one")
     a = ap.parse_args(argv)
-    if a.table or a.selection_table:
-        print(table(a.table) if a.table else selection_table(a.selection_table))
+    if a.table or a.selection_table or a.epoch_table:
+        print(table(a.table) if a.table else selection_table(a.selection_table) if a.selection_table
+              else epoch_table(a.epoch_table))
         return 0
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -281,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(start {a.start}, pruning {prune_s} s), {len(case[2])} unlabelled samples, {a.epochs} epochs", flush=True)
     rows = []
     if a.range_test:
-        row = range_test(model, case, a.batch)
+        row = range_test(model, case, a.batch, a.variants.split(",")[0])
         print(json.dumps(row), flush=True)
         if a.json:
             with open(a.json, "a") as f:

@@ -76,6 +76,7 @@ class TrainSettings:
     momentum: float = 0.9
     schedule: str = "cosine"
     warmup_steps: int = 0
+    lr_test_warmup: bool = False      # the range test ramps each rate up over its steps (recover/lrfind.py)
     trainable: tuple[str, ...] | None = None
     temperature: float = 2.0
     distill: str = "auto"             # "kl", "mse", "balanced" (recover/distill_weights.py), "detect"

@@ -39,8 +39,12 @@ LR_EVAL_SAMPLES = 64                 # held-out samples each rate is scored on
 LR_TOLERANCE = 0.02                  # a larger rate wins when its loss is within 2% of the lowest
 
 
-def find_lr(step, opt, params, batches: Callable[[], Iterable], held_out_loss: Callable[[], float]) -> dict:
+def find_lr(step, opt, params, batches: Callable[[], Iterable], held_out_loss: Callable[[], float],
+            warmup: bool = False) -> dict:
     """{"lr": the chosen rate, "lr_trials": {rate: held-out loss after LR_STEPS steps}}.
+
+    warmup: each rate is tried ramped up linearly over the LR_STEPS steps (lr/4, lr/2, 3lr/4, lr), as a
+    run with a warm-up starts, instead of at full rate from the first step.
 
     step(feeds, target) -> (loss, logits) fills params.grad; batches() yields the same (feeds, target, labels)
     every time it is called; held_out_loss() scores the current weights. The weights and the optimizer
@@ -51,11 +55,11 @@ def find_lr(step, opt, params, batches: Callable[[], Iterable], held_out_loss: C
     base = held_out_loss()
     trials: dict[float, float] = {}
     for lr in LR_GRID:
-        for feeds, target, _ in islice(batches(), LR_STEPS):
+        for i, (feeds, target, _) in enumerate(islice(batches(), LR_STEPS)):
             value, _ = step(feeds, target)
             if not np.isfinite(value):
                 break
-            opt.step(lr)
+            opt.step(lr * (i + 1) / LR_STEPS if warmup else lr)
         trials[lr] = held_out_loss()
         params.restore(start)
         restore_optimizer(opt, opt_arrays, counters)

@@ -152,7 +152,7 @@ class Loop:
         def held_out_loss() -> float:
             return evaluate_epoch(self.forward, held, held_targets, self.tg, self.s.batch_size, self.batchable,
                                   self.loss_options)["val_loss"]
-        return find_lr(self.step, self.opt, self.params, batches, held_out_loss)
+        return find_lr(self.step, self.opt, self.params, batches, held_out_loss, self.s.lr_test_warmup)
 
     def _diverged(self, entry: dict, good: np.ndarray) -> None:
         """NaN: keep the last good weights (and checkpoint); fail if no trained epoch finished."""
