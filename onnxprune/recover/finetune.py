@@ -44,6 +44,7 @@ from onnxprune.recover.trainloop import MAX_EPOCHS, Loop
 
 log = logging.getLogger("onnxprune")
 GUARD_SAMPLES = 64  # guard inputs judged per epoch at most (trainloop.eligible)
+AUTO_SAMPLES = 8    # teacher outputs distill="auto" reads to tell a detector's rows (the guard's check reads 8 too)
 SLICE_SAMPLES = 8  # samples the kept channels of pruned layers are matched on (features.sliced_points)
 __all__ = ["finetune", "data_batchable", "MAX_EPOCHS", "FinetuneResult", "TrainSettings", "SGD", "AdamW", "cosine", "step_decay"]  # optimizers re-exported
 
@@ -250,17 +251,18 @@ def _distill_mode(mode: str, teacher: onnx.ModelProto | None, output: str | None
                   on_logits: bool, threads: int) -> tuple[str, np.ndarray | None]:
     """The distillation loss and, for "balanced", its per-channel weights (recover/distill_weights.py).
     "auto" (the default): "detect" where the teacher's output packs a detector's score rows beside box rows
-    (detect_distill.packed_scores; NudeNet 320n at half the MACs: 54.55 -> 72.73 face F1, where KL, a
-    softmax over anchors, kept 54.55), else KL (on the logits a final Softmax reads). "balanced" is chosen
-    only when asked: on NudeNet it ended below plain squared error (wave 11)."""
+    (detect_distill.packed_scores, on AUTO_SAMPLES teacher outputs: a language model's logits stay cheap;
+    NudeNet 320n at half the MACs: 54.55 -> 70.59 face F1 where KL, a softmax over anchors, kept 55.17), else
+    KL (on the logits a final Softmax reads). "balanced" is chosen only when asked: on NudeNet it ended
+    below plain squared error (wave 11)."""
     if teacher is None or mode not in ("auto", "balanced") or (mode == "auto" and on_logits):
         return ("kl" if mode == "auto" else mode), None
-    out = first_outputs(teacher, output, data, BALANCE_SAMPLES, batchable, threads, step=16)
     if mode == "auto":
-        if not packed_scores(out):
+        if not packed_scores(first_outputs(teacher, output, data, AUTO_SAMPLES, batchable, threads, step=AUTO_SAMPLES)):
             return "kl", None
         log.info("distilling '%s' by the detect loss: score rows beside box rows", output or teacher.graph.output[0].name)
         return "detect", None
+    out = first_outputs(teacher, output, data, BALANCE_SAMPLES, batchable, threads, step=64)
     log.info("distilling '%s' by squared error balanced per channel (variances spread %.3g x)",
              output or teacher.graph.output[0].name, spread(out))
     return "balanced", balance_weights(out)
