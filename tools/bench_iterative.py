@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 from onnxprune.load.data import load_npz  # noqa: E402
 from onnxprune.load.runtime import session  # noqa: E402
+import task_npz  # noqa: E402
 
 # Pruned starts as CLI flags (the defaults may change: the old starts stay reproducible).
 STARTS = {
@@ -72,11 +73,8 @@ def task_case(name: str, work: Path, train_n: int, eval_n: int | None = None, ca
     import tasks
     task = tasks.get(name)
     ev = task.evaluation(eval_n)
-    dense = task.model()
-    dense_preds = task.predict(session(dense), ev)
-    onnx.save(dense, str(work / "dense.onnx"))
-    np.savez(work / "calib.npz", **task.calibration(calib_n or 32))
-    np.savez(work / "train.npz", **task.calibration(train_n))  # disjoint from the evaluation set; unlabelled
+    task_npz.write(name, work, train_n, calib_n or 32)  # training inputs disjoint from the evaluation set; unlabelled
+    dense_preds = task.predict(session(onnx.load(str(work / "dense.onnx"))), ev)
     flags = []
     for k, dims in (task.input_shapes() or {}).items():
         flags += ["--input-shape", f"{k}:{'x'.join(str(d) for d in dims)}"]

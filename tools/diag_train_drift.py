@@ -33,6 +33,7 @@ from onnxprune.load.runtime import session  # noqa: E402
 from onnxprune.load.train_data import split_holdout  # noqa: E402
 from onnxprune.recover.features import with_outputs  # noqa: E402
 from onnxprune.recover.targets import feeds_of  # noqa: E402
+from benchlib import append_line  # noqa: E402
 
 CONVS = ("Conv", "ConvInteger", "QLinearConv")
 
@@ -109,9 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                "held_out": len(f_held), "mmd": round(mmd, 4), "p": round(p, 4), "control_mmd": round(control_mmd, 4),
                "control_p": round(control_p, 4), "seconds": round(time.perf_counter() - started, 1)}
         print(json.dumps(row), flush=True)
-        if a.json:
-            with open(a.json, "a") as f:
-                f.write(json.dumps(row) + "\n")
+        append_line(a.json, row)
     return 0
 
 

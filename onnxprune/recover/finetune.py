@@ -258,7 +258,8 @@ def _distill_mode(mode: str, teacher: onnx.ModelProto | None, output: str | None
     if teacher is None or mode not in ("auto", "balanced") or (mode == "auto" and on_logits):
         return ("kl" if mode == "auto" else mode), None
     if mode == "auto":
-        if not packed_scores(first_outputs(teacher, output, data, AUTO_SAMPLES, batchable, threads, step=AUTO_SAMPLES)):
+        if _declared_rank(teacher, output) < 3 or not packed_scores(
+                first_outputs(teacher, output, data, AUTO_SAMPLES, batchable, threads, step=AUTO_SAMPLES)):
             return "kl", None
         log.info("distilling '%s' by the detect loss: score rows beside box rows", output or teacher.graph.output[0].name)
         return "detect", None
@@ -266,6 +267,16 @@ def _distill_mode(mode: str, teacher: onnx.ModelProto | None, output: str | None
     log.info("distilling '%s' by squared error balanced per channel (variances spread %.3g x)",
              output or teacher.graph.output[0].name, spread(out))
     return "balanced", balance_weights(out)
+
+
+def _declared_rank(model: onnx.ModelProto, output: str | None) -> int:
+    """The rank `output` (default: the first output) declares; a large number when unknown. A detector's
+    rows need rank 3, so a classifier's (N, C) is told apart without running the teacher."""
+    name = output or model.graph.output[0].name
+    found = next((o for o in model.graph.output if o.name == name), None)
+    if found is None or not found.type.tensor_type.HasField("shape"):
+        return 1 << 30
+    return len(found.type.tensor_type.shape.dim)
 
 
 def _feature_points(model: onnx.ModelProto, teacher: onnx.ModelProto | None, data: Dataset, s: TrainSettings,
