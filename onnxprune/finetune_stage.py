@@ -39,6 +39,6 @@ def finetune_model(model: onnx.ModelProto, tune: FinetuneOptions, train, *, teac
                       distill=tune.distill, select=tune.select, guard_data=None if tune.labels else guard)
     history = [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in h.items()} for h in result.history]
     return result.model, {"epochs": len(result.history) - 1, "loss": tune.loss, "lr": result.lr, "samples": len(train),
-                          "distill": result.distill, "select": tune.select,
+                          "distill": result.distill, "select": tune.select, "other_outputs": result.others,
                           "best_epoch": result.best_epoch, "stopped": result.stopped,
                           "resumed_from": result.resumed_from, "history": history}

@@ -48,12 +48,13 @@ def differentiable_inputs(ctx: GradContext, node: Node, rule: Rule | None) -> li
     return [i for i in slots if ctx.is_float(node.inputs[i]) or (rule is not None and rule.integer)]
 
 
-def analyse(ctx: GradContext, output: str, requested: Iterable[str] | None) -> Analysis:
+def analyse(ctx: GradContext, output: str, requested: Iterable[str] | None, also: Iterable[str] = ()) -> Analysis:
+    """Which weights train toward `output` (and the tensors `also` carrying loss terms: other outputs)."""
     g = ctx.g
     rules = {n.index: rule_for(ctx, n) for n in g.nodes}
     slots = {n.index: differentiable_inputs(ctx, n, rules[n.index][0]) for n in g.nodes}
 
-    reach = {output}
+    reach = {output, *also}
     for node in reversed(g.nodes):
         if any(t in reach for t in node.outputs if t):
             reach.update(node.inputs[i] for i in slots[node.index])

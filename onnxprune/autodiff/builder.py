@@ -46,6 +46,8 @@ class TrainingGraph:
     build_ms: float = 0.0
     frozen_summary: list[str] = field(default_factory=list)  # one line per op that freezes weights
     feature_targets: dict[str, str] = field(default_factory=dict)  # student tensor -> teacher input (features)
+    others: list[str] = field(default_factory=list)  # other outputs matched to the teacher's (in feature_targets)
+    others_weight: float = 0.0                       # the weight of each of them (autodiff/feature_loss.py terms)
     balance: np.ndarray | None = None  # the balanced distillation loss's weights (validation reuses them)
 
 
@@ -54,7 +56,8 @@ def build_training_graph(model: onnx.ModelProto | str | os.PathLike, trainable: 
                          input_shapes: Mapping[str, tuple[int, ...]] | None = None, temperature: float = 1.0,
                          distill: str = "kl", label_smoothing: float = 0.0,
                          features: tuple[Sequence[str], float] = ((), 0.0),
-                         balance: np.ndarray | None = None) -> TrainingGraph:
+                         balance: np.ndarray | None = None,
+                         others: tuple[Sequence[str], float] = ((), 0.0)) -> TrainingGraph:
     """Differentiate `model`'s `output` (default: its first output) under `loss`.
 
     `trainable` defaults to every float weight (initializer or Constant, rank >= 1) that feeds a
@@ -65,6 +68,8 @@ def build_training_graph(model: onnx.ModelProto | str | os.PathLike, trainable: 
     a DetectSpec, see autodiff/detect_loss.py).
     `features` = (tensor names, weight) adds intermediate-feature terms (autodiff/feature_loss.py): the
     teacher's values of those tensors become inputs named in `feature_targets`.
+    `others` = (output names, weight each) adds the same terms on other outputs of the model (a detector's box
+    head beside its scores, a recurrent state), each at the full weight; their weights train too.
     """
     start = time.perf_counter()
     model = _load(model)
@@ -79,7 +84,7 @@ def build_training_graph(model: onnx.ModelProto | str | os.PathLike, trainable: 
     ctx = GradContext(g, forward, opset)
     if not ctx.is_float(output):
         raise BadInputError(f"output '{output}' is not a float tensor; it cannot carry a loss")
-    found = analyse(ctx, output, trainable)
+    found = analyse(ctx, output, trainable, also=others[0])
     summary = frozen_summary(found)
     for line in summary:  # said before any training step, once per stopping op
         log.warning("frozen weights: %s", line)
@@ -90,14 +95,17 @@ def build_training_graph(model: onnx.ModelProto | str | os.PathLike, trainable: 
     head = emit_loss(ctx, loss, output, temperature=temperature, distill=distill, label_smoothing=label_smoothing,
                      balance=balance)
     terms = emit_feature_terms(ctx, list(features[0]), features[1])
-    if terms.loss is not None:
-        head = LossHead(ctx.emit("Add", [head.loss, terms.loss]), head.dlogits, head.target)
-    final = _backward(ctx, found.trainable, {output: head.dlogits, **terms.seeds})
+    extra = emit_feature_terms(ctx, list(others[0]), others[1] * len(others[0]))  # each output at full weight
+    for part in (terms, extra):
+        if part.loss is not None:
+            head = LossHead(ctx.emit("Add", [head.loss, part.loss]), head.dlogits, head.target)
+    final = _backward(ctx, found.trainable, {output: head.dlogits, **terms.seeds, **extra.seeds})
     grads = _name_gradients(ctx, final)
-    built = _assemble(g, ctx, found.trainable, grads, head, output, opset, terms.inputs)
+    built = _assemble(g, ctx, found.trainable, grads, head, output, opset, terms.inputs + extra.inputs)
     blocked = {g.nodes[i].name: reason for i, reason in found.blocked.items()}
     return TrainingGraph(built, list(g.inputs), found.trainable, grads, found.frozen, head.target.name, head.loss,
-                         output, loss, blocked, (time.perf_counter() - start) * 1e3, summary, terms.targets,
+                         output, loss, blocked, (time.perf_counter() - start) * 1e3, summary,
+                         {**terms.targets, **extra.targets}, list(extra.targets), others[1] if extra.targets else 0.0,
                          balance if distill in ("balanced", "detect") else None)
 
 

@@ -100,17 +100,23 @@ class TrainStep:
 
 
 class Forward:
-    """The inference model reading the same live weights (for validation during training)."""
+    """The inference model reading the same live weights (for validation during training). `output`: one
+    name (calls return its array) or several (calls return a list of arrays, in that order)."""
 
-    def __init__(self, model: onnx.ModelProto, params: FlatParams, output: str, threads: int = 0):
+    def __init__(self, model: onnx.ModelProto, params: FlatParams, output: str | list[str], threads: int = 0):
         self.sess = session(weights_as_inputs(model, params.names), threads)
         self.io = self.sess.io_binding()
         self.output = output
+        self._inputs = {i.name for i in self.sess.get_inputs()}
         self._keep = _bind_weights(self.io, params)
 
-    def __call__(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray | list[np.ndarray]:
         for name, value in feeds.items():
-            self.io.bind_cpu_input(name, value)
-        self.io.bind_output(self.output)
+            if name in self._inputs:  # feeds may carry the teacher's values of other outputs too
+                self.io.bind_cpu_input(name, value)
+        names = [self.output] if isinstance(self.output, str) else self.output
+        for name in names:
+            self.io.bind_output(name)
         self.sess.run_with_iobinding(self.io)
-        return self.io.get_outputs()[0].numpy()
+        values = [v.numpy() for v in self.io.get_outputs()[:len(names)]]
+        return values[0] if isinstance(self.output, str) else values

@@ -36,6 +36,7 @@ from onnxprune.recover.detect_distill import detect_spec, packed_scores
 from onnxprune.recover.distill_weights import BALANCE_SAMPLES, balance_weights, spread, unbalanced
 from onnxprune.recover.batch_view import batch_view
 from onnxprune.recover.logits import logits_views
+from onnxprune.recover.outputs import OTHERS_WEIGHT, distilled_outputs
 from onnxprune.recover.microbatch import Chunked, MicroBatched, micro_batch
 from onnxprune.recover.step_memory import STEP_BUDGET_MB, step_bytes
 from onnxprune.recover.features import feature_points, sliced_points
@@ -62,6 +63,7 @@ class FinetuneResult:
     lr: float | None = None                # the learning rate trained at (given or chosen)
     distill: str | None = None             # the distillation loss used ("auto" resolved), None without a teacher
     features: list[str] = field(default_factory=list)  # tensors matched by feature distillation
+    others: list[str] = field(default_factory=list)    # other outputs distilled beside the primary (outputs.py)
 
 
 @dataclass(frozen=True)
@@ -146,10 +148,13 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     batchable = data_batchable(model, data)
     if s.batch_size > 1 and len(data) > 1:  # a batch fixed at 1 or not on the outputs' axis 0: a batch view
         model, teacher_model, batchable = _batch_views(model, teacher_model, data, s.threads, batchable)
-    output, on_logits = s.output, False
+    output, others = s.output, []
+    if loss == "distill" and teacher_model is not None:  # every float output, one of them primary (outputs.py)
+        output, others = distilled_outputs(model, teacher_model, s.output, data, batchable, s.threads)
+    primary, on_logits = output, False
     if loss == "distill" and teacher_model is not None and s.softmax_logits:
-        model, teacher_model, output = _on_logits(model, teacher_model, s.output)
-        on_logits = output != s.output
+        model, teacher_model, output = _on_logits(model, teacher_model, primary)
+        on_logits = output != primary
     distill, balance = _distill_mode(s.distill, teacher_model if loss == "distill" else None, output, data,
                                      batchable, on_logits, s.threads)
     if distill == "detect" and loss == "distill" and teacher_model is not None:  # recover/detect_distill.py
@@ -158,13 +163,16 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     points, slices = _feature_points(model, teacher_model, data, s, batchable and loss == "distill")
     tg = build_training_graph(model, s.trainable, loss, output=output, input_shapes=shapes,
                               temperature=s.temperature, distill=s.distill, label_smoothing=s.label_smoothing,
-                              features=(points, s.features), balance=balance)
+                              features=(points, s.features), balance=balance, others=(others, OTHERS_WEIGHT))
+    matched = {o: tg.feature_targets[o] for o in tg.others}  # the other outputs' teacher values, fed per batch
     targets = Targets(tg, data, teacher_model, batchable, s.threads, per_batch=bool(s.augment),
-                      features={p: tg.feature_targets[p] for p in points}, slices=slices)
-    val_targets = Targets(tg, val_data, teacher_model, batchable, s.threads)
+                      features={**{p: tg.feature_targets[p] for p in points}, **matched}, slices=slices,
+                      keep_features=not points)
+    val_targets = Targets(tg, val_data, teacher_model, batchable, s.threads, features=matched, keep_features=True)
     micro = _micro(model, shapes, teacher_model, tg, targets, s) if batchable else s.batch_size
     targets.chunk = val_targets.chunk = micro  # the teacher never runs on more samples than a training step
-    guard = _guard(guard_data, model, tg, teacher_model, batchable, s.threads, micro) if loss == "distill" else None
+    guard = _guard(guard_data, model, tg, teacher_model, batchable, s.threads, micro, matched) \
+        if loss == "distill" else None
     # a detector's packed rows (channels off the last axis) have no top-1 class: its argmax over anchors
     # is noise there (NudeNet: 0.16-0.19), so the guard judges them by the loss alone
     agreement = guard is None or not unbalanced(guard[1].first(8))
@@ -179,7 +187,7 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     loop.guard, loop.guard_agreement = guard, agreement
     step = TrainStep(tg, params, s.threads)
     loop.step = MicroBatched(step, params, micro)
-    forward = Forward(model, params, tg.logits, s.threads)
+    forward = Forward(model, params, [tg.logits, *tg.others] if tg.others else tg.logits, s.threads)
     loop.forward = Chunked(forward, micro) if batchable else forward
     run_settings = {k: v for k, v in asdict(s).items() if k not in ("progress", "threads", "minutes", "resume")}
     loop.start(params.snapshot(), {**run_settings, "loss": loss, "samples": len(data), "epochs": epochs})
@@ -191,17 +199,17 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     rate = loop.clock["steps"] / loop.clock["busy"] if loop.clock["busy"] else 0.0
     return FinetuneResult(trained, loop.history, loop.best[1], tg.trainable, tg.frozen, rate, tg.build_ms,
                           loop.stopped, loop.resumed_from, loop.lr, s.distill if loss == "distill" else None,
-                          list(tg.feature_targets))
+                          points, list(tg.others))
 
 
 def _guard(data: Dataset | None, model: onnx.ModelProto, tg: TrainingGraph, teacher: onnx.ModelProto | None,
-           batchable: bool, threads: int, chunk: int) -> tuple[Dataset, Targets] | None:
+           batchable: bool, threads: int, chunk: int, matched: dict[str, str]) -> tuple[Dataset, Targets] | None:
     """The guard inputs and the teacher's targets on them (None without either)."""
     if data is None or teacher is None or len(data) == 0:
         return None
     data = data.take(min(GUARD_SAMPLES, len(data)))
     check_ranks(model, data.sample_shapes())
-    targets = Targets(tg, data, teacher, batchable, threads)
+    targets = Targets(tg, data, teacher, batchable, threads, features=matched, keep_features=True)
     targets.chunk = chunk
     return data, targets
 

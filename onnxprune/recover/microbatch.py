@@ -73,9 +73,11 @@ class Chunked:
     def __init__(self, forward, micro: int):
         self.forward, self.micro = forward, micro
 
-    def __call__(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+    def __call__(self, feeds: Mapping[str, np.ndarray]) -> np.ndarray | list[np.ndarray]:
         n = len(next(iter(feeds.values())))
         if n <= self.micro:
             return self.forward(feeds)
-        return np.concatenate([np.array(self.forward({k: v[i:i + self.micro] for k, v in feeds.items()}))
-                               for i in range(0, n, self.micro)])
+        parts = [self.forward({k: v[i:i + self.micro] for k, v in feeds.items()}) for i in range(0, n, self.micro)]
+        if isinstance(parts[0], list):  # several outputs: each joined on its batch axis
+            return [np.concatenate([np.array(p[k]) for p in parts]) for k in range(len(parts[0]))]
+        return np.concatenate([np.array(p) for p in parts])

@@ -69,18 +69,23 @@ class Targets:
 
     def __init__(self, tg: TrainingGraph, data: Dataset, teacher: onnx.ModelProto | None, batchable: bool,
                  threads: int = 0, per_batch: bool = False, features: dict[str, str] | None = None,
-                 slices: dict[str, tuple[int, np.ndarray]] | None = None):
+                 slices: dict[str, tuple[int, np.ndarray]] | None = None, keep_features: bool = False):
+        """keep_features: the features' teacher values may be kept like the output's when small (they are
+        other outputs of the model, not a layer's activations)."""
         self.batchable, self.kept, self.sess, self.data = batchable, None, None, data
         self.features = dict(features or {})  # teacher tensor -> the training graph's input for it
         self.slices = dict(slices or {})      # teacher tensor -> (axis, indices): a pruned layer's kept channels
+        self.kept_features: dict[str, np.ndarray] = {}  # training input -> the kept teacher values
         self.chunk, self.lazy, self.per_batch = KEEP_CHUNK, False, False
         if tg.loss_kind != "cross_entropy" and teacher is not None:
             self.sess = session(with_outputs(teacher, list(self.features)) if self.features else teacher, threads)
             names = [o.name for o in self.sess.get_outputs()]
             self.name = tg.logits if tg.logits in names else names[0]
-            first = self.teach(feeds_of(data, np.arange(1), batchable))
-            self.per_batch = bool(per_batch or self.features or
-                                  first.nbytes * len(data) // max(1, _batch_of(first, batchable)) > KEEP_TARGETS_BYTES)
+            feeds = feeds_of(data, np.arange(1), batchable)
+            first = self.teach(feeds)
+            nbytes = first.nbytes + sum(feeds[name].nbytes for name in self.features.values())
+            self.per_batch = bool(per_batch or (self.features and not keep_features) or
+                                  nbytes * len(data) // max(1, _batch_of(first, batchable)) > KEEP_TARGETS_BYTES)
             return
         if data.labels is None:
             need = "labels" if tg.loss_kind == "cross_entropy" else "a teacher model or float targets in 'labels'"
@@ -112,19 +117,23 @@ class Targets:
 
     def first(self, n: int) -> np.ndarray:
         """The teacher's output on the first `n` samples, from this session (no second one)."""
-        return self._all(self.data.take(min(n, len(self.data))), self.batchable)
+        return self._all(self.data.take(min(n, len(self.data))), self.batchable)[0]
 
     @property
     def inputs(self) -> set[str]:
         return set(self.features.values())
 
-    def _all(self, data: Dataset, batchable: bool) -> np.ndarray:
+    def _all(self, data: Dataset, batchable: bool) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The teacher's output on every sample of `data`, and the features' values (by input name)."""
         step = self.chunk if batchable else 1
-        chunks = []
+        chunks, extra = [], {name: [] for name in self.features.values()}
         for start in range(0, len(data), step):
-            out = self.teach(feeds_of(data, np.arange(start, min(len(data), start + step)), batchable))
+            feeds = feeds_of(data, np.arange(start, min(len(data), start + step)), batchable)
+            out = self.teach(feeds)
             chunks.append(out if batchable else out[None])
-        return np.concatenate(chunks)
+            for name, parts in extra.items():
+                parts.append(feeds[name] if batchable else feeds[name][None])
+        return np.concatenate(chunks), {name: np.concatenate(parts) for name, parts in extra.items()}
 
     def __call__(self, idx: np.ndarray, feeds: dict[str, np.ndarray]):
         if self.per_batch:
@@ -132,8 +141,11 @@ class Targets:
                 return Pending(self, len(idx))
             return np.ascontiguousarray(self.teach(feeds))
         if self.kept is None:  # first use: every target, then the teacher's session (and its arena) goes
-            self.kept, self.sess = self._all(self.data, self.batchable), None
-        return np.ascontiguousarray(self.kept[idx] if self.batchable else self.kept[idx[0]])
+            (self.kept, self.kept_features), self.sess = self._all(self.data, self.batchable), None
+        pick = (lambda arr: arr[idx]) if self.batchable else (lambda arr: arr[idx[0]])
+        for name, values in self.kept_features.items():  # the other outputs' targets, fed beside the output's
+            feeds[name] = np.ascontiguousarray(pick(values))
+        return np.ascontiguousarray(pick(self.kept))
 
 
 class Pending:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxprune.autodiff.feature_loss import numpy_feature_loss
 from onnxprune.autodiff.losses import numpy_loss
 from onnxprune.autodiff.lr_schedule import make_schedule
 from onnxprune.errors import ValidationError
@@ -236,8 +237,12 @@ def evaluate_epoch(forward, data: Dataset, targets, tg, batch_size: int, batchab
         idx = np.arange(start, min(len(data), start + step))
         feeds = feeds_of(data, idx, batchable)
         out = forward(feeds)
-        target = _target(targets, idx, feeds, batchable)
+        out, others = (out[0], out[1:]) if isinstance(out, list) else (out, [])
+        target = _target(targets, idx, feeds, batchable)  # adds the teacher's other outputs to feeds
         total += numpy_loss(tg.loss_kind, out, target, **loss_options) * len(idx)
+        if others:  # the other outputs' terms, as the training loss counts them (recover/outputs.py)
+            teacher = [feeds[tg.feature_targets[name]] for name in tg.others]
+            total += numpy_feature_loss(others, teacher, tg.others_weight * len(others)) * len(idx)
         if tg.loss_kind == "distill" and batchable and PartMeasures.applies(out, target):
             packed.add(out, target)
         if tg.loss_kind == "distill" and np.shape(target) == np.shape(out) and np.shape(out)[-1] > 1:

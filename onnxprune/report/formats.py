@@ -54,7 +54,9 @@ def finetune_line(tuned: dict) -> str:
     refused = [str(h["epoch"]) for h in tuned.get("history", []) if h.get("guard_refused")]
     guard = (f"; epoch{'s' if len(refused) > 1 else ''} {', '.join(refused)} ranked higher there but fit the "
              "calibration samples worse than epoch 0 (the guard)") if refused else ""
-    return (f"fine-tuned {tuned['epochs']} epochs in ONNX Runtime ({tuned['loss']}) on {tuned['samples']} samples, "
+    others = tuned.get("other_outputs") or []
+    also = f", {len(others)} other output{'s' if len(others) > 1 else ''} matched beside it" if others else ""
+    return (f"fine-tuned {tuned['epochs']} epochs in ONNX Runtime ({tuned['loss']}{also}) on {tuned['samples']} samples, "
             f"kept epoch {tuned.get('best_epoch')} (best on held-out data; 0 = before training{guard}){stop}")
 
 
