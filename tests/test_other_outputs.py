@@ -95,6 +95,10 @@ def test_distillation_trains_the_class_head_that_the_first_output_does_not_read(
     assert after["probs"] < 0.5 * before["probs"], (before, after)
     assert after["boxes"] < 0.05, (before, after)  # the shared layers did not trade the box output away
     assert "box_w" in result.trainable and "cls_w" in result.trainable
+    alone = finetune(student, Dataset({"x": X}), 4, teacher=teacher, progress=False, threads=1, batch_size=16,
+                     lr=3e-2, holdout=0.25, output="boxes")  # the first output alone, as before wave 18
+    assert "cls_w" not in alone.trainable
+    assert _errors(alone.model, teacher)["probs"] == pytest.approx(before["probs"], rel=1e-6)
 
 
 def test_a_label_output_before_the_scores_does_not_stop_distillation():
