@@ -223,7 +223,7 @@ class PruneOptions:
         return min(self.threads, os.cpu_count() or 1)
 
 
-DISTILL_LOSSES = ("kl", "mse", "balanced", "detect", "auto")  # TrainSettings.distill
+DISTILL_LOSSES = ("kl", "mse", "balanced", "detect", "binary", "auto")  # TrainSettings.distill
 
 
 @dataclass(frozen=True)

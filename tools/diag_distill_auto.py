@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
 from onnxprune.load.data import Dataset  # noqa: E402
-from onnxprune.recover import finetune as ft  # noqa: E402
+from onnxprune.recover.distill_mode import choose, on_logits  # noqa: E402
+from onnxprune.recover.outputs import distilled_outputs  # noqa: E402
 from onnxprune.recover.targets import data_batchable  # noqa: E402
 from benchlib import append_line  # noqa: E402
 
@@ -32,12 +33,16 @@ TASKS = "digits,ppocr_cls,ppocr_rec,ppocr_det,ddddocr_common,ddddocr_det,magika,
 
 
 def resolved(model: onnx.ModelProto, data: Dataset) -> str:
-    """The loss auto picks for `model` distilled from itself on `data` (as finetune decides it)."""
-    on_logits = ft.logits_views(model, model, None) is not None  # a final Softmax: KL on its logits
+    """The loss auto picks for `model` distilled from itself on `data` (as finetune decides it: the primary
+    output, the logits a final Softmax or Sigmoid reads, then recover/distill_mode.choose)."""
+    def pick(batchable: bool) -> str:
+        primary, _ = distilled_outputs(model, model, None, data, batchable)
+        student, teacher, output, squash = on_logits(model, model, primary, "auto")
+        return choose("auto", teacher, output, data, batchable, squash, 1)[0]
     try:
-        return ft._distill_mode("auto", model, None, data, data_batchable(model, data), on_logits, 1)[0]
+        return pick(data_batchable(model, data))
     except Exception:  # noqa: BLE001 - a batch baked into a view (khmersm): one sample at a time
-        return ft._distill_mode("auto", model, None, data, False, on_logits, 1)[0]
+        return pick(False)
 
 
 def task_data(name: str) -> tuple[onnx.ModelProto, Dataset]:

@@ -17,7 +17,7 @@ from onnxprune.autodiff.context import GradContext
 from onnxprune.autodiff.detect_loss import emit_detect, numpy_detect_loss
 
 LOSSES = ("cross_entropy", "mse", "distill")
-DISTILL_MODES = ("kl", "mse", "balanced", "detect")
+DISTILL_MODES = ("kl", "mse", "balanced", "detect", "binary")
 
 
 @dataclass
@@ -53,6 +53,8 @@ def emit_loss(ctx: GradContext, kind: str, logits: str, *, temperature: float = 
         return LossHead(*emit_detect(ctx, logits, target, balance), info)
     if kind == "mse" or distill == "mse":
         return _mse(ctx, logits, target, info)
+    if distill == "binary":
+        return _binary_kl(ctx, logits, target, info, float(temperature))
     return _kl(ctx, logits, target, info, float(temperature))
 
 
@@ -106,6 +108,32 @@ def _kl(ctx, logits, teacher, info, temperature) -> LossHead:
     return LossHead(loss, ctx.reshape_like(grad, logits), info)
 
 
+def _binary_kl(ctx, logits, teacher, info, temperature) -> LossHead:
+    # each element a yes/no score: loss = T^2 * mean over elements of KL(sigmoid(t/T) || sigmoid(z/T));
+    # log sigmoid(a) = -softplus(-a), log(1 - sigmoid(a)) = -softplus(a); dz = T (sigmoid(z/T) - sigmoid(t/T)) / count
+    t = ctx.scalar(temperature, logits)
+    a, b = ctx.emit("Div", [teacher, t]), ctx.emit("Div", [logits, t])
+    p = ctx.emit("Sigmoid", [a])
+    neg = ctx.scalar(-1.0, logits)
+    yes = ctx.emit("Sub", [ctx.emit("Softplus", [ctx.emit("Mul", [b, neg])]), ctx.emit("Softplus", [ctx.emit("Mul", [a, neg])])])
+    no = ctx.emit("Sub", [ctx.emit("Softplus", [b]), ctx.emit("Softplus", [a])])
+    one_minus_p = ctx.emit("Sub", [ctx.scalar(1.0, logits), p])
+    kl = ctx.emit("Add", [ctx.emit("Mul", [p, yes]), ctx.emit("Mul", [one_minus_p, no])])
+    count = ctx.emit("Cast", [ctx.emit("Size", [logits])], to=ctx.elem_type(logits))
+    loss = ctx.emit("Mul", [ctx.emit("Div", [ctx.emit("ReduceSum", [kl], keepdims=0), count]),
+                            ctx.scalar(temperature * temperature, logits)])
+    grad = ctx.emit("Div", [ctx.emit("Mul", [ctx.emit("Sub", [ctx.emit("Sigmoid", [b]), p]), t]), count])
+    return LossHead(loss, grad, info)
+
+
+def numpy_binary_kl(z: np.ndarray, t: np.ndarray, temperature: float) -> float:
+    """The binary distillation loss in float64 (validation, tests)."""
+    a, b = np.asarray(t, np.float64) / temperature, np.asarray(z, np.float64) / temperature
+    p = 1.0 / (1.0 + np.exp(-a))
+    kl = p * (np.logaddexp(0, -b) - np.logaddexp(0, -a)) + (1 - p) * (np.logaddexp(0, b) - np.logaddexp(0, a))
+    return float(temperature * temperature * np.mean(kl)) if kl.size else float("nan")
+
+
 # float64 values per row block of the class-score losses below: their temporaries (about ten arrays of the block)
 # stay near 80 MB, where a whole batch of a CTC line reader (32 x 40 x 6625) took 390 MB above training's bound
 BLOCK_ELEMENTS = 1 << 20
@@ -121,6 +149,8 @@ def numpy_loss(kind: str, logits: np.ndarray, target: np.ndarray, temperature: f
         return float(np.mean(np.asarray(balance, dtype=np.float64) * (y - target) ** 2))
     if kind == "mse" or (kind == "distill" and distill == "mse"):
         return float(np.mean((np.asarray(logits, dtype=np.float64) - target) ** 2))
+    if kind == "distill" and distill == "binary":
+        return numpy_binary_kl(logits, target, temperature)
     classes = np.shape(logits)[-1]
     z = np.asarray(logits).reshape(-1, classes)
     target = np.asarray(target).reshape(-1) if kind == "cross_entropy" else np.asarray(target).reshape(-1, classes)

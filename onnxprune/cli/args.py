@@ -54,8 +54,10 @@ def add_distill_flags(p: argparse.ArgumentParser) -> None:
                         "mse: squared error on the outputs; balanced: squared error with each output channel weighted "
                         "by one over its variance (detectors mixing pixel boxes and scores); detect: binary KL on the score "
                         "rows, boxes weighted by the teacher's confidence per anchor, each part scaled to weigh alike "
-                        "(YOLO-style heads); auto (default): detect where the output packs score rows beside box rows, "
-                        "else kl")
+                        "(YOLO-style heads); binary: binary KL per element on the logits a final Sigmoid reads; "
+                        "auto (default): binary for a Sigmoid's scores, detect where the output packs score rows beside "
+                        "box rows, mse for one value per row, else kl. Other float outputs are matched by relative "
+                        "squared error beside it")
     p.add_argument("--select", choices=EPOCH_SELECTIONS, default="fidelity",
                    help="the epoch kept (epoch 0 included): fidelity (default): lowest held-out distillation loss; "
                         "agreement: highest held-out top-1 agreement with the teacher (what a greedy or CTC decode "

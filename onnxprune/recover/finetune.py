@@ -32,20 +32,19 @@ from onnxprune.apply.qdq_lower import lower
 from onnxprune.load.qdq_lift import lift
 from onnxprune.recover.as_float32 import float32_twin
 from onnxprune.score.branch_outputs import decided_view
-from onnxprune.recover.detect_distill import detect_spec, packed_scores
-from onnxprune.recover.distill_weights import BALANCE_SAMPLES, balance_weights, spread, unbalanced
+from onnxprune.recover.detect_distill import detect_spec
+from onnxprune.recover.distill_mode import choose, on_logits
+from onnxprune.recover.distill_weights import unbalanced
 from onnxprune.recover.batch_view import batch_view
-from onnxprune.recover.logits import logits_views
 from onnxprune.recover.outputs import OTHERS_WEIGHT, distilled_outputs
 from onnxprune.recover.microbatch import Chunked, MicroBatched, micro_batch
 from onnxprune.recover.step_memory import STEP_BUDGET_MB, step_bytes
 from onnxprune.recover.features import feature_points, sliced_points
-from onnxprune.recover.targets import Targets, data_batchable, feeds_of, first_outputs, join
+from onnxprune.recover.targets import Targets, data_batchable, feeds_of, join
 from onnxprune.recover.trainloop import MAX_EPOCHS, Loop
 
 log = logging.getLogger("onnxprune")
 GUARD_SAMPLES = 64  # guard inputs judged per epoch at most (trainloop.eligible)
-AUTO_SAMPLES = 8    # teacher outputs distill="auto" reads to tell a detector's rows (the guard's check reads 8 too)
 SLICE_SAMPLES = 8  # samples the kept channels of pruned layers are matched on (features.sliced_points)
 __all__ = ["finetune", "data_batchable", "MAX_EPOCHS", "FinetuneResult", "TrainSettings", "SGD", "AdamW", "cosine", "step_decay"]  # optimizers re-exported
 
@@ -83,7 +82,8 @@ class TrainSettings:
     trainable: tuple[str, ...] | None = None
     temperature: float = 2.0
     distill: str = "auto"             # "kl", "mse", "balanced" (recover/distill_weights.py), "detect"
-    #                                   (recover/detect_distill.py) or "auto" (_distill_mode: kl, detect for detector heads)
+    #                                   (recover/detect_distill.py), "binary" (a Sigmoid's scores) or "auto"
+    #                                   (recover/distill_mode.py: chosen by what the output is)
     label_smoothing: float = 0.0
     output: str | None = None
     seed: int = 0
@@ -151,12 +151,11 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     output, others = s.output, []
     if loss == "distill" and teacher_model is not None:  # every float output, one of them primary (outputs.py)
         output, others = distilled_outputs(model, teacher_model, s.output, data, batchable, s.threads)
-    primary, on_logits = output, False
+    squash = None  # "softmax" / "sigmoid": the logits a final Softmax / Sigmoid reads are distilled (distill_mode.py)
     if loss == "distill" and teacher_model is not None and s.softmax_logits:
-        model, teacher_model, output = _on_logits(model, teacher_model, primary)
-        on_logits = output != primary
-    distill, balance = _distill_mode(s.distill, teacher_model if loss == "distill" else None, output, data,
-                                     batchable, on_logits, s.threads)
+        model, teacher_model, output, squash = on_logits(model, teacher_model, output, s.distill)
+    distill, balance = choose(s.distill, teacher_model if loss == "distill" else None, output, data, batchable,
+                              squash, s.threads)
     if distill == "detect" and loss == "distill" and teacher_model is not None:  # recover/detect_distill.py
         balance = detect_spec(model, teacher_model, output, data, batchable, s.threads, s.score_weight, s.score_focus)
     s = replace(s, distill=distill)
@@ -244,47 +243,6 @@ def _batch_views(model: onnx.ModelProto, teacher: onnx.ModelProto | None, data: 
             log.info("the batch axis is fixed at 1: training one sample per step")
         return model, teacher, batchable
     return student, coach, True
-
-
-def _on_logits(model: onnx.ModelProto, teacher: onnx.ModelProto, output: str | None):
-    """Student, teacher and the tensor distilled: the Softmax input when the output is a Softmax."""
-    found = logits_views(model, teacher, output)
-    if found is None:
-        return model, teacher, output
-    log.info("distilling the logits '%s' that the output Softmax reads", found[2])
-    return found
-
-
-def _distill_mode(mode: str, teacher: onnx.ModelProto | None, output: str | None, data: Dataset, batchable: bool,
-                  on_logits: bool, threads: int) -> tuple[str, np.ndarray | None]:
-    """The distillation loss and, for "balanced", its per-channel weights (recover/distill_weights.py).
-    "auto" (the default): "detect" where the teacher's output packs a detector's score rows beside box rows
-    (detect_distill.packed_scores, on AUTO_SAMPLES teacher outputs: a language model's logits stay cheap;
-    NudeNet 320n at half the MACs: 54.55 -> 70.59 face F1 where KL, a softmax over anchors, kept 55.17), else
-    KL (on the logits a final Softmax reads). "balanced" is chosen only when asked: on NudeNet it ended
-    below plain squared error (wave 11)."""
-    if teacher is None or mode not in ("auto", "balanced") or (mode == "auto" and on_logits):
-        return ("kl" if mode == "auto" else mode), None
-    if mode == "auto":
-        if _declared_rank(teacher, output) < 3 or not packed_scores(
-                first_outputs(teacher, output, data, AUTO_SAMPLES, batchable, threads, step=AUTO_SAMPLES)):
-            return "kl", None
-        log.info("distilling '%s' by the detect loss: score rows beside box rows", output or teacher.graph.output[0].name)
-        return "detect", None
-    out = first_outputs(teacher, output, data, BALANCE_SAMPLES, batchable, threads, step=64)
-    log.info("distilling '%s' by squared error balanced per channel (variances spread %.3g x)",
-             output or teacher.graph.output[0].name, spread(out))
-    return "balanced", balance_weights(out)
-
-
-def _declared_rank(model: onnx.ModelProto, output: str | None) -> int:
-    """The rank `output` (default: the first output) declares; a large number when unknown. A detector's
-    rows need rank 3, so a classifier's (N, C) is told apart without running the teacher."""
-    name = output or model.graph.output[0].name
-    found = next((o for o in model.graph.output if o.name == name), None)
-    if found is None or not found.type.tensor_type.HasField("shape"):
-        return 1 << 30
-    return len(found.type.tensor_type.shape.dim)
 
 
 def _feature_points(model: onnx.ModelProto, teacher: onnx.ModelProto | None, data: Dataset, s: TrainSettings,

