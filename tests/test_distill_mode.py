@@ -82,3 +82,18 @@ def _with_z(model: onnx.ModelProto) -> onnx.ModelProto:
 def test_binary_asked_for_an_output_without_a_sigmoid_is_bad_input():
     with pytest.raises(BadInputError, match="Sigmoid"):
         finetune(scorer(1, None, 5), Dataset({"x": X}), 1, teacher=scorer(0, None, 5), progress=False, distill="binary")
+
+
+def test_agreement_on_a_sigmoid_output_counts_yes_no_decisions():
+    """The held-out agreement (and the guard's) reads each score's decision (logit > 0), not an argmax over a
+    row of independent scores."""
+    from onnxprune.recover.trainloop import evaluate_epoch
+
+    class Graph:
+        loss_kind, others = "distill", []
+
+    t = np.array([[2.0, -1.0, 3.0], [-2.0, -0.5, 1.0]], np.float32)
+    z = np.array([[1.0, 0.5, 3.0], [-1.0, -0.1, 2.0]], np.float32)  # one decision of six flipped, the argmax of both rows kept
+    data = Dataset({"x": np.zeros((2, 1, 1), np.float32)})
+    result = evaluate_epoch(lambda feeds: z, data, t[:, None][:, 0], Graph(), 2, True, {"distill": "binary", "temperature": 2.0})
+    assert result["val_agreement"] == pytest.approx(5 / 6)

@@ -245,8 +245,9 @@ def evaluate_epoch(forward, data: Dataset, targets, tg, batch_size: int, batchab
             total += numpy_feature_loss(others, teacher, tg.others_weight * len(others)) * len(idx)
         if tg.loss_kind == "distill" and batchable and PartMeasures.applies(out, target):
             packed.add(out, target)
-        if tg.loss_kind == "distill" and np.shape(target) == np.shape(out) and np.shape(out)[-1] > 1:
-            same = out.argmax(-1) == np.asarray(target).argmax(-1)
+        binary = loss_options.get("distill") == "binary"  # a Sigmoid's logits: each element is a yes/no decision
+        if tg.loss_kind == "distill" and np.shape(target) == np.shape(out) and (binary or np.shape(out)[-1] > 1):
+            same = (out > 0) == (np.asarray(target) > 0) if binary else out.argmax(-1) == np.asarray(target).argmax(-1)
             agree, rows = agree + int(same.sum()), rows + same.size
             whole += int(same.reshape(len(idx) if batchable else 1, -1).all(axis=1).sum())
         count += len(idx)
