@@ -112,3 +112,17 @@ def test_a_label_output_before_the_scores_does_not_stop_distillation():
                       lr=3e-2, holdout=0.25)
     assert result.others == ["boxes"] and result.best_epoch > 0
     assert _errors(result.model, teacher)["probs"] < _errors(student, teacher)["probs"]
+
+
+def test_an_output_behind_an_op_without_a_gradient_rule_is_left_out_and_freezes_nothing():
+    """A third output through TopK (no gradient rule): distilling it would freeze the shared layers the class
+    scores train; it is left out instead."""
+    teacher, student = two_heads(), two_heads(head_noise=0.5)
+    for m in (teacher, student):
+        m.graph.initializer.append(numpy_helper.from_array(np.array([2], np.int64), "k"))
+        m.graph.node.append(helper.make_node("TopK", ["boxes", "k"], ["top", "top_i"], axis=-1))
+        m.graph.output.append(helper.make_tensor_value_info("top", TensorProto.FLOAT, ["N", 2]))
+    result = finetune(student, Dataset({"x": X}), 2, teacher=teacher, progress=False, threads=1, batch_size=16,
+                      lr=3e-2, holdout=0.25)
+    assert result.others == ["boxes"] and not result.frozen
+    assert "conv_w" in result.trainable and "cls_w" in result.trainable

@@ -7,6 +7,7 @@ would be silently incomplete otherwise.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -17,6 +18,8 @@ from onnxprune.graph.model_graph import Node
 from onnxprune.autodiff.context import GradContext
 from onnxprune.autodiff.registry import NO_GRADIENT, Rule, lookup
 
+log = logging.getLogger("onnxprune")
+
 
 @dataclass
 class Analysis:
@@ -26,6 +29,7 @@ class Analysis:
     blocked: dict[int, str] = field(default_factory=dict)  # node index -> why no gradient passes
     reach: set[str] = field(default_factory=set)          # tensors the loss depends on differentiably
     frozen_by: dict[str, int] = field(default_factory=dict)  # frozen weight -> index of the node that stops it
+    dropped: list[str] = field(default_factory=list)      # `also` tensors left out of the loss (an op without a rule)
 
 
 def rule_for(ctx: GradContext, node: Node) -> tuple[Rule | None, str | None]:
@@ -49,15 +53,23 @@ def differentiable_inputs(ctx: GradContext, node: Node, rule: Rule | None) -> li
 
 
 def analyse(ctx: GradContext, output: str, requested: Iterable[str] | None, also: Iterable[str] = ()) -> Analysis:
-    """Which weights train toward `output` (and the tensors `also` carrying loss terms: other outputs)."""
+    """Which weights train toward `output` (and the tensors `also` carrying loss terms: other outputs; those
+    behind an op without a gradient rule are left out and listed in `dropped`)."""
     g = ctx.g
+    dropped: list[str] = []
     rules = {n.index: rule_for(ctx, n) for n in g.nodes}
     slots = {n.index: differentiable_inputs(ctx, n, rules[n.index][0]) for n in g.nodes}
 
-    reach = {output, *also}
-    for node in reversed(g.nodes):
-        if any(t in reach for t in node.outputs if t):
-            reach.update(node.inputs[i] for i in slots[node.index])
+    reach = _reach(g, [output], slots)
+    for other in also:  # another output joins the loss only where every op on its way has a rule: one that
+        extra = _reach(g, [other], slots)  # does not would freeze weights the primary output trains
+        stops = [n for n in g.nodes if rules[n.index][0] is None and slots[n.index]
+                 and any(t in extra and t not in reach for t in n.outputs if t)]  # a stop of its own
+        if stops:
+            log.info("output '%s' is not distilled: %s", other, rules[stops[0].index][1])
+            dropped.append(other)
+        else:
+            reach |= extra
 
     candidates = []
     seen = set()
@@ -99,7 +111,16 @@ def analyse(ctx: GradContext, output: str, requested: Iterable[str] | None, also
         trainable = [w for w in requested if w not in frozen]
         frozen = {w: r for w, r in frozen.items() if w in requested}
     frozen_by = {w: i for w, i in frozen_by.items() if w in frozen and w in reach}
-    return Analysis(candidates, trainable, frozen, blocked, reach, frozen_by)
+    return Analysis(candidates, trainable, frozen, blocked, reach, frozen_by, dropped)
+
+
+def _reach(g, outputs: list[str], slots: dict[int, list[int]]) -> set[str]:
+    """Tensors the `outputs` depend on through (possibly differentiable) input slots."""
+    reach = set(outputs)
+    for node in reversed(g.nodes):
+        if any(t in reach for t in node.outputs if t):
+            reach.update(node.inputs[i] for i in slots[node.index])
+    return reach
 
 
 def frozen_summary(analysis: Analysis, shown: int = 6) -> list[str]:

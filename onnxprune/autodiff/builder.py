@@ -85,6 +85,7 @@ def build_training_graph(model: onnx.ModelProto | str | os.PathLike, trainable: 
     if not ctx.is_float(output):
         raise BadInputError(f"output '{output}' is not a float tensor; it cannot carry a loss")
     found = analyse(ctx, output, trainable, also=others[0])
+    others = ([o for o in others[0] if o not in found.dropped], others[1])
     summary = frozen_summary(found)
     for line in summary:  # said before any training step, once per stopping op
         log.warning("frozen weights: %s", line)
