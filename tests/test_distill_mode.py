@@ -97,3 +97,37 @@ def test_agreement_on_a_sigmoid_output_counts_yes_no_decisions():
     data = Dataset({"x": np.zeros((2, 1, 1), np.float32)})
     result = evaluate_epoch(lambda feeds: z, data, t[:, None][:, 0], Graph(), 2, True, {"distill": "binary", "temperature": 2.0})
     assert result["val_agreement"] == pytest.approx(5 / 6)
+
+
+def segmenter(seed: int) -> onnx.ModelProto:
+    """x (N, 3, 6, 6) -> Conv 5 classes -> Softmax over axis 1 (the classes of each pixel) -> 'p'."""
+    rng = np.random.default_rng(seed)
+    w = {"w": rng.standard_normal((5, 3, 3, 3)).astype(np.float32), "b": rng.standard_normal(5).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["z"], pads=[1, 1, 1, 1]),
+             helper.make_node("Softmax", ["z"], ["p"], axis=1)]
+    graph = helper.make_graph(nodes, "seg", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 6, 6])],
+                              [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 5, 6, 6])],
+                              [numpy_helper.from_array(v, k) for k, v in w.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_softmax_over_the_channel_axis_is_distilled_per_pixel_over_its_classes():
+    """Before, a Softmax over axis 1 was not recognised: KL ran over the image width of the probabilities."""
+    teacher, student = segmenter(0), segmenter(1)
+    x = np.random.default_rng(4).standard_normal((64, 1, 3, 6, 6)).astype(np.float32)
+    result = finetune(student, Dataset({"x": x[:48]}), 5, teacher=teacher, progress=False, threads=1, lr=3e-2,
+                      batch_size=8, val_data=Dataset({"x": x[48:]}))
+    assert result.distill == "kl"
+    z_t = np.moveaxis(session(_expose(teacher, "z")).run(["z"], {"x": x[48:, 0]})[0], 1, -1)
+    z_s = np.moveaxis(session(_expose(student, "z")).run(["z"], {"x": x[48:, 0]})[0], 1, -1)
+    assert result.history[0]["val_loss"] == pytest.approx(numpy_loss("distill", z_s, z_t, temperature=2.0), rel=1e-4)
+    agree = lambda m: float(np.mean(session(m).run(["p"], {"x": x[:, 0]})[0].argmax(1)  # noqa: E731
+                                    == session(teacher).run(["p"], {"x": x[:, 0]})[0].argmax(1)))
+    assert agree(result.model) > agree(student) + 0.1
+
+
+def _expose(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    out.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    return out

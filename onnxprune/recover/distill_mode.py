@@ -24,12 +24,11 @@ from onnxprune.errors import BadInputError
 from onnxprune.load.data import Dataset
 from onnxprune.recover.detect_distill import packed_scores
 from onnxprune.recover.distill_weights import BALANCE_SAMPLES, balance_weights, spread
-from onnxprune.recover.logits import logits_views, sigmoid_input, softmax_input
+from onnxprune.recover.logits import logits_views
 from onnxprune.recover.targets import first_outputs
 
 log = logging.getLogger("onnxprune")
 AUTO_SAMPLES = 8  # teacher outputs auto reads to tell a detector's rows (the guard's check reads 8 too)
-SQUASHES = {"softmax": softmax_input, "sigmoid": sigmoid_input}
 
 
 def on_logits(model: onnx.ModelProto, teacher: onnx.ModelProto, output: str | None, mode: str
@@ -38,7 +37,7 @@ def on_logits(model: onnx.ModelProto, teacher: onnx.ModelProto, output: str | No
     `auto` and `binary`, a final Sigmoid) reads, exposed in both models; the output itself otherwise."""
     kinds = ("softmax", "sigmoid") if mode in ("auto", "binary") else ("softmax",)
     for kind in kinds:
-        found = logits_views(model, teacher, output, SQUASHES[kind])
+        found = logits_views(model, teacher, output, kind)
         if found is not None:
             log.info("distilling the logits '%s' that the output %s reads", found[2], kind.capitalize())
             return (*found, kind)

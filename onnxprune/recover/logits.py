@@ -20,18 +20,30 @@ ELEMENT_MOVES = PASS_THROUGH | {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "T
 
 def softmax_input(model: onnx.ModelProto, output: str) -> str | None:
     """The tensor a final Softmax (over the last axis, through Identity nodes) turns into `output`."""
+    found = softmax_logits(model, output)
+    return found[0] if found is not None and found[1] is None else None
+
+
+def softmax_logits(model: onnx.ModelProto, output: str) -> tuple[str, int | None] | None:
+    """(the tensor a final Softmax reads, through Identity nodes; its class axis when that is not the last,
+    else None), or None when `output` is not a Softmax's. An axis other than the last counts from opset 13
+    on (before, Softmax normalized over every axis from `axis` on together)."""
     producer = {o: n for n in model.graph.node for o in n.output}
     node = producer.get(output)
     while node is not None and node.op_type in PASS_THROUGH:
         node = producer.get(node.input[0])
     if node is None or node.op_type != "Softmax":
         return None
-    axis = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"), -1)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    axis = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"),
+                -1 if opset >= 13 else 1)
     rank = _rank(model, node.output[0])
     rank = rank if rank is not None else _rank(model, output)  # Identity keeps the rank
-    if axis != -1 and (rank is None or axis != rank - 1):
+    if axis == -1 or (rank is not None and axis == rank - 1):
+        return node.input[0], None
+    if rank is None or opset < 13:
         return None
-    return node.input[0]
+    return node.input[0], axis % rank
 
 
 def sigmoid_input(model: onnx.ModelProto, output: str) -> str | None:
@@ -58,16 +70,35 @@ def _rank(model: onnx.ModelProto, tensor: str) -> int | None:
     return None
 
 
-def logits_views(student: onnx.ModelProto, teacher: onnx.ModelProto, output: str | None, squash=softmax_input
+def logits_views(student: onnx.ModelProto, teacher: onnx.ModelProto, output: str | None, kind: str = "softmax"
                  ) -> tuple[onnx.ModelProto, onnx.ModelProto, str] | None:
-    """(student, teacher, tensor) with the Softmax input of `output` (default: the first output; `squash`
-    sigmoid_input: the Sigmoid's) exposed as an output of both, or None when the output is not one or the
-    teacher lacks it."""
+    """(student, teacher, tensor) with the logits a final Softmax (`kind` "sigmoid": a final Sigmoid) reads to
+    make `output` (default: the first output) exposed as an output of both, or None when the output is not
+    one or the teacher lacks it. A Softmax over another axis than the last (a segmentation map's classes on
+    axis 1) exposes its logits transposed so that the classes come last, where the KL reads them."""
     output = output or student.graph.output[0].name
-    name = squash(student, output)
-    if name is None or squash(teacher, output) != name:
+    if kind == "sigmoid":
+        name = sigmoid_input(student, output)
+        if name is None or sigmoid_input(teacher, output) != name:
+            return None
+        return with_outputs(student, [name]), with_outputs(teacher, [name]), name
+    found = softmax_logits(student, output)
+    if found is None or softmax_logits(teacher, output) != found:
         return None
-    return with_outputs(student, [name]), with_outputs(teacher, [name]), name
+    name, axis = found
+    if axis is None:
+        return with_outputs(student, [name]), with_outputs(teacher, [name]), name
+    return _classes_last(student, name, axis), _classes_last(teacher, name, axis), f"{name}__classes_last"
 
 
-__all__ = ["logits_views", "sigmoid_input", "softmax_input"]
+def _classes_last(model: onnx.ModelProto, name: str, axis: int) -> onnx.ModelProto:
+    """A copy of `model` that also returns `name` with its class `axis` moved last."""
+    rank = _rank(model, name)
+    perm = [a for a in range(rank) if a != axis] + [axis]
+    out = with_outputs(model, [])
+    out.graph.node.append(onnx.helper.make_node("Transpose", [name], [f"{name}__classes_last"], perm=perm,
+                                                name=f"{name}__classes_last"))
+    return with_outputs(out, [f"{name}__classes_last"])
+
+
+__all__ = ["logits_views", "sigmoid_input", "softmax_input", "softmax_logits"]

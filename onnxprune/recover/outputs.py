@@ -24,7 +24,7 @@ import onnx
 
 from onnxprune.load.data import Dataset
 from onnxprune.load.runtime import session
-from onnxprune.recover.logits import softmax_input
+from onnxprune.recover.logits import softmax_logits
 from onnxprune.recover.targets import feeds_of
 
 log = logging.getLogger("onnxprune")
@@ -48,7 +48,7 @@ def distilled_outputs(model: onnx.ModelProto, teacher: onnx.ModelProto, given: s
     floats = [name for name in float_outputs(model) if name in shared]
     if not floats:
         return None, []  # the builder says why nothing can be distilled
-    primary = next((name for name in floats if softmax_input(model, name)), floats[0])
+    primary = next((name for name in floats if softmax_logits(model, name)), floats[0])
     others = [name for name in floats if name != primary]
     if others and batchable and len(data) > 1:
         others = _batch_first(teacher, others, data, threads)
