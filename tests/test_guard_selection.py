@@ -93,6 +93,9 @@ def test_eligible_needs_no_worse_guard_fidelity_and_ignores_runs_without_a_guard
     # samples, 0.94% CER against the start's 2.04), not by more (PP-OCR cls: 0.026 against 0.0129)
     assert eligible({"guard_loss": 0.2393, "guard_samples": 32}, {"guard_loss": 0.2333, "guard_samples": 32})
     assert not eligible({"guard_loss": 0.026}, {"guard_loss": 0.0129, "guard_samples": 32})
+    # above epoch 0's guard KL (recovery fitted those samples) but below the epoch's own held-out KL: no drift
+    assert eligible({"guard_loss": 0.034, "val_loss": 0.107}, {"guard_loss": 0.0054, "guard_samples": 32})
+    assert not eligible({"guard_loss": 0.034, "val_loss": 0.030}, {"guard_loss": 0.0054, "guard_samples": 32})
     assert not eligible({"guard_loss": 0.242}, {"guard_loss": 0.2333, "guard_samples": 32})
     # one flipped sample of 64 is within what the guard resolves (the demo: KL 0.293 -> 0.022); two are not
     first = {"guard_loss": 0.293, "guard_agreement": 1.0, "guard_samples": 64}

