@@ -36,7 +36,7 @@ from onnxprune.recover.detect_distill import detect_spec
 from onnxprune.recover.distill_mode import choose, on_logits
 from onnxprune.recover.distill_weights import unbalanced
 from onnxprune.recover.batch_view import batch_view
-from onnxprune.recover.outputs import OTHERS_WEIGHT, distilled_outputs
+from onnxprune.recover.outputs import OTHERS_WEIGHT, distilled_outputs, primary_output
 from onnxprune.recover.microbatch import Chunked, MicroBatched, micro_batch
 from onnxprune.recover.step_memory import STEP_BUDGET_MB, step_bytes
 from onnxprune.recover.features import feature_points, sliced_points
@@ -148,12 +148,14 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     batchable = data_batchable(model, data)
     if s.batch_size > 1 and len(data) > 1:  # a batch fixed at 1 or not on the outputs' axis 0: a batch view
         model, teacher_model, batchable = _batch_views(model, teacher_model, data, s.threads, batchable)
-    output, others = s.output, []
+    output, others = s.output or primary_output(model), []
     if loss == "distill" and teacher_model is not None:  # every float output, one of them primary (outputs.py)
         output, others = distilled_outputs(model, teacher_model, s.output, data, batchable, s.threads)
     squash = None  # "softmax" / "sigmoid": the logits a final Softmax / Sigmoid reads are distilled (distill_mode.py)
     if loss == "distill" and teacher_model is not None and s.softmax_logits:
         model, teacher_model, output, squash = on_logits(model, teacher_model, output, s.distill)
+    elif loss == "cross_entropy" and s.softmax_logits:  # labels: the cross-entropy reads logits, not probabilities
+        model, _, output, squash = on_logits(model, model, output, "kl")
     distill, balance = choose(s.distill, teacher_model if loss == "distill" else None, output, data, batchable,
                               squash, s.threads)
     if distill == "detect" and loss == "distill" and teacher_model is not None:  # recover/detect_distill.py

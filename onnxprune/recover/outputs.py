@@ -48,7 +48,7 @@ def distilled_outputs(model: onnx.ModelProto, teacher: onnx.ModelProto, given: s
     floats = [name for name in float_outputs(model) if name in shared]
     if not floats:
         return None, []  # the builder says why nothing can be distilled
-    primary = next((name for name in floats if softmax_logits(model, name)), floats[0])
+    primary = primary_output(model, floats)
     others = [name for name in floats if name != primary]
     if others and batchable and len(data) > 1:
         others = _batch_first(teacher, others, data, threads)
@@ -56,6 +56,13 @@ def distilled_outputs(model: onnx.ModelProto, teacher: onnx.ModelProto, given: s
         log.info("distilling '%s', and %d other outputs by relative squared error: %s", primary, len(others),
                  ", ".join(others))
     return primary, others
+
+
+def primary_output(model: onnx.ModelProto, floats: list[str] | None = None) -> str | None:
+    """The output the loss is put on: the first of `floats` (default: the model's float outputs) that a final
+    Softmax produces, else the first of them; None when the model has no float output."""
+    floats = float_outputs(model) if floats is None else floats
+    return next((name for name in floats if softmax_logits(model, name)), floats[0] if floats else None)
 
 
 def _batch_first(teacher: onnx.ModelProto, names: list[str], data: Dataset, threads: int) -> list[str]:
@@ -71,4 +78,4 @@ def _batch_first(teacher: onnx.ModelProto, names: list[str], data: Dataset, thre
     return kept
 
 
-__all__ = ["distilled_outputs", "float_outputs", "OTHERS_WEIGHT"]
+__all__ = ["distilled_outputs", "float_outputs", "primary_output", "OTHERS_WEIGHT"]
