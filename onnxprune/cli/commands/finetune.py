@@ -66,6 +66,8 @@ def run(args) -> int:
         last = info["history"][-1]
         shown = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float))
         loss = f"{info['loss']} {info['distill']}" if info.get("distill") else info["loss"]
+        others = info.get("other_outputs") or []
+        loss += f", {len(others)} other output{'s' if len(others) > 1 else ''} matched beside it" if others else ""
         print(f"trained {info['epochs']} epochs ({loss}) on {info['samples']} samples, kept epoch "
               f"{info['best_epoch']} (by {info['select']}): {shown}; wrote {out}")
     return 0
