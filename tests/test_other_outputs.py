@@ -126,3 +126,36 @@ def test_an_output_behind_an_op_without_a_gradient_rule_is_left_out_and_freezes_
                       lr=3e-2, holdout=0.25)
     assert result.others == ["boxes"] and not result.frozen
     assert "conv_w" in result.trainable and "cls_w" in result.trainable
+
+
+def _with_output(model: onnx.ModelProto, name: str, node: onnx.NodeProto | None = None,
+                 elem: int = TensorProto.FLOAT, dims=None) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    if node is not None:
+        out.graph.node.append(node)
+    out.graph.output.append(helper.make_tensor_value_info(name, elem, dims))
+    return out
+
+
+def test_the_logits_exported_beside_their_softmax_are_not_matched_twice():
+    """[boxes, probs, z] with probs = Softmax(z): z is what the KL reads; matching it again as another output
+    overwrote the KL's gradient (review of wave 18)."""
+    teacher, student = (_with_output(m, "z", dims=["N", 5]) for m in (two_heads(), two_heads(head_noise=0.5)))
+    result = finetune(student, Dataset({"x": X}), 1, teacher=teacher, progress=False, threads=1, batch_size=16,
+                      lr=1e-2, holdout=0.25)
+    assert result.others == ["boxes"]
+
+
+def test_outputs_that_are_not_one_row_per_sample_or_not_float32_are_left_out():
+    """A (4N, 2) output (rows folded into the batch axis) cannot be cut per sample, and a float64 output's term
+    cannot join the float32 loss: both are left out and training runs."""
+    def extended(m):
+        m = _with_output(m, "rows", helper.make_node("Reshape", ["boxes", "two"], ["rows"]), dims=["R", 2])
+        m.graph.initializer.append(numpy_helper.from_array(np.array([-1, 2], np.int64), "two"))
+        return _with_output(m, "wide", helper.make_node("Cast", ["boxes"], ["wide"], to=TensorProto.DOUBLE),
+                            TensorProto.DOUBLE, ["N", 4])
+    teacher, student = extended(two_heads()), extended(two_heads(head_noise=0.5))
+    result = finetune(student, Dataset({"x": X}), 2, teacher=teacher, progress=False, threads=1, batch_size=16,
+                      lr=3e-2, holdout=0.25)
+    assert result.others == ["boxes"] and result.best_epoch > 0

@@ -36,7 +36,7 @@ from onnxprune.recover.detect_distill import detect_spec
 from onnxprune.recover.distill_mode import choose, on_logits
 from onnxprune.recover.distill_weights import unbalanced
 from onnxprune.recover.batch_view import batch_view
-from onnxprune.recover.outputs import OTHERS_WEIGHT, distilled_outputs, primary_output
+from onnxprune.recover.outputs import OTHERS_WEIGHT, besides, distilled_outputs, per_sample, primary_output
 from onnxprune.recover.microbatch import Chunked, MicroBatched, micro_batch
 from onnxprune.recover.step_memory import STEP_BUDGET_MB, step_bytes
 from onnxprune.recover.features import feature_points, sliced_points
@@ -153,7 +153,11 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
         output, others = distilled_outputs(model, teacher_model, s.output, data, batchable, s.threads)
     squash = None  # "softmax" / "sigmoid": the logits a final Softmax / Sigmoid reads are distilled (distill_mode.py)
     if loss == "distill" and teacher_model is not None and s.softmax_logits:
-        model, teacher_model, output, squash = on_logits(model, teacher_model, output, s.distill)
+        viewed = on_logits(model, teacher_model, output, s.distill)
+        # a Sigmoid's logits found through reshapes may not hold one row per sample: then its scores are distilled
+        if viewed[3] != "sigmoid" or per_sample(viewed[1], [viewed[2]], data, batchable, s.threads):
+            model, teacher_model, output, squash = viewed
+        others = besides(others, output)
     elif loss == "cross_entropy" and s.softmax_logits:  # labels: the cross-entropy reads logits, not probabilities
         model, _, output, squash = on_logits(model, model, output, "kl")
     distill, balance = choose(s.distill, teacher_model if loss == "distill" else None, output, data, batchable,
@@ -191,6 +195,7 @@ def finetune(model: onnx.ModelProto | str | os.PathLike, data: Dataset, epochs: 
     forward = Forward(model, params, [tg.logits, *tg.others] if tg.others else tg.logits, s.threads)
     loop.forward = Chunked(forward, micro) if batchable else forward
     run_settings = {k: v for k, v in asdict(s).items() if k not in ("progress", "threads", "minutes", "resume")}
+    run_settings["distilled"] = [tg.logits, *tg.others]  # a checkpoint of another loss does not resume
     loop.start(params.snapshot(), {**run_settings, "loss": loss, "samples": len(data), "epochs": epochs})
     loop.run(data, targets, val_data, val_targets, epochs)
     params.restore(loop.best[2])

@@ -14,6 +14,7 @@ import onnx
 from onnxprune.recover.features import with_outputs
 
 PASS_THROUGH = frozenset({"Identity"})
+CLASSES_LAST = "__classes_last"  # suffix of a Softmax's logits transposed so that the classes come last
 # a Sigmoid's scores are one per element, so any op that only moves elements keeps them scores of their logits
 ELEMENT_MOVES = PASS_THROUGH | {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose"}
 
@@ -88,17 +89,19 @@ def logits_views(student: onnx.ModelProto, teacher: onnx.ModelProto, output: str
     name, axis = found
     if axis is None:
         return with_outputs(student, [name]), with_outputs(teacher, [name]), name
-    return _classes_last(student, name, axis), _classes_last(teacher, name, axis), f"{name}__classes_last"
+    rank = _rank(student, output)  # the Softmax keeps its input's rank
+    if rank is None:
+        return None
+    return _classes_last(student, name, axis, rank), _classes_last(teacher, name, axis, rank), name + CLASSES_LAST
 
 
-def _classes_last(model: onnx.ModelProto, name: str, axis: int) -> onnx.ModelProto:
+def _classes_last(model: onnx.ModelProto, name: str, axis: int, rank: int) -> onnx.ModelProto:
     """A copy of `model` that also returns `name` with its class `axis` moved last."""
-    rank = _rank(model, name)
     perm = [a for a in range(rank) if a != axis] + [axis]
     out = with_outputs(model, [])
-    out.graph.node.append(onnx.helper.make_node("Transpose", [name], [f"{name}__classes_last"], perm=perm,
-                                                name=f"{name}__classes_last"))
-    return with_outputs(out, [f"{name}__classes_last"])
+    out.graph.node.append(onnx.helper.make_node("Transpose", [name], [name + CLASSES_LAST], perm=perm,
+                                                name=name + CLASSES_LAST))
+    return with_outputs(out, [name + CLASSES_LAST])
 
 
-__all__ = ["logits_views", "sigmoid_input", "softmax_input", "softmax_logits"]
+__all__ = ["CLASSES_LAST", "logits_views", "sigmoid_input", "softmax_input", "softmax_logits"]

@@ -11,8 +11,9 @@ Now one output is the primary, distilled by the chosen loss (KL on class scores,
 detector's packed rows): the first output a final Softmax produces when there is one (the loss made
 for class scores), else the first float output. Every other float output is matched by squared error
 relative to the teacher's energy (autodiff/feature_loss.py), each at the primary's weight, in
-training, in the held-out loss and in the guard alike. An output whose batch does not come out on
-axis 0 cannot be cut into per-sample rows and is left out (said in the log).
+training, in the held-out loss and in the guard alike. An output that does not hold one row per sample on
+the batch axis (the batch elsewhere, rows that depend on the data) cannot be cut into per-sample targets and is
+left out (said in the log), as is one behind an op without a gradient rule (autodiff/analysis.py).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import onnx
 
 from onnxprune.load.data import Dataset
 from onnxprune.load.runtime import session
-from onnxprune.recover.logits import softmax_logits
+from onnxprune.recover.logits import CLASSES_LAST, sigmoid_input, softmax_logits
 from onnxprune.recover.targets import feeds_of
 
 log = logging.getLogger("onnxprune")
@@ -49,9 +50,9 @@ def distilled_outputs(model: onnx.ModelProto, teacher: onnx.ModelProto, given: s
     if not floats:
         return None, []  # the builder says why nothing can be distilled
     primary = primary_output(model, floats)
-    others = [name for name in floats if name != primary]
-    if others and batchable and len(data) > 1:
-        others = _batch_first(teacher, others, data, threads)
+    # float32 only: the terms join the float32 loss (a float16 model trains as its float32 twin already)
+    others = [name for name in floats if name != primary and _elem_type(model, name) == onnx.TensorProto.FLOAT]
+    others = per_sample(teacher, others, data, batchable, threads) if others else []
     if others:
         log.info("distilling '%s', and %d other outputs by relative squared error: %s", primary, len(others),
                  ", ".join(others))
@@ -60,22 +61,39 @@ def distilled_outputs(model: onnx.ModelProto, teacher: onnx.ModelProto, given: s
 
 def primary_output(model: onnx.ModelProto, floats: list[str] | None = None) -> str | None:
     """The output the loss is put on: the first of `floats` (default: the model's float outputs) that a final
-    Softmax produces, else the first of them; None when the model has no float output."""
+    Softmax produces, else the first a final Sigmoid produces, else the first of them; None when there is none."""
     floats = float_outputs(model) if floats is None else floats
-    return next((name for name in floats if softmax_logits(model, name)), floats[0] if floats else None)
+    return next((name for name in floats if softmax_logits(model, name)),
+                next((name for name in floats if sigmoid_input(model, name)), floats[0] if floats else None))
 
 
-def _batch_first(teacher: onnx.ModelProto, names: list[str], data: Dataset, threads: int) -> list[str]:
-    """The outputs whose rows for two joined samples are those of one sample, twice as many on axis 0."""
+def besides(others: list[str], distilled: str | None) -> list[str]:
+    """`others` without the tensor the primary's loss reads (its logits, exported too) or its source."""
+    source = distilled.removesuffix(CLASSES_LAST) if distilled else None
+    return [name for name in others if name not in (distilled, source)]
+
+
+def per_sample(teacher: onnx.ModelProto, names: list[str], data: Dataset, batchable: bool,
+               threads: int = 0) -> list[str]:
+    """The outputs among `names` that hold one sample's values per sample: the same shape on two samples and,
+    when samples are joined on axis 0, one row each there. Others (rows that depend on the data, such as
+    filtered detections; the batch on another axis) cannot be cut into targets per sample."""
+    if len(data) < 2:
+        return []
     sess = session(teacher, threads)
-    one = sess.run(names, feeds_of(data, np.arange(1), True))
-    two = sess.run(names, feeds_of(data, np.arange(2), True))
-    kept = [name for name, a, b in zip(names, one, two)
-            if a.ndim >= 1 and b.shape == (2 * a.shape[0], *a.shape[1:])]
+    one, other = (sess.run(names, feeds_of(data, np.array([i]), batchable)) for i in (0, 1))
+    two = sess.run(names, feeds_of(data, np.arange(2), True)) if batchable else other
+    kept = [name for name, a, b, j in zip(names, one, other, two)
+            if a.shape == b.shape and (not batchable or (a.ndim >= 1 and a.shape[0] == 1
+                                                          and j.shape == (2, *a.shape[1:])))]
     if len(kept) < len(names):
-        log.info("not distilled (the batch is not on their first axis): %s",
+        log.info("not distilled (not one row per sample on the batch axis): %s",
                  ", ".join(n for n in names if n not in kept))
     return kept
 
 
-__all__ = ["distilled_outputs", "float_outputs", "primary_output", "OTHERS_WEIGHT"]
+def _elem_type(model: onnx.ModelProto, name: str) -> int:
+    return next(o.type.tensor_type.elem_type for o in model.graph.output if o.name == name)
+
+
+__all__ = ["besides", "distilled_outputs", "float_outputs", "per_sample", "primary_output", "OTHERS_WEIGHT"]
