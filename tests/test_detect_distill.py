@@ -144,3 +144,18 @@ def test_the_default_distills_a_packed_detector_head_by_the_detect_loss():
     result = finetune(student, data, 1, teacher=TEACHER, lr=1e-3, batch_size=32, progress=False, threads=1,
                       holdout=0.0)
     assert result.distill == "detect"
+
+
+def test_teacher_outputs_for_the_loss_choice_are_read_spread_over_the_data():
+    """Data sorted by kind (an image folder read class by class) showed one kind in its first samples; the
+    detect spec, the balanced weights and auto's decision now read samples spread over the data."""
+    from onnx import TensorProto, helper
+    from onnxprune.load.data import Dataset
+    from onnxprune.recover.targets import spread_outputs
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 1]) for n in ("x", "y"))
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "id", [x], [y])
+    ident = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    data = Dataset({"x": np.arange(100, dtype=np.float32).reshape(100, 1, 1)})
+    for batchable in (True, False):
+        out = spread_outputs(ident, None, data, 4, batchable, step=2)
+        assert out.ravel().tolist() == [0.0, 33.0, 66.0, 99.0]

@@ -86,9 +86,9 @@ def test_agreement_on_a_sigmoid_output_counts_yes_no_decisions():
         loss_kind, others = "distill", []
 
     t = np.array([[2.0, -1.0, 3.0], [-2.0, -0.5, 1.0]], np.float32)
-    z = np.array([[1.0, 0.5, 3.0], [-1.0, -0.1, 2.0]], np.float32)  # one decision of six flipped, the argmax of both rows kept
+    z = np.array([[1.0, 0.5, 3.0], [-1.0, -0.1, 2.0]], np.float32)  # one decision of six flipped, both argmaxes kept
     data = Dataset({"x": np.zeros((2, 1, 1), np.float32)})
-    result = evaluate_epoch(lambda feeds: z, data, t[:, None][:, 0], Graph(), 2, True, {"distill": "binary", "temperature": 2.0})
+    result = evaluate_epoch(lambda feeds: z, data, t, Graph(), 2, True, {"distill": "binary", "temperature": 2.0})
     assert result["val_agreement"] == pytest.approx(5 / 6)
 
 

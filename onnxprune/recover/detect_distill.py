@@ -20,7 +20,7 @@ from onnxprune.autodiff.detect_loss import DetectSpec, focus_term, part_terms
 from onnxprune.errors import BadInputError
 from onnxprune.load.data import Dataset
 from onnxprune.recover.distill_weights import channel_axis
-from onnxprune.recover.targets import first_outputs
+from onnxprune.recover.targets import spread_outputs
 from onnxprune.score.output_parts import parts
 
 log = logging.getLogger("onnxprune")
@@ -80,8 +80,8 @@ def spec_from_outputs(student_out: np.ndarray, teacher_out: np.ndarray, score_we
 
 def detect_spec(student: onnx.ModelProto, teacher: onnx.ModelProto, output: str | None, data: Dataset,
                 batchable: bool, threads: int, score_weight: float = 1.0, focus: float = 0.0) -> DetectSpec:
-    """spec_from_outputs on the first DETECT_SAMPLES samples of `data`."""
-    outs = [first_outputs(m, output, data, DETECT_SAMPLES, batchable, threads) for m in (student, teacher)]
+    """spec_from_outputs on DETECT_SAMPLES samples spread over `data`."""
+    outs = [spread_outputs(m, output, data, DETECT_SAMPLES, batchable, threads) for m in (student, teacher)]
     return spec_from_outputs(*outs, score_weight, focus)
 
 

@@ -25,7 +25,7 @@ from onnxprune.load.data import Dataset
 from onnxprune.recover.detect_distill import packed_scores
 from onnxprune.recover.distill_weights import BALANCE_SAMPLES, balance_weights, spread
 from onnxprune.recover.logits import logits_views
-from onnxprune.recover.targets import first_outputs
+from onnxprune.recover.targets import spread_outputs
 
 log = logging.getLogger("onnxprune")
 AUTO_SAMPLES = 8  # teacher outputs auto reads to tell a detector's rows (the guard's check reads 8 too)
@@ -54,7 +54,7 @@ def choose(mode: str, teacher: onnx.ModelProto | None, output: str | None, data:
         return ("kl" if mode == "auto" else mode), None
     if mode == "auto":
         return _auto(teacher, output, data, batchable, squash, threads), None
-    out = first_outputs(teacher, output, data, BALANCE_SAMPLES, batchable, threads, step=64)
+    out = spread_outputs(teacher, output, data, BALANCE_SAMPLES, batchable, threads, step=64)
     log.info("distilling '%s' by squared error balanced per channel (variances spread %.3g x)",
              output or teacher.graph.output[0].name, spread(out))
     return "balanced", balance_weights(out)
@@ -68,7 +68,7 @@ def _auto(teacher: onnx.ModelProto, output: str | None, data: Dataset, batchable
     dims = _declared_dims(teacher, name)
     if dims is not None and 0 < len(dims) < 3 and dims[-1] > 1:
         return "kl"  # a classifier's (N, C) holds no detector rows: no teacher run
-    out = first_outputs(teacher, output, data, AUTO_SAMPLES, batchable, threads, step=AUTO_SAMPLES)
+    out = spread_outputs(teacher, output, data, AUTO_SAMPLES, batchable, threads, step=AUTO_SAMPLES)
     if out.ndim <= 1 or out.shape[-1] == 1:  # (N,) from joined samples: one value per sample too
         log.info("distilling '%s' by squared error: one value per row (a softmax over it would be constant)", name)
         return "mse"

@@ -46,15 +46,17 @@ def data_batchable(model: onnx.ModelProto, data: Dataset) -> bool:
     return True
 
 
-def first_outputs(model: onnx.ModelProto, output: str | None, data: Dataset, n: int, batchable: bool,
-                  threads: int = 0, step: int = 16) -> np.ndarray:
-    """A model's output `output` (None: its first) on the first `n` samples of `data`, `step` samples per
-    run (one at a time when the samples do not batch), joined on the batch axis."""
+def spread_outputs(model: onnx.ModelProto, output: str | None, data: Dataset, n: int, batchable: bool,
+                   threads: int = 0, step: int = 16) -> np.ndarray:
+    """A model's output `output` (None: its first) on `n` samples spread evenly over `data` (data sorted by
+    kind, such as an image folder read class by class, would show one kind in its first samples), `step`
+    samples per run (one at a time when the samples do not batch), joined on the batch axis."""
     sess = session(model, threads)
     name = output or sess.get_outputs()[0].name
-    n, step = min(n, len(data)), step if batchable else 1
-    return np.concatenate([sess.run([name], feeds_of(data, np.arange(i, min(i + step, n)), batchable))[0]
-                           for i in range(0, n, step)])
+    picked = np.unique(np.linspace(0, len(data) - 1, min(n, len(data))).round().astype(np.int64))
+    step = step if batchable else 1
+    return np.concatenate([sess.run([name], feeds_of(data, picked[i:i + step], batchable))[0]
+                           for i in range(0, len(picked), step)])
 
 
 class Targets:
