@@ -75,3 +75,21 @@ def test_labels_train_the_logits_a_final_softmax_reads():
     z = np.maximum(x[384:, 0] @ w["w1"], 0) @ w["w2"]
     assert result.history[0]["val_loss"] == pytest.approx(numpy_loss("cross_entropy", z, y[384:]), rel=1e-4)
     assert result.history[-1]["val_accuracy"] >= 0.8
+
+
+def test_the_training_schedules_read_the_softmax_logits_too():
+    """Pre-/In-/Post-Training and SET (recover/schedules) train with labels through TrainingRun: its loss, too,
+    is on the logits a final Softmax reads."""
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxprune.recover.schedules.loop import TrainConfig, TrainingRun
+    rng = np.random.default_rng(0)
+    w = {"w1": rng.standard_normal((8, 4)).astype(np.float32)}
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["z"]), helper.make_node("Softmax", ["z"], ["p"], axis=-1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info("p", TensorProto.FLOAT, ["N", 4])],
+                              [numpy_helper.from_array(v, k) for k, v in w.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((32, 1, 8)).astype(np.float32)
+    run = TrainingRun(model, Dataset({"x": x}, labels=(x[:, 0, 0] > 0).astype(np.int64)), 1, TrainConfig(lr=1e-2))
+    assert run.tg.logits == "z"
+    assert [o.name for o in run.model.graph.output] == ["p"]  # trained weights go back into the model as given

@@ -20,6 +20,8 @@ from onnxprune.autodiff.optim import FlatParams, make_optimizer
 from onnxprune.autodiff.runner import Forward, TrainStep
 from onnxprune.autodiff.lr_schedule import make_schedule
 from onnxprune.recover.finetune import check_ranks, data_batchable
+from onnxprune.recover.logits import logits_views
+from onnxprune.recover.outputs import primary_output
 from onnxprune.recover.trainloop import evaluate_epoch, loss_targets, shuffled_batches, train_epoch
 from onnxprune.load.data import Dataset
 from onnxprune.errors import BadInputError
@@ -59,7 +61,12 @@ class TrainingRun:
             raise BadInputError("the training data holds no samples")
         check_ranks(model, data.sample_shapes())
         self.model, self.data, self.config, self.bar, self.val_data = model, data, config, bar, val_data
-        self.tg = build_training_graph(model, None, loss, input_shapes=data.sample_shapes(), **LOSS_OPTIONS)
+        # the loss reads the logits a final Softmax reads (cross-entropy and KL alike), on the class-score output
+        view = logits_views(model, teacher if teacher is not None else model, primary_output(model))
+        graph, coach, output = view if view is not None else (model, teacher, primary_output(model))
+        teacher = coach if teacher is not None else None
+        self.tg = build_training_graph(graph, None, loss, output=output, input_shapes=data.sample_shapes(),
+                                       **LOSS_OPTIONS)
         self.targets = loss_targets(self.tg, data, teacher, config.batch_size, config.threads)
         self.val_targets = loss_targets(self.tg, val_data, teacher, config.batch_size, config.threads) \
             if val_data is not None else None
@@ -70,7 +77,7 @@ class TrainingRun:
         options = {"weight_decay": decay, **({"momentum": config.momentum} if config.optimizer == "sgd" else {})}
         self.opt = make_optimizer(config.optimizer, self.params, **options)
         self.step = TrainStep(self.tg, self.params, config.threads)
-        self.forward = Forward(model, self.params, self.tg.logits, config.threads) if val_data is not None else None
+        self.forward = Forward(graph, self.params, self.tg.logits, config.threads) if val_data is not None else None
         self.batchable = data_batchable(model, data)
         per_epoch = -(-len(data) // config.batch_size) if self.batchable else len(data)
         lr = config.lr if config.lr is not None else DEFAULT_LR["given"]
