@@ -233,6 +233,7 @@ def evaluate_epoch(forward, data: Dataset, targets, tg, batch_size: int, batchab
     total, count, correct, agree, rows, whole = 0.0, 0, 0, 0, 0, 0
     labels = _int_labels(data)
     packed = PartMeasures()  # a detector head's parts and confident anchors (batch-first outputs only)
+    binary = loss_options.get("distill") == "binary"  # a Sigmoid's logits: each element is a yes/no decision
     for start in range(0, len(data), step):
         idx = np.arange(start, min(len(data), start + step))
         feeds = feeds_of(data, idx, batchable)
@@ -245,7 +246,6 @@ def evaluate_epoch(forward, data: Dataset, targets, tg, batch_size: int, batchab
             total += numpy_feature_loss(others, teacher, tg.others_weight * len(others)) * len(idx)
         if tg.loss_kind == "distill" and batchable and PartMeasures.applies(out, target):
             packed.add(out, target)
-        binary = loss_options.get("distill") == "binary"  # a Sigmoid's logits: each element is a yes/no decision
         if tg.loss_kind == "distill" and np.shape(target) == np.shape(out) and (binary or np.shape(out)[-1] > 1):
             same = (out > 0) == (np.asarray(target) > 0) if binary else out.argmax(-1) == np.asarray(target).argmax(-1)
             agree, rows = agree + int(same.sum()), rows + same.size

@@ -62,8 +62,9 @@ class TrainingRun:
         check_ranks(model, data.sample_shapes())
         self.model, self.data, self.config, self.bar, self.val_data = model, data, config, bar, val_data
         # the loss reads the logits a final Softmax reads (cross-entropy and KL alike), on the class-score output
-        view = logits_views(model, teacher if teacher is not None else model, primary_output(model))
-        graph, coach, output = view if view is not None else (model, teacher, primary_output(model))
+        primary = primary_output(model)
+        view = logits_views(model, teacher if teacher is not None else model, primary)
+        graph, coach, output = view if view is not None else (model, teacher, primary)
         teacher = coach if teacher is not None else None
         self.tg = build_training_graph(graph, None, loss, output=output, input_shapes=data.sample_shapes(),
                                        **LOSS_OPTIONS)
