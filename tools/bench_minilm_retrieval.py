@@ -83,11 +83,12 @@ def render(slots: tuple[int, int, int, int], variant: int) -> str:
     return f"{p}, {s} {v} {o}."
 
 
-def combos(n_eval: int, n_calib: int, seed: int = 0) -> tuple[list, list]:
-    """Disjoint slot combinations for evaluation and calibration."""
+def combos(n_eval: int, n_calib: int, seed: int = 0, n_train: int = 0) -> tuple[list, list, list]:
+    """Disjoint slot combinations for evaluation, calibration and (unlabelled) fine-tuning."""
     every = list(itertools.product(*(range(len(t)) for t in (SUBJECTS, VERBS, OBJECTS, PLACES))))
     random.Random(seed).shuffle(every)
-    return every[:n_eval], every[n_eval:n_eval + n_calib]
+    start = n_eval + n_calib
+    return every[:n_eval], every[n_eval:start], every[start:start + n_train]
 
 
 # ----------------------------------------------------------------------------- WordPiece (BERT uncased)
@@ -181,6 +182,47 @@ def prune(method: str, level: float, calib_path: str, tol: float, kind: str = "m
     return model, {"sparsity": sparsity, "search": tried}
 
 
+def finetuned(pruned_path: str, train: dict[str, np.ndarray], calib_path: str, epochs: int, distill: str
+              ) -> tuple[onnx.ModelProto, dict]:
+    """The pruned model fine-tuned by label-free distillation from the dense one on `train` (as
+    `onnxprune prune --finetune E --train-data` does: the calibration sentences guard the epochs)."""
+    from onnxprune.load.data import Dataset
+    from onnxprune.recover.finetune import finetune
+
+    as_samples = {k: v[:, None] for k, v in train.items()}  # one (1, SEQ) sample per sentence
+    guard = {k: v[:, None] for k, v in np.load(calib_path).items()}
+    r = finetune(onnx.load(pruned_path), Dataset(as_samples), epochs, teacher=str(MODEL),
+                 guard_data=Dataset(guard), distill=distill)
+    return r.model, {"distill": r.distill, "kept_epoch": r.best_epoch, "lr": r.lr,
+                     "val_loss": [round(h.get("val_loss", float("nan")), 5) for h in r.history]}
+
+
+def score(model: onnx.ModelProto, path: str, info: dict, seconds: float, queries, cands, dq, dc, dense) -> dict:
+    """One table row: cost, validity, cosine to the dense embeddings, retrieval against the dense model's."""
+    from onnxprune.load.model import save_model_atomic
+    import bench_onnxsim
+
+    save_model_atomic(model, path, force=True)  # weights may live in work files (big models)
+    shapes = {n: (1, SEQ) for n in NAMES}
+    (dm, dp), (pm, pp) = bench_onnxsim.cost(onnx.load(str(MODEL)), shapes), bench_onnxsim.cost(model, shapes)
+    row = {"prune_s": seconds, "macs": pm / dm, "params": pp / dp, "valid": bench_onnxsim.validity(path), **info}
+    pq, pc = embed(path, queries), embed(path, cands)
+    cos = np.concatenate([(pq * dq).sum(1), (pc * dc).sum(1)])
+    r = retrieval(pq, pc)
+    row.update({"cos_mean": float(cos.mean()), "cos_p5": float(np.percentile(cos, 5)),
+                "recall@1": r["recall@1"], "mrr": r["mrr"],
+                "top1_agree": 100 * float(np.mean(r["top1"] == dense["top1"]))})
+    return row
+
+
+def _say(name: str, row: dict, dense: dict) -> None:
+    print(f"{name}: MACs {row['macs']:.3f} params {row['params']:.3f} hidden {row.get('hidden', '-')} "
+          f"valid {row['valid']}; cosine to dense mean {row['cos_mean']:.4f} p5 {row['cos_p5']:.4f}; "
+          f"recall@1 {row['recall@1']:.1f} (dense {dense['recall@1']:.1f}), MRR {row['mrr']:.1f}, "
+          f"top-1 agreement {row['top1_agree']:.1f}; {row['prune_s']:.0f} s "
+          f"{ {k: row[k] for k in ('distill', 'kept_epoch', 'lr', 'val_loss') if k in row} or ''}", flush=True)
+
+
 def table(out: dict) -> str:
     """Markdown: one row per method, the dense row first."""
     d = out["dense"]
@@ -205,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib-n", type=int, default=64, help="calibration sentences (both wordings)")
     ap.add_argument("--methods", default=",".join(METHODS), help=f"any of {', '.join(METHODS + EXTRA)}")
     ap.add_argument("--tol", type=float, default=0.01)
+    ap.add_argument("--finetune", type=int, default=0,
+                    help="also fine-tune each onnxprune result this many epochs (label-free distillation)")
+    ap.add_argument("--train-n", type=int, default=1024, help="unlabelled training sentences (both wordings)")
+    ap.add_argument("--distill", default="auto", help="comma-separated --distill modes, one fine-tuned row each")
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--show", type=int, default=0, help="print this many example pairs and exit")
     ap.add_argument("--table-from", help="print the table of an earlier --json and exit")
@@ -213,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table(json.loads(Path(args.table_from).read_text())))
         return 0
     warnings.filterwarnings("ignore")
-    ev, cal = combos(args.n, args.calib_n // 2)
+    ev, cal, trn = combos(args.n, args.calib_n // 2, n_train=args.train_n // 2 if args.finetune else 0)
     if args.show:
         for c in ev[:args.show]:
             print(render(c, 0), "|", render(c, 1))
@@ -243,28 +289,24 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{method}: error {out['methods'][method]['error']}", flush=True)
                 continue
             path = str(Path(tmp) / f"{method}.onnx")
-            from onnxprune.load.model import save_model_atomic
-            save_model_atomic(model, path, force=True)  # weights may live in work files (big models)
-            import bench_onnxsim
-
-            shapes = {n: (1, SEQ) for n in NAMES}
-            (dm, dp), (pm, pp) = bench_onnxsim.cost(onnx.load(str(MODEL)), shapes), bench_onnxsim.cost(model, shapes)
-            row = {"prune_s": time.time() - t0, "macs": pm / dm, "params": pp / dp, "valid": bench_onnxsim.validity(path),
-                   **info}
-            pq, pc = embed(path, queries), embed(path, cands)
-            cos = np.concatenate([(pq * dq).sum(1), (pc * dc).sum(1)])
-            r = retrieval(pq, pc)
-            row.update({"cos_mean": float(cos.mean()), "cos_p5": float(np.percentile(cos, 5)),
-                        "recall@1": r["recall@1"], "mrr": r["mrr"],
-                        "top1_agree": 100 * float(np.mean(r["top1"] == dense["top1"]))})
+            row = score(model, path, info, time.time() - t0, queries, cands, dq, dc, dense)
             out["methods"][method] = row
-            print(f"{method}: MACs {row['macs']:.3f} params {row['params']:.3f} hidden {row.get('hidden', '-')} "
-                  f"valid {row['valid']}; cosine to dense "
-                  f"mean {row['cos_mean']:.4f} p5 {row['cos_p5']:.4f}; recall@1 {row['recall@1']:.1f} "
-                  f"(dense {dense['recall@1']:.1f}), MRR {row['mrr']:.1f}, top-1 agreement {row['top1_agree']:.1f}; "
-                  f"{row['prune_s']:.0f} s", flush=True)
+            _say(method, row, dense)
             if args.json:
                 Path(args.json).write_text(json.dumps(out, indent=1))
+            if not (args.finetune and method.startswith("onnxprune")):
+                continue
+            for mode in args.distill.split(","):
+                t0 = time.time()
+                tuned, info = finetuned(path, tok.encode([render(c, v) for c in trn for v in (0, 1)]), calib_path,
+                                        args.finetune, mode)
+                name = f"{method}+ft{args.finetune}_{mode}"
+                row = score(tuned, str(Path(tmp) / f"{name}.onnx"), info, time.time() - t0, queries, cands, dq, dc,
+                            dense)
+                out["methods"][name] = row
+                _say(name, row, dense)
+                if args.json:
+                    Path(args.json).write_text(json.dumps(out, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
     print(f"\nall-MiniLM-L6-v2, seq {SEQ}, {args.n} pairs, {out['calib_n']} calibration sentences, "

@@ -5,15 +5,22 @@ compares probabilities, which a KL at temperature T treats as logits (softmax(p 
 [0, 1] is nearly flat, so confident mistakes weigh little). Distillation as usually meant matches
 the logits the Softmax reads, so the loss is put on the Softmax's input, with the same name in the
 pruned and the dense model (pruning keeps tensor names).
+
+Some exporters write the softmax out in elementary ops (jax2tf, some tf2onnx and Keras graphs: magika):
+Exp(x - max(x)) / ReduceSum(Exp(...)) over one axis, the sum broadcast back by Reshape or Expand. That
+is a softmax of x over the summed axis and is read as one (`_decomposed_softmax`).
 """
 
 from __future__ import annotations
 
 import onnx
+import onnx.numpy_helper
 
 from onnxprune.recover.features import with_outputs
 
 PASS_THROUGH = frozenset({"Identity"})
+# ops that only reshape or broadcast a reduced tensor back against the one it was reduced from
+BROADCASTS = PASS_THROUGH | {"Reshape", "Expand", "Unsqueeze", "Squeeze", "Cast"}
 CLASSES_LAST = "__classes_last"  # suffix of a Softmax's logits transposed so that the classes come last
 # a Sigmoid's scores are one per element, so any op that only moves elements keeps them scores of their logits
 ELEMENT_MOVES = PASS_THROUGH | {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose"}
@@ -33,6 +40,16 @@ def softmax_logits(model: onnx.ModelProto, output: str) -> tuple[str, int | None
     node = producer.get(output)
     while node is not None and node.op_type in PASS_THROUGH:
         node = producer.get(node.input[0])
+    if node is not None and node.op_type in ("Div", "Mul"):
+        found = _decomposed_softmax(model, node, producer)
+        if found is None:
+            return None
+        logits, axis = found
+        rank = _rank(model, node.output[0])
+        rank = rank if rank is not None else _rank(model, output)
+        if axis == -1 or (rank is not None and axis == rank - 1):
+            return logits, None
+        return (logits, axis % rank) if rank is not None else None
     if node is None or node.op_type != "Softmax":
         return None
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
@@ -45,6 +62,73 @@ def softmax_logits(model: onnx.ModelProto, output: str) -> tuple[str, int | None
     if rank is None or opset < 13:
         return None
     return node.input[0], axis % rank
+
+
+def _decomposed_softmax(model: onnx.ModelProto, node: onnx.NodeProto, producer: dict
+                        ) -> tuple[str, int] | None:
+    """(logits, summed axis) when `node` is Div(e, s) or Mul(e, Reciprocal(s)) with e = Exp(a) and s the
+    ReduceSum of that same e over one axis (broadcast back by BROADCASTS ops); the logits are x when
+    a = x - max(x) (a shift a softmax ignores, so the loss needs no gradient through ReduceMax), else a."""
+    numerator, denominator = node.input[0], node.input[1]
+    if node.op_type == "Mul":
+        recip = producer.get(denominator)
+        if recip is None or recip.op_type != "Reciprocal":
+            return None
+        denominator = recip.input[0]
+    exp = producer.get(numerator)
+    total = _through(producer, denominator, BROADCASTS)
+    if exp is None or exp.op_type != "Exp" or total is None or total.op_type != "ReduceSum" \
+            or total.input[0] != numerator:
+        return None
+    axes = _reduced_axes(model, total)
+    if axes is None or len(axes) != 1:
+        return None
+    shifted = exp.input[0]
+    sub = producer.get(shifted)
+    if sub is not None and sub.op_type == "Sub" and _row_max(model, producer, sub.input[1]) == sub.input[0]:
+        shifted = sub.input[0]
+    return shifted, axes[0]
+
+
+def _row_max(model: onnx.ModelProto, producer: dict, tensor: str) -> str | None:
+    """What `tensor` is the ReduceMax of, through BROADCASTS ops and a Max / Min against a constant (jax
+    clamps the maximum at -inf); None when it is not one."""
+    constants = {t.name for t in model.graph.initializer} | \
+        {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    node = producer.get(tensor)
+    while node is not None:
+        if node.op_type in BROADCASTS:
+            node = producer.get(node.input[0])
+        elif node.op_type in ("Max", "Min") and len(node.input) == 2 and \
+                sum(i in constants for i in node.input) == 1:
+            node = producer.get(next(i for i in node.input if i not in constants))
+        else:
+            break
+    return node.input[0] if node is not None and node.op_type == "ReduceMax" else None
+
+
+def _through(producer: dict, tensor: str, ops: frozenset) -> onnx.NodeProto | None:
+    """The first node making `tensor` that is not one of `ops` (followed through their first input)."""
+    node = producer.get(tensor)
+    while node is not None and node.op_type in ops:
+        node = producer.get(node.input[0])
+    return node
+
+
+def _reduced_axes(model: onnx.ModelProto, node: onnx.NodeProto) -> list[int] | None:
+    """A Reduce node's axes (the attribute before opset 18 / 13 for ReduceSum, the constant second input
+    after), or None when they are not constant or not given (every axis)."""
+    attr = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "axes"), None)
+    if attr is not None:
+        return list(attr)
+    if len(node.input) < 2 or not node.input[1]:
+        return None
+    name = node.input[1]
+    init = next((t for t in model.graph.initializer if t.name == name), None)
+    if init is None:
+        made = next((n for n in model.graph.node if name in n.output and n.op_type == "Constant"), None)
+        init = next((a.t for a in made.attribute if a.name == "value"), None) if made is not None else None
+    return [int(v) for v in onnx.numpy_helper.to_array(init).reshape(-1)] if init is not None else None
 
 
 def sigmoid_input(model: onnx.ModelProto, output: str) -> str | None:
@@ -65,7 +149,7 @@ def _rank(model: onnx.ModelProto, tensor: str) -> int | None:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:  # noqa: BLE001 - no rank known: the caller keeps the probabilities
         return None
-    for vi in inferred.graph.value_info:
+    for vi in list(inferred.graph.output) + list(inferred.graph.value_info):  # inference fills the outputs in place
         if vi.name == tensor and vi.type.tensor_type.HasField("shape"):
             return len(vi.type.tensor_type.shape.dim)
     return None
