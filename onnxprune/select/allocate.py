@@ -21,6 +21,7 @@ import numpy as np
 from onnxprune.couple.dependency import Dependency
 from onnxprune.couple.plan import Plan
 from onnxprune.select.plan import CostModel, rounded_keep
+from onnxprune.select.width_step import group_step
 
 
 def _per_channel(x: np.ndarray) -> np.ndarray:
@@ -128,7 +129,8 @@ class PriceAllocator:
             ratio = min(self.share_of(grp.id, price), self.max_layer_ratio)
             if ratio <= 0:
                 continue
-            keep = max(rounded_keep(grp.size, ratio, self.round_to), min(self.min_channels, grp.size))
+            keep = max(rounded_keep(grp.size, ratio, group_step(self.dep, grp, self.round_to)),
+                       min(self.min_channels, grp.size))
             free = grp.channels[~grp.frozen]
             drop = min(grp.size - keep, len(free))
             if drop > 0:

@@ -21,6 +21,7 @@ from onnxprune.graph.constants import sizes
 from onnxprune.graph.cost import count_macs
 from onnxprune.select.refine import least_widths, refine_weighted
 from onnxprune.select.slot_fractions import SlotFractions, SlotView
+from onnxprune.select.width_step import group_step
 
 TARGET_TOLERANCE = 0.02  # a target is met when the kept fraction lands within this of it
 
@@ -82,7 +83,7 @@ def select_uniform(dep: Dependency, scores: np.ndarray, ratio: float, round_to: 
     for grp in dep.groups:
         if grp.prunable == 0 or grp.id in skip or ratio == 0:
             continue
-        keep = max(rounded_keep(grp.size, ratio, round_to), min(min_channels, grp.size))
+        keep = max(rounded_keep(grp.size, ratio, group_step(dep, grp, round_to)), min(min_channels, grp.size))
         _drop_lowest(removed, grp, scores, keep)
     return Plan(dep, removed, {"ratio": ratio, "round_to": round_to, "scope": "local"})
 
@@ -129,8 +130,9 @@ def select_global(dep: Dependency, scores: np.ndarray, ratio: float, round_to: i
     for grp in dep.groups:
         if taken.get(grp.id, 0) == 0:
             continue
-        keep = max(rounded_keep(grp.size, taken[grp.id] / grp.size, round_to), min(min_channels, grp.size),
-                   rounded_up(grp.size, least[grp.id], round_to))
+        step = group_step(dep, grp, round_to)
+        keep = max(rounded_keep(grp.size, taken[grp.id] / grp.size, step), min(min_channels, grp.size),
+                   rounded_up(grp.size, least[grp.id], step))
         _drop_lowest(final, grp, normalised, keep)
     return Plan(dep, final, {"ratio": ratio, "round_to": round_to, "scope": "global", "max_layer_ratio": max_layer_ratio})
 

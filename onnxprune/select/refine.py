@@ -22,6 +22,7 @@ import numpy as np
 
 from onnxprune.couple.dependency import Dependency
 from onnxprune.couple.plan import Plan
+from onnxprune.select.width_step import group_step
 
 
 def normalised(dep: Dependency, scores: np.ndarray) -> np.ndarray:
@@ -64,7 +65,8 @@ def width_moves(dep: Dependency, removed: np.ndarray, scores: np.ndarray, round_
         free = grp.channels[~grp.frozen]
         if len(free) == 0:
             continue
-        step = round_to if grp.size > round_to else 1
+        step = group_step(dep, grp, round_to)
+        step = step if grp.size > step else 1
         kept = grp.size - int(removed[grp.channels].sum())
         alive, dead = free[~removed[free]], free[removed[free]]
         shrink_to = (kept - 1) // step * step

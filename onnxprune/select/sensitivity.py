@@ -11,6 +11,7 @@ from onnxprune.couple.plan import Plan
 from onnxprune.select.plan import rounded_keep
 from onnxprune.apply.rewrite import apply_plan
 from onnxprune.load.runtime import run_dataset, session
+from onnxprune.select.width_step import group_step
 
 DEFAULT_RATIOS = (0.25, 0.5, 0.75)
 
@@ -88,7 +89,7 @@ def select_by_sensitivity(dep: Dependency, rows: list[dict], scores: np.ndarray,
                 ratio = min(ratios[i - 1] + t * (ratios[i] - ratios[i - 1]), max_layer_ratio)
         if ratio <= 0:
             continue
-        keep = max(rounded_keep(grp.size, ratio, round_to), min(min_channels, grp.size))
+        keep = max(rounded_keep(grp.size, ratio, group_step(dep, grp, round_to)), min(min_channels, grp.size))
         free = grp.channels[~grp.frozen]
         drop = min(grp.size - keep, len(free))
         if drop > 0:

@@ -1,0 +1,55 @@
+"""Width rounding counts the columns each channel holds in the weights (select/width_step.py): a head is
+many columns wide, so head counts are not rounded; a grouped conv's coupled channel is several filters
+wide, so fewer of them make a multiple of --round-to."""
+
+from __future__ import annotations
+
+import onnx
+from conftest import FIXTURES, analyse, oracle_gap
+
+from onnxprune.score.criteria import score
+from onnxprune.select.plan import select_global, select_uniform
+from onnxprune.select.width_step import group_steps
+
+
+def _weight_widths(model: onnx.ModelProto) -> list[int]:
+    """Every MatMul / Gemm / Conv weight's dimensions."""
+    consts = {t.name: list(t.dims) for t in model.graph.initializer}
+    return [d for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")
+            for name in n.input[1:2] if name in consts for d in consts[name]]
+
+
+def test_a_head_group_steps_by_one_head_and_an_ffn_group_by_round_to():
+    _, dep = analyse(FIXTURES / "transformer_tiny.onnx")
+    steps = group_steps(dep, 8)
+    heads = [g for g in dep.groups if g.prunable and g.size == 4]
+    ffn = [g for g in dep.groups if g.prunable and g.size == 64]
+    assert heads and ffn
+    assert {steps[g.id] for g in heads} == {1} and {steps[g.id] for g in ffn} == {8}
+    assert set(group_steps(dep, 1).values()) == {1}
+
+
+def test_heads_go_one_at_a_time_and_every_projection_stays_a_multiple_of_round_to():
+    model, dep = analyse(FIXTURES / "transformer_tiny.onnx")
+    plan = select_uniform(dep, score(dep, "l2"), 0.25, round_to=2)
+    heads = [g for g in dep.groups if g.prunable and g.size == 4]
+    assert [int((~plan.removed[g.channels]).sum()) for g in heads] == [3, 3]  # 4 rounded to 2 kept all 4 before
+    assert oracle_gap(model, plan) < 1e-4
+    from onnxprune.apply.rewrite import apply_plan
+    assert all(w % 2 == 0 for w in _weight_widths(apply_plan(plan)))
+
+
+def test_a_grouped_convs_coupled_channels_round_so_that_its_filters_are_a_multiple_of_round_to():
+    """grouped.onnx's last conv (16 filters, 4 groups) couples 4 channels of 4 filters each: 2 of them make 8
+    filters. Narrower than round_to, it was rounded to single channels (4 or 12 filters)."""
+    model, dep = analyse(FIXTURES / "grouped.onnx")
+    steps = group_steps(dep, 8)
+    assert sorted(steps[g.id] for g in dep.groups if g.prunable) == [2, 8, 8]
+    from onnxprune.apply.rewrite import apply_plan
+    for ratio in (0.3, 0.6):
+        plan = select_uniform(dep, score(dep, "l2"), ratio, round_to=8)
+        pruned = apply_plan(plan)
+        weight = next(n.input[1] for n in pruned.graph.node if n.name == "/g4/g4.0/Conv")
+        filters = next(t.dims[0] for t in pruned.graph.initializer if t.name == weight)
+        assert filters == 8
+        assert oracle_gap(model, plan) < 1e-4
