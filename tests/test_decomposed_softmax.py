@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxprune.load.data import Dataset
 from onnxprune.load.runtime import session
 from onnxprune.recover.finetune import finetune
+from onnxprune.recover.features import with_outputs
 from onnxprune.recover.logits import softmax_logits
 
 
@@ -84,3 +85,49 @@ def test_fine_tuning_trains_it_exactly_as_the_single_softmax_node():
                for form, r in trained.items()}
     assert not np.allclose(weights["jax"], numpy_helper.to_array(_classifier(5).graph.initializer[0]))  # it trained
     assert np.allclose(weights["jax"], weights["softmax"], atol=1e-5)
+
+
+def _exp_sum(sum_nodes: list, max_axes: list[int] | None = None, max_const: np.ndarray | None = None
+             ) -> onnx.ModelProto:
+    """z (N, 3, 3) -> [a = z - ReduceMax(z, max_axes) clamped by Max(max_const)] -> e = Exp -> ReduceSum(e) and
+    `sum_nodes` making "s" -> Div(e, s) -> probs."""
+    inits = [numpy_helper.from_array(np.asarray([2], np.int64), "last"),
+             numpy_helper.from_array(np.asarray([1], np.int64), "one")]
+    nodes = [helper.make_node("Identity", ["x"], ["z"])]
+    shifted = "z"
+    if max_axes is not None:
+        nodes.append(helper.make_node("ReduceMax", ["z"], ["m"], axes=max_axes, keepdims=1))
+        if max_const is not None:
+            inits.append(numpy_helper.from_array(max_const.astype(np.float32), "floor"))
+            nodes.append(helper.make_node("Max", ["floor", "m"], ["m2"]))
+        nodes.append(helper.make_node("Sub", ["z", "m2" if max_const is not None else "m"], ["a"]))
+        shifted = "a"
+    nodes += [helper.make_node("Exp", [shifted], ["e"]), *sum_nodes, helper.make_node("Div", ["e", "s"], ["probs"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 3])],
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 3, 3])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+KEPT = [helper.make_node("ReduceSum", ["e", "last"], ["s"], keepdims=1)]
+DROPPED = [helper.make_node("ReduceSum", ["e", "last"], ["s0"], keepdims=0)]
+
+
+@pytest.mark.parametrize("model, found", [
+    (_exp_sum(KEPT, max_axes=[2]), ("z", None)),                                  # the row maximum: x
+    (_exp_sum(KEPT, max_axes=[1]), ("a", None)),                                  # another axis: not a shift
+    (_exp_sum(KEPT, max_axes=[2], max_const=np.asarray(-np.inf)), ("z", None)),   # jax's clamp at -inf
+    (_exp_sum(KEPT, max_axes=[2], max_const=np.asarray([0.0, 3.0, -3.0])), ("a", None)),  # a per-class floor
+    (_exp_sum(DROPPED + [helper.make_node("Unsqueeze", ["s0", "last"], ["s"])]), ("z", None)),
+    (_exp_sum(DROPPED + [helper.make_node("Unsqueeze", ["s0", "one"], ["s"])]), None),  # sums on the wrong axis
+    (_exp_sum(DROPPED + [helper.make_node("Identity", ["s0"], ["s"])]), None),    # no axis restored
+    (_exp_sum(KEPT[:0] + [helper.make_node("ReduceSum", ["e", "last"], ["s1"], keepdims=1),
+                          helper.make_node("Squeeze", ["s1", "last"], ["s"])]), None),
+])
+def test_only_a_true_softmax_is_read_as_one(model, found):
+    assert softmax_logits(model, "probs") == found
+    if found is not None:  # what is returned really is the softmax's input
+        x = np.random.default_rng(0).normal(size=(2, 3, 3)).astype(np.float32)
+        sess = session(with_outputs(model, [found[0]]))
+        probs, logits = sess.run(["probs", found[0]], {"x": x})
+        e = np.exp(logits - logits.max(-1, keepdims=True))
+        assert np.allclose(probs, e / e.sum(-1, keepdims=True), atol=1e-6)

@@ -163,3 +163,20 @@ def test_a_model_whose_weights_are_read_from_a_work_file_is_profiled_not_timed_n
     import onnxprune
     onnxprune.prune(onnx.load(str(DIGITS)), target_latency=0.7, bench_rounds=0)
     assert bound and bound[0]  # the dense model profiled was the one read from its work file
+
+
+def test_a_profile_is_reused_only_for_the_widths_it_measured(dep, tmp_path, monkeypatch):
+    """The cache is keyed by the uniform plans' masks: when the same model and --round-to select other widths
+    (wave 19's width steps), the old times are not paired with the new plans."""
+    from onnxprune.select import width_step
+    monkeypatch.setattr(latency_profile, "machine_load", lambda: 0.1)
+    zeros = np.zeros(dep.num_channels)
+    before = [select_uniform(dep, zeros, s, 16).removed for s in GRID]
+    assert build_profiled_model(dep, threads=1, cache=tmp_path, round_to=16).measured == len(GRID)
+    with monkeypatch.context() as m:
+        m.setattr(width_step, "_steps", lambda d, r: {g.id: 1 for g in d.groups})  # other widths, same round_to
+        dep.__dict__.pop("_width_steps", None)
+        assert any(np.any(select_uniform(dep, zeros, s, 16).removed != b) for s, b in zip(GRID, before))
+        assert build_profiled_model(dep, threads=1, cache=tmp_path, round_to=16).measured > 0
+    dep.__dict__.pop("_width_steps", None)
+    assert build_profiled_model(dep, threads=1, cache=tmp_path, round_to=16).measured == 0  # the first widths: kept

@@ -53,3 +53,44 @@ def test_a_grouped_convs_coupled_channels_round_so_that_its_filters_are_a_multip
         filters = next(t.dims[0] for t in pruned.graph.initializer if t.name == weight)
         assert filters == 8
         assert oracle_gap(model, plan) < 1e-4
+
+
+def test_a_per_head_bias_added_to_the_scores_does_not_count_as_a_weight():
+    """A relative-position / ALiBi bias (1, heads, L, L) holds one index per head, but no kernel's width
+    depends on it: the heads still step by one."""
+    from onnx import helper, numpy_helper
+    from onnxprune.couple.dependency import build_dependency
+    from onnxprune.graph.model_graph import ModelGraph
+    from onnxprune.load.runtime import session
+    import numpy as np
+    model = onnx.load(str(FIXTURES / "transformer_tiny.onnx"))
+    nodes = list(model.graph.node)
+    at = next(k for k, n in enumerate(nodes) if n.name == "/layers/layers.0/attn/Mul")
+    softmax = next(n for n in nodes if n.name == "/layers/layers.0/attn/Softmax")
+    bias = np.random.default_rng(0).normal(size=(1, 4, 16, 16)).astype(np.float32)
+    model.graph.initializer.append(numpy_helper.from_array(bias, "rel_bias"))
+    nodes.insert(at + 1, helper.make_node("Add", [nodes[at].output[0], "rel_bias"], ["biased"], name="bias_add"))
+    softmax.input[0] = "biased"
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    session(model)  # a valid model
+    dep = build_dependency(ModelGraph(model))
+    heads = [g for g in dep.groups if g.prunable and g.size == 4]
+    assert any(dep.graph.is_const(s.tensor) and s.tensor == "rel_bias" for g in heads for s in g.slots)
+    assert {group_steps(dep, 8)[g.id] for g in heads} == {1}
+
+
+def test_no_selector_rounds_a_group_past_the_per_group_cap():
+    """The sensitivity and damage selectors rounded to the nearest step: grouped.onnx's 4-channel group
+    stepping by 2 lost half its channels under a 0.3 cap."""
+    import numpy as np
+    from onnxprune.select.allocate import PriceAllocator
+    from onnxprune.select.sensitivity import select_by_sensitivity
+    _, dep = analyse(FIXTURES / "grouped.onnx")
+    rows = [{"group": g.id, "cosine": {0.25: 1.0, 0.5: 1.0, 0.75: 1.0}} for g in dep.groups if g.prunable]
+    scores = np.arange(dep.num_channels, dtype=float)
+    plans = [select_by_sensitivity(dep, rows, scores, 0.9, round_to=8, max_layer_ratio=0.3),
+             PriceAllocator(dep, rows, scores, 8, 0.3, 1)(0.9), select_global(dep, scores, 0.9, 8, 0.3)]
+    for plan in plans:
+        assert all(plan.removed[g.channels].mean() <= 0.3 for g in dep.groups if g.prunable)
+        assert plan.removed.any()

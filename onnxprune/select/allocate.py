@@ -20,8 +20,8 @@ import numpy as np
 
 from onnxprune.couple.dependency import Dependency
 from onnxprune.couple.plan import Plan
-from onnxprune.select.plan import CostModel, rounded_keep
-from onnxprune.select.width_step import group_step
+from onnxprune.select.plan import CostModel, capped_keep, rounded_keep
+from onnxprune.select.refine import least_widths
 
 
 def _per_channel(x: np.ndarray) -> np.ndarray:
@@ -123,14 +123,14 @@ class PriceAllocator:
         if share <= 0:
             return Plan(self.dep, removed, {"ratio": 0.0, "scope": "damage"})
         price = self.scale * share / max(1.0 - share, 1e-9) if share < 1 else np.inf
+        least = least_widths(self.dep, self.max_layer_ratio, self.min_channels)
         for grp in self.dep.groups:
             if grp.id not in self.curves or grp.prunable == 0:
                 continue
             ratio = min(self.share_of(grp.id, price), self.max_layer_ratio)
             if ratio <= 0:
                 continue
-            keep = max(rounded_keep(grp.size, ratio, group_step(self.dep, grp, self.round_to)),
-                       min(self.min_channels, grp.size))
+            keep = capped_keep(self.dep, grp, ratio, self.round_to, least[grp.id], self.min_channels)
             free = grp.channels[~grp.frozen]
             drop = min(grp.size - keep, len(free))
             if drop > 0:

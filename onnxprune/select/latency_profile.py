@@ -60,11 +60,11 @@ def build_profiled_model(dep: Dependency, threads: int = 1, cache: str | os.Path
     analysed nodes by name. The groups in `skip` (kept whole by every selection) stay whole at every width."""
     costs = CostModel(dep)
     dense = dep.graph.model if dense is None else dense
-    store = ProfileCache(cache, threads, dense, round_to, skip)
+    plans = {share: select_uniform(dep, np.zeros(dep.num_channels), share, round_to, skip=skip) for share in grid}
+    store = ProfileCache(cache, threads, dense, round_to, skip, plans)
     points: dict[int, list[tuple[float, float]]] = defaultdict(list)
     index = {node.name: node.index for node in dep.graph.nodes}
     weighted = {dep.graph.nodes[i].name for i in costs.term_nodes}
-    plans = {share: select_uniform(dep, np.zeros(dep.num_channels), share, round_to, skip=skip) for share in grid}
     missing = [share for share in grid if store.get(share) is None]
     together = _weight_bytes(dep.graph.model) <= INTERLEAVE_BYTES  # else one width at a time (memory)
     if missing and store.load > BUSY:
@@ -224,13 +224,16 @@ class ProfileCache:
     times overstate long kernels (preempted mid-run) against short ones, which skews the curves."""
 
     def __init__(self, cache: str | os.PathLike | None, threads: int, model: onnx.ModelProto, round_to: int,
-                 skip: set[int] = frozenset()):
+                 skip: set[int] = frozenset(), plans: dict | None = None):
         machine = f"{platform.processor() or platform.machine()}-{os.cpu_count()}"
         name = f"profile-{LAYOUT}-cpu-ort{ort.__version__}-t{threads}-{hashlib.sha1(machine.encode()).hexdigest()[:8]}.json"
         self.path = Path(cache) / name if cache is not None else None
         self.model_key = hashlib.sha1(model.SerializeToString()).hexdigest()[:16] + f"-r{round_to}"
         if skip:  # other uniform plans than those of the same model without skipped groups
             self.model_key += "-s" + hashlib.sha1(repr(sorted(skip)).encode()).hexdigest()[:8]
+        if plans:  # the widths profiled: a change in how uniform plans round (width_step.py) is another profile
+            masks = b"".join(np.packbits(plans[share].removed).tobytes() for share in sorted(plans))
+            self.model_key += "-p" + hashlib.sha1(masks).hexdigest()[:8]
         self.entries: dict[str, dict] = {}
         if self.path is not None and self.path.exists():
             try:

@@ -43,6 +43,13 @@ def rounded_up(total: int, least: int, round_to: int) -> int:
     return int(min(-(-least // step) * step, total))
 
 
+def capped_keep(dep: Dependency, grp, ratio: float, round_to: int, least: int = 0, min_channels: int = 1) -> int:
+    """Channels `grp` keeps with `ratio` of them removed: rounded to its width step (width_step.py), at least
+    `min_channels`, and never under `least` (the per-group cap, refine.least_widths), rounding up to reach it."""
+    step = group_step(dep, grp, round_to)
+    return max(rounded_keep(grp.size, ratio, step), min(min_channels, grp.size), rounded_up(grp.size, least, step))
+
+
 def _check(ratio: float, round_to: int) -> None:
     if not 0.0 <= ratio < 1.0:
         raise BadInputError(f"ratio must be in [0, 1), got {ratio}")
@@ -83,7 +90,7 @@ def select_uniform(dep: Dependency, scores: np.ndarray, ratio: float, round_to: 
     for grp in dep.groups:
         if grp.prunable == 0 or grp.id in skip or ratio == 0:
             continue
-        keep = max(rounded_keep(grp.size, ratio, group_step(dep, grp, round_to)), min(min_channels, grp.size))
+        keep = capped_keep(dep, grp, ratio, round_to, min_channels=min_channels)
         _drop_lowest(removed, grp, scores, keep)
     return Plan(dep, removed, {"ratio": ratio, "round_to": round_to, "scope": "local"})
 
@@ -130,9 +137,7 @@ def select_global(dep: Dependency, scores: np.ndarray, ratio: float, round_to: i
     for grp in dep.groups:
         if taken.get(grp.id, 0) == 0:
             continue
-        step = group_step(dep, grp, round_to)
-        keep = max(rounded_keep(grp.size, taken[grp.id] / grp.size, step), min(min_channels, grp.size),
-                   rounded_up(grp.size, least[grp.id], step))
+        keep = capped_keep(dep, grp, taken[grp.id] / grp.size, round_to, least[grp.id], min_channels)
         _drop_lowest(final, grp, normalised, keep)
     return Plan(dep, final, {"ratio": ratio, "round_to": round_to, "scope": "global", "max_layer_ratio": max_layer_ratio})
 

@@ -8,10 +8,10 @@ from onnxprune.load.data import Dataset
 from onnxprune.couple.dependency import Dependency
 from onnxprune.score.criteria import score
 from onnxprune.couple.plan import Plan
-from onnxprune.select.plan import rounded_keep
+from onnxprune.select.plan import capped_keep, rounded_keep
+from onnxprune.select.refine import least_widths
 from onnxprune.apply.rewrite import apply_plan
 from onnxprune.load.runtime import run_dataset, session
-from onnxprune.select.width_step import group_step
 
 DEFAULT_RATIOS = (0.25, 0.5, 0.75)
 
@@ -75,6 +75,7 @@ def select_by_sensitivity(dep: Dependency, rows: list[dict], scores: np.ndarray,
     top = max((d[-1] for _, d in curves.values()), default=0.0)
     tolerance = share * top
     removed = np.zeros(dep.num_channels, dtype=bool)
+    least = least_widths(dep, max_layer_ratio, min_channels)
     for grp in dep.groups:
         if grp.id not in curves or grp.prunable == 0:
             continue
@@ -89,7 +90,7 @@ def select_by_sensitivity(dep: Dependency, rows: list[dict], scores: np.ndarray,
                 ratio = min(ratios[i - 1] + t * (ratios[i] - ratios[i - 1]), max_layer_ratio)
         if ratio <= 0:
             continue
-        keep = max(rounded_keep(grp.size, ratio, group_step(dep, grp, round_to)), min(min_channels, grp.size))
+        keep = capped_keep(dep, grp, ratio, round_to, least[grp.id], min_channels)
         free = grp.channels[~grp.frozen]
         drop = min(grp.size - keep, len(free))
         if drop > 0:
