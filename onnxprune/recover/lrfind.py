@@ -4,7 +4,7 @@ AdamW moves every weight by about `lr` per step whatever the weight's scale, so 
 tolerates depends on the model: 1e-3 suits the digits CNN but took ddddocr common from 73 to 23
 exact match in one epoch (1e-4 kept 73). Before training, each rate of a small grid trains a few
 steps from the starting weights (fresh optimizer state, the same batches for every rate) and is
-scored on held-out samples; the largest rate whose held-out loss is within LR_TOLERANCE of the
+scored on held-out samples; the largest rate whose held-out loss is within LR_TOLERANCE (5%) of the
 lowest wins. When no rate improves on the starting weights, the smallest rate is used.
 
 The grid's largest rate is never taken: when it wins, the test has not seen the loss rise above it,
@@ -36,7 +36,11 @@ log = logging.getLogger("onnxprune")
 LR_GRID = (1e-3, 3e-4, 1e-4, 3e-5)  # largest first
 LR_STEPS = 4                         # training steps per rate
 LR_EVAL_SAMPLES = 64                 # held-out samples each rate is scored on
-LR_TOLERANCE = 0.02                  # a larger rate wins when its loss is within 2% of the lowest
+# A larger rate wins when its loss is within 5% of the lowest. Four steps favour small rates once the start is
+# good; at 2% PP-OCRv4 rec (1e-4 at 3.3% from 3e-5's loss) trained at 1e-4 to 1.25% CER where 3e-4 reaches 0.94.
+# Replayed on 24 stored runs (tools/replay_lr.py): 5% changes 3 picks (rec 1.25 -> 0.94, digits 97.73 ->
+# 97.98, orinet equal) and no measured one for the worse; 10% would move ddddocr to 3e-4, which costs it 6 points.
+LR_TOLERANCE = 0.05
 
 
 def find_lr(step, opt, params, batches: Callable[[], Iterable], held_out_loss: Callable[[], float],
