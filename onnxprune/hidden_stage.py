@@ -24,19 +24,24 @@ from onnxprune.couple.ops import Slot
 from onnxprune.couple.plan import load_plan_file
 from onnxprune.errors import BadInputError
 from onnxprune.graph.model_graph import ModelGraph
-from onnxprune.options import PruneOptions
-from onnxprune.select.plan import CostModel
+from onnxprune.options import DEFAULT_ROUND_TO, PruneOptions
+from onnxprune.select.plan import CostModel, rounded_up
+from onnxprune.select.refine import least_widths
+from onnxprune.select.width_step import group_step
 
 log = logging.getLogger("onnxprune")
 
 
 def reachable(dep: Dependency, options: PruneOptions) -> float:
     """The smallest fraction of the target's cost (MACs or params) the groups can reach when each
-    loses as many channels as the caps allow."""
+    loses as many channels as the caps allow, its kept width rounded up to its step as the selectors
+    round it (select/plan.capped_keep; PP-OCRv4 det's floor is 0.345 with rounding, 0.265 without)."""
     removed = np.zeros(dep.num_channels, dtype=bool)
+    least = least_widths(dep, options.max_layer_ratio, options.min_channels)
     for grp in dep.groups:
         free = grp.channels[~grp.frozen]
-        cap = min(int(grp.size * options.max_layer_ratio), grp.size - max(options.min_channels, 1), len(free))
+        kept = rounded_up(grp.size, least[grp.id], group_step(dep, grp, options.round_to or DEFAULT_ROUND_TO))
+        cap = min(grp.size - kept, len(free))
         if cap > 0:
             removed[free[:cap]] = True
     costs = CostModel(dep)

@@ -94,3 +94,16 @@ def test_no_selector_rounds_a_group_past_the_per_group_cap():
     for plan in plans:
         assert all(plan.removed[g.channels].mean() <= 0.3 for g in dep.groups if g.prunable)
         assert plan.removed.any()
+
+
+def test_the_hidden_width_turns_on_when_rounding_keeps_the_target_out_of_reach():
+    """`--hidden auto` compares the target with the floor the groups can reach; that floor now counts the
+    rounding the selectors apply (a 64-wide FFN group under a 0.4 cap keeps 39 channels, 48 at a step of 16)."""
+    from onnxprune.hidden_stage import reachable, wants_hidden
+    from onnxprune.options import PruneOptions, Target
+    _, dep = analyse(FIXTURES / "transformer_tiny.onnx")
+    loose = PruneOptions(target=Target(macs=0.8), round_to=1, max_layer_ratio=0.4)
+    rounded = PruneOptions(target=Target(macs=0.8), round_to=16, max_layer_ratio=0.4)
+    assert reachable(dep, loose) < 0.8 < reachable(dep, rounded)
+    assert not wants_hidden(dep, loose, True)
+    assert wants_hidden(dep, rounded, True)
