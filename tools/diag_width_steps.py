@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Which prunable groups step differently under width_step.py than under the old rule (every group's kept
 count a multiple of --round-to, single channels for groups no wider than it), on the task models
-(tools/tasks.py) and the survey exports (tools/survey_exports.py).
+(tools/tasks.py) and the survey exports (tools/survey_exports.py); and the MACs floor `--hidden auto`
+compares the target with (every group at the data-aware default's cap), with the rounding and without.
 
     .venv/bin/python tools/diag_width_steps.py [--round-to 8] [--survey all|KEY,KEY]
 """
@@ -9,6 +10,7 @@ count a multiple of --round-to, single channels for groups no wider than it), on
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import sys
 import warnings
 
@@ -17,6 +19,8 @@ sys.path.insert(0, __import__("os").path.dirname(__file__))
 from diag_distill_auto import TASKS, survey_data, task_data  # noqa: E402
 from onnxprune.couple.dependency import build_dependency  # noqa: E402
 from onnxprune.graph.model_graph import ModelGraph  # noqa: E402
+from onnxprune.hidden_stage import reachable  # noqa: E402
+from onnxprune.options import PruneOptions, Target  # noqa: E402
 from onnxprune.select.width_step import group_steps  # noqa: E402
 
 
@@ -45,8 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         prunable = [g for g in dep.groups if g.prunable >= 2]
         changed = [(g.size, effective(g.size, a.round_to), effective(g.size, steps[g.id])) for g in prunable
                    if effective(g.size, steps[g.id]) != effective(g.size, a.round_to)]
+        options = PruneOptions(target=Target(macs=0.5)).resolved(True, 0)
+        floors = [reachable(dep, replace(options, round_to=r)) if dep.groups else float("nan") for r in (a.round_to, 1)]
         print(f"{name}: {len(prunable)} prunable groups, {len(changed)} step differently"
-              + (f" (size, old step, new step): {changed[:6]}" if changed else ""), flush=True)
+              + (f" (size, old step, new step): {changed[:6]}" if changed else "")
+              + f"; MACs floor {floors[0]:.3f} rounded, {floors[1]:.3f} not", flush=True)
     return 0
 
 
