@@ -15,7 +15,6 @@ steps by what its other constant slots need; one with no constant slot keeps `ro
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from onnxprune.couple.dependency import Dependency, Group
