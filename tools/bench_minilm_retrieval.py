@@ -251,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="also fine-tune each onnxprune result this many epochs (label-free distillation)")
     ap.add_argument("--train-n", type=int, default=1024, help="unlabelled training sentences (both wordings)")
     ap.add_argument("--distill", default="auto", help="comma-separated --distill modes, one fine-tuned row each")
+    ap.add_argument("--save-data", metavar="DIR", help="write the calibration sentences (calib.npz) and, with "
+                    "--finetune, the training sentences (train.npz) here for the CLI, and exit")
     ap.add_argument("--json", help="write every figure here")
     ap.add_argument("--show", type=int, default=0, help="print this many example pairs and exit")
     ap.add_argument("--table-from", help="print the table of an earlier --json and exit")
@@ -267,6 +269,13 @@ def main(argv: list[str] | None = None) -> int:
     if not MODEL.exists():
         subprocess.run([sys.executable, str(TOOLS / "survey_exports.py"), "--fetch-only", "minilm_ts"], check=True)
     tok = WordPiece(VOCAB)
+    if args.save_data:  # the same sentences as a run of this script uses, as token-id files for `onnxprune prune`
+        out_dir = Path(args.save_data)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        np.savez(out_dir / "calib.npz", **tok.encode([render(c, v) for c in cal for v in (0, 1)]))
+        if trn:
+            np.savez(out_dir / "train.npz", **tok.encode([render(c, v) for c in trn for v in (0, 1)]))
+        return 0
     queries, cands = tok.encode([render(c, 0) for c in ev]), tok.encode([render(c, 1) for c in ev])
     import tempfile
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from pathlib import Path
 import sys
 import warnings
 
-sys.path.insert(0, __import__("os").path.dirname(__file__))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from diag_distill_auto import TASKS, survey_data, task_data  # noqa: E402
 from onnxprune.couple.dependency import build_dependency  # noqa: E402

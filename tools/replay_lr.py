@@ -25,7 +25,8 @@ from onnxprune.recover import lrfind  # noqa: E402
 
 def runs(paths: list[str]) -> tuple[dict, dict]:
     """(key -> (trials, start loss, rate run)) of the latest auto row per key, and key -> {rate: score}.
-    A key is (model, start, MACs, training samples, evaluation samples)."""
+    A key is (file, model, start, MACs, training samples, evaluation samples): runs of other waves, whose
+    defaults differed, are not mixed."""
     tests, scores = {}, defaultdict(dict)
     for path in paths:
         for line in Path(path).read_text().splitlines():
@@ -35,7 +36,8 @@ def runs(paths: list[str]) -> tuple[dict, dict]:
                 continue
             if not isinstance(run, dict) or not isinstance(run.get("rows"), list):
                 continue
-            key = (run.get("model"), run.get("start"), run.get("macs"), run.get("train"), run.get("eval_n"))
+            key = (Path(path).name, run.get("model"), run.get("start"), run.get("macs"), run.get("train"),
+                   run.get("eval_n"))
             for row in run["rows"]:
                 name = row.get("variant", "")
                 if name == "auto" and row.get("lr_trials") and row.get("val_loss"):
@@ -54,20 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     tolerances = [float(t) for t in a.tolerances.split(",")]
     tests, scores = runs(a.files)
-    print("| model | start | MACs | train | picks at " + " / ".join(f"{t:g}" for t in tolerances)
+    print("| file | model | start | MACs | train | picks at " + " / ".join(f"{t:g}" for t in tolerances)
           + " | task score by rate (stored runs) |")
-    print("|---|---|---|---|---|---|")
-    saved = lrfind.LR_TOLERANCE
-    try:
-        for key, (trials, start, _) in tests.items():
-            picks = []
-            for tol in tolerances:
-                lrfind.LR_TOLERANCE = tol
-                picks.append(lrfind.pick(trials, start))
-            known = ", ".join(f"{r:g}: {s}" for r, s in sorted(scores.get(key, {}).items()))
-            print(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {' / '.join(f'{p:g}' for p in picks)} | {known} |")
-    finally:
-        lrfind.LR_TOLERANCE = saved
+    print("|---|---|---|---|---|---|---|")
+    for key, (trials, start, _) in tests.items():
+        picks = [lrfind.pick(trials, start, tol) for tol in tolerances]
+        known = ", ".join(f"{r:g}: {s}" for r, s in sorted(scores.get(key, {}).items()))
+        print(f"| {' | '.join(str(k) for k in key[:5])} | {' / '.join(f'{p:g}' for p in picks)} | {known} |")
     return 0
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnx.numpy_helper
 
+from onnxprune.load.constants import constant_value, constant_values
 from onnxprune.recover.features import with_outputs
 
 PASS_THROUGH = frozenset({"Identity"})
@@ -36,41 +36,37 @@ def softmax_input(model: onnx.ModelProto, output: str) -> str | None:
 def softmax_logits(model: onnx.ModelProto, output: str) -> tuple[str, int | None] | None:
     """(the tensor a final Softmax reads, through Identity nodes; its class axis when that is not the last,
     else None), or None when `output` is not a Softmax's. An axis other than the last counts from opset 13
-    on (before, Softmax normalized over every axis from `axis` on together)."""
+    on (before, Softmax normalized over every axis from `axis` on together); a softmax spelled out in
+    elementary ops (`_decomposed_softmax`) normalizes over one axis at any opset."""
     producer = {o: n for n in model.graph.node for o in n.output}
-    node = producer.get(output)
-    while node is not None and node.op_type in PASS_THROUGH:
-        node = producer.get(node.input[0])
-    if node is not None and node.op_type in ("Div", "Mul"):
-        rank = _rank(model, node.output[0])
-        rank = rank if rank is not None else _rank(model, output)
-        found = _decomposed_softmax(model, node, producer, rank)
+    node = _made_by(producer, output, PASS_THROUGH)
+    spelled = node is not None and node.op_type in ("Div", "Mul") and \
+        getattr(producer.get(node.input[0]), "op_type", None) == "Exp"  # cheap test before any shape inference
+    if node is None or not (node.op_type == "Softmax" or spelled):
+        return None
+    rank = _rank(model, node.output[0])
+    rank = rank if rank is not None else _rank(model, output)  # Identity keeps the rank
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    if spelled:
+        found = _decomposed_softmax(constant_values(model), node, producer, rank)
         if found is None:
             return None
         logits, axis = found
-        if axis == -1 or (rank is not None and axis == rank - 1):
-            return logits, None
-        return (logits, axis) if rank is not None else None
-    if node is None or node.op_type != "Softmax":
+    else:
+        logits, axis = node.input[0], _attr(node, "axis", -1 if opset >= 13 else 1)
+    if axis == -1 or (rank is not None and axis % rank == rank - 1):
+        return logits, None
+    if rank is None or (not spelled and opset < 13):
         return None
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
-    axis = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "axis"),
-                -1 if opset >= 13 else 1)
-    rank = _rank(model, node.output[0])
-    rank = rank if rank is not None else _rank(model, output)  # Identity keeps the rank
-    if axis == -1 or (rank is not None and axis == rank - 1):
-        return node.input[0], None
-    if rank is None or opset < 13:
-        return None
-    return node.input[0], axis % rank
+    return logits, axis % rank
 
 
-def _decomposed_softmax(model: onnx.ModelProto, node: onnx.NodeProto, producer: dict, rank: int | None
+def _decomposed_softmax(consts: dict, node: onnx.NodeProto, producer: dict, rank: int | None
                         ) -> tuple[str, int] | None:
     """(logits, summed axis) when `node` is Div(e, s) or Mul(e, Reciprocal(s)) with e = Exp(a) and s the
     ReduceSum of that same e over one axis, brought back to e's shape (`_restores`); the logits are x when
     a = x - max(x) over that axis (a shift a softmax ignores, so the loss needs no gradient through ReduceMax),
-    else a."""
+    else a. `consts`: the model's constants (load/constants.constant_values)."""
     numerator, denominator = node.input[0], node.input[1]
     if node.op_type == "Mul":
         recip = producer.get(denominator)
@@ -83,25 +79,24 @@ def _decomposed_softmax(model: onnx.ModelProto, node: onnx.NodeProto, producer: 
     if exp is None or exp.op_type != "Exp" or total is None or total.op_type != "ReduceSum" \
             or total.input[0] != numerator:
         return None
-    axes = _reduced_axes(model, total)
+    axes = _reduced_axes(consts, total)
     if axes is None or len(axes) != 1 or (axes[0] < 0 and rank is None):
         return None
     axis = axes[0] % rank if rank is not None else axes[0]
-    if not _restores(model, path, _attr(total, "keepdims", 1), axis, rank):
+    if not _restores(consts, path, _attr(total, "keepdims", 1), axis, rank):
         return None
     shifted = exp.input[0]
     sub = producer.get(shifted)
-    if sub is not None and sub.op_type == "Sub" and _row_max(model, producer, sub.input[1], axis, rank) == sub.input[0]:
+    if sub is not None and sub.op_type == "Sub" and _row_max(consts, producer, sub.input[1], axis, rank) == sub.input[0]:
         shifted = sub.input[0]
     return shifted, axis
 
 
-def _restores(model: onnx.ModelProto, path: list, keepdims: int, axis: int, rank: int | None) -> bool:
+def _restores(consts: dict, path: list, keepdims: int, axis: int, rank: int | None) -> bool:
     """Whether the ops from the ReduceSum to the division (`path`, last first) put the sums back on the summed
     axis: with keepdims only Identity, Cast and Expand; without, one Unsqueeze of that axis or one Reshape
     (a constant target must keep the rank with 1 on that axis; a computed one, as jax2tf writes, is trusted)."""
-    ops = [n.op_type for n in path]
-    if "Squeeze" in ops:
+    if any(n.op_type == "Squeeze" for n in path):
         return False
     restoring = [n for n in path if n.op_type in ("Unsqueeze", "Reshape")]
     if keepdims:
@@ -111,31 +106,28 @@ def _restores(model: onnx.ModelProto, path: list, keepdims: int, axis: int, rank
     (step,) = restoring
     if step.op_type == "Unsqueeze":
         added = _attr(step, "axes", None)
-        added = list(added) if added is not None else _const_ints(model, step.input[1] if len(step.input) > 1 else "")
+        added = list(added) if added is not None else _const_ints(consts, step.input[1] if len(step.input) > 1 else "")
         return added is not None and len(added) == 1 and rank is not None and added[0] % rank == axis
-    target = _const_ints(model, step.input[1])
+    target = _const_ints(consts, step.input[1])
     return target is None or (rank is not None and len(target) == rank and target[axis] == 1)
 
 
-def _row_max(model: onnx.ModelProto, producer: dict, tensor: str, axis: int, rank: int | None) -> str | None:
+def _row_max(consts: dict, producer: dict, tensor: str, axis: int, rank: int | None) -> str | None:
     """What `tensor` is the maximum of along `axis` (a ReduceMax over it, or over every axis), through
     BROADCASTS ops and a Max / Min against a one-value constant (jax clamps the maximum at -inf); None when
     it is not one, or not constant along `axis`."""
-    constants = {t.name for t in model.graph.initializer} | \
-        {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     node = producer.get(tensor)
     while node is not None:
         if node.op_type in BROADCASTS:
             node = producer.get(node.input[0])
-        elif node.op_type in ("Max", "Min") and len(node.input) == 2 and \
-                sum(i in constants for i in node.input) == 1 and \
-                np.size(_const_array(model, next(i for i in node.input if i in constants))) == 1:
-            node = producer.get(next(i for i in node.input if i not in constants))
+        elif node.op_type in ("Max", "Min") and len(node.input) == 2 and sum(i in consts for i in node.input) == 1 \
+                and np.size(constant_value(consts[next(i for i in node.input if i in consts)])) == 1:
+            node = producer.get(next(i for i in node.input if i not in consts))
         else:
             break
     if node is None or node.op_type != "ReduceMax":
         return None
-    axes = _reduced_axes(model, node)
+    axes = _reduced_axes(consts, node)
     if axes is None:  # every axis, unless told to do nothing
         return node.input[0] if not _attr(node, "noop_with_empty_axes", 0) else None
     if rank is None:
@@ -152,25 +144,21 @@ def _path(producer: dict, tensor: str, ops: frozenset) -> list:
     return path
 
 
+def _made_by(producer: dict, tensor: str, ops: frozenset) -> onnx.NodeProto | None:
+    """The first node making `tensor` that is not one of `ops` (followed through their first input)."""
+    path = _path(producer, tensor, ops)
+    return producer.get(path[-1].input[0]) if path else producer.get(tensor)
+
+
 def _attr(node: onnx.NodeProto, name: str, default):
     return next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
-def _const_array(model: onnx.ModelProto, name: str) -> np.ndarray | None:
-    """The value of an initializer or a Constant node's output, or None."""
-    init = next((t for t in model.graph.initializer if t.name == name), None)
-    if init is None:
-        made = next((n for n in model.graph.node if name in n.output and n.op_type == "Constant"), None)
-        init = next((a.t for a in made.attribute if a.name == "value"), None) if made is not None else None
-    return onnx.numpy_helper.to_array(init) if init is not None else None
+def _const_ints(consts: dict, name: str) -> list[int] | None:
+    return [int(v) for v in constant_value(consts[name]).reshape(-1)] if name in consts else None
 
 
-def _const_ints(model: onnx.ModelProto, name: str) -> list[int] | None:
-    value = _const_array(model, name) if name else None
-    return [int(v) for v in value.reshape(-1)] if value is not None else None
-
-
-def _reduced_axes(model: onnx.ModelProto, node: onnx.NodeProto) -> list[int] | None:
+def _reduced_axes(consts: dict, node: onnx.NodeProto) -> list[int] | None:
     """A Reduce node's axes (the attribute before opset 18 / 13 for ReduceSum, the constant second input
     after), or None when they are not constant or not given (every axis)."""
     attr = _attr(node, "axes", None)
@@ -178,16 +166,13 @@ def _reduced_axes(model: onnx.ModelProto, node: onnx.NodeProto) -> list[int] | N
         return list(attr)
     if len(node.input) < 2 or not node.input[1]:
         return None
-    return _const_ints(model, node.input[1])
+    return _const_ints(consts, node.input[1])
 
 
 def sigmoid_input(model: onnx.ModelProto, output: str) -> str | None:
     """The tensor a final Sigmoid (through ops that only move elements: Reshape, Squeeze, Transpose, ...) turns
     into `output`: its scores' logits, one per element (a binary or multi-label classifier, a voice-activity probability, a text detector's map)."""
-    producer = {o: n for n in model.graph.node for o in n.output}
-    node = producer.get(output)
-    while node is not None and node.op_type in ELEMENT_MOVES:
-        node = producer.get(node.input[0])
+    node = _made_by({o: n for n in model.graph.node for o in n.output}, output, ELEMENT_MOVES)
     return node.input[0] if node is not None and node.op_type == "Sigmoid" and node.domain in ("", "ai.onnx") else None
 
 

@@ -38,7 +38,7 @@ LR_STEPS = 4                         # training steps per rate
 LR_EVAL_SAMPLES = 64                 # held-out samples each rate is scored on
 # A larger rate wins when its loss is within 5% of the lowest. Four steps favour small rates once the start is
 # good; at 2% PP-OCRv4 rec (1e-4 at 3.3% from 3e-5's loss) trained at 1e-4 to 1.25% CER where 3e-4 reaches 0.94.
-# Replayed on 24 stored runs (tools/replay_lr.py): 5% changes 3 picks (rec 1.25 -> 0.94, digits 97.73 ->
+# Replayed on 45 stored runs (tools/replay_lr.py): 5% changes 3 picks (rec 1.25 -> 0.94, digits 97.73 ->
 # 97.98, orinet equal) and no measured one for the worse; 10% would move ddddocr to 3e-4, which costs it 6 points.
 LR_TOLERANCE = 0.05
 
@@ -73,8 +73,8 @@ def find_lr(step, opt, params, batches: Callable[[], Iterable], held_out_loss: C
     return {"lr": chosen, "lr_trials": {f"{lr:g}": float(v) for lr, v in trials.items()}}
 
 
-def pick(trials: dict[float, float], base: float) -> float:
-    """The largest rate whose finite loss is within LR_TOLERANCE of the lowest, moved one notch: lower when
+def pick(trials: dict[float, float], base: float, tolerance: float = LR_TOLERANCE) -> float:
+    """The largest rate whose finite loss is within `tolerance` of the lowest, moved one notch: lower when
     that is the largest rate tried, else higher unless the higher one is the largest; the smallest rate
     when none beats `base` (the loss before training)."""
     finite = {lr: v for lr, v in trials.items() if np.isfinite(v)}
@@ -82,7 +82,7 @@ def pick(trials: dict[float, float], base: float) -> float:
     if not finite or min(finite.values()) >= base:
         return smallest
     best = min(finite.values())
-    chosen = max(lr for lr, v in finite.items() if v <= best + LR_TOLERANCE * abs(best))
+    chosen = max(lr for lr, v in finite.items() if v <= best + tolerance * abs(best))
     lower = [lr for lr in finite if lr < chosen]
     if chosen == max(trials) and lower:  # the loss was not seen to rise above it
         return max(lower)
