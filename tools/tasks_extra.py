@@ -319,3 +319,25 @@ def _nudenet_photos():
 
 
 EXTRA_TASKS["nudenet_320n_photos"] = _nudenet_photos
+
+
+def _nudenet_indist():
+    """NudeNet trained on inputs drawn like its test images (a diagnostic upper bound on the data, not a
+    user's setting): the test set's own heads (astronaut, cameraman) pasted on its own backgrounds by
+    tasks_nudenet.NudeNet.paste_heads, with another seed, so no training input is a test image."""
+    import tasks_nudenet
+
+    class NudeNetInDistribution(tasks_nudenet.NudeNet):
+        def calibration(self, n=32):
+            rng = np.random.default_rng(97)  # the test composites use 31
+            heads = self.heads()
+            out = []
+            for i in range(n):
+                bg = tasks.skimage_photo(self.BACKGROUNDS[i % len(self.BACKGROUNDS)]).copy()
+                out.append(self.letterbox(self.paste_heads(bg, heads, rng)))
+            return {"images": np.stack(out)}
+
+    return NudeNetInDistribution()
+
+
+EXTRA_TASKS["nudenet_320n_indist"] = _nudenet_indist

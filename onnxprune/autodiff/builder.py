@@ -179,11 +179,16 @@ def _probe_shapes(model: onnx.ModelProto, given) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _backward(ctx: GradContext, trainable: list[str], seeds: Mapping[str, str]) -> dict[str, str]:
+def _backward(ctx: GradContext, trainable: list[str], seeds: Mapping[str, str],
+              taps: dict[int, str | None] | None = None) -> dict[str, str]:
     """Walk the nodes in reverse, calling each node's rule; returns weight -> summed gradient.
-    `seeds`: tensor -> the loss's gradient with respect to it (the logits, and any features)."""
+    `seeds`: tensor -> the loss's gradient with respect to it (the logits, and any features).
+    `taps`: node index -> None, filled with the gradient of that node's first input through that node
+    alone (its share before the sum over the tensor's readers; autodiff/probe.py)."""
     g = ctx.g
-    wants = set(trainable)  # tensors whose gradient is needed: the weights and what depends on them
+    taps = {} if taps is None else taps
+    # tensors whose gradient is needed: the weights, the tapped inputs, and what depends on them
+    wants = set(trainable) | {g.nodes[i].inputs[0] for i in taps}
     for node in g.nodes:
         rule, _ = rule_for(ctx, node)
         if rule and any(node.inputs[i] in wants for i in rule.slots(node)):
@@ -212,6 +217,8 @@ def _backward(ctx: GradContext, trainable: list[str], seeds: Mapping[str, str]) 
             if dy:
                 ctx.grad_types[dy] = ctx.elem_type(t)
         grads = rule.fn(ctx, node, dys, needs)
+        if node.index in taps and needs[0] and grads:
+            taps[node.index] = grads[0]
         for i, (t, need) in enumerate(zip(node.inputs, needs)):
             if not need:
                 continue

@@ -7,6 +7,11 @@ Unlike a training graph there is no loss head and no target: every float graph o
 its own probe input (d<out, v>/d out = v), so one backward pass gives v^T J for all outputs at once.
 The label-free `fisher` criterion (score/fisher.py) draws v at random: E_v[(v^T J d)^2] = ||J d||^2.
 Weights stay initializers (nothing to feed but the data and the probes).
+
+A linear layer y = W x can instead be tapped: the graph returns, per channel of x, sum(x * dx) over every
+other axis, dx being the gradient of x through that layer alone. That equals sum(W * dW) over the channel's
+slice of W (both are the channel's share of <y, dy>), without the weight gradient's own convolution or
+GEMM: about a third of a Conv's backward pass.
 """
 
 from __future__ import annotations
@@ -34,12 +39,17 @@ class ProbeGraph:
     probes: dict[str, str]          # graph output -> its probe input (same shape as the output)
     grads: dict[str, str]           # weight -> its gradient output
     frozen: dict[str, str] = field(default_factory=dict)  # weight -> why no complete gradient reaches it
+    taps: dict[tuple[str, str], str] = field(default_factory=dict)  # (x, weight) -> per-channel sum(x * dx)
 
 
 def build_probe_graph(model: onnx.ModelProto | str | os.PathLike, weights: Iterable[str] | None = None, *,
-                      input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> ProbeGraph:
+                      input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+                      taps: Iterable[tuple[str, str, int]] = ()) -> ProbeGraph:
     """Gradients of sum_k <output_k, probe_k> for `weights` (default: every weight that reaches an output).
-    A weight upstream of an op without a gradient rule on the way to any output is left out (`frozen`)."""
+    A weight upstream of an op without a gradient rule on the way to any output is left out (`frozen`).
+    `taps`: (x, weight, x's channel axis) of linear layers reading x as their first input with that weight;
+    each gets a per-channel sum(x * dx) output instead of a weight gradient (module docstring), where the
+    weight's gradient would be complete."""
     model = _load(model)
     opset = _opset(model)
     if opset < TRAINING_OPSET:
@@ -56,21 +66,56 @@ def build_probe_graph(model: onnx.ModelProto | str | os.PathLike, weights: Itera
         found = analyse(ctx, out, None)
         reachable.update(found.trainable)
         frozen.update(found.frozen)
+    taps = list(taps)
     wanted = list(dict.fromkeys(weights)) if weights is not None else sorted(reachable)
     trainable = [w for w in wanted if w in reachable and w not in frozen]
-    frozen = {w: r for w, r in frozen.items() if w in set(wanted)}
-    if not trainable:
+    tapped = _tapped_nodes(g, [(x, w) for x, w, _ in taps if w in reachable and w not in frozen])
+    frozen = {w: r for w, r in frozen.items() if w in set(wanted) | {w for _, w, _ in taps}}
+    if not trainable and not tapped:
         return ProbeGraph(model, list(g.inputs), {}, {}, frozen)
     probes = {}
     for out in outputs:
         probes[out] = ctx.reserve(f"{out}_probe")
-    final = _backward(ctx, trainable, {out: probes[out] for out in outputs})
+    contributions: dict[int, str | None] = {i: None for nodes in tapped.values() for i in nodes}
+    final = _backward(ctx, trainable, {out: probes[out] for out in outputs}, contributions)
     grads = _name_gradients(ctx, final)
-    return ProbeGraph(_assemble(g, ctx, grads, probes, opset), list(g.inputs), probes, grads, frozen)
+    sums = _tap_sums(ctx, g, taps, tapped, contributions)
+    return ProbeGraph(_assemble(g, ctx, grads, probes, opset, sums), list(g.inputs), probes, grads, frozen,
+                      {key: name for key, (name, _) in sums.items()})
+
+
+def _tapped_nodes(g: ModelGraph, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], list[int]]:
+    """(x, weight) -> the nodes reading x as their first input and the weight as their second."""
+    wanted = set(pairs)
+    found: dict[tuple[str, str], list[int]] = {}
+    for node in g.nodes:
+        key = tuple(node.inputs[:2])
+        if len(key) == 2 and key in wanted:
+            found.setdefault(key, []).append(node.index)
+    return found
+
+
+def _tap_sums(ctx: GradContext, g: ModelGraph, taps, tapped: dict, contributions: dict[int, str | None]
+              ) -> dict[tuple[str, str], tuple[str, int]]:
+    """(x, weight) -> (output name, channel count): sum(x * dx) over every axis but x's channel axis, dx summed
+    over the tapped nodes (one weight read twice by the same x: both shares)."""
+    out = {}
+    for x, weight, axis in taps:
+        parts = [contributions[i] for i in tapped.get((x, weight), []) if contributions.get(i)]
+        if not parts:
+            continue
+        dx = parts[0] if len(parts) == 1 else ctx.emit("Sum", parts)
+        rank = ctx.rank(x)
+        axis = axis % rank
+        product = ctx.emit("Mul", [x, dx])
+        name = ctx.reserve(f"{x}_{weight}_tap")
+        ctx.emit("ReduceSum", [product, ctx.ints([a for a in range(rank) if a != axis])], outputs=[name], keepdims=0)
+        out[(x, weight)] = (name, int(ctx.shape(x)[axis]))
+    return out
 
 
 def _assemble(g: ModelGraph, ctx: GradContext, grads: dict[str, str], probes: dict[str, str],
-              opset: int) -> onnx.ModelProto:
+              opset: int, sums: Mapping[tuple[str, str], tuple[str, int]] = {}) -> onnx.ModelProto:
     model = g.model
     inputs = [copy.deepcopy(i) for i in model.graph.input if i.name not in g.constants]
     for out, probe in probes.items():
@@ -78,6 +123,8 @@ def _assemble(g: ModelGraph, ctx: GradContext, grads: dict[str, str], probes: di
         inputs.append(helper.make_tensor_value_info(probe, ctx.elem_type(out), dims))
     outputs = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(g.constants[w].dtype),
                                              list(g.constants[w].shape)) for w, name in grads.items()]
+    outputs += [helper.make_tensor_value_info(name, ctx.elem_type(x), [channels])
+                for (x, _), (name, channels) in sums.items()]
     nodes = _live(ctx.forward_nodes + ctx.nodes, [o.name for o in outputs])
     used = {t for n in nodes for t in n.input}
     initializers = [i for i in list(model.graph.initializer) + ctx.initializers if i.name in used]

@@ -7,6 +7,8 @@ Removing channel c of a group zeroes it wherever the group's tensors are read by
     s_c = sum over c's consumer weights of W * dL/dW  =  sum over positions of x_c * dL/dx_c  =  v^T J d_c
 
 and E_v[s_c^2] = ||J d_c||^2: one backward pass per sample and probe (autodiff/probe.py), no labels.
+The probe graph returns the middle form, x_c * dL/dx_c summed per channel at each linear consumer (a
+tap), so no weight gradient is computed for them.
 Each output row (index along axis 1: a detector's box coordinates and each class score) is divided by
 its standard deviation over the calibration set, so every row weighs alike and pixel-scale box
 coordinates do not drown the scores. The scores are one quantity for every channel of every group, so
@@ -105,6 +107,16 @@ def _channel_sums(dep: Dependency, members, grads: dict[str, np.ndarray]) -> np.
     return out
 
 
+def _tap_sums(dep: Dependency, sites, taps: dict[tuple[str, str], np.ndarray]) -> np.ndarray:
+    """Per channel: sum over sites (slot, weight, _) of the probe graph's x * dx through that layer."""
+    out = np.zeros(dep.num_channels)
+    for slot, weight, _ in sites:
+        v = taps.get((slot.tensor, weight))
+        if v is not None:
+            np.add.at(out, dep.elements(slot), np.asarray(v, np.float64))
+    return out
+
+
 _LAST = LastModel()  # one model's scores, reused when several plans are chosen from it
 
 
@@ -149,20 +161,21 @@ def _fisher_scores(dep: Dependency, data, probes: int, seed: int, rows: list | N
     from onnxprune.load.runtime import session
 
     sites, producers = _sites(dep)
-    weights = list(dict.fromkeys([w for _, w, _ in sites] + [w for _, w, _ in producers]))
+    weights = list(dict.fromkeys(w for _, w, _ in producers))
     model = dep.graph.model if model is None else model
     model = decided_view(model, data.sample_shapes()) or model  # Ifs the shapes decide: the branch taken
     model = branch_view(model) or model  # an output If: both branches probed (score/branch_outputs.py)
-    pg = build_probe_graph(model, weights, input_shapes=data.sample_shapes())
+    pg = build_probe_graph(model, weights, input_shapes=data.sample_shapes(),
+                           taps=[(slot.tensor, w, slot.axis) for slot, w, _ in sites])
     if pg.frozen:
         log.warning("fisher: %d weights get no complete gradient (e.g. %s); their channels are kept",
                     len(pg.frozen), next(iter(pg.frozen.values())))
-    if not any(w in pg.grads for _, w, _ in sites):  # e.g. a QDQ model: DequantizeLinear outputs as weights
+    if not pg.taps:  # e.g. a QDQ model: DequantizeLinear outputs as weights
         raise ValueError("no linear layer's weight is an initializer the outputs' gradient reaches")
     outputs = list(pg.probes)
     stds, shapes = _row_std(session(model), data, outputs)
     sess = session(pg.model)
-    names = list(pg.grads.values())
+    names = list(pg.grads.values()) + list(pg.taps.values())
     dtypes = {i.name: i.type for i in sess.get_inputs()}
     split = parts(stds, STD_FLOOR) if parts_alike else []
     split = split if len(split) > 1 else [(None, None)]  # one part: every output probed at once, as always
@@ -177,39 +190,44 @@ def _fisher_scores(dep: Dependency, data, probes: int, seed: int, rows: list | N
                     if part_output is not None:  # this part's rows only
                         v *= _rowwise(part_mask(stds[out], part_rows), len(shape)) if out == part_output else 0.0
                     feed[pg.probes[out]] = v.astype(_np_dtype(dtypes[pg.probes[out]]))
-                grads = dict(zip(pg.grads, sess.run(names, feed)))
-                site, producer = _channel_sums(dep, sites, grads), _channel_sums(dep, producers, grads)
+                outs = sess.run(names, feed)
+                grads, taps = dict(zip(pg.grads, outs)), dict(zip(pg.taps, outs[len(pg.grads):]))
+                site, producer = _tap_sums(dep, sites, taps), _channel_sums(dep, producers, grads)
                 site_sq[p] += site ** 2
                 producer_sq[p] += producer ** 2
                 if rows is not None:
                     rows.append((p, site, producer))
     runs = max(len(data) * probes, 1)
-    has_site, has_producer = _seen(dep, sites, producers, set(pg.grads))
+    has_site, has_producer = _seen(dep, sites, producers, set(pg.taps), set(pg.grads))
     weights = part_weights(split, [np.where(has_site, a, np.where(has_producer, b, 0.0)) for a, b in zip(site_sq, producer_sq)],
                            free_channels(dep))
     if rows is not None:
         rows[:] = [np.sqrt(weights[p]) * np.where(has_site, a, np.where(has_producer, b, np.nan)) for p, a, b in rows]
-    return _combine(dep, weights @ site_sq / runs, weights @ producer_sq / runs, sites, producers, set(pg.grads))
+    return _combine(dep, weights @ site_sq / runs, weights @ producer_sq / runs, has_site, has_producer)
 
 
 def _np_dtype(onnx_type: str):
     return np.float16 if "float16" in onnx_type else np.float64 if "double" in onnx_type else np.float32
 
 
-def _seen(dep: Dependency, sites, producers, known: set[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Channels with a linear consumer whose weight gets a gradient; channels with such a producer."""
+def _seen(dep: Dependency, sites, producers, tapped: set[tuple[str, str]], known: set[str]
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """Channels with a tapped linear consumer (a complete gradient reaches it); channels with a producer
+    whose weight gets a gradient."""
     has_site, has_producer = np.zeros(dep.num_channels, bool), np.zeros(dep.num_channels, bool)
-    for flags, members in ((has_site, sites), (has_producer, producers)):
-        for slot, weight, _ in members:
-            if weight in known:
-                flags[dep.elements(slot)] = True
+    for slot, weight, _ in sites:
+        if (slot.tensor, weight) in tapped:
+            has_site[dep.elements(slot)] = True
+    for slot, weight, _ in producers:
+        if weight in known:
+            has_producer[dep.elements(slot)] = True
     return has_site, has_producer
 
 
-def _combine(dep: Dependency, site: np.ndarray, producer: np.ndarray, sites, producers, known: set[str]) -> np.ndarray:
+def _combine(dep: Dependency, site: np.ndarray, producer: np.ndarray, has_site: np.ndarray,
+             has_producer: np.ndarray) -> np.ndarray:
     """Site scores where a channel has a linear consumer with a gradient, else producer scores, else
     (no gradient reaches it) the highest known score: what the probes cannot see is kept."""
-    has_site, has_producer = _seen(dep, sites, producers, known)
     scores = np.where(has_site, site, np.where(has_producer, producer, np.nan))
     unseen = np.isnan(scores)
     top = float(np.nanmax(scores)) if (~unseen).any() else 1.0
