@@ -36,9 +36,10 @@ MEASURED = ("damage", "price")  # scopes that measure each group's damage on the
 # that use the data"): output-space fisher, one global ranking that weighs each channel's MACs at mild
 # targets and ignores them at deep ones (`auto`; "A scope that follows the target"), sequential recovery.
 DATA_AWARE = {"criterion": "fisher", "scope": "auto", "recover": "sequential"}
-# Fisher's backward pass holds a gradient the size of every weight, and its probe graph a second copy of
-# the weights: above this many bytes of weights the data-aware default ranks by reconstruction instead,
-# which needs only per-layer statistics (issue 11: memory at most 1.5x the weights).
+# Fisher's probe graph holds a second copy of the weights (and the gradients of the weights it does not
+# tap: depthwise convs, norms, biases; score/fisher.py): above this many bytes of weights the data-aware
+# default ranks by reconstruction instead, which needs only per-layer statistics (issue 11: memory at most
+# 1.5x the weights).
 FISHER_MAX_BYTES = 256 << 20
 HIDDEN = ("auto", "on", "off")
 # Calibration views (load/views.py) by default with data at deep targets: at half the MACs 4 blends of each

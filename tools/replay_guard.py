@@ -36,7 +36,7 @@ def entries(row: dict, loss_only: bool, guard_samples: int) -> list[dict]:
     out = []
     for e, loss in enumerate(row["val_loss"]):
         entry = {"val_loss": loss, "guard_loss": row["guard_loss"][e], "guard_samples": guard_samples}
-        if row.get("guard_agreement") and not loss_only:
+        if row.get("guard_agreement") and row["guard_agreement"][e] is not None and not loss_only:  # None: packed rows
             entry["guard_agreement"] = row["guard_agreement"][e]
         out.append(entry)
     return out
