@@ -74,6 +74,7 @@ def test_streaming_statistics_match_full_pass():
     gram = rows.T @ rows / len(rows)  # Grams are float32 products summed in float64: float32 rounding of the scale
     np.testing.assert_allclose(st.gram / st.count, gram, rtol=1e-5, atol=1e-6 * np.abs(gram).max())
     np.testing.assert_allclose(st.apoz, (rows == 0).mean(0))
+    np.testing.assert_allclose(st.mean_abs, np.abs(rows).mean(0), rtol=1e-5)  # float32 block sums
 
 
 def test_feeds_whose_leading_axes_differ_are_one_sample_each():
