@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 import onnx
-from onnx import helper
+from onnx import TensorProto, helper
 
 from onnxprune.autodiff.analysis import analyse
 from onnxprune.autodiff.builder import (TRAINING_OPSET, _backward, _live, _load, _name_gradients, _opset,
@@ -44,12 +44,13 @@ class ProbeGraph:
 
 def build_probe_graph(model: onnx.ModelProto | str | os.PathLike, weights: Iterable[str] | None = None, *,
                       input_shapes: Mapping[str, tuple[int, ...]] | None = None,
-                      taps: Iterable[tuple[str, str, int]] = ()) -> ProbeGraph:
+                      taps: Iterable[tuple[str, str]] = ()) -> ProbeGraph:
     """Gradients of sum_k <output_k, probe_k> for `weights` (default: every weight that reaches an output).
     A weight upstream of an op without a gradient rule on the way to any output is left out (`frozen`).
-    `taps`: (x, weight, x's channel axis) of linear layers reading x as their first input with that weight;
-    each gets a per-channel sum(x * dx) output instead of a weight gradient (module docstring), where the
-    weight's gradient would be complete."""
+    `taps`: (x, weight) of linear layers reading x as their first input with that weight; each gets a
+    per-channel sum(x * dx) output instead of a weight gradient (module docstring), where the weight's gradient
+    would be complete. The channel axis is read on this graph's own shapes (a view decided at other shapes may
+    change x's rank); a pair whose layer this graph does not see as one linear site gets its weight's gradient."""
     model = _load(model)
     opset = _opset(model)
     if opset < TRAINING_OPSET:
@@ -66,50 +67,72 @@ def build_probe_graph(model: onnx.ModelProto | str | os.PathLike, weights: Itera
         found = analyse(ctx, out, None)
         reachable.update(found.trainable)
         frozen.update(found.frozen)
-    taps = list(taps)
+    taps = list(dict.fromkeys(taps))
     wanted = list(dict.fromkeys(weights)) if weights is not None else sorted(reachable)
-    trainable = [w for w in wanted if w in reachable and w not in frozen]
-    tapped = _tapped_nodes(g, [(x, w) for x, w, _ in taps if w in reachable and w not in frozen])
-    frozen = {w: r for w, r in frozen.items() if w in set(wanted) | {w for _, w, _ in taps}}
+    complete = [(x, w) for x, w in taps if w in reachable and w not in frozen]
+    tapped = _tapped_nodes(g, complete)
+    wanted += [w for pair in complete if pair not in tapped for w in pair[1:]]  # untappable: W * dW instead
+    trainable = list(dict.fromkeys(w for w in wanted if w in reachable and w not in frozen))
+    frozen = {w: r for w, r in frozen.items() if w in set(wanted) | {w for _, w in taps}}
     if not trainable and not tapped:
         return ProbeGraph(model, list(g.inputs), {}, {}, frozen)
     probes = {}
     for out in outputs:
         probes[out] = ctx.reserve(f"{out}_probe")
-    contributions: dict[int, str | None] = {i: None for nodes in tapped.values() for i in nodes}
+    contributions: dict[int, str | None] = {i: None for nodes, _ in tapped.values() for i in nodes}
     final = _backward(ctx, trainable, {out: probes[out] for out in outputs}, contributions)
     grads = _name_gradients(ctx, final)
-    sums = _tap_sums(ctx, g, taps, tapped, contributions)
+    sums = _tap_sums(ctx, tapped, contributions)
     return ProbeGraph(_assemble(g, ctx, grads, probes, opset, sums), list(g.inputs), probes, grads, frozen,
                       {key: name for key, (name, _) in sums.items()})
 
 
-def _tapped_nodes(g: ModelGraph, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], list[int]]:
-    """(x, weight) -> the nodes reading x as their first input and the weight as their second."""
+def _tapped_nodes(g: ModelGraph, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], tuple[list[int], int]]:
+    """(x, weight) -> (the nodes reading x as their first input and the weight as their second, x's channel
+    axis), for the pairs whose every such node is one linear site on this graph with the weight's input axis as
+    long as x's channel axis."""
+    from onnxprune.couple.ops import rule_for
+
     wanted = set(pairs)
-    found: dict[tuple[str, str], list[int]] = {}
+    nodes: dict[tuple[str, str], list] = {}
     for node in g.nodes:
         key = tuple(node.inputs[:2])
         if len(key) == 2 and key in wanted:
-            found.setdefault(key, []).append(node.index)
+            nodes.setdefault(key, []).append(node)
+    found = {}
+    for key, readers in nodes.items():
+        sites = [rule.linear_site(g, n) if (rule := rule_for(n)) is not None else None for n in readers]
+        axes = {(s.x_axis, s.weight_axis) for s in sites if s is not None and s.x == key[0]}
+        shape = g.shape(key[0])
+        if None in sites or len(axes) != 1 or shape is None:
+            continue
+        x_axis, w_axis = next(iter(axes))
+        if x_axis < len(shape) and shape[x_axis] == g.const(key[1]).shape[w_axis]:
+            found[key] = ([n.index for n in readers], x_axis)
     return found
 
 
-def _tap_sums(ctx: GradContext, g: ModelGraph, taps, tapped: dict, contributions: dict[int, str | None]
+def _tap_sums(ctx: GradContext, tapped: dict, contributions: dict[int, str | None]
               ) -> dict[tuple[str, str], tuple[str, int]]:
     """(x, weight) -> (output name, channel count): sum(x * dx) over every axis but x's channel axis, dx summed
-    over the tapped nodes (one weight read twice by the same x: both shares)."""
+    over the tapped nodes (one weight read twice by the same x: both shares), in float32 at least (a float16
+    sum over positions overflows where W * dW summed in numpy did not)."""
     out = {}
-    for x, weight, axis in taps:
-        parts = [contributions[i] for i in tapped.get((x, weight), []) if contributions.get(i)]
-        if not parts:
+    for (x, weight), (nodes, axis) in tapped.items():
+        parts = [contributions[i] for i in nodes if contributions.get(i)]
+        if len(parts) != len(nodes):
             continue
         dx = parts[0] if len(parts) == 1 else ctx.emit("Sum", parts)
-        rank = ctx.rank(x)
-        axis = axis % rank
-        product = ctx.emit("Mul", [x, dx])
+        xs, dxs = x, dx
+        if ctx.elem_type(x) not in (TensorProto.FLOAT, TensorProto.DOUBLE):
+            xs, dxs = (ctx.emit("Cast", [t], to=TensorProto.FLOAT) for t in (x, dx))
+        product = ctx.emit("Mul", [xs, dxs])
         name = ctx.reserve(f"{x}_{weight}_tap")
-        ctx.emit("ReduceSum", [product, ctx.ints([a for a in range(rank) if a != axis])], outputs=[name], keepdims=0)
+        others = [a for a in range(ctx.rank(x)) if a != axis]
+        if others:
+            ctx.emit("ReduceSum", [product, ctx.ints(others)], outputs=[name], keepdims=0)
+        else:  # x is the channel vector itself
+            ctx.emit("Identity", [product], outputs=[name])
         out[(x, weight)] = (name, int(ctx.shape(x)[axis]))
     return out
 
@@ -123,7 +146,8 @@ def _assemble(g: ModelGraph, ctx: GradContext, grads: dict[str, str], probes: di
         inputs.append(helper.make_tensor_value_info(probe, ctx.elem_type(out), dims))
     outputs = [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(g.constants[w].dtype),
                                              list(g.constants[w].shape)) for w, name in grads.items()]
-    outputs += [helper.make_tensor_value_info(name, ctx.elem_type(x), [channels])
+    outputs += [helper.make_tensor_value_info(name, TensorProto.DOUBLE if ctx.elem_type(x) == TensorProto.DOUBLE
+                                              else TensorProto.FLOAT, [channels])
                 for (x, _), (name, channels) in sums.items()]
     nodes = _live(ctx.forward_nodes + ctx.nodes, [o.name for o in outputs])
     used = {t for n in nodes for t in n.input}

@@ -107,13 +107,17 @@ def _channel_sums(dep: Dependency, members, grads: dict[str, np.ndarray]) -> np.
     return out
 
 
-def _tap_sums(dep: Dependency, sites, taps: dict[tuple[str, str], np.ndarray]) -> np.ndarray:
-    """Per channel: sum over sites (slot, weight, _) of the probe graph's x * dx through that layer."""
+def _site_sums(dep: Dependency, sites, taps: dict[tuple[str, str], np.ndarray], grads: dict[str, np.ndarray]
+               ) -> np.ndarray:
+    """Per channel: sum over sites (slot, weight, axis) of the probe graph's x * dx through that layer, or of
+    W * dW where the probe graph could not tap it (autodiff/probe.py)."""
     out = np.zeros(dep.num_channels)
-    for slot, weight, _ in sites:
+    for slot, weight, axis in sites:
         v = taps.get((slot.tensor, weight))
         if v is not None:
             np.add.at(out, dep.elements(slot), np.asarray(v, np.float64))
+        elif weight in grads:
+            np.add.at(out, dep.elements(slot), per_index(dep.graph.const(weight) * grads[weight], axis).sum(1))
     return out
 
 
@@ -166,11 +170,11 @@ def _fisher_scores(dep: Dependency, data, probes: int, seed: int, rows: list | N
     model = decided_view(model, data.sample_shapes()) or model  # Ifs the shapes decide: the branch taken
     model = branch_view(model) or model  # an output If: both branches probed (score/branch_outputs.py)
     pg = build_probe_graph(model, weights, input_shapes=data.sample_shapes(),
-                           taps=[(slot.tensor, w, slot.axis) for slot, w, _ in sites])
+                           taps=[(slot.tensor, w) for slot, w, _ in sites])
     if pg.frozen:
         log.warning("fisher: %d weights get no complete gradient (e.g. %s); their channels are kept",
                     len(pg.frozen), next(iter(pg.frozen.values())))
-    if not pg.taps:  # e.g. a QDQ model: DequantizeLinear outputs as weights
+    if not pg.taps and not any(w in pg.grads for _, w, _ in sites):  # e.g. QDQ: DequantizeLinear outputs as weights
         raise ValueError("no linear layer's weight is an initializer the outputs' gradient reaches")
     outputs = list(pg.probes)
     stds, shapes = _row_std(session(model), data, outputs)
@@ -192,7 +196,7 @@ def _fisher_scores(dep: Dependency, data, probes: int, seed: int, rows: list | N
                     feed[pg.probes[out]] = v.astype(_np_dtype(dtypes[pg.probes[out]]))
                 outs = sess.run(names, feed)
                 grads, taps = dict(zip(pg.grads, outs)), dict(zip(pg.taps, outs[len(pg.grads):]))
-                site, producer = _tap_sums(dep, sites, taps), _channel_sums(dep, producers, grads)
+                site, producer = _site_sums(dep, sites, taps, grads), _channel_sums(dep, producers, grads)
                 site_sq[p] += site ** 2
                 producer_sq[p] += producer ** 2
                 if rows is not None:
@@ -212,11 +216,11 @@ def _np_dtype(onnx_type: str):
 
 def _seen(dep: Dependency, sites, producers, tapped: set[tuple[str, str]], known: set[str]
           ) -> tuple[np.ndarray, np.ndarray]:
-    """Channels with a tapped linear consumer (a complete gradient reaches it); channels with a producer
-    whose weight gets a gradient."""
+    """Channels with a linear consumer that is tapped or whose weight gets a gradient (a complete gradient
+    reaches it); channels with a producer whose weight gets one."""
     has_site, has_producer = np.zeros(dep.num_channels, bool), np.zeros(dep.num_channels, bool)
     for slot, weight, _ in sites:
-        if (slot.tensor, weight) in tapped:
+        if (slot.tensor, weight) in tapped or weight in known:
             has_site[dep.elements(slot)] = True
     for slot, weight, _ in producers:
         if weight in known:
