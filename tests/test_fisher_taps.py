@@ -143,3 +143,24 @@ def test_the_channel_axis_is_read_on_the_probed_graph():
     for tensor, size in (("q", 6), ("h1", 5)):  # the MatMul inputs: squeezed pool, hidden units
         channels = dep.elements(Slot(tensor, 1))
         assert len(channels) == size and len(np.unique(np.round(scores[channels], 9))) == size, scores[channels]
+
+
+def test_a_shared_weight_splits_into_its_readers_shares():
+    """One weight read by two layers on different inputs: each tap is its own layer's share, and the two add
+    up to W * dW over the shared weight (before taps each site was credited with the total, counted twice)."""
+    rng = np.random.default_rng(0)
+    v = helper.make_tensor_value_info
+    inits = {k: rng.standard_normal(shape).astype(np.float32) for k, shape in
+             (("w1", (4, 3, 3, 3)), ("w2", (4, 3, 3, 3)), ("w", (5, 4, 3, 3)))}
+    model = _model([helper.make_node("Conv", ["x", "w1"], ["a0"], pads=[1] * 4), helper.make_node("Relu", ["a0"], ["a"]),
+                    helper.make_node("Conv", ["x", "w2"], ["b0"], pads=[1] * 4), helper.make_node("Relu", ["b0"], ["b"]),
+                    helper.make_node("Conv", ["a", "w"], ["c"], pads=[1] * 4),
+                    helper.make_node("Conv", ["b", "w"], ["d"], pads=[1] * 4), helper.make_node("Add", ["c", "d"], ["o"])],
+                   [v("x", T.FLOAT, [1, 3, 6, 6])], [v("o", T.FLOAT, [1, 5, 6, 6])], inits)
+    pg = build_probe_graph(model, ["w"], input_shapes={"x": (1, 3, 6, 6)}, taps=[("a", "w"), ("b", "w")])
+    (probe,) = pg.probes.values()
+    feed = {"x": rng.standard_normal((1, 3, 6, 6)).astype(np.float32), probe: rng.standard_normal((1, 5, 6, 6)).astype(np.float32)}
+    ta, tb, grad = session(pg.model).run([pg.taps[("a", "w")], pg.taps[("b", "w")], pg.grads["w"]], feed)
+    total = per_index(inits["w"].astype(np.float64) * grad, 1).sum(1)
+    np.testing.assert_allclose(ta + tb, total, rtol=1e-4, atol=1e-5 * np.abs(total).max())
+    assert np.abs(ta - total).max() > 1e-3 * np.abs(total).max()  # a share, not the total
