@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="what the views vary: crop, scale, flip, mix (float inputs), splice (integer inputs), comma-separated (default mix)")
     pr.add_argument("--data", metavar="DATA.npz", help="held-out data for the fidelity/accuracy report (default: --calib)")
     add_image_flags(pr)
-    pr.add_argument("--round-to", type=int, default=None, help="keep widths a multiple of N (default 8; for --target-latency the CPU convolutions' channel block when larger: 16 with AVX-512)")
+    pr.add_argument("--round-to", type=int, default=None, help="keep each weight's width a multiple of N (default 8; an attention head counts as its columns; for --target-latency the CPU convolutions' channel block when larger: 16 with AVX-512)")
     pr.add_argument("--criterion", default=None,
                     help="importance: l1, l2, fpgm, lamp, bn_scale, random, activation, apoz, reconstruction, obs, relative, "
                          "fisher, fisher_parts, fisher_recon, fisher_logit (sigmoid/softmax outputs probed as logits), fisher_prior "

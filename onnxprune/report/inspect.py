@@ -69,7 +69,7 @@ def format_inspect(dep: Dependency, limit: int = 200) -> str:
 
 def why_nothing_removed(dep: Dependency, round_to: int) -> str:
     """Why a plan removed no channel, for a warning: every channel frozen (and by what), or prunable
-    groups too narrow for the target once widths keep a multiple of `round_to`."""
+    groups too narrow for the target once each weight's width keeps a multiple of `round_to`."""
     prunable = sum(g.prunable for g in dep.groups)
     if not dep.groups:
         note = next(iter(dep.notes), "")
@@ -80,4 +80,4 @@ def why_nothing_removed(dep: Dependency, round_to: int) -> str:
         return f"every channel of the {len(dep.groups)} groups is frozen ({top}); `onnxprune inspect` lists the barriers"
     widest = max(g.prunable for g in dep.groups)
     return (f"{prunable} channels are prunable (at most {widest} in a group), but the target leaves every group whole "
-            f"with widths kept a multiple of {round_to}; try --round-to 1 or a deeper target")
+            f"with weight widths kept a multiple of {round_to}; try --round-to 1 or a deeper target")
