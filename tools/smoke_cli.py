@@ -133,7 +133,8 @@ def run_path(key: str, path: str, timeout: int, samples: int) -> dict:
     if "TRAIN" in RUNS.get(path, ()) and not train.exists():
         random_npz(model, shapes, 64, train, seed=1)
     out, report, log = work / f"{path}.onnx", work / f"{path}.json", work / f"{path}.log"
-    for stale in (out, report, out.with_name(out.name + ".data")):  # a rerun, not an overwrite the CLI refuses
+    checkpoints = work.glob(out.name + ".finetune-checkpoint*")  # a failed run's: a rerun is not a --resume
+    for stale in (out, report, out.with_name(out.name + ".data"), *checkpoints):  # not an overwrite the CLI refuses
         stale.unlink(missing_ok=True)
     row = {"model": key, "path": path}
     if path in RUNS:
