@@ -35,3 +35,11 @@ def test_a_broken_model_with_bound_weights_still_fails_it():
     parked = unload(_mlp(broken=True), min_bytes=512)
     with pytest.raises(BadInputError, match="model: fails the ONNX checker .*nowhere"):
         check_supported(parked)
+
+
+def test_the_validate_commands_dense_check_takes_a_bound_model(tmp_path):
+    """`onnxprune validate DENSE PRUNED` checks the dense model it loaded; loaded lazily (external data of
+    64 MB or more, as minilm_dynamo's) it exited 2 on the same absolute locations."""
+    from onnxprune.load.checker import check_model_any_size
+    parked = unload(_mlp(), min_bytes=512)
+    check_model_any_size(parked, "dense.onnx: the dense model", path=str(tmp_path / "dense.onnx"))
