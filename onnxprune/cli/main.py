@@ -278,6 +278,9 @@ def cmd_sensitivity(args) -> int:
     data = load_calibration(args.calib, {n: len(probe.input_shapes[n]) for n in probe.inputs}, limit=args.calib_limit)
     from onnxprune.load.fit import check_fits
     check_fits(model, data, args.calib)
+    from onnxprune.load.spill import model_bytes
+    from onnxprune.stages import _join_or_not
+    _join_or_not(model, model_bytes(model), data)  # a model baking batch 1 is fed one sample at a time
     ratios = floats(args.ratios, "--ratios")
     if not ratios or not all(0 < r < 1 for r in ratios):
         raise BadInputError(f"--ratios '{args.ratios}': shares must lie strictly between 0 and 1")
