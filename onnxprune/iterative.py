@@ -82,9 +82,13 @@ def prune_iteratively(model_or_path, steps: int, *, calib=None, eval_data=None, 
     current, model, prep, plan, trail = 1.0, dense, dense_prep, None, []
     train = train_data if train_data is not None else dense_prep.samples
     dense_least = least_widths(dense_prep.dep, dense_prep.options.max_layer_ratio, dense_prep.options.min_channels)
+    # the hidden width is decided once, on the dense model against the final target: a later step asked
+    # again weighs its own target against caps counted from its own widths, not the dense floors it keeps
+    hidden = "on" if dense_prep.dep.graph.hidden else "off"
     for k, tune in enumerate(step_budgets(finetune, steps), start=1):
         step_options = replace(options, target=_step_target(options.target, k, steps, current),
-                               round_to=dense_prep.options.round_to)  # resolved by prepare (None: the default)
+                               round_to=dense_prep.options.round_to,  # resolved by prepare (None: the default)
+                               hidden=hidden if k > 1 else options.hidden)
         prep = dense_prep if k == 1 else prepare(model, replace(step_options, criterion=dense_prep.options.criterion,
                                                                 scope=dense_prep.options.scope,
                                                                 recover=dense_prep.options.recover), calib)

@@ -90,3 +90,12 @@ def test_an_unknown_flag_value_exits_2(files, tmp_path, capsys):
         main(["finetune", str(student), "--teacher", str(teacher), "--data", str(data), "-o", str(tmp_path / "o.onnx"),
               "--select", "accuracy"])
     assert exit_.value.code == 2 and not (tmp_path / "o.onnx").exists()
+
+
+def test_the_summary_line_shows_small_values_not_zero(files, tmp_path, capsys):
+    """The printed learning rate of a 1e-4 run (the range test's usual picks are 3e-5 to 1e-3) read 0.0000."""
+    student, teacher, data = files
+    assert main(["finetune", str(student), "--teacher", str(teacher), "--data", str(data), "-o",
+                 str(tmp_path / "out.onnx"), "--epochs", "1", "--lr", "1e-4", "--threads", "1"]) == 0
+    lr = float(re.search(r"\blr ([-+0-9.e]+)", capsys.readouterr().out).group(1))
+    assert 0 < lr <= 1e-4

@@ -33,6 +33,9 @@ RUNS = {
     "finetune": ["--target-macs", "0.5", "--calib", "CALIB", "--train-data", "TRAIN", "--finetune", "1"],
     "latency": ["--target-latency", "0.6", "--calib", "CALIB"],
     "datafree": ["--ratio", "0.3"],
+    # paths added after wave 14: pruning in steps with distillation between them; the hidden width forced
+    "steps": ["--target-macs", "0.5", "--calib", "CALIB", "--train-data", "TRAIN", "--finetune", "2", "--steps", "2"],
+    "hidden_on": ["--target-macs", "0.5", "--calib", "CALIB", "--hidden", "on"],
 }
 BAD = ("bad_shape", "same_output", "same_output_force", "truncated")
 PATHS = (*RUNS, *BAD)
@@ -127,10 +130,11 @@ def run_path(key: str, path: str, timeout: int, samples: int) -> dict:
     model = onnx.load(str(src), load_external_data=False)
     calib, train = work / "calib.npz", work / "train.npz"
     shapes = random_npz(model, dict(entry.input_shapes or {}), samples, calib)
-    if path == "finetune" and not train.exists():
+    if "TRAIN" in RUNS.get(path, ()) and not train.exists():
         random_npz(model, shapes, 64, train, seed=1)
     out, report, log = work / f"{path}.onnx", work / f"{path}.json", work / f"{path}.log"
-    for stale in (out, report, out.with_name(out.name + ".data")):  # a rerun, not an overwrite the CLI refuses
+    checkpoints = work.glob(out.name + ".finetune-checkpoint*")  # a failed run's: a rerun is not a --resume
+    for stale in (out, report, out.with_name(out.name + ".data"), *checkpoints):  # not an overwrite the CLI refuses
         stale.unlink(missing_ok=True)
     row = {"model": key, "path": path}
     if path in RUNS:

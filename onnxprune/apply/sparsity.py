@@ -18,6 +18,7 @@ from onnx import numpy_helper
 
 from onnxprune.errors import BadInputError
 from onnxprune.graph.model_graph import ModelGraph
+from onnxprune.load.external import inlined, tensor_value
 
 # op -> (weight input index, input-channel axis of the weight); what counts as "conv" or "linear"
 WEIGHTED_OPS = {"Conv": (1, 1, "conv"), "ConvTranspose": (1, 0, "conv"), "Gemm": (1, None, "linear"),
@@ -120,7 +121,7 @@ def apply_masks(model: onnx.ModelProto, masks: dict[str, np.ndarray]) -> onnx.Mo
     out.CopyFrom(model)
     for init in out.graph.initializer:
         if init.name in masks:
-            value = numpy_helper.to_array(init)
+            value = tensor_value(init)  # a large model's weights may be bound to its data file (load/external.py)
             init.CopyFrom(numpy_helper.from_array(np.where(masks[init.name], value, 0).astype(value.dtype), init.name))
     for node in out.graph.node:
         if node.op_type == "Constant" and node.output and node.output[0] in masks:
@@ -138,7 +139,7 @@ def to_sparse_initializers(model: onnx.ModelProto, min_sparsity: float = 0.5) ->
     out.CopyFrom(model)
     keep = []
     for init in out.graph.initializer:
-        value = numpy_helper.to_array(init)
+        value = tensor_value(init)
         if value.ndim >= 2 and np.issubdtype(value.dtype, np.floating) and (value == 0).mean() >= min_sparsity:
             flat = value.reshape(-1)
             idx = np.flatnonzero(flat)
@@ -159,7 +160,8 @@ def sparsity_report(model: onnx.ModelProto, masks: dict[str, np.ndarray]) -> dic
     per_weight = {name: float(1.0 - mask.mean()) for name, mask in masks.items()}
     total = sum(m.size for m in masks.values())
     zeros = sum(int((~m).sum()) for m in masks.values())
-    raw = model.SerializeToString()
+    with inlined(model):  # weights bound to a data file count as the bytes they are
+        raw = model.SerializeToString()
     return {"weights": per_weight, "sparsity": zeros / total if total else 0.0, "size_bytes": len(raw),
             "zip_bytes": zipped_size(raw)}
 

@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--scope", choices=["local", "global"], default="local")
     sp.add_argument("--sparse-initializers", action="store_true", help="store mostly-zero weights as ONNX sparse initializers")
     sp.add_argument("--data", metavar="DATA.npz", help="data for the fidelity/accuracy report")
+    sp.add_argument("--input-shape", action="append", metavar="NAME:DxD..", help="shape for a dynamic input")
     sp.add_argument("--report", help="write the JSON report here")
     sp.add_argument("--force", action="store_true")
     sp.add_argument("-q", "--quiet", action="store_true")
@@ -245,7 +246,8 @@ def cmd_sparsify(args) -> int:
         raise BadInputError("give --sparsity, or both --conv-sparsity and --linear-sparsity")
     model, _ = as_model(args.model)
     result = sparsify(model, {k: v or 0.0 for k, v in amounts.items()}, scope=args.scope, pattern=args.pattern,
-                      sparse_initializers=args.sparse_initializers, eval_data=args.data)
+                      sparse_initializers=args.sparse_initializers, eval_data=args.data,
+                      input_shapes=parse_shapes(args.input_shape))
     from onnxprune.check.finite import check_finite
     check_finite(result.model, model)
     from onnxprune.load.destinations import all_or_nothing
@@ -276,6 +278,9 @@ def cmd_sensitivity(args) -> int:
     data = load_calibration(args.calib, {n: len(probe.input_shapes[n]) for n in probe.inputs}, limit=args.calib_limit)
     from onnxprune.load.fit import check_fits
     check_fits(model, data, args.calib)
+    from onnxprune.load.spill import model_bytes
+    from onnxprune.stages import _join_or_not
+    _join_or_not(model, model_bytes(model), data)  # a model baking batch 1 is fed one sample at a time
     ratios = floats(args.ratios, "--ratios")
     if not ratios or not all(0 < r < 1 for r in ratios):
         raise BadInputError(f"--ratios '{args.ratios}': shares must lie strictly between 0 and 1")

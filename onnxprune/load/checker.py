@@ -44,10 +44,21 @@ def _too_large(exc: Exception) -> bool:
     return isinstance(exc, ValueError) or type(exc).__name__ == "EncodeError"
 
 
+def _bound(model: onnx.ModelProto) -> bool:
+    from onnxprune.load.external import has_bound
+    return has_bound(model)
+
+
 def check_model_any_size(model: onnx.ModelProto, prefix: str, path: str | os.PathLike | None = None,
                          by_path: bool = False) -> None:
     """BadInputError "{prefix} fails the ONNX checker (...)"; models over 2 GB, or any model with
-    `by_path`, are checked at `path` (skipped without one: loading already parsed the protobuf)."""
+    `by_path`, are checked at `path` (skipped without one: loading already parsed the protobuf); one whose
+    weights are bound to files (load/external.py) as a spilled copy."""
+    if model is not None and not by_path and _bound(model):  # weights read from files by absolute path,
+        from onnxprune.load.spill import spilled  # which the in-memory checker refuses: a copy it reads by path
+        with spilled(model, for_checker=True) as copy:
+            check_model_any_size(None, prefix, path=copy, by_path=True)
+        return
     try:
         if by_path and path is not None:
             raise _CheckByPath()

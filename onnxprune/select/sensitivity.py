@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from onnxprune.load.data import Dataset
@@ -10,15 +12,18 @@ from onnxprune.score.criteria import score
 from onnxprune.couple.plan import Plan
 from onnxprune.select.plan import capped_keep, rounded_keep
 from onnxprune.select.refine import least_widths
-from onnxprune.apply.rewrite import apply_plan
+from onnxprune.apply.rewrite import RewriteError, apply_plan
 from onnxprune.load.runtime import run_dataset, session
+
+log = logging.getLogger("onnxprune")
 
 DEFAULT_RATIOS = (0.25, 0.5, 0.75)
 
 
 def _fidelity(reference: list[np.ndarray], outputs: list[np.ndarray], labels) -> tuple[float, float | None]:
-    d = np.concatenate([x.reshape(-1) for x in reference]).astype(np.float64)
-    p = np.concatenate([x.reshape(-1) for x in outputs]).astype(np.float64)
+    tensors = [i for i, x in enumerate(reference) if x.dtype != object]  # not sequences or maps (ZipMap)
+    d = np.concatenate([reference[i].reshape(-1) for i in tensors]).astype(np.float64)
+    p = np.concatenate([outputs[i].reshape(-1) for i in tensors]).astype(np.float64)
     cos = float(d @ p / max(np.linalg.norm(d) * np.linalg.norm(p), 1e-30))
     acc = None
     if labels is not None and reference[0].ndim == 2:
@@ -47,12 +52,17 @@ def group_sensitivity(dep: Dependency, data: Dataset, ratios=DEFAULT_RATIOS, cri
             drop = min(grp.size - rounded_keep(grp.size, r, 1), len(free))
             removed = np.zeros(dep.num_channels, dtype=bool)
             removed[order[:drop]] = True
-            pruned = session(apply_plan(Plan(dep, removed)))
+            try:
+                pruned = session(apply_plan(Plan(dep, removed)))
+            except RewriteError as exc:  # a cut no rewrite follows (a batch * heads shape): the group has no
+                log.warning("sensitivity: group %d left out, it cannot be cut (%s)", grp.id, exc)  # row: kept whole
+                break
             cos, acc = _fidelity(reference, run_dataset(pruned, data), data.labels)
             row["cosine"][r] = cos
             if acc is not None:
                 row["accuracy"][r] = acc
-        rows.append(row)
+        else:
+            rows.append(row)
     return rows
 
 

@@ -64,7 +64,7 @@ def run(args) -> int:
     checkpoint.unlink(missing_ok=True)  # the output is written: nothing left to resume
     if not args.quiet:
         last = info["history"][-1]
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in last.items() if isinstance(v, float))
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if isinstance(v, float))  # lr 1e-06, not 0.0000
         loss = f"{info['loss']} {info['distill']}" if info.get("distill") else info["loss"]
         others = info.get("other_outputs") or []
         loss += f", {len(others)} other output{'s' if len(others) > 1 else ''} matched beside it" if others else ""
