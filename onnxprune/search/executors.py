@@ -14,6 +14,7 @@ candidate's files back, so the nodes of a cluster need onnxprune installed but n
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import tempfile
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from onnxprune.errors import BadInputError, first_line
+from onnxprune.progress import LOGGER
 
 RAY_INSTALL = "pip install 'onnxprune[ray]'"
 INPUTS = ("model", "calib", "data")  # the job's file paths a Ray task needs on its node
@@ -43,13 +45,14 @@ class LocalExecutor:
 
     def run(self, jobs: list[dict], evaluate: Callable[[dict], dict]) -> list[dict]:
         context = multiprocessing.get_context("spawn")  # no fork after ONNX Runtime has started threads
+        level = logging.getLogger(LOGGER).getEffectiveLevel()  # a spawned process starts unconfigured
         queue = [(job, 1) for job in jobs]
         running: list[tuple[dict, int, multiprocessing.Process]] = []
         failed = []
         while queue or running:
             while queue and len(running) < self.workers:
                 job, attempt = queue.pop(0)
-                process = context.Process(target=_local_worker, args=(evaluate, job), daemon=True)
+                process = context.Process(target=_local_worker, args=(evaluate, job, level), daemon=True)
                 with _one_blas_thread():
                     process.start()
                 running.append((job, attempt, process))
@@ -83,8 +86,12 @@ def _one_blas_thread():
             del os.environ["OMP_NUM_THREADS"]
 
 
-def _local_worker(evaluate: Callable[[dict], dict], job: dict) -> None:
-    """A worker process's body: the job, or its error in one line beside the candidate, exit 1."""
+def _local_worker(evaluate: Callable[[dict], dict], job: dict, level: int = logging.WARNING) -> None:
+    """A worker process's body: the job, or its error in one line beside the candidate, exit 1. Its log
+    messages pass at the parent's `level` (a quiet search printed every candidate's warnings)."""
+    from onnxprune import progress
+    verbose = 0 if level >= logging.WARNING else 1 if level >= logging.INFO else 2
+    progress.configure(quiet=level >= logging.ERROR, verbose=verbose)
     error = Path(job["out"]) / f"{job['spec']['id']}.error"
     try:
         evaluate(job)
