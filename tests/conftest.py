@@ -77,3 +77,14 @@ def baked_batch_model() -> onnx.ModelProto:
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3])
     graph = onnx.helper.make_graph(nodes, "baked", [x], [y], inits)
     return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+
+
+@pytest.fixture
+def stream_calib(tmp_path) -> str:
+    """A .npz of 16 token-id samples for the models of fixtures/transformers/make_stream.py."""
+    import sys
+    sys.path.insert(0, str(FIXTURES / "transformers"))
+    import make_stream
+    path = tmp_path / "calib.npz"
+    np.savez(path, input_ids=np.random.default_rng(1).integers(0, make_stream.V, (16, 1, make_stream.S)))
+    return str(path)

@@ -98,25 +98,17 @@ def test_fused_ort_norms_carry_the_stream():
     assert gammas and all(dims[name] == [kept] for name in gammas)
 
 
-@pytest.fixture
-def calib(tmp_path):
-    path = tmp_path / "calib.npz"
-    rng = np.random.default_rng(1)
-    np.savez(path, input_ids=rng.integers(0, make_stream.V, (16, 1, make_stream.S)))
-    return str(path)
-
-
-def test_auto_turns_on_only_when_the_target_needs_it(calib):
+def test_auto_turns_on_only_when_the_target_needs_it(stream_calib):
     model = make_stream.build("rms")
-    reached = prune(model, target_params=0.3, calib=calib, round_to=4, bench_rounds=0)
+    reached = prune(model, target_params=0.3, calib=stream_calib, round_to=4, bench_rounds=0)
     assert reached.report["plan"]["hidden"][0]["after"] < make_stream.D
     assert reached.report["after"]["params"] <= 0.31 * reached.report["before"]["params"]
     width = reached.report["plan"]["hidden"][0]["after"]
     assert f"hidden (residual-stream) width {make_stream.D} -> {width}" in format_summary(reached.report)
     assert f"Hidden (residual-stream) width {make_stream.D} -> {width}." in format_markdown(reached.report)
-    easy = prune(model, target_params=0.8, calib=calib, round_to=4, bench_rounds=0)
+    easy = prune(model, target_params=0.8, calib=stream_calib, round_to=4, bench_rounds=0)
     assert "hidden" not in easy.report["plan"]
-    off = prune(model, target_params=0.3, calib=calib, round_to=4, bench_rounds=0, hidden="off")
+    off = prune(model, target_params=0.3, calib=stream_calib, round_to=4, bench_rounds=0, hidden="off")
     assert "hidden" not in off.report["plan"]
 
 
@@ -125,9 +117,9 @@ def test_hidden_on_needs_calibration_data():
         prune(make_stream.build("rms"), target_params=0.5, hidden="on", bench_rounds=0)
 
 
-def test_a_saved_hidden_plan_is_reapplied(calib, tmp_path):
+def test_a_saved_hidden_plan_is_reapplied(stream_calib, tmp_path):
     model = make_stream.build("layer")
-    first = prune(model, target_params=0.3, calib=calib, round_to=4, bench_rounds=0, hidden="on")
+    first = prune(model, target_params=0.3, calib=stream_calib, round_to=4, bench_rounds=0, hidden="on")
     path = tmp_path / "plan.json"
     path.write_text(__import__("json").dumps(first.plan.to_json()))
     again = prune(model, plan=str(path), bench_rounds=0)  # no data: the plan is applied as saved

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
-import pytest
-
 from conftest import FIXTURES
 from onnxprune.iterative import prune_iteratively
 from onnxprune.options import FinetuneOptions, PruneOptions, Target
@@ -21,19 +18,11 @@ sys.path.insert(0, str(FIXTURES / "transformers"))
 import make_stream  # noqa: E402
 
 
-@pytest.fixture
-def calib(tmp_path):
-    path = tmp_path / "calib.npz"
-    rng = np.random.default_rng(1)
-    np.savez(path, input_ids=rng.integers(0, make_stream.V, (16, 1, make_stream.S)))
-    return str(path)
-
-
-def test_every_step_prunes_the_hidden_width_the_dense_analysis_turned_on(calib):
+def test_every_step_prunes_the_hidden_width_the_dense_analysis_turned_on(stream_calib):
     model = make_stream.build("rms")
     # the dense floor without the hidden width is 0.54 of the MACs: the dense analysis turns it on
     options = PruneOptions(target=Target(macs=0.5), round_to=4, bench_rounds=0)
-    result = prune_iteratively(model, 2, calib=calib, options=options, finetune=FinetuneOptions(epochs=2, lr=1e-4))
+    result = prune_iteratively(model, 2, calib=stream_calib, options=options, finetune=FinetuneOptions(epochs=2, lr=1e-4))
     report = result.report
     assert report["after"]["macs"] <= 0.51 * report["before"]["macs"], report["iterative"]["trail"]
     assert report["plan"]["hidden"][0]["after"] < make_stream.D  # the last step's plan cut the stream too

@@ -74,14 +74,15 @@ class NudeNet(Task):
     def _images(self, n: int) -> list[np.ndarray]:
         """Whole photos (astronaut, cameraman, flipped) then composites: 1-3 face crops at random scales,
         sides and positions pasted on a background photo."""
-        rng = np.random.default_rng(31)
         astro, cam = skimage_photo("astronaut"), skimage_photo("camera")
-        heads = self.heads()
         out = [astro, astro[:, ::-1], cam, cam[:, ::-1]]
-        while len(out) < n:
-            bg = skimage_photo(self.BACKGROUNDS[len(out) % len(self.BACKGROUNDS)]).copy()
-            out.append(self.paste_heads(bg, heads, rng))
-        return out[:n]
+        return (out + self.composites(n - len(out), np.random.default_rng(31), first=len(out)))[:n]
+
+    def composites(self, n: int, rng: np.random.Generator, first: int = 0) -> list[np.ndarray]:
+        """n background photos (BACKGROUNDS in turn, from the `first`) with 1-3 heads pasted on each."""
+        heads = self.heads()
+        return [self.paste_heads(skimage_photo(self.BACKGROUNDS[(first + i) % len(self.BACKGROUNDS)]).copy(), heads, rng)
+                for i in range(max(n, 0))]
 
     @staticmethod
     def heads() -> list[np.ndarray]:

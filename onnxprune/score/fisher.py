@@ -97,13 +97,18 @@ def _probe(shape: tuple[int, ...], std: np.ndarray, rng: np.random.Generator, dt
     return v.astype(dtype)
 
 
+def _weight_share(dep: Dependency, weight: str, axis: int, grad: np.ndarray) -> np.ndarray:
+    """W * dW summed over each index of W's `axis`."""
+    return per_index(dep.graph.const(weight) * grad, axis).sum(1)
+
+
 def _channel_sums(dep: Dependency, members, grads: dict[str, np.ndarray]) -> np.ndarray:
     """Per channel: sum over members (slot, weight, axis) of W * dW summed over the channel's slice."""
     out = np.zeros(dep.num_channels)
     for slot, weight, axis in members:
         g = grads.get(weight)
         if g is not None:
-            np.add.at(out, dep.elements(slot), per_index(dep.graph.const(weight) * g, axis).sum(1))
+            np.add.at(out, dep.elements(slot), _weight_share(dep, weight, axis, g))
     return out
 
 
@@ -117,7 +122,7 @@ def _site_sums(dep: Dependency, sites, taps: dict[tuple[str, str], np.ndarray], 
         if v is not None:
             np.add.at(out, dep.elements(slot), np.asarray(v, np.float64))
         elif weight in grads:
-            np.add.at(out, dep.elements(slot), per_index(dep.graph.const(weight) * grads[weight], axis).sum(1))
+            np.add.at(out, dep.elements(slot), _weight_share(dep, weight, axis, grads[weight]))
     return out
 
 
